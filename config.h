@@ -169,7 +169,7 @@ struct TrainConfig {
     std::string check_state_path;
     std::string probe_path;     // eval-sink probe shard; training defaults to the first val shard
     int eval_sink = 0;
-    int batch_size = 16;        // B
+    int batch_size = 64;        // B
     int seq_len = 0;            // T; 0 = the model's max_seq_len
     int total_batch_size = 0;   // tokens per optimizer step; 0 = B*T (no accumulation)
     int steps = 300;
@@ -182,8 +182,8 @@ struct TrainConfig {
     int wd_exempt = 0;          // 1: no weight decay on norms, biases, embeddings
     float grad_clip = 1.0f;     // 0 = off
     unsigned long long seed = 1337;
-    int val_every = 50, val_batches = 8;
-    int sink_every = 50;
+    int val_every = 100, val_batches = 4;
+    int sink_every = 100;       // one probe of 100 x 64 costs about one training step: ~1% at 100
     int probe_seqs = 100, probe_len = 64;
     float sink_eps = 0.3f;
     int save_every = 0;         // 0 = only at the end
@@ -193,7 +193,7 @@ struct TrainConfig {
 // ----------------------------------------------------------------------------------------------------------------
 // command line. One table drives parsing, validation and the usage text.
 
-enum FlagKind { FLAG_INT, FLAG_FLOAT, FLAG_U64, FLAG_STR, FLAG_CHOICE };
+enum FlagKind { FLAG_INT, FLAG_FLOAT, FLAG_U64, FLAG_STR, FLAG_CHOICE, FLAG_SWITCH };
 
 struct Flag {
     const char* name;
@@ -222,6 +222,7 @@ static inline std::string flag_value_string(const Flag& f) {
     case FLAG_U64: snprintf(buf, sizeof buf, "%llu", *(unsigned long long*)f.ptr); return buf;
     case FLAG_STR: return ((std::string*)f.ptr)->empty() ? "(none)" : *(std::string*)f.ptr;
     case FLAG_CHOICE: return f.choices[*(int*)f.ptr];
+    case FLAG_SWITCH: return *(int*)f.ptr ? "on" : "off";
     }
     return "";
 }
@@ -269,7 +270,7 @@ static inline FlagTable make_flag_table(CommandLine* cl) {
     add_flag(&t, "--resume", FLAG_STR, &r->resume_dir, "continue the run saved in this directory (its latest checkpoint)");
     add_flag(&t, "--load", FLAG_STR, &r->load_path, "start from (or evaluate) this model file");
     add_flag(&t, "--check-state", FLAG_STR, &r->check_state_path, "with --load: compare one forward/backward with this debug state");
-    add_flag(&t, "--eval-sink", FLAG_CHOICE, &r->eval_sink, "with --load: measure sink metrics on --probe, print one JSON line", 0, 0, onoff, 2);
+    add_flag(&t, "--eval-sink", FLAG_SWITCH, &r->eval_sink, "(no value) with --load: measure sink metrics on --probe, print one JSON line");
     add_flag(&t, "--probe", FLAG_STR, &r->probe_path, "probe shard: first --probe-seqs windows of --probe-len tokens (default: first val shard)");
     add_flag(&t, "--batch", FLAG_INT, &r->batch_size, "B, sequences per micro-batch", 1, 1 << 20);
     add_flag(&t, "--seq-len", FLAG_INT, &r->seq_len, "T, tokens per sequence (0 = max-seq-len)", 0, 1 << 20);
@@ -341,7 +342,11 @@ static inline void parse_flag_value(Flag* f, const char* v) {
         *(float*)f->ptr = (float)x;
         break;
     }
-    case FLAG_STR: *(std::string*)f->ptr = v; break;
+    case FLAG_STR:
+        if (*v == 0) fail("flag %s: the value is empty", f->name);
+        *(std::string*)f->ptr = v;
+        break;
+    case FLAG_SWITCH: break;
     case FLAG_CHOICE: {
         for (int c = 0; c < f->num_choices; c++)
             if (strcmp(v, f->choices[c]) == 0) { *(int*)f->ptr = c; return; }
@@ -377,10 +382,14 @@ static inline void parse_command_line(int argc, char** argv, CommandLine* cl) {
         for (int k = 0; k < t.n; k++)
             if (strcmp(a, t.flags[k].name) == 0) f = &t.flags[k];
         if (!f) fail("unknown flag '%s' (run with --help for the list)", a);
-        if (i + 1 >= argc) fail("flag %s needs a value", a);
         if (f->seen) fail("flag %s is given twice", a);
         f->seen = true;
         if (f->is_model) cl->model_flag_seen = true;
+        if (f->kind == FLAG_SWITCH) {
+            *(int*)f->ptr = 1;
+            continue;
+        }
+        if (i + 1 >= argc || strncmp(argv[i + 1], "--", 2) == 0) fail("flag %s needs a value", a);
         parse_flag_value(f, argv[++i]);
     }
     config_finalize(&cl->model);

@@ -1,0 +1,85 @@
+// test/test_helpers.h: shared helpers of the Catch2 tests (each test file #includes the trainer with TESTING defined).
+#pragma once
+#include <catch2/catch.hpp>
+#include <functional>
+#include <random>
+#include <string>
+#include <vector>
+
+#ifndef SK_FIXTURES
+#define SK_FIXTURES "test/fixtures"
+#endif
+#define TESTING
+#include "../train_gpt_cpu.cpp"
+
+static inline std::vector<double> random_vec(size_t n, std::mt19937_64& rng, double scale = 1.0) {
+    std::normal_distribution<double> nd(0.0, scale);
+    std::vector<double> v(n);
+    for (double& x : v) x = nd(rng);
+    return v;
+}
+
+// Checks the analytic gradient of loss(x) against central finite differences in double precision at every index of
+// x (or at `samples` random indices when given). Returns the largest error relative to max(1e-3, |numeric|).
+static inline double fd_check(std::vector<double>& x, const std::vector<double>& analytic,
+                              const std::function<double()>& loss, size_t samples = 0, uint64_t seed = 1) {
+    const double h = 1e-5;
+    double worst = 0;
+    std::mt19937_64 rng(seed);
+    size_t n = samples ? samples : x.size();
+    for (size_t s = 0; s < n; s++) {
+        size_t i = samples ? rng() % x.size() : s;
+        double keep = x[i];
+        x[i] = keep + h;
+        double lp = loss();
+        x[i] = keep - h;
+        double lm = loss();
+        x[i] = keep;
+        double numeric = (lp - lm) / (2 * h);
+        double err = fabs(numeric - analytic[i]) / std::max(1e-3, fabs(numeric));
+        worst = std::max(worst, err);
+    }
+    return worst;
+}
+
+static inline double dot(const std::vector<double>& a, const double* b) {
+    double s = 0;
+    for (size_t i = 0; i < a.size(); i++) s += a[i] * b[i];
+    return s;
+}
+
+static inline std::string fixture(const std::string& name) { return std::string(SK_FIXTURES) + "/" + name; }
+
+static inline std::string temp_dir() {
+    char tmpl[] = "/tmp/sinkscope_test_XXXXXX";
+    char* d = mkdtemp(tmpl);
+    REQUIRE(d != nullptr);
+    return d;
+}
+
+static inline std::string slurp(const std::string& path) {
+    FILE* f = fopen(path.c_str(), "rb");
+    if (!f) return "";
+    std::string s;
+    char buf[65536];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof buf, f)) > 0) s.append(buf, n);
+    fclose(f);
+    return s;
+}
+
+static inline void write_bytes(const std::string& path, const std::string& bytes) {
+    FILE* f = fopen(path.c_str(), "wb");
+    REQUIRE(f != nullptr);
+    REQUIRE(fwrite(bytes.data(), 1, bytes.size(), f) == bytes.size());
+    fclose(f);
+}
+
+// An llm.c token shard with the given tokens.
+static inline void write_shard(const std::string& path, const std::vector<uint16_t>& toks) {
+    int32_t h[256] = {0};
+    h[0] = SHARD_MAGIC; h[1] = SHARD_VERSION; h[2] = (int32_t)toks.size();
+    std::string bytes((const char*)h, sizeof h);
+    bytes.append((const char*)toks.data(), toks.size() * 2);
+    write_bytes(path, bytes);
+}
