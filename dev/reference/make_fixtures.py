@@ -1,4 +1,4 @@
-"""Deterministic fixture generator (independent reference, written from SPEC_DRAFT.md only).
+"""Deterministic fixture generator (independent reference, written from the specification in README.md ("The model family", "File formats") only).
 
     /usr/bin/python3 dev/reference/make_fixtures.py [outdir]
 

@@ -1,4 +1,4 @@
-"""Independent PyTorch reference of the sinkscope model family, written from SPEC_DRAFT.md only.
+"""Independent PyTorch reference of the sinkscope model family, written from the specification in README.md ("The model family", "File formats") only.
 
 Everything is computed in float64 (fp32 weights from a file are cast to double), with the attention
 written out as explicit matrices so that every (layer, head) probability matrix and the residual
