@@ -549,6 +549,11 @@ static void acts_alloc(Acts<F>* a, const ModelConfig& c, int B, int T) {
         {&a->dfch, BT * F_}, {&a->dfch2, BT * Fg}, {&a->dfcact, BT * F_}, {&a->dlogits, BT * Vp}};
     size_t total = 0;
     for (const Slot& s : slots) total += s.n;
+    double gib = (double)total * sizeof(F) / (1 << 30);
+    double ram_gib = (double)sysconf(_SC_PHYS_PAGES) * sysconf(_SC_PAGESIZE) / (1 << 30);
+    if (gib > 0.9 * ram_gib)
+        fail("activations for B %d x T %d need %.1f GiB, more than this machine's %.1f GiB of memory (lower --batch "
+             "or --seq-len; use --total-batch to keep the tokens per step)", B, T, gib, ram_gib);
     a->mem.assign(total, 0);
     F* base = a->mem.data();
     for (const Slot& s : slots) {
@@ -575,8 +580,10 @@ static const F* lm_head_weight(const Model<F>& m) {
 }
 
 // Forward pass over inputs (B,T); returns the mean loss when targets is given (else 0; probs are still filled).
+// with_head = false stops after the last block (the sink probe needs no logits).
 template <typename F>
-static double model_forward(Model<F>* m, Acts<F>* a, const int* inputs, const int* targets, int B, int T) {
+static double model_forward(Model<F>* m, Acts<F>* a, const int* inputs, const int* targets, int B, int T,
+                            bool with_head = true) {
     const ModelConfig& c = m->config;
     if (T > c.max_seq_len) fail("sequence length %d exceeds the model's max_seq_len %d", T, c.max_seq_len);
     acts_alloc(a, c, B, T);
@@ -647,6 +654,7 @@ static double model_forward(Model<F>* m, Acts<F>* a, const int* inputs, const in
             norm_forward(res3, m2, r2, ln2, ln2w, ln2b, BT, C, c.norm, c.norm_eps);
         }
     }
+    if (!with_head) return 0;
     const F* h = a->residual3 + (size_t)(L - 1) * BTC;
     if (pre) {
         norm_forward(a->lnf, a->lnf_mean, a->lnf_rstd, h, m->p[P_LNFW], m->p[P_LNFB], BT, C, c.norm, c.norm_eps);
@@ -830,7 +838,7 @@ static SinkReport measure_sinks(Model<F>* m, Acts<F>* a, const std::vector<int>&
     sink_begin(&acc, L, NH, T, eps);
     for (int s0 = 0; s0 < S; s0 += chunk) {
         int n = std::min(chunk, S - s0);
-        model_forward(m, a, probe.data() + (size_t)s0 * T, (const int*)nullptr, n, T);
+        model_forward(m, a, probe.data() + (size_t)s0 * T, (const int*)nullptr, n, T, false);
         size_t BTC = (size_t)n * T * C;
         for (int b = 0; b < n; b++) {
             size_t off = (size_t)b * T * C;
