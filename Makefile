@@ -33,7 +33,7 @@ build/test/%.o: test/%.cpp train_gpt_cpu.cpp $(HEADERS) | check-tools
 	$(CXX) $(CXXFLAGS) -O2 -c -o $@ $<
 
 build/test/run_tests: $(TEST_OBJS)
-	$(CXX) $(CXXFLAGS) -o $@ $^ $(CATCH_MAIN) -lm
+	$(CXX) $(CXXFLAGS) -o $@ $^ $(CATCH_MAIN) -lm $(TEST_LDLIBS)
 
 test: build/test/run_tests train_gpt_cpu
 	./build/test/run_tests

@@ -15,16 +15,28 @@
 #include "attention_variants.cuh"
 
 // ----------------------------------------------------------------------------------------------------------------
-// errors: one place that prints "error: ..." and exits non-zero, so every failure reads the same.
+// errors: one place that prints "error: ..." and exits non-zero, so every failure reads the same. Under TESTING it
+// throws SkError instead, so a test can assert on the message of an error path without a subprocess.
+
+#ifdef TESTING
+#include <stdexcept>
+struct SkError : std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
+#endif
 
 [[noreturn]] static inline void fail(const char* fmt, ...) {
+    char msg[2048];
     va_list ap;
     va_start(ap, fmt);
-    fprintf(stderr, "error: ");
-    vfprintf(stderr, fmt, ap);
-    fprintf(stderr, "\n");
+    vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
+#ifdef TESTING
+    throw SkError(msg);
+#else
+    fprintf(stderr, "error: %s\n", msg);
     exit(1);
+#endif
 }
 
 // ----------------------------------------------------------------------------------------------------------------
