@@ -22,6 +22,7 @@ train: train_gpt_cpu data
 	./train_gpt_cpu --out runs/default
 
 TEST_SRCS := $(wildcard test/test_*.cpp)
+TEST_LDLIBS := -lpcre2-8
 TEST_OBJS := $(TEST_SRCS:test/%.cpp=build/test/%.o)
 CATCH_MAIN := /usr/lib/libCatch2WithMain.a
 

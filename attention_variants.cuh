@@ -1,84 +1,290 @@
 // attention_variants.cuh: the catalogue of attention variants. Each variant is defined once, here, and used by the
-// CPU reference (train_gpt_cpu.cpp), the GPU kernels and the tests.
+// CPU reference (train_gpt_cpu.cpp), the GPU kernels and the tests. Definitions: ../shared/paper.md sections 4-5;
+// the user-facing table is in README.md, "Attention variants".
 //
-// What it is: for every variant, the row map from scores to attention weights (forward), the derivative the backward
-// pass uses, and what the sink metric reads; plus the masks (which keys a query sees). Plain C++ usable from host code;
+// What it is: for every row map, its forward formula, the derivative the backward pass uses and what the sink metric
+// reads, as one entry of attn_variant_table plus one case in attn_row_forward / attn_row_backward; the normalisers,
+// feature maps, slots, gates and masks as small enums with their visible-key rule. Plain C++ usable from host code;
 // the functions are __host__ __device__ under nvcc.
-// What it is not: the attention layer itself (that is in the trainers: scores, the weighted sum of values, RoPE and
-// ALiBi live there); nothing here allocates or knows about batches and heads.
+// What it is not: the attention layer (scores, values, RoPE, ALiBi, slot parameters, the gate and feature-map
+// layers live in the trainers); nothing here allocates or knows about batches and heads.
 //
-// The contract every variant follows. For one query row with n visible keys:
-//   forward:  p[0..n) = map(s[0..n))          s = tau * q.k (+ ALiBi), tau = 1/sqrt(hs)
-//   backward: ds[0..n) = g(s, p, dp)           dp_j = dO . v_j is computed by the caller
+// The contract of a row map. One query row has n entries: the optional slot score first, then the visible keys.
+//   forward:  p[0..n) = map(s[0..n))                 s = tau * phi(q).phi(k) (+ ALiBi); the slot's s_* as defined below
+//   backward: ds[0..n) = derivative(s, p, dp)         dp_j = dO . v_j is computed by the caller
 // Reductions inside a row run over j = 0..n-1 in increasing order (fixed order: the GPU exact mode relies on it).
+// Backward receives the recomputed scores s for maps that need them (attn_variant_table[].needs_scores).
 //
-// Adding a variant: one enum value, one row in attn_variant_table, one case in each switch below, and its tests.
+// Adding a variant: one enum value, one row in attn_variant_table, one case in each of the two switches, its tests.
 #pragma once
 #include "numerics.h"
 
 enum AttnVariant {
-    // softmax: p_j = exp(s_j - m) / sum_j' exp(s_j' - m), m = max_j s_j.
-    //   backward: ds_j = p_j (dp_j - D), D = sum_j p_j dp_j (= dO . O).
-    //   metric: p is a probability distribution; Sink_k reads p directly.
+    // softmax: p_j = A e^{s_j - m} / sum_j' e^{s_j' - m}, m = max_j s_j, A = row mass (1 = the standard softmax;
+    //   paper Table 14 trains rows that sum to A).   backward: ds_j = p_j (dp_j - D / A), D = sum_j p_j dp_j.
+    //   metric: reads p when A = 1, else the proxy.
     ATTN_SOFTMAX = 0,
+    // sigmoid (paper Table 6; with a bias b = -log n: Ramapuram et al., Apple 2024, arXiv 2409.04431):
+    //   a_j = sigmoid(s_j + b), then the normaliser.   backward: ds_j = da_j a_j (1 - a_j).
+    ATTN_SIGMOID,
+    // elu+1 on the logit (paper Table 6): a_j = elu(s_j) + 1 = (s_j > 0 ? s_j + 1 : e^{s_j}), then the normaliser.
+    //   backward: ds_j = da_j (s_j > 0 ? 1 : a_j).
+    ATTN_ELU1,
+    // linear: a_j = s_j, then the normaliser. With a feature map phi this is the paper's kernel attention
+    //   phi(q).phi(k)/sqrt(d) (identity, elu+1 or MLP kernel).   backward: ds_j = da_j.
+    ATTN_LINEAR,
+    // softpick (Zuhri et al. 2025, arXiv 2504.20966): p_j = relu(e^{s_j} - 1) / (sum_j |e^{s_j} - 1| + eps), over the
+    //   visible keys only, computed with the shift m = max(0, max_j s_j) (numerator and denominator times e^{-m}).
+    //   backward: ds_j = (e^{s_j} / Z) (1[s_j > 0] dp_j - sign(s_j) D), D = sum_j p_j dp_j.   metric: proxy.
+    ATTN_SOFTPICK,
+    // clipped softmax (Bondarenko et al. 2023, arXiv 2306.12929): p_j = clip((zeta - gamma) softmax_j + gamma, 0, 1),
+    //   gamma = -alpha / T.   backward: through the clip where 0 < value < 1, then the softmax.   metric: proxy.
+    ATTN_CLIPPED,
     ATTN_NUM_VARIANTS
 };
 
+// Normaliser of sigmoid, elu1 and linear (r = sum_j a_j):
+//   none:  p = a                       da = dp                          (metric: proxy, row mass logged)
+//   sum:   p = a / (r + 1e-8)          da_j = (dp_j - D) / Z            (a distribution when a >= 0)
+//   clamp: p = a / max(|r|, 1)         da_j = (dp_j - c D) / Z, c = sign(r) [|r| > 1]    (metric: proxy)
+enum AttnNorm { ANORM_NONE = 0, ANORM_SUM, ANORM_CLAMP, ANORM_NUM_KINDS };
+
+// Feature map on q and k after RoPE: none; elu1 = elu(x) + 1 elementwise; mlp = W2 relu(W1 x) (hs x hs, one pair per
+// layer shared by q, k and all heads; paper Table 6).
+enum AttnPhi { PHI_NONE = 0, PHI_ELU1, PHI_MLP, PHI_NUM_KINDS };
+
+// The slot: an extra entry in front of every row.
+//   kv:    score tau * q_t . k*_h (k* not rotated, no feature map), value v*_h (learned, zero or fixed)  (paper Table 5)
+//   logit: score sigma_h, a learned scalar per head, no value (gpt-oss 2025): dsigma_h = sum_rows ds_*
+//   zero:  score 0, no value: softmax_1, "off-by-one" (Miller 2023, "Attention is off by one")
+// metric: Sink_* and alpha_* read the slot column of a (T+1) x (T+1) matrix whose index 0 is the slot.
+enum AttnSlot { SLOT_NONE = 0, SLOT_KV, SLOT_LOGIT, SLOT_ZERO, SLOT_NUM_KINDS };
+enum VStarMode { VSTAR_LEARN = 0, VSTAR_ZERO, VSTAR_FIXED, VSTAR_NUM_KINDS };
+
+// Gated attention at position G1 (Qiu et al., Qwen 2025, arXiv 2505.06708): y = sdpa * sigmoid(x W_g^T), x = the normed
+// block input; W_g is (C, C) elementwise or (NH, C) headwise.
+enum AttnGate { GATE_NONE = 0, GATE_ELEMENTWISE, GATE_HEADWISE, GATE_NUM_KINDS };
+
 enum AttnMask {
-    // causal: query t sees keys 0..t.
-    MASK_CAUSAL = 0,
+    MASK_CAUSAL = 0,  // query t sees keys [0, t]
+    MASK_PREFIX,      // prefix LM, p = mask_param: t < p sees [0, p); t >= p sees [0, t]; loss only at t >= p - 1
+    MASK_WINDOW,      // sliding window, w = mask_param: t sees [max(0, t - w + 1), t]
     MASK_NUM_KINDS
 };
 
 struct AttnVariantInfo {
-    const char* name;   // the value of --attn
-    int is_probability; // 1: rows are distributions and the metric reads them; 0: the metric reads proxy scores
+    int uses_norm;      // takes --attn-norm
+    int needs_scores;   // backward needs the scores s, not only p (the caller recomputes them)
 };
 
 static const AttnVariantInfo attn_variant_table[ATTN_NUM_VARIANTS] = {
-    {"softmax", 1},
+    {0, 0},
+    {1, 1},
+    {1, 1},
+    {1, 1},
+    {0, 1},
+    {0, 1},
 };
 
-static const char* const attn_mask_names[MASK_NUM_KINDS] = {"causal"};
+// the values of --attn, by AttnVariant
+static const char* const attn_variant_names[ATTN_NUM_VARIANTS] = {"softmax", "sigmoid", "elu1", "linear", "softpick", "clipped"};
+static const char* const attn_norm_names[ANORM_NUM_KINDS] = {"none", "sum", "clamp"};
+static const char* const attn_phi_names[PHI_NUM_KINDS] = {"none", "elu1", "mlp"};
+static const char* const attn_slot_names[SLOT_NUM_KINDS] = {"none", "kv", "logit", "zero"};
+static const char* const vstar_names[VSTAR_NUM_KINDS] = {"learn", "zero", "fixed"};
+static const char* const attn_gate_names[GATE_NUM_KINDS] = {"none", "elementwise", "headwise"};
+static const char* const attn_mask_names[MASK_NUM_KINDS] = {"causal", "prefix", "window"};
+
+#define ATTN_NORM_EPS 1e-8f
+#define SOFTPICK_EPS 1e-6f
 
 struct AttnSpec {
     int variant = ATTN_SOFTMAX;
+    int norm = ANORM_NONE;
+    int phi = PHI_NONE;
+    int slot = SLOT_NONE;
+    int vstar = VSTAR_LEARN;
+    float vstar_value = 0.0f;
+    int value_bias = 0;
+    int slot_shared = 0;
+    int sink_token = 0;
+    int gate = GATE_NONE;
     int mask = MASK_CAUSAL;
+    int mask_param = 0;
+    float row_mass = 1.0f;
+    float sigmoid_bias = 0.0f;
+    float clip_zeta = 1.0f, clip_alpha = 4.0f;
 };
 
-// The keys query t (0-based) may see: [*lo, *hi).
-SK_HD inline void attn_visible_keys(const AttnSpec& spec, int t, int* lo, int* hi) {
+// Does the row map produce a probability distribution over the row? If not, the sink metric reads proxy scores.
+static inline bool attn_is_probability(const AttnSpec& a) {
+    switch (a.variant) {
+    case ATTN_SOFTMAX: return a.row_mass == 1.0f;
+    case ATTN_SIGMOID: case ATTN_ELU1: return a.norm == ANORM_SUM;
+    case ATTN_LINEAR: return a.norm == ANORM_SUM && a.phi == PHI_ELU1;
+    default: return false;
+    }
+}
+
+static inline bool attn_has_slot(const AttnSpec& a) { return a.slot != SLOT_NONE; }
+
+// The keys query t (0-based) may see among T: [*lo, *hi).
+SK_HD inline void attn_visible_keys(const AttnSpec& spec, int t, int T, int* lo, int* hi) {
     switch (spec.mask) {
-    default: // MASK_CAUSAL
+    case MASK_PREFIX:
+        *lo = 0;
+        *hi = t < spec.mask_param ? (spec.mask_param < T ? spec.mask_param : T) : t + 1;
+        break;
+    case MASK_WINDOW:
+        *lo = t - spec.mask_param + 1 > 0 ? t - spec.mask_param + 1 : 0;
+        *hi = t + 1;
+        break;
+    default:  // MASK_CAUSAL
         *lo = 0;
         *hi = t + 1;
     }
 }
 
+// Does position t's prediction count in the loss? (The prefix LM trains only on what follows the prefix.)
+SK_HD inline bool attn_position_has_loss(const AttnSpec& spec, int t) {
+    return spec.mask != MASK_PREFIX || t >= spec.mask_param - 1;
+}
+
 template <typename F>
-SK_HD inline void attn_row_forward(const AttnSpec& spec, const F* s, F* p, int n) {
+SK_HD inline F attn_sigmoid(F x) { return F(1) / (F(1) + sk_exp(-x)); }
+
+// The elementwise map a = g(s) of sigmoid, elu1, linear.
+template <typename F>
+SK_HD inline F attn_pointwise(const AttnSpec& spec, F s) {
     switch (spec.variant) {
-    default: { // ATTN_SOFTMAX
-        F m = s[0];
-        for (int j = 1; j < n; j++) m = s[j] > m ? s[j] : m;
-        F sum = 0;
+    case ATTN_SIGMOID: return attn_sigmoid(s + F(spec.sigmoid_bias));
+    case ATTN_ELU1: return s > 0 ? s + F(1) : sk_exp(s);
+    default: return s;  // ATTN_LINEAR
+    }
+}
+
+// gamma of the clipped softmax for a sequence of T positions.
+template <typename F>
+SK_HD inline F attn_clip_gamma(const AttnSpec& spec, int T) { return -F(spec.clip_alpha) / F(T); }
+
+template <typename F>
+SK_HD inline void attn_softmax_row(const F* s, F* p, int n, F mass) {
+    F m = s[0];
+    for (int j = 1; j < n; j++) m = s[j] > m ? s[j] : m;
+    F sum = 0;
+    for (int j = 0; j < n; j++) {
+        p[j] = sk_exp(s[j] - m);
+        sum += p[j];
+    }
+    for (int j = 0; j < n; j++) p[j] = mass * p[j] / sum;
+}
+
+// forward of one row: p[0..n) from s[0..n). T is the sequence length (for the clipped softmax's gamma).
+template <typename F>
+SK_HD inline void attn_row_forward(const AttnSpec& spec, const F* s, F* p, int n, int T) {
+    switch (spec.variant) {
+    case ATTN_SOFTMAX: attn_softmax_row(s, p, n, F(spec.row_mass)); return;
+    case ATTN_SOFTPICK: {
+        F m = 0;
+        for (int j = 0; j < n; j++) m = s[j] > m ? s[j] : m;
+        F em = sk_exp(-m), z = 0;
         for (int j = 0; j < n; j++) {
-            p[j] = sk_exp(s[j] - m);
-            sum += p[j];
+            F e = sk_exp(s[j] - m) - em;  // e^{-m} (e^{s_j} - 1)
+            p[j] = e > 0 ? e : F(0);
+            z += e > 0 ? e : -e;
         }
-        for (int j = 0; j < n; j++) p[j] = p[j] / sum;
+        z += F(SOFTPICK_EPS) * em;
+        for (int j = 0; j < n; j++) p[j] = p[j] / z;
+        return;
+    }
+    case ATTN_CLIPPED: {
+        F gamma = attn_clip_gamma<F>(spec, T), zeta = F(spec.clip_zeta);
+        attn_softmax_row(s, p, n, F(1));
+        for (int j = 0; j < n; j++) {
+            F v = (zeta - gamma) * p[j] + gamma;
+            p[j] = v < 0 ? F(0) : v > 1 ? F(1) : v;
+        }
+        return;
+    }
+    default: {  // sigmoid, elu1, linear: a = g(s), then the normaliser
+        F r = 0;
+        for (int j = 0; j < n; j++) {
+            p[j] = attn_pointwise(spec, s[j]);
+            r += p[j];
+        }
+        F z = spec.norm == ANORM_SUM ? r + F(ATTN_NORM_EPS) : spec.norm == ANORM_CLAMP ? (r < 0 ? -r : r) : F(1);
+        if (spec.norm == ANORM_CLAMP && z < 1) z = 1;
+        if (spec.norm != ANORM_NONE)
+            for (int j = 0; j < n; j++) p[j] = p[j] / z;
     }
     }
 }
 
+// backward of one row: ds[0..n) from p, dp (and s when attn_variant_table[variant].needs_scores).
 template <typename F>
-SK_HD inline void attn_row_backward(const AttnSpec& spec, const F* s, const F* p, const F* dp, F* ds, int n) {
-    (void)s;
+SK_HD inline void attn_row_backward(const AttnSpec& spec, const F* s, const F* p, const F* dp, F* ds, int n, int T) {
+    F D = 0;
+    for (int j = 0; j < n; j++) D = sk_fma(p[j], dp[j], D);
     switch (spec.variant) {
-    default: { // ATTN_SOFTMAX: ds_j = p_j (dp_j - D)
-        F D = 0;
-        for (int j = 0; j < n; j++) D = sk_fma(p[j], dp[j], D);
-        for (int j = 0; j < n; j++) ds[j] = p[j] * (dp[j] - D);
+    case ATTN_SOFTMAX: {
+        F Dm = D / F(spec.row_mass);
+        for (int j = 0; j < n; j++) ds[j] = p[j] * (dp[j] - Dm);
+        return;
+    }
+    case ATTN_SOFTPICK: {
+        // e^{s_j}/Z with the forward's shift: e^{s_j - m} / (Z e^{-m})
+        F m = 0;
+        for (int j = 0; j < n; j++) m = s[j] > m ? s[j] : m;
+        F em = sk_exp(-m), z = 0;
+        for (int j = 0; j < n; j++) {
+            F e = sk_exp(s[j] - m) - em;
+            z += e > 0 ? e : -e;
+        }
+        z += F(SOFTPICK_EPS) * em;
+        for (int j = 0; j < n; j++) {
+            F w = sk_exp(s[j] - m) / z;
+            F sign = s[j] > 0 ? F(1) : s[j] < 0 ? F(-1) : F(0);
+            ds[j] = w * ((s[j] > 0 ? dp[j] : F(0)) - sign * D);
+        }
+        return;
+    }
+    case ATTN_CLIPPED: {
+        // recompute the softmax q_j; dq_j = (zeta - gamma) dp_j where the clip is inactive; then softmax backward
+        F gamma = attn_clip_gamma<F>(spec, T), zeta = F(spec.clip_zeta);
+        F m = s[0];
+        for (int j = 1; j < n; j++) m = s[j] > m ? s[j] : m;
+        F sum = 0;
+        for (int j = 0; j < n; j++) sum += sk_exp(s[j] - m);
+        F Dq = 0;
+        for (int j = 0; j < n; j++) {
+            F q = sk_exp(s[j] - m) / sum;
+            F v = (zeta - gamma) * q + gamma;
+            ds[j] = v > 0 && v < 1 ? (zeta - gamma) * dp[j] : F(0);  // d loss / d q_j, kept in ds for now
+            Dq = sk_fma(q, ds[j], Dq);
+        }
+        for (int j = 0; j < n; j++) {
+            F q = sk_exp(s[j] - m) / sum;
+            ds[j] = q * (ds[j] - Dq);
+        }
+        return;
+    }
+    default: {  // sigmoid, elu1, linear: a_j = g(s_j) recomputed from the scores
+        F r = 0;
+        for (int j = 0; j < n; j++) r += attn_pointwise(spec, s[j]);
+        F z = 1, c = 0;
+        if (spec.norm == ANORM_SUM) {
+            z = r + F(ATTN_NORM_EPS);
+            c = 1;
+        } else if (spec.norm == ANORM_CLAMP) {
+            F ar = r < 0 ? -r : r;
+            z = ar > 1 ? ar : F(1);
+            c = ar > 1 ? (r < 0 ? F(-1) : F(1)) : F(0);
+        }
+        for (int j = 0; j < n; j++) {
+            F a = attn_pointwise(spec, s[j]);
+            F g = spec.variant == ATTN_SIGMOID ? a * (F(1) - a) : spec.variant == ATTN_ELU1 ? (s[j] > 0 ? F(1) : a) : F(1);
+            ds[j] = (dp[j] - c * D) / z * g;
+        }
     }
     }
 }

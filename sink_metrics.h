@@ -13,7 +13,12 @@
 //                   residual stream after block l
 //   top1_median[l]= mean over sequences of max |h| / median |h| over that sequence's T x C entries (Sun et al. 2024)
 //   k1_ratio[l], v1_ratio[l] = mean over sequences of ||k_0|| / mean_{t>0} ||k_t|| (whole C-wide key/value of layer l)
-//   entropy[l]    = mean over sequences, heads and rows t >= 1 of -sum_j A[t,j] log A[t,j] / log(t+1)
+//   entropy[l]    = mean over sequences, heads and rows t >= 1 of -sum_j A[t,j] log A[t,j] / log(visible keys)
+// Variants (README "Attention variants", "Metrics"): rows that are not probability distributions are read as proxy
+// scores |w_j| / sum_j |w_j|, and row_mass[l] = the mean of sum_j w_j over real query rows. With a slot (k*, a sink
+// logit, softmax_1's zero logit, or the sink token) A is (T+1) x (T+1) with the slot at index 0 and its own row
+// one-hot on itself: alpha_* = mean_t A[t, 0] over all T+1 rows, Sink_* counts alpha_* > eps, and Sink_k reads index k.
+// Hidden states and keys/values are those of the T real tokens.
 // All sums are in double, in index order.
 #pragma once
 #include <math.h>
@@ -34,19 +39,24 @@ static inline void sink_alpha(const F* A, int T, int kmax, double* alpha) {
     }
 }
 
-// Mean normalised entropy of rows t = 1..T-1 (row 0 sees one key and has no entropy to normalise).
+// Mean normalised entropy of rows t = first..T-1 of a T x T matrix, row t having row_keys[t] visible entries (t + 1
+// when row_keys is null); rows with one visible key have no entropy to normalise and are skipped.
 template <typename F>
-static inline double sink_row_entropy(const F* A, int T) {
+static inline double sink_row_entropy(const F* A, int T, int first = 1, const int* row_keys = nullptr) {
     double total = 0;
-    for (int t = 1; t < T; t++) {
+    int rows = 0;
+    for (int t = first; t < T; t++) {
+        int n = row_keys ? row_keys[t] : t + 1;
+        if (n < 2) continue;
         double h = 0;
-        for (int j = 0; j <= t; j++) {
+        for (int j = 0; j < T; j++) {
             double a = A[(size_t)t * T + j];
             if (a > 0) h -= a * log(a);
         }
-        total += h / log((double)t + 1);
+        total += h / log((double)n);
+        rows++;
     }
-    return T > 1 ? total / (T - 1) : 0.0;
+    return rows ? total / rows : 0.0;
 }
 
 // ||x_0|| / mean_{t>0} ||x_t|| for T rows of width C at the given row stride.
@@ -74,14 +84,17 @@ static inline double sink_top1_over_median(const F* x, size_t n) {
 }
 
 struct SinkReport {
-    int L = 0, NH = 0, seqs = 0, T = 0;
+    int L = 0, NH = 0, seqs = 0, T = 0, has_slot = 0, proxy = 0;
     float eps = 0.3f;
     double sink[SINK_MAX_K] = {0};           // percent
+    double sink_star = 0;                    // percent, with a slot
     std::vector<double> alpha1;              // L*NH
+    std::vector<double> alpha_star;          // L*NH, with a slot
     std::vector<double> norm_ratio;          // L+1
     std::vector<double> top1_median;         // L+1
     std::vector<double> k1_ratio, v1_ratio;  // L
     std::vector<double> entropy;             // L
+    std::vector<double> row_mass;            // L
     double alpha1_mean = 0, entropy_mean = 0;
 };
 
@@ -89,23 +102,52 @@ struct SinkReport {
 // sink_end_sequence. sink_finish turns the sums into means.
 struct SinkAccumulator {
     SinkReport r;
-    std::vector<double> seq_alpha;  // L*NH*SINK_MAX_K of the current sequence
+    std::vector<double> seq_alpha;  // L*NH*(SINK_MAX_K+1) of the current sequence: [alpha_* (slot only), alpha_1..]
 };
 
-static inline void sink_begin(SinkAccumulator* a, int L, int NH, int T, float eps) {
+// T real tokens per sequence; has_slot: the matrices are (T+1) x (T+1) with the slot at index 0; proxy: read
+// |w| / sum |w| per row instead of w.
+static inline void sink_begin(SinkAccumulator* a, int L, int NH, int T, float eps, int has_slot = 0, int proxy = 0) {
     a->r = SinkReport();
-    a->r.L = L; a->r.NH = NH; a->r.T = T; a->r.eps = eps;
+    a->r.L = L; a->r.NH = NH; a->r.T = T; a->r.eps = eps; a->r.has_slot = has_slot; a->r.proxy = proxy;
     a->r.alpha1.assign((size_t)L * NH, 0); a->r.norm_ratio.assign(L + 1, 0); a->r.top1_median.assign(L + 1, 0);
-    a->r.k1_ratio.assign(L, 0); a->r.v1_ratio.assign(L, 0); a->r.entropy.assign(L, 0);
-    a->seq_alpha.assign((size_t)L * NH * SINK_MAX_K, 0);
+    a->r.k1_ratio.assign(L, 0); a->r.v1_ratio.assign(L, 0); a->r.entropy.assign(L, 0); a->r.row_mass.assign(L, 0);
+    a->r.alpha_star.assign(has_slot ? (size_t)L * NH : 0, 0);
+    a->seq_alpha.assign((size_t)L * NH * (SINK_MAX_K + 1), 0);
 }
 
+// One head's attention weights: a Tm x Tm matrix, Tm = T + has_slot, row t holding the weights of the keys query t
+// sees (zero elsewhere). row_keys[t] = visible entries of row t (null: t + 1).
 template <typename F>
-static inline void sink_add_head(SinkAccumulator* a, int l, int h, const F* A) {
-    double* alpha = &a->seq_alpha[((size_t)l * a->r.NH + h) * SINK_MAX_K];
-    sink_alpha(A, a->r.T, SINK_MAX_K, alpha);
-    a->r.alpha1[(size_t)l * a->r.NH + h] += alpha[0];
-    a->r.entropy[l] += sink_row_entropy(A, a->r.T) / a->r.NH;
+static inline void sink_add_head(SinkAccumulator* a, int l, int h, const F* W, const int* row_keys = nullptr) {
+    SinkReport& r = a->r;
+    int Tm = r.T + r.has_slot;
+    double mass = 0;
+    for (int t = r.has_slot; t < Tm; t++)
+        for (int j = 0; j < Tm; j++) mass += W[(size_t)t * Tm + j];
+    r.row_mass[l] += mass / r.T / r.NH;
+    const F* A = W;
+    std::vector<double> normalised;
+    if (r.proxy) {
+        normalised.resize((size_t)Tm * Tm);
+        for (int t = 0; t < Tm; t++) {
+            double s = 0;
+            for (int j = 0; j < Tm; j++) s += fabs((double)W[(size_t)t * Tm + j]);
+            for (int j = 0; j < Tm; j++) normalised[(size_t)t * Tm + j] = s > 0 ? fabs((double)W[(size_t)t * Tm + j]) / s : 0.0;
+        }
+    }
+    double* alpha = &a->seq_alpha[((size_t)l * r.NH + h) * (SINK_MAX_K + 1)];
+    double e;
+    if (r.proxy) {
+        sink_alpha(normalised.data(), Tm, SINK_MAX_K + r.has_slot, alpha + 1 - r.has_slot);
+        e = sink_row_entropy(normalised.data(), Tm, 1, row_keys);
+    } else {
+        sink_alpha(A, Tm, SINK_MAX_K + r.has_slot, alpha + 1 - r.has_slot);
+        e = sink_row_entropy(A, Tm, 1, row_keys);
+    }
+    r.alpha1[(size_t)l * r.NH + h] += alpha[1];
+    if (r.has_slot) r.alpha_star[(size_t)l * r.NH + h] += alpha[0];
+    r.entropy[l] += e / r.NH;
 }
 
 // Hidden state of layer l (0 = embeddings): T rows of C channels, contiguous.
@@ -124,10 +166,11 @@ static inline void sink_add_kv(SinkAccumulator* a, int l, const F* k, const F* v
 
 static inline void sink_end_sequence(SinkAccumulator* a) {
     int heads = a->r.L * a->r.NH;
-    for (int k = 0; k < SINK_MAX_K; k++) {
+    for (int k = 0; k <= SINK_MAX_K; k++) {
         int hits = 0;
-        for (int i = 0; i < heads; i++) hits += a->seq_alpha[(size_t)i * SINK_MAX_K + k] > a->r.eps;
-        a->r.sink[k] += 100.0 * hits / heads;
+        for (int i = 0; i < heads; i++) hits += a->seq_alpha[(size_t)i * (SINK_MAX_K + 1) + k] > a->r.eps;
+        if (k == 0) a->r.sink_star += 100.0 * hits / heads;
+        else a->r.sink[k - 1] += 100.0 * hits / heads;
     }
     a->r.seqs++;
 }
@@ -136,12 +179,10 @@ static inline SinkReport sink_finish(SinkAccumulator* a) {
     SinkReport r = a->r;
     double n = r.seqs > 0 ? r.seqs : 1;
     for (double& x : r.sink) x /= n;
-    for (double& x : r.alpha1) x /= n;
-    for (double& x : r.norm_ratio) x /= n;
-    for (double& x : r.top1_median) x /= n;
-    for (double& x : r.k1_ratio) x /= n;
-    for (double& x : r.v1_ratio) x /= n;
-    for (double& x : r.entropy) x /= n;
+    r.sink_star = r.has_slot ? r.sink_star / n : 0.0;
+    for (auto* v : {&r.alpha1, &r.alpha_star, &r.norm_ratio, &r.top1_median, &r.k1_ratio, &r.v1_ratio, &r.entropy,
+                    &r.row_mass})
+        for (double& x : *v) x /= n;
     r.alpha1_mean = 0;
     for (double x : r.alpha1) r.alpha1_mean += x / r.alpha1.size();
     r.entropy_mean = 0;
@@ -174,5 +215,13 @@ static inline std::string sink_report_json_fields(const SinkReport& r) {
     s += ",\"k1_ratio\":" + json_list(r.k1_ratio.data(), r.k1_ratio.size());
     s += ",\"v1_ratio\":" + json_list(r.v1_ratio.data(), r.v1_ratio.size());
     s += ",\"entropy\":" + json_list(r.entropy.data(), r.entropy.size());
+    s += std::string(",\"proxy\":") + (r.proxy ? "true" : "false");
+    s += ",\"row_mass\":" + json_list(r.row_mass.data(), r.row_mass.size());
+    if (r.has_slot) {
+        snprintf(buf, sizeof buf, ",\"sink_star\":%.9g,\"alpha_star\":[", r.sink_star);
+        s += buf;
+        for (int l = 0; l < r.L; l++) s += (l ? "," : "") + json_list(&r.alpha_star[(size_t)l * r.NH], r.NH);
+        s += "]";
+    }
     return s;
 }

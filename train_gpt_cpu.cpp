@@ -262,122 +262,316 @@ static void rope_apply(F* qkv, const F* cos_t, const F* sin_t, int B, int T, int
         }
 }
 
-// x0 (B,T,C) = wte[tok] + wpe[t] (learned) or + pe[t] (sinusoidal table)
+// x0 (B,T,C) = wte[tok] + wpe[t] (learned) or + pe[t] (sinusoidal table); token id -1 is the learned sink token.
 template <typename F>
-static void embedding_forward(F* out, const int* tokens, const F* wte, const F* pos_table, int B, int T, int C) {
+static void embedding_forward(F* out, const int* tokens, const F* wte, const F* sink_token, const F* pos_table, int B,
+                              int T, int C) {
 #pragma omp parallel for collapse(2) schedule(static)
     for (int b = 0; b < B; b++)
         for (int t = 0; t < T; t++) {
             F* o = out + ((size_t)b * T + t) * C;
-            const F* e = wte + (size_t)tokens[b * T + t] * C;
+            int tok = tokens[b * T + t];
+            const F* e = tok >= 0 ? wte + (size_t)tok * C : sink_token;
             for (int i = 0; i < C; i++) o[i] = pos_table ? e[i] + pos_table[(size_t)t * C + i] : e[i];
         }
 }
 
 // backward of: x0[b,t] = wte[tok[b,t]] + wpe[t].  One thread per channel, (b,t) in order, so repeated tokens
-// accumulate in a fixed order:  dwte[tok] += dx0[b,t];  dwpe[t] += dx0[b,t]
+// accumulate in a fixed order:  dwte[tok] += dx0[b,t] (dsink_token for id -1);  dwpe[t] += dx0[b,t]
 template <typename F>
-static void embedding_backward(F* dwte, F* dwpe, const F* dout, const int* tokens, int B, int T, int C) {
+static void embedding_backward(F* dwte, F* dsink_token, F* dwpe, const F* dout, const int* tokens, int B, int T, int C) {
 #pragma omp parallel for schedule(static)
     for (int i = 0; i < C; i++)
         for (int bt = 0; bt < B * T; bt++) {
             F d = dout[(size_t)bt * C + i];
-            dwte[(size_t)tokens[bt] * C + i] += d;
+            if (tokens[bt] >= 0) dwte[(size_t)tokens[bt] * C + i] += d;
+            else dsink_token[i] += d;
             if (dwpe) dwpe[(size_t)(bt % T) * C + i] += d;
         }
 }
 
 // ----------------------------------------------------------------------------------------------------------------
-// attention. qkv (B,T,3C) holds q | k | v after RoPE; head h owns channels [h*hs, (h+1)*hs) of each.
-//   s[t,j] = tau * (q_t . k_j) + alibi[h] * (j - t),  tau = 1/sqrt(hs)    (dot product over d in order, fma)
-//   P[t, lo..hi) = variant map of s (attention_variants.cuh); entries outside [lo,hi) are 0
-//   y_t = sum_j P[t,j] v_j                                               (j in order, fma)
-// att (B,NH,T,T) keeps P for the backward pass and the sink metrics. Parallel over (b, h): every output is written by
-// the thread that owns its (b, h).
+// attention. q, k and v of head h are hs-vectors at a row stride: q(b,t,h) = q + (b*T + t) * qk_stride + h * hs (the
+// fused qkv buffer, stride 3C, or the feature-mapped q|k block, stride C), v likewise with stride 3C. One row:
+//   s_* = the slot score (attention_variants.cuh: tau q.k*, sigma_h or 0), then for the visible keys j in [lo, hi)
+//   s_j = tau * (q_t . k_j) + alibi[h] * (j - t),  tau = 1/sqrt(hs)      (dot product over d in order, fma)
+//   p = the variant's row map of [s_*, s_lo .. s_hi-1]                    (attention_variants.cuh)
+//   y_t = p_* v* + sum_j p_j v_j (+ v_bias)                              (slot first, then j in order, fma)
+// att (B,NH,T,T) keeps p of the keys (zero outside [lo,hi)) and att_slot (B,NH,T) the slot's weight, for the backward
+// pass and the sink metrics. Parallel over (b, h): every output is written by the thread that owns its (b, h).
+
+// The parameters of one layer's attention core besides q, k, v (null when the variant has none).
+template <typename F>
+struct AttnParams {
+    const AttnSpec* spec;
+    const float* alibi;   // (NH) slopes
+    const F* kstar;       // (S, hs) SLOT_KV
+    const F* vstar;       // (S, hs) SLOT_KV with a learned v*
+    const F* sink_logit;  // (NH) SLOT_LOGIT
+    const F* vbias;       // (S, hs) value bias
+    int shared;           // slot vectors shared by all heads (index 0) instead of one per head
+};
+
+// Gradients of those parameters, accumulated per (b, h) into `partial` and then reduced over b in order, so the sum
+// is the same whatever the thread count. Layout of partial: (B, NH) blocks of [dk* (hs), dv* (hs), dv_bias (hs), dsigma].
+template <typename F>
+struct AttnParamGrads {
+    F* dkstar;
+    F* dvstar;
+    F* dsink_logit;
+    F* dvbias;
+    F* partial;
+};
+
+// The scores of query t of head h: s[0] = the slot score when the variant has a slot, then keys lo..hi-1.
+// Returns the row length. Forward and backward both call this, so recomputed scores are bit-identical.
+template <typename F>
+static inline int attention_row_scores(F* s, const AttnParams<F>& ap, const F* q, const F* k, int qk_stride, int b,
+                                       int h, int t, int T, int hs, F tau, int lo, int hi) {
+    const AttnSpec& spec = *ap.spec;
+    const F* qt = q + ((size_t)b * T + t) * qk_stride + h * hs;
+    int n = 0;
+    if (spec.slot == SLOT_KV) {
+        const F* ks = ap.kstar + (size_t)(ap.shared ? 0 : h) * hs;
+        F dot = 0;
+        for (int d = 0; d < hs; d++) dot = sk_fma(qt[d], ks[d], dot);
+        s[n++] = dot * tau;
+    } else if (spec.slot == SLOT_LOGIT) {
+        s[n++] = ap.sink_logit[h];
+    } else if (spec.slot == SLOT_ZERO) {
+        s[n++] = 0;
+    }
+    for (int j = lo; j < hi; j++) {
+        const F* kj = k + ((size_t)b * T + j) * qk_stride + h * hs;
+        F dot = 0;
+        for (int d = 0; d < hs; d++) dot = sk_fma(qt[d], kj[d], dot);
+        F sj = dot * tau;
+        if (ap.alibi) sj += F(ap.alibi[h]) * F(j - t);
+        s[n++] = sj;
+    }
+    return n;
+}
+
+// v* of head h into `out` (hs): learned, zero or the fixed value. Returns false when the slot carries no value.
+template <typename F>
+static inline bool attention_slot_value(F* out, const AttnParams<F>& ap, int h, int hs) {
+    const AttnSpec& spec = *ap.spec;
+    if (spec.slot != SLOT_KV || spec.vstar == VSTAR_ZERO) return false;
+    for (int d = 0; d < hs; d++)
+        out[d] = spec.vstar == VSTAR_LEARN ? ap.vstar[(size_t)(ap.shared ? 0 : h) * hs + d] : F(spec.vstar_value);
+    return true;
+}
 
 template <typename F>
-static void attention_forward(F* out, F* att, const F* qkv, const float* alibi, const AttnSpec& spec, int B, int T,
-                              int C, int NH) {
-    int hs = C / NH;
+static void attention_forward(F* out, F* att, F* att_slot, const F* q, const F* k, int qk_stride, const F* v,
+                              const AttnParams<F>& ap, int B, int T, int C, int NH) {
+    const AttnSpec& spec = *ap.spec;
+    int hs = C / NH, has_slot = attn_has_slot(spec);
     F tau = F(1) / sk_sqrt(F(hs));
 #pragma omp parallel
     {
-        std::vector<F> s(T);
+        std::vector<F> s(T + 1), p(T + 1), vslot(hs);
 #pragma omp for collapse(2) schedule(static)
         for (int b = 0; b < B; b++)
             for (int h = 0; h < NH; h++) {
+                bool slot_value = attention_slot_value(vslot.data(), ap, h, hs);
                 for (int t = 0; t < T; t++) {
-                    const F* q = qkv + ((size_t)b * T + t) * 3 * C + h * hs;
-                    F* p = att + (((size_t)b * NH + h) * T + t) * T;
                     int lo, hi;
-                    attn_visible_keys(spec, t, &lo, &hi);
-                    for (int j = lo; j < hi; j++) {
-                        const F* k = qkv + ((size_t)b * T + j) * 3 * C + C + h * hs;
-                        F dot = 0;
-                        for (int d = 0; d < hs; d++) dot = sk_fma(q[d], k[d], dot);
-                        s[j] = dot * tau;
-                        if (alibi) s[j] += F(alibi[h]) * F(j - t);
-                    }
-                    for (int j = 0; j < T; j++) p[j] = 0;
-                    attn_row_forward(spec, s.data() + lo, p + lo, hi - lo);
+                    attn_visible_keys(spec, t, T, &lo, &hi);
+                    int n = attention_row_scores(s.data(), ap, q, k, qk_stride, b, h, t, T, hs, tau, lo, hi);
+                    attn_row_forward(spec, s.data(), p.data(), n, T);
+                    F* arow = att + (((size_t)b * NH + h) * T + t) * T;
+                    for (int j = 0; j < T; j++) arow[j] = 0;
+                    for (int j = lo; j < hi; j++) arow[j] = p[has_slot + j - lo];
+                    if (has_slot) att_slot[((size_t)b * NH + h) * T + t] = p[0];
                     F* y = out + ((size_t)b * T + t) * C + h * hs;
-                    for (int d = 0; d < hs; d++) y[d] = 0;
+                    for (int d = 0; d < hs; d++) y[d] = slot_value ? p[0] * vslot[d] : F(0);
                     for (int j = lo; j < hi; j++) {
-                        const F* v = qkv + ((size_t)b * T + j) * 3 * C + 2 * C + h * hs;
-                        for (int d = 0; d < hs; d++) y[d] = sk_fma(p[j], v[d], y[d]);
+                        const F* vj = v + ((size_t)b * T + j) * 3 * C + h * hs;
+                        for (int d = 0; d < hs; d++) y[d] = sk_fma(arow[j], vj[d], y[d]);
                     }
+                    if (ap.vbias)
+                        for (int d = 0; d < hs; d++) y[d] += ap.vbias[(size_t)(ap.shared ? 0 : h) * hs + d];
                 }
             }
     }
 }
 
 // backward of the attention core, O(T^2 hs) per head:
-//   dP[t,j] = dO_t . v_j;  dS = variant derivative (softmax: P (dP - D));
-//   dq_t += tau * sum_j dS[t,j] k_j;  dk_j += tau * dS[t,j] q_t;  dv_j += P[t,j] dO_t
-// Queries t run in order, so every dk_j and dv_j accumulates over t in increasing order.
+//   dp_j = dO_t . v_j (dp_* = dO_t . v*);  ds = the variant's derivative;
+//   dq_t += tau (ds_* k* + sum_j ds_j k_j);  dk_j += tau ds_j q_t;  dv_j += p_j dO_t;
+//   dk* += tau ds_* q_t;  dv* += p_* dO_t;  dsigma_h += ds_*;  dv_bias += dO_t
+// Queries t run in order, so every dk_j, dv_j and slot gradient accumulates over t in increasing order.
 template <typename F>
-static void attention_backward(F* dqkv, const F* dout, const F* qkv, const F* att, const AttnSpec& spec, int B,
-                               int T, int C, int NH) {
-    int hs = C / NH;
+static void attention_backward(F* dq, F* dk, int qk_stride, F* dv, const AttnParamGrads<F>& g, const F* dout,
+                               const F* q, const F* k, const F* v, const F* att, const F* att_slot,
+                               const AttnParams<F>& ap, int B, int T, int C, int NH) {
+    const AttnSpec& spec = *ap.spec;
+    int hs = C / NH, has_slot = attn_has_slot(spec);
+    bool need_s = attn_variant_table[spec.variant].needs_scores;
     F tau = F(1) / sk_sqrt(F(hs));
+    const size_t pstride = 3 * (size_t)hs + 1;
 #pragma omp parallel
     {
-        std::vector<F> dp(T), ds(T);
+        std::vector<F> s(T + 1), p(T + 1), dp(T + 1), ds(T + 1), vslot(hs);
 #pragma omp for collapse(2) schedule(static)
         for (int b = 0; b < B; b++)
             for (int h = 0; h < NH; h++) {
+                bool slot_value = attention_slot_value(vslot.data(), ap, h, hs);
+                F* part = g.partial ? g.partial + ((size_t)b * NH + h) * pstride : nullptr;
+                if (part)
+                    for (size_t i = 0; i < pstride; i++) part[i] = 0;
+                const F* ks = spec.slot == SLOT_KV ? ap.kstar + (size_t)(ap.shared ? 0 : h) * hs : nullptr;
                 for (int t = 0; t < T; t++) {
-                    const F* q = qkv + ((size_t)b * T + t) * 3 * C + h * hs;
-                    const F* p = att + (((size_t)b * NH + h) * T + t) * T;
-                    const F* dy = dout + ((size_t)b * T + t) * C + h * hs;
-                    F* dq = dqkv + ((size_t)b * T + t) * 3 * C + h * hs;
                     int lo, hi;
-                    attn_visible_keys(spec, t, &lo, &hi);
-                    for (int j = lo; j < hi; j++) {
-                        const F* v = qkv + ((size_t)b * T + j) * 3 * C + 2 * C + h * hs;
+                    attn_visible_keys(spec, t, T, &lo, &hi);
+                    int n = has_slot + hi - lo;
+                    if (need_s) attention_row_scores(s.data(), ap, q, k, qk_stride, b, h, t, T, hs, tau, lo, hi);
+                    const F* arow = att + (((size_t)b * NH + h) * T + t) * T;
+                    const F* qt = q + ((size_t)b * T + t) * qk_stride + h * hs;
+                    const F* dy = dout + ((size_t)b * T + t) * C + h * hs;
+                    F* dqt = dq + ((size_t)b * T + t) * qk_stride + h * hs;
+                    if (has_slot) {
+                        p[0] = att_slot[((size_t)b * NH + h) * T + t];
                         F dot = 0;
-                        for (int d = 0; d < hs; d++) dot = sk_fma(dy[d], v[d], dot);
-                        dp[j] = dot;
+                        if (slot_value)
+                            for (int d = 0; d < hs; d++) dot = sk_fma(dy[d], vslot[d], dot);
+                        dp[0] = dot;
                     }
-                    attn_row_backward(spec, (const F*)nullptr, p + lo, dp.data() + lo, ds.data() + lo, hi - lo);
                     for (int j = lo; j < hi; j++) {
-                        const F* k = qkv + ((size_t)b * T + j) * 3 * C + C + h * hs;
-                        F* dk = dqkv + ((size_t)b * T + j) * 3 * C + C + h * hs;
-                        F* dv = dqkv + ((size_t)b * T + j) * 3 * C + 2 * C + h * hs;
-                        F g = ds[j] * tau;
+                        const F* vj = v + ((size_t)b * T + j) * 3 * C + h * hs;
+                        F dot = 0;
+                        for (int d = 0; d < hs; d++) dot = sk_fma(dy[d], vj[d], dot);
+                        p[has_slot + j - lo] = arow[j];
+                        dp[has_slot + j - lo] = dot;
+                    }
+                    attn_row_backward(spec, need_s ? s.data() : (const F*)nullptr, p.data(), dp.data(), ds.data(), n, T);
+                    if (spec.slot == SLOT_KV) {
+                        F gs = ds[0] * tau;
                         for (int d = 0; d < hs; d++) {
-                            dq[d] = sk_fma(g, k[d], dq[d]);
-                            dk[d] = sk_fma(g, q[d], dk[d]);
-                            dv[d] = sk_fma(p[j], dy[d], dv[d]);
+                            dqt[d] = sk_fma(gs, ks[d], dqt[d]);
+                            part[d] = sk_fma(gs, qt[d], part[d]);
+                            if (spec.vstar == VSTAR_LEARN) part[hs + d] = sk_fma(p[0], dy[d], part[hs + d]);
+                        }
+                    } else if (spec.slot == SLOT_LOGIT) {
+                        part[3 * hs] += ds[0];
+                    }
+                    for (int j = lo; j < hi; j++) {
+                        const F* kj = k + ((size_t)b * T + j) * qk_stride + h * hs;
+                        F* dkj = dk + ((size_t)b * T + j) * qk_stride + h * hs;
+                        F* dvj = dv + ((size_t)b * T + j) * 3 * C + h * hs;
+                        F gj = ds[has_slot + j - lo] * tau, pj = arow[j];
+                        for (int d = 0; d < hs; d++) {
+                            dqt[d] = sk_fma(gj, kj[d], dqt[d]);
+                            dkj[d] = sk_fma(gj, qt[d], dkj[d]);
+                            dvj[d] = sk_fma(pj, dy[d], dvj[d]);
                         }
                     }
+                    if (ap.vbias)
+                        for (int d = 0; d < hs; d++) part[2 * hs + d] += dy[d];
                 }
             }
     }
+    if (!g.partial) return;
+    // reduce the per-(b, h) partial sums: for each parameter entry, b in order, then the heads that share it in order
+    int S = ap.shared ? 1 : NH;
+    for (int sh = 0; sh < S; sh++)
+        for (int b = 0; b < B; b++)
+            for (int h = 0; h < NH; h++) {
+                if (!ap.shared && h != sh) continue;
+                const F* part = g.partial + ((size_t)b * NH + h) * pstride;
+                for (int d = 0; d < hs; d++) {
+                    if (g.dkstar) g.dkstar[(size_t)sh * hs + d] += part[d];
+                    if (g.dvstar) g.dvstar[(size_t)sh * hs + d] += part[hs + d];
+                    if (g.dvbias) g.dvbias[(size_t)sh * hs + d] += part[2 * hs + d];
+                }
+                if (g.dsink_logit) g.dsink_logit[h] += part[3 * hs];
+            }
+}
+
+// Feature maps on q and k (paper Table 6), after RoPE. q and k of every position and head are first gathered into
+// one contiguous (2, B*T, C) block: q rows then k rows, so the block is a (2*B*T*NH, hs) matrix of head vectors.
+template <typename F>
+static void phi_gather(F* qk, const F* qkv, int BT, int C) {
+#pragma omp parallel for schedule(static)
+    for (int bt = 0; bt < BT; bt++)
+        for (int i = 0; i < C; i++) {
+            qk[(size_t)bt * C + i] = qkv[(size_t)bt * 3 * C + i];
+            qk[((size_t)BT + bt) * C + i] = qkv[(size_t)bt * 3 * C + C + i];
+        }
+}
+
+// backward of phi_gather: dqkv[q and k parts] += dqk
+template <typename F>
+static void phi_scatter_grad(F* dqkv, const F* dqk, int BT, int C) {
+#pragma omp parallel for schedule(static)
+    for (int bt = 0; bt < BT; bt++)
+        for (int i = 0; i < C; i++) {
+            dqkv[(size_t)bt * 3 * C + i] += dqk[(size_t)bt * C + i];
+            dqkv[(size_t)bt * 3 * C + C + i] += dqk[((size_t)BT + bt) * C + i];
+        }
+}
+
+// elu1: y = elu(x) + 1 = (x > 0 ? x + 1 : e^x), elementwise over N values
+template <typename F>
+static void phi_elu1_forward(F* y, const F* x, size_t N) {
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < N; i++) y[i] = x[i] > 0 ? x[i] + F(1) : sk_exp(x[i]);
+}
+
+// backward of: y = elu(x) + 1  ->  dx += dy * (x > 0 ? 1 : e^x)
+template <typename F>
+static void phi_elu1_backward(F* dx, const F* dy, const F* x, size_t N) {
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < N; i++) dx[i] += dy[i] * (x[i] > 0 ? F(1) : sk_exp(x[i]));
+}
+
+template <typename F>
+static void relu_forward(F* y, const F* x, size_t N) {
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < N; i++) y[i] = x[i] > 0 ? x[i] : F(0);
+}
+
+// backward of: y = relu(x)  ->  dx = dy * [x > 0]   (assigns)
+template <typename F>
+static void relu_backward(F* dx, const F* dy, const F* x, size_t N) {
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < N; i++) dx[i] = x[i] > 0 ? dy[i] : F(0);
+}
+
+// Gated attention (G1): y = core * sigmoid(z), z = x W_g^T, one gate per channel (G = C) or per head (G = NH).
+template <typename F>
+static void gate_forward(F* y, F* gate, const F* core, const F* z, int BT, int C, int G) {
+    int per = C / G;
+#pragma omp parallel for schedule(static)
+    for (int bt = 0; bt < BT; bt++)
+        for (int i = 0; i < C; i++) {
+            F gv = attn_sigmoid(z[(size_t)bt * G + i / per]);
+            if (i % per == 0) gate[(size_t)bt * G + i / per] = gv;
+            y[(size_t)bt * C + i] = core[(size_t)bt * C + i] * gv;
+        }
+}
+
+// backward of: y = core * g, g = sigmoid(z):  dcore = dy * g;  dz = g (1 - g) * sum over the gate's channels of
+// dy * core (channels in order)
+template <typename F>
+static void gate_backward(F* dcore, F* dz, const F* dy, const F* core, const F* gate, int BT, int C, int G) {
+    int per = C / G;
+#pragma omp parallel for schedule(static)
+    for (int bt = 0; bt < BT; bt++)
+        for (int gi = 0; gi < G; gi++) {
+            F gv = gate[(size_t)bt * G + gi], acc = 0;
+            for (int i = gi * per; i < (gi + 1) * per; i++) {
+                dcore[(size_t)bt * C + i] = dy[(size_t)bt * C + i] * gv;
+                acc = sk_fma(dy[(size_t)bt * C + i], core[(size_t)bt * C + i], acc);
+            }
+            dz[(size_t)bt * G + gi] = acc * gv * (F(1) - gv);
+        }
 }
 
 // ----------------------------------------------------------------------------------------------------------------
-// cross-entropy over the first V of Vp logits (padded columns are ignored).
+// cross-entropy over the first V of Vp logits (padded columns are ignored). A target < 0 marks a position without
+// loss (the sink token, the prefix of a prefix LM): its loss is 0 and it takes no gradient.
 //   probs = softmax(logits[0..V));  losses[bt] = -log probs[target]
 
 template <typename F>
@@ -395,7 +589,7 @@ static void crossentropy_forward(F* losses, F* probs, const F* logits, const int
         }
         for (int i = 0; i < V; i++) p[i] = p[i] / sum;
         for (int i = V; i < Vp; i++) p[i] = 0;
-        if (targets) losses[bt] = -sk_log(p[targets[bt]]);
+        if (targets) losses[bt] = targets[bt] >= 0 ? -sk_log(p[targets[bt]]) : F(0);
     }
 }
 
@@ -406,7 +600,7 @@ static void crossentropy_backward(F* dlogits, const F* probs, const int* targets
     for (int bt = 0; bt < BT; bt++) {
         F* d = dlogits + (size_t)bt * Vp;
         const F* p = probs + (size_t)bt * Vp;
-        for (int i = 0; i < V; i++) d[i] = dloss * (p[i] - (i == targets[bt] ? F(1) : F(0)));
+        for (int i = 0; i < V; i++) d[i] = targets[bt] >= 0 ? dloss * (p[i] - (i == targets[bt] ? F(1) : F(0))) : F(0);
         for (int i = V; i < Vp; i++) d[i] = 0;
     }
 }
@@ -495,23 +689,27 @@ static inline double rng_normal(uint64_t* rng) {
 //   gpt2:  N(0, 0.02) weights and embeddings, residual projections N(0, 0.02/sqrt(2L)), biases 0, norms 1.
 //   llama (the paper): linears N(0, sqrt(2/(5 fan_in))), embeddings N(0, sqrt(2/(5 C))), FFN down projection
 //          N(0, 1/sqrt(F)/L), norms 1, biases 0.
+//   attention-variant slots (sink token, k*, v*, value bias, sink logit): N(0, 0.02) (the paper); feature-map MLP
+//   and gate weights: as linears with fan_in hs and C.
 // Padded vocabulary rows stay zero.
 template <typename F>
 static void model_init(Model<F>* m, uint64_t seed) {
     const ModelConfig& c = m->config;
     uint64_t rng = seed;
-    int C = c.channels, F_ = c.ffn_hidden, L = c.num_layers;
+    int C = c.channels, F_ = c.ffn_hidden, L = c.num_layers, hs = C / c.num_heads;
+    bool gpt2 = c.init == INIT_GPT2;
+    double linear_std = gpt2 ? 0.02 : sqrt(2.0 / (5.0 * C));
     for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
         if (!m->sizes[i]) continue;
         double std = 0, fill = 0;
-        bool gpt2 = c.init == INIT_GPT2;
         switch (i) {
         case P_LN1W: case P_LN2W: case P_LNFW: fill = 1; break;
         case P_LN1B: case P_LN2B: case P_LNFB: case P_QKVB: case P_ATTPROJB: case P_FCB: case P_FCB2: case P_FCPROJB: break;
-        case P_WTE: case P_WPE: case P_LMHEAD: std = gpt2 ? 0.02 : sqrt(2.0 / (5.0 * C)); break;
-        case P_ATTPROJW: std = gpt2 ? 0.02 / sqrt(2.0 * L) : sqrt(2.0 / (5.0 * C)); break;
+        case P_ATTPROJW: std = gpt2 ? 0.02 / sqrt(2.0 * L) : linear_std; break;
         case P_FCPROJW: std = gpt2 ? 0.02 / sqrt(2.0 * L) : 1.0 / sqrt((double)F_) / L; break;
-        default: std = gpt2 ? 0.02 : sqrt(2.0 / (5.0 * C)); break;  // qkvw, fcw, fcw2: fan_in = C
+        case P_SINKTOK: case P_KSTAR: case P_VSTAR: case P_VBIAS: case P_SINKLOGIT: std = 0.02; break;
+        case P_PHIW1: case P_PHIW2: std = gpt2 ? 0.02 : sqrt(2.0 / (5.0 * hs)); break;
+        default: std = linear_std; break;  // wte, wpe, lm_head, qkvw, fcw, fcw2, gate_w: fan_in = C
         }
         size_t rows_used = m->sizes[i];
         if (i == P_WTE || i == P_LMHEAD) rows_used = (size_t)c.vocab_size * C;
@@ -520,33 +718,46 @@ static void model_init(Model<F>* m, uint64_t seed) {
     }
 }
 
-// Activations of one forward pass at a fixed (B, T), and the gradient scratch for its backward pass.
+// Activations of one forward pass at a fixed (B, T), and the gradient scratch for its backward pass. T counts the
+// model's positions: the data's T plus one with a sink token (tok_offset = 1).
 template <typename F>
 struct Acts {
-    int B = 0, T = 0;
+    int B = 0, T = 0, tok_offset = 0;
     std::vector<F> mem;
-    F *encoded, *ln1, *ln1_mean, *ln1_rstd, *qkv, *att, *atty, *residual2, *ln2, *ln2_mean, *ln2_rstd;
-    F *fch, *fch2, *fcact, *residual3, *lnf, *lnf_mean, *lnf_rstd, *logits, *probs, *losses, *block_out;
+    F *encoded, *ln1, *ln1_mean, *ln1_rstd, *qkv, *att, *att_slot, *atty, *atty_core, *gate, *residual2, *ln2;
+    F *ln2_mean, *ln2_rstd, *fch, *fch2, *fcact, *residual3, *lnf, *lnf_mean, *lnf_rstd, *logits, *probs, *losses;
+    F *block_out, *phi_in, *phi_u, *phi_out, *phi_tmp;
     // backward scratch
-    F *dres, *dtmp, *dln, *datty, *dqkv, *dfch, *dfch2, *dfcact, *dlogits;
+    F *dres, *dtmp, *dln, *datty, *dqkv, *dfch, *dfch2, *dfcact, *dlogits, *dgate, *dphi, *dphi_in, *dphi2;
+    F *slot_partial;
     std::vector<int> inputs, targets;
+    int num_targets = 0;  // positions with a loss
 };
 
 template <typename F>
 static void acts_alloc(Acts<F>* a, const ModelConfig& c, int B, int T) {
     if (a->B == B && a->T == T) return;
+    const AttnSpec& at = c.attn;
     size_t BT = (size_t)B * T, C = c.channels, L = c.num_layers, NH = c.num_heads, F_ = c.ffn_hidden,
-           Vp = c.padded_vocab_size;
+           Vp = c.padded_vocab_size, hs = C / NH;
     size_t Fg = ffn_is_gated(c.ffn) ? F_ : 0;
+    size_t G = at.gate == GATE_ELEMENTWISE ? C : at.gate == GATE_HEADWISE ? NH : 0, Cg = G ? C : 0;
+    size_t Cphi = at.phi != PHI_NONE ? 2 * C : 0, Cmlp = at.phi == PHI_MLP ? 2 * C : 0;
+    size_t Tslot = attn_has_slot(at) ? T : 0;
+    size_t partial = at.slot == SLOT_KV || at.slot == SLOT_LOGIT || at.value_bias ? B * NH * (3 * hs + 1) : 0;
     struct Slot { F** ptr; size_t n; } slots[] = {
         {&a->encoded, BT * C}, {&a->ln1, L * BT * C}, {&a->ln1_mean, L * BT}, {&a->ln1_rstd, L * BT},
-        {&a->qkv, L * BT * 3 * C}, {&a->att, L * B * NH * T * T}, {&a->atty, L * BT * C},
+        {&a->qkv, L * BT * 3 * C}, {&a->att, L * B * NH * T * T}, {&a->att_slot, L * B * NH * Tslot},
+        {&a->atty, L * BT * C}, {&a->atty_core, L * BT * Cg}, {&a->gate, L * BT * G},
         {&a->residual2, L * BT * C}, {&a->ln2, L * BT * C}, {&a->ln2_mean, L * BT}, {&a->ln2_rstd, L * BT},
         {&a->fch, L * BT * F_}, {&a->fch2, L * BT * Fg}, {&a->fcact, L * BT * F_}, {&a->residual3, L * BT * C},
         {&a->lnf, BT * C}, {&a->lnf_mean, BT}, {&a->lnf_rstd, BT}, {&a->logits, BT * Vp}, {&a->probs, BT * Vp},
-        {&a->losses, BT}, {&a->block_out, BT * C},
+        {&a->losses, BT}, {&a->block_out, BT * C}, {&a->phi_in, L * BT * Cphi}, {&a->phi_u, L * BT * Cmlp},
+        {&a->phi_out, L * BT * Cphi}, {&a->phi_tmp, BT * Cmlp},
         {&a->dres, BT * C}, {&a->dtmp, BT * C}, {&a->dln, BT * C}, {&a->datty, BT * C}, {&a->dqkv, BT * 3 * C},
-        {&a->dfch, BT * F_}, {&a->dfch2, BT * Fg}, {&a->dfcact, BT * F_}, {&a->dlogits, BT * Vp}};
+        {&a->dfch, BT * F_}, {&a->dfch2, BT * Fg}, {&a->dfcact, BT * F_}, {&a->dlogits, BT * Vp},
+        {&a->dgate, BT * (Cg + G)}, {&a->dphi, BT * Cphi}, {&a->dphi_in, BT * Cphi}, {&a->dphi2, BT * 2 * Cmlp},
+        {&a->slot_partial, partial}};
     size_t total = 0;
     for (const Slot& s : slots) total += s.n;
     double gib = (double)total * sizeof(F) / (1 << 30);
@@ -564,13 +775,13 @@ static void acts_alloc(Acts<F>* a, const ModelConfig& c, int B, int T) {
     a->T = T;
 }
 
+// The largest transpose any matmul of a forward/backward pass at (B, T) needs.
 static inline size_t scratch_size(const ModelConfig& c, int B, int T) {
-    size_t BT = (size_t)B * T, C = c.channels, mx = 0;
-    size_t outs[] = {3 * C, C, (size_t)c.ffn_hidden, (size_t)c.padded_vocab_size};
-    for (size_t oc : outs) {
-        mx = std::max(mx, oc * std::max(C, (size_t)c.ffn_hidden));
-        mx = std::max(mx, oc * BT);
-    }
+    size_t BT = (size_t)B * T, C = c.channels, hs = C / c.num_heads, mx = 0;
+    size_t shapes[][3] = {  // rows, in, out
+        {BT, C, 3 * C}, {BT, C, C}, {BT, C, (size_t)c.ffn_hidden}, {BT, (size_t)c.ffn_hidden, C},
+        {BT, C, (size_t)c.padded_vocab_size}, {2 * BT * c.num_heads, hs, hs}};
+    for (auto& sh : shapes) mx = std::max(mx, sh[2] * std::max(sh[0], sh[1]));
     return mx;
 }
 
@@ -579,30 +790,76 @@ static const F* lm_head_weight(const Model<F>& m) {
     return m.config.tied ? m.p[P_WTE] : m.p[P_LMHEAD];
 }
 
-// Forward pass over inputs (B,T); returns the mean loss when targets is given (else 0; probs are still filled).
-// with_head = false stops after the last block (the sink probe needs no logits).
+// The attention parameters of layer l.
 template <typename F>
-static double model_forward(Model<F>* m, Acts<F>* a, const int* inputs, const int* targets, int B, int T,
+static AttnParams<F> attn_params(const Model<F>& m, int l) {
+    const ModelConfig& c = m.config;
+    size_t hs = c.channels / c.num_heads, S = slot_heads(c);
+    AttnParams<F> ap;
+    ap.spec = &c.attn;
+    ap.alibi = c.positions == POS_ALIBI ? m.alibi.data() : nullptr;
+    ap.kstar = m.p[P_KSTAR] ? m.p[P_KSTAR] + l * S * hs : nullptr;
+    ap.vstar = m.p[P_VSTAR] ? m.p[P_VSTAR] + l * S * hs : nullptr;
+    ap.sink_logit = m.p[P_SINKLOGIT] ? m.p[P_SINKLOGIT] + (size_t)l * c.num_heads : nullptr;
+    ap.vbias = m.p[P_VBIAS] ? m.p[P_VBIAS] + l * S * hs : nullptr;
+    ap.shared = c.attn.slot_shared;
+    return ap;
+}
+
+template <typename F>
+static AttnParamGrads<F> attn_param_grads(Model<F>& m, Acts<F>* a, int l) {
+    const ModelConfig& c = m.config;
+    size_t hs = c.channels / c.num_heads, S = slot_heads(c);
+    AttnParamGrads<F> g;
+    g.dkstar = m.g[P_KSTAR] ? m.g[P_KSTAR] + l * S * hs : nullptr;
+    g.dvstar = m.g[P_VSTAR] ? m.g[P_VSTAR] + l * S * hs : nullptr;
+    g.dsink_logit = m.g[P_SINKLOGIT] ? m.g[P_SINKLOGIT] + (size_t)l * c.num_heads : nullptr;
+    g.dvbias = m.g[P_VBIAS] ? m.g[P_VBIAS] + l * S * hs : nullptr;
+    g.partial = a->slot_partial;
+    return g;
+}
+
+// Forward pass over inputs (B,T); returns the mean loss over the positions with a loss when targets is given (else
+// 0; probs are still filled). with_head = false stops after the last block (the sink probe needs no logits).
+// With a sink token the model runs T+1 positions: position 0 is the sink (token id -1, no loss).
+template <typename F>
+static double model_forward(Model<F>* m, Acts<F>* a, const int* inputs, const int* targets, int B, int T_data,
                             bool with_head = true) {
     const ModelConfig& c = m->config;
-    if (T > c.max_seq_len) fail("sequence length %d exceeds the model's max_seq_len %d", T, c.max_seq_len);
+    const AttnSpec& at = c.attn;
+    int off = at.sink_token, T = T_data + off;
+    if (T > c.max_seq_len)
+        fail("sequence length %d%s exceeds the model's max_seq_len %d", T_data, off ? " + 1 (sink token)" : "",
+             c.max_seq_len);
     acts_alloc(a, c, B, T);
+    a->tok_offset = off;
     size_t need = scratch_size(c, B, T);
     if (m->scratch.size() < need) m->scratch.resize(need);
     F* scratch = m->scratch.data();
     int C = c.channels, NH = c.num_heads, L = c.num_layers, F_ = c.ffn_hidden, V = c.vocab_size,
         Vp = c.padded_vocab_size, BT = B * T;
+    int G = at.gate == GATE_ELEMENTWISE ? C : NH;
     size_t BTC = (size_t)BT * C, BTF = (size_t)BT * F_;
     bool pre = c.placement == PLACE_PRE, gated = ffn_is_gated(c.ffn);
-    a->inputs.assign(inputs, inputs + BT);
-    if (targets) a->targets.assign(targets, targets + BT);
+    a->inputs.assign(BT, -1);
+    a->targets.assign(BT, -1);
+    a->num_targets = 0;
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T_data; t++) {
+            a->inputs[b * T + t + off] = inputs[b * T_data + t];
+            if (targets && attn_position_has_loss(at, t + off)) {
+                a->targets[b * T + t + off] = targets[b * T_data + t];
+                a->num_targets++;
+            }
+        }
     const F* pos = c.positions == POS_LEARNED ? m->p[P_WPE] : c.positions == POS_SINUSOIDAL ? m->pos_table.data() : nullptr;
-    embedding_forward(a->encoded, inputs, m->p[P_WTE], pos, B, T, C);
+    embedding_forward(a->encoded, a->inputs.data(), m->p[P_WTE], m->p[P_SINKTOK], pos, B, T, C);
     for (int l = 0; l < L; l++) {
         const F* res_in = l == 0 ? a->encoded : a->residual3 + (size_t)(l - 1) * BTC;
         F* ln1 = a->ln1 + l * BTC;
         F* qkv = a->qkv + l * BTC * 3;
         F* att = a->att + (size_t)l * B * NH * T * T;
+        F* att_slot = a->att_slot ? a->att_slot + (size_t)l * B * NH * T : nullptr;
         F* atty = a->atty + l * BTC;
         F* res2 = a->residual2 + l * BTC;
         F* ln2 = a->ln2 + l * BTC;
@@ -629,7 +886,34 @@ static double model_forward(Model<F>* m, Acts<F>* a, const int* inputs, const in
         }
         matmul_forward(qkv, attn_in, m->p[P_QKVW] + (size_t)l * 3 * C * C, qkvb, BT, C, 3 * C, scratch);
         if (c.positions == POS_ROPE) rope_apply(qkv, m->rope_cos.data(), m->rope_sin.data(), B, T, C, NH, false);
-        attention_forward(atty, att, qkv, c.positions == POS_ALIBI ? m->alibi.data() : nullptr, c.attn, B, T, C, NH);
+        const F *q = qkv, *k = qkv + C;
+        int qk_stride = 3 * C;
+        if (at.phi != PHI_NONE) {  // feature map on q and k: phi_out = phi(phi_in), a (2*BT*NH, hs) matrix
+            F* phi_in = a->phi_in + l * BTC * 2;
+            F* phi_out = a->phi_out + l * BTC * 2;
+            phi_gather(phi_in, qkv, BT, C);
+            if (at.phi == PHI_ELU1) {
+                phi_elu1_forward(phi_out, phi_in, 2 * BTC);
+            } else {
+                int hs = C / NH, rows = 2 * BT * NH;
+                F* u = a->phi_u + l * BTC * 2;
+                matmul_forward(u, phi_in, m->p[P_PHIW1] + (size_t)l * hs * hs, (const F*)nullptr, rows, hs, hs, scratch);
+                relu_forward(a->phi_tmp, u, 2 * BTC);
+                matmul_forward(phi_out, a->phi_tmp, m->p[P_PHIW2] + (size_t)l * hs * hs, (const F*)nullptr, rows, hs, hs,
+                               scratch);
+            }
+            q = phi_out;
+            k = phi_out + BTC;
+            qk_stride = C;
+        }
+        AttnParams<F> ap = attn_params(*m, l);
+        F* core = at.gate != GATE_NONE ? a->atty_core + l * BTC : atty;
+        attention_forward(core, att, att_slot, q, k, qk_stride, qkv + 2 * C, ap, B, T, C, NH);
+        if (at.gate != GATE_NONE) {  // y = core * sigmoid(attn_in W_g^T)
+            F* z = a->block_out;     // (BT, G) fits in the (BT, C) scratch
+            matmul_forward(z, attn_in, m->p[P_GATEW] + (size_t)l * G * C, (const F*)nullptr, BT, C, G, scratch);
+            gate_forward(atty, a->gate + (size_t)l * BT * G, core, z, BT, C, G);
+        }
         matmul_forward(a->block_out, atty, m->p[P_ATTPROJW] + (size_t)l * C * C, projb, BT, C, C, scratch);
         if (pre) {
             residual_forward(res2, res_in, a->block_out, BTC);
@@ -661,11 +945,11 @@ static double model_forward(Model<F>* m, Acts<F>* a, const int* inputs, const in
         h = a->lnf;
     }
     matmul_forward(a->logits, h, lm_head_weight(*m), (const F*)nullptr, BT, C, Vp, scratch);
-    crossentropy_forward(a->losses, a->probs, a->logits, targets, BT, V, Vp);
+    crossentropy_forward(a->losses, a->probs, a->logits, targets ? a->targets.data() : (const int*)nullptr, BT, V, Vp);
     if (!targets) return 0;
     double sum = 0;  // in order of bt
     for (int i = 0; i < BT; i++) sum += a->losses[i];
-    return sum / BT;
+    return a->num_targets ? sum / a->num_targets : 0.0;
 }
 
 // Backward pass of the last forward. Gradients accumulate (+=) into m->grads scaled by `scale` (1/accumulation
@@ -673,8 +957,10 @@ static double model_forward(Model<F>* m, Acts<F>* a, const int* inputs, const in
 template <typename F>
 static void model_backward(Model<F>* m, Acts<F>* a, F scale) {
     const ModelConfig& c = m->config;
+    const AttnSpec& at = c.attn;
     int B = a->B, T = a->T, C = c.channels, NH = c.num_heads, L = c.num_layers, F_ = c.ffn_hidden,
-        V = c.vocab_size, Vp = c.padded_vocab_size, BT = B * T;
+        V = c.vocab_size, Vp = c.padded_vocab_size, BT = B * T, hs = C / NH;
+    int G = at.gate == GATE_ELEMENTWISE ? C : NH;
     size_t BTC = (size_t)BT * C, BTF = (size_t)BT * F_;
     bool pre = c.placement == PLACE_PRE, gated = ffn_is_gated(c.ffn);
     F* scratch = m->scratch.data();
@@ -682,8 +968,8 @@ static void model_backward(Model<F>* m, Acts<F>* a, F scale) {
     // zero the gradient scratch (backward accumulates into it)
     F* zero_from = a->dres;
     std::fill(zero_from, a->mem.data() + a->mem.size(), F(0));
-    // loss = scale * mean_bt losses
-    crossentropy_backward(a->dlogits, a->probs, a->targets.data(), scale / F(BT), BT, V, Vp);
+    // loss = scale * mean over the positions with a loss
+    crossentropy_backward(a->dlogits, a->probs, a->targets.data(), scale / F(std::max(1, a->num_targets)), BT, V, Vp);
     // logits = h @ W_out^T
     const F* h_last = a->residual3 + (size_t)(L - 1) * BTC;
     const F* h = pre ? a->lnf : h_last;
@@ -702,6 +988,7 @@ static void model_backward(Model<F>* m, Acts<F>* a, F scale) {
         const F* ln1 = a->ln1 + l * BTC;
         F* qkv = a->qkv + l * BTC * 3;
         const F* att = a->att + (size_t)l * B * NH * T * T;
+        const F* att_slot = a->att_slot ? a->att_slot + (size_t)l * B * NH * T : nullptr;
         const F* atty = a->atty + l * BTC;
         const F* res2 = a->residual2 + l * BTC;
         const F* ln2 = a->ln2 + l * BTC;
@@ -760,13 +1047,54 @@ static void model_backward(Model<F>* m, Acts<F>* a, F scale) {
         std::fill(a->dqkv, a->dqkv + 3 * BTC, F(0));
         matmul_backward(a->datty, g[P_ATTPROJW] + lC * C, dprojb, dattn_out, atty, m->p[P_ATTPROJW] + lC * C, BT, C,
                         C, scratch);
-        attention_backward(a->dqkv, a->datty, qkv, att, c.attn, B, T, C, NH);
+        const F* dcore = a->datty;
+        const F* core = atty;
+        if (at.gate != GATE_NONE) {  // y = core * sigmoid(z), z = attn_in W_g^T
+            F* dcore_buf = a->dgate;
+            F* dz = a->dgate + BTC;
+            core = a->atty_core + l * BTC;
+            gate_backward(dcore_buf, dz, a->datty, core, a->gate + (size_t)l * BT * G, BT, C, G);
+            matmul_backward(dattn_in, g[P_GATEW] + (size_t)l * G * C, (F*)nullptr, dz, attn_in,
+                            m->p[P_GATEW] + (size_t)l * G * C, BT, C, G, scratch);
+            dcore = dcore_buf;
+        }
+        AttnParams<F> ap = attn_params(*m, l);
+        AttnParamGrads<F> apg = attn_param_grads(*m, a, l);
+        if (at.phi == PHI_NONE) {
+            attention_backward(a->dqkv, a->dqkv + C, 3 * C, a->dqkv + 2 * C, apg, dcore, qkv, qkv + C, qkv + 2 * C,
+                               att, att_slot, ap, B, T, C, NH);
+        } else {  // through the feature map: dphi_out from the core, then phi_out = phi(phi_in), then the gather
+            const F* phi_in = a->phi_in + l * BTC * 2;
+            const F* phi_out = a->phi_out + l * BTC * 2;
+            F* dphi_out = a->dphi;
+            std::fill(dphi_out, dphi_out + 2 * BTC, F(0));
+            attention_backward(dphi_out, dphi_out + BTC, C, a->dqkv + 2 * C, apg, dcore, phi_out, phi_out + BTC,
+                               qkv + 2 * C, att, att_slot, ap, B, T, C, NH);
+            F* dphi_in = a->dphi_in;
+            std::fill(dphi_in, dphi_in + 2 * BTC, F(0));
+            if (at.phi == PHI_ELU1) {
+                phi_elu1_backward(dphi_in, dphi_out, phi_in, 2 * BTC);
+            } else {
+                int rows = 2 * BT * NH;
+                const F* u = a->phi_u + l * BTC * 2;
+                F* r = a->dphi2;              // relu(u), recomputed
+                F* dr = a->dphi2 + 2 * BTC;   // d relu(u), then d u in place
+                relu_forward(r, u, 2 * BTC);
+                std::fill(dr, dr + 2 * BTC, F(0));
+                matmul_backward(dr, g[P_PHIW2] + (size_t)l * hs * hs, (F*)nullptr, dphi_out, r,
+                                m->p[P_PHIW2] + (size_t)l * hs * hs, rows, hs, hs, scratch);
+                relu_backward(dr, dr, u, 2 * BTC);
+                matmul_backward(dphi_in, g[P_PHIW1] + (size_t)l * hs * hs, (F*)nullptr, dr, phi_in,
+                                m->p[P_PHIW1] + (size_t)l * hs * hs, rows, hs, hs, scratch);
+            }
+            phi_scatter_grad(a->dqkv, dphi_in, BT, C);
+        }
         if (c.positions == POS_ROPE) rope_apply(a->dqkv, m->rope_cos.data(), m->rope_sin.data(), B, T, C, NH, true);
         matmul_backward(dattn_in, g[P_QKVW] + lC * 3 * C, dqkvb, a->dqkv, attn_in, m->p[P_QKVW] + lC * 3 * C, BT, C,
                         3 * C, scratch);
         if (pre) norm_backward(a->dres, dln1w, dln1b, a->dln, res_in, ln1w, m1, r1, BT, C, c.norm);
     }
-    embedding_backward(g[P_WTE], g[P_WPE], a->dres, a->inputs.data(), B, T, C);
+    embedding_backward(g[P_WTE], g[P_SINKTOK], g[P_WPE], a->dres, a->inputs.data(), B, T, C);
 }
 
 // ----------------------------------------------------------------------------------------------------------------
@@ -832,22 +1160,47 @@ static inline double clip_scale(double gn, float clip) { return clip > 0 && gn >
 template <typename F>
 static SinkReport measure_sinks(Model<F>* m, Acts<F>* a, const std::vector<int>& probe, int S, int T, float eps) {
     const ModelConfig& c = m->config;
+    const AttnSpec& at = c.attn;
     int C = c.channels, NH = c.num_heads, L = c.num_layers;
+    int off = at.sink_token, slot = attn_has_slot(at), Tm = T + off;  // model positions
+    int has_slot = off || slot, Tw = T + has_slot;                    // the metric's matrix is Tw x Tw
     const int chunk = 8;
     SinkAccumulator acc;
-    sink_begin(&acc, L, NH, T, eps);
+    sink_begin(&acc, L, NH, T, eps, has_slot, !attn_is_probability(at));
+    // visible entries per row of the metric's matrix (the slot's own row sees itself)
+    std::vector<int> row_keys(Tw, 1);
+    for (int t = 0; t < Tm; t++) {
+        int lo, hi;
+        attn_visible_keys(at, t, Tm, &lo, &hi);
+        row_keys[t + slot] = hi - lo + slot;
+    }
+    std::vector<F> W((size_t)Tw * Tw);
     for (int s0 = 0; s0 < S; s0 += chunk) {
         int n = std::min(chunk, S - s0);
         model_forward(m, a, probe.data() + (size_t)s0 * T, (const int*)nullptr, n, T, false);
-        size_t BTC = (size_t)n * T * C;
+        size_t BTC = (size_t)n * Tm * C;
         for (int b = 0; b < n; b++) {
-            size_t off = (size_t)b * T * C;
-            sink_add_hidden(&acc, 0, a->encoded + off, C);
+            size_t off_rows = ((size_t)b * Tm + off) * C;  // the first real token of sequence b
+            sink_add_hidden(&acc, 0, a->encoded + off_rows, C);
             for (int l = 0; l < L; l++) {
-                for (int h = 0; h < NH; h++)
-                    sink_add_head(&acc, l, h, a->att + (size_t)l * n * NH * T * T + ((size_t)b * NH + h) * T * T);
-                sink_add_hidden(&acc, l + 1, a->residual3 + l * BTC + off, C);
-                const F* qkv = a->qkv + l * BTC * 3 + off * 3;
+                for (int h = 0; h < NH; h++) {
+                    const F* att = a->att + (size_t)l * n * NH * Tm * Tm + ((size_t)b * NH + h) * Tm * Tm;
+                    if (!slot) {
+                        sink_add_head(&acc, l, h, att, row_keys.data());
+                        continue;
+                    }
+                    // the slot as index 0 of a (T+1) x (T+1) matrix; its own row is one-hot on itself
+                    const F* ps = a->att_slot + (size_t)l * n * NH * Tm + ((size_t)b * NH + h) * Tm;
+                    std::fill(W.begin(), W.end(), F(0));
+                    W[0] = 1;
+                    for (int t = 0; t < Tm; t++) {
+                        W[(size_t)(t + 1) * Tw] = ps[t];
+                        for (int j = 0; j < Tm; j++) W[(size_t)(t + 1) * Tw + j + 1] = att[(size_t)t * Tm + j];
+                    }
+                    sink_add_head(&acc, l, h, W.data(), row_keys.data());
+                }
+                sink_add_hidden(&acc, l + 1, a->residual3 + l * BTC + off_rows, C);
+                const F* qkv = a->qkv + l * BTC * 3 + off_rows * 3;
                 sink_add_kv(&acc, l, qkv + C, qkv + 2 * C, C, (size_t)3 * C);
             }
             sink_end_sequence(&acc);
@@ -982,8 +1335,10 @@ static CheckResult check_state(const std::string& model_path, const std::string&
     float loss = (float)model_forward(&m, &a, s.inputs.data(), s.targets.data(), s.B, s.T);
     int V = c.vocab_size, Vp = c.padded_vocab_size;
     std::vector<float> logits((size_t)s.B * s.T * V);
-    for (size_t bt = 0; bt < (size_t)s.B * s.T; bt++)
-        memcpy(&logits[bt * V], a.logits + bt * Vp, V * sizeof(float));
+    for (int b = 0; b < s.B; b++)  // the real positions (a sink token adds position 0)
+        for (int t = 0; t < s.T; t++)
+            memcpy(&logits[((size_t)b * s.T + t) * V], a.logits + ((size_t)b * a.T + t + a.tok_offset) * Vp,
+                   V * sizeof(float));
     check_tensor(&r, "logits", logits.data(), s.logits.data(), logits.size(), 1e-4, verbose);
     check_tensor(&r, "loss", &loss, &s.loss, 1, 1e-4, verbose);
     std::fill(m.grads.begin(), m.grads.end(), 0.0f);
@@ -1017,6 +1372,41 @@ static CheckResult check_state(const std::string& model_path, const std::string&
 // ----------------------------------------------------------------------------------------------------------------
 // training
 
+// The seed of the random tokens of the probe and the validation batches: fixed, so every measurement of a run (and
+// of every run) sees the same sequences.
+#define EVAL_DATA_SEED 20240520ull
+
+// Data manipulations of the paper's section 5 on B sequences of T tokens (targets may be null):
+//   a fixed token at position k: inputs[k] = id and targets[k-1] = id;
+//   random tokens at positions [from, to): uniform in [0, V) from *rng, written to inputs[t] and targets[t-1].
+static void apply_data_manipulations(const TrainConfig& tc, int* inputs, int* targets, int B, int T, int V,
+                                     uint64_t* rng) {
+    for (int b = 0; b < B; b++) {
+        int* in = inputs + (size_t)b * T;
+        int* tg = targets ? targets + (size_t)b * T : nullptr;
+        if (tc.fixed_token >= 0) {
+            in[tc.fixed_pos] = tc.fixed_token;
+            if (tg && tc.fixed_pos > 0) tg[tc.fixed_pos - 1] = tc.fixed_token;
+        }
+        for (int t = tc.random_from; t < tc.random_to; t++) {
+            int r = (int)(splitmix64(rng) % (uint64_t)V);
+            in[t] = r;
+            if (tg && t > 0) tg[t - 1] = r;
+        }
+    }
+}
+
+// Checks the data-manipulation flags against the vocabulary and every sequence length they apply to.
+static void validate_data_manipulations(const TrainConfig& tc, int V, int T, const char* t_flag) {
+    if (tc.fixed_token >= V)
+        fail("flag --fixed-token: %d is outside the vocabulary of %d", tc.fixed_token, V);
+    if (tc.fixed_token >= 0 && tc.fixed_pos >= T)
+        fail("flag --fixed-pos: %d is not a position of a %d-token sequence (%s)", tc.fixed_pos, T, t_flag);
+    if (tc.random_to > 0 && (tc.random_from >= tc.random_to || tc.random_to > T))
+        fail("flags --random-from %d --random-to %d: need from < to <= %d (%s)", tc.random_from, tc.random_to, T,
+             t_flag);
+}
+
 static double now_ms() {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -1024,13 +1414,16 @@ static double now_ms() {
 }
 
 // Mean loss over the first `batches` micro-batches of the validation windows, in file order (the same every time).
-static double validation_loss(Model<float>* m, Acts<float>* a, DataLoader* val, int B, int batches) {
+static double validation_loss(Model<float>* m, Acts<float>* a, DataLoader* val, const TrainConfig* tc, int B,
+                              int batches) {
     std::vector<int> x((size_t)B * val->T), y((size_t)B * val->T);
     val->index = 0;
     val->epoch = 0;
+    uint64_t rng = EVAL_DATA_SEED;
     double sum = 0;
     for (int i = 0; i < batches; i++) {
         loader_next_batch(val, B, x.data(), y.data());
+        apply_data_manipulations(*tc, x.data(), y.data(), B, val->T, m->config.vocab_size, &rng);
         sum += model_forward(m, a, x.data(), y.data(), B, val->T);
     }
     return sum / batches;
@@ -1045,28 +1438,6 @@ static void mkdir_p(const std::string& dir) {
         }
         if (i < dir.size()) cur += dir[i];
     }
-}
-
-static std::string config_json(const ModelConfig& c, const TrainConfig& tc, const std::string& preset, size_t nparams) {
-    char buf[2048];
-    snprintf(buf, sizeof buf,
-             "{\"type\":\"config\",\"preset\":\"%s\",\"num_params\":%zu,\"max_seq_len\":%d,\"vocab\":%d,"
-             "\"padded_vocab\":%d,\"layers\":%d,\"heads\":%d,\"channels\":%d,\"ffn_hidden\":%d,\"norm\":\"%s\","
-             "\"placement\":\"%s\",\"ffn\":\"%s\",\"pos\":\"%s\",\"tied\":%d,\"bias\":%d,\"rope_base\":%.9g,"
-             "\"norm_eps\":%.9g,\"attn\":\"%s\",\"mask\":\"%s\",\"train\":\"%s\",\"val\":\"%s\",\"batch\":%d,"
-             "\"seq_len\":%d,\"total_batch\":%d,\"steps\":%d,\"lr\":%.9g,\"warmup\":%d,\"schedule\":\"%s\","
-             "\"min_lr_frac\":%.9g,\"beta1\":%.9g,\"beta2\":%.9g,\"adam_eps\":%.9g,\"wd\":%.9g,\"wd_exempt\":%d,"
-             "\"grad_clip\":%.9g,\"seed\":%llu,\"sink_every\":%d,\"probe_seqs\":%d,\"probe_len\":%d,\"eps\":%.9g,"
-             "\"threads\":%d}",
-             preset.c_str(), nparams, c.max_seq_len, c.vocab_size, c.padded_vocab_size, c.num_layers, c.num_heads,
-             c.channels, c.ffn_hidden, norm_names[c.norm], placement_names[c.placement], ffn_names[c.ffn],
-             pos_names[c.positions], c.tied, c.bias, c.rope_base, c.norm_eps, attn_variant_table[c.attn.variant].name,
-             attn_mask_names[c.attn.mask], tc.train_glob.c_str(), tc.val_glob.c_str(), tc.batch_size, tc.seq_len,
-             tc.total_batch_size, tc.steps, tc.lr, tc.warmup_steps, lr_schedule_names[tc.lr_schedule], tc.min_lr_frac,
-             tc.beta1, tc.beta2, tc.adam_eps, tc.weight_decay, tc.wd_exempt, tc.grad_clip,
-             (unsigned long long)tc.seed, tc.sink_every, tc.probe_seqs, tc.probe_len, tc.sink_eps,
-             omp_get_max_threads());
-    return buf;
 }
 
 static FILE* open_log(const std::string& dir) {
@@ -1100,15 +1471,23 @@ static int train(CommandLine* cl) {
         if (cl->model_flag_seen) fail("--load reads the architecture from '%s'; drop the model flags", tc.load_path.c_str());
         model_load(&m, tc.load_path);
     } else {
+        AttnSpec& at = cl->model.attn;
+        if (isnan(at.sigmoid_bias))  // --sigmoid-bias auto: -log of the training length (Apple 2024)
+            at.sigmoid_bias = -logf((float)(tc.seq_len ? tc.seq_len : cl->model.max_seq_len));
         model_build(&m, cl->model);
         model_init(&m, tc.seed);
     }
     const ModelConfig& c = m.config;
-    if (tc.seq_len == 0) tc.seq_len = c.max_seq_len;
+    int off = c.attn.sink_token;
+    if (tc.seq_len == 0) tc.seq_len = c.max_seq_len - off;
     int B = tc.batch_size, T = tc.seq_len;
-    if (T > c.max_seq_len) fail("flag --seq-len: %d exceeds the model's max_seq_len %d", T, c.max_seq_len);
-    if (tc.probe_len > c.max_seq_len)
-        fail("flag --probe-len: %d exceeds the model's max_seq_len %d", tc.probe_len, c.max_seq_len);
+    if (T + off > c.max_seq_len)
+        fail("flag --seq-len: %d%s exceeds the model's max_seq_len %d", T, off ? " + 1 (sink token)" : "", c.max_seq_len);
+    if (tc.probe_len + off > c.max_seq_len)
+        fail("flag --probe-len: %d%s exceeds the model's max_seq_len %d", tc.probe_len, off ? " + 1 (sink token)" : "",
+             c.max_seq_len);
+    validate_data_manipulations(tc, c.vocab_size, T, "--seq-len");
+    validate_data_manipulations(tc, c.vocab_size, tc.probe_len, "--probe-len");
     if (tc.total_batch_size == 0) tc.total_batch_size = B * T;
     if (tc.total_batch_size % (B * T) != 0)
         fail("flag --total-batch: %d is not a multiple of --batch x --seq-len = %d", tc.total_batch_size, B * T);
@@ -1119,13 +1498,17 @@ static int train(CommandLine* cl) {
     DataLoader train_data, val_data;
     loader_init(&train_data, tc.train_glob, "--train", T, c.vocab_size, tc.seed, true);
     loader_init(&val_data, tc.val_glob, "--val", T, c.vocab_size, tc.seed, false);
+    if (tc.data_fraction < 1.0f)  // the first fraction of the windows, in file order
+        train_data.num_windows = std::max<size_t>(1, (size_t)(train_data.num_windows * (double)tc.data_fraction));
     loader_seek(&train_data, pr.epoch, pr.index);
     std::string probe_path = tc.probe_path.empty() ? expand_glob(tc.val_glob, "--val")[0] : tc.probe_path;
     std::vector<int> probe = read_probe(probe_path, tc.probe_seqs, tc.probe_len, c.vocab_size);
+    uint64_t probe_rng = EVAL_DATA_SEED;
+    apply_data_manipulations(tc, probe.data(), nullptr, tc.probe_seqs, tc.probe_len, c.vocab_size, &probe_rng);
 
     mkdir_p(out_dir);
     FILE* logf = open_log(out_dir);
-    log_line(logf, config_json(c, tc, resume_step >= 0 ? "resume" : cl->preset, m.num_params));
+    log_line(logf, config_json(c, tc, resume_step >= 0 ? "resume" : cl->preset, m.num_params, omp_get_max_threads()));
     printf("sinkscope CPU trainer | %zu parameters | L %d C %d NH %d F %d | %s %s %s %s | B %d T %d accum %d | "
            "%d threads\n", m.num_params, c.num_layers, c.channels, c.num_heads, c.ffn_hidden, norm_names[c.norm],
            placement_names[c.placement], ffn_names[c.ffn], pos_names[c.positions], B, T, accum, omp_get_max_threads());
@@ -1141,7 +1524,7 @@ static int train(CommandLine* cl) {
         char buf[256];
         if (step > pr.step || resume_step < 0) {  // a resumed run does not re-measure its saved step
             if ((tc.val_every && step % tc.val_every == 0) || last) {
-                double vl = validation_loss(&m, &acts, &val_data, B, std::min<size_t>(tc.val_batches, std::max<size_t>(1, val_data.num_windows / B)));
+                double vl = validation_loss(&m, &acts, &val_data, &tc, B, std::min<size_t>(tc.val_batches, std::max<size_t>(1, val_data.num_windows / B)));
                 snprintf(buf, sizeof buf, "{\"type\":\"val\",\"step\":%d,\"val_loss\":%.9g}", step, vl);
                 log_line(logf, buf);
                 printf("step %6d | val loss %.4f\n", step, vl);
@@ -1153,8 +1536,11 @@ static int train(CommandLine* cl) {
                 sink_ms += dt;
                 snprintf(buf, sizeof buf, "{\"type\":\"sink\",\"step\":%d,\"ms\":%.3f,", step, dt);
                 log_line(logf, buf + sink_report_json_fields(r) + "}");
-                printf("step %6d | Sink_1 %.2f%% | alpha_1 %.4f | norm ratio (last layer) %.2f | entropy %.3f | %.0f ms\n",
-                       step, r.sink[0], r.alpha1_mean, r.norm_ratio.back(), r.entropy_mean, dt);
+                char slot_part[64] = "";
+                if (r.has_slot) snprintf(slot_part, sizeof slot_part, "Sink_* %.2f%% | ", r.sink_star);
+                printf("step %6d | %sSink_1 %.2f%%%s | alpha_1 %.4f | norm ratio (last layer) %.2f | entropy %.3f | "
+                       "%.0f ms\n", step, slot_part, r.sink[0], r.proxy ? " (proxy)" : "", r.alpha1_mean,
+                       r.norm_ratio.back(), r.entropy_mean, dt);
             }
             if (tc.save_every && step % tc.save_every == 0 && step > pr.step && !last)
                 save_checkpoint(out_dir, &m, tc, TrainProgress{step, train_data.epoch, train_data.index, pr.rng});
@@ -1165,6 +1551,7 @@ static int train(CommandLine* cl) {
         double loss = 0;
         for (int micro = 0; micro < accum; micro++) {
             loader_next_batch(&train_data, B, x.data(), y.data());
+            apply_data_manipulations(tc, x.data(), y.data(), B, T, c.vocab_size, &pr.rng);
             loss += model_forward(&m, &acts, x.data(), y.data(), B, T) / accum;
             model_backward(&m, &acts, 1.0f / accum);
         }
@@ -1199,9 +1586,13 @@ static int eval_sink(CommandLine* cl) {
     if (tc.probe_path.empty()) fail("--eval-sink needs --probe SHARD (an llm.c token shard)");
     Model<float> m;
     model_load(&m, tc.load_path);
-    if (tc.probe_len > m.config.max_seq_len)
-        fail("flag --probe-len: %d exceeds the model's max_seq_len %d", tc.probe_len, m.config.max_seq_len);
+    if (tc.probe_len + m.config.attn.sink_token > m.config.max_seq_len)
+        fail("flag --probe-len: %d exceeds the model's max_seq_len %d%s", tc.probe_len, m.config.max_seq_len,
+             m.config.attn.sink_token ? " - 1 (sink token)" : "");
     std::vector<int> probe = read_probe(tc.probe_path, tc.probe_seqs, tc.probe_len, m.config.vocab_size);
+    validate_data_manipulations(tc, m.config.vocab_size, tc.probe_len, "--probe-len");
+    uint64_t probe_rng = EVAL_DATA_SEED;
+    apply_data_manipulations(tc, probe.data(), nullptr, tc.probe_seqs, tc.probe_len, m.config.vocab_size, &probe_rng);
     Acts<float> a;
     SinkReport r = measure_sinks(&m, &a, probe, tc.probe_seqs, tc.probe_len, tc.sink_eps);
     printf("{\"checkpoint\":\"%s\",\"probe\":\"%s\",%s}\n", tc.load_path.c_str(), tc.probe_path.c_str(),

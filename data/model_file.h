@@ -7,14 +7,20 @@
 //     biases, causal softmax). llm.c checkpoints load unchanged; ours of that architecture load in llm.c.
 //   version 4 = sinkscope, any configuration, self-describing: [0..7] as version 3, [8] F [9] norm [10] placement
 //     [11] ffn [12] positions [13] tied [14] biases [15] rope base (float32 bits) [16] norm eps (float32 bits)
-//     [17] attention variant [18] mask; [19..255] zero (reserved for variant parameters).
+//     [17..32] the attention variant (AttnSpec: row map, mask, mask param, normaliser, feature map, slot, v* mode,
+//     v* value, value bias, slot shared, sink token, gate, row mass, sigmoid bias, clip zeta, clip alpha; floats as
+//     float32 bits; README "File formats" lists the codes); [33..255] zero.
 //   The writer picks version 3 exactly when the configuration is the gpt2 architecture.
+// Readers: parse_model_file takes a ByteSource (a file, or memory for dev/fuzz/fuzz_model_file.cpp). The header's sizes
+// are range-checked before any arithmetic uses them, the file length must match the parameter count they imply before
+// anything is allocated, and every parameter must be finite. The writer refuses non-finite parameters, so a diverged
+// run cannot replace a good checkpoint with a poisoned one.
 #pragma once
+#include <math.h>
 #include <vector>
 
 #include "file_io.h"
 
-#define MODEL_MAGIC 20240326
 #define MODEL_VERSION_LLMC 3
 #define MODEL_VERSION_SINKSCOPE 4
 
@@ -26,52 +32,111 @@ static inline void model_header_from_config(const ModelConfig& c, int32_t h[256]
     h[7] = c.padded_vocab_size;
     if (h[1] == MODEL_VERSION_LLMC) return;
     h[8] = c.ffn_hidden; h[9] = c.norm; h[10] = c.placement; h[11] = c.ffn; h[12] = c.positions; h[13] = c.tied;
-    h[14] = c.bias; h[15] = float_bits(c.rope_base); h[16] = float_bits(c.norm_eps); h[17] = c.attn.variant;
-    h[18] = c.attn.mask;
+    h[14] = c.bias; h[15] = float_bits(c.rope_base); h[16] = float_bits(c.norm_eps);
+    const AttnSpec& a = c.attn;
+    h[17] = a.variant; h[18] = a.mask; h[19] = a.mask_param; h[20] = a.norm; h[21] = a.phi; h[22] = a.slot;
+    h[23] = a.vstar; h[24] = float_bits(a.vstar_value); h[25] = a.value_bias; h[26] = a.slot_shared;
+    h[27] = a.sink_token; h[28] = a.gate; h[29] = float_bits(a.row_mass); h[30] = float_bits(a.sigmoid_bias);
+    h[31] = float_bits(a.clip_zeta); h[32] = float_bits(a.clip_alpha);
+}
+
+// A size field of the header, checked before any arithmetic uses it (V + 127, 4 C and the tensor sizes would
+// otherwise overflow on a corrupt header).
+static inline int model_header_size(const int32_t* h, int i, const char* name, int max, const char* path) {
+    if (h[i] < 1 || h[i] > max)
+        fail("model file '%s': %s (header[%d]) is %d, expected 1..%d (corrupt header)", path, name, i, h[i], max);
+    return h[i];
 }
 
 static inline ModelConfig model_config_from_header(const int32_t* h, const std::string& path) {
     const char* p = path.c_str();
     if (h[0] != MODEL_MAGIC)
-        fail("model file '%s': magic is %d, expected %d (not a model checkpoint; a state_*.bin or debug state?)", p,
-             h[0], MODEL_MAGIC);
+        fail("model file '%s': magic (header[0]) is %d, expected %d (%s)", p, h[0], MODEL_MAGIC, describe_magic(h[0]));
     if (h[1] != MODEL_VERSION_LLMC && h[1] != MODEL_VERSION_SINKSCOPE)
-        fail("model file '%s': version is %d, expected 3 (llm.c fp32) or 4 (sinkscope); llm.c's bf16 files (version 5) "
-             "must be exported as fp32", p, h[1]);
-    ModelConfig c = make_config(h[2], h[3], h[4], h[5], h[6], 4 * h[6], NORM_LAYERNORM, PLACE_PRE, FFN_GELU,
-                                POS_LEARNED, 1, 1, INIT_GPT2);
-    for (int i = 2; i <= 7; i++)
-        if (h[i] <= 0) fail("model file '%s': header field %d is %d, expected a positive size (corrupt header)", p, i, h[i]);
+        fail("model file '%s': version (header[1]) is %d, expected 3 (llm.c fp32) or 4 (sinkscope); llm.c's bf16 files "
+             "(version 5) must be exported as fp32", p, h[1]);
+    int maxT = model_header_size(h, 2, "maxT", SK_MAX_SEQ_LEN, p), V = model_header_size(h, 3, "vocab", SK_MAX_VOCAB, p),
+        L = model_header_size(h, 4, "layers", SK_MAX_LAYERS, p), NH = model_header_size(h, 5, "heads", SK_MAX_HEADS, p),
+        C = model_header_size(h, 6, "channels", SK_MAX_CHANNELS, p);
+    ModelConfig c = make_config(maxT, V, L, NH, C, 4 * C, NORM_LAYERNORM, PLACE_PRE, FFN_GELU, POS_LEARNED, 1, 1,
+                                INIT_GPT2);
     if (h[1] == MODEL_VERSION_SINKSCOPE) {
+        model_header_size(h, 8, "ffn hidden", SK_MAX_FFN_HIDDEN, p);
         c.ffn_hidden = h[8]; c.norm = h[9]; c.placement = h[10]; c.ffn = h[11]; c.positions = h[12]; c.tied = h[13];
-        c.bias = h[14]; c.rope_base = header_float(h, 15); c.norm_eps = header_float(h, 16); c.attn.variant = h[17];
-        c.attn.mask = h[18];
-        if (c.ffn_hidden <= 0 || (c.tied != 0 && c.tied != 1) || (c.bias != 0 && c.bias != 1) || c.attn.mask < 0 ||
-            c.attn.mask >= MASK_NUM_KINDS)
-            fail("model file '%s': an architecture field in the header is out of range (corrupt header)", p);
+        c.bias = h[14]; c.rope_base = header_float(h, 15); c.norm_eps = header_float(h, 16);
+        AttnSpec& a = c.attn;
+        a.variant = h[17]; a.mask = h[18]; a.mask_param = h[19]; a.norm = h[20]; a.phi = h[21]; a.slot = h[22];
+        a.vstar = h[23]; a.vstar_value = header_float(h, 24); a.value_bias = h[25]; a.slot_shared = h[26];
+        a.sink_token = h[27]; a.gate = h[28]; a.row_mass = header_float(h, 29); a.sigmoid_bias = header_float(h, 30);
+        a.clip_zeta = header_float(h, 31); a.clip_alpha = header_float(h, 32);
+        for (int i : {15, 16, 24, 29, 30, 31, 32})
+            if (!isfinite(header_float(h, i)))
+                fail("model file '%s': header field %d (a float) is %g, expected a finite number (corrupt header)", p,
+                     i, header_float(h, i));
     }
     config_finalize(&c);
     if (c.padded_vocab_size != h[7])
-        fail("model file '%s': padded vocab is %d, expected %d for vocab %d (multiple of 128)", p, h[7],
-             c.padded_vocab_size, c.vocab_size);
-    validate_model_config(c, p);
+        fail("model file '%s': padded vocab (header[7]) is %d, expected %d for vocab %d (a multiple of 128; corrupt "
+             "header)", p, h[7], c.padded_vocab_size, c.vocab_size);
+    std::string where = "model file '" + path + "'";
+    validate_model_config(c, where.c_str());
     return c;
 }
 
-// Reads a model file: its config and all parameters (checked against the file length before anything is trusted).
-static inline ModelConfig read_model_file(const std::string& path, std::vector<float>* params) {
-    FileBytes fb = read_file_bytes(path, "model file");
-    ModelConfig c = model_config_from_header(file_header(fb, "model file"), path);
-    size_t n = param_count(c);
-    if (fb.bytes.size() != 1024 + n * sizeof(float))
-        fail("model file '%s': %zu bytes, but its header describes %zu parameters = %zu bytes (truncated or corrupt)",
-             path.c_str(), fb.bytes.size(), n, 1024 + n * sizeof(float));
+// The first NaN or Inf among values laid out like the parameters (weights, gradients, AdamW moments), named by tensor,
+// layer and element, e.g. "qkvw, layer 1, element 37 (nan)"; empty when all are finite.
+static inline std::string first_nonfinite_param(const ModelConfig& c, const float* values) {
+    size_t sizes[NUM_PARAM_TENSORS], off = 0;
+    param_sizes(c, sizes);
+    for (int id = 0; id < NUM_PARAM_TENSORS; id++) {
+        for (size_t k = 0; k < sizes[id]; k++)
+            if (!std::isfinite(values[off + k])) {
+                // the per-layer tensors (ln1w .. fcprojb) hold L equal slices
+                bool per_layer = id >= P_LN1W && id <= P_FCPROJB;
+                size_t per = sizes[id] / c.num_layers;
+                char buf[160];
+                if (per_layer)
+                    snprintf(buf, sizeof buf, "%s, layer %zu, element %zu (%g)", param_names[id], k / per, k % per,
+                             values[off + k]);
+                else
+                    snprintf(buf, sizeof buf, "%s, element %zu (%g)", param_names[id], k, values[off + k]);
+                return buf;
+            }
+        off += sizes[id];
+    }
+    return "";
+}
+
+// Parses a model file: its config and all parameters (the length checked against the header before anything is read).
+static inline ModelConfig parse_model_file(const ByteSource& src, std::vector<float>* params) {
+    int32_t h[256];
+    source_header(src, h);
+    ModelConfig c = model_config_from_header(h, src.path);
+    uint64_t n = param_count(c), expect = 1024 + n * sizeof(float);
+    if (src.size != expect)
+        fail("model file '%s': %zu bytes, but its header describes %llu parameters = %llu bytes (truncated or corrupt; "
+             "use an earlier checkpoint)", src.path.c_str(), src.size, (unsigned long long)n,
+             (unsigned long long)expect);
+    check_fits_in_memory(src.size, "model file", src.path, "a smaller model");
     params->resize(n);
-    memcpy(params->data(), fb.bytes.data() + 1024, n * sizeof(float));
+    source_read(src, 1024, params->data(), n * sizeof(float), "the parameters");
+    std::string bad = first_nonfinite_param(c, params->data());
+    if (!bad.empty())
+        fail("model file '%s': parameter %s is not finite (a checkpoint of a diverged run; use an earlier one)",
+             src.path.c_str(), bad.c_str());
     return c;
+}
+
+static inline ModelConfig read_model_file(const std::string& path, std::vector<float>* params) {
+    ByteSource src(path, "model file");
+    return parse_model_file(src, params);
 }
 
 static inline void write_model_file(const std::string& path, const ModelConfig& c, const float* params) {
+    std::string bad = first_nonfinite_param(c, params);
+    if (!bad.empty())
+        fail("refusing to write model file '%s': parameter %s is not finite (the run diverged; the previous "
+             "checkpoints are untouched)", path.c_str(), bad.c_str());
     int32_t h[256];
     model_header_from_config(c, h);
     AtomicWriter w = atomic_open(path);

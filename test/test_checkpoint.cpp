@@ -40,12 +40,14 @@ TEST_CASE("a gpt2-architecture model file has llm.c's exact byte layout (version
 
 TEST_CASE("our writer reproduces the PyTorch reference's model files byte for byte", "[checkpoint]") {
     std::string dir = temp_dir();
-    for (const char* name : {"gpt2", "llama", "post_relu", "alibi_geglu", "swish_nopos", "reglu_rope", "gelu_rms"}) {
-        INFO("fixture " << name);
+    std::vector<std::string> models = expand_glob(fixture("*_model.bin"), "fixtures");
+    CHECK(models.size() >= 35);
+    for (const std::string& path : models) {
+        INFO("fixture " << path);
         std::vector<float> params;
-        ModelConfig c = read_model_file(fixture(std::string(name) + "_model.bin"), &params);
+        ModelConfig c = read_model_file(path, &params);
         write_model_file(dir + "/copy.bin", c, params.data());
-        CHECK(slurp(dir + "/copy.bin") == slurp(fixture(std::string(name) + "_model.bin")));
+        CHECK(slurp(dir + "/copy.bin") == slurp(path));
     }
 }
 
@@ -86,32 +88,6 @@ TEST_CASE("init: padded vocabulary rows are zero, norms are one, the seed decide
     double s = 0;
     for (size_t i = 0; i < a.sizes[P_QKVW]; i++) s += (double)a.p[P_QKVW][i] * a.p[P_QKVW][i];
     CHECK(sqrt(s / a.sizes[P_QKVW]) == Approx(sqrt(2.0 / (5 * c.channels))).epsilon(0.02));
-}
-
-// A tiny training setup on synthetic shards (tokens < 32) in its own directory.
-struct TinyRun {
-    std::string dir;
-    CommandLine cl;
-};
-
-static TinyRun tiny_run(int steps) {
-    TinyRun r;
-    r.dir = temp_dir();
-    std::vector<uint16_t> train_toks(3000), val_toks(600);
-    uint64_t s = 99;
-    for (uint16_t& t : train_toks) t = (uint16_t)(splitmix64(&s) % 32);
-    for (uint16_t& t : val_toks) t = (uint16_t)(splitmix64(&s) % 32);
-    write_shard(r.dir + "/train.bin", train_toks);
-    write_shard(r.dir + "/val.bin", val_toks);
-    r.cl.model = make_config(16, 32, 2, 4, 16, 32, NORM_RMSNORM, PLACE_PRE, FFN_SWIGLU, POS_ROPE, 0, 0, INIT_LLAMA);
-    TrainConfig& t = r.cl.train;
-    t.train_glob = r.dir + "/train.bin";
-    t.val_glob = r.dir + "/val.bin";
-    t.out_dir = r.dir + "/run";
-    t.batch_size = 4; t.seq_len = 16; t.total_batch_size = 128;  // 2 micro-batches per step
-    t.steps = steps; t.warmup_steps = 2; t.lr = 1e-2f; t.lr_schedule = LR_COSINE;
-    t.val_every = 2; t.val_batches = 2; t.sink_every = 2; t.probe_seqs = 3; t.probe_len = 16;
-    return r;
 }
 
 TEST_CASE("resume continues bit-identically to an uninterrupted run", "[checkpoint][resume]") {

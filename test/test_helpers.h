@@ -22,8 +22,8 @@ static inline std::vector<double> random_vec(size_t n, std::mt19937_64& rng, dou
 // Checks the analytic gradient of loss(x) against central finite differences in double precision at every index of
 // x (or at `samples` random indices when given). Returns the largest error relative to max(1e-3, |numeric|).
 static inline double fd_check(std::vector<double>& x, const std::vector<double>& analytic,
-                              const std::function<double()>& loss, size_t samples = 0, uint64_t seed = 1) {
-    const double h = 1e-5;
+                              const std::function<double()>& loss, size_t samples = 0, uint64_t seed = 1,
+                              double h = 1e-5) {
     double worst = 0;
     std::mt19937_64 rng(seed);
     size_t n = samples ? samples : x.size();
@@ -83,3 +83,32 @@ static inline void write_shard(const std::string& path, const std::vector<uint16
     bytes.append((const char*)toks.data(), toks.size() * 2);
     write_bytes(path, bytes);
 }
+
+// A tiny training setup on synthetic shards (tokens < 32) in its own directory: 2 layers of 4 heads, C 16, T 16.
+struct TinyRun {
+    std::string dir;
+    CommandLine cl;
+};
+
+static TinyRun tiny_run(int steps) {
+    TinyRun r;
+    r.dir = temp_dir();
+    // a learnable stream: the next token is the previous one plus 1 (mod 32), or random one time in ten
+    std::vector<uint16_t> train_toks(3000), val_toks(600);
+    uint64_t s = 99;
+    for (auto* toks : {&train_toks, &val_toks})
+        for (size_t i = 0; i < toks->size(); i++)
+            (*toks)[i] = (uint16_t)(i == 0 || splitmix64(&s) % 10 == 0 ? splitmix64(&s) % 32 : ((*toks)[i - 1] + 1) % 32);
+    write_shard(r.dir + "/train.bin", train_toks);
+    write_shard(r.dir + "/val.bin", val_toks);
+    r.cl.model = make_config(16, 32, 2, 4, 16, 32, NORM_RMSNORM, PLACE_PRE, FFN_SWIGLU, POS_ROPE, 0, 0, INIT_LLAMA);
+    TrainConfig& t = r.cl.train;
+    t.train_glob = r.dir + "/train.bin";
+    t.val_glob = r.dir + "/val.bin";
+    t.out_dir = r.dir + "/run";
+    t.batch_size = 4; t.seq_len = 16; t.total_batch_size = 128;  // 2 micro-batches per step
+    t.steps = steps; t.warmup_steps = 2; t.lr = 1e-2f; t.lr_schedule = LR_COSINE;
+    t.val_every = 2; t.val_batches = 2; t.sink_every = 2; t.probe_seqs = 3; t.probe_len = 16;
+    return r;
+}
+

@@ -1,5 +1,6 @@
 """Readers/writers for the sinkscope binary formats (model file v3/v4, debug state v2/v3,
-token shards), written from the specification in README.md ("The model family", "File formats") only.
+token shards), written from the specification in README.md ("The model family", "Attention variants",
+"File formats") only.
 
 All integers are little-endian int32, all floats little-endian IEEE float32.  Float fields
 inside the int32 header are stored as the float's bit pattern (struct '<f' -> '<i').
@@ -20,6 +21,18 @@ PLACEMENTS = ["pre", "post"]
 FFNS = ["relu", "gelu", "swish", "reglu", "geglu", "swiglu"]
 POSITIONS = ["none", "sinusoidal", "learned", "rope", "alibi"]
 GATED = {"reglu", "geglu", "swiglu"}
+# attention variants: header [17..28], in the README's index order
+ATTNS = ["softmax", "sigmoid", "elu1", "linear", "softpick", "clipped"]   # [17] row map
+MASKS = ["causal", "prefix", "window"]                                      # [18] (+ [19] mask param)
+ATTN_NORMS = ["none", "sum", "clamp"]                                       # [20] for sigmoid/elu1/linear
+PHIS = ["none", "elu1", "mlp"]                                              # [21]
+SLOTS = ["none", "kv", "logit", "zero"]                                     # [22]
+VSTARS = ["learn", "zero", "fixed"]                                         # [23] (+ [24] vstar value)
+GATES = ["none", "elementwise", "headwise"]                                 # [28]
+# the defaults that unused fields hold ("a file is a pure function of its configuration")
+DEFAULTS = dict(rope_base=10000.0, attn="softmax", mask="causal", mask_param=0, attn_norm="none", phi="none",
+                slot="none", vstar="learn", vstar_value=0.0, value_bias=False, slot_shared=False,
+                sink_token=False, gate="none", row_mass=1.0, sigmoid_bias=0.0, clip_zeta=1.0, clip_alpha=4.0)
 
 
 def f32_bits(x):
@@ -57,7 +70,23 @@ class Config:
     biases: bool = True
     rope_base: float = 10000.0
     norm_eps: float = 1e-5
-    attn_variant: int = 0
+    # attention variants (README "Attention variants"); header [17..32]
+    attn: str = "softmax"        # row map
+    mask: str = "causal"
+    mask_param: int = 0          # prefix p / window w
+    attn_norm: str = "none"      # normaliser of sigmoid/elu1/linear
+    phi: str = "none"            # feature map on q and k (after RoPE)
+    slot: str = "none"
+    vstar: str = "learn"         # kv slot value: learned tensor / zero / every entry vstar_value
+    vstar_value: float = 0.0
+    value_bias: bool = False
+    slot_shared: bool = False    # k*, v*, value bias: one vector for all heads
+    sink_token: bool = False
+    gate: str = "none"
+    row_mass: float = 1.0        # softmax A
+    sigmoid_bias: float = 0.0    # sigmoid b
+    clip_zeta: float = 1.0
+    clip_alpha: float = 4.0
     Vp: int = 0  # 0 -> computed
 
     def __post_init__(self):
@@ -65,12 +94,62 @@ class Config:
             self.Vp = padded_vocab(self.V)
         assert self.norm in NORMS and self.placement in PLACEMENTS
         assert self.ffn in FFNS and self.positions in POSITIONS
+        assert self.attn in ATTNS and self.mask in MASKS and self.attn_norm in ATTN_NORMS
+        assert self.phi in PHIS and self.slot in SLOTS and self.vstar in VSTARS and self.gate in GATES
         assert self.C % self.NH == 0
         self.tied = bool(self.tied)
         self.biases = bool(self.biases)
+        self.value_bias = bool(self.value_bias)
+        self.slot_shared = bool(self.slot_shared)
+        self.sink_token = bool(self.sink_token)
+        self.mask_param = int(self.mask_param)
         # float header fields are float32: keep exactly the value a file (and the fp32 engine) holds
-        self.rope_base = f32(self.rope_base)
-        self.norm_eps = f32(self.norm_eps)
+        for k in ("rope_base", "norm_eps", "vstar_value", "row_mass", "sigmoid_bias", "clip_zeta", "clip_alpha"):
+            setattr(self, k, f32(getattr(self, k)))
+        # unsupported combination (the engine rejects it too): the kv slot's score with a feature map
+        if self.slot == "kv" and self.phi != "none":
+            raise ValueError("--slot kv cannot be combined with --phi (k* has no feature map)")
+        if self.sink_token and self.maxT < 2:
+            raise ValueError("--sink-token needs maxT >= 2")
+        if self.mask_param < 0:
+            raise ValueError("negative mask param")
+        # fields a configuration does not use must hold their defaults
+        for k in self.unused_fields():
+            d = DEFAULTS[k]
+            if getattr(self, k) != (f32(d) if isinstance(d, float) else d):
+                raise ValueError("field %s=%r is unused by this configuration and must hold its default %r"
+                                 % (k, getattr(self, k), d))
+
+    def unused_fields(self):
+        u = []
+        if self.positions != "rope":
+            u.append("rope_base")
+        if self.mask == "causal":
+            u.append("mask_param")
+        if self.attn not in ("sigmoid", "elu1", "linear"):
+            u.append("attn_norm")
+        if self.slot != "kv":
+            u.append("vstar")
+        if not (self.slot == "kv" and self.vstar == "fixed"):
+            u.append("vstar_value")
+        if self.slot != "kv" and not self.value_bias:
+            u.append("slot_shared")
+        if self.attn != "softmax":
+            u.append("row_mass")
+        if self.attn != "sigmoid":
+            u.append("sigmoid_bias")
+        if self.attn != "clipped":
+            u += ["clip_zeta", "clip_alpha"]
+        return u
+
+    @property
+    def S(self):
+        """rows of kstar/vstar/vbias: NH, or 1 with slot_shared"""
+        return 1 if self.slot_shared else self.NH
+
+    @property
+    def has_slot(self):
+        return self.slot != "none"
 
     @property
     def hs(self):
@@ -84,7 +163,8 @@ class Config:
         """the configuration that a version-3 (llm.c) file implies"""
         return (self.norm == "layernorm" and self.norm_eps == f32(1e-5) and self.placement == "pre"
                 and self.ffn == "gelu" and self.F == 4 * self.C and self.positions == "learned"
-                and self.tied and self.biases and self.attn_variant == 0)
+                and self.tied and self.biases and self.rope_base == f32(10000.0)
+                and all(getattr(self, k) == (f32(d) if isinstance(d, float) else d) for k, d in DEFAULTS.items()))
 
     def to_dict(self):
         return asdict(self)
@@ -128,6 +208,22 @@ def param_shapes(cfg):
             s["lnfb"] = (C,)
     if not cfg.tied:
         s["lm_head"] = (Vp, C)
+    hs, NH = cfg.hs, cfg.NH
+    if cfg.sink_token:
+        s["sink_token"] = (C,)
+    if cfg.slot == "kv":
+        s["kstar"] = (L, cfg.S, hs)
+        if cfg.vstar == "learn":
+            s["vstar"] = (L, cfg.S, hs)
+    if cfg.value_bias:
+        s["vbias"] = (L, cfg.S, hs)
+    if cfg.slot == "logit":
+        s["sink_logit"] = (L, NH)
+    if cfg.phi == "mlp":
+        s["phi_w1"] = (L, hs, hs)
+        s["phi_w2"] = (L, hs, hs)
+    if cfg.gate != "none":
+        s["gate_w"] = (L, C if cfg.gate == "elementwise" else NH, C)
     return s
 
 
@@ -188,7 +284,22 @@ def model_header(cfg, version=None):
         h[14] = int(cfg.biases)
         h[15] = f32_bits(cfg.rope_base)
         h[16] = f32_bits(cfg.norm_eps)
-        h[17] = cfg.attn_variant
+        h[17] = ATTNS.index(cfg.attn)
+        h[18] = MASKS.index(cfg.mask)
+        h[19] = cfg.mask_param
+        h[20] = ATTN_NORMS.index(cfg.attn_norm)
+        h[21] = PHIS.index(cfg.phi)
+        h[22] = SLOTS.index(cfg.slot)
+        h[23] = VSTARS.index(cfg.vstar)
+        h[24] = f32_bits(cfg.vstar_value)
+        h[25] = int(cfg.value_bias)
+        h[26] = int(cfg.slot_shared)
+        h[27] = int(cfg.sink_token)
+        h[28] = GATES.index(cfg.gate)
+        h[29] = f32_bits(cfg.row_mass)
+        h[30] = f32_bits(cfg.sigmoid_bias)
+        h[31] = f32_bits(cfg.clip_zeta)
+        h[32] = f32_bits(cfg.clip_alpha)
     else:
         raise ValueError("unknown model version %d" % version)
     return h
@@ -211,14 +322,27 @@ def config_from_model_header(h):
     if version == 3:
         cfg = Config(V=V, maxT=maxT, L=L, NH=NH, C=C, F=4 * C, norm="layernorm", placement="pre",
                      ffn="gelu", positions="learned", tied=True, biases=True, rope_base=10000.0,
-                     norm_eps=1e-5, attn_variant=0, Vp=Vp)
+                     norm_eps=1e-5, Vp=Vp)
     elif version == 4:
-        cfg = Config(V=V, maxT=maxT, L=L, NH=NH, C=C, F=int(h[8]), norm=NORMS[h[9]],
-                     placement=PLACEMENTS[h[10]], ffn=FFNS[h[11]], positions=POSITIONS[h[12]],
+        def pick(names, i):
+            if not 0 <= h[i] < len(names):
+                raise ValueError("header field [%d] = %d out of range" % (i, h[i]))
+            return names[int(h[i])]
+
+        for i in (13, 14, 25, 26, 27):
+            if h[i] not in (0, 1):
+                raise ValueError("header field [%d] = %d is not a flag" % (i, h[i]))
+        if np.any(h[33:]):
+            raise ValueError("header fields [33..255] must be zero")
+        cfg = Config(V=V, maxT=maxT, L=L, NH=NH, C=C, F=int(h[8]), norm=pick(NORMS, 9),
+                     placement=pick(PLACEMENTS, 10), ffn=pick(FFNS, 11), positions=pick(POSITIONS, 12),
                      tied=bool(h[13]), biases=bool(h[14]), rope_base=bits_f32(h[15]),
-                     norm_eps=bits_f32(h[16]), attn_variant=int(h[17]), Vp=Vp)
-        if cfg.attn_variant != 0:
-            raise ValueError("attention variant %d not supported by this reference" % cfg.attn_variant)
+                     norm_eps=bits_f32(h[16]), attn=pick(ATTNS, 17), mask=pick(MASKS, 18),
+                     mask_param=int(h[19]), attn_norm=pick(ATTN_NORMS, 20), phi=pick(PHIS, 21),
+                     slot=pick(SLOTS, 22), vstar=pick(VSTARS, 23), vstar_value=bits_f32(h[24]),
+                     value_bias=bool(h[25]), slot_shared=bool(h[26]), sink_token=bool(h[27]),
+                     gate=pick(GATES, 28), row_mass=bits_f32(h[29]), sigmoid_bias=bits_f32(h[30]),
+                     clip_zeta=bits_f32(h[31]), clip_alpha=bits_f32(h[32]), Vp=Vp)
     else:
         raise ValueError("unknown model version %d" % version)
     return cfg, version
