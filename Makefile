@@ -4,13 +4,13 @@ CXX ?= g++
 # which keeps results identical across machines and reproducible by the GPU exact mode.
 CXXFLAGS ?= -O3 -march=native -std=c++17 -fopenmp -ffp-contract=off -Wall -Wextra -Wno-unused-function
 PYTHON := /usr/bin/python3
-HEADERS := config.h numerics.h attention_variants.cuh sink_metrics.h $(wildcard data/*.h)
+HEADERS := config.h numerics.h attention_variants.cuh sink_metrics.h sampling.h $(wildcard data/*.h)
 
 .PHONY: all train data test clean check-tools
 all: train_gpt_cpu
 
-train_gpt_cpu: train_gpt_cpu.cpp $(HEADERS)
-	$(CXX) $(CXXFLAGS) -o $@ $< -lm
+train_gpt_cpu: train_gpt_cpu.cpp $(HEADERS) | check-pcre2
+	$(CXX) $(CXXFLAGS) -o $@ $< -lm -lpcre2-8
 
 data: data/brown/brown_train.bin
 data/brown/brown_train.bin data/brown/brown_val.bin &: dev/data/prepare_brown.py
@@ -28,6 +28,7 @@ CATCH_MAIN := /usr/lib/libCatch2WithMain.a
 
 check-tools:
 	@test -f /usr/include/catch2/catch.hpp -a -f $(CATCH_MAIN) || { echo "error: Catch2 v2 is missing (apt-get install catch2)"; exit 1; }
+	@test -f /usr/include/pcre2.h || { echo "error: PCRE2 is missing (apt-get install libpcre2-dev)"; exit 1; }
 
 build/test/%.o: test/%.cpp train_gpt_cpu.cpp $(HEADERS) | check-tools
 	@mkdir -p build/test
@@ -36,8 +37,14 @@ build/test/%.o: test/%.cpp train_gpt_cpu.cpp $(HEADERS) | check-tools
 build/test/run_tests: $(TEST_OBJS)
 	$(CXX) $(CXXFLAGS) -o $@ $^ $(CATCH_MAIN) -lm $(TEST_LDLIBS)
 
-test: build/test/run_tests train_gpt_cpu
+# the tokenizer tests read the whole Brown corpus (decode(encode(x)) == x), so the tests need `make data` first
+test: build/test/run_tests train_gpt_cpu data
 	./build/test/run_tests
 
 clean:
 	rm -rf build train_gpt_cpu
+
+build/test/test_tokenizer.o: dev/data/make_shards.h
+
+# the data pipeline: GPT-2 and byte-level shards of the built-in corpora or any text (dev/data/README.md)
+include dev/data/data.mk

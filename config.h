@@ -231,6 +231,10 @@ struct TrainConfig {
     int fixed_token = -1, fixed_pos = 0;       // token id at position fixed_pos of every sequence (-1 = off)
     int random_from = 0, random_to = 0;        // positions [from, to) get uniformly random tokens
     float data_fraction = 1.0f;                // train on the first fraction of the training windows
+    // text generation
+    int sample_every = 100, sample_len = 64, top_k = 40, sample = 0;
+    float temperature = 1.0f;
+    std::string prompt, tokenizer_path, bpe_dir = "test/fixtures/gpt2";
 };
 
 // ----------------------------------------------------------------------------------------------------------------
@@ -369,6 +373,14 @@ static inline FlagTable make_flag_table(CommandLine* cl) {
     add_flag(&t, "--random-from", FLAG_INT, &r->random_from, "positions [from, to) get uniformly random tokens", 0, 1 << 20);
     add_flag(&t, "--random-to", FLAG_INT, &r->random_to, "end of the random positions (0 = off)", 0, 1 << 20);
     add_flag(&t, "--data-fraction", FLAG_FLOAT, &r->data_fraction, "train on the first fraction of the training windows", 1e-9, 1);
+    add_flag(&t, "--sample-every", FLAG_INT, &r->sample_every, "generate text every N steps (0 = only at the end)", 0, 1 << 30);
+    add_flag(&t, "--sample-len", FLAG_INT, &r->sample_len, "tokens to generate (0 = no generation)", 0, 1 << 20);
+    add_flag(&t, "--temperature", FLAG_FLOAT, &r->temperature, "sampling temperature (0 = greedy)", 0, 100);
+    add_flag(&t, "--top-k", FLAG_INT, &r->top_k, "sample among the k most likely tokens (0 = all)", 0, 1 << 20);
+    add_flag(&t, "--prompt", FLAG_STR, &r->prompt, "text to continue (default: start from end-of-text)");
+    add_flag(&t, "--tokenizer", FLAG_STR, &r->tokenizer_path, "llm.c tokenizer file (default: bytes for vocab 256, else *_tokenizer.bin beside --train)");
+    add_flag(&t, "--bpe-dir", FLAG_STR, &r->bpe_dir, "GPT-2 encoder.json and vocab.bpe, to encode --prompt");
+    add_flag(&t, "--sample", FLAG_SWITCH, &r->sample, "(no value) with --load: generate --sample-len tokens and exit");
     return t;
 }
 
@@ -449,12 +461,12 @@ static inline void validate_command_line(const CommandLine* cl, const char* mode
     const TrainConfig& t = cl->train;
     const ModelConfig& m = cl->model;
     bool check = !t.check_state_path.empty(), resume = !t.resume_dir.empty(), load = !t.load_path.empty();
-    if (resume && (load || check || t.eval_sink))
-        fail("flag --resume continues a training run from its own checkpoint: drop %s",
-             load ? "--load" : check ? "--check-state" : "--eval-sink");
-    if ((check || t.eval_sink) && !load)
-        fail("flag %s needs --load MODEL (the model to check or measure)", check ? "--check-state" : "--eval-sink");
-    if (check && t.eval_sink) fail("flags --check-state and --eval-sink are separate modes: give one of them");
+    const char* mode = check ? "--check-state" : t.eval_sink ? "--eval-sink" : t.sample ? "--sample" : nullptr;
+    if (resume && (load || mode))
+        fail("flag --resume continues a training run from its own checkpoint: drop %s", load ? "--load" : mode);
+    if (mode && !load) fail("flag %s needs --load MODEL (the model to check, measure or sample)", mode);
+    if (check + t.eval_sink + t.sample > 1)
+        fail("flags --check-state, --eval-sink and --sample are separate modes: give one of them");
     if ((resume || load) && model_flag)
         fail("flag %s: %s reads the architecture from the checkpoint; drop the model flags", model_flag,
              resume ? "--resume" : "--load");
@@ -514,9 +526,13 @@ static inline void parse_command_line(int argc, char** argv, CommandLine* cl) {
         Flag* f = nullptr;
         for (int k = 0; k < t.n; k++)
             if (strcmp(a, t.flags[k].name) == 0) f = &t.flags[k];
-        if (!f && strncmp(a, "--", 2) != 0)
-            fail("unexpected argument '%s' (flags start with --, and each takes one value%s)", a,
-                 strcmp(argv[i - 1], "--eval-sink") == 0 ? "; --eval-sink takes none" : "");
+        if (!f && strncmp(a, "--", 2) != 0) {
+            std::string hint;
+            for (int k = 0; k < t.n; k++)
+                if (t.flags[k].kind == FLAG_SWITCH && strcmp(argv[i - 1], t.flags[k].name) == 0)
+                    hint = std::string("; ") + t.flags[k].name + " takes none";
+            fail("unexpected argument '%s' (flags start with --, and each takes one value%s)", a, hint.c_str());
+        }
         if (!f) fail("unknown flag '%s' (run with --help for the list)", a);
         if (f->seen) fail("flag %s is given twice", a);
         f->seen = true;
@@ -599,17 +615,32 @@ static inline void validate_model_config(const ModelConfig& c, const char* where
     if (!(c.rope_base > 1 && c.rope_base <= 1e12f)) fail("%s: --rope-base %g is out of range (1, 1e12]", where, c.rope_base);
 }
 
+// A JSON string body: quotes, backslashes and control characters escaped, and every byte that is not part of valid
+// UTF-8 (generated text can cut a character in two) replaced by U+FFFD, so every log line parses.
 static inline std::string json_escape(const std::string& x) {
     std::string out;
-    for (char ch : x) {
-        if (ch == '"' || ch == '\\') out += '\\';
-        if ((unsigned char)ch < 0x20) {
+    size_t i = 0;
+    while (i < x.size()) {
+        unsigned char ch = x[i];
+        int len = ch < 0x80 ? 1 : (ch >> 5) == 6 ? 2 : (ch >> 4) == 14 ? 3 : (ch >> 3) == 30 ? 4 : 0;
+        bool ok = len > 0 && i + len <= x.size();
+        for (int k = 1; ok && k < len; k++) ok = ((unsigned char)x[i + k] >> 6) == 2;
+        if (!ok) {
+            out += "\\ufffd";
+            i++;
+            continue;
+        }
+        if (ch == '"' || ch == '\\') {
+            out += '\\';
+            out += (char)ch;
+        } else if (ch < 0x20) {
             char buf[8];
             snprintf(buf, sizeof buf, "\\u%04x", ch);
             out += buf;
         } else {
-            out += ch;
+            out.append(x, i, len);
         }
+        i += len;
     }
     return out;
 }

@@ -39,9 +39,11 @@ F ffn hidden, V vocab, Vp padded vocab, L layers, OC output channels.
 #include "attention_variants.cuh"
 #include "config.h"
 #include "numerics.h"
+#include "sampling.h"
 #include "sink_metrics.h"
 #include "data/debug_state.h"
 #include "data/model_file.h"
+#include "data/text_codec.h"
 #include "data/token_shards.h"
 
 // ----------------------------------------------------------------------------------------------------------------
@@ -760,12 +762,14 @@ static void acts_alloc(Acts<F>* a, const ModelConfig& c, int B, int T) {
         {&a->slot_partial, partial}};
     size_t total = 0;
     for (const Slot& s : slots) total += s.n;
-    double gib = (double)total * sizeof(F) / (1 << 30);
-    double ram_gib = (double)sysconf(_SC_PHYS_PAGES) * sysconf(_SC_PAGESIZE) / (1 << 30);
-    if (gib > 0.9 * ram_gib)
-        fail("activations for B %d x T %d need %.1f GiB, more than this machine's %.1f GiB of memory (lower --batch "
-             "or --seq-len; use --total-batch to keep the tokens per step)", B, T, gib, ram_gib);
-    a->mem.assign(total, 0);
+    if (total > a->mem.size()) {  // grow only: a smaller (B, T) (a probe chunk, a generated prefix) reuses the memory
+        double gib = (double)total * sizeof(F) / (1 << 30);
+        double ram_gib = (double)sysconf(_SC_PHYS_PAGES) * sysconf(_SC_PAGESIZE) / (1 << 30);
+        if (gib > 0.9 * ram_gib)
+            fail("activations for B %d x T %d need %.1f GiB, more than this machine's %.1f GiB of memory (lower "
+                 "--batch or --seq-len; use --total-batch to keep the tokens per step)", B, T, gib, ram_gib);
+        a->mem.assign(total, 0);
+    }
     F* base = a->mem.data();
     for (const Slot& s : slots) {
         *s.ptr = s.n ? base : nullptr;
@@ -965,9 +969,9 @@ static void model_backward(Model<F>* m, Acts<F>* a, F scale) {
     bool pre = c.placement == PLACE_PRE, gated = ffn_is_gated(c.ffn);
     F* scratch = m->scratch.data();
     F** g = m->g;
-    // zero the gradient scratch (backward accumulates into it)
-    F* zero_from = a->dres;
-    std::fill(zero_from, a->mem.data() + a->mem.size(), F(0));
+    // the two gradient buffers the first steps accumulate into; every other one is cleared where it is first used
+    std::fill(a->dres, a->dres + BTC, F(0));
+    std::fill(a->dtmp, a->dtmp + BTC, F(0));
     // loss = scale * mean over the positions with a loss
     crossentropy_backward(a->dlogits, a->probs, a->targets.data(), scale / F(std::max(1, a->num_targets)), BT, V, Vp);
     // logits = h @ W_out^T
@@ -1440,6 +1444,44 @@ static void mkdir_p(const std::string& dir) {
     }
 }
 
+// Generates n tokens after `ids` with temperature and top-k (sampling.h), one forward pass per token over the last
+// max_seq_len positions (no key/value cache: simple, and cheap at the sizes this trainer runs). Only the first
+// `vocab_text` ids (the tokenizer's) can be drawn.
+static std::vector<int> generate(Model<float>* m, Acts<float>* a, std::vector<int> ids, int n, float temperature,
+                                 int top_k, int vocab_text, uint64_t* rng) {
+    const ModelConfig& c = m->config;
+    size_t ctx_max = c.max_seq_len - c.attn.sink_token;
+    std::vector<int> out;
+    for (int i = 0; i < n; i++) {
+        size_t start = ids.size() > ctx_max ? ids.size() - ctx_max : 0;
+        int Tc = (int)(ids.size() - start);
+        model_forward(m, a, ids.data() + start, (const int*)nullptr, 1, Tc);
+        const float* row = a->logits + (size_t)(Tc - 1 + a->tok_offset) * c.padded_vocab_size;
+        int id = sample_token(row, vocab_text, temperature, top_k, rng);
+        ids.push_back(id);
+        out.push_back(id);
+    }
+    return out;
+}
+
+// One text sample: its generator is seeded from the run's seed and the step, so it is reproducible and leaves the
+// training stream untouched.
+static std::string sample_text(Model<float>* m, Acts<float>* a, TextCodec* codec, const TrainConfig& tc, int step) {
+    uint64_t rng = tc.seed ^ (0x9E3779B97F4A7C15ull * (uint64_t)(step + 1));
+    int vocab_text = codec->available ? (int)codec->decoder.tokens.size() : m->config.vocab_size;
+    std::vector<int> prompt = codec->available ? text_encode(codec, tc.prompt) : std::vector<int>{0};
+    if (prompt.size() >= (size_t)(m->config.max_seq_len - m->config.attn.sink_token))
+        fail("flag --prompt: %zu tokens leave no room in the model's context of %d", prompt.size(), m->config.max_seq_len);
+    return text_decode(*codec, generate(m, a, prompt, tc.sample_len, tc.temperature, tc.top_k, vocab_text, &rng));
+}
+
+// Text on one console line: newlines and tabs shown as \n and \t.
+static std::string one_line(const std::string& text) {
+    std::string out;
+    for (char ch : text) out += ch == '\n' ? "\\n" : ch == '\t' ? "\\t" : std::string(1, ch);
+    return out;
+}
+
 static FILE* open_log(const std::string& dir) {
     std::string path = dir + "/log.jsonl";
     FILE* f = fopen(path.c_str(), "a");
@@ -1505,6 +1547,9 @@ static int train(CommandLine* cl) {
     std::vector<int> probe = read_probe(probe_path, tc.probe_seqs, tc.probe_len, c.vocab_size);
     uint64_t probe_rng = EVAL_DATA_SEED;
     apply_data_manipulations(tc, probe.data(), nullptr, tc.probe_seqs, tc.probe_len, c.vocab_size, &probe_rng);
+    TextCodec codec;
+    text_codec_open(&codec, tc.tokenizer_path, c.vocab_size, train_data.shards[0].path, tc.bpe_dir);
+    if (tc.sample_len > 0 && !tc.prompt.empty()) text_encode(&codec, tc.prompt);  // a bad prompt fails now, not later
 
     mkdir_p(out_dir);
     FILE* logf = open_log(out_dir);
@@ -1541,6 +1586,12 @@ static int train(CommandLine* cl) {
                 printf("step %6d | %sSink_1 %.2f%%%s | alpha_1 %.4f | norm ratio (last layer) %.2f | entropy %.3f | "
                        "%.0f ms\n", step, slot_part, r.sink[0], r.proxy ? " (proxy)" : "", r.alpha1_mean,
                        r.norm_ratio.back(), r.entropy_mean, dt);
+            }
+            if (tc.sample_len > 0 && ((tc.sample_every && step % tc.sample_every == 0 && step > 0) || last)) {
+                std::string text = sample_text(&m, &probe_acts, &codec, tc, step);
+                log_line(logf, "{\"type\":\"sample\",\"step\":" + std::to_string(step) + ",\"prompt\":\"" +
+                                   json_escape(tc.prompt) + "\",\"text\":\"" + json_escape(text) + "\"}");
+                printf("step %6d | sample: %s\n", step, one_line(text).c_str());
             }
             if (tc.save_every && step % tc.save_every == 0 && step > pr.step && !last)
                 save_checkpoint(out_dir, &m, tc, TrainProgress{step, train_data.epoch, train_data.index, pr.rng});
@@ -1600,13 +1651,25 @@ static int eval_sink(CommandLine* cl) {
     return 0;
 }
 
+static int eval_sample(CommandLine* cl) {
+    TrainConfig& tc = cl->train;
+    Model<float> m;
+    model_load(&m, tc.load_path);
+    TextCodec codec;
+    text_codec_open(&codec, tc.tokenizer_path, m.config.vocab_size, "", tc.bpe_dir);
+    Acts<float> a;
+    printf("%s%s\n", tc.prompt.c_str(), sample_text(&m, &a, &codec, tc, 0).c_str());
+    return 0;
+}
+
 #ifndef TESTING
 int main(int argc, char** argv) {
     CommandLine cl;
     parse_command_line(argc, argv, &cl);
     if (cl.train.threads > 0) omp_set_num_threads(cl.train.threads);
-    if (!cl.train.check_state_path.empty() || cl.train.eval_sink) {
-        if (cl.train.load_path.empty()) fail("--check-state and --eval-sink need --load CKPT");
+    if (!cl.train.check_state_path.empty() || cl.train.eval_sink || cl.train.sample) {
+        if (cl.train.load_path.empty()) fail("--check-state, --eval-sink and --sample need --load CKPT");
+        if (cl.train.sample) return eval_sample(&cl);
         if (cl.model_flag_seen) fail("--load reads the architecture from the checkpoint; drop the model flags");
         if (!cl.train.check_state_path.empty()) {
             CheckResult r = check_state(cl.train.load_path, cl.train.check_state_path, true);

