@@ -42,6 +42,39 @@ static inline double fd_check(std::vector<double>& x, const std::vector<double>&
     return worst;
 }
 
+// Builds a double-precision model of config c with init from `seed`, nudges every nonzero parameter (so norms are not
+// all 1 and symmetric inits are broken), and checks the gradient of every parameter tensor of the loss on (x, y)
+// against central finite differences: `samples` random entries per tensor (0 = every entry) for the big tensors,
+// every entry of the attention-variant tensors (sink token, slots, feature map, gate), which are small.
+static inline void check_model_gradients(const ModelConfig& c, const std::vector<int>& x, const std::vector<int>& y,
+                                         int B, int T, uint64_t seed, size_t samples, double h, double tol) {
+    std::mt19937_64 rng(seed);
+    Model<double> m;
+    model_build(&m, c);
+    model_init(&m, seed);
+    std::normal_distribution<double> nd(0.0, 0.3);
+    for (double& p : m.params) p += p != 0 ? nd(rng) : 0.0;
+    Acts<double> a;
+    model_forward(&m, &a, x.data(), y.data(), B, T);
+    model_backward(&m, &a, 1.0);
+    std::vector<double> analytic = m.grads;
+    size_t off = 0;
+    for (int t = 0; t < NUM_PARAM_TENSORS; t++) {
+        if (!m.sizes[t]) continue;
+        INFO("tensor " << param_names[t]);
+        std::vector<double> slice(m.params.begin() + off, m.params.begin() + off + m.sizes[t]);
+        std::vector<double> gslice(analytic.begin() + off, analytic.begin() + off + m.sizes[t]);
+        auto sliced_loss = [&] {
+            std::copy(slice.begin(), slice.end(), m.params.begin() + off);
+            return model_forward(&m, &a, x.data(), y.data(), B, T);
+        };
+        double err = fd_check(slice, gslice, sliced_loss, t >= P_SINKTOK ? 0 : samples, seed * 31 + t, h);
+        std::copy(slice.begin(), slice.end(), m.params.begin() + off);
+        CHECK(err < tol);
+        off += m.sizes[t];
+    }
+}
+
 static inline double dot(const std::vector<double>& a, const double* b) {
     double s = 0;
     for (size_t i = 0; i < a.size(); i++) s += a[i] * b[i];
