@@ -41,6 +41,24 @@ build/test/run_tests: $(TEST_OBJS)
 test: build/test/run_tests train_gpt_cpu data
 	./build/test/run_tests
 
+# the whole CPU test suite under AddressSanitizer + UndefinedBehaviorSanitizer (any report fails the run)
+ASAN_FLAGS := -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+ASAN_OBJS := $(TEST_SRCS:test/%.cpp=build/asan/%.o)
+build/asan/%.o: test/%.cpp train_gpt_cpu.cpp $(HEADERS) | check-tools
+	@mkdir -p build/asan
+	$(CXX) $(CXXFLAGS) $(ASAN_FLAGS) -c -o $@ $<
+build/asan/run_tests: $(ASAN_OBJS)
+	$(CXX) $(CXXFLAGS) $(ASAN_FLAGS) -o $@ $^ $(CATCH_MAIN) -lm $(TEST_LDLIBS)
+build/asan/test_tokenizer.o: dev/data/make_shards.h
+test-asan: build/asan/run_tests data
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 ./build/asan/run_tests
+
+# a bounded libFuzzer run of every file and flag parser (clang; dev/fuzz/README.md)
+FUZZ_SECONDS ?= 10
+fuzz:
+	dev/fuzz/run.sh $(FUZZ_SECONDS)
+
+.PHONY: test-asan fuzz
 clean:
 	rm -rf build train_gpt_cpu
 

@@ -58,6 +58,15 @@ static const char* const init_names[INIT_NUM_KINDS] = {"gpt2", "llama"};
 
 static inline bool ffn_is_gated(int ffn) { return ffn == FFN_REGLU || ffn == FFN_GEGLU || ffn == FFN_SWIGLU; }
 
+// Largest architecture sizes (the flag table's ranges). They keep every tensor size and param_count far inside 64 bits
+// (the largest tensor, L x 3C x C, stays below 2^44 elements), so no file header can make the size arithmetic overflow.
+#define SK_MAX_SEQ_LEN (1 << 20)
+#define SK_MAX_VOCAB (1 << 20)
+#define SK_MAX_LAYERS 1024
+#define SK_MAX_HEADS 4096
+#define SK_MAX_CHANNELS (1 << 16)
+#define SK_MAX_FFN_HIDDEN (1 << 18)
+
 struct ModelConfig {
     int max_seq_len = 64;   // maxT: longest sequence (learned position table size)
     int vocab_size = 256;   // V
@@ -199,6 +208,10 @@ static inline bool param_is_decay_exempt(int id) {
 enum LrSchedule { LR_CONSTANT = 0, LR_COSINE, LR_LINEAR, LR_NUM_KINDS };
 static const char* const lr_schedule_names[LR_NUM_KINDS] = {"constant", "cosine", "linear"};
 
+// What a training step does when its loss or a gradient is NaN or Inf: stop (exit 1, nothing saved) or skip the update.
+enum NonfinitePolicy { NONFINITE_STOP = 0, NONFINITE_SKIP, NONFINITE_NUM_KINDS };
+static const char* const nonfinite_names[NONFINITE_NUM_KINDS] = {"stop", "skip"};
+
 struct TrainConfig {
     std::string train_glob = "data/brown/brown_train.bin";
     std::string val_glob = "data/brown/brown_val.bin";
@@ -227,6 +240,7 @@ struct TrainConfig {
     float sink_eps = 0.3f;
     int save_every = 0;         // 0 = only at the end
     int threads = 0;            // 0 = OpenMP's default
+    int on_nonfinite = NONFINITE_STOP;
     // data manipulations of the paper's section 5, applied to training batches and the probe alike
     int fixed_token = -1, fixed_pos = 0;       // token id at position fixed_pos of every sequence (-1 = off)
     int random_from = 0, random_to = 0;        // positions [from, to) get uniformly random tokens
@@ -297,12 +311,12 @@ static inline FlagTable make_flag_table(CommandLine* cl) {
     TrainConfig* r = &cl->train;
     static const char* const onoff[2] = {"0", "1"};
     // model (a preset fills all of them; any can be overridden)
-    add_flag(&t, "--max-seq-len", FLAG_INT, &m->max_seq_len, "maxT, longest sequence", 1, 1 << 20, 0, 0, true);
-    add_flag(&t, "--vocab", FLAG_INT, &m->vocab_size, "vocabulary size V (padded to a multiple of 128)", 2, 1 << 20, 0, 0, true);
-    add_flag(&t, "--layers", FLAG_INT, &m->num_layers, "L, transformer blocks", 1, 1024, 0, 0, true);
-    add_flag(&t, "--heads", FLAG_INT, &m->num_heads, "NH, attention heads", 1, 4096, 0, 0, true);
-    add_flag(&t, "--channels", FLAG_INT, &m->channels, "C, model width", 1, 1 << 16, 0, 0, true);
-    add_flag(&t, "--ffn-hidden", FLAG_INT, &m->ffn_hidden, "F, FFN hidden width", 1, 1 << 18, 0, 0, true);
+    add_flag(&t, "--max-seq-len", FLAG_INT, &m->max_seq_len, "maxT, longest sequence", 1, SK_MAX_SEQ_LEN, 0, 0, true);
+    add_flag(&t, "--vocab", FLAG_INT, &m->vocab_size, "vocabulary size V (padded to a multiple of 128)", 2, SK_MAX_VOCAB, 0, 0, true);
+    add_flag(&t, "--layers", FLAG_INT, &m->num_layers, "L, transformer blocks", 1, SK_MAX_LAYERS, 0, 0, true);
+    add_flag(&t, "--heads", FLAG_INT, &m->num_heads, "NH, attention heads", 1, SK_MAX_HEADS, 0, 0, true);
+    add_flag(&t, "--channels", FLAG_INT, &m->channels, "C, model width", 1, SK_MAX_CHANNELS, 0, 0, true);
+    add_flag(&t, "--ffn-hidden", FLAG_INT, &m->ffn_hidden, "F, FFN hidden width", 1, SK_MAX_FFN_HIDDEN, 0, 0, true);
     add_flag(&t, "--norm", FLAG_CHOICE, &m->norm, "normalisation", 0, 0, norm_names, NORM_NUM_KINDS, true);
     add_flag(&t, "--placement", FLAG_CHOICE, &m->placement, "norm placement: pre x=x+f(N(x)); post x=N(x+f(x))", 0, 0,
              placement_names, PLACE_NUM_KINDS, true);
@@ -368,6 +382,9 @@ static inline FlagTable make_flag_table(CommandLine* cl) {
     add_flag(&t, "--eps", FLAG_FLOAT, &r->sink_eps, "Sink_k threshold: alpha_k > eps", 0, 1);
     add_flag(&t, "--save-every", FLAG_INT, &r->save_every, "checkpoint every N steps (0 = only at the end)", 0, 1 << 30);
     add_flag(&t, "--threads", FLAG_INT, &r->threads, "OpenMP threads (0 = default); results do not depend on it", 0, 4096);
+    add_flag(&t, "--on-nonfinite", FLAG_CHOICE, &r->on_nonfinite,
+             "NaN/Inf loss or gradient: stop (exit 1, nothing saved) or skip that update", 0, 0, nonfinite_names,
+             NONFINITE_NUM_KINDS);
     add_flag(&t, "--fixed-token", FLAG_INT, &r->fixed_token, "put this token at --fixed-pos of every sequence (-1 = off)", -1, 1 << 20);
     add_flag(&t, "--fixed-pos", FLAG_INT, &r->fixed_pos, "position of --fixed-token (0 = the first token)", 0, 1 << 20);
     add_flag(&t, "--random-from", FLAG_INT, &r->random_from, "positions [from, to) get uniformly random tokens", 0, 1 << 20);
@@ -386,7 +403,8 @@ static inline FlagTable make_flag_table(CommandLine* cl) {
 
 static inline void print_usage(FILE* f, CommandLine* cl) {
     FlagTable t = make_flag_table(cl);
-    fprintf(f, "usage: train_gpt_cpu [--preset NAME] [flags]   (defaults shown are the tiny preset's)\n\n");
+    fprintf(f, "usage: train_gpt_cpu [--preset NAME] [flags]   (defaults shown are the %s preset's)\n\n",
+            cl->preset.c_str());
     fprintf(f, "  %-16s %-28s %s\n", "--preset", cl->preset.c_str(), "model preset:");
     for (int i = 0; i < num_presets; i++) fprintf(f, "  %-16s %-28s   %s: %s\n", "", "", presets[i].name, presets[i].what);
     for (int i = 0; i < t.n; i++) {
@@ -500,11 +518,9 @@ static inline void validate_command_line(const CommandLine* cl, const char* mode
 // Parses argv into cl. The preset is applied first, then every other flag overrides it.
 static inline void parse_command_line(int argc, char** argv, CommandLine* cl) {
     int preset_at = 0;
+    bool help = false;
     for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
-            print_usage(stdout, cl);
-            exit(0);
-        }
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) help = true;
         if (strcmp(argv[i], "--preset") == 0) {
             if (preset_at) fail("flag --preset is given twice");
             if (i + 1 >= argc || strncmp(argv[i + 1], "--", 2) == 0)
@@ -518,6 +534,10 @@ static inline void parse_command_line(int argc, char** argv, CommandLine* cl) {
         if (cl->preset == presets[i].name) p = &presets[i];
     if (!p) fail("flag --preset: unknown preset '%s' (see --help for the list)", cl->preset.c_str());
     cl->model = p->cfg;
+    if (help) {  // the defaults shown are the chosen preset's
+        print_usage(stdout, cl);
+        exit(0);
+    }
     FlagTable t = make_flag_table(cl);
     const char* model_flag = nullptr;
     for (int i = 1; i < argc; i++) {
@@ -575,15 +595,6 @@ static inline void validate_attn_spec(const AttnSpec& a, const char* where) {
     if (a.sink_token && a.slot != SLOT_NONE)
         fail("%s: --sink-token 1 is itself a slot; combine it with --slot none", where);
 }
-
-// Largest architecture sizes (the flag table's ranges). They keep every tensor size and param_count far inside 64 bits
-// (the largest tensor, L x 3C x C, stays below 2^44 elements), so no file header can make the size arithmetic overflow.
-#define SK_MAX_SEQ_LEN (1 << 20)
-#define SK_MAX_VOCAB (1 << 20)
-#define SK_MAX_LAYERS 1024
-#define SK_MAX_HEADS 4096
-#define SK_MAX_CHANNELS (1 << 16)
-#define SK_MAX_FFN_HIDDEN (1 << 18)
 
 // Architecture checks shared by every way a config comes into being (flags, model files). `where` names the source;
 // fields are named by their flag.

@@ -45,6 +45,7 @@ F ffn hidden, V vocab, Vp padded vocab, L layers, OC output channels.
 #include "data/model_file.h"
 #include "data/text_codec.h"
 #include "data/token_shards.h"
+#include "data/train_state.h"
 
 // ----------------------------------------------------------------------------------------------------------------
 // matmul. One kernel serves the forward and both backward products:
@@ -760,6 +761,11 @@ static void acts_alloc(Acts<F>* a, const ModelConfig& c, int B, int T) {
         {&a->dfch, BT * F_}, {&a->dfch2, BT * Fg}, {&a->dfcact, BT * F_}, {&a->dlogits, BT * Vp},
         {&a->dgate, BT * (Cg + G)}, {&a->dphi, BT * Cphi}, {&a->dphi_in, BT * Cphi}, {&a->dphi2, BT * 2 * Cmlp},
         {&a->slot_partial, partial}};
+    // the attention matrices, L B NH T^2, checked in double first: with extreme flags their size_t product wraps 2^64
+    if ((double)L * B * NH * T * T * sizeof(F) > 0.9 * physical_memory_bytes())
+        fail("attention matrices for B %d x T %d need %.0f GiB, more than this machine's memory (lower --batch or "
+             "--seq-len; use --total-batch to keep the tokens per step)", B, T,
+             (double)L * B * NH * T * T * sizeof(F) / (1 << 30));
     size_t total = 0;
     for (const Slot& s : slots) total += s.n;
     if (total > a->mem.size()) {  // grow only: a smaller (B, T) (a probe chunk, a generated prefix) reuses the memory
@@ -1214,21 +1220,14 @@ static SinkReport measure_sinks(Model<F>* m, Acts<F>* a, const std::vector<int>&
 }
 
 // ----------------------------------------------------------------------------------------------------------------
-// training state file (resume): model_<step>.bin holds the weights (data/model_file.h); state_<step>.bin holds the
-// rest. 256 x int32 header: [0] 20240528 [1] 1 [2] step [3] B [4] T [5] total batch [6..7] seed [8..9] loader epoch
-// [10..11] loader index [12..13] rng [14..15] num_params (64-bit values as low, high int32); then AdamW m and v as
-// float32[num_params] each. Both files are written atomically, the state first, so a model file never exists without
-// its state.
-
-#define TRAIN_STATE_MAGIC 20240528
+// checkpoints (resume): model_<step>.bin holds the weights (data/model_file.h); state_<step>.bin holds the AdamW
+// moments, the step, the data position and the random state (data/train_state.h). Both files are written atomically,
+// the state first, so a model file never exists without its state; both writers refuse non-finite numbers.
 
 struct TrainProgress {
     int step = 0;
     uint64_t epoch = 0, index = 0, rng = 0;
 };
-
-static inline void put_u64(int32_t* h, int i, uint64_t x) { h[i] = (int32_t)(uint32_t)x; h[i + 1] = (int32_t)(uint32_t)(x >> 32); }
-static inline uint64_t get_u64(const int32_t* h, int i) { return (uint64_t)(uint32_t)h[i] | ((uint64_t)(uint32_t)h[i + 1] << 32); }
 
 static std::string ckpt_path(const std::string& dir, const char* kind, int step) {
     char buf[64];
@@ -1237,16 +1236,11 @@ static std::string ckpt_path(const std::string& dir, const char* kind, int step)
 }
 
 static void save_checkpoint(const std::string& dir, Model<float>* m, const TrainConfig& tc, const TrainProgress& pr) {
-    int32_t h[256] = {0};
-    h[0] = TRAIN_STATE_MAGIC; h[1] = 1; h[2] = pr.step; h[3] = tc.batch_size; h[4] = tc.seq_len;
-    h[5] = tc.total_batch_size;
-    put_u64(h, 6, tc.seed); put_u64(h, 8, pr.epoch); put_u64(h, 10, pr.index); put_u64(h, 12, pr.rng);
-    put_u64(h, 14, m->num_params);
-    AtomicWriter w = atomic_open(ckpt_path(dir, "state", pr.step));
-    atomic_write(&w, h, sizeof h);
-    atomic_write(&w, m->adam_m.data(), m->num_params * sizeof(float));
-    atomic_write(&w, m->adam_v.data(), m->num_params * sizeof(float));
-    atomic_commit(&w);
+    TrainState s;
+    s.step = pr.step; s.B = tc.batch_size; s.T = tc.seq_len; s.total_batch = tc.total_batch_size; s.seed = tc.seed;
+    s.epoch = pr.epoch; s.index = pr.index; s.rng = pr.rng;
+    write_train_state(ckpt_path(dir, "state", pr.step), s, m->config, m->num_params, m->adam_m.data(),
+                      m->adam_v.data());
     write_model_file(ckpt_path(dir, "model", pr.step), m->config, m->params.data());
 }
 
@@ -1257,8 +1251,9 @@ static int latest_checkpoint(const std::string& dir) {
     int best = -1;
     while (struct dirent* e = readdir(d)) {
         int step;
-        char tail;
-        if (sscanf(e->d_name, "model_%8d.bi%c", &step, &tail) == 2 && tail == 'n' && strlen(e->d_name) == 18) {
+        // exactly the names ckpt_path writes (8 digits, 9 from step 10^8 on), not model_*.bin.tmp or a stray file
+        if (sscanf(e->d_name, "model_%d", &step) == 1 && step >= 0 &&
+            dir + "/" + e->d_name == ckpt_path(dir, "model", step)) {
             struct stat st;
             if (stat(ckpt_path(dir, "state", step).c_str(), &st) == 0 && step > best) best = step;
         }
@@ -1267,26 +1262,16 @@ static int latest_checkpoint(const std::string& dir) {
     return best;
 }
 
-static TrainProgress load_train_state(const std::string& path, Model<float>* m, const TrainConfig& tc) {
-    FileBytes fb = read_file_bytes(path, "training state");
-    const int32_t* h = file_header(fb, "training state");
-    const char* p = path.c_str();
-    if (h[0] != TRAIN_STATE_MAGIC || h[1] != 1)
-        fail("training state '%s': magic/version %d/%d, expected %d/1", p, h[0], h[1], TRAIN_STATE_MAGIC);
-    if (get_u64(h, 14) != m->num_params)
-        fail("training state '%s': %llu parameters, but its model file has %zu", p,
-             (unsigned long long)get_u64(h, 14), m->num_params);
-    if (fb.bytes.size() != 1024 + 2 * m->num_params * sizeof(float))
-        fail("training state '%s': %zu bytes, expected %zu (truncated)", p, fb.bytes.size(),
-             1024 + 2 * m->num_params * sizeof(float));
-    if (h[3] != tc.batch_size || h[4] != tc.seq_len || h[5] != tc.total_batch_size || get_u64(h, 6) != tc.seed)
+// Restores the AdamW moments into m and returns the progress of the checkpoint state_<step>.bin at path.
+static TrainProgress load_train_state(const std::string& path, int step, Model<float>* m, const TrainConfig& tc) {
+    TrainState s = read_train_state(path, m->config, m->num_params, m->adam_m.data(), m->adam_v.data());
+    if (s.step != step)
+        fail("training state '%s': step (header[2]) is %d, but its file name says %d (files renamed by hand? resume "
+             "from a checkpoint whose model and state files agree)", path.c_str(), s.step, step);
+    if (s.B != tc.batch_size || s.T != tc.seq_len || s.total_batch != tc.total_batch_size || s.seed != tc.seed)
         fail("--resume: the run was saved with --batch %d --seq-len %d --total-batch %d --seed %llu; pass the same "
-             "values to continue it bit-identically", h[3], h[4], h[5], (unsigned long long)get_u64(h, 6));
-    TrainProgress pr;
-    pr.step = h[2]; pr.epoch = get_u64(h, 8); pr.index = get_u64(h, 10); pr.rng = get_u64(h, 12);
-    memcpy(m->adam_m.data(), fb.bytes.data() + 1024, m->num_params * sizeof(float));
-    memcpy(m->adam_v.data(), fb.bytes.data() + 1024 + m->num_params * sizeof(float), m->num_params * sizeof(float));
-    return pr;
+             "values to continue it bit-identically", s.B, s.T, s.total_batch, (unsigned long long)s.seed);
+    return TrainProgress{s.step, s.epoch, s.index, s.rng};
 }
 
 template <typename F>
@@ -1489,6 +1474,13 @@ static FILE* open_log(const std::string& dir) {
     return f;
 }
 
+// A number for the JSON log: NaN and Inf are not JSON, so they are written as null.
+static std::string json_number(double x) {
+    char buf[32];
+    snprintf(buf, sizeof buf, "%.9g", x);
+    return std::isfinite(x) ? buf : "null";
+}
+
 static void log_line(FILE* f, const std::string& line) {
     fprintf(f, "%s\n", line.c_str());
     fflush(f);
@@ -1530,12 +1522,21 @@ static int train(CommandLine* cl) {
              c.max_seq_len);
     validate_data_manipulations(tc, c.vocab_size, T, "--seq-len");
     validate_data_manipulations(tc, c.vocab_size, tc.probe_len, "--probe-len");
+    if ((int64_t)B * T > (1 << 30))
+        fail("flags --batch %d x --seq-len %d = %lld tokens per micro-batch, more than 2^30 (lower them; --total-batch "
+             "accumulates micro-batches)", B, T, (long long)B * T);
     if (tc.total_batch_size == 0) tc.total_batch_size = B * T;
     if (tc.total_batch_size % (B * T) != 0)
         fail("flag --total-batch: %d is not a multiple of --batch x --seq-len = %d", tc.total_batch_size, B * T);
     int accum = tc.total_batch_size / (B * T);
-    if (resume_step >= 0) pr = load_train_state(ckpt_path(tc.resume_dir, "state", resume_step), &m, tc);
-    else pr.rng = tc.seed;
+    if (resume_step >= 0) {
+        pr = load_train_state(ckpt_path(tc.resume_dir, "state", resume_step), resume_step, &m, tc);
+        if (pr.step > tc.steps)
+            fail("flag --steps: %d is below step %d of the checkpoint in '%s' (pass --steps %d or more to continue it)",
+                 tc.steps, pr.step, tc.resume_dir.c_str(), pr.step);
+    } else {
+        pr.rng = tc.seed;
+    }
 
     DataLoader train_data, val_data;
     loader_init(&train_data, tc.train_glob, "--train", T, c.vocab_size, tc.seed, true);
@@ -1564,13 +1565,15 @@ static int train(CommandLine* cl) {
     Acts<float> acts, probe_acts;
     std::vector<int> x((size_t)B * T), y((size_t)B * T);
     double train_ms = 0, sink_ms = 0;
+    int skipped = 0;  // updates skipped for a non-finite loss or gradient (--on-nonfinite skip)
     for (int step = pr.step;; step++) {
         bool last = step == tc.steps;
         char buf[256];
         if (step > pr.step || resume_step < 0) {  // a resumed run does not re-measure its saved step
             if ((tc.val_every && step % tc.val_every == 0) || last) {
                 double vl = validation_loss(&m, &acts, &val_data, &tc, B, std::min<size_t>(tc.val_batches, std::max<size_t>(1, val_data.num_windows / B)));
-                snprintf(buf, sizeof buf, "{\"type\":\"val\",\"step\":%d,\"val_loss\":%.9g}", step, vl);
+                snprintf(buf, sizeof buf, "{\"type\":\"val\",\"step\":%d,\"val_loss\":%s}", step,
+                         json_number(vl).c_str());
                 log_line(logf, buf);
                 printf("step %6d | val loss %.4f\n", step, vl);
             }
@@ -1608,6 +1611,24 @@ static int train(CommandLine* cl) {
         }
         double gn = grad_norm(m);
         float lr = lr_at(tc, step);
+        // A NaN or Inf in the loss or in a gradient (the norm is finite exactly when every gradient is) is caught at
+        // the step it appears, before the update would carry it into every weight and both AdamW moments.
+        if (!std::isfinite(loss) || !std::isfinite(gn)) {
+            std::string first = first_nonfinite_param(c, m.grads.data());
+            if (first.empty()) first = "none (only the loss)";
+            if (tc.on_nonfinite == NONFINITE_STOP)
+                fail("step %d: the loss (%g) or a gradient is not finite; first non-finite gradient: %s. Stopped before "
+                     "the update, so no checkpoint holds it (those already in '%s' are intact); lower --lr, raise "
+                     "--warmup or set --grad-clip, or pass --on-nonfinite skip to skip such steps", step + 1, loss,
+                     first.c_str(), out_dir.c_str());
+            skipped++;
+            log_line(logf, "{\"type\":\"nonfinite\",\"step\":" + std::to_string(step + 1) + ",\"loss\":" +
+                               json_number(loss) + ",\"grad_norm\":" + json_number(gn) + ",\"first\":\"" +
+                               json_escape(first) + "\",\"action\":\"skip\"}");
+            printf("step %6d/%d | loss %.4f | non-finite gradient (first: %s) | update skipped\n", step + 1, tc.steps,
+                   loss, first.c_str());
+            continue;
+        }
         adamw_update(&m, lr, tc.beta1, tc.beta2, tc.adam_eps, tc.weight_decay, tc.wd_exempt, step + 1,
                      (float)clip_scale(gn, tc.grad_clip));
         double dt = now_ms() - t0;
@@ -1623,8 +1644,9 @@ static int train(CommandLine* cl) {
     }
     save_checkpoint(out_dir, &m, tc, TrainProgress{tc.steps, train_data.epoch, train_data.index, pr.rng});
     char buf[256];
-    snprintf(buf, sizeof buf, "{\"type\":\"done\",\"step\":%d,\"train_ms\":%.1f,\"sink_ms\":%.1f,\"sink_overhead\":%.5f}",
-             tc.steps, train_ms, sink_ms, train_ms > 0 ? sink_ms / train_ms : 0.0);
+    snprintf(buf, sizeof buf,
+             "{\"type\":\"done\",\"step\":%d,\"train_ms\":%.1f,\"sink_ms\":%.1f,\"sink_overhead\":%.5f,\"skipped_steps\":%d}",
+             tc.steps, train_ms, sink_ms, train_ms > 0 ? sink_ms / train_ms : 0.0, skipped);
     log_line(logf, buf);
     fclose(logf);
     printf("done: checkpoint %s | sink metrics took %.2f%% of training time\n",
@@ -1667,17 +1689,14 @@ int main(int argc, char** argv) {
     CommandLine cl;
     parse_command_line(argc, argv, &cl);
     if (cl.train.threads > 0) omp_set_num_threads(cl.train.threads);
-    if (!cl.train.check_state_path.empty() || cl.train.eval_sink || cl.train.sample) {
-        if (cl.train.load_path.empty()) fail("--check-state, --eval-sink and --sample need --load CKPT");
-        if (cl.train.sample) return eval_sample(&cl);
-        if (cl.model_flag_seen) fail("--load reads the architecture from the checkpoint; drop the model flags");
-        if (!cl.train.check_state_path.empty()) {
-            CheckResult r = check_state(cl.train.load_path, cl.train.check_state_path, true);
-            printf("%s: %d tensor(s) beyond tolerance (worst error %.3g of its allowance)\n",
-                   r.failures ? "FAIL" : "OK", r.failures, r.worst);
-            return r.failures ? 1 : 0;
-        }
-        return eval_sink(&cl);
+    // parse_command_line has checked the mode combinations (validate_command_line in config.h)
+    if (cl.train.sample) return eval_sample(&cl);
+    if (cl.train.eval_sink) return eval_sink(&cl);
+    if (!cl.train.check_state_path.empty()) {
+        CheckResult r = check_state(cl.train.load_path, cl.train.check_state_path, true);
+        printf("%s: %d tensor(s) beyond tolerance (worst error %.3g of its allowance)\n", r.failures ? "FAIL" : "OK",
+               r.failures, r.worst);
+        return r.failures ? 1 : 0;
     }
     return train(&cl);
 }

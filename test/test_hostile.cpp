@@ -434,8 +434,71 @@ TEST_CASE("a run whose loss turns NaN stops without writing a poisoned model che
     for (int i = 0; i < cl.model.channels; i++) m.p[P_WTE][3 * cl.model.channels + i] = 3e38f;
     write_model_file(dir + "/poison.bin", cl.model, m.params.data());
     cl.train.load_path = dir + "/poison.bin";
-    require_fails([&] { train(&cl); }, {"not finite"});
+    require_fails([&] { train(&cl); }, {"step 1: the loss (nan) or a gradient is not finite",
+                                        "first non-finite gradient: wte", "--on-nonfinite skip"});
     CHECK(!any_file_with_prefix(dir + "/run", "model_"));
+    CHECK(!any_file_with_prefix(dir + "/run", "state_"));
+}
+
+TEST_CASE("--on-nonfinite skip skips exactly the steps whose loss is NaN, leaving weights and moments untouched",
+          "[hostile][nonfinite]") {
+    std::string dir = temp_dir();
+    CommandLine cl = tiny_layernorm_run(dir, 40);
+    // token 3 only at input position 3 of window 5: the steps whose batch holds window 5 turn NaN, the others train
+    std::vector<uint16_t> toks(2000), val(400);
+    uint64_t s = 9;
+    for (uint16_t& t : toks) t = (uint16_t)(4 + splitmix64(&s) % 28);
+    for (uint16_t& t : val) t = (uint16_t)(4 + splitmix64(&s) % 28);
+    toks[5 * 16 + 3] = 3;
+    write_shard(dir + "/train.bin", toks);
+    write_shard(dir + "/val.bin", val);
+    Model<float> m;
+    model_build(&m, cl.model);
+    model_init(&m, 1);
+    for (int i = 0; i < cl.model.channels; i++) m.p[P_WTE][3 * cl.model.channels + i] = 3e38f;
+    write_model_file(dir + "/poison.bin", cl.model, m.params.data());
+    cl.train.load_path = dir + "/poison.bin";
+    cl.train.on_nonfinite = NONFINITE_SKIP;
+    // the steps to skip, by replaying the loader: those whose inputs hold token 3
+    DataLoader dl;
+    loader_init(&dl, dir + "/train.bin", "--train", 16, 32, cl.train.seed, true);
+    std::vector<int> x(64), y(64), expect;
+    for (int step = 1; step <= 40; step++) {
+        loader_next_batch(&dl, 4, x.data(), y.data());
+        if (std::find(x.begin(), x.end(), 3) != x.end()) expect.push_back(step);
+    }
+    REQUIRE(!expect.empty());
+    REQUIRE(train(&cl) == 0);
+    std::string log = slurp(dir + "/run/log.jsonl");
+    std::vector<int> skipped;
+    const std::string record = "\"type\":\"nonfinite\",\"step\":";
+    for (size_t at = log.find(record); at != std::string::npos; at = log.find(record, at + 1))
+        skipped.push_back(atoi(log.c_str() + at + record.size()));
+    CHECK(skipped == expect);
+    CHECK(log.find("\"skipped_steps\":" + std::to_string(expect.size())) != std::string::npos);
+    for (const char* not_json : {":nan", ":-nan", ":inf", ":-inf"}) CHECK(log.find(not_json) == std::string::npos);
+    auto ckpt = [&](const char* kind, int step) { return slurp(ckpt_path(dir + "/run", kind, step)); };
+    for (int k : expect) {
+        INFO("skipped step " << k);
+        CHECK(ckpt("model", k) == (k == 1 ? slurp(dir + "/poison.bin") : ckpt("model", k - 1)));
+        if (k > 1) CHECK(ckpt("state", k).substr(1024) == ckpt("state", k - 1).substr(1024));
+    }
+    CHECK(ckpt("model", 40) != slurp(dir + "/poison.bin"));  // the other steps trained
+}
+
+TEST_CASE("resume refuses --steps below the checkpoint, and a state file whose step disagrees with its name",
+          "[hostile][resume]") {
+    std::string dir = temp_dir();
+    CommandLine cl = tiny_layernorm_run(dir, 2);
+    REQUIRE(train(&cl) == 0);
+    CommandLine again = cl;
+    again.train.resume_dir = dir + "/run";
+    again.train.steps = 1;
+    require_fails([&] { train(&again); }, {"flag --steps: 1 is below step 2 of the checkpoint", "--steps 2 or more"});
+    write_bytes(dir + "/run/model_00000003.bin", slurp(dir + "/run/model_00000002.bin"));
+    write_bytes(dir + "/run/state_00000003.bin", slurp(dir + "/run/state_00000001.bin"));
+    again.train.steps = 5;
+    require_fails([&] { train(&again); }, {"state_00000003.bin", "step (header[2]) is 1, but its file name says 3"});
 }
 
 TEST_CASE("a full disk is reported and the previous checkpoint survives", "[hostile][disk-full]") {

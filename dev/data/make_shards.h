@@ -32,6 +32,7 @@
 #include <sys/stat.h>
 #include <algorithm>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -165,10 +166,13 @@ static inline void jsonl_record_text(const std::string& line, const std::string&
 
 // Calls emit on each record of a JSON-lines file, read line by line (a file may be larger than memory).
 static inline void jsonl_file_documents(const std::string& path, const DocumentSink& emit) {
-    FILE* f = fopen(path.c_str(), "rb");
+    // owned by unique_ptrs, so a bad line (fail() throws under TESTING) frees both
+    std::unique_ptr<FILE, int (*)(FILE*)> file(fopen(path.c_str(), "rb"), fclose);
+    FILE* f = file.get();
     if (!f) fail("cannot open input JSON-lines file '%s': %s", path.c_str(), strerror(errno));
     char* buf = nullptr;
     size_t cap = 0;
+    std::unique_ptr<char*, void (*)(char**)> buf_owner(&buf, [](char** b) { free(*b); });
     ssize_t len;
     size_t line_no = 0;
     std::string line, text;
@@ -182,10 +186,7 @@ static inline void jsonl_file_documents(const std::string& path, const DocumentS
         jsonl_record_text(line, where, &text);
         emit(where, text.data(), text.size());
     }
-    bool read_error = ferror(f);
-    free(buf);
-    fclose(f);
-    if (read_error) fail("cannot read input JSON-lines file '%s': %s", path.c_str(), strerror(errno));
+    if (ferror(f)) fail("cannot read input JSON-lines file '%s': %s", path.c_str(), strerror(errno));
 }
 
 // ----------------------------------------------------------------------------------------------------------------
