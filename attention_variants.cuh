@@ -167,23 +167,11 @@ SK_HD inline F attn_pointwise(const AttnSpec& spec, F s) {
 template <typename F>
 SK_HD inline F attn_clip_gamma(const AttnSpec& spec, int T) { return -F(spec.clip_alpha) / F(T); }
 
-template <typename F>
-SK_HD inline void attn_softmax_row(const F* s, F* p, int n, F mass) {
-    F m = s[0];
-    for (int j = 1; j < n; j++) m = s[j] > m ? s[j] : m;
-    F sum = 0;
-    for (int j = 0; j < n; j++) {
-        p[j] = sk_exp(s[j] - m);
-        sum += p[j];
-    }
-    for (int j = 0; j < n; j++) p[j] = mass * p[j] / sum;
-}
-
 // forward of one row: p[0..n) from s[0..n). T is the sequence length (for the clipped softmax's gamma).
 template <typename F>
 SK_HD inline void attn_row_forward(const AttnSpec& spec, const F* s, F* p, int n, int T) {
     switch (spec.variant) {
-    case ATTN_SOFTMAX: attn_softmax_row(s, p, n, F(spec.row_mass)); return;
+    case ATTN_SOFTMAX: sk_softmax_row(s, p, n, F(spec.row_mass)); return;
     case ATTN_SOFTPICK: {
         F m = 0;
         for (int j = 0; j < n; j++) m = s[j] > m ? s[j] : m;
@@ -199,7 +187,7 @@ SK_HD inline void attn_row_forward(const AttnSpec& spec, const F* s, F* p, int n
     }
     case ATTN_CLIPPED: {
         F gamma = attn_clip_gamma<F>(spec, T), zeta = F(spec.clip_zeta);
-        attn_softmax_row(s, p, n, F(1));
+        sk_softmax_row(s, p, n, F(1));
         for (int j = 0; j < n; j++) {
             F v = (zeta - gamma) * p[j] + gamma;
             p[j] = v < 0 ? F(0) : v > 1 ? F(1) : v;

@@ -26,3 +26,18 @@ SK_HD inline float sk_sqrt(float x) { return sqrtf(x); }
 SK_HD inline double sk_sqrt(double x) { return sqrt(x); }
 SK_HD inline float sk_fma(float a, float b, float c) { return fmaf(a, b, c); }
 SK_HD inline double sk_fma(double a, double b, double c) { return fma(a, b, c); }
+
+// The softmax of one row, in the project's fixed order: m = max; e_j = exp(s_j - m); sum over j in order; p_j =
+// mass * e_j / sum. Attention rows (attention_variants.cuh) and the loss (cross-entropy over the vocabulary) both use
+// it, so there is one softmax to reproduce on the GPU. mass = 1 gives exactly e_j / sum.
+template <typename F>
+SK_HD inline void sk_softmax_row(const F* s, F* p, int n, F mass) {
+    F m = s[0];
+    for (int j = 1; j < n; j++) m = s[j] > m ? s[j] : m;
+    F sum = 0;
+    for (int j = 0; j < n; j++) {
+        p[j] = sk_exp(s[j] - m);
+        sum += p[j];
+    }
+    for (int j = 0; j < n; j++) p[j] = mass * p[j] / sum;
+}

@@ -583,14 +583,7 @@ static void crossentropy_forward(F* losses, F* probs, const F* logits, const int
     for (int bt = 0; bt < BT; bt++) {
         const F* z = logits + (size_t)bt * Vp;
         F* p = probs + (size_t)bt * Vp;
-        F m = z[0];
-        for (int i = 1; i < V; i++) m = z[i] > m ? z[i] : m;
-        F sum = 0;
-        for (int i = 0; i < V; i++) {
-            p[i] = sk_exp(z[i] - m);
-            sum += p[i];
-        }
-        for (int i = 0; i < V; i++) p[i] = p[i] / sum;
+        sk_softmax_row(z, p, V, F(1));
         for (int i = V; i < Vp; i++) p[i] = 0;
         if (targets) losses[bt] = targets[bt] >= 0 ? -sk_log(p[targets[bt]]) : F(0);
     }

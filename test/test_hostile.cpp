@@ -26,6 +26,16 @@ static void require_fails(const std::function<void()>& fn, const std::vector<std
     for (const std::string& n : needles) CHECK_THAT(msg, Contains(n));
 }
 
+// Writes `good` changed by `edit` to the file `bad`; `load` must then fail naming that file and every needle.
+static void require_corrupt_fails(const std::function<void()>& load, const std::string& good, const std::string& bad,
+                                  const std::function<void(std::string*)>& edit, std::vector<std::string> needles) {
+    std::string b = good;
+    edit(&b);
+    write_bytes(bad, b);
+    needles.push_back(bad);
+    require_fails(load, needles);
+}
+
 static void set_i32(std::string* bytes, size_t index, int32_t v) { memcpy(&(*bytes)[index * 4], &v, 4); }
 static void set_f32(std::string* bytes, size_t index, float v) { memcpy(&(*bytes)[index * 4], &v, 4); }
 
@@ -56,12 +66,7 @@ TEST_CASE("model file: every corruption is refused with the file and the field n
     std::vector<float> out;
     auto load = [&] { read_model_file(bad, &out); };
     auto mutated = [&](const std::function<void(std::string*)>& edit, const std::vector<std::string>& needles) {
-        std::string b = good;
-        edit(&b);
-        write_bytes(bad, b);
-        std::vector<std::string> all = needles;
-        all.push_back(bad);
-        require_fails(load, all);
+        require_corrupt_fails(load, good, bad, edit, needles);
     };
     SECTION("truncated inside the header") {
         for (size_t n : {0, 4, 100, 1023}) {
@@ -143,12 +148,7 @@ TEST_CASE("token shard: every corruption is refused with the file and the field 
     const std::string good = slurp(good_path);
     auto load = [&] { read_token_shard(bad, 32); };
     auto mutated = [&](const std::function<void(std::string*)>& edit, const std::vector<std::string>& needles) {
-        std::string b = good;
-        edit(&b);
-        write_bytes(bad, b);
-        std::vector<std::string> all = needles;
-        all.push_back(bad);
-        require_fails(load, all);
+        require_corrupt_fails(load, good, bad, edit, needles);
     };
     for (size_t n : {0, 3, 1023}) {
         write_bytes(bad, good.substr(0, n));
@@ -195,12 +195,7 @@ TEST_CASE("debug state: every corruption is refused with the file and the field 
     REQUIRE(((const int32_t*)good.data())[1] == 3);
     auto load = [&] { read_debug_state(bad, V, np); };
     auto mutated = [&](const std::function<void(std::string*)>& edit, const std::vector<std::string>& needles) {
-        std::string b = good;
-        edit(&b);
-        write_bytes(bad, b);
-        std::vector<std::string> all = needles;
-        all.push_back(bad);
-        require_fails(load, all);
+        require_corrupt_fails(load, good, bad, edit, needles);
     };
     const int32_t* h = (const int32_t*)good.data();
     size_t BT = (size_t)h[2] * h[3];
@@ -257,12 +252,7 @@ TEST_CASE("training state: every corruption is refused with the file and the fie
     const std::string good = slurp(good_path);
     auto load = [&] { read_train_state(bad, c, n, m2.data(), v2.data()); };
     auto mutated = [&](const std::function<void(std::string*)>& edit, const std::vector<std::string>& needles) {
-        std::string b = good;
-        edit(&b);
-        write_bytes(bad, b);
-        std::vector<std::string> all = needles;
-        all.push_back(bad);
-        require_fails(load, all);
+        require_corrupt_fails(load, good, bad, edit, needles);
     };
     for (size_t k : {0, 512, 1023}) {
         write_bytes(bad, good.substr(0, k));
