@@ -114,6 +114,7 @@ struct AttnSpec {
     float row_mass = 1.0f;
     float sigmoid_bias = 0.0f;
     float clip_zeta = 1.0f, clip_alpha = 4.0f;
+    int clip_len = 0;  // T of gamma = -alpha / T: the training length, fixed when a run starts (0 = each forward's T)
 };
 
 // Does the row map produce a probability distribution over the row? If not, the sink metric reads proxy scores.
@@ -163,9 +164,12 @@ SK_HD inline F attn_pointwise(const AttnSpec& spec, F s) {
     }
 }
 
-// gamma of the clipped softmax for a sequence of T positions.
+// gamma of the clipped softmax: -alpha / the training length (stored with the model, so sampling and probes of other
+// lengths use the function that was trained), or / T of the forward when no length is stored.
 template <typename F>
-SK_HD inline F attn_clip_gamma(const AttnSpec& spec, int T) { return -F(spec.clip_alpha) / F(T); }
+SK_HD inline F attn_clip_gamma(const AttnSpec& spec, int T) {
+    return -F(spec.clip_alpha) / F(spec.clip_len > 0 ? spec.clip_len : T);
+}
 
 // forward of one row: p[0..n) from s[0..n). T is the sequence length (for the clipped softmax's gamma).
 template <typename F>

@@ -98,7 +98,7 @@ static inline bool attn_is_plain_softmax(const AttnSpec& a) {
            a.vstar_value == d.vstar_value && a.value_bias == d.value_bias && a.slot_shared == d.slot_shared &&
            a.sink_token == d.sink_token && a.gate == d.gate && a.mask == d.mask && a.mask_param == d.mask_param &&
            a.row_mass == d.row_mass && a.sigmoid_bias == d.sigmoid_bias && a.clip_zeta == d.clip_zeta &&
-           a.clip_alpha == d.clip_alpha;
+           a.clip_alpha == d.clip_alpha && a.clip_len == d.clip_len;
 }
 
 static inline bool config_is_gpt2_arch(const ModelConfig& c) {
@@ -349,6 +349,8 @@ static inline FlagTable make_flag_table(CommandLine* cl) {
     t.flags[t.n - 1].auto_ok = true;
     add_flag(&t, "--clip-zeta", FLAG_FLOAT, &a->clip_zeta, "clipped softmax zeta", 1e-6, 1e6, 0, 0, true);
     add_flag(&t, "--clip-alpha", FLAG_FLOAT, &a->clip_alpha, "clipped softmax: gamma = -alpha / T", 0, 1e6, 0, 0, true);
+    add_flag(&t, "--clip-len", FLAG_INT, &a->clip_len, "T of the clipped softmax's gamma (0 = the training --seq-len)", 0,
+             SK_MAX_SEQ_LEN, 0, 0, true);
     // data and run
     add_flag(&t, "--train", FLAG_STR, &r->train_glob, "training token shards (file or glob)");
     add_flag(&t, "--val", FLAG_STR, &r->val_glob, "validation token shards (file or glob)");
@@ -576,7 +578,8 @@ static inline void validate_attn_spec(const AttnSpec& a, const char* where) {
     if (a.variant < 0 || a.variant >= ATTN_NUM_VARIANTS || a.norm < 0 || a.norm >= ANORM_NUM_KINDS || a.phi < 0 ||
         a.phi >= PHI_NUM_KINDS || a.slot < 0 || a.slot >= SLOT_NUM_KINDS || a.vstar < 0 || a.vstar >= VSTAR_NUM_KINDS ||
         a.gate < 0 || a.gate >= GATE_NUM_KINDS || a.mask < 0 || a.mask >= MASK_NUM_KINDS || (a.value_bias & ~1) ||
-        (a.slot_shared & ~1) || (a.sink_token & ~1) || a.mask_param < 0)
+        (a.slot_shared & ~1) || (a.sink_token & ~1) || a.mask_param < 0 || a.clip_len < 0 ||
+        a.clip_len > SK_MAX_SEQ_LEN)
         fail("%s: an attention-variant code is out of range", where);
     if (a.norm != ANORM_NONE && !attn_variant_table[a.variant].uses_norm)
         fail("%s: --attn-norm %s applies to sigmoid, elu1 and linear only, not --attn %s", where, attn_norm_names[a.norm],

@@ -6,14 +6,14 @@
 // What it is not: a probe sampler (data/token_shards.h read_probe) or a plotter (dev/).
 //
 // Definitions (positions 0-based here, 1-based in the paper):
-//   alpha_k^{l,h} = 1/(T-k) * sum_{t=k..T-1} A[t,k]   the mean attention key k receives from the queries that see it
+//   alpha_k^{l,h} = mean of A[t,k] over the queries t that see key k (causal: 1/(T-k) * sum_{t=k..T-1} A[t,k])
 //   Sink_k        = 100 * mean over sequences of (1/(L*NH)) * #{(l,h): alpha_k^{l,h} > eps}     (strict >)
 //   alpha1[l][h]  = mean over sequences of alpha_0^{l,h}
 //   norm_ratio[l] = mean over sequences of ||h_0|| / mean_{t>0} ||h_t||, l = 0 the embedding output, l = 1..L the
 //                   residual stream after block l
 //   top1_median[l]= mean over sequences of max |h| / median |h| over that sequence's T x C entries (Sun et al. 2024)
 //   k1_ratio[l], v1_ratio[l] = mean over sequences of ||k_0|| / mean_{t>0} ||k_t|| (whole C-wide key/value of layer l)
-//   entropy[l]    = mean over sequences, heads and rows t >= 1 of -sum_j A[t,j] log A[t,j] / log(visible keys)
+//   entropy[l]    = mean over sequences, heads and rows with 2+ visible keys of -sum_j A[t,j] log A[t,j] / log(visible)
 // Variants (README "Attention variants", "Metrics"): rows that are not probability distributions are read as proxy
 // scores |w_j| / sum_j |w_j|, and row_mass[l] = the mean of sum_j w_j over real query rows. With a slot (k*, a sink
 // logit, softmax_1's zero logit, or the sink token) A is (T+1) x (T+1) with the slot at index 0 and its own row
@@ -29,24 +29,45 @@
 
 #define SINK_MAX_K 10
 
-// alpha[k] for k = 0..kmax-1 from one T x T attention matrix (row t holds keys 0..t; entries above the diagonal unused).
+// Which keys each row of a T x T matrix sees: row t sees [lo[t], hi[t]), plus key 0 in every row when slot0 (a k*,
+// sink-logit or softmax_1 slot). Null lo/hi = causal (row t sees [0, t]).
+struct SinkVisibility {
+    const int* lo = nullptr;
+    const int* hi = nullptr;
+    bool slot0 = false;
+};
+
+static inline bool sink_visible(const SinkVisibility& v, int t, int k) {
+    if (!v.lo) return k <= t;
+    return (v.slot0 && k == 0) || (v.lo[t] <= k && k < v.hi[t]);
+}
+
+// alpha[k] for k = 0..kmax-1 from one T x T attention matrix: the mean of A[t,k] over the rows t that see key k (for
+// the causal mask the paper's 1/(T-k) sum_{t>=k}; for a sliding window only the w queries that see k, so a window does
+// not cap alpha at w/(T-k) by construction).
 template <typename F>
-static inline void sink_alpha(const F* A, int T, int kmax, double* alpha) {
+static inline void sink_alpha(const F* A, int T, int kmax, double* alpha, const SinkVisibility& v = SinkVisibility()) {
     for (int k = 0; k < kmax; k++) {
         double s = 0;
-        for (int t = k; t < T; t++) s += A[(size_t)t * T + k];
-        alpha[k] = k < T ? s / (T - k) : 0.0;
+        int n = 0;
+        for (int t = 0; t < T; t++)
+            if (k < T && sink_visible(v, t, k)) {
+                s += A[(size_t)t * T + k];
+                n++;
+            }
+        alpha[k] = n ? s / n : 0.0;
     }
 }
 
-// Mean normalised entropy of rows t = first..T-1 of a T x T matrix, row t having row_keys[t] visible entries (t + 1
-// when row_keys is null); rows with one visible key have no entropy to normalise and are skipped.
+// Mean normalised entropy of rows t = first..T-1 of a T x T matrix, each divided by the log of its number of visible
+// keys; rows with one visible key have no entropy to normalise and are skipped.
 template <typename F>
-static inline double sink_row_entropy(const F* A, int T, int first = 1, const int* row_keys = nullptr) {
+static inline double sink_row_entropy(const F* A, int T, int first = 1, const SinkVisibility& v = SinkVisibility()) {
     double total = 0;
     int rows = 0;
     for (int t = first; t < T; t++) {
-        int n = row_keys ? row_keys[t] : t + 1;
+        int n = 0;
+        for (int k = 0; k < T; k++) n += sink_visible(v, t, k);
         if (n < 2) continue;
         double h = 0;
         for (int j = 0; j < T; j++) {
@@ -117,9 +138,9 @@ static inline void sink_begin(SinkAccumulator* a, int L, int NH, int T, float ep
 }
 
 // One head's attention weights: a Tm x Tm matrix, Tm = T + has_slot, row t holding the weights of the keys query t
-// sees (zero elsewhere). row_keys[t] = visible entries of row t (null: t + 1).
+// sees (zero elsewhere); v says which those are (default: causal).
 template <typename F>
-static inline void sink_add_head(SinkAccumulator* a, int l, int h, const F* W, const int* row_keys = nullptr) {
+static inline void sink_add_head(SinkAccumulator* a, int l, int h, const F* W, const SinkVisibility& v = SinkVisibility()) {
     SinkReport& r = a->r;
     int Tm = r.T + r.has_slot;
     double mass = 0;
@@ -139,11 +160,11 @@ static inline void sink_add_head(SinkAccumulator* a, int l, int h, const F* W, c
     double* alpha = &a->seq_alpha[((size_t)l * r.NH + h) * (SINK_MAX_K + 1)];
     double e;
     if (r.proxy) {
-        sink_alpha(normalised.data(), Tm, SINK_MAX_K + r.has_slot, alpha + 1 - r.has_slot);
-        e = sink_row_entropy(normalised.data(), Tm, 1, row_keys);
+        sink_alpha(normalised.data(), Tm, SINK_MAX_K + r.has_slot, alpha + 1 - r.has_slot, v);
+        e = sink_row_entropy(normalised.data(), Tm, 1, v);
     } else {
-        sink_alpha(A, Tm, SINK_MAX_K + r.has_slot, alpha + 1 - r.has_slot);
-        e = sink_row_entropy(A, Tm, 1, row_keys);
+        sink_alpha(A, Tm, SINK_MAX_K + r.has_slot, alpha + 1 - r.has_slot, v);
+        e = sink_row_entropy(A, Tm, 1, v);
     }
     r.alpha1[(size_t)l * r.NH + h] += alpha[1];
     if (r.has_slot) r.alpha_star[(size_t)l * r.NH + h] += alpha[0];

@@ -297,7 +297,7 @@ static void embedding_backward(F* dwte, F* dsink_token, F* dwpe, const F* dout, 
 // attention. q, k and v of head h are hs-vectors at a row stride: q(b,t,h) = q + (b*T + t) * qk_stride + h * hs (the
 // fused qkv buffer, stride 3C, or the feature-mapped q|k block, stride C), v likewise with stride 3C. One row:
 //   s_* = the slot score (attention_variants.cuh: tau q.k*, sigma_h or 0), then for the visible keys j in [lo, hi)
-//   s_j = tau * (q_t . k_j) + alibi[h] * (j - t),  tau = 1/sqrt(hs)      (dot product over d in order, fma)
+//   s_j = tau * (q_t . k_j) - alibi[h] * |t - j|,  tau = 1/sqrt(hs)      (dot product over d in order, fma)
 //   p = the variant's row map of [s_*, s_lo .. s_hi-1]                    (attention_variants.cuh)
 //   y_t = p_* v* + sum_j p_j v_j (+ v_bias)                              (slot first, then j in order, fma)
 // att (B,NH,T,T) keeps p of the keys (zero outside [lo,hi)) and att_slot (B,NH,T) the slot's weight, for the backward
@@ -349,7 +349,7 @@ static inline int attention_row_scores(F* s, const AttnParams<F>& ap, const F* q
         F dot = 0;
         for (int d = 0; d < hs; d++) dot = sk_fma(qt[d], kj[d], dot);
         F sj = dot * tau;
-        if (ap.alibi) sj += F(ap.alibi[h]) * F(j - t);
+        if (ap.alibi) sj -= F(ap.alibi[h]) * F(t > j ? t - j : j - t);  // -m_h |t - j| (prefix rows see j > t)
         s[n++] = sj;
     }
     return n;
@@ -1170,13 +1170,18 @@ static SinkReport measure_sinks(Model<F>* m, Acts<F>* a, const std::vector<int>&
     const int chunk = 8;
     SinkAccumulator acc;
     sink_begin(&acc, L, NH, T, eps, has_slot, !attn_is_probability(at));
-    // visible entries per row of the metric's matrix (the slot's own row sees itself)
-    std::vector<int> row_keys(Tw, 1);
+    // the keys each row of the metric's matrix sees: the model's mask, shifted by one behind a slot, whose own row
+    // sees itself and which every row sees
+    std::vector<int> row_lo(Tw, 0), row_hi(Tw, 1);
     for (int t = 0; t < Tm; t++) {
-        int lo, hi;
-        attn_visible_keys(at, t, Tm, &lo, &hi);
-        row_keys[t + slot] = hi - lo + slot;
+        attn_visible_keys(at, t, Tm, &row_lo[t + slot], &row_hi[t + slot]);
+        row_lo[t + slot] += slot;
+        row_hi[t + slot] += slot;
     }
+    SinkVisibility vis;
+    vis.lo = row_lo.data();
+    vis.hi = row_hi.data();
+    vis.slot0 = slot;
     std::vector<F> W((size_t)Tw * Tw);
     for (int s0 = 0; s0 < S; s0 += chunk) {
         int n = std::min(chunk, S - s0);
@@ -1189,7 +1194,7 @@ static SinkReport measure_sinks(Model<F>* m, Acts<F>* a, const std::vector<int>&
                 for (int h = 0; h < NH; h++) {
                     const F* att = a->att + (size_t)l * n * NH * Tm * Tm + ((size_t)b * NH + h) * Tm * Tm;
                     if (!slot) {
-                        sink_add_head(&acc, l, h, att, row_keys.data());
+                        sink_add_head(&acc, l, h, att, vis);
                         continue;
                     }
                     // the slot as index 0 of a (T+1) x (T+1) matrix; its own row is one-hot on itself
@@ -1200,7 +1205,7 @@ static SinkReport measure_sinks(Model<F>* m, Acts<F>* a, const std::vector<int>&
                         W[(size_t)(t + 1) * Tw] = ps[t];
                         for (int j = 0; j < Tm; j++) W[(size_t)(t + 1) * Tw + j + 1] = att[(size_t)t * Tm + j];
                     }
-                    sink_add_head(&acc, l, h, W.data(), row_keys.data());
+                    sink_add_head(&acc, l, h, W.data(), vis);
                 }
                 sink_add_hidden(&acc, l + 1, a->residual3 + l * BTC + off_rows, C);
                 const F* qkv = a->qkv + l * BTC * 3 + off_rows * 3;
@@ -1384,6 +1389,9 @@ static void validate_data_manipulations(const TrainConfig& tc, int V, int T, con
         fail("flag --fixed-token: %d is outside the vocabulary of %d", tc.fixed_token, V);
     if (tc.fixed_token >= 0 && tc.fixed_pos >= T)
         fail("flag --fixed-pos: %d is not a position of a %d-token sequence (%s)", tc.fixed_pos, T, t_flag);
+    if (tc.fixed_token >= 0 && tc.fixed_pos >= tc.random_from && tc.fixed_pos < tc.random_to)
+        fail("flags --fixed-pos %d and --random-from %d --random-to %d overlap: the random tokens would overwrite the "
+             "fixed one", tc.fixed_pos, tc.random_from, tc.random_to);
     if (tc.random_to > 0 && (tc.random_from >= tc.random_to || tc.random_to > T))
         fail("flags --random-from %d --random-to %d: need from < to <= %d (%s)", tc.random_from, tc.random_to, T,
              t_flag);
@@ -1442,14 +1450,22 @@ static std::vector<int> generate(Model<float>* m, Acts<float>* a, std::vector<in
     return out;
 }
 
+// The ids of --prompt (token 0 without a tokenizer), checked against the model's context.
+static std::vector<int> prompt_ids(Model<float>* m, TextCodec* codec, const TrainConfig& tc) {
+    std::vector<int> ids = codec->available ? text_encode(codec, tc.prompt) : std::vector<int>{0};
+    int context = m->config.max_seq_len - m->config.attn.sink_token;
+    if (ids.size() >= (size_t)context)
+        fail("flag --prompt: %zu tokens leave no room in the model's context of %d tokens (shorten it)", ids.size(),
+             context);
+    return ids;
+}
+
 // One text sample: its generator is seeded from the run's seed and the step, so it is reproducible and leaves the
 // training stream untouched.
 static std::string sample_text(Model<float>* m, Acts<float>* a, TextCodec* codec, const TrainConfig& tc, int step) {
     uint64_t rng = tc.seed ^ (0x9E3779B97F4A7C15ull * (uint64_t)(step + 1));
     int vocab_text = codec->available ? (int)codec->decoder.tokens.size() : m->config.vocab_size;
-    std::vector<int> prompt = codec->available ? text_encode(codec, tc.prompt) : std::vector<int>{0};
-    if (prompt.size() >= (size_t)(m->config.max_seq_len - m->config.attn.sink_token))
-        fail("flag --prompt: %zu tokens leave no room in the model's context of %d", prompt.size(), m->config.max_seq_len);
+    std::vector<int> prompt = prompt_ids(m, codec, tc);
     return text_decode(*codec, generate(m, a, prompt, tc.sample_len, tc.temperature, tc.top_k, vocab_text, &rng));
 }
 
@@ -1499,8 +1515,11 @@ static int train(CommandLine* cl) {
         model_load(&m, tc.load_path);
     } else {
         AttnSpec& at = cl->model.attn;
+        int train_len = tc.seq_len ? tc.seq_len : cl->model.max_seq_len - at.sink_token;
         if (isnan(at.sigmoid_bias))  // --sigmoid-bias auto: -log of the training length (Apple 2024)
-            at.sigmoid_bias = -logf((float)(tc.seq_len ? tc.seq_len : cl->model.max_seq_len));
+            at.sigmoid_bias = -logf((float)train_len);
+        if (at.variant == ATTN_CLIPPED && at.clip_len == 0)  // gamma = -alpha / the training positions, kept for good
+            at.clip_len = train_len + at.sink_token;
         model_build(&m, cl->model);
         model_init(&m, tc.seed);
     }
@@ -1515,6 +1534,10 @@ static int train(CommandLine* cl) {
              c.max_seq_len);
     validate_data_manipulations(tc, c.vocab_size, T, "--seq-len");
     validate_data_manipulations(tc, c.vocab_size, tc.probe_len, "--probe-len");
+    if (c.attn.mask == MASK_PREFIX && c.attn.mask_param > T + off)
+        fail("flag --mask-param: a prefix of %d leaves no position with a loss in sequences of %d%s (the loss starts "
+             "at position p - 1); use a prefix of at most %d", c.attn.mask_param, T, off ? " + 1 (sink token)" : "",
+             T + off);
     if ((int64_t)B * T > (1 << 30))
         fail("flags --batch %d x --seq-len %d = %lld tokens per micro-batch, more than 2^30 (lower them; --total-batch "
              "accumulates micro-batches)", B, T, (long long)B * T);
@@ -1543,7 +1566,7 @@ static int train(CommandLine* cl) {
     apply_data_manipulations(tc, probe.data(), nullptr, tc.probe_seqs, tc.probe_len, c.vocab_size, &probe_rng);
     TextCodec codec;
     text_codec_open(&codec, tc.tokenizer_path, c.vocab_size, train_data.shards[0].path, tc.bpe_dir);
-    if (tc.sample_len > 0 && !tc.prompt.empty()) text_encode(&codec, tc.prompt);  // a bad prompt fails now, not later
+    if (tc.sample_len > 0) prompt_ids(&m, &codec, tc);  // a bad or too long prompt fails now, not at the end
 
     mkdir_p(out_dir);
     FILE* logf = open_log(out_dir);
@@ -1562,6 +1585,8 @@ static int train(CommandLine* cl) {
     for (int step = pr.step;; step++) {
         bool last = step == tc.steps;
         char buf[256];
+        if (last)  // the final checkpoint first: nothing after it (metrics, a sample) can lose the run
+            save_checkpoint(out_dir, &m, tc, TrainProgress{tc.steps, train_data.epoch, train_data.index, pr.rng});
         if (step > pr.step || resume_step < 0) {  // a resumed run does not re-measure its saved step
             if ((tc.val_every && step % tc.val_every == 0) || last) {
                 double vl = validation_loss(&m, &acts, &val_data, &tc, B, std::min<size_t>(tc.val_batches, std::max<size_t>(1, val_data.num_windows / B)));
@@ -1635,7 +1660,6 @@ static int train(CommandLine* cl) {
                gn, dt, tok_s);
         fflush(stdout);
     }
-    save_checkpoint(out_dir, &m, tc, TrainProgress{tc.steps, train_data.epoch, train_data.index, pr.rng});
     char buf[256];
     snprintf(buf, sizeof buf,
              "{\"type\":\"done\",\"step\":%d,\"train_ms\":%.1f,\"sink_ms\":%.1f,\"sink_overhead\":%.5f,\"skipped_steps\":%d}",

@@ -9,7 +9,7 @@
 //     [11] ffn [12] positions [13] tied [14] biases [15] rope base (float32 bits) [16] norm eps (float32 bits)
 //     [17..32] the attention variant (AttnSpec: row map, mask, mask param, normaliser, feature map, slot, v* mode,
 //     v* value, value bias, slot shared, sink token, gate, row mass, sigmoid bias, clip zeta, clip alpha; floats as
-//     float32 bits; README "File formats" lists the codes); [33..255] zero.
+//     float32 bits; README "File formats" lists the codes); [33] clip length; [34..255] zero.
 //   The writer picks version 3 exactly when the configuration is the gpt2 architecture.
 // Readers: parse_model_file takes a ByteSource (a file, or memory for dev/fuzz/fuzz_model_file.cpp). The header's sizes
 // are range-checked before any arithmetic uses them, the file length must match the parameter count they imply before
@@ -37,7 +37,7 @@ static inline void model_header_from_config(const ModelConfig& c, int32_t h[256]
     h[17] = a.variant; h[18] = a.mask; h[19] = a.mask_param; h[20] = a.norm; h[21] = a.phi; h[22] = a.slot;
     h[23] = a.vstar; h[24] = float_bits(a.vstar_value); h[25] = a.value_bias; h[26] = a.slot_shared;
     h[27] = a.sink_token; h[28] = a.gate; h[29] = float_bits(a.row_mass); h[30] = float_bits(a.sigmoid_bias);
-    h[31] = float_bits(a.clip_zeta); h[32] = float_bits(a.clip_alpha);
+    h[31] = float_bits(a.clip_zeta); h[32] = float_bits(a.clip_alpha); h[33] = a.clip_len;
 }
 
 // A size field of the header, checked before any arithmetic uses it (V + 127, 4 C and the tensor sizes would
@@ -68,7 +68,7 @@ static inline ModelConfig model_config_from_header(const int32_t* h, const std::
         a.variant = h[17]; a.mask = h[18]; a.mask_param = h[19]; a.norm = h[20]; a.phi = h[21]; a.slot = h[22];
         a.vstar = h[23]; a.vstar_value = header_float(h, 24); a.value_bias = h[25]; a.slot_shared = h[26];
         a.sink_token = h[27]; a.gate = h[28]; a.row_mass = header_float(h, 29); a.sigmoid_bias = header_float(h, 30);
-        a.clip_zeta = header_float(h, 31); a.clip_alpha = header_float(h, 32);
+        a.clip_zeta = header_float(h, 31); a.clip_alpha = header_float(h, 32); a.clip_len = h[33];
         for (int i : {15, 16, 24, 29, 30, 31, 32})
             if (!isfinite(header_float(h, i)))
                 fail("model file '%s': header field %d (a float) is %g, expected a finite number (corrupt header)", p,

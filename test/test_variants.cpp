@@ -332,3 +332,71 @@ TEST_CASE("text generation is reproducible under a seed and decodes through the 
     const float* row = a.logits + (size_t)1 * m.config.padded_vocab_size;
     CHECK(out[0] == (int)(std::max_element(row, row + 256) - row));
 }
+
+TEST_CASE("masks in the metric: alpha_k averages over the queries that see key k", "[variants][sink]") {
+    // window w = 2 over T = 4: key 0 is seen by queries 0 and 1 only
+    const int T = 4;
+    double A[T * T] = {1, 0, 0, 0,
+                       0.8, 0.2, 0, 0,
+                       0, 0.5, 0.5, 0,
+                       0, 0, 0.5, 0.5};
+    int lo[T] = {0, 0, 1, 2}, hi[T] = {1, 2, 3, 4};
+    SinkVisibility v;
+    v.lo = lo;
+    v.hi = hi;
+    double alpha[SINK_MAX_K];
+    sink_alpha(A, T, SINK_MAX_K, alpha, v);
+    CHECK(alpha[0] == Approx((1 + 0.8) / 2).epsilon(1e-15));  // not (1 + 0.8 + 0 + 0) / 4
+    CHECK(alpha[1] == Approx((0.2 + 0.5) / 2).epsilon(1e-15));
+    CHECK(sink_row_entropy(A, T, 1, v) == Approx((-(0.8 * log(0.8) + 0.2 * log(0.2)) / log(2.0) + 1 + 1) / 3).epsilon(1e-12));
+    // a slot at index 0 is visible from every row even when the window has moved on
+    v.slot0 = true;
+    CHECK(sink_visible(v, 3, 0));
+    CHECK(!sink_visible(v, 3, 1));
+}
+
+TEST_CASE("ALiBi penalises distance in both directions inside a bidirectional prefix", "[variants]") {
+    const int B = 1, T = 4, C = 4, NH = 1;
+    std::vector<double> qkv(B * T * 3 * C, 0.0), out(B * T * C), att(B * NH * T * T);
+    float slope[1] = {1.0f};
+    AttnSpec spec;
+    spec.mask = MASK_PREFIX;
+    spec.mask_param = 3;
+    AttnParams<double> ap{&spec, slope, nullptr, nullptr, nullptr, nullptr, 0};
+    attention_forward(out.data(), att.data(), (double*)nullptr, qkv.data(), qkv.data() + C, 3 * C, qkv.data() + 2 * C,
+                      ap, B, T, C, NH);
+    // q = k = 0: row 0 of the prefix sees keys 0..2 with scores 0, -1, -2
+    double z = 1 + exp(-1.0) + exp(-2.0);
+    CHECK(att[0] == Approx(1 / z).epsilon(1e-12));
+    CHECK(att[2] == Approx(exp(-2.0) / z).epsilon(1e-12));
+    CHECK(att[0] > att[1]);
+}
+
+TEST_CASE("variant flags that cannot work are refused up front", "[variants]") {
+    TinyRun r = tiny_run(2);
+    r.cl.model.attn.mask = MASK_PREFIX;
+    r.cl.model.attn.mask_param = 17;  // T = 16: no position would have a loss
+    CHECK_THROWS_WITH(train(&r.cl), Catch::Contains("--mask-param"));
+    TinyRun p = tiny_run(2);
+    p.cl.model.vocab_size = 256;
+    config_finalize(&p.cl.model);
+    p.cl.train.prompt = std::string(20, 'x');  // maxT 16
+    CHECK_THROWS_WITH(train(&p.cl), Catch::Contains("--prompt"));
+    CHECK(slurp(p.dir + "/run/log.jsonl").empty());  // refused before the run starts
+    TrainConfig tc;
+    tc.fixed_token = 1;
+    tc.fixed_pos = 3;
+    tc.random_from = 2;
+    tc.random_to = 5;
+    CHECK_THROWS_WITH(validate_data_manipulations(tc, 32, 16, "--seq-len"), Catch::Contains("overlap"));
+}
+
+TEST_CASE("the clipped softmax keeps the training length's gamma for other lengths", "[variants]") {
+    TinyRun r = tiny_run(2);
+    r.cl.model.attn.variant = ATTN_CLIPPED;
+    REQUIRE(train(&r.cl) == 0);
+    Model<float> m;
+    model_load(&m, r.dir + "/run/model_00000002.bin");
+    CHECK(m.config.attn.clip_len == 16);  // stored in the file (header [33])
+    CHECK(attn_clip_gamma<double>(m.config.attn, 3) == Approx(-4.0 / 16));
+}
