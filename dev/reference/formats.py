@@ -32,7 +32,8 @@ GATES = ["none", "elementwise", "headwise"]                                 # [2
 # the defaults that unused fields hold ("a file is a pure function of its configuration")
 DEFAULTS = dict(rope_base=10000.0, attn="softmax", mask="causal", mask_param=0, attn_norm="none", phi="none",
                 slot="none", vstar="learn", vstar_value=0.0, value_bias=False, slot_shared=False,
-                sink_token=False, gate="none", row_mass=1.0, sigmoid_bias=0.0, clip_zeta=1.0, clip_alpha=4.0)
+                sink_token=False, gate="none", row_mass=1.0, sigmoid_bias=0.0, clip_zeta=1.0, clip_alpha=4.0,
+                clip_len=0)
 
 
 def f32_bits(x):
@@ -87,6 +88,7 @@ class Config:
     sigmoid_bias: float = 0.0    # sigmoid b
     clip_zeta: float = 1.0
     clip_alpha: float = 4.0
+    clip_len: int = 0            # [33] T of gamma (0 = the forward's T)
     Vp: int = 0  # 0 -> computed
 
     def __post_init__(self):
@@ -139,7 +141,7 @@ class Config:
         if self.attn != "sigmoid":
             u.append("sigmoid_bias")
         if self.attn != "clipped":
-            u += ["clip_zeta", "clip_alpha"]
+            u += ["clip_zeta", "clip_alpha", "clip_len"]
         return u
 
     @property
@@ -300,6 +302,7 @@ def model_header(cfg, version=None):
         h[30] = f32_bits(cfg.sigmoid_bias)
         h[31] = f32_bits(cfg.clip_zeta)
         h[32] = f32_bits(cfg.clip_alpha)
+        h[33] = cfg.clip_len
     else:
         raise ValueError("unknown model version %d" % version)
     return h
@@ -332,8 +335,8 @@ def config_from_model_header(h):
         for i in (13, 14, 25, 26, 27):
             if h[i] not in (0, 1):
                 raise ValueError("header field [%d] = %d is not a flag" % (i, h[i]))
-        if np.any(h[33:]):
-            raise ValueError("header fields [33..255] must be zero")
+        if np.any(h[34:]):
+            raise ValueError("header fields [34..255] must be zero")
         cfg = Config(V=V, maxT=maxT, L=L, NH=NH, C=C, F=int(h[8]), norm=pick(NORMS, 9),
                      placement=pick(PLACEMENTS, 10), ffn=pick(FFNS, 11), positions=pick(POSITIONS, 12),
                      tied=bool(h[13]), biases=bool(h[14]), rope_base=bits_f32(h[15]),
@@ -342,7 +345,7 @@ def config_from_model_header(h):
                      slot=pick(SLOTS, 22), vstar=pick(VSTARS, 23), vstar_value=bits_f32(h[24]),
                      value_bias=bool(h[25]), slot_shared=bool(h[26]), sink_token=bool(h[27]),
                      gate=pick(GATES, 28), row_mass=bits_f32(h[29]), sigmoid_bias=bits_f32(h[30]),
-                     clip_zeta=bits_f32(h[31]), clip_alpha=bits_f32(h[32]), Vp=Vp)
+                     clip_zeta=bits_f32(h[31]), clip_alpha=bits_f32(h[32]), clip_len=int(h[33]), Vp=Vp)
     else:
         raise ValueError("unknown model version %d" % version)
     return cfg, version

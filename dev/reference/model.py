@@ -130,7 +130,7 @@ def row_map(cfg, s, vis, T):
         sm = torch.softmax(s.masked_fill(~vis, float("-inf")), dim=-1)
         if cfg.attn == "softmax":
             return cfg.row_mass * sm
-        gamma = -cfg.clip_alpha / T
+        gamma = -cfg.clip_alpha / (cfg.clip_len if cfg.clip_len > 0 else T)  # spec: header [33], 0 = this T
         val = (cfg.clip_zeta - gamma) * sm + gamma
         _kink("clip 0", val, vis)
         _kink("clip 1", val - 1.0, vis)
@@ -179,7 +179,7 @@ def attention(cfg, x, p, l, gate_in=None):
     s = tau * (fq @ fk.transpose(-1, -2))  # (B,NH,T,T) s[t,j]
     if cfg.positions == "alibi":
         t = torch.arange(T, dtype=DT)
-        dist = t[:, None] - t[None, :]  # t - j
+        dist = (t[:, None] - t[None, :]).abs()  # |t - j| (spec: -m_h |t - j|; causally t - j)
         s = s - alibi_slopes(NH)[:, None, None] * dist[None]
     vis = visible_mask(cfg, T).expand(B, NH, T, T)
     vstar = None
@@ -391,6 +391,8 @@ def sink_metrics(cfg, params, tokens, S, T, eps=0.3, kmax=10):
     p = to_torch_params(cfg, params)
     with torch.no_grad():
         out = forward(cfg, p, x, internals=True)
+    if cfg.mask != "causal":  # the spec averages alpha_k over the queries that see k; only the causal case is here
+        raise NotImplementedError("sink_metrics: only the causal mask is implemented in the reference")
     starred = cfg.has_slot or cfg.sink_token
     o = 1 if starred else 0  # matrix index of real token 0
     M = torch.stack([metric_matrices(cfg, P) for P in out["probs"]], dim=1)  # (S, L, NH, T+o, T+o)
