@@ -4,13 +4,22 @@ CXX ?= g++
 # which keeps results identical across machines and reproducible by the GPU exact mode.
 CXXFLAGS ?= -O3 -march=native -std=c++17 -fopenmp -ffp-contract=off -Wall -Wextra -Wno-unused-function
 PYTHON := /usr/bin/python3
-HEADERS := config.h numerics.h attention_variants.cuh sink_metrics.h sampling.h $(wildcard data/*.h)
+HEADERS := config.h numerics.h backend.h attention_variants.cuh sink_metrics.h sampling.h $(wildcard data/*.h)
 
 .PHONY: all train train-emergence data test clean check-tools
 all: train_gpt_cpu
 
 train_gpt_cpu: train_gpt_cpu.cpp $(HEADERS) | check-pcre2
 	$(CXX) $(CXXFLAGS) -o $@ $< -lm -lpcre2-8
+
+# The GPU trainer: the same program built by nvcc (train_gpt.cu). -fmad=false is nvcc's -ffp-contract=off. Machine code
+# for sm_80 (A100) and sm_90 (H100/H200), plus compute_90 PTX that newer GPUs compile when they load it.
+NVCC ?= nvcc
+NVCCFLAGS ?= -O3 -std=c++17 --extended-lambda -fmad=false -Xcompiler -fopenmp,-ffp-contract=off \
+	-gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=[sm_90,compute_90]
+train_gpt: train_gpt.cu train_gpt_cpu.cpp backend.h $(HEADERS) | check-pcre2
+	@command -v $(NVCC) >/dev/null || { echo "error: $(NVCC) not found: the GPU trainer needs the CUDA toolkit (nvcc on PATH, or make NVCC=/path/to/nvcc); the CPU trainer is make train_gpt_cpu"; exit 1; }
+	$(NVCC) $(NVCCFLAGS) -o $@ $< -lm -lpcre2-8
 
 data: data/brown/brown_train.bin
 data/brown/brown_train.bin data/brown/brown_val.bin &: dev/data/prepare_brown.py
@@ -43,8 +52,12 @@ build/test/run_tests: $(TEST_OBJS)
 	$(CXX) $(CXXFLAGS) -o $@ $^ $(CATCH_MAIN) -lm $(TEST_LDLIBS)
 
 # the tokenizer tests read the whole Brown corpus (decode(encode(x)) == x), so the tests need `make data` first
-test: build/test/run_tests train_gpt_cpu data
-	./build/test/run_tests
+# With nvcc on PATH, make test also builds the GPU trainer and test_gpu.cpp requires it (no GPU is needed for that).
+HAVE_NVCC := $(shell command -v $(NVCC) 2>/dev/null)
+GPU_BUILD := $(if $(HAVE_NVCC),train_gpt)
+test: build/test/run_tests train_gpt_cpu $(GPU_BUILD) data
+	@$(if $(HAVE_NVCC),,echo "note: $(NVCC) not found, so the GPU trainer is not built and its tests are skipped")
+	SK_GPU_BUILD=$(if $(HAVE_NVCC),required,absent) ./build/test/run_tests
 
 # the whole CPU test suite under AddressSanitizer + UndefinedBehaviorSanitizer (any report fails the run)
 ASAN_FLAGS := -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer

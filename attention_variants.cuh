@@ -146,6 +146,23 @@ SK_HD inline void attn_visible_keys(const AttnSpec& spec, int t, int T, int* lo,
     }
 }
 
+// The queries that see key j among T: [*lo, *hi), the transpose of attn_visible_keys (always one interval).
+SK_HD inline void attn_visible_queries(const AttnSpec& spec, int j, int T, int* lo, int* hi) {
+    switch (spec.mask) {
+    case MASK_PREFIX:  // a prefix key is seen by every query; a later one by the queries from itself on
+        *lo = j < spec.mask_param ? 0 : j;
+        *hi = T;
+        break;
+    case MASK_WINDOW:
+        *lo = j;
+        *hi = j + spec.mask_param < T ? j + spec.mask_param : T;
+        break;
+    default:  // MASK_CAUSAL
+        *lo = j;
+        *hi = T;
+    }
+}
+
 // Does position t's prediction count in the loss? (The prefix LM trains only on what follows the prefix.)
 SK_HD inline bool attn_position_has_loss(const AttnSpec& spec, int t) {
     return spec.mask != MASK_PREFIX || t >= spec.mask_param - 1;

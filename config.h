@@ -4,6 +4,13 @@
 // shapes, file order), the training config, and the command-line parser whose usage text lists every flag with its
 // default. What it is not: model math (the trainers) or file I/O (data/*.h).
 #pragma once
+
+// The program these flags belong to: the CPU trainer, or the same code built by nvcc as the GPU trainer.
+#ifdef __CUDACC__
+#define SK_PROGRAM "train_gpt"
+#else
+#define SK_PROGRAM "train_gpt_cpu"
+#endif
 #include <ctype.h>
 #include <errno.h>
 #include <math.h>
@@ -405,7 +412,7 @@ static inline FlagTable make_flag_table(CommandLine* cl) {
 
 static inline void print_usage(FILE* f, CommandLine* cl) {
     FlagTable t = make_flag_table(cl);
-    fprintf(f, "usage: train_gpt_cpu [--preset NAME] [flags]   (defaults shown are the %s preset's)\n\n",
+    fprintf(f, "usage: %s [--preset NAME] [flags]   (defaults shown are the %s preset's)\n\n", SK_PROGRAM,
             cl->preset.c_str());
     fprintf(f, "  %-16s %-28s %s\n", "--preset", cl->preset.c_str(), "model preset:");
     for (int i = 0; i < num_presets; i++) fprintf(f, "  %-16s %-28s   %s: %s\n", "", "", presets[i].name, presets[i].what);

@@ -37,6 +37,7 @@ F ffn hidden, V vocab, Vp padded vocab, L layers, OC output channels.
 #include <vector>
 
 #include "attention_variants.cuh"
+#include "backend.h"
 #include "config.h"
 #include "numerics.h"
 #include "sampling.h"
@@ -50,9 +51,27 @@ F ffn hidden, V vocab, Vp padded vocab, L layers, OC output channels.
 // ----------------------------------------------------------------------------------------------------------------
 // matmul. One kernel serves the forward and both backward products:
 //   out[m,n] = init[m,n] + sum_{k=0..K-1} A[m,k] * Bm[k,n]     (k in increasing order, one fma per term)
-// Register blocking: RM rows x RN columns of `out` per task, RN a multiple of the SIMD width, so the compiler keeps
-// the accumulators in registers and vectorises over n; each output element still sees its own sequential sum.
+// gemm_by_element is that formula, one output element per loop index: the GPU build runs it, and the tests hold the
+// CPU's gemm to it bit for bit. The CPU's gemm computes the same sums with register blocking: RM rows x RN columns of
+// `out` per task, RN a multiple of the SIMD width, so the accumulators stay in registers and the compiler vectorises
+// over n; each output element still sees its own sequential sum.
 
+template <typename F>
+static void gemm_by_element(F* out, const F* A, const F* Bm, int M, int K, int N, const F* bias, bool accumulate) {
+    sk_for((size_t)M * N, SK_LAMBDA(size_t i) {
+        size_t m = i / N, n = i % N;
+        F acc = accumulate ? out[i] : bias ? bias[n] : F(0);
+        for (int k = 0; k < K; k++) acc = sk_fma(A[m * K + k], Bm[(size_t)k * N + n], acc);
+        out[i] = acc;
+    });
+}
+
+#ifdef __CUDACC__
+template <typename F>
+static void gemm(F* out, const F* A, const F* Bm, int M, int K, int N, const F* bias, bool accumulate) {
+    gemm_by_element(out, A, Bm, M, K, N, bias, accumulate);
+}
+#else
 template <typename F>
 static void gemm(F* out, const F* A, const F* Bm, int M, int K, int N, const F* bias, bool accumulate) {
     constexpr int RM = 4, RN = 256 / sizeof(F);
@@ -88,13 +107,12 @@ static void gemm(F* out, const F* A, const F* Bm, int M, int K, int N, const F* 
         }
     }
 }
+#endif
 
 // dst (cols, rows) = src (rows, cols)^T
 template <typename F>
 static void transpose(F* dst, const F* src, int rows, int cols) {
-#pragma omp parallel for schedule(static)
-    for (int c = 0; c < cols; c++)
-        for (int r = 0; r < rows; r++) dst[(size_t)c * rows + r] = src[(size_t)r * cols + c];
+    sk_for((size_t)cols * rows, SK_LAMBDA(size_t i) { dst[i] = src[(i % rows) * cols + i / rows]; });
 }
 
 // out (BT, OC) = inp (BT, C) @ weight (OC, C)^T + bias (OC). scratch holds OC*C.
@@ -114,14 +132,12 @@ static void matmul_backward(F* dinp, F* dweight, F* dbias, const F* dout, const 
     gemm(dinp, dout, weight, BT, OC, C, (const F*)nullptr, true);
     transpose(scratch, dout, BT, OC);
     gemm(dweight, scratch, inp, OC, BT, C, (const F*)nullptr, true);
-    if (dbias) {
-#pragma omp parallel for schedule(static)
-        for (int o = 0; o < OC; o++) {
+    if (dbias)
+        sk_for(OC, SK_LAMBDA(size_t o) {
             F s = dbias[o];
             for (int bt = 0; bt < BT; bt++) s += dout[(size_t)bt * OC + o];
             dbias[o] = s;
-        }
-    }
+        });
 }
 
 // ----------------------------------------------------------------------------------------------------------------
@@ -131,10 +147,9 @@ static void matmul_backward(F* dinp, F* dweight, F* dbias, const F* dout, const 
 template <typename F>
 static void norm_forward(F* out, F* mean, F* rstd, const F* inp, const F* w, const F* b, int BT, int C, int kind,
                          float eps) {
-#pragma omp parallel for schedule(static)
-    for (int bt = 0; bt < BT; bt++) {
-        const F* x = inp + (size_t)bt * C;
-        F* y = out + (size_t)bt * C;
+    sk_for(BT, SK_LAMBDA(size_t bt) {
+        const F* x = inp + bt * C;
+        F* y = out + bt * C;
         F m = 0;
         if (kind == NORM_LAYERNORM) {
             for (int i = 0; i < C; i++) m += x[i];
@@ -147,7 +162,7 @@ static void norm_forward(F* out, F* mean, F* rstd, const F* inp, const F* w, con
         for (int i = 0; i < C; i++) y[i] = (x[i] - m) * s * w[i] + (b ? b[i] : F(0));
         mean[bt] = m;
         rstd[bt] = s;
-    }
+    });
 }
 
 // backward of: y = n * w + b, n = (x - mean) * rstd
@@ -156,11 +171,10 @@ static void norm_forward(F* out, F* mean, F* rstd, const F* inp, const F* w, con
 template <typename F>
 static void norm_backward(F* dinp, F* dw, F* db, const F* dout, const F* inp, const F* w, const F* mean,
                           const F* rstd, int BT, int C, int kind) {
-#pragma omp parallel for schedule(static)
-    for (int bt = 0; bt < BT; bt++) {
-        const F* x = inp + (size_t)bt * C;
-        const F* dy = dout + (size_t)bt * C;
-        F* dx = dinp + (size_t)bt * C;
+    sk_for(BT, SK_LAMBDA(size_t bt) {
+        const F* x = inp + bt * C;
+        const F* dy = dout + bt * C;
+        F* dx = dinp + bt * C;
         F m = mean[bt], s = rstd[bt];
         F dn_mean = 0, dn_n_mean = 0;
         for (int i = 0; i < C; i++) {
@@ -175,9 +189,8 @@ static void norm_backward(F* dinp, F* dw, F* db, const F* dout, const F* inp, co
             F n = (x[i] - m) * s;
             dx[i] += s * (dy[i] * w[i] - dn_mean - n * dn_n_mean);
         }
-    }
-#pragma omp parallel for schedule(static)
-    for (int i = 0; i < C; i++) {
+    });
+    sk_for(C, SK_LAMBDA(size_t i) {
         F gw = dw[i], gb = db ? db[i] : F(0);
         for (int bt = 0; bt < BT; bt++) {
             F n = (inp[(size_t)bt * C + i] - mean[bt]) * rstd[bt];
@@ -187,14 +200,14 @@ static void norm_backward(F* dinp, F* dw, F* db, const F* dout, const F* inp, co
         }
         dw[i] = gw;
         if (db) db[i] = gb;
-    }
+    });
 }
 
 // ----------------------------------------------------------------------------------------------------------------
 // activations: relu, tanh-GELU, swish (SiLU). act_grad is d act(x) / dx.
 
 template <typename F>
-static inline F act_forward(int ffn, F x) {
+SK_HD static inline F act_forward(int ffn, F x) {
     switch (ffn) {
     case FFN_RELU: case FFN_REGLU: return x > 0 ? x : F(0);
     case FFN_GELU: case FFN_GEGLU: {
@@ -206,7 +219,7 @@ static inline F act_forward(int ffn, F x) {
 }
 
 template <typename F>
-static inline F act_grad(int ffn, F x) {
+SK_HD static inline F act_grad(int ffn, F x) {
     switch (ffn) {
     case FFN_RELU: case FFN_REGLU: return x > 0 ? F(1) : F(0);
     case FFN_GELU: case FFN_GEGLU: {
@@ -224,19 +237,17 @@ static inline F act_grad(int ffn, F x) {
 // act = gated ? act(h1) * h2 : act(h1), elementwise over N values
 template <typename F>
 static void ffn_act_forward(F* out, const F* h1, const F* h2, size_t N, int ffn) {
-#pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < N; i++) out[i] = h2 ? act_forward(ffn, h1[i]) * h2[i] : act_forward(ffn, h1[i]);
+    sk_for(N, SK_LAMBDA(size_t i) { out[i] = h2 ? act_forward(ffn, h1[i]) * h2[i] : act_forward(ffn, h1[i]); });
 }
 
 // backward of: out = act(h1) * h2  (or act(h1)):  dh1 = dout * h2 * act'(h1),  dh2 = dout * act(h1)
 template <typename F>
 static void ffn_act_backward(F* dh1, F* dh2, const F* dout, const F* h1, const F* h2, size_t N, int ffn) {
-#pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < N; i++) {
+    sk_for(N, SK_LAMBDA(size_t i) {
         F g = h2 ? dout[i] * h2[i] : dout[i];
         dh1[i] = g * act_grad(ffn, h1[i]);
         if (h2) dh2[i] = dout[i] * act_forward(ffn, h1[i]);
-    }
+    });
 }
 
 // ----------------------------------------------------------------------------------------------------------------
@@ -248,49 +259,46 @@ static void ffn_act_backward(F* dh1, F* dh2, const F* dout, const F* h1, const F
 template <typename F>
 static void rope_apply(F* qkv, const F* cos_t, const F* sin_t, int B, int T, int C, int NH, bool inverse) {
     int hs = C / NH, half = hs / 2;
-#pragma omp parallel for collapse(2) schedule(static)
-    for (int b = 0; b < B; b++)
-        for (int t = 0; t < T; t++) {
-            const F* cs = cos_t + (size_t)t * half;
-            const F* sn = sin_t + (size_t)t * half;
-            for (int part = 0; part < 2; part++)  // q, then k
-                for (int h = 0; h < NH; h++) {
-                    F* x = qkv + ((size_t)b * T + t) * 3 * C + part * C + h * hs;
-                    for (int i = 0; i < half; i++) {
-                        F a = x[i], bb = x[i + half], s = inverse ? -sn[i] : sn[i];
-                        x[i] = a * cs[i] - bb * s;
-                        x[i + half] = bb * cs[i] + a * s;
-                    }
+    sk_for((size_t)B * T, SK_LAMBDA(size_t bt) {
+        size_t t = bt % T;
+        const F* cs = cos_t + t * half;
+        const F* sn = sin_t + t * half;
+        for (int part = 0; part < 2; part++)  // q, then k
+            for (int h = 0; h < NH; h++) {
+                F* x = qkv + bt * 3 * C + part * C + h * hs;
+                for (int i = 0; i < half; i++) {
+                    F a = x[i], bb = x[i + half], s = inverse ? -sn[i] : sn[i];
+                    x[i] = a * cs[i] - bb * s;
+                    x[i + half] = bb * cs[i] + a * s;
                 }
-        }
+            }
+    });
 }
 
 // x0 (B,T,C) = wte[tok] + wpe[t] (learned) or + pe[t] (sinusoidal table); token id -1 is the learned sink token.
 template <typename F>
 static void embedding_forward(F* out, const int* tokens, const F* wte, const F* sink_token, const F* pos_table, int B,
                               int T, int C) {
-#pragma omp parallel for collapse(2) schedule(static)
-    for (int b = 0; b < B; b++)
-        for (int t = 0; t < T; t++) {
-            F* o = out + ((size_t)b * T + t) * C;
-            int tok = tokens[b * T + t];
-            const F* e = tok >= 0 ? wte + (size_t)tok * C : sink_token;
-            for (int i = 0; i < C; i++) o[i] = pos_table ? e[i] + pos_table[(size_t)t * C + i] : e[i];
-        }
+    sk_for((size_t)B * T, SK_LAMBDA(size_t bt) {
+        F* o = out + bt * C;
+        int tok = tokens[bt];
+        const F* e = tok >= 0 ? wte + (size_t)tok * C : sink_token;
+        for (int i = 0; i < C; i++) o[i] = pos_table ? e[i] + pos_table[(bt % T) * C + i] : e[i];
+    });
 }
 
 // backward of: x0[b,t] = wte[tok[b,t]] + wpe[t].  One thread per channel, (b,t) in order, so repeated tokens
 // accumulate in a fixed order:  dwte[tok] += dx0[b,t] (dsink_token for id -1);  dwpe[t] += dx0[b,t]
 template <typename F>
 static void embedding_backward(F* dwte, F* dsink_token, F* dwpe, const F* dout, const int* tokens, int B, int T, int C) {
-#pragma omp parallel for schedule(static)
-    for (int i = 0; i < C; i++)
+    sk_for(C, SK_LAMBDA(size_t i) {
         for (int bt = 0; bt < B * T; bt++) {
             F d = dout[(size_t)bt * C + i];
             if (tokens[bt] >= 0) dwte[(size_t)tokens[bt] * C + i] += d;
             else dsink_token[i] += d;
             if (dwpe) dwpe[(size_t)(bt % T) * C + i] += d;
         }
+    });
 }
 
 // ----------------------------------------------------------------------------------------------------------------
@@ -301,12 +309,14 @@ static void embedding_backward(F* dwte, F* dsink_token, F* dwpe, const F* dout, 
 //   p = the variant's row map of [s_*, s_lo .. s_hi-1]                    (attention_variants.cuh)
 //   y_t = p_* v* + sum_j p_j v_j (+ v_bias)                              (slot first, then j in order, fma)
 // att (B,NH,T,T) keeps p of the keys (zero outside [lo,hi)) and att_slot (B,NH,T) the slot's weight, for the backward
-// pass and the sink metrics. Parallel over (b, h): every output is written by the thread that owns its (b, h).
+// pass and the sink metrics. One loop index per row (b, h, t); the row's scores s and weights p (and dp in backward)
+// are T+1 values each of the loop's scratch (sk_for_scratch, backend.h; `work` is its GPU storage).
 
-// The parameters of one layer's attention core besides q, k, v (null when the variant has none).
+// The parameters of one layer's attention core besides q, k, v (null when the variant has none). The spec is a
+// copy, so a loop body on the GPU carries it by value.
 template <typename F>
 struct AttnParams {
-    const AttnSpec* spec;
+    AttnSpec spec;
     const float* alibi;   // (NH) slopes
     const F* kstar;       // (S, hs) SLOT_KV
     const F* vstar;       // (S, hs) SLOT_KV with a learned v*
@@ -315,8 +325,9 @@ struct AttnParams {
     int shared;           // slot vectors shared by all heads (index 0) instead of one per head
 };
 
-// Gradients of those parameters, accumulated per (b, h) into `partial` and then reduced over b in order, so the sum
-// is the same whatever the thread count. Layout of partial: (B, NH) blocks of [dk* (hs), dv* (hs), dv_bias (hs), dsigma].
+// Gradients of those parameters. Each (b, h) first sums its rows into `partial` (t in order), then every parameter
+// entry adds the partial sums over b in order: the same result whatever the thread count. Layout of partial: (B, NH)
+// blocks of [dk* (hs), dv* (hs), dv_bias (hs), dsigma].
 template <typename F>
 struct AttnParamGrads {
     F* dkstar;
@@ -329,9 +340,9 @@ struct AttnParamGrads {
 // The scores of query t of head h: s[0] = the slot score when the variant has a slot, then keys lo..hi-1.
 // Returns the row length. Forward and backward both call this, so recomputed scores are bit-identical.
 template <typename F>
-static inline int attention_row_scores(F* s, const AttnParams<F>& ap, const F* q, const F* k, int qk_stride, int b,
-                                       int h, int t, int T, int hs, F tau, int lo, int hi) {
-    const AttnSpec& spec = *ap.spec;
+SK_HD static inline int attention_row_scores(F* s, const AttnParams<F>& ap, const F* q, const F* k, int qk_stride,
+                                             int b, int h, int t, int T, int hs, F tau, int lo, int hi) {
+    const AttnSpec& spec = ap.spec;
     const F* qt = q + ((size_t)b * T + t) * qk_stride + h * hs;
     int n = 0;
     if (spec.slot == SLOT_KV) {
@@ -355,204 +366,217 @@ static inline int attention_row_scores(F* s, const AttnParams<F>& ap, const F* q
     return n;
 }
 
-// v* of head h into `out` (hs): learned, zero or the fixed value. Returns false when the slot carries no value.
+// Entry d of v* of head h: learned or the fixed value (only when attention_slot_has_value).
+SK_HD static inline bool attention_slot_has_value(const AttnSpec& spec) {
+    return spec.slot == SLOT_KV && spec.vstar != VSTAR_ZERO;
+}
 template <typename F>
-static inline bool attention_slot_value(F* out, const AttnParams<F>& ap, int h, int hs) {
-    const AttnSpec& spec = *ap.spec;
-    if (spec.slot != SLOT_KV || spec.vstar == VSTAR_ZERO) return false;
-    for (int d = 0; d < hs; d++)
-        out[d] = spec.vstar == VSTAR_LEARN ? ap.vstar[(size_t)(ap.shared ? 0 : h) * hs + d] : F(spec.vstar_value);
-    return true;
+SK_HD static inline F attention_slot_value(const AttnParams<F>& ap, int h, int hs, int d) {
+    return ap.spec.vstar == VSTAR_LEARN ? ap.vstar[(size_t)(ap.shared ? 0 : h) * hs + d] : F(ap.spec.vstar_value);
 }
 
 template <typename F>
-static void attention_forward(F* out, F* att, F* att_slot, const F* q, const F* k, int qk_stride, const F* v,
-                              const AttnParams<F>& ap, int B, int T, int C, int NH) {
-    const AttnSpec& spec = *ap.spec;
-    int hs = C / NH, has_slot = attn_has_slot(spec);
+static void attention_forward(F* out, F* att, F* att_slot, F* work, const F* q, const F* k, int qk_stride,
+                              const F* v, const AttnParams<F>& ap_, int B, int T, int C, int NH) {
+    AttnParams<F> ap = ap_;
+    int hs = C / NH, has_slot = attn_has_slot(ap.spec);
     F tau = F(1) / sk_sqrt(F(hs));
-#pragma omp parallel
-    {
-        std::vector<F> s(T + 1), p(T + 1), vslot(hs);
-#pragma omp for collapse(2) schedule(static)
-        for (int b = 0; b < B; b++)
-            for (int h = 0; h < NH; h++) {
-                bool slot_value = attention_slot_value(vslot.data(), ap, h, hs);
-                for (int t = 0; t < T; t++) {
-                    int lo, hi;
-                    attn_visible_keys(spec, t, T, &lo, &hi);
-                    int n = attention_row_scores(s.data(), ap, q, k, qk_stride, b, h, t, T, hs, tau, lo, hi);
-                    attn_row_forward(spec, s.data(), p.data(), n, T);
-                    F* arow = att + (((size_t)b * NH + h) * T + t) * T;
-                    for (int j = 0; j < T; j++) arow[j] = 0;
-                    for (int j = lo; j < hi; j++) arow[j] = p[has_slot + j - lo];
-                    if (has_slot) att_slot[((size_t)b * NH + h) * T + t] = p[0];
-                    F* y = out + ((size_t)b * T + t) * C + h * hs;
-                    for (int d = 0; d < hs; d++) y[d] = slot_value ? p[0] * vslot[d] : F(0);
-                    for (int j = lo; j < hi; j++) {
-                        const F* vj = v + ((size_t)b * T + j) * 3 * C + h * hs;
-                        for (int d = 0; d < hs; d++) y[d] = sk_fma(arow[j], vj[d], y[d]);
-                    }
-                    if (ap.vbias)
-                        for (int d = 0; d < hs; d++) y[d] += ap.vbias[(size_t)(ap.shared ? 0 : h) * hs + d];
-                }
-            }
-    }
+    sk_for_scratch((size_t)B * NH * T, 3 * (size_t)(T + 1), work, SK_LAMBDA(size_t r, F* scratch) {
+        int b = (int)(r / ((size_t)NH * T)), h = (int)(r / T % NH), t = (int)(r % T);
+        const AttnSpec& spec = ap.spec;
+        F *s = scratch, *p = scratch + (T + 1);
+        int lo, hi;
+        attn_visible_keys(spec, t, T, &lo, &hi);
+        int n = attention_row_scores(s, ap, q, k, qk_stride, b, h, t, T, hs, tau, lo, hi);
+        attn_row_forward(spec, s, p, n, T);
+        F* arow = att + r * T;
+        for (int j = 0; j < T; j++) arow[j] = 0;
+        for (int j = lo; j < hi; j++) arow[j] = p[has_slot + j - lo];
+        if (has_slot) att_slot[r] = p[0];
+        bool slot_value = attention_slot_has_value(spec);
+        F* y = out + ((size_t)b * T + t) * C + h * hs;
+        for (int d = 0; d < hs; d++) y[d] = slot_value ? p[0] * attention_slot_value(ap, h, hs, d) : F(0);
+        for (int j = lo; j < hi; j++) {
+            const F* vj = v + ((size_t)b * T + j) * 3 * C + h * hs;
+            for (int d = 0; d < hs; d++) y[d] = sk_fma(arow[j], vj[d], y[d]);
+        }
+        if (ap.vbias)
+            for (int d = 0; d < hs; d++) y[d] += ap.vbias[(size_t)(ap.shared ? 0 : h) * hs + d];
+    });
 }
 
-// backward of the attention core, O(T^2 hs) per head:
-//   dp_j = dO_t . v_j (dp_* = dO_t . v*);  ds = the variant's derivative;
-//   dq_t += tau (ds_* k* + sum_j ds_j k_j);  dk_j += tau ds_j q_t;  dv_j += p_j dO_t;
-//   dk* += tau ds_* q_t;  dv* += p_* dO_t;  dsigma_h += ds_*;  dv_bias += dO_t
-// Queries t run in order, so every dk_j, dv_j and slot gradient accumulates over t in increasing order.
+// backward of the attention core, O(T^2 hs) per head, in four loops:
+//   rows (b,h,t):  dp_j = dO_t . v_j (dp_* = dO_t . v*);  ds = the variant's derivative, kept in ds_rows;
+//                  dq_t += tau (ds_* k* + sum_j ds_j k_j)                      (slot first, then j in order)
+//   keys (b,h,j):  dk_j += tau ds_tj q_t;  dv_j += p_tj dO_t     (over the rows t that see j, in order: t_lo..t_hi-1)
+//   heads (b,h):   partial: dk* += tau ds_t* q_t;  dv* += p_t* dO_t;  dsigma_h += ds_t*;  dv_bias += dO_t  (t in order)
+//   parameters:    dk*, dv*, dv_bias, dsigma += the partials, b in order, then the heads that share the entry in order
 template <typename F>
-static void attention_backward(F* dq, F* dk, int qk_stride, F* dv, const AttnParamGrads<F>& g, const F* dout,
-                               const F* q, const F* k, const F* v, const F* att, const F* att_slot,
-                               const AttnParams<F>& ap, int B, int T, int C, int NH) {
-    const AttnSpec& spec = *ap.spec;
-    int hs = C / NH, has_slot = attn_has_slot(spec);
-    bool need_s = attn_variant_table[spec.variant].needs_scores;
+static void attention_backward(F* dq, F* dk, int qk_stride, F* dv, const AttnParamGrads<F>& g, F* ds_rows, F* work,
+                               const F* dout, const F* q, const F* k, const F* v, const F* att, const F* att_slot,
+                               const AttnParams<F>& ap_, int B, int T, int C, int NH) {
+    AttnParams<F> ap = ap_;
+    int hs = C / NH, has_slot = attn_has_slot(ap.spec);
+    bool need_s = attn_variant_table[ap.spec.variant].needs_scores;
     F tau = F(1) / sk_sqrt(F(hs));
-    const size_t pstride = 3 * (size_t)hs + 1;
-#pragma omp parallel
-    {
-        std::vector<F> s(T + 1), p(T + 1), dp(T + 1), ds(T + 1), vslot(hs);
-#pragma omp for collapse(2) schedule(static)
-        for (int b = 0; b < B; b++)
-            for (int h = 0; h < NH; h++) {
-                bool slot_value = attention_slot_value(vslot.data(), ap, h, hs);
-                F* part = g.partial ? g.partial + ((size_t)b * NH + h) * pstride : nullptr;
-                if (part)
-                    for (size_t i = 0; i < pstride; i++) part[i] = 0;
-                const F* ks = spec.slot == SLOT_KV ? ap.kstar + (size_t)(ap.shared ? 0 : h) * hs : nullptr;
-                for (int t = 0; t < T; t++) {
-                    int lo, hi;
-                    attn_visible_keys(spec, t, T, &lo, &hi);
-                    int n = has_slot + hi - lo;
-                    if (need_s) attention_row_scores(s.data(), ap, q, k, qk_stride, b, h, t, T, hs, tau, lo, hi);
-                    const F* arow = att + (((size_t)b * NH + h) * T + t) * T;
-                    const F* qt = q + ((size_t)b * T + t) * qk_stride + h * hs;
-                    const F* dy = dout + ((size_t)b * T + t) * C + h * hs;
-                    F* dqt = dq + ((size_t)b * T + t) * qk_stride + h * hs;
-                    if (has_slot) {
-                        p[0] = att_slot[((size_t)b * NH + h) * T + t];
-                        F dot = 0;
-                        if (slot_value)
-                            for (int d = 0; d < hs; d++) dot = sk_fma(dy[d], vslot[d], dot);
-                        dp[0] = dot;
-                    }
-                    for (int j = lo; j < hi; j++) {
-                        const F* vj = v + ((size_t)b * T + j) * 3 * C + h * hs;
-                        F dot = 0;
-                        for (int d = 0; d < hs; d++) dot = sk_fma(dy[d], vj[d], dot);
-                        p[has_slot + j - lo] = arow[j];
-                        dp[has_slot + j - lo] = dot;
-                    }
-                    attn_row_backward(spec, need_s ? s.data() : (const F*)nullptr, p.data(), dp.data(), ds.data(), n, T);
-                    if (spec.slot == SLOT_KV) {
-                        F gs = ds[0] * tau;
-                        for (int d = 0; d < hs; d++) {
-                            dqt[d] = sk_fma(gs, ks[d], dqt[d]);
-                            part[d] = sk_fma(gs, qt[d], part[d]);
-                            if (spec.vstar == VSTAR_LEARN) part[hs + d] = sk_fma(p[0], dy[d], part[hs + d]);
-                        }
-                    } else if (spec.slot == SLOT_LOGIT) {
-                        part[3 * hs] += ds[0];
-                    }
-                    for (int j = lo; j < hi; j++) {
-                        const F* kj = k + ((size_t)b * T + j) * qk_stride + h * hs;
-                        F* dkj = dk + ((size_t)b * T + j) * qk_stride + h * hs;
-                        F* dvj = dv + ((size_t)b * T + j) * 3 * C + h * hs;
-                        F gj = ds[has_slot + j - lo] * tau, pj = arow[j];
-                        for (int d = 0; d < hs; d++) {
-                            dqt[d] = sk_fma(gj, kj[d], dqt[d]);
-                            dkj[d] = sk_fma(gj, qt[d], dkj[d]);
-                            dvj[d] = sk_fma(pj, dy[d], dvj[d]);
-                        }
-                    }
-                    if (ap.vbias)
-                        for (int d = 0; d < hs; d++) part[2 * hs + d] += dy[d];
-                }
+    sk_for_scratch((size_t)B * NH * T, 3 * (size_t)(T + 1), work, SK_LAMBDA(size_t r, F* scratch) {
+        int b = (int)(r / ((size_t)NH * T)), h = (int)(r / T % NH), t = (int)(r % T);
+        const AttnSpec& spec = ap.spec;
+        F *s = scratch, *p = scratch + (T + 1), *dp = scratch + 2 * (T + 1);
+        F* ds = ds_rows + r * (T + 1);
+        int lo, hi;
+        attn_visible_keys(spec, t, T, &lo, &hi);
+        int n = has_slot + hi - lo;
+        if (need_s) attention_row_scores(s, ap, q, k, qk_stride, b, h, t, T, hs, tau, lo, hi);
+        const F* arow = att + r * T;
+        const F* dy = dout + ((size_t)b * T + t) * C + h * hs;
+        if (has_slot) {
+            p[0] = att_slot[r];
+            F dot = 0;
+            if (attention_slot_has_value(spec))
+                for (int d = 0; d < hs; d++) dot = sk_fma(dy[d], attention_slot_value(ap, h, hs, d), dot);
+            dp[0] = dot;
+        }
+        for (int j = lo; j < hi; j++) {
+            const F* vj = v + ((size_t)b * T + j) * 3 * C + h * hs;
+            F dot = 0;
+            for (int d = 0; d < hs; d++) dot = sk_fma(dy[d], vj[d], dot);
+            p[has_slot + j - lo] = arow[j];
+            dp[has_slot + j - lo] = dot;
+        }
+        attn_row_backward(spec, need_s ? (const F*)s : (const F*)nullptr, p, dp, ds, n, T);
+        F* dqt = dq + ((size_t)b * T + t) * qk_stride + h * hs;
+        if (spec.slot == SLOT_KV) {
+            const F* ks = ap.kstar + (size_t)(ap.shared ? 0 : h) * hs;
+            F gs = ds[0] * tau;
+            for (int d = 0; d < hs; d++) dqt[d] = sk_fma(gs, ks[d], dqt[d]);
+        }
+        for (int j = lo; j < hi; j++) {
+            const F* kj = k + ((size_t)b * T + j) * qk_stride + h * hs;
+            F gj = ds[has_slot + j - lo] * tau;
+            for (int d = 0; d < hs; d++) dqt[d] = sk_fma(gj, kj[d], dqt[d]);
+        }
+    });
+    sk_for((size_t)B * NH * T, SK_LAMBDA(size_t r) {
+        int b = (int)(r / ((size_t)NH * T)), h = (int)(r / T % NH), j = (int)(r % T);
+        F* dkj = dk + ((size_t)b * T + j) * qk_stride + h * hs;
+        F* dvj = dv + ((size_t)b * T + j) * 3 * C + h * hs;
+        size_t head = r - j;  // row (b, h, 0)
+        int t_lo, t_hi;
+        attn_visible_queries(ap.spec, j, T, &t_lo, &t_hi);
+        for (int t = t_lo; t < t_hi; t++) {
+            int lo, hi;
+            attn_visible_keys(ap.spec, t, T, &lo, &hi);
+            const F* qt = q + ((size_t)b * T + t) * qk_stride + h * hs;
+            const F* dy = dout + ((size_t)b * T + t) * C + h * hs;
+            F gj = ds_rows[(head + t) * (T + 1) + has_slot + j - lo] * tau, pj = att[(head + t) * T + j];
+            for (int d = 0; d < hs; d++) {
+                dkj[d] = sk_fma(gj, qt[d], dkj[d]);
+                dvj[d] = sk_fma(pj, dy[d], dvj[d]);
             }
-    }
+        }
+    });
     if (!g.partial) return;
-    // reduce the per-(b, h) partial sums: for each parameter entry, b in order, then the heads that share it in order
-    int S = ap.shared ? 1 : NH;
-    for (int sh = 0; sh < S; sh++)
+    F* partial = g.partial;
+    const size_t pstride = 3 * (size_t)hs + 1;
+    sk_for((size_t)B * NH, SK_LAMBDA(size_t bh) {
+        const AttnSpec& spec = ap.spec;
+        int b = (int)(bh / NH), h = (int)(bh % NH);
+        F* part = partial + bh * pstride;
+        for (size_t i = 0; i < pstride; i++) part[i] = 0;
+        for (int t = 0; t < T; t++) {
+            size_t r = bh * T + t;
+            const F* qt = q + ((size_t)b * T + t) * qk_stride + h * hs;
+            const F* dy = dout + ((size_t)b * T + t) * C + h * hs;
+            if (spec.slot == SLOT_KV) {
+                F gs = ds_rows[r * (T + 1)] * tau, ps = att_slot[r];
+                for (int d = 0; d < hs; d++) {
+                    part[d] = sk_fma(gs, qt[d], part[d]);
+                    if (spec.vstar == VSTAR_LEARN) part[hs + d] = sk_fma(ps, dy[d], part[hs + d]);
+                }
+            } else if (spec.slot == SLOT_LOGIT) {
+                part[3 * hs] += ds_rows[r * (T + 1)];
+            }
+            if (ap.vbias)
+                for (int d = 0; d < hs; d++) part[2 * hs + d] += dy[d];
+        }
+    });
+    int S = ap.shared ? 1 : NH, shared = ap.shared;
+    F *dkstar = g.dkstar, *dvstar = g.dvstar, *dvbias = g.dvbias, *dsink_logit = g.dsink_logit;
+    sk_for((size_t)S * hs, SK_LAMBDA(size_t e) {
+        int sh = (int)(e / hs), d = (int)(e % hs);
         for (int b = 0; b < B; b++)
             for (int h = 0; h < NH; h++) {
-                if (!ap.shared && h != sh) continue;
-                const F* part = g.partial + ((size_t)b * NH + h) * pstride;
-                for (int d = 0; d < hs; d++) {
-                    if (g.dkstar) g.dkstar[(size_t)sh * hs + d] += part[d];
-                    if (g.dvstar) g.dvstar[(size_t)sh * hs + d] += part[hs + d];
-                    if (g.dvbias) g.dvbias[(size_t)sh * hs + d] += part[2 * hs + d];
-                }
-                if (g.dsink_logit) g.dsink_logit[h] += part[3 * hs];
+                if (!shared && h != sh) continue;
+                const F* part = partial + ((size_t)b * NH + h) * pstride;
+                if (dkstar) dkstar[e] += part[d];
+                if (dvstar) dvstar[e] += part[hs + d];
+                if (dvbias) dvbias[e] += part[2 * hs + d];
             }
+    });
+    if (dsink_logit)
+        sk_for(NH, SK_LAMBDA(size_t h) {
+            for (int b = 0; b < B; b++) dsink_logit[h] += partial[((size_t)b * NH + h) * pstride + 3 * hs];
+        });
 }
 
 // Feature maps on q and k (paper Table 6), after RoPE. q and k of every position and head are first gathered into
 // one contiguous (2, B*T, C) block: q rows then k rows, so the block is a (2*B*T*NH, hs) matrix of head vectors.
 template <typename F>
 static void phi_gather(F* qk, const F* qkv, int BT, int C) {
-#pragma omp parallel for schedule(static)
-    for (int bt = 0; bt < BT; bt++)
+    sk_for(BT, SK_LAMBDA(size_t bt) {
         for (int i = 0; i < C; i++) {
-            qk[(size_t)bt * C + i] = qkv[(size_t)bt * 3 * C + i];
-            qk[((size_t)BT + bt) * C + i] = qkv[(size_t)bt * 3 * C + C + i];
+            qk[bt * C + i] = qkv[bt * 3 * C + i];
+            qk[((size_t)BT + bt) * C + i] = qkv[bt * 3 * C + C + i];
         }
+    });
 }
 
 // backward of phi_gather: dqkv[q and k parts] += dqk
 template <typename F>
 static void phi_scatter_grad(F* dqkv, const F* dqk, int BT, int C) {
-#pragma omp parallel for schedule(static)
-    for (int bt = 0; bt < BT; bt++)
+    sk_for(BT, SK_LAMBDA(size_t bt) {
         for (int i = 0; i < C; i++) {
-            dqkv[(size_t)bt * 3 * C + i] += dqk[(size_t)bt * C + i];
-            dqkv[(size_t)bt * 3 * C + C + i] += dqk[((size_t)BT + bt) * C + i];
+            dqkv[bt * 3 * C + i] += dqk[bt * C + i];
+            dqkv[bt * 3 * C + C + i] += dqk[((size_t)BT + bt) * C + i];
         }
+    });
 }
 
 // elu1: y = elu(x) + 1 = (x > 0 ? x + 1 : e^x), elementwise over N values
 template <typename F>
 static void phi_elu1_forward(F* y, const F* x, size_t N) {
-#pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < N; i++) y[i] = x[i] > 0 ? x[i] + F(1) : sk_exp(x[i]);
+    sk_for(N, SK_LAMBDA(size_t i) { y[i] = x[i] > 0 ? x[i] + F(1) : sk_exp(x[i]); });
 }
 
 // backward of: y = elu(x) + 1  ->  dx += dy * (x > 0 ? 1 : e^x)
 template <typename F>
 static void phi_elu1_backward(F* dx, const F* dy, const F* x, size_t N) {
-#pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < N; i++) dx[i] += dy[i] * (x[i] > 0 ? F(1) : sk_exp(x[i]));
+    sk_for(N, SK_LAMBDA(size_t i) { dx[i] += dy[i] * (x[i] > 0 ? F(1) : sk_exp(x[i])); });
 }
 
 template <typename F>
 static void relu_forward(F* y, const F* x, size_t N) {
-#pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < N; i++) y[i] = x[i] > 0 ? x[i] : F(0);
+    sk_for(N, SK_LAMBDA(size_t i) { y[i] = x[i] > 0 ? x[i] : F(0); });
 }
 
 // backward of: y = relu(x)  ->  dx = dy * [x > 0]   (assigns)
 template <typename F>
 static void relu_backward(F* dx, const F* dy, const F* x, size_t N) {
-#pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < N; i++) dx[i] = x[i] > 0 ? dy[i] : F(0);
+    sk_for(N, SK_LAMBDA(size_t i) { dx[i] = x[i] > 0 ? dy[i] : F(0); });
 }
 
 // Gated attention (G1): y = core * sigmoid(z), z = x W_g^T, one gate per channel (G = C) or per head (G = NH).
 template <typename F>
 static void gate_forward(F* y, F* gate, const F* core, const F* z, int BT, int C, int G) {
     int per = C / G;
-#pragma omp parallel for schedule(static)
-    for (int bt = 0; bt < BT; bt++)
+    sk_for(BT, SK_LAMBDA(size_t bt) {
         for (int i = 0; i < C; i++) {
-            F gv = attn_sigmoid(z[(size_t)bt * G + i / per]);
-            if (i % per == 0) gate[(size_t)bt * G + i / per] = gv;
-            y[(size_t)bt * C + i] = core[(size_t)bt * C + i] * gv;
+            F gv = attn_sigmoid(z[bt * G + i / per]);
+            if (i % per == 0) gate[bt * G + i / per] = gv;
+            y[bt * C + i] = core[bt * C + i] * gv;
         }
+    });
 }
 
 // backward of: y = core * g, g = sigmoid(z):  dcore = dy * g;  dz = g (1 - g) * sum over the gate's channels of
@@ -560,16 +584,16 @@ static void gate_forward(F* y, F* gate, const F* core, const F* z, int BT, int C
 template <typename F>
 static void gate_backward(F* dcore, F* dz, const F* dy, const F* core, const F* gate, int BT, int C, int G) {
     int per = C / G;
-#pragma omp parallel for schedule(static)
-    for (int bt = 0; bt < BT; bt++)
+    sk_for(BT, SK_LAMBDA(size_t bt) {
         for (int gi = 0; gi < G; gi++) {
-            F gv = gate[(size_t)bt * G + gi], acc = 0;
+            F gv = gate[bt * G + gi], acc = 0;
             for (int i = gi * per; i < (gi + 1) * per; i++) {
-                dcore[(size_t)bt * C + i] = dy[(size_t)bt * C + i] * gv;
-                acc = sk_fma(dy[(size_t)bt * C + i], core[(size_t)bt * C + i], acc);
+                dcore[bt * C + i] = dy[bt * C + i] * gv;
+                acc = sk_fma(dy[bt * C + i], core[bt * C + i], acc);
             }
-            dz[(size_t)bt * G + gi] = acc * gv * (F(1) - gv);
+            dz[bt * G + gi] = acc * gv * (F(1) - gv);
         }
+    });
 }
 
 // ----------------------------------------------------------------------------------------------------------------
@@ -579,32 +603,29 @@ static void gate_backward(F* dcore, F* dz, const F* dy, const F* core, const F* 
 
 template <typename F>
 static void crossentropy_forward(F* losses, F* probs, const F* logits, const int* targets, int BT, int V, int Vp) {
-#pragma omp parallel for schedule(static)
-    for (int bt = 0; bt < BT; bt++) {
-        const F* z = logits + (size_t)bt * Vp;
-        F* p = probs + (size_t)bt * Vp;
+    sk_for(BT, SK_LAMBDA(size_t bt) {
+        const F* z = logits + bt * Vp;
+        F* p = probs + bt * Vp;
         sk_softmax_row(z, p, V, F(1));
         for (int i = V; i < Vp; i++) p[i] = 0;
         if (targets) losses[bt] = targets[bt] >= 0 ? -sk_log(p[targets[bt]]) : F(0);
-    }
+    });
 }
 
 // backward of: loss = dloss * sum_bt losses[bt]  ->  dlogits[bt,i] = dloss * (probs[i] - [i == target]), i < V
 template <typename F>
 static void crossentropy_backward(F* dlogits, const F* probs, const int* targets, F dloss, int BT, int V, int Vp) {
-#pragma omp parallel for schedule(static)
-    for (int bt = 0; bt < BT; bt++) {
-        F* d = dlogits + (size_t)bt * Vp;
-        const F* p = probs + (size_t)bt * Vp;
+    sk_for(BT, SK_LAMBDA(size_t bt) {
+        F* d = dlogits + bt * Vp;
+        const F* p = probs + bt * Vp;
         for (int i = 0; i < V; i++) d[i] = targets[bt] >= 0 ? dloss * (p[i] - (i == targets[bt] ? F(1) : F(0))) : F(0);
         for (int i = V; i < Vp; i++) d[i] = 0;
-    }
+    });
 }
 
 template <typename F>
 static void residual_forward(F* out, const F* a, const F* b, size_t N) {
-#pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < N; i++) out[i] = a[i] + b[i];
+    sk_for(N, SK_LAMBDA(size_t i) { out[i] = a[i] + b[i]; });
 }
 
 // ----------------------------------------------------------------------------------------------------------------
@@ -616,13 +637,13 @@ struct Model {
     ModelConfig config;
     size_t sizes[NUM_PARAM_TENSORS];
     size_t num_params = 0;
-    std::vector<F> params, grads, adam_m, adam_v;
+    SkBuffer<F> params, grads, adam_m, adam_v;
     F* p[NUM_PARAM_TENSORS];
     F* g[NUM_PARAM_TENSORS];
-    std::vector<F> pos_table;          // sinusoidal (maxT, C)
-    std::vector<F> rope_cos, rope_sin; // (maxT, hs/2)
-    std::vector<float> alibi;          // (NH) slopes
-    std::vector<F> scratch;            // matmul transposes
+    SkBuffer<F> pos_table;          // sinusoidal (maxT, C)
+    SkBuffer<F> rope_cos, rope_sin; // (maxT, hs/2)
+    SkBuffer<float> alibi;          // (NH) slopes
+    SkBuffer<F> scratch;            // matmul transposes
 };
 
 template <typename F>
@@ -670,8 +691,10 @@ static void model_build(Model<F>* m, const ModelConfig& c) {
                 m->rope_sin[(size_t)t * hs / 2 + i] = (F)sin(angle);
             }
     }
-    if (c.positions == POS_ALIBI)
-        for (int h = 0; h < NH; h++) m->alibi.push_back((float)pow(2.0, -8.0 * (h + 1) / NH));
+    if (c.positions == POS_ALIBI) {
+        m->alibi.resize(NH);
+        for (int h = 0; h < NH; h++) m->alibi[h] = (float)pow(2.0, -8.0 * (h + 1) / NH);
+    }
 }
 
 // Box-Muller normal from splitmix64: deterministic across platforms.
@@ -719,14 +742,14 @@ static void model_init(Model<F>* m, uint64_t seed) {
 template <typename F>
 struct Acts {
     int B = 0, T = 0, tok_offset = 0;
-    std::vector<F> mem;
+    SkBuffer<F> mem;
     F *encoded, *ln1, *ln1_mean, *ln1_rstd, *qkv, *att, *att_slot, *atty, *atty_core, *gate, *residual2, *ln2;
     F *ln2_mean, *ln2_rstd, *fch, *fch2, *fcact, *residual3, *lnf, *lnf_mean, *lnf_rstd, *logits, *probs, *losses;
     F *block_out, *phi_in, *phi_u, *phi_out, *phi_tmp;
     // backward scratch
     F *dres, *dtmp, *dln, *datty, *dqkv, *dfch, *dfch2, *dfcact, *dlogits, *dgate, *dphi, *dphi_in, *dphi2;
-    F *slot_partial;
-    std::vector<int> inputs, targets;
+    F *slot_partial, *att_work, *att_ds;  // attention rows: scratch s, p, dp (GPU only); ds, (B, NH, T) rows of T + 1
+    SkBuffer<int> inputs, targets;
     int num_targets = 0;  // positions with a loss
 };
 
@@ -753,9 +776,9 @@ static void acts_alloc(Acts<F>* a, const ModelConfig& c, int B, int T) {
         {&a->dres, BT * C}, {&a->dtmp, BT * C}, {&a->dln, BT * C}, {&a->datty, BT * C}, {&a->dqkv, BT * 3 * C},
         {&a->dfch, BT * F_}, {&a->dfch2, BT * Fg}, {&a->dfcact, BT * F_}, {&a->dlogits, BT * Vp},
         {&a->dgate, BT * (Cg + G)}, {&a->dphi, BT * Cphi}, {&a->dphi_in, BT * Cphi}, {&a->dphi2, BT * 2 * Cmlp},
-        {&a->slot_partial, partial}};
+        {&a->slot_partial, partial}, {&a->att_work, sk_scratch_size(B * NH * T, 3 * (T + 1))}, {&a->att_ds, B * NH * T * (T + 1)}};
     // the attention matrices, L B NH T^2, checked in double first: with extreme flags their size_t product wraps 2^64
-    if ((double)L * B * NH * T * T * sizeof(F) > 0.9 * physical_memory_bytes())
+    if ((double)L * B * NH * T * T * sizeof(F) > 0.9 * sk_memory_bytes())
         fail("attention matrices for B %d x T %d need %.0f GiB, more than this machine's memory (lower --batch or "
              "--seq-len; use --total-batch to keep the tokens per step)", B, T,
              (double)L * B * NH * T * T * sizeof(F) / (1 << 30));
@@ -763,7 +786,7 @@ static void acts_alloc(Acts<F>* a, const ModelConfig& c, int B, int T) {
     for (const Slot& s : slots) total += s.n;
     if (total > a->mem.size()) {  // grow only: a smaller (B, T) (a probe chunk, a generated prefix) reuses the memory
         double gib = (double)total * sizeof(F) / (1 << 30);
-        double ram_gib = (double)sysconf(_SC_PHYS_PAGES) * sysconf(_SC_PAGESIZE) / (1 << 30);
+        double ram_gib = sk_memory_bytes() / (1 << 30);
         if (gib > 0.9 * ram_gib)
             fail("activations for B %d x T %d need %.1f GiB, more than this machine's %.1f GiB of memory (lower "
                  "--batch or --seq-len; use --total-batch to keep the tokens per step)", B, T, gib, ram_gib);
@@ -799,7 +822,7 @@ static AttnParams<F> attn_params(const Model<F>& m, int l) {
     const ModelConfig& c = m.config;
     size_t hs = c.channels / c.num_heads, S = slot_heads(c);
     AttnParams<F> ap;
-    ap.spec = &c.attn;
+    ap.spec = c.attn;
     ap.alibi = c.positions == POS_ALIBI ? m.alibi.data() : nullptr;
     ap.kstar = m.p[P_KSTAR] ? m.p[P_KSTAR] + l * S * hs : nullptr;
     ap.vstar = m.p[P_VSTAR] ? m.p[P_VSTAR] + l * S * hs : nullptr;
@@ -911,7 +934,7 @@ static double model_forward(Model<F>* m, Acts<F>* a, const int* inputs, const in
         }
         AttnParams<F> ap = attn_params(*m, l);
         F* core = at.gate != GATE_NONE ? a->atty_core + l * BTC : atty;
-        attention_forward(core, att, att_slot, q, k, qk_stride, qkv + 2 * C, ap, B, T, C, NH);
+        attention_forward(core, att, att_slot, a->att_work, q, k, qk_stride, qkv + 2 * C, ap, B, T, C, NH);
         if (at.gate != GATE_NONE) {  // y = core * sigmoid(attn_in W_g^T)
             F* z = a->block_out;     // (BT, G) fits in the (BT, C) scratch
             matmul_forward(z, attn_in, m->p[P_GATEW] + (size_t)l * G * C, (const F*)nullptr, BT, C, G, scratch);
@@ -969,8 +992,8 @@ static void model_backward(Model<F>* m, Acts<F>* a, F scale) {
     F* scratch = m->scratch.data();
     F** g = m->g;
     // the two gradient buffers the first steps accumulate into; every other one is cleared where it is first used
-    std::fill(a->dres, a->dres + BTC, F(0));
-    std::fill(a->dtmp, a->dtmp + BTC, F(0));
+    sk_fill(a->dres, BTC, F(0));
+    sk_fill(a->dtmp, BTC, F(0));
     // loss = scale * mean over the positions with a loss
     crossentropy_backward(a->dlogits, a->probs, a->targets.data(), scale / F(std::max(1, a->num_targets)), BT, V, Vp);
     // logits = h @ W_out^T
@@ -1016,15 +1039,15 @@ static void model_backward(Model<F>* m, Acts<F>* a, F scale) {
         // ---- FFN sub-block. pre: res3 = res2 + ffn(ln2), ln2 = N2(res2). post: res3 = N2(ln2), ln2 = res2 + ffn(res2)
         const F* dffn_out = a->dres;
         if (!pre) {
-            std::fill(a->dtmp, a->dtmp + BTC, F(0));
+            sk_fill(a->dtmp, BTC, F(0));
             norm_backward(a->dtmp, dln2w, dln2b, a->dres, ln2, ln2w, m2, r2, BT, C, c.norm);
-            std::copy(a->dtmp, a->dtmp + BTC, a->dres);  // the residual path: d res2 = d ln2 (+ the ffn part below)
+            sk_copy(a->dres, a->dtmp, BTC);  // the residual path: d res2 = d ln2 (+ the ffn part below)
             dffn_out = a->dtmp;
         }
         const F* ffn_in = pre ? ln2 : res2;
         F* dffn_in = pre ? a->dln : a->dres;
-        if (pre) std::fill(a->dln, a->dln + BTC, F(0));
-        std::fill(a->dfcact, a->dfcact + BTF, F(0));
+        if (pre) sk_fill(a->dln, BTC, F(0));
+        sk_fill(a->dfcact, BTF, F(0));
         matmul_backward(a->dfcact, g[P_FCPROJW] + lC * F_, dfcprojb, dffn_out, fcact, m->p[P_FCPROJW] + lC * F_, BT,
                         F_, C, scratch);
         ffn_act_backward(a->dfch, a->dfch2, a->dfcact, fch, fch2, BTF, c.ffn);
@@ -1038,16 +1061,16 @@ static void model_backward(Model<F>* m, Acts<F>* a, F scale) {
         //      ln1 = res_in + attn(res_in)
         const F* dattn_out = a->dres;
         if (!pre) {
-            std::fill(a->dtmp, a->dtmp + BTC, F(0));
+            sk_fill(a->dtmp, BTC, F(0));
             norm_backward(a->dtmp, dln1w, dln1b, a->dres, ln1, ln1w, m1, r1, BT, C, c.norm);
-            std::copy(a->dtmp, a->dtmp + BTC, a->dres);
+            sk_copy(a->dres, a->dtmp, BTC);
             dattn_out = a->dtmp;
         }
         const F* attn_in = pre ? ln1 : res_in;
         F* dattn_in = pre ? a->dln : a->dres;
-        if (pre) std::fill(a->dln, a->dln + BTC, F(0));
-        std::fill(a->datty, a->datty + BTC, F(0));
-        std::fill(a->dqkv, a->dqkv + 3 * BTC, F(0));
+        if (pre) sk_fill(a->dln, BTC, F(0));
+        sk_fill(a->datty, BTC, F(0));
+        sk_fill(a->dqkv, 3 * BTC, F(0));
         matmul_backward(a->datty, g[P_ATTPROJW] + lC * C, dprojb, dattn_out, atty, m->p[P_ATTPROJW] + lC * C, BT, C,
                         C, scratch);
         const F* dcore = a->datty;
@@ -1064,17 +1087,17 @@ static void model_backward(Model<F>* m, Acts<F>* a, F scale) {
         AttnParams<F> ap = attn_params(*m, l);
         AttnParamGrads<F> apg = attn_param_grads(*m, a, l);
         if (at.phi == PHI_NONE) {
-            attention_backward(a->dqkv, a->dqkv + C, 3 * C, a->dqkv + 2 * C, apg, dcore, qkv, qkv + C, qkv + 2 * C,
-                               att, att_slot, ap, B, T, C, NH);
+            attention_backward(a->dqkv, a->dqkv + C, 3 * C, a->dqkv + 2 * C, apg, a->att_ds, a->att_work, dcore, qkv,
+                               qkv + C, qkv + 2 * C, att, att_slot, ap, B, T, C, NH);
         } else {  // through the feature map: dphi_out from the core, then phi_out = phi(phi_in), then the gather
             const F* phi_in = a->phi_in + l * BTC * 2;
             const F* phi_out = a->phi_out + l * BTC * 2;
             F* dphi_out = a->dphi;
-            std::fill(dphi_out, dphi_out + 2 * BTC, F(0));
-            attention_backward(dphi_out, dphi_out + BTC, C, a->dqkv + 2 * C, apg, dcore, phi_out, phi_out + BTC,
-                               qkv + 2 * C, att, att_slot, ap, B, T, C, NH);
+            sk_fill(dphi_out, 2 * BTC, F(0));
+            attention_backward(dphi_out, dphi_out + BTC, C, a->dqkv + 2 * C, apg, a->att_ds, a->att_work, dcore,
+                               phi_out, phi_out + BTC, qkv + 2 * C, att, att_slot, ap, B, T, C, NH);
             F* dphi_in = a->dphi_in;
-            std::fill(dphi_in, dphi_in + 2 * BTC, F(0));
+            sk_fill(dphi_in, 2 * BTC, F(0));
             if (at.phi == PHI_ELU1) {
                 phi_elu1_backward(dphi_in, dphi_out, phi_in, 2 * BTC);
             } else {
@@ -1083,7 +1106,7 @@ static void model_backward(Model<F>* m, Acts<F>* a, F scale) {
                 F* r = a->dphi2;              // relu(u), recomputed
                 F* dr = a->dphi2 + 2 * BTC;   // d relu(u), then d u in place
                 relu_forward(r, u, 2 * BTC);
-                std::fill(dr, dr + 2 * BTC, F(0));
+                sk_fill(dr, 2 * BTC, F(0));
                 matmul_backward(dr, g[P_PHIW2] + (size_t)l * hs * hs, (F*)nullptr, dphi_out, r,
                                 m->p[P_PHIW2] + (size_t)l * hs * hs, rows, hs, hs, scratch);
                 relu_backward(dr, dr, u, 2 * BTC);
@@ -1107,13 +1130,16 @@ static void model_backward(Model<F>* m, Acts<F>* a, F scale) {
 template <typename F>
 static double grad_norm(const Model<F>& m) {
     const size_t chunk = 4096, n = m.num_params, nchunks = (n + chunk - 1) / chunk;
-    std::vector<double> part(nchunks);
-#pragma omp parallel for schedule(static)
-    for (size_t k = 0; k < nchunks; k++) {
+    SkBuffer<double> part;
+    part.resize(nchunks);
+    double* sums = part.data();
+    const F* g = m.grads.data();
+    sk_for(nchunks, SK_LAMBDA(size_t k) {
         double s = 0;
-        for (size_t i = k * chunk; i < std::min(n, (k + 1) * chunk); i++) s += (double)m.grads[i] * m.grads[i];
-        part[k] = s;
-    }
+        size_t end = (k + 1) * chunk < n ? (k + 1) * chunk : n;
+        for (size_t i = k * chunk; i < end; i++) s += (double)g[i] * g[i];
+        sums[k] = s;
+    });
     double total = 0;
     for (double s : part) total += s;
     return sqrt(total);
@@ -1138,18 +1164,18 @@ static void adamw_update(Model<F>* m, float lr, float beta1, float beta2, float 
     size_t off = 0;
     for (int id = 0; id < NUM_PARAM_TENSORS; id++) {
         F decay = wd_exempt && param_is_decay_exempt(id) ? F(0) : F(wd);
-        size_t n = m->sizes[id];
-#pragma omp parallel for schedule(static)
-        for (size_t k = off; k < off + n; k++) {
-            F gr = m->grads[k] * grad_scale;
-            F mm = F(beta1) * m->adam_m[k] + F(1 - beta1) * gr;
-            F vv = F(beta2) * m->adam_v[k] + F(1 - beta2) * gr * gr;
-            m->adam_m[k] = mm;
-            m->adam_v[k] = vv;
+        F *p = m->params.data() + off, *am = m->adam_m.data() + off, *av = m->adam_v.data() + off;
+        const F* grads = m->grads.data() + off;
+        sk_for(m->sizes[id], SK_LAMBDA(size_t k) {
+            F gr = grads[k] * grad_scale;
+            F mm = F(beta1) * am[k] + F(1 - beta1) * gr;
+            F vv = F(beta2) * av[k] + F(1 - beta2) * gr * gr;
+            am[k] = mm;
+            av[k] = vv;
             F mhat = mm / bc1, vhat = vv / bc2;
-            m->params[k] -= F(lr) * (mhat / (sk_sqrt(vhat) + F(eps)) + decay * m->params[k]);
-        }
-        off += n;
+            p[k] -= F(lr) * (mhat / (sk_sqrt(vhat) + F(eps)) + decay * p[k]);
+        });
+        off += m->sizes[id];
     }
 }
 
@@ -1328,7 +1354,7 @@ static CheckResult check_state(const std::string& model_path, const std::string&
                    V * sizeof(float));
     check_tensor(&r, "logits", logits.data(), s.logits.data(), logits.size(), 1e-4, verbose);
     check_tensor(&r, "loss", &loss, &s.loss, 1, 1e-4, verbose);
-    std::fill(m.grads.begin(), m.grads.end(), 0.0f);
+    sk_fill(m.grads.data(), m.grads.size(), 0.0f);
     model_backward(&m, &a, 1.0f);
     size_t off = 0;
     for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
@@ -1338,7 +1364,7 @@ static CheckResult check_state(const std::string& model_path, const std::string&
     if (s.n_steps > 0) {
         std::vector<float> curve;
         for (int t = 0; t < s.n_steps; t++) {
-            std::fill(m.grads.begin(), m.grads.end(), 0.0f);
+            sk_fill(m.grads.data(), m.grads.size(), 0.0f);
             curve.push_back((float)model_forward(&m, &a, s.inputs.data(), s.targets.data(), s.B, s.T));
             model_backward(&m, &a, 1.0f);
             double scale = clip_scale(grad_norm(m), s.grad_clip);
@@ -1571,8 +1597,8 @@ static int train(CommandLine* cl) {
     mkdir_p(out_dir);
     FILE* logf = open_log(out_dir);
     log_line(logf, config_json(c, tc, resume_step >= 0 ? "resume" : cl->preset, m.num_params, omp_get_max_threads()));
-    printf("sinkscope CPU trainer | %zu parameters | L %d C %d NH %d F %d | %s %s %s %s | B %d T %d accum %d | "
-           "%d threads\n", m.num_params, c.num_layers, c.channels, c.num_heads, c.ffn_hidden, norm_names[c.norm],
+    printf("sinkscope %s trainer (%s) | %zu parameters | L %d C %d NH %d F %d | %s %s %s %s | B %d T %d accum %d | "
+           "%d threads\n", SK_BACKEND_NAME, sk_device_name(), m.num_params, c.num_layers, c.channels, c.num_heads, c.ffn_hidden, norm_names[c.norm],
            placement_names[c.placement], ffn_names[c.ffn], pos_names[c.positions], B, T, accum, omp_get_max_threads());
     printf("train: %zu windows of %d tokens | val: %zu windows | probe: %d x %d from %s | log: %s/log.jsonl\n",
            train_data.num_windows, T, val_data.num_windows, tc.probe_seqs, tc.probe_len, probe_path.c_str(),
@@ -1619,7 +1645,7 @@ static int train(CommandLine* cl) {
         }
         if (last) break;
         double t0 = now_ms();
-        std::fill(m.grads.begin(), m.grads.end(), 0.0f);
+        sk_fill(m.grads.data(), m.grads.size(), 0.0f);
         double loss = 0;
         for (int micro = 0; micro < accum; micro++) {
             loader_next_batch(&train_data, B, x.data(), y.data());
@@ -1706,6 +1732,7 @@ int main(int argc, char** argv) {
     CommandLine cl;
     parse_command_line(argc, argv, &cl);
     if (cl.train.threads > 0) omp_set_num_threads(cl.train.threads);
+    sk_backend_init();  // the GPU build stops here with a clear message when no GPU exists
     // parse_command_line has checked the mode combinations (validate_command_line in config.h)
     if (cl.train.sample) return eval_sample(&cl);
     if (cl.train.eval_sink) return eval_sink(&cl);

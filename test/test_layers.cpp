@@ -40,6 +40,28 @@ TEST_CASE("gemm blocks: full and ragged tiles give the exact sequential fma sum"
     }
 }
 
+// The GPU build (train_gpt.cu) runs gemm_by_element, one output element per thread: it must give the CPU's bits.
+template <typename F>
+static void check_gemm_by_element(std::mt19937_64& rng) {
+    for (int M : {1, 5, 12}) for (int N : {1, 33, 64, 200}) for (int K : {1, 7, 300}) for (int init = 0; init < 3; init++) {
+        auto draw = [&](size_t n) { std::vector<F> v(n); for (F& x : v) x = (F)random_vec(1, rng)[0]; return v; };
+        std::vector<F> A = draw(M * K), Bm = draw(K * N), bias = draw(N), start = draw(M * N);
+        std::vector<F> blocked = start, by_element = start;
+        const F* b = init == 1 ? bias.data() : nullptr;
+        gemm(blocked.data(), A.data(), Bm.data(), M, K, N, b, init == 2);
+        gemm_by_element(by_element.data(), A.data(), Bm.data(), M, K, N, b, init == 2);
+        INFO("M " << M << " N " << N << " K " << K << " init " << init << " (0 zero, 1 bias, 2 accumulate)");
+        REQUIRE(memcmp(blocked.data(), by_element.data(), blocked.size() * sizeof(F)) == 0);
+        if (init == 2) REQUIRE(blocked != start);  // accumulate really added to the previous values
+    }
+}
+
+TEST_CASE("gemm_by_element (the GPU build's matmul) equals the blocked CPU gemm bit for bit", "[layers]") {
+    std::mt19937_64 rng(21);
+    check_gemm_by_element<float>(rng);
+    check_gemm_by_element<double>(rng);
+}
+
 TEST_CASE("layernorm and rmsnorm backward match finite differences", "[layers]") {
     std::mt19937_64 rng(3);
     const int BT = 6, C = 10;
@@ -125,11 +147,12 @@ TEST_CASE("attention backward matches finite differences (plain and ALiBi)", "[l
     std::vector<float> slopes = {0.25f, 0.0625f};
     for (int use_alibi = 0; use_alibi < 2; use_alibi++) {
         auto qkv = random_vec(B * T * 3 * C, rng), R = random_vec(B * T * C, rng);
+        std::vector<double> work(3 * B * NH * T * (T + 1)), ds(B * NH * T * (T + 1));
         std::vector<double> out(B * T * C), att(B * NH * T * T);
         AttnSpec spec;
-        AttnParams<double> ap{&spec, use_alibi ? slopes.data() : nullptr, nullptr, nullptr, nullptr, nullptr, 0};
+        AttnParams<double> ap{spec, use_alibi ? slopes.data() : nullptr, nullptr, nullptr, nullptr, nullptr, 0};
         auto loss = [&] {
-            attention_forward(out.data(), att.data(), (double*)nullptr, qkv.data(), qkv.data() + C, 3 * C,
+            attention_forward(out.data(), att.data(), (double*)nullptr, work.data(), qkv.data(), qkv.data() + C, 3 * C,
                               qkv.data() + 2 * C, ap, B, T, C, NH);
             return dot(R, out.data());
         };
@@ -146,7 +169,7 @@ TEST_CASE("attention backward matches finite differences (plain and ALiBi)", "[l
             }
         std::vector<double> dqkv(B * T * 3 * C, 0);
         AttnParamGrads<double> g{nullptr, nullptr, nullptr, nullptr, nullptr};
-        attention_backward(dqkv.data(), dqkv.data() + C, 3 * C, dqkv.data() + 2 * C, g, R.data(), qkv.data(),
+        attention_backward(dqkv.data(), dqkv.data() + C, 3 * C, dqkv.data() + 2 * C, g, ds.data(), work.data(), R.data(), qkv.data(),
                            qkv.data() + C, qkv.data() + 2 * C, att.data(), (const double*)nullptr, ap, B, T, C, NH);
         INFO("alibi " << use_alibi);
         CHECK(fd_check(qkv, dqkv, loss) < FD_TOL);

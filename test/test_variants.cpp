@@ -100,6 +100,27 @@ TEST_CASE("row maps: closed forms", "[variants]") {
     attn_visible_keys(a, 1, 8, &lo, &hi); CHECK(lo == 0); CHECK(hi == 2);
 }
 
+TEST_CASE("the queries that see a key are exactly the transpose of the keys each query sees", "[variants]") {
+    for (int mask : {MASK_CAUSAL, MASK_PREFIX, MASK_WINDOW})
+        for (int param : {1, 2, 5, 9, 30})
+            for (int T : {1, 7, 16}) {
+                AttnSpec a;
+                a.mask = mask;
+                a.mask_param = mask == MASK_CAUSAL ? 0 : param;
+                for (int j = 0; j < T; j++) {
+                    int qlo, qhi;
+                    attn_visible_queries(a, j, T, &qlo, &qhi);
+                    for (int t = 0; t < T; t++) {
+                        int lo, hi;
+                        attn_visible_keys(a, t, T, &lo, &hi);
+                        INFO("mask " << attn_mask_names[mask] << " param " << param << " T " << T << " t " << t
+                                     << " j " << j);
+                        REQUIRE((lo <= j && j < hi) == (qlo <= t && t < qhi));
+                    }
+                }
+            }
+}
+
 // The attention core with its slot parameters, for every variant: q, k, v, k*, v*, sigma, v_bias.
 TEST_CASE("attention core backward matches finite differences for every variant, slot and mask", "[variants]") {
     std::mt19937_64 rng(12);
@@ -113,11 +134,12 @@ TEST_CASE("attention core backward matches finite differences for every variant,
         auto qkv = random_vec(B * T * 3 * C, rng), R = random_vec(B * T * C, rng);
         auto kstar = random_vec(S * hs, rng), vstar = random_vec(S * hs, rng), sigma = random_vec(NH, rng),
              vbias = random_vec(S * hs, rng);
+        std::vector<double> work(3 * B * NH * T * (T + 1)), ds(B * NH * T * (T + 1));
         std::vector<double> out(B * T * C), att(B * NH * T * T), att_slot(B * NH * T);
-        AttnParams<double> ap{&spec, nullptr, kstar.data(), spec.vstar == VSTAR_LEARN ? vstar.data() : nullptr,
+        AttnParams<double> ap{spec, nullptr, kstar.data(), spec.vstar == VSTAR_LEARN ? vstar.data() : nullptr,
                               sigma.data(), spec.value_bias ? vbias.data() : nullptr, spec.slot_shared};
         auto loss = [&] {
-            attention_forward(out.data(), att.data(), att_slot.data(), qkv.data(), qkv.data() + C, 3 * C,
+            attention_forward(out.data(), att.data(), att_slot.data(), work.data(), qkv.data(), qkv.data() + C, 3 * C,
                               qkv.data() + 2 * C, ap, B, T, C, NH);
             return dot(R, out.data());
         };
@@ -128,7 +150,7 @@ TEST_CASE("attention core backward matches finite differences for every variant,
                                  spec.slot == SLOT_KV && spec.vstar == VSTAR_LEARN ? dvstar.data() : nullptr,
                                  spec.slot == SLOT_LOGIT ? dsigma.data() : nullptr,
                                  spec.value_bias ? dvbias.data() : nullptr, partial.data()};
-        attention_backward(dqkv.data(), dqkv.data() + C, 3 * C, dqkv.data() + 2 * C, g, R.data(), qkv.data(),
+        attention_backward(dqkv.data(), dqkv.data() + C, 3 * C, dqkv.data() + 2 * C, g, ds.data(), work.data(), R.data(), qkv.data(),
                            qkv.data() + C, qkv.data() + 2 * C, att.data(), att_slot.data(), ap, B, T, C, NH);
         INFO(vc.name << " (" << attn_variant_names[spec.variant] << ", norm " << attn_norm_names[spec.norm] << ", slot "
              << attn_slot_names[spec.slot] << ", vstar " << vstar_names[spec.vstar] << ", mask "
@@ -357,14 +379,14 @@ TEST_CASE("masks in the metric: alpha_k averages over the queries that see key k
 
 TEST_CASE("ALiBi penalises distance in both directions inside a bidirectional prefix", "[variants]") {
     const int B = 1, T = 4, C = 4, NH = 1;
-    std::vector<double> qkv(B * T * 3 * C, 0.0), out(B * T * C), att(B * NH * T * T);
+    std::vector<double> qkv(B * T * 3 * C, 0.0), out(B * T * C), att(B * NH * T * T), work(3 * B * NH * T * (T + 1));
     float slope[1] = {1.0f};
     AttnSpec spec;
     spec.mask = MASK_PREFIX;
     spec.mask_param = 3;
-    AttnParams<double> ap{&spec, slope, nullptr, nullptr, nullptr, nullptr, 0};
-    attention_forward(out.data(), att.data(), (double*)nullptr, qkv.data(), qkv.data() + C, 3 * C, qkv.data() + 2 * C,
-                      ap, B, T, C, NH);
+    AttnParams<double> ap{spec, slope, nullptr, nullptr, nullptr, nullptr, 0};
+    attention_forward(out.data(), att.data(), (double*)nullptr, work.data(), qkv.data(), qkv.data() + C, 3 * C,
+                      qkv.data() + 2 * C, ap, B, T, C, NH);
     // q = k = 0: row 0 of the prefix sees keys 0..2 with scores 0, -1, -2
     double z = 1 + exp(-1.0) + exp(-2.0);
     CHECK(att[0] == Approx(1 / z).epsilon(1e-12));

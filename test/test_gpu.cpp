@@ -1,0 +1,170 @@
+// The GPU trainer, train_gpt (train_gpt.cu: the CPU trainer's code built by nvcc), as a program.
+//
+// What it is: checks of the built binary. On a machine without a GPU (CI, the development machines): it prints the
+// same usage as the CPU trainer and every run stops with exit status 1 and a clear message that names the CPU trainer,
+// before it writes anything. On a machine with a GPU: short runs of both trainers over a set of model and attention
+// variants agree (losses, validation loss, sink metrics, sampled text), and --check-state passes every PyTorch fixture.
+// The math of the GPU build is tested on the CPU by the other test files: its loop bodies are the CPU's, and its
+// matmul (gemm_by_element) equals the CPU's bit for bit (test_layers.cpp).
+// What it is not: a GPU speed test.
+// Needs: ./train_gpt and ./train_gpt_cpu in the working directory (make test builds both when nvcc exists and sets
+// SK_GPU_BUILD=required; without nvcc these tests say they are skipped).
+#include "test_helpers.h"
+
+#include <sys/wait.h>
+
+// Runs a shell command; returns its exit status and stores stdout + stderr in *out.
+static int run_command(const std::string& cmd, std::string* out) {
+    FILE* p = popen((cmd + " 2>&1").c_str(), "r");
+    REQUIRE(p != nullptr);
+    char buf[4096];
+    size_t n;
+    out->clear();
+    while ((n = fread(buf, 1, sizeof buf, p)) > 0) out->append(buf, n);
+    int status = pclose(p);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+static bool file_exists(const std::string& path) {
+    struct stat st;
+    return stat(path.c_str(), &st) == 0;
+}
+
+// false (with a note) when the GPU trainer was not built because this machine has no nvcc
+static bool gpu_binary_present() {
+    const char* req = getenv("SK_GPU_BUILD");
+    bool required = req && std::string(req) == "required";
+    if (file_exists("./train_gpt")) return true;
+    if (required) FAIL("./train_gpt is missing, but make test built it (SK_GPU_BUILD=required)");
+    WARN("skipped: ./train_gpt was not built (no nvcc on this machine; make train_gpt needs the CUDA toolkit)");
+    return false;
+}
+
+static bool gpu_present() {
+    std::string out;
+    return run_command("nvidia-smi -L", &out) == 0 && out.find("GPU") != std::string::npos;
+}
+
+TEST_CASE("train_gpt prints the CPU trainer's usage under its own name", "[gpu]") {
+    if (!gpu_binary_present()) return;
+    std::string gpu, cpu;
+    REQUIRE(run_command("./train_gpt --help", &gpu) == 0);
+    REQUIRE(run_command("./train_gpt_cpu --help", &cpu) == 0);
+    CHECK(gpu.rfind("usage: train_gpt [--preset NAME]", 0) == 0);
+    // the same flags and defaults: only the program name differs
+    size_t at = cpu.find("train_gpt_cpu");
+    REQUIRE(at != std::string::npos);
+    CHECK(gpu == cpu.substr(0, at) + "train_gpt" + cpu.substr(at + strlen("train_gpt_cpu")));
+    // a bad flag is refused the same way, before any GPU is looked for
+    std::string bad;
+    CHECK(run_command("./train_gpt --layers 0", &bad) == 1);
+    CHECK(bad.find("--layers") != std::string::npos);
+}
+
+TEST_CASE("train_gpt without a GPU stops at once with a message naming the CPU trainer", "[gpu]") {
+    if (!gpu_binary_present()) return;
+    if (gpu_present()) {
+        WARN("a GPU is present: the no-GPU error path is not exercised here");
+        return;
+    }
+    std::string dir = temp_dir(), out;
+    for (std::string mode : {"--steps 1", "--load x.bin --sample", "--load x.bin --eval-sink --probe x.bin"}) {
+        INFO(mode);
+        CHECK(run_command("./train_gpt " + mode + " --out " + dir + "/run", &out) == 1);
+        CHECK(out.find("no CUDA GPU is visible") != std::string::npos);
+        CHECK(out.find("./train_gpt_cpu") != std::string::npos);
+        CHECK(!file_exists(dir + "/run"));  // nothing written
+    }
+}
+
+// The numbers of one log record type, in order: "key":value pairs of every line whose type is `type`.
+static std::vector<double> log_numbers(const std::string& log, const std::string& type, const std::string& key) {
+    std::vector<double> v;
+    size_t pos = 0;
+    while ((pos = log.find("{\"type\":\"" + type + "\"", pos)) != std::string::npos) {
+        size_t end = log.find('\n', pos);
+        std::string line = log.substr(pos, end - pos);
+        size_t k = line.find("\"" + key + "\":");
+        if (k != std::string::npos) v.push_back(atof(line.c_str() + k + key.size() + 3));
+        pos = end;
+    }
+    return v;
+}
+
+static std::vector<std::string> log_samples(const std::string& log) {
+    std::vector<std::string> v;
+    size_t pos = 0;
+    while ((pos = log.find("{\"type\":\"sample\"", pos)) != std::string::npos) {
+        size_t end = log.find('\n', pos);
+        size_t t = log.find("\"text\":", pos);
+        v.push_back(log.substr(t, end - t));
+        pos = end;
+    }
+    return v;
+}
+
+TEST_CASE("on a GPU, train_gpt and train_gpt_cpu train, measure and sample alike", "[gpu]") {
+    if (!gpu_binary_present()) return;
+    if (!gpu_present()) {
+        WARN("skipped: no GPU on this machine (nvidia-smi -L lists none); the GPU comparison runs where one exists");
+        return;
+    }
+    TinyRun r = tiny_run(6);
+    std::string common = " --train " + r.dir + "/train.bin --val " + r.dir + "/val.bin --vocab 32 --max-seq-len 17 "
+                         "--layers 2 --heads 4 --channels 16 --ffn-hidden 32 --batch 4 --seq-len 16 --steps 6 "
+                         "--warmup 2 --val-every 3 --val-batches 2 --sink-every 3 --probe-seqs 4 --probe-len 16 "
+                         "--sample-every 3 --sample-len 12 --temperature 0.8";
+    const char* variants[] = {
+        "",
+        "--norm layernorm --placement post --ffn gelu --pos learned --tied 1 --bias 1",
+        "--pos alibi --slot kv --value-bias 1 --gate headwise --mask window --mask-param 5",
+        "--slot logit --pos sinusoidal --ffn reglu --gate elementwise",
+        "--attn sigmoid --attn-norm sum --phi mlp --value-bias 1 --slot-shared 1",
+        "--attn softpick --mask prefix --mask-param 5",
+        "--attn clipped --phi elu1 --slot zero --ffn geglu",
+        "--attn elu1 --sink-token 1 --fixed-token 0 --random-from 5 --random-to 9",
+    };
+    for (const char* v : variants) {
+        INFO("variant: " << v);
+        std::string out, logs[2];
+        for (int gpu = 0; gpu < 2; gpu++) {
+            std::string dir = r.dir + (gpu ? "/gpu" : "/cpu");
+            REQUIRE(run_command(std::string(gpu ? "./train_gpt" : "./train_gpt_cpu") + common + " " + v + " --out " + dir,
+                                &out) == 0);
+            logs[gpu] = slurp(dir + "/log.jsonl");
+            REQUIRE(system(("rm -rf " + dir).c_str()) == 0);
+        }
+        // exp, log and tanh may differ in the last bit between CUDA and glibc (train_gpt.cu), nothing else does
+        for (const char* key : {"loss", "grad_norm"}) {
+            std::vector<double> c = log_numbers(logs[0], "train", key), g = log_numbers(logs[1], "train", key);
+            REQUIRE(c.size() == 6);
+            REQUIRE(g.size() == 6);
+            for (size_t i = 0; i < c.size(); i++) CHECK(g[i] == Approx(c[i]).epsilon(1e-4));
+        }
+        std::vector<double> c = log_numbers(logs[0], "val", "val_loss"), g = log_numbers(logs[1], "val", "val_loss");
+        REQUIRE(c.size() == g.size());
+        for (size_t i = 0; i < c.size(); i++) CHECK(g[i] == Approx(c[i]).epsilon(1e-4));
+        c = log_numbers(logs[0], "sink", "alpha1_mean");
+        g = log_numbers(logs[1], "sink", "alpha1_mean");
+        REQUIRE(c.size() == 3);
+        REQUIRE(g.size() == 3);
+        for (size_t i = 0; i < c.size(); i++) CHECK(g[i] == Approx(c[i]).margin(1e-4));
+        CHECK(log_samples(logs[1]) == log_samples(logs[0]));
+        CHECK(log_samples(logs[1]).size() == 2);
+    }
+}
+
+TEST_CASE("on a GPU, train_gpt passes --check-state on every PyTorch fixture", "[gpu]") {
+    if (!gpu_binary_present()) return;
+    if (!gpu_present()) {
+        WARN("skipped: no GPU on this machine");
+        return;
+    }
+    std::vector<std::string> states = expand_glob(fixture("*_state.bin"), "fixtures");
+    REQUIRE(states.size() >= 30);
+    for (const std::string& s : states) {
+        std::string model = s.substr(0, s.size() - strlen("_state.bin")) + "_model.bin", out;
+        INFO(s);
+        CHECK(run_command("./train_gpt --load " + model + " --check-state " + s, &out) == 0);
+    }
+}
