@@ -6,7 +6,7 @@ CXXFLAGS ?= -O3 -march=native -std=c++17 -fopenmp -ffp-contract=off -Wall -Wextr
 PYTHON := /usr/bin/python3
 HEADERS := config.h numerics.h backend.h attention_variants.cuh sink_metrics.h sampling.h $(wildcard data/*.h)
 
-.PHONY: all train train-emergence data test clean check-tools
+.PHONY: all train train-emergence data test clean check-tools gpu-bundle
 all: train_gpt_cpu
 
 train_gpt_cpu: train_gpt_cpu.cpp $(HEADERS) | check-pcre2
@@ -52,6 +52,23 @@ build/test/run_tests: $(TEST_OBJS)
 	$(CXX) $(CXXFLAGS) -o $@ $^ $(CATCH_MAIN) -lm $(TEST_LDLIBS)
 
 # the tokenizer tests read the whole Brown corpus (decode(encode(x)) == x), so the tests need `make data` first
+# Binaries for dev/gpu/check.sh on a GPU machine that has only a driver: train_gpt, and train_gpt_cpu and the tests
+# built for any x86-64 with AVX2 and FMA (x86-64-v3: without hardware fma every sk_fma is a slow library call), with
+# the PCRE2 library beside them.
+PORTABLE_CXXFLAGS := $(filter-out -march=native,$(CXXFLAGS)) -march=x86-64-v3
+gpu-bundle: train_gpt build/test/run_tests
+	@mkdir -p build/gpu/lib build/gpu/obj
+	cp train_gpt build/gpu/
+	$(CXX) $(PORTABLE_CXXFLAGS) -o build/gpu/train_gpt_cpu train_gpt_cpu.cpp -lm -lpcre2-8
+	for f in $(TEST_SRCS); do $(CXX) $(PORTABLE_CXXFLAGS) -O2 -c -o build/gpu/obj/$$(basename $$f .cpp).o $$f || exit 1; done
+	$(CXX) $(PORTABLE_CXXFLAGS) -o build/gpu/run_tests build/gpu/obj/*.o $(CATCH_MAIN) -lm $(TEST_LDLIBS)
+	cp -L $$(ldconfig -p | grep -m1 'libpcre2-8.so.0 ' | awk '{print $$NF}') build/gpu/lib/
+
+# numerics.h's float exp/log/tanh against libm over all 2^32 inputs (a few minutes on 2 cores)
+build/numerics_check: dev/numerics_check.cpp numerics.h
+	@mkdir -p build
+	$(CXX) $(CXXFLAGS) -o $@ $< -lm
+
 # With nvcc on PATH, make test also builds the GPU trainer and test_gpu.cpp requires it (no GPU is needed for that).
 HAVE_NVCC := $(shell command -v $(NVCC) 2>/dev/null)
 GPU_BUILD := $(if $(HAVE_NVCC),train_gpt)

@@ -13,7 +13,7 @@
 //   sk_backend_init(), sk_memory_bytes(), SK_BACKEND_NAME: start-up (a clear error when no GPU exists) and the
 //       memory the activations must fit in.
 // What it is not: a kernel library. The GPU build is the exact path: it runs the CPU reference's per-element bodies,
-// one thread each, with a synchronisation after every launch, so it is simple and slow. Fast kernels (cuBLAS, fused
+// one thread each, with a synchronisation after every launch, so it is simple, slow, and gives the CPU's bits. Fast kernels (cuBLAS, fused
 // attention) belong in train_gpt.cu as separate, tolerance-checked paths.
 // Rules for a body: capture by value (SK_LAMBDA is [=]), only pointers into SkBuffers and plain values (an AttnSpec,
 // not a ModelConfig pointer), call only SK_HD functions, no allocation, no fail().

@@ -1,14 +1,22 @@
 // numerics.h: the only doorway from sinkscope's model math to transcendental functions and fused multiply-add.
 //
-// What it is: one overload per function for float and double, usable from C++ and (later) from CUDA device code.
-// Why: the GPU trainer's exact mode must reproduce the CPU reference bit for bit. Every exp/log/tanh/sqrt/fma of the
-// model goes through these names, so swapping the libm calls for portable implementations shared with CUDA is a change
-// to this file alone. fma() is correctly rounded by IEEE 754, so it is bit-identical on every machine; expf/logf/tanhf
-// are not (libm and CUDA differ by an ulp), which is what a later exact mode will replace here.
-// What it is not: a math library. Build flags matter too: the Makefile passes -ffp-contract=off so the compiler never
-// fuses a multiply and an add on its own; every fused operation in the model is an explicit sk_fma.
+// What it is: one overload per function for float and double, usable from C++ and from CUDA device code (SK_HD).
+// Why: the GPU trainer (train_gpt.cu) must reproduce the CPU reference bit for bit. IEEE 754 makes +, -, *, /, sqrt
+// and fma correctly rounded, hence identical on every machine; libm's expf/logf/tanhf and CUDA's are not (they differ
+// in the last bit now and then). So the float versions here, the ones the trainers use, are built from IEEE operations
+// alone: each evaluates its function in double precision (range reduction and a polynomial, relative error below
+// 2^-50) and rounds the result to float once. On every one of the 2^32 float inputs they return libm's double result
+// rounded to float, that is the correctly rounded value (dev/numerics_check.cpp measures it: make
+// build/numerics_check && ./build/numerics_check; glibc's own expf, logf and tanhf differ from it on 170,648,
+// 416,909 and 118,674,314 inputs). The tests check a sample. The double versions stay libm's: only the tests (finite
+// differences) and host-only code (sampling, metrics) use them.
+// What it is not: a math library. Build flags matter too: the Makefile passes -ffp-contract=off to g++ and
+// -fmad=false to nvcc, so no compiler fuses a multiply and an add on its own; every fused operation is an explicit
+// sk_fma.
 #pragma once
 #include <math.h>
+#include <stdint.h>
+#include <string.h>
 
 #ifdef __CUDACC__
 #define SK_HD __host__ __device__
@@ -16,16 +24,102 @@
 #define SK_HD
 #endif
 
-SK_HD inline float sk_exp(float x) { return expf(x); }
-SK_HD inline double sk_exp(double x) { return exp(x); }
-SK_HD inline float sk_log(float x) { return logf(x); }
-SK_HD inline double sk_log(double x) { return log(x); }
-SK_HD inline float sk_tanh(float x) { return tanhf(x); }
-SK_HD inline double sk_tanh(double x) { return tanh(x); }
 SK_HD inline float sk_sqrt(float x) { return sqrtf(x); }
 SK_HD inline double sk_sqrt(double x) { return sqrt(x); }
 SK_HD inline float sk_fma(float a, float b, float c) { return fmaf(a, b, c); }
 SK_HD inline double sk_fma(double a, double b, double c) { return fma(a, b, c); }
+
+// The same bits as another type (a double's bits as a uint64_t and back). memcpy is exact and, for 8 bytes, free on
+// the host and in CUDA device code alike.
+template <typename To, typename From>
+SK_HD inline To sk_bit_cast(From x) {
+    static_assert(sizeof(To) == sizeof(From), "sk_bit_cast needs types of one size");
+    To y;
+    memcpy(&y, &x, sizeof y);
+    return y;
+}
+
+// e^x in double for x in [-104, 89] (every float argument whose exp is neither 0 nor inf as a float), relative
+// error below 2^-50: x = k ln2 + r with k = nearest integer to x / ln2 and |r| <= ln2/2 (Cody-Waite with a two-part
+// ln2; exact, since k has at most 8 bits and x is a float), e^r by its Taylor series to r^12 (Horner, fma; the
+// remainder is below 2^-52), then times 2^k built from its bits (k + 1023 is a normal exponent). No branches and no
+// tables, so the compiler vectorises loops that call it.
+SK_HD inline double sk_exp_core(double x) {
+    const double log2e = 1.4426950408889634, ln2_hi = 6.93147180369123816490e-01, ln2_lo = 1.90821492927058770002e-10;
+    const double round_magic = 6755399441055744.0;  // 1.5 * 2^52: t = x log2e + magic holds k in its low bits
+    double t = sk_fma(x, log2e, round_magic);
+    double kd = t - round_magic;
+    double r = sk_fma(-kd, ln2_hi, x);
+    r = sk_fma(-kd, ln2_lo, r);
+    double p = 1.0 / 479001600.0;  // 1/12!, then 1/11! ... 1/0!
+    p = sk_fma(p, r, 1.0 / 39916800.0);
+    p = sk_fma(p, r, 1.0 / 3628800.0);
+    p = sk_fma(p, r, 1.0 / 362880.0);
+    p = sk_fma(p, r, 1.0 / 40320.0);
+    p = sk_fma(p, r, 1.0 / 5040.0);
+    p = sk_fma(p, r, 1.0 / 720.0);
+    p = sk_fma(p, r, 1.0 / 120.0);
+    p = sk_fma(p, r, 1.0 / 24.0);
+    p = sk_fma(p, r, 1.0 / 6.0);
+    p = sk_fma(p, r, 0.5);
+    p = sk_fma(p, r, 1.0);
+    p = sk_fma(p, r, 1.0);
+    uint64_t k_plus_bias = sk_bit_cast<uint64_t>(t) - sk_bit_cast<uint64_t>(round_magic) + 1023;  // t - magic = k exactly
+    return p * sk_bit_cast<double>(k_plus_bias << 52);
+}
+
+// e^x: NaN stays NaN; below -104 the float result is +0, above 89 it is +inf (the double value rounds there too).
+SK_HD inline float sk_exp(float x) {
+    float xc = x > -104.0f ? (x < 89.0f ? x : 89.0f) : -104.0f;  // NaN -> -104: a finite argument in every lane
+    float e = (float)sk_exp_core((double)xc);
+    return x != x ? x : x < -104.0f ? 0.0f : x > 89.0f ? INFINITY : e;
+}
+SK_HD inline double sk_exp(double x) { return exp(x); }
+
+// ln x: x = m 2^e with m in [sqrt(1/2), sqrt(2)) (from the bits of x as a double: float denormals are normal there),
+// ln x = e ln2 + 2 atanh(s), s = (m - 1) / (m + 1), |s| < 0.172, atanh by its series to s^21 (remainder below 2^-55).
+// No cancellation: e = 0 whenever x is near 1. x < 0 -> NaN, NaN -> itself, 0 -> -inf, inf -> inf.
+SK_HD inline float sk_log(float x) {
+    if (!(x > 0.0f)) return x == 0.0f ? -INFINITY : x < 0.0f ? NAN : x;  // a NaN argument is returned as it is
+    if (x == INFINITY) return x;
+    uint64_t bits = sk_bit_cast<uint64_t>((double)x);
+    int e = (int)((bits >> 52) & 0x7ff) - 1023;
+    double m = sk_bit_cast<double>((bits & 0x000fffffffffffffULL) | 0x3ff0000000000000ULL);  // [1, 2)
+    if (m > 1.4142135623730951) {
+        m *= 0.5;
+        e += 1;
+    }
+    double s = (m - 1.0) / (m + 1.0), s2 = s * s;
+    double p = 1.0 / 21;
+    for (int n = 19; n >= 1; n -= 2) p = sk_fma(p, s2, 1.0 / n);
+    const double ln2_hi = 6.93147180369123816490e-01, ln2_lo = 1.90821492927058770002e-10;
+    double log_m = 2.0 * s * p;
+    return (float)sk_fma((double)e, ln2_hi, sk_fma((double)e, ln2_lo, log_m));
+}
+SK_HD inline double sk_log(double x) { return log(x); }
+
+// tanh x, odd: for |x| >= 0.5, 1 - 2 / (e^{2|x|} + 1); below, u / (u + 2) with u = e^{2x} - 1 by its Taylor series to
+// (2x)^18 (|2x| < 1: remainder below 2^-55), so small |x| keeps its relative accuracy. |x| > 10: +-1 as a float.
+SK_HD inline float sk_tanh(float x) {
+    if (!(x == x)) return x;
+    double a = fabs((double)x), t;
+    if (a > 10.0) {
+        t = 1.0;
+    } else if (a >= 0.5) {
+        t = 1.0 - 2.0 / (sk_exp_core(2.0 * a) + 1.0);
+    } else {
+        const double inv_fact[18] = {  // 1/n! for n = 18 down to 1
+            1.0 / 6402373705728000.0, 1.0 / 355687428096000.0, 1.0 / 20922789888000.0, 1.0 / 1307674368000.0,
+            1.0 / 87178291200.0, 1.0 / 6227020800.0, 1.0 / 479001600.0, 1.0 / 39916800.0, 1.0 / 3628800.0,
+            1.0 / 362880.0, 1.0 / 40320.0, 1.0 / 5040.0, 1.0 / 720.0, 1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0};
+        double y = 2.0 * a, u = inv_fact[0];
+        for (int i = 1; i < 18; i++) u = sk_fma(u, y, inv_fact[i]);
+        u *= y;
+        t = u / (u + 2.0);
+    }
+    return (float)copysign(t, (double)x);
+}
+SK_HD inline double sk_tanh(double x) { return tanh(x); }
 
 // The softmax of one row, in the project's fixed order: m = max; e_j = exp(s_j - m); sum over j in order; p_j =
 // mass * e_j / sum. Attention rows (attention_variants.cuh) and the loss (cross-entropy over the vocabulary) both use
@@ -34,10 +128,8 @@ template <typename F>
 SK_HD inline void sk_softmax_row(const F* s, F* p, int n, F mass) {
     F m = s[0];
     for (int j = 1; j < n; j++) m = s[j] > m ? s[j] : m;
+    for (int j = 0; j < n; j++) p[j] = sk_exp(s[j] - m);  // its own loop: vectorised
     F sum = 0;
-    for (int j = 0; j < n; j++) {
-        p[j] = sk_exp(s[j] - m);
-        sum += p[j];
-    }
+    for (int j = 0; j < n; j++) sum += p[j];
     for (int j = 0; j < n; j++) p[j] = mass * p[j] / sum;
 }

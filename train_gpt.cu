@@ -9,11 +9,11 @@ everything the CPU one has, with no second copy of any of it: the whole model fa
 same flags (./train_gpt --help), data loading, JSON-lines log, sink metrics in the loop, checkpoints and --resume,
 --check-state, --eval-sink, and text sampling every N steps or with --load --sample (sampling.h, data/text_codec.h).
 
-Exactness: each element is computed by the same statements in the same order as on the CPU, with IEEE fma, division
-and square root (-fmad=false keeps nvcc from fusing on its own, like -ffp-contract=off for g++). The results are
-therefore bit-identical to the CPU reference except where exp, log and tanh enter: CUDA's expf/logf/tanhf and glibc's
-can differ in the last bit, and numerics.h is the one place a later exact mode replaces them by a shared
-implementation. Until then, GPU and CPU agree to rounding (the check-state tolerances), not bit for bit.
+Exactness: each element is computed by the same statements in the same order as on the CPU, and only with IEEE 754
+operations, which are correctly rounded on both: +, -, *, /, sqrt, fma (nvcc's -fmad=false keeps it from fusing on
+its own, like g++'s -ffp-contract=off), and exp, log and tanh from numerics.h, which are built from those operations
+rather than taken from CUDA's or glibc's math library (whose last bits differ). So a GPU run reproduces a CPU run bit
+for bit: the same checkpoints, losses, metrics and samples. test/test_gpu.cpp checks exactly that where a GPU exists.
 
 What it is not (yet): fast. This is the reference path: naive kernels and a device synchronisation after each launch
 (backend.h). Fast kernels (cuBLAS matmuls, fused attention) will be added beside it as separate, tolerance-checked

@@ -5,7 +5,8 @@ What it is: a GPT/LLaMA-family language model (config.h: LayerNorm or RMSNorm, p
 kinds of positions, tied or untied embeddings, biases on or off) with a hand-written forward and backward pass for every
 layer, AdamW, a data loader, checkpoints that llm.c reads and writes, and the attention-sink metrics of the paper
 measured inside the training loop (sink_metrics.h). Attention variants come from attention_variants.cuh.
-What it is not: fast at scale (see train_gpt.cu for the GPU), or a tokenizer.
+What it is not: fast at scale, or a tokenizer. train_gpt.cu is this file built by nvcc: every layer below is a loop
+over output elements, sk_for (backend.h), which runs as OpenMP threads here and as a CUDA kernel there.
 
 Build and run:  make train_gpt_cpu && ./train_gpt_cpu --help      (make train: data + a short emergence run)
 Tests:          make test   (the test files #include this file with TESTING defined, as llm.c's test does)
@@ -16,13 +17,15 @@ sink measurement; checkpoints; check-state; the training loop and main.
 
 Exactness. Every layer is a template over the float type (float in the trainer, double in the finite-difference tests).
 Each output element is reduced by exactly one thread in one fixed order, documented at each reduction, so results do
-not depend on the number of OpenMP threads, and a GPU kernel that follows the same order reproduces them bit for bit:
+not depend on the number of OpenMP threads, and the GPU build, which runs the same loop bodies, reproduces them bit
+for bit:
   - dot products and matmuls: acc = init; for k = 0..K-1 in order: acc = fma(a_k, b_k, acc)  (init = bias, 0, or the
     gradient already there when backward accumulates);
   - row statistics (norm means, softmax sums, the loss): plain sequential sums in index order;
   - the global gradient norm: squares summed in double over fixed 4096-element chunks, chunks summed in order.
-exp/log/tanh/sqrt/fma go through numerics.h. Shapes: B batch, T time, C channels, NH heads, hs = C/NH head size,
-F ffn hidden, V vocab, Vp padded vocab, L layers, OC output channels.
+exp/log/tanh/sqrt/fma go through numerics.h, whose float versions use IEEE operations only (the same bits on every
+CPU and GPU). Shapes: B batch, T time, C channels, NH heads, hs = C/NH head size, F ffn hidden, V vocab, Vp padded
+vocab, L layers, OC output channels.
 */
 #include <math.h>
 #include <omp.h>
@@ -234,20 +237,43 @@ SK_HD static inline F act_grad(int ffn, F x) {
     }
 }
 
-// act = gated ? act(h1) * h2 : act(h1), elementwise over N values
+// act = gated ? act(h1) * h2 : act(h1), elementwise over N values. The activation is a template argument (FFN
+// decides it once per call), so each loop body is branch-free and the compiler vectorises it.
+template <int FFN, typename F>
+static void ffn_act_forward_kind(F* out, const F* h1, const F* h2, size_t N) {
+    if (h2) sk_for(N, SK_LAMBDA(size_t i) { out[i] = act_forward(FFN, h1[i]) * h2[i]; });
+    else sk_for(N, SK_LAMBDA(size_t i) { out[i] = act_forward(FFN, h1[i]); });
+}
+
 template <typename F>
 static void ffn_act_forward(F* out, const F* h1, const F* h2, size_t N, int ffn) {
-    sk_for(N, SK_LAMBDA(size_t i) { out[i] = h2 ? act_forward(ffn, h1[i]) * h2[i] : act_forward(ffn, h1[i]); });
+    switch (ffn) {
+    case FFN_RELU: case FFN_REGLU: ffn_act_forward_kind<FFN_RELU>(out, h1, h2, N); break;
+    case FFN_GELU: case FFN_GEGLU: ffn_act_forward_kind<FFN_GELU>(out, h1, h2, N); break;
+    default: ffn_act_forward_kind<FFN_SWISH>(out, h1, h2, N);
+    }
 }
 
 // backward of: out = act(h1) * h2  (or act(h1)):  dh1 = dout * h2 * act'(h1),  dh2 = dout * act(h1)
+template <int FFN, typename F>
+static void ffn_act_backward_kind(F* dh1, F* dh2, const F* dout, const F* h1, const F* h2, size_t N) {
+    if (h2) {
+        sk_for(N, SK_LAMBDA(size_t i) {
+            dh1[i] = dout[i] * h2[i] * act_grad(FFN, h1[i]);
+            dh2[i] = dout[i] * act_forward(FFN, h1[i]);
+        });
+    } else {
+        sk_for(N, SK_LAMBDA(size_t i) { dh1[i] = dout[i] * act_grad(FFN, h1[i]); });
+    }
+}
+
 template <typename F>
 static void ffn_act_backward(F* dh1, F* dh2, const F* dout, const F* h1, const F* h2, size_t N, int ffn) {
-    sk_for(N, SK_LAMBDA(size_t i) {
-        F g = h2 ? dout[i] * h2[i] : dout[i];
-        dh1[i] = g * act_grad(ffn, h1[i]);
-        if (h2) dh2[i] = dout[i] * act_forward(ffn, h1[i]);
-    });
+    switch (ffn) {
+    case FFN_RELU: case FFN_REGLU: ffn_act_backward_kind<FFN_RELU>(dh1, dh2, dout, h1, h2, N); break;
+    case FFN_GELU: case FFN_GEGLU: ffn_act_backward_kind<FFN_GELU>(dh1, dh2, dout, h1, h2, N); break;
+    default: ffn_act_backward_kind<FFN_SWISH>(dh1, dh2, dout, h1, h2, N);
+    }
 }
 
 // ----------------------------------------------------------------------------------------------------------------
@@ -1663,7 +1689,8 @@ static int train(CommandLine* cl) {
             if (tc.on_nonfinite == NONFINITE_STOP)
                 fail("step %d: the loss (%g) or a gradient is not finite; first non-finite gradient: %s. Stopped before "
                      "the update, so no checkpoint holds it (those already in '%s' are intact); lower --lr, raise "
-                     "--warmup or set --grad-clip, or pass --on-nonfinite skip to skip such steps", step + 1, loss,
+                     "--warmup or set --grad-clip, or pass --on-nonfinite skip to skip such steps", step + 1,
+                     std::isnan(loss) ? NAN : loss,  // "nan" whatever the NaN's sign bit
                      first.c_str(), out_dir.c_str());
             skipped++;
             log_line(logf, "{\"type\":\"nonfinite\",\"step\":" + std::to_string(step + 1) + ",\"loss\":" +

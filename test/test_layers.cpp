@@ -4,6 +4,36 @@
 
 static const double FD_TOL = 1e-6;  // relative; double-precision central differences with h = 1e-5 reach ~1e-9
 
+// numerics.h: the float exp, log and tanh both trainers use must be the correctly rounded values (libm's double
+// result rounded to float) on a sample of a million inputs spread over every exponent, and on the special values.
+// dev/numerics_check.cpp does all 2^32.
+TEST_CASE("sk_exp, sk_log and sk_tanh are correctly rounded (a million inputs and the special values)", "[layers]") {
+    auto same = [](float a, float b) { return (isnan(a) && isnan(b)) || memcmp(&a, &b, 4) == 0; };
+    std::vector<float> xs = {0.0f, -0.0f, 1.0f, -1.0f, INFINITY, -INFINITY, NAN, 1e-45f, -1e-45f, 88.72283f, 88.72284f,
+                             -87.33654f, -103.972f, -104.0f, 89.0f, 0.5f, -0.5f, 0.49999997f, 9.0f, 10.0f, 10.000001f};
+    for (uint64_t u = 0; u < (1ull << 32); u += 4093) {
+        uint32_t bits = (uint32_t)u;
+        float x;
+        memcpy(&x, &bits, 4);
+        xs.push_back(x);
+    }
+    int64_t bad_exp = 0, bad_log = 0, bad_tanh = 0;
+    for (float x : xs) {
+        bad_exp += !same(sk_exp(x), (float)exp((double)x));
+        bad_log += !same(sk_log(x), (float)log((double)x));
+        bad_tanh += !same(sk_tanh(x), (float)tanh((double)x));
+    }
+    CHECK(xs.size() > 1000000);
+    CHECK(bad_exp == 0);
+    CHECK(bad_log == 0);
+    CHECK(bad_tanh == 0);
+    CHECK(std::signbit(sk_tanh(-0.0f)));
+    CHECK(sk_exp(-200.0f) == 0.0f);
+    CHECK(sk_exp(100.0f) == INFINITY);
+    CHECK(sk_log(0.0f) == -INFINITY);
+    CHECK(isnan(sk_log(-1.0f)));
+}
+
 TEST_CASE("matmul backward matches finite differences", "[layers]") {
     std::mt19937_64 rng(1);
     const int BT = 7, C = 5, OC = 9;
