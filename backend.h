@@ -147,7 +147,21 @@ static inline double sk_memory_bytes() { return (double)sysconf(_SC_PHYS_PAGES) 
 
 #endif
 
-// An owning array of n values of a trivially copyable T, reachable from host code and loop bodies alike.
+// p[0..n) = v
+template <typename F>
+static void sk_fill(F* p, size_t n, F v) {
+    sk_for(n, SK_LAMBDA(size_t i) { p[i] = v; });
+}
+
+// dst[0..n) = src[0..n)
+template <typename F>
+static void sk_copy(F* dst, const F* src, size_t n) {
+    sk_for(n, SK_LAMBDA(size_t i) { dst[i] = src[i]; });
+}
+
+// An owning array of n values of a trivially copyable T, reachable from host code and loop bodies alike. It fills and
+// copies with sk_fill / sk_copy, so on the GPU the first touch of a managed page is the device's: the page then lives
+// in GPU memory, where the kernels use it and where the free-memory check of sk_alloc_bytes counts it.
 template <typename T>
 class SkBuffer {
   public:
@@ -156,7 +170,7 @@ class SkBuffer {
     SkBuffer& operator=(const SkBuffer& o) {
         if (this != &o) {
             reallocate(o.n_);
-            if (n_) memcpy(ptr_, o.ptr_, n_ * sizeof(T));
+            sk_copy(ptr_, o.ptr_, n_);
         }
         return *this;
     }
@@ -164,7 +178,7 @@ class SkBuffer {
     // n copies of v
     void assign(size_t n, T v) {
         reallocate(n);
-        for (size_t i = 0; i < n; i++) ptr_[i] = v;
+        sk_fill(ptr_, n, v);
     }
     // n values: the first min(n, size()) kept, new ones zero (as std::vector)
     void resize(size_t n) {
@@ -172,8 +186,8 @@ class SkBuffer {
         T* old = ptr_;
         size_t keep = n < n_ ? n : n_;
         ptr_ = n ? (T*)sk_alloc_bytes(n * sizeof(T)) : nullptr;
-        if (keep) memcpy(ptr_, old, keep * sizeof(T));
-        for (size_t i = keep; i < n; i++) ptr_[i] = T(0);
+        sk_copy(ptr_, old, keep);
+        sk_fill(ptr_ + keep, n - keep, T(0));
         if (old) sk_free_bytes(old);
         n_ = n;
     }
@@ -200,15 +214,3 @@ class SkBuffer {
     T* ptr_ = nullptr;
     size_t n_ = 0;
 };
-
-// p[0..n) = v
-template <typename F>
-static void sk_fill(F* p, size_t n, F v) {
-    sk_for(n, SK_LAMBDA(size_t i) { p[i] = v; });
-}
-
-// dst[0..n) = src[0..n)
-template <typename F>
-static void sk_copy(F* dst, const F* src, size_t n) {
-    sk_for(n, SK_LAMBDA(size_t i) { dst[i] = src[i]; });
-}

@@ -74,7 +74,7 @@ SK_HD inline float sk_exp(float x) {
     float e = (float)sk_exp_core((double)xc);
     return x != x ? x : x < -104.0f ? 0.0f : x > 89.0f ? INFINITY : e;
 }
-SK_HD inline double sk_exp(double x) { return exp(x); }
+inline double sk_exp(double x) { return exp(x); }  // host only: CUDA's exp differs from glibc's
 
 // ln x: x = m 2^e with m in [sqrt(1/2), sqrt(2)) (from the bits of x as a double: float denormals are normal there),
 // ln x = e ln2 + 2 atanh(s), s = (m - 1) / (m + 1), |s| < 0.172, atanh by its series to s^21 (remainder below 2^-55).
@@ -96,7 +96,7 @@ SK_HD inline float sk_log(float x) {
     double log_m = 2.0 * s * p;
     return (float)sk_fma((double)e, ln2_hi, sk_fma((double)e, ln2_lo, log_m));
 }
-SK_HD inline double sk_log(double x) { return log(x); }
+inline double sk_log(double x) { return log(x); }  // host only: CUDA's log differs from glibc's
 
 // tanh x, odd: for |x| >= 0.5, 1 - 2 / (e^{2|x|} + 1); below, u / (u + 2) with u = e^{2x} - 1 by its Taylor series to
 // (2x)^18 (|2x| < 1: remainder below 2^-55), so small |x| keeps its relative accuracy. |x| > 10: +-1 as a float.
@@ -119,7 +119,7 @@ SK_HD inline float sk_tanh(float x) {
     }
     return (float)copysign(t, (double)x);
 }
-SK_HD inline double sk_tanh(double x) { return tanh(x); }
+inline double sk_tanh(double x) { return tanh(x); }  // host only: CUDA's tanh differs from glibc's
 
 // The softmax of one row, in the project's fixed order: m = max; e_j = exp(s_j - m); sum over j in order; p_j =
 // mass * e_j / sum. Attention rows (attention_variants.cuh) and the loss (cross-entropy over the vocabulary) both use

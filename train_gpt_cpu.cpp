@@ -883,6 +883,9 @@ static double model_forward(Model<F>* m, Acts<F>* a, const int* inputs, const in
     if (T > c.max_seq_len)
         fail("sequence length %d%s exceeds the model's max_seq_len %d", T_data, off ? " + 1 (sink token)" : "",
              c.max_seq_len);
+    if (at.phi == PHI_MLP && (int64_t)2 * B * T * c.num_heads > INT32_MAX)
+        fail("--phi mlp maps 2 x B %d x T %d x %d heads = %lld head vectors per layer, more than 2^31 (lower --batch or "
+             "--seq-len)", B, T, c.num_heads, (long long)2 * B * T * c.num_heads);
     acts_alloc(a, c, B, T);
     a->tok_offset = off;
     size_t need = scratch_size(c, B, T);
@@ -1697,7 +1700,7 @@ static int train(CommandLine* cl) {
                                json_number(loss) + ",\"grad_norm\":" + json_number(gn) + ",\"first\":\"" +
                                json_escape(first) + "\",\"action\":\"skip\"}");
             printf("step %6d/%d | loss %.4f | non-finite gradient (first: %s) | update skipped\n", step + 1, tc.steps,
-                   loss, first.c_str());
+                   std::isnan(loss) ? NAN : loss, first.c_str());
             continue;
         }
         adamw_update(&m, lr, tc.beta1, tc.beta2, tc.adam_eps, tc.weight_decay, tc.wd_exempt, step + 1,
