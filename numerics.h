@@ -43,7 +43,7 @@ SK_HD inline To sk_bit_cast(From x) {
 // error below 2^-50: x = k ln2 + r with k = nearest integer to x / ln2 and |r| <= ln2/2 (Cody-Waite with a two-part
 // ln2; exact, since k has at most 8 bits and x is a float), e^r by its Taylor series to r^12 (Horner, fma; the
 // remainder is below 2^-52), then times 2^k built from its bits (k + 1023 is a normal exponent). No branches and no
-// tables, so the compiler vectorises loops that call it.
+// tables: one straight line of double operations on the GPU.
 SK_HD inline double sk_exp_core(double x) {
     const double log2e = 1.4426950408889634, ln2_hi = 6.93147180369123816490e-01, ln2_lo = 1.90821492927058770002e-10;
     const double round_magic = 6755399441055744.0;  // 1.5 * 2^52: t = x log2e + magic holds k in its low bits
@@ -128,8 +128,10 @@ template <typename F>
 SK_HD inline void sk_softmax_row(const F* s, F* p, int n, F mass) {
     F m = s[0];
     for (int j = 1; j < n; j++) m = s[j] > m ? s[j] : m;
-    for (int j = 0; j < n; j++) p[j] = sk_exp(s[j] - m);  // its own loop: vectorised
     F sum = 0;
-    for (int j = 0; j < n; j++) sum += p[j];
+    for (int j = 0; j < n; j++) {
+        p[j] = sk_exp(s[j] - m);
+        sum += p[j];
+    }
     for (int j = 0; j < n; j++) p[j] = mass * p[j] / sum;
 }

@@ -237,43 +237,20 @@ SK_HD static inline F act_grad(int ffn, F x) {
     }
 }
 
-// act = gated ? act(h1) * h2 : act(h1), elementwise over N values. The activation is a template argument (FFN
-// decides it once per call), so each loop body is branch-free and the compiler vectorises it.
-template <int FFN, typename F>
-static void ffn_act_forward_kind(F* out, const F* h1, const F* h2, size_t N) {
-    if (h2) sk_for(N, SK_LAMBDA(size_t i) { out[i] = act_forward(FFN, h1[i]) * h2[i]; });
-    else sk_for(N, SK_LAMBDA(size_t i) { out[i] = act_forward(FFN, h1[i]); });
-}
-
+// act = gated ? act(h1) * h2 : act(h1), elementwise over N values
 template <typename F>
 static void ffn_act_forward(F* out, const F* h1, const F* h2, size_t N, int ffn) {
-    switch (ffn) {
-    case FFN_RELU: case FFN_REGLU: ffn_act_forward_kind<FFN_RELU>(out, h1, h2, N); break;
-    case FFN_GELU: case FFN_GEGLU: ffn_act_forward_kind<FFN_GELU>(out, h1, h2, N); break;
-    default: ffn_act_forward_kind<FFN_SWISH>(out, h1, h2, N);
-    }
+    sk_for(N, SK_LAMBDA(size_t i) { out[i] = h2 ? act_forward(ffn, h1[i]) * h2[i] : act_forward(ffn, h1[i]); });
 }
 
 // backward of: out = act(h1) * h2  (or act(h1)):  dh1 = dout * h2 * act'(h1),  dh2 = dout * act(h1)
-template <int FFN, typename F>
-static void ffn_act_backward_kind(F* dh1, F* dh2, const F* dout, const F* h1, const F* h2, size_t N) {
-    if (h2) {
-        sk_for(N, SK_LAMBDA(size_t i) {
-            dh1[i] = dout[i] * h2[i] * act_grad(FFN, h1[i]);
-            dh2[i] = dout[i] * act_forward(FFN, h1[i]);
-        });
-    } else {
-        sk_for(N, SK_LAMBDA(size_t i) { dh1[i] = dout[i] * act_grad(FFN, h1[i]); });
-    }
-}
-
 template <typename F>
 static void ffn_act_backward(F* dh1, F* dh2, const F* dout, const F* h1, const F* h2, size_t N, int ffn) {
-    switch (ffn) {
-    case FFN_RELU: case FFN_REGLU: ffn_act_backward_kind<FFN_RELU>(dh1, dh2, dout, h1, h2, N); break;
-    case FFN_GELU: case FFN_GEGLU: ffn_act_backward_kind<FFN_GELU>(dh1, dh2, dout, h1, h2, N); break;
-    default: ffn_act_backward_kind<FFN_SWISH>(dh1, dh2, dout, h1, h2, N);
-    }
+    sk_for(N, SK_LAMBDA(size_t i) {
+        F g = h2 ? dout[i] * h2[i] : dout[i];
+        dh1[i] = g * act_grad(ffn, h1[i]);
+        if (h2) dh2[i] = dout[i] * act_forward(ffn, h1[i]);
+    });
 }
 
 // ----------------------------------------------------------------------------------------------------------------
