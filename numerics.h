@@ -39,33 +39,52 @@ SK_HD inline To sk_bit_cast(From x) {
     return y;
 }
 
+// 2^(j/32) for j = 0..31, each the double nearest to it (computed to 60 digits). The host and the device read the same
+// values: a static array on the host, constant memory on the GPU.
+#define SK_EXP2_FRACTIONS                                                                                               \
+    {1.0, 1.0218971486541166, 1.0442737824274138, 1.0671404006768237, 1.0905077326652577, 1.1143867425958924,         \
+     1.1387886347566916, 1.1637248587775775, 1.189207115002721, 1.215247359980469, 1.241857812073484,                \
+     1.2690509571917332, 1.2968395546510096, 1.3252366431597413, 1.3542555469368927, 1.383909881963832,              \
+     1.4142135623730951, 1.4451808069770467, 1.4768261459394993, 1.5091644275934228, 1.5422108254079407,             \
+     1.5759808451078865, 1.6104903319492543, 1.645755478153965, 1.681792830507429, 1.718619298122478,                \
+     1.7562521603732995, 1.7947090750031072, 1.8340080864093424, 1.8741676341103, 1.9152065613971474,                \
+     1.9571441241754002}
+#ifdef __CUDACC__
+__constant__ double sk_exp2_fractions_device[32] = SK_EXP2_FRACTIONS;
+#endif
+static const double sk_exp2_fractions_host[32] = SK_EXP2_FRACTIONS;
+SK_HD inline double sk_exp2_fraction(int j) {
+#ifdef __CUDA_ARCH__
+    return sk_exp2_fractions_device[j];
+#else
+    return sk_exp2_fractions_host[j];
+#endif
+}
+
 // e^x in double for x in [-104, 89] (every float argument whose exp is neither 0 nor inf as a float), relative
-// error below 2^-50: x = k ln2 + r with k = nearest integer to x / ln2 and |r| <= ln2/2 (Cody-Waite with a two-part
-// ln2; exact, since k has at most 8 bits and x is a float), e^r by its Taylor series to r^12 (Horner, fma; the
-// remainder is below 2^-52), then times 2^k built from its bits (k + 1023 is a normal exponent). No branches and no
-// tables: one straight line of double operations on the GPU.
+// error below 2^-51: x = (32 m + j) ln2/32 + r with 32 m + j = the nearest integer to 32 x / ln2 and |r| <= ln2/64
+// (Cody-Waite with a two-part ln2/32; exact, since 32 m + j has at most 13 bits and x is a float), so
+// e^x = 2^m 2^(j/32) e^r, with e^r by its Taylor series to r^6 (Horner, fma; the remainder is below 2^-58), 2^(j/32)
+// from the table and 2^m built from its bits (m + 1023 is a normal exponent).
 SK_HD inline double sk_exp_core(double x) {
-    const double log2e = 1.4426950408889634, ln2_hi = 6.93147180369123816490e-01, ln2_lo = 1.90821492927058770002e-10;
-    const double round_magic = 6755399441055744.0;  // 1.5 * 2^52: t = x log2e + magic holds k in its low bits
-    double t = sk_fma(x, log2e, round_magic);
-    double kd = t - round_magic;
-    double r = sk_fma(-kd, ln2_hi, x);
-    r = sk_fma(-kd, ln2_lo, r);
-    double p = 1.0 / 479001600.0;  // 1/12!, then 1/11! ... 1/0!
-    p = sk_fma(p, r, 1.0 / 39916800.0);
-    p = sk_fma(p, r, 1.0 / 3628800.0);
-    p = sk_fma(p, r, 1.0 / 362880.0);
-    p = sk_fma(p, r, 1.0 / 40320.0);
-    p = sk_fma(p, r, 1.0 / 5040.0);
-    p = sk_fma(p, r, 1.0 / 720.0);
+    const double inv_ln2_32 = 46.16624130844683;  // 32 / ln2
+    const double ln2_32_hi = 6.93147180369123816490e-01 / 32, ln2_32_lo = 1.90821492927058770002e-10 / 32;
+    const double round_magic = 6755399441055744.0;  // 1.5 * 2^52: t = 32 x / ln2 + magic holds n in its low bits
+    double t = sk_fma(x, inv_ln2_32, round_magic);
+    double nd = t - round_magic;
+    double r = sk_fma(-nd, ln2_32_hi, x);
+    r = sk_fma(-nd, ln2_32_lo, r);
+    double p = 1.0 / 720.0;
     p = sk_fma(p, r, 1.0 / 120.0);
     p = sk_fma(p, r, 1.0 / 24.0);
     p = sk_fma(p, r, 1.0 / 6.0);
     p = sk_fma(p, r, 0.5);
     p = sk_fma(p, r, 1.0);
     p = sk_fma(p, r, 1.0);
-    uint64_t k_plus_bias = sk_bit_cast<uint64_t>(t) - sk_bit_cast<uint64_t>(round_magic) + 1023;  // t - magic = k exactly
-    return p * sk_bit_cast<double>(k_plus_bias << 52);
+    int64_t n = (int64_t)(sk_bit_cast<uint64_t>(t) - sk_bit_cast<uint64_t>(round_magic));  // t - magic = n exactly
+    int j = (int)(n & 31);
+    int64_t m = (n - j) / 32;
+    return sk_exp2_fraction(j) * p * sk_bit_cast<double>((uint64_t)(m + 1023) << 52);
 }
 
 // e^x: NaN stays NaN; below -104 the float result is +0, above 89 it is +inf (the double value rounds there too).
