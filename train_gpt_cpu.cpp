@@ -647,6 +647,7 @@ struct Model {
     SkBuffer<F> rope_cos, rope_sin; // (maxT, hs/2)
     SkBuffer<float> alibi;          // (NH) slopes
     SkBuffer<F> scratch;            // matmul transposes
+    mutable SkBuffer<double> norm_parts;  // grad_norm's chunk sums, kept so a step allocates nothing
 };
 
 template <typename F>
@@ -1136,9 +1137,8 @@ static void model_backward(Model<F>* m, Acts<F>* a, F scale) {
 template <typename F>
 static double grad_norm(const Model<F>& m) {
     const size_t chunk = 4096, n = m.num_params, nchunks = (n + chunk - 1) / chunk;
-    SkBuffer<double> part;
-    part.resize(nchunks);
-    double* sums = part.data();
+    if (m.norm_parts.size() != nchunks) m.norm_parts.resize(nchunks);
+    double* sums = m.norm_parts.data();
     const F* g = m.grads.data();
     sk_for(nchunks, SK_LAMBDA(size_t k) {
         double s = 0;
@@ -1147,7 +1147,7 @@ static double grad_norm(const Model<F>& m) {
         sums[k] = s;
     });
     double total = 0;
-    for (double s : part) total += s;
+    for (double s : m.norm_parts) total += s;
     return sqrt(total);
 }
 
