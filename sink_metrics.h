@@ -1,9 +1,9 @@
-// sink_metrics.h: the attention-sink measurements of the paper (../shared/paper.md section 1), shared by both trainers.
+// sink_metrics.h: the attention-sink measurements of Gu et al. (ICLR 2025; docs/metrics.md), shared by both trainers.
 //
 // What it is: pure functions over one probe sequence's attention matrices and hidden states, and an accumulator that
 // averages them over the probe and prints them as JSON. The trainers call it on what their forward pass already holds
 // (attention probabilities, residual streams, keys and values); nothing here runs the model.
-// What it is not: a probe sampler (data/token_shards.h read_probe) or a plotter (dev/).
+// What it is not: a probe sampler (common/token_shards.h read_probe) or a plotter (dev/).
 //
 // Definitions (positions 0-based here, 1-based in the paper):
 //   alpha_k^{l,h} = mean of A[t,k] over the queries t that see key k (causal: 1/(T-k) * sum_{t=k..T-1} A[t,k])
@@ -14,7 +14,7 @@
 //   top1_median[l]= mean over sequences of max |h| / median |h| over that sequence's T x C entries (Sun et al. 2024)
 //   k1_ratio[l], v1_ratio[l] = mean over sequences of ||k_0|| / mean_{t>0} ||k_t|| (whole C-wide key/value of layer l)
 //   entropy[l]    = mean over sequences, heads and rows with 2+ visible keys of -sum_j A[t,j] log A[t,j] / log(visible)
-// Variants (README "Attention variants", "Metrics"): rows that are not probability distributions are read as proxy
+// Variants (docs/variants.md, docs/metrics.md): rows that are not probability distributions are read as proxy
 // scores |w_j| / sum_j |w_j|, and row_mass[l] = the mean of sum_j w_j over real query rows. With a slot (k*, a sink
 // logit, softmax_1's zero logit, or the sink token) A is (T+1) x (T+1) with the slot at index 0 and its own row
 // one-hot on itself: alpha_* = mean_t A[t, 0] over all T+1 rows, Sink_* counts alpha_* > eps, and Sink_k reads index k.
@@ -26,6 +26,8 @@
 #include <algorithm>
 #include <string>
 #include <vector>
+
+#include "common/json_write.h"
 
 #define SINK_MAX_K 10
 
@@ -209,16 +211,6 @@ static inline SinkReport sink_finish(SinkAccumulator* a) {
     r.entropy_mean = 0;
     for (double x : r.entropy) r.entropy_mean += x / r.entropy.size();
     return r;
-}
-
-static inline std::string json_list(const double* x, size_t n) {
-    std::string s = "[";
-    char buf[32];
-    for (size_t i = 0; i < n; i++) {
-        snprintf(buf, sizeof buf, "%s%.9g", i ? "," : "", x[i]);
-        s += buf;
-    }
-    return s + "]";
 }
 
 // The report as JSON fields (no braces), so a caller can prepend its own ("step": ...).

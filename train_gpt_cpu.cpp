@@ -1,55 +1,55 @@
 /*
-train_gpt_cpu.cpp: the CPU reference trainer of sinkscope. fp32, OpenMP, one translation unit plus shared headers.
+train_gpt_cpu.cpp: the CPU reference trainer of sinkscope. fp32, OpenMP, one file of model math.
 
-What it is: a GPT/LLaMA-family language model (config.h: LayerNorm or RMSNorm, pre- or post-norm, six FFN kinds, five
-kinds of positions, tied or untied embeddings, biases on or off) with a hand-written forward and backward pass for every
-layer, AdamW, a data loader, checkpoints that llm.c reads and writes, and the attention-sink metrics of the paper
-measured inside the training loop (sink_metrics.h). Attention variants come from attention_variants.cuh.
-What it is not: fast at scale, or a tokenizer. train_gpt.cu is this file built by nvcc: every layer below is a loop
-over output elements, sk_for (backend.h), which runs as OpenMP threads here and as a CUDA kernel there.
+What it is: a GPT/LLaMA-family language model (common/config.h: LayerNorm or RMSNorm, pre- or post-norm, six FFN
+kinds, five kinds of positions, tied or untied embeddings, biases on or off, and every attention variant of
+attention_variants.cuh) with a hand-written forward and backward pass for every layer, and AdamW. Everything that is
+not model math (flags, data, the training loop, checkpoints, the sink probe, sampling, --check-state) is shared with
+the GPU trainer in common/trainer.h, which drives this model through the small interface of common/engine.h.
+What it is not: fast at scale, or a tokenizer. train_gpt.cu is this file built by nvcc.
 
 Build and run:  make train_gpt_cpu && ./train_gpt_cpu --help      (make train: data + a short emergence run)
-Tests:          make test   (the test files #include this file with TESTING defined, as llm.c's test does)
+Tests:          make test   (the tests #include this file with TESTING defined, as llm.c's test does)
 
-Reading order: numerics and the matmul; the layers, each a forward/backward pair (backward accumulates into gradients
-with +=, and quotes the forward line it differentiates); the model (parameters, activations, forward, backward, update);
-sink measurement; checkpoints; check-state; the training loop and main.
+Reading order: the matmul; the layers, each a forward/backward pair; attention, first the plain causal softmax (what
+the default model runs), then the general form every variant goes through; the model (parameters, activations, the
+per-layer view); forward; backward; update; the engine; main.
 
-Exactness. Every layer is a template over the float type (float in the trainer, double in the finite-difference tests).
-Each output element is reduced by exactly one thread in one fixed order, documented at each reduction, so results do
-not depend on the number of OpenMP threads, and the GPU build, which runs the same loop bodies, reproduces them bit
-for bit:
+Five things to know before reading:
+  - template <typename F>: every layer is written once for a float type F: float in the trainer, double in the
+    finite-difference tests.
+  - sk_for(n, SK_LAMBDA(size_t i) { ... }) (common/backend.h) runs the body for i = 0..n-1: an OpenMP loop here, a
+    CUDA kernel with one thread per i in train_gpt.cu. SK_LAMBDA is a by-value lambda ([=]) that also runs on a GPU.
+  - sk_fma(a, b, c) = a * b + c rounded once, sk_exp/sk_log/sk_tanh/sk_sqrt: common/numerics.h, the one doorway to
+    these functions, giving the same bits on every CPU and GPU.
+  - SkBuffer<T> (common/backend.h) owns the model's memory; p[i], g[i] point at parameter tensor i and its gradient.
+  - Every backward function accumulates (+=) into the gradients it is given, and quotes the forward it differentiates.
+
+Exactness. Each output element is reduced by exactly one thread in one fixed order, documented at each reduction, so
+results do not depend on the number of OpenMP threads, and the GPU build, which runs the same loop bodies, reproduces
+them bit for bit:
   - dot products and matmuls: acc = init; for k = 0..K-1 in order: acc = fma(a_k, b_k, acc)  (init = bias, 0, or the
     gradient already there when backward accumulates);
   - row statistics (norm means, softmax sums, the loss): plain sequential sums in index order;
   - the global gradient norm: squares summed in double over fixed 4096-element chunks, chunks summed in order.
-exp/log/tanh/sqrt/fma go through numerics.h, whose float versions use IEEE operations only (the same bits on every
-CPU and GPU). Shapes: B batch, T time, C channels, NH heads, hs = C/NH head size, F ffn hidden, V vocab, Vp padded
-vocab, L layers, OC output channels.
+Shapes: B batch, T time, C channels, NH heads, hs = C/NH head size, FF FFN hidden width, V vocab, Vp padded vocab,
+L layers, OC output channels.
 */
 #include <math.h>
 #include <omp.h>
 #include <stdint.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <time.h>
-#include <dirent.h>
-#include <string>
+#include <algorithm>
+#include <memory>
 #include <vector>
 
 #include "attention_variants.cuh"
-#include "backend.h"
-#include "config.h"
-#include "numerics.h"
-#include "sampling.h"
-#include "sink_metrics.h"
-#include "data/debug_state.h"
-#include "data/model_file.h"
-#include "data/text_codec.h"
-#include "data/token_shards.h"
-#include "data/train_state.h"
+#include "common/backend.h"
+#include "common/config.h"
+#include "common/engine.h"
+#include "common/numerics.h"
+#include "common/trainer.h"
 
 // ----------------------------------------------------------------------------------------------------------------
 // matmul. One kernel serves the forward and both backward products:
@@ -243,21 +243,44 @@ static void ffn_act_forward(F* out, const F* h1, const F* h2, size_t N, int ffn)
     sk_for(N, SK_LAMBDA(size_t i) { out[i] = h2 ? act_forward(ffn, h1[i]) * h2[i] : act_forward(ffn, h1[i]); });
 }
 
-// backward of: out = act(h1) * h2  (or act(h1)):  dh1 = dout * h2 * act'(h1),  dh2 = dout * act(h1)
+// backward of: out = act(h1) * h2  (or act(h1)):  dh1 += dout * h2 * act'(h1),  dh2 += dout * act(h1)
 template <typename F>
 static void ffn_act_backward(F* dh1, F* dh2, const F* dout, const F* h1, const F* h2, size_t N, int ffn) {
     sk_for(N, SK_LAMBDA(size_t i) {
         F g = h2 ? dout[i] * h2[i] : dout[i];
-        dh1[i] = g * act_grad(ffn, h1[i]);
-        if (h2) dh2[i] = dout[i] * act_forward(ffn, h1[i]);
+        dh1[i] += g * act_grad(ffn, h1[i]);
+        if (h2) dh2[i] += dout[i] * act_forward(ffn, h1[i]);
     });
+}
+
+template <typename F>
+static void relu_forward(F* y, const F* x, size_t N) {
+    sk_for(N, SK_LAMBDA(size_t i) { y[i] = x[i] > 0 ? x[i] : F(0); });
+}
+
+// backward of: y = relu(x)  ->  dx += dy * [x > 0]
+template <typename F>
+static void relu_backward(F* dx, const F* dy, const F* x, size_t N) {
+    sk_for(N, SK_LAMBDA(size_t i) { dx[i] += x[i] > 0 ? dy[i] : F(0); });
+}
+
+// out = a + b, elementwise
+template <typename F>
+static void residual_forward(F* out, const F* a, const F* b, size_t N) {
+    sk_for(N, SK_LAMBDA(size_t i) { out[i] = a[i] + b[i]; });
+}
+
+// backward of: out = a + b, for the input on the residual path:  da += dout  (the branch reads dout directly)
+template <typename F>
+static void residual_backward(F* da, const F* dout, size_t N) {
+    sk_for(N, SK_LAMBDA(size_t i) { da[i] += dout[i]; });
 }
 
 // ----------------------------------------------------------------------------------------------------------------
 // positions. Tables are computed once in double and rounded, so every platform gets the same values.
 
-// RoPE (rotate-half) on q and k of every head of qkv (B,T,3C), in place; `inverse` rotates backwards (the backward
-// pass: the rotation is orthogonal, so its gradient is the inverse rotation of the incoming gradient).
+// RoPE (rotate-half) on q and k of every head of qkv (B,T,3C), in place; `inverse` rotates backwards. The rotation
+// is orthogonal, so its backward is the inverse rotation of the incoming gradient, also in place.
 //   for i < hs/2: a' = a cos - b sin, b' = b cos + a sin, (a, b) = (x[i], x[i + hs/2]), angle t * base^(-2i/hs)
 template <typename F>
 static void rope_apply(F* qkv, const F* cos_t, const F* sin_t, int B, int T, int C, int NH, bool inverse) {
@@ -293,7 +316,8 @@ static void embedding_forward(F* out, const int* tokens, const F* wte, const F* 
 // backward of: x0[b,t] = wte[tok[b,t]] + wpe[t].  One thread per channel, (b,t) in order, so repeated tokens
 // accumulate in a fixed order:  dwte[tok] += dx0[b,t] (dsink_token for id -1);  dwpe[t] += dx0[b,t]
 template <typename F>
-static void embedding_backward(F* dwte, F* dsink_token, F* dwpe, const F* dout, const int* tokens, int B, int T, int C) {
+static void embedding_backward(F* dwte, F* dsink_token, F* dwpe, const F* dout, const int* tokens, int B, int T,
+                               int C) {
     sk_for(C, SK_LAMBDA(size_t i) {
         for (int bt = 0; bt < B * T; bt++) {
             F d = dout[(size_t)bt * C + i];
@@ -305,15 +329,98 @@ static void embedding_backward(F* dwte, F* dsink_token, F* dwpe, const F* dout, 
 }
 
 // ----------------------------------------------------------------------------------------------------------------
-// attention. q, k and v of head h are hs-vectors at a row stride: q(b,t,h) = q + (b*T + t) * qk_stride + h * hs (the
-// fused qkv buffer, stride 3C, or the feature-mapped q|k block, stride C), v likewise with stride 3C. One row:
+// attention, the plain way: causal softmax, as in llm.c. Read this first. It is what the default model runs (the
+// flags choose no attention variant and no ALiBi), and the general form below computes exactly these numbers in that
+// case (tested bit for bit). q, k, v of head h at position t are hs-vectors inside qkv (B, T, 3C):
+// q = qkv[b,t, h hs ..], k = qkv[b,t, C + h hs ..], v = qkv[b,t, 2C + h hs ..]. One row per (b, h, t):
+//   s_j = tau q_t . k_j for the keys j <= t, tau = 1/sqrt(hs)       (dot product over d in order, fma)
+//   p = softmax(s)                                                   (common/numerics.h sk_softmax_row)
+//   y_t = sum_j p_j v_j                                              (j in order, fma)
+// att (B, NH, T, T) keeps p (0 for j > t) for the backward pass and the sink metrics.
+template <typename F>
+static void attention_forward_causal(F* out, F* att, const F* qkv, int B, int T, int C, int NH) {
+    int hs = C / NH;
+    F tau = F(1) / sk_sqrt(F(hs));
+    sk_for((size_t)B * NH * T, SK_LAMBDA(size_t r) {
+        size_t b = r / ((size_t)NH * T), h = r / T % NH, t = r % T;
+        const F* q = qkv + (b * T + t) * 3 * C + h * hs;
+        F* p = att + r * T;
+        for (size_t j = 0; j <= t; j++) {
+            const F* k = qkv + (b * T + j) * 3 * C + C + h * hs;
+            F dot = 0;
+            for (int d = 0; d < hs; d++) dot = sk_fma(q[d], k[d], dot);
+            p[j] = dot * tau;
+        }
+        sk_softmax_row(p, p, (int)t + 1, F(1));  // in place: the scores become the weights
+        for (size_t j = t + 1; j < (size_t)T; j++) p[j] = 0;
+        F* y = out + (b * T + t) * C + h * hs;
+        for (int d = 0; d < hs; d++) y[d] = 0;
+        for (size_t j = 0; j <= t; j++) {
+            const F* v = qkv + (b * T + j) * 3 * C + 2 * C + h * hs;
+            for (int d = 0; d < hs; d++) y[d] = sk_fma(p[j], v[d], y[d]);
+        }
+    });
+}
+
+// backward of: s_j = tau q_t . k_j,  p = softmax(s),  y_t = sum_j p_j v_j. Two passes, so every gradient element
+// is summed by one thread in a fixed order:
+//   rows (b,h,t):  dp_j = dy_t . v_j;  ds_j = p_j (dp_j - sum_i p_i dp_i), kept in ds_rows (B, NH, T, T+1);
+//                  dq_t += tau sum_j ds_j k_j                                            (j = 0..t in order)
+//   keys (b,h,j):  dk_j += tau sum_t ds_tj q_t;  dv_j += sum_t p_tj dy_t                 (t = j..T-1 in order)
+template <typename F>
+static void attention_backward_causal(F* dqkv, F* ds_rows, const F* dout, const F* qkv, const F* att, int B, int T,
+                                      int C, int NH) {
+    int hs = C / NH;
+    F tau = F(1) / sk_sqrt(F(hs));
+    sk_for((size_t)B * NH * T, SK_LAMBDA(size_t r) {
+        size_t b = r / ((size_t)NH * T), h = r / T % NH, t = r % T;
+        const F* p = att + r * T;
+        const F* dy = dout + (b * T + t) * C + h * hs;
+        F* ds = ds_rows + r * (T + 1);
+        for (size_t j = 0; j <= t; j++) {  // dp_j, in ds until the softmax's backward replaces it
+            const F* v = qkv + (b * T + j) * 3 * C + 2 * C + h * hs;
+            F dot = 0;
+            for (int d = 0; d < hs; d++) dot = sk_fma(dy[d], v[d], dot);
+            ds[j] = dot;
+        }
+        F D = 0;
+        for (size_t j = 0; j <= t; j++) D = sk_fma(p[j], ds[j], D);
+        for (size_t j = 0; j <= t; j++) ds[j] = p[j] * (ds[j] - D);
+        F* dq = dqkv + (b * T + t) * 3 * C + h * hs;
+        for (size_t j = 0; j <= t; j++) {
+            const F* k = qkv + (b * T + j) * 3 * C + C + h * hs;
+            F g = ds[j] * tau;
+            for (int d = 0; d < hs; d++) dq[d] = sk_fma(g, k[d], dq[d]);
+        }
+    });
+    sk_for((size_t)B * NH * T, SK_LAMBDA(size_t r) {
+        size_t b = r / ((size_t)NH * T), h = r / T % NH, j = r % T, head = r - j;  // head: row (b, h, 0)
+        F* dk = dqkv + (b * T + j) * 3 * C + C + h * hs;
+        F* dv = dqkv + (b * T + j) * 3 * C + 2 * C + h * hs;
+        for (size_t t = j; t < (size_t)T; t++) {
+            const F* q = qkv + (b * T + t) * 3 * C + h * hs;
+            const F* dy = dout + (b * T + t) * C + h * hs;
+            F g = ds_rows[(head + t) * (T + 1) + j] * tau, p = att[(head + t) * T + j];
+            for (int d = 0; d < hs; d++) {
+                dk[d] = sk_fma(g, q[d], dk[d]);
+                dv[d] = sk_fma(p, dy[d], dv[d]);
+            }
+        }
+    });
+}
+
+// ----------------------------------------------------------------------------------------------------------------
+// attention, the general form: every variant of attention_variants.cuh. q, k and v of head h are hs-vectors at a row
+// stride: q(b,t,h) = q + (b*T + t) * qk_stride + h * hs (the fused qkv buffer, stride 3C, or the feature-mapped q|k
+// block, stride C), v likewise with stride 3C. One row:
 //   s_* = the slot score (attention_variants.cuh: tau q.k*, sigma_h or 0), then for the visible keys j in [lo, hi)
 //   s_j = tau * (q_t . k_j) - alibi[h] * |t - j|,  tau = 1/sqrt(hs)      (dot product over d in order, fma)
-//   p = the variant's row map of [s_*, s_lo .. s_hi-1]                    (attention_variants.cuh)
+//   p = the variant's row map of [s_*, s_lo .. s_hi-1]                    (attn_row_forward)
 //   y_t = p_* v* + sum_j p_j v_j (+ v_bias)                              (slot first, then j in order, fma)
-// att (B,NH,T,T) keeps p of the keys (zero outside [lo,hi)) and att_slot (B,NH,T) the slot's weight, for the backward
-// pass and the sink metrics. One loop index per row (b, h, t); the row's scores s and weights p (and dp in backward)
-// are T+1 values each of the loop's scratch (sk_for_scratch, backend.h; `work` is its GPU storage).
+// att (B,NH,T,T) keeps p of the keys (zero outside [lo,hi)) and att_slot (B,NH,T) the slot's weight. In a row's
+// arrays the keys start at index key0: 1 behind a slot, else 0. One loop index per row (b, h, t); the row's scores s
+// and weights p (and dp in backward) are T+1 values each of the loop's scratch (sk_for_scratch; `work` is its GPU
+// storage).
 
 // The parameters of one layer's attention core besides q, k, v (null when the variant has none). The spec is a
 // copy, so a loop body on the GPU carries it by value.
@@ -382,7 +489,7 @@ template <typename F>
 static void attention_forward(F* out, F* att, F* att_slot, F* work, const F* q, const F* k, int qk_stride,
                               const F* v, const AttnParams<F>& ap_, int B, int T, int C, int NH) {
     AttnParams<F> ap = ap_;
-    int hs = C / NH, has_slot = attn_has_slot(ap.spec);
+    int hs = C / NH, key0 = attn_has_slot(ap.spec);
     F tau = F(1) / sk_sqrt(F(hs));
     sk_for_scratch((size_t)B * NH * T, 3 * (size_t)(T + 1), work, SK_LAMBDA(size_t r, F* scratch) {
         int b = (int)(r / ((size_t)NH * T)), h = (int)(r / T % NH), t = (int)(r % T);
@@ -394,8 +501,8 @@ static void attention_forward(F* out, F* att, F* att_slot, F* work, const F* q, 
         attn_row_forward(spec, s, p, n, T);
         F* arow = att + r * T;
         for (int j = 0; j < T; j++) arow[j] = 0;
-        for (int j = lo; j < hi; j++) arow[j] = p[has_slot + j - lo];
-        if (has_slot) att_slot[r] = p[0];
+        for (int j = lo; j < hi; j++) arow[j] = p[key0 + j - lo];
+        if (key0) att_slot[r] = p[0];
         bool slot_value = attention_slot_has_value(spec);
         F* y = out + ((size_t)b * T + t) * C + h * hs;
         for (int d = 0; d < hs; d++) y[d] = slot_value ? p[0] * attention_slot_value(ap, h, hs, d) : F(0);
@@ -408,18 +515,15 @@ static void attention_forward(F* out, F* att, F* att_slot, F* work, const F* q, 
     });
 }
 
-// backward of the attention core, O(T^2 hs) per head, in four loops:
-//   rows (b,h,t):  dp_j = dO_t . v_j (dp_* = dO_t . v*);  ds = the variant's derivative, kept in ds_rows;
-//                  dq_t += tau (ds_* k* + sum_j ds_j k_j)                      (slot first, then j in order)
-//   keys (b,h,j):  dk_j += tau ds_tj q_t;  dv_j += p_tj dO_t     (over the rows t that see j, in order: t_lo..t_hi-1)
-//   heads (b,h):   partial: dk* += tau ds_t* q_t;  dv* += p_t* dO_t;  dsigma_h += ds_t*;  dv_bias += dO_t  (t in order)
-//   parameters:    dk*, dv*, dv_bias, dsigma += the partials, b in order, then the heads that share the entry in order
+// backward of the row map, and dq (one loop index per row (b, h, t)):
+//   dp_* = dO_t . v*,  dp_j = dO_t . v_j;  ds = the variant's derivative (attn_row_backward), kept in ds_rows
+//   (B, NH, T, T+1) for the other two passes;  dq_t += tau (ds_* k* + sum_j ds_j k_j)     (slot first, then j in order)
 template <typename F>
-static void attention_backward(F* dq, F* dk, int qk_stride, F* dv, const AttnParamGrads<F>& g, F* ds_rows, F* work,
-                               const F* dout, const F* q, const F* k, const F* v, const F* att, const F* att_slot,
-                               const AttnParams<F>& ap_, int B, int T, int C, int NH) {
+static void attention_backward_rows(F* dq, int qk_stride, F* ds_rows, F* work, const F* dout, const F* q,
+                                    const F* k, const F* v, const F* att, const F* att_slot,
+                                    const AttnParams<F>& ap_, int B, int T, int C, int NH) {
     AttnParams<F> ap = ap_;
-    int hs = C / NH, has_slot = attn_has_slot(ap.spec);
+    int hs = C / NH, key0 = attn_has_slot(ap.spec);
     bool need_s = attn_variant_table[ap.spec.variant].needs_scores;
     F tau = F(1) / sk_sqrt(F(hs));
     sk_for_scratch((size_t)B * NH * T, 3 * (size_t)(T + 1), work, SK_LAMBDA(size_t r, F* scratch) {
@@ -429,11 +533,11 @@ static void attention_backward(F* dq, F* dk, int qk_stride, F* dv, const AttnPar
         F* ds = ds_rows + r * (T + 1);
         int lo, hi;
         attn_visible_keys(spec, t, T, &lo, &hi);
-        int n = has_slot + hi - lo;
+        int n = key0 + hi - lo;
         if (need_s) attention_row_scores(s, ap, q, k, qk_stride, b, h, t, T, hs, tau, lo, hi);
         const F* arow = att + r * T;
         const F* dy = dout + ((size_t)b * T + t) * C + h * hs;
-        if (has_slot) {
+        if (key0) {
             p[0] = att_slot[r];
             F dot = 0;
             if (attention_slot_has_value(spec))
@@ -444,8 +548,8 @@ static void attention_backward(F* dq, F* dk, int qk_stride, F* dv, const AttnPar
             const F* vj = v + ((size_t)b * T + j) * 3 * C + h * hs;
             F dot = 0;
             for (int d = 0; d < hs; d++) dot = sk_fma(dy[d], vj[d], dot);
-            p[has_slot + j - lo] = arow[j];
-            dp[has_slot + j - lo] = dot;
+            p[key0 + j - lo] = arow[j];
+            dp[key0 + j - lo] = dot;
         }
         attn_row_backward(spec, need_s ? (const F*)s : (const F*)nullptr, p, dp, ds, n, T);
         F* dqt = dq + ((size_t)b * T + t) * qk_stride + h * hs;
@@ -456,34 +560,56 @@ static void attention_backward(F* dq, F* dk, int qk_stride, F* dv, const AttnPar
         }
         for (int j = lo; j < hi; j++) {
             const F* kj = k + ((size_t)b * T + j) * qk_stride + h * hs;
-            F gj = ds[has_slot + j - lo] * tau;
+            F gj = ds[key0 + j - lo] * tau;
             for (int d = 0; d < hs; d++) dqt[d] = sk_fma(gj, kj[d], dqt[d]);
         }
     });
+}
+
+// backward of s_j = tau q_t . k_j and y_t = sum_j p_j v_j for the keys (one loop index per key (b, h, j)):
+//   dk_j += tau sum_t ds_tj q_t;  dv_j += sum_t p_tj dO_t       (over the rows t that see j, in order: t_lo..t_hi-1)
+template <typename F>
+static void attention_backward_keys(F* dk, int qk_stride, F* dv, const F* ds_rows, const F* dout, const F* q,
+                                    const F* att, const AttnParams<F>& ap, int B, int T, int C, int NH) {
+    AttnSpec spec = ap.spec;
+    int hs = C / NH, key0 = attn_has_slot(spec);
+    F tau = F(1) / sk_sqrt(F(hs));
     sk_for((size_t)B * NH * T, SK_LAMBDA(size_t r) {
         int b = (int)(r / ((size_t)NH * T)), h = (int)(r / T % NH), j = (int)(r % T);
         F* dkj = dk + ((size_t)b * T + j) * qk_stride + h * hs;
         F* dvj = dv + ((size_t)b * T + j) * 3 * C + h * hs;
         size_t head = r - j;  // row (b, h, 0)
         int t_lo, t_hi;
-        attn_visible_queries(ap.spec, j, T, &t_lo, &t_hi);
+        attn_visible_queries(spec, j, T, &t_lo, &t_hi);
         for (int t = t_lo; t < t_hi; t++) {
             int lo, hi;
-            attn_visible_keys(ap.spec, t, T, &lo, &hi);
+            attn_visible_keys(spec, t, T, &lo, &hi);
             const F* qt = q + ((size_t)b * T + t) * qk_stride + h * hs;
             const F* dy = dout + ((size_t)b * T + t) * C + h * hs;
-            F gj = ds_rows[(head + t) * (T + 1) + has_slot + j - lo] * tau, pj = att[(head + t) * T + j];
+            F gj = ds_rows[(head + t) * (T + 1) + key0 + j - lo] * tau, pj = att[(head + t) * T + j];
             for (int d = 0; d < hs; d++) {
                 dkj[d] = sk_fma(gj, qt[d], dkj[d]);
                 dvj[d] = sk_fma(pj, dy[d], dvj[d]);
             }
         }
     });
+}
+
+// backward of the slot and the value bias, for their parameters:
+//   per (b, h), t in order:  dk* += tau ds_t* q_t;  dv* += p_t* dO_t;  dsigma_h += ds_t*;  dv_bias += dO_t
+//   then each parameter entry adds those partials, b in order, then the heads that share the entry in order
+template <typename F>
+static void attention_backward_slot_params(const AttnParamGrads<F>& g, const F* ds_rows, const F* dout, const F* q,
+                                           int qk_stride, const F* att_slot, const AttnParams<F>& ap, int B, int T,
+                                           int C, int NH) {
     if (!g.partial) return;
+    AttnSpec spec = ap.spec;
+    const F* vbias = ap.vbias;
+    int hs = C / NH;
+    F tau = F(1) / sk_sqrt(F(hs));
     F* partial = g.partial;
     const size_t pstride = 3 * (size_t)hs + 1;
     sk_for((size_t)B * NH, SK_LAMBDA(size_t bh) {
-        const AttnSpec& spec = ap.spec;
         int b = (int)(bh / NH), h = (int)(bh % NH);
         F* part = partial + bh * pstride;
         for (size_t i = 0; i < pstride; i++) part[i] = 0;
@@ -500,7 +626,7 @@ static void attention_backward(F* dq, F* dk, int qk_stride, F* dv, const AttnPar
             } else if (spec.slot == SLOT_LOGIT) {
                 part[3 * hs] += ds_rows[r * (T + 1)];
             }
-            if (ap.vbias)
+            if (vbias)
                 for (int d = 0; d < hs; d++) part[2 * hs + d] += dy[d];
         }
     });
@@ -521,6 +647,16 @@ static void attention_backward(F* dq, F* dk, int qk_stride, F* dv, const AttnPar
         sk_for(NH, SK_LAMBDA(size_t h) {
             for (int b = 0; b < B; b++) dsink_logit[h] += partial[((size_t)b * NH + h) * pstride + 3 * hs];
         });
+}
+
+// backward of attention_forward: the three passes above, in order (rows, keys, slot parameters).
+template <typename F>
+static void attention_backward(F* dq, F* dk, int qk_stride, F* dv, const AttnParamGrads<F>& g, F* ds_rows, F* work,
+                               const F* dout, const F* q, const F* k, const F* v, const F* att, const F* att_slot,
+                               const AttnParams<F>& ap, int B, int T, int C, int NH) {
+    attention_backward_rows(dq, qk_stride, ds_rows, work, dout, q, k, v, att, att_slot, ap, B, T, C, NH);
+    attention_backward_keys(dk, qk_stride, dv, ds_rows, dout, q, att, ap, B, T, C, NH);
+    attention_backward_slot_params(g, ds_rows, dout, q, qk_stride, att_slot, ap, B, T, C, NH);
 }
 
 // Feature maps on q and k (paper Table 6), after RoPE. q and k of every position and head are first gathered into
@@ -558,17 +694,6 @@ static void phi_elu1_backward(F* dx, const F* dy, const F* x, size_t N) {
     sk_for(N, SK_LAMBDA(size_t i) { dx[i] += dy[i] * (x[i] > 0 ? F(1) : sk_exp(x[i])); });
 }
 
-template <typename F>
-static void relu_forward(F* y, const F* x, size_t N) {
-    sk_for(N, SK_LAMBDA(size_t i) { y[i] = x[i] > 0 ? x[i] : F(0); });
-}
-
-// backward of: y = relu(x)  ->  dx = dy * [x > 0]   (assigns)
-template <typename F>
-static void relu_backward(F* dx, const F* dy, const F* x, size_t N) {
-    sk_for(N, SK_LAMBDA(size_t i) { dx[i] = x[i] > 0 ? dy[i] : F(0); });
-}
-
 // Gated attention (G1): y = core * sigmoid(z), z = x W_g^T, one gate per channel (G = C) or per head (G = NH).
 template <typename F>
 static void gate_forward(F* y, F* gate, const F* core, const F* z, int BT, int C, int G) {
@@ -582,7 +707,7 @@ static void gate_forward(F* y, F* gate, const F* core, const F* z, int BT, int C
     });
 }
 
-// backward of: y = core * g, g = sigmoid(z):  dcore = dy * g;  dz = g (1 - g) * sum over the gate's channels of
+// backward of: y = core * g, g = sigmoid(z):  dcore += dy * g;  dz += g (1 - g) * sum over the gate's channels of
 // dy * core (channels in order)
 template <typename F>
 static void gate_backward(F* dcore, F* dz, const F* dy, const F* core, const F* gate, int BT, int C, int G) {
@@ -591,10 +716,10 @@ static void gate_backward(F* dcore, F* dz, const F* dy, const F* core, const F* 
         for (int gi = 0; gi < G; gi++) {
             F gv = gate[bt * G + gi], acc = 0;
             for (int i = gi * per; i < (gi + 1) * per; i++) {
-                dcore[bt * C + i] = dy[bt * C + i] * gv;
+                dcore[bt * C + i] += dy[bt * C + i] * gv;
                 acc = sk_fma(dy[bt * C + i], core[bt * C + i], acc);
             }
-            dz[bt * G + gi] = acc * gv * (F(1) - gv);
+            dz[bt * G + gi] += acc * gv * (F(1) - gv);
         }
     });
 }
@@ -615,39 +740,34 @@ static void crossentropy_forward(F* losses, F* probs, const F* logits, const int
     });
 }
 
-// backward of: loss = dloss * sum_bt losses[bt]  ->  dlogits[bt,i] = dloss * (probs[i] - [i == target]), i < V
+// backward of: loss = dloss * sum_bt losses[bt]  ->  dlogits[bt,i] += dloss * (probs[i] - [i == target]), i < V
 template <typename F>
 static void crossentropy_backward(F* dlogits, const F* probs, const int* targets, F dloss, int BT, int V, int Vp) {
     sk_for(BT, SK_LAMBDA(size_t bt) {
         F* d = dlogits + bt * Vp;
         const F* p = probs + bt * Vp;
-        for (int i = 0; i < V; i++) d[i] = targets[bt] >= 0 ? dloss * (p[i] - (i == targets[bt] ? F(1) : F(0))) : F(0);
-        for (int i = V; i < Vp; i++) d[i] = 0;
+        if (targets[bt] < 0) return;
+        for (int i = 0; i < V; i++) d[i] += dloss * (p[i] - (i == targets[bt] ? F(1) : F(0)));
     });
 }
 
-template <typename F>
-static void residual_forward(F* out, const F* a, const F* b, size_t N) {
-    sk_for(N, SK_LAMBDA(size_t i) { out[i] = a[i] + b[i]; });
-}
-
 // ----------------------------------------------------------------------------------------------------------------
-// the model: parameters (one buffer, pointed into by the ParamId table), gradients, AdamW moments, and the tables of
-// positions. Activations live apart (Acts) so a training batch and the sink probe can each have their own.
+// the model: parameters (one buffer, pointed into by the ParamId table of common/config.h), gradients, AdamW moments,
+// and the tables of positions. Activations live apart (Acts) so a training batch and the sink probe can each have
+// their own.
 
 template <typename F>
 struct Model {
     ModelConfig config;
     size_t sizes[NUM_PARAM_TENSORS];
     size_t num_params = 0;
-    SkBuffer<F> params, grads, adam_m, adam_v;
-    F* p[NUM_PARAM_TENSORS];
-    F* g[NUM_PARAM_TENSORS];
-    SkBuffer<F> pos_table;          // sinusoidal (maxT, C)
-    SkBuffer<F> rope_cos, rope_sin; // (maxT, hs/2)
-    SkBuffer<float> alibi;          // (NH) slopes
-    SkBuffer<F> scratch;            // matmul transposes
-    mutable SkBuffer<double> norm_parts;  // grad_norm's chunk sums, kept so a step allocates nothing
+    SkBuffer<F> params, grads, adam_m, adam_v;  // (num_params) each, tensors in file order
+    F* p[NUM_PARAM_TENSORS];                    // tensor i of params, null when absent
+    F* g[NUM_PARAM_TENSORS];                    // tensor i of grads
+    SkBuffer<F> pos_table;                      // (maxT, C) sinusoidal positions
+    SkBuffer<F> rope_cos, rope_sin;             // (maxT, hs/2)
+    SkBuffer<float> alibi;                      // (NH) slopes
+    SkBuffer<double> norm_parts;                // grad_norm's chunk sums, kept so a step allocates nothing
 };
 
 template <typename F>
@@ -677,136 +797,151 @@ static void model_build(Model<F>* m, const ModelConfig& c) {
     m->rope_sin.clear();
     m->alibi.clear();
     if (c.positions == POS_SINUSOIDAL) {
-        m->pos_table.resize((size_t)maxT * C);
+        std::vector<F> pe((size_t)maxT * C, F(0));
         for (int t = 0; t < maxT; t++)
             for (int i = 0; i < C / 2; i++) {
                 double angle = t * pow(10000.0, -2.0 * i / C);
-                m->pos_table[(size_t)t * C + 2 * i] = (F)sin(angle);
-                m->pos_table[(size_t)t * C + 2 * i + 1] = (F)cos(angle);
+                pe[(size_t)t * C + 2 * i] = (F)sin(angle);
+                pe[(size_t)t * C + 2 * i + 1] = (F)cos(angle);
             }
+        m->pos_table.upload(pe);
     }
     if (c.positions == POS_ROPE) {
-        m->rope_cos.resize((size_t)maxT * hs / 2);
-        m->rope_sin.resize((size_t)maxT * hs / 2);
+        std::vector<F> cs((size_t)maxT * hs / 2), sn((size_t)maxT * hs / 2);
         for (int t = 0; t < maxT; t++)
             for (int i = 0; i < hs / 2; i++) {
                 double angle = t * pow((double)c.rope_base, -2.0 * i / hs);
-                m->rope_cos[(size_t)t * hs / 2 + i] = (F)cos(angle);
-                m->rope_sin[(size_t)t * hs / 2 + i] = (F)sin(angle);
+                cs[(size_t)t * hs / 2 + i] = (F)cos(angle);
+                sn[(size_t)t * hs / 2 + i] = (F)sin(angle);
             }
+        m->rope_cos.upload(cs);
+        m->rope_sin.upload(sn);
     }
     if (c.positions == POS_ALIBI) {
-        m->alibi.resize(NH);
-        for (int h = 0; h < NH; h++) m->alibi[h] = (float)pow(2.0, -8.0 * (h + 1) / NH);
+        std::vector<float> slopes(NH);
+        for (int h = 0; h < NH; h++) slopes[h] = (float)pow(2.0, -8.0 * (h + 1) / NH);
+        m->alibi.upload(slopes);
     }
 }
 
-// Box-Muller normal from splitmix64: deterministic across platforms.
-static inline double rng_normal(uint64_t* rng) {
-    double u1 = ((splitmix64(rng) >> 11) + 1.0) * (1.0 / 9007199254740993.0);  // (0, 1]
-    double u2 = (splitmix64(rng) >> 11) * (1.0 / 9007199254740992.0);
-    return sqrt(-2.0 * log(u1)) * cos(2.0 * M_PI * u2);
-}
-
-// Init from scratch, tensors in file order, each filled in index order from one generator.
-//   gpt2:  N(0, 0.02) weights and embeddings, residual projections N(0, 0.02/sqrt(2L)), biases 0, norms 1.
-//   llama (the paper): linears N(0, sqrt(2/(5 fan_in))), embeddings N(0, sqrt(2/(5 C))), FFN down projection
-//          N(0, 1/sqrt(F)/L), norms 1, biases 0.
-//   attention-variant slots (sink token, k*, v*, value bias, sink logit): N(0, 0.02) (the paper); feature-map MLP
-//   and gate weights: as linears with fan_in hs and C.
-// Padded vocabulary rows stay zero.
+// Parameters from scratch (common/config.h init_params), drawn on the host and uploaded.
 template <typename F>
 static void model_init(Model<F>* m, uint64_t seed) {
-    const ModelConfig& c = m->config;
-    uint64_t rng = seed;
-    int C = c.channels, F_ = c.ffn_hidden, L = c.num_layers, hs = C / c.num_heads;
-    bool gpt2 = c.init == INIT_GPT2;
-    double linear_std = gpt2 ? 0.02 : sqrt(2.0 / (5.0 * C));
-    for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
-        if (!m->sizes[i]) continue;
-        double std = 0, fill = 0;
-        switch (i) {
-        case P_LN1W: case P_LN2W: case P_LNFW: fill = 1; break;
-        case P_LN1B: case P_LN2B: case P_LNFB: case P_QKVB: case P_ATTPROJB: case P_FCB: case P_FCB2: case P_FCPROJB: break;
-        case P_ATTPROJW: std = gpt2 ? 0.02 / sqrt(2.0 * L) : linear_std; break;
-        case P_FCPROJW: std = gpt2 ? 0.02 / sqrt(2.0 * L) : 1.0 / sqrt((double)F_) / L; break;
-        case P_SINKTOK: case P_KSTAR: case P_VSTAR: case P_VBIAS: case P_SINKLOGIT: std = 0.02; break;
-        case P_PHIW1: case P_PHIW2: std = gpt2 ? 0.02 : sqrt(2.0 / (5.0 * hs)); break;
-        default: std = linear_std; break;  // wte, wpe, lm_head, qkvw, fcw, fcw2, gate_w: fan_in = C
-        }
-        size_t rows_used = m->sizes[i];
-        if (i == P_WTE || i == P_LMHEAD) rows_used = (size_t)c.vocab_size * C;
-        for (size_t k = 0; k < m->sizes[i]; k++)
-            m->p[i][k] = std > 0 ? (k < rows_used ? (F)(std * rng_normal(&rng)) : F(0)) : (F)fill;
-    }
+    std::vector<F> p(m->num_params);
+    init_params(m->config, seed, p.data());
+    m->params.upload(p.data(), p.size());
 }
 
-// Activations of one forward pass at a fixed (B, T), and the gradient scratch for its backward pass. T counts the
-// model's positions: the data's T plus one with a sink token (tok_offset = 1).
+// Gradients of the activations (d loss / d activation), for the backward pass of the last forward. Allocated at the
+// first backward (a forward-only pass, such as the sink probe, never needs them), zeroed at the start of every
+// backward; then every backward function adds into them. Shapes as in Acts; null where Acts's field is null.
+template <typename F>
+struct GradActs {
+    int B = 0, T = 0;
+    SkBuffer<F> mem;
+    size_t accumulated = 0;  // the first `accumulated` values of mem are the gradients below; zeroed per backward
+    F* encoded;
+    F* ln1;
+    F* qkv;
+    F* phi_in;
+    F* phi_hidden;
+    F* phi_relu;
+    F* phi_out;
+    F* atty_core;
+    F* gate_logits;  // (L, B, T, G) dz of the gate's logits
+    F* atty;
+    F* attn_sum;
+    F* residual2;
+    F* ln2;
+    F* fch;
+    F* fch2;
+    F* fcact;
+    F* ffn_sum;
+    F* residual3;
+    F* lnf;
+    F* logits;
+    // scratch of the attention backward, written (not accumulated) layer by layer
+    F* att_ds;        // (B, NH, T, T+1) ds of every attention row, for the keys and slot-parameter passes
+    F* slot_partial;  // (B, NH, 3 hs + 1) per-(b, h) partial sums of the slot-parameter gradients
+};
+
+// Activations of one forward pass at a fixed (B, T); T counts the model's positions: the data's T plus one with a
+// sink token (tok_offset = 1). (L, ...) tensors hold one slice per layer. A field is null when the configuration
+// does not use it.
 template <typename F>
 struct Acts {
     int B = 0, T = 0, tok_offset = 0;
-    SkBuffer<F> mem;
-    F *encoded, *ln1, *ln1_mean, *ln1_rstd, *qkv, *att, *att_slot, *atty, *atty_core, *gate, *residual2, *ln2;
-    F *ln2_mean, *ln2_rstd, *fch, *fch2, *fcact, *residual3, *lnf, *lnf_mean, *lnf_rstd, *logits, *probs, *losses;
-    F *block_out, *phi_in, *phi_u, *phi_out, *phi_tmp;
-    // backward scratch
-    F *dres, *dtmp, *dln, *datty, *dqkv, *dfch, *dfch2, *dfcact, *dlogits, *dgate, *dphi, *dphi_in, *dphi2;
-    F *slot_partial, *att_work, *att_ds;  // attention rows: scratch s, p, dp (GPU only); ds, (B, NH, T) rows of T + 1
-    SkBuffer<int> inputs, targets;
-    int num_targets = 0;  // positions with a loss
+    SkBuffer<F> mem;     // every field below points into it
+    F* encoded;          // (B, T, C) token + position embedding: the residual stream entering layer 0
+    F* ln1;              // (L, B, T, C) N1(x), the attention input (pre-norm)
+    F* ln1_mean;         // (L, B, T) N1's mean (0 for RMSNorm)
+    F* ln1_rstd;         // (L, B, T) N1's 1/sqrt(variance + eps)
+    F* qkv;              // (L, B, T, 3C) q | k | v, q and k after RoPE
+    F* phi_in;           // (L, 2, B, T, C) q rows then k rows, gathered for the feature map (--phi)
+    F* phi_hidden;       // (L, 2, B, T, C) W1 phi_in (--phi mlp)
+    F* phi_relu;         // (L, 2, B, T, C) relu(phi_hidden) (--phi mlp)
+    F* phi_out;          // (L, 2, B, T, C) phi(q) rows then phi(k) rows (--phi)
+    F* att;              // (L, B, NH, T, T) attention weights of the keys, 0 where masked
+    F* att_slot;         // (L, B, NH, T) the slot's weight (--slot)
+    F* atty_core;        // (L, B, T, C) attention output before the gate (--gate)
+    F* gate;             // (L, B, T, G) sigmoid(x W_g^T) (--gate; G = C elementwise, NH headwise)
+    F* atty;             // (L, B, T, C) attention output, heads side by side (after the gate)
+    F* attn_sum;         // (L, B, T, C) x + attention branch, N1's input (post-norm)
+    F* residual2;        // (L, B, T, C) the residual stream between attention and FFN
+    F* ln2_mean;         // (L, B, T)
+    F* ln2_rstd;         // (L, B, T)
+    F* ln2;              // (L, B, T, C) N2(residual2), the FFN input (pre-norm)
+    F* fch;              // (L, B, T, FF) W1 x + b1
+    F* fch2;             // (L, B, T, FF) W2 x + b2 (gated FFN)
+    F* fcact;            // (L, B, T, FF) act(fch) (* fch2 when gated)
+    F* ffn_sum;          // (L, B, T, C) residual2 + FFN branch, N2's input (post-norm)
+    F* residual3;        // (L, B, T, C) the residual stream leaving the layer
+    F* lnf;              // (B, T, C) Nf(residual3 of the last layer) (pre-norm)
+    F* lnf_mean;         // (B, T)
+    F* lnf_rstd;         // (B, T)
+    F* logits;           // (B, T, Vp)
+    F* probs;            // (B, T, Vp) softmax over the first V logits
+    F* losses;           // (B, T) per position, 0 where there is no loss
+    // scratch, reused by every layer
+    F* branch_out;       // (B, T, C) the attention or FFN branch's output, before it joins the residual stream
+    F* gate_logits;      // (B, T, G) z = x W_g^T (--gate)
+    F* matmul_scratch;   // the largest transposed weight or gradient of any matmul
+    F* att_work;         // attention rows' scores, weights and dp (GPU only; sk_for_scratch)
+    SkBuffer<int> inputs, targets;  // (B, T) token ids (-1: the sink token) and targets (-1: no loss)
+    int num_targets = 0;            // positions with a loss
+    GradActs<F> grad;               // gradients, for the backward pass
 };
 
+// One region of an activation buffer: the field, and its size in values.
 template <typename F>
-static void acts_alloc(Acts<F>* a, const ModelConfig& c, int B, int T) {
-    if (a->B == B && a->T == T) return;
-    const AttnSpec& at = c.attn;
-    size_t BT = (size_t)B * T, C = c.channels, L = c.num_layers, NH = c.num_heads, F_ = c.ffn_hidden,
-           Vp = c.padded_vocab_size, hs = C / NH;
-    size_t Fg = ffn_is_gated(c.ffn) ? F_ : 0;
-    size_t G = at.gate == GATE_ELEMENTWISE ? C : at.gate == GATE_HEADWISE ? NH : 0, Cg = G ? C : 0;
-    size_t Cphi = at.phi != PHI_NONE ? 2 * C : 0, Cmlp = at.phi == PHI_MLP ? 2 * C : 0;
-    size_t Tslot = attn_has_slot(at) ? T : 0;
-    size_t partial = at.slot == SLOT_KV || at.slot == SLOT_LOGIT || at.value_bias ? B * NH * (3 * hs + 1) : 0;
-    struct Slot { F** ptr; size_t n; } slots[] = {
-        {&a->encoded, BT * C}, {&a->ln1, L * BT * C}, {&a->ln1_mean, L * BT}, {&a->ln1_rstd, L * BT},
-        {&a->qkv, L * BT * 3 * C}, {&a->att, L * B * NH * T * T}, {&a->att_slot, L * B * NH * Tslot},
-        {&a->atty, L * BT * C}, {&a->atty_core, L * BT * Cg}, {&a->gate, L * BT * G},
-        {&a->residual2, L * BT * C}, {&a->ln2, L * BT * C}, {&a->ln2_mean, L * BT}, {&a->ln2_rstd, L * BT},
-        {&a->fch, L * BT * F_}, {&a->fch2, L * BT * Fg}, {&a->fcact, L * BT * F_}, {&a->residual3, L * BT * C},
-        {&a->lnf, BT * C}, {&a->lnf_mean, BT}, {&a->lnf_rstd, BT}, {&a->logits, BT * Vp}, {&a->probs, BT * Vp},
-        {&a->losses, BT}, {&a->block_out, BT * C}, {&a->phi_in, L * BT * Cphi}, {&a->phi_u, L * BT * Cmlp},
-        {&a->phi_out, L * BT * Cphi}, {&a->phi_tmp, BT * Cmlp},
-        {&a->dres, BT * C}, {&a->dtmp, BT * C}, {&a->dln, BT * C}, {&a->datty, BT * C}, {&a->dqkv, BT * 3 * C},
-        {&a->dfch, BT * F_}, {&a->dfch2, BT * Fg}, {&a->dfcact, BT * F_}, {&a->dlogits, BT * Vp},
-        {&a->dgate, BT * (Cg + G)}, {&a->dphi, BT * Cphi}, {&a->dphi_in, BT * Cphi}, {&a->dphi2, BT * 2 * Cmlp},
-        {&a->slot_partial, partial}, {&a->att_work, sk_scratch_size(B * NH * T, 3 * (T + 1))}, {&a->att_ds, B * NH * T * (T + 1)}};
-    // the attention matrices, L B NH T^2, checked in double first: with extreme flags their size_t product wraps 2^64
-    if ((double)L * B * NH * T * T * sizeof(F) > 0.9 * sk_memory_bytes())
-        fail("attention matrices for B %d x T %d need %.0f GiB, more than this machine's memory (lower --batch or "
-             "--seq-len; use --total-batch to keep the tokens per step)", B, T,
-             (double)L * B * NH * T * T * sizeof(F) / (1 << 30));
+struct Region {
+    F** field;
+    size_t n;
+};
+
+// Points every field at its region of mem (growing mem when needed: a smaller (B, T), such as a probe chunk or a
+// generated prefix, reuses the memory). Returns the number of values used.
+template <typename F, size_t N>
+static size_t place_regions(SkBuffer<F>* mem, const Region<F> (&regions)[N], const char* what, int B, int T) {
     size_t total = 0;
-    for (const Slot& s : slots) total += s.n;
-    if (total > a->mem.size()) {  // grow only: a smaller (B, T) (a probe chunk, a generated prefix) reuses the memory
-        double gib = (double)total * sizeof(F) / (1 << 30);
-        double ram_gib = sk_memory_bytes() / (1 << 30);
-        if (gib > 0.9 * ram_gib)
-            fail("activations for B %d x T %d need %.1f GiB, more than this machine's %.1f GiB of memory (lower "
-                 "--batch or --seq-len; use --total-batch to keep the tokens per step)", B, T, gib, ram_gib);
-        a->mem.assign(total, 0);
+    for (const Region<F>& r : regions) total += r.n;
+    if (total > mem->size()) {
+        double gib = (double)total * sizeof(F) / (1 << 30), mem_gib = sk_memory_bytes() / (1 << 30);
+        if (gib > 0.9 * mem_gib)
+            fail("%s for B %d x T %d need %.1f GiB, more than this machine's %.1f GiB of memory (lower --batch or "
+                 "--seq-len; use --total-batch to keep the tokens per step)", what, B, T, gib, mem_gib);
+        mem->assign(total, 0);
     }
-    F* base = a->mem.data();
-    for (const Slot& s : slots) {
-        *s.ptr = s.n ? base : nullptr;
-        base += s.n;
+    F* base = mem->data();
+    for (const Region<F>& r : regions) {
+        *r.field = r.n ? base : nullptr;
+        base += r.n;
     }
-    a->B = B;
-    a->T = T;
+    return total;
 }
 
 // The largest transpose any matmul of a forward/backward pass at (B, T) needs.
-static inline size_t scratch_size(const ModelConfig& c, int B, int T) {
+static inline size_t matmul_scratch_size(const ModelConfig& c, int B, int T) {
     size_t BT = (size_t)B * T, C = c.channels, hs = C / c.num_heads, mx = 0;
     size_t shapes[][3] = {  // rows, in, out
         {BT, C, 3 * C}, {BT, C, C}, {BT, C, (size_t)c.ffn_hidden}, {BT, (size_t)c.ffn_hidden, C},
@@ -815,174 +950,401 @@ static inline size_t scratch_size(const ModelConfig& c, int B, int T) {
     return mx;
 }
 
+// The sizes of the per-layer and per-pass tensors of a configuration at (B, T), for Acts and GradActs.
+struct ActShapes {
+    size_t BT, C, L, NH, FF, Vp, hs, G;
+    size_t pre, post, gated, phi, mlp, slot, gate;  // 1 when present, else 0
+};
+
+static inline ActShapes act_shapes(const ModelConfig& c, int B, int T) {
+    const AttnSpec& at = c.attn;
+    ActShapes s;
+    s.BT = (size_t)B * T; s.C = c.channels; s.L = c.num_layers; s.NH = c.num_heads; s.FF = c.ffn_hidden;
+    s.Vp = c.padded_vocab_size; s.hs = s.C / s.NH;
+    s.G = at.gate == GATE_ELEMENTWISE ? s.C : at.gate == GATE_HEADWISE ? s.NH : 0;
+    s.pre = c.placement == PLACE_PRE; s.post = !s.pre; s.gated = ffn_is_gated(c.ffn);
+    s.phi = at.phi != PHI_NONE; s.mlp = at.phi == PHI_MLP; s.slot = attn_has_slot(at); s.gate = s.G > 0;
+    return s;
+}
+
+template <typename F>
+static void acts_alloc(Acts<F>* a, const ModelConfig& c, int B, int T) {
+    if (a->B == B && a->T == T) return;
+    ActShapes s = act_shapes(c, B, T);
+    size_t BT = s.BT, C = s.C, L = s.L, FF = s.FF;
+    // the attention matrices, L B NH T^2, checked in double first: with extreme flags their size_t product wraps 2^64
+    if ((double)L * B * s.NH * T * T * sizeof(F) > 0.9 * sk_memory_bytes())
+        fail("attention matrices for B %d x T %d need %.0f GiB, more than this machine's memory (lower --batch or "
+             "--seq-len; use --total-batch to keep the tokens per step)", B, T,
+             (double)L * B * s.NH * T * T * sizeof(F) / (1 << 30));
+    Region<F> regions[] = {
+        {&a->encoded, BT * C}, {&a->ln1, s.pre * L * BT * C}, {&a->ln1_mean, L * BT}, {&a->ln1_rstd, L * BT},
+        {&a->qkv, L * BT * 3 * C}, {&a->phi_in, s.phi * L * 2 * BT * C}, {&a->phi_hidden, s.mlp * L * 2 * BT * C},
+        {&a->phi_relu, s.mlp * L * 2 * BT * C}, {&a->phi_out, s.phi * L * 2 * BT * C},
+        {&a->att, L * B * s.NH * T * T}, {&a->att_slot, s.slot * L * B * s.NH * T},
+        {&a->atty_core, s.gate * L * BT * C}, {&a->gate, L * BT * s.G}, {&a->atty, L * BT * C},
+        {&a->attn_sum, s.post * L * BT * C}, {&a->residual2, L * BT * C}, {&a->ln2_mean, L * BT},
+        {&a->ln2_rstd, L * BT}, {&a->ln2, s.pre * L * BT * C}, {&a->fch, L * BT * FF},
+        {&a->fch2, s.gated * L * BT * FF}, {&a->fcact, L * BT * FF}, {&a->ffn_sum, s.post * L * BT * C},
+        {&a->residual3, L * BT * C}, {&a->lnf, s.pre * BT * C}, {&a->lnf_mean, s.pre * BT},
+        {&a->lnf_rstd, s.pre * BT}, {&a->logits, BT * s.Vp}, {&a->probs, BT * s.Vp}, {&a->losses, BT},
+        {&a->branch_out, BT * C}, {&a->gate_logits, BT * s.G}, {&a->matmul_scratch, matmul_scratch_size(c, B, T)},
+        {&a->att_work, sk_scratch_size((size_t)B * s.NH * T, 3 * ((size_t)T + 1))}};
+    place_regions(&a->mem, regions, "activations", B, T);
+    a->B = B;
+    a->T = T;
+}
+
+template <typename F>
+static void grad_acts_alloc(GradActs<F>* g, const ModelConfig& c, int B, int T) {
+    if (g->B == B && g->T == T) return;
+    ActShapes s = act_shapes(c, B, T);
+    size_t BT = s.BT, C = s.C, L = s.L, FF = s.FF;
+    bool partial = c.attn.slot == SLOT_KV || c.attn.slot == SLOT_LOGIT || c.attn.value_bias;
+    Region<F> regions[] = {
+        {&g->encoded, BT * C}, {&g->ln1, s.pre * L * BT * C}, {&g->qkv, L * BT * 3 * C},
+        {&g->phi_in, s.phi * L * 2 * BT * C}, {&g->phi_hidden, s.mlp * L * 2 * BT * C},
+        {&g->phi_relu, s.mlp * L * 2 * BT * C}, {&g->phi_out, s.phi * L * 2 * BT * C},
+        {&g->atty_core, s.gate * L * BT * C}, {&g->gate_logits, L * BT * s.G}, {&g->atty, L * BT * C},
+        {&g->attn_sum, s.post * L * BT * C}, {&g->residual2, L * BT * C}, {&g->ln2, s.pre * L * BT * C},
+        {&g->fch, L * BT * FF}, {&g->fch2, s.gated * L * BT * FF}, {&g->fcact, L * BT * FF},
+        {&g->ffn_sum, s.post * L * BT * C}, {&g->residual3, L * BT * C}, {&g->lnf, s.pre * BT * C},
+        {&g->logits, BT * s.Vp},
+        // scratch: after the gradients, so the per-backward zeroing skips it
+        {&g->att_ds, (size_t)B * s.NH * T * (T + 1)}, {&g->slot_partial, partial * B * s.NH * (3 * s.hs + 1)}};
+    size_t total = place_regions(&g->mem, regions, "activation gradients", B, T);
+    g->accumulated = total - (size_t)B * s.NH * T * (T + 1) - partial * B * s.NH * (3 * s.hs + 1);
+    g->B = B;
+    g->T = T;
+}
+
+// A slice of a per-layer tensor: layer l of `per` values each, or null when the tensor is absent.
+template <typename T>
+static inline T* layer_slice(T* base, int l, size_t per) {
+    return base ? base + (size_t)l * per : nullptr;
+}
+
+// Everything layer l of a forward or backward pass touches: its weights and their gradients, its activations and
+// theirs (gradients of activations are null in a forward-only pass), each null when the configuration has none.
+template <typename F>
+struct LayerView {
+    int l;
+    // parameters and their gradients
+    const F *ln1w, *ln1b, *qkvw, *qkvb, *attprojw, *attprojb, *ln2w, *ln2b, *fcw, *fcb, *fcw2, *fcb2, *fcprojw,
+        *fcprojb, *phiw1, *phiw2, *gatew;
+    F *dln1w, *dln1b, *dqkvw, *dqkvb, *dattprojw, *dattprojb, *dln2w, *dln2b, *dfcw, *dfcb, *dfcw2, *dfcb2, *dfcprojw,
+        *dfcprojb, *dphiw1, *dphiw2, *dgatew;
+    AttnParams<F> attn;       // slot parameters and ALiBi slopes
+    AttnParamGrads<F> dattn;  // their gradients
+    // activations (Acts) and their gradients (GradActs)
+    const F* x;  // the residual stream entering the layer: encoded, or residual3 of layer l-1
+    F *ln1, *ln1_mean, *ln1_rstd, *qkv, *phi_in, *phi_hidden, *phi_relu, *phi_out, *att, *att_slot, *atty_core, *gate,
+        *atty, *attn_sum, *residual2, *ln2, *ln2_mean, *ln2_rstd, *fch, *fch2, *fcact, *ffn_sum, *residual3;
+    F *dx, *dln1, *dqkv, *dphi_in, *dphi_hidden, *dphi_relu, *dphi_out, *datty_core, *dgate_logits, *datty,
+        *dattn_sum, *dresidual2, *dln2, *dfch, *dfch2, *dfcact, *dffn_sum, *dresidual3;
+};
+
+template <typename F>
+static LayerView<F> layer_view(Model<F>* m, Acts<F>* a, int l) {
+    const ModelConfig& c = m->config;
+    ActShapes s = act_shapes(c, a->B, a->T);
+    size_t BTC = s.BT * s.C, BTF = s.BT * s.FF, L = s.L;
+    LayerView<F> v;
+    v.l = l;
+    auto param = [&](int id) { return (const F*)layer_slice(m->p[id], l, m->sizes[id] / L); };
+    auto grad = [&](int id) { return layer_slice(m->g[id], l, m->sizes[id] / L); };
+    v.ln1w = param(P_LN1W); v.ln1b = param(P_LN1B); v.qkvw = param(P_QKVW); v.qkvb = param(P_QKVB);
+    v.attprojw = param(P_ATTPROJW); v.attprojb = param(P_ATTPROJB); v.ln2w = param(P_LN2W); v.ln2b = param(P_LN2B);
+    v.fcw = param(P_FCW); v.fcb = param(P_FCB); v.fcw2 = param(P_FCW2); v.fcb2 = param(P_FCB2);
+    v.fcprojw = param(P_FCPROJW); v.fcprojb = param(P_FCPROJB); v.phiw1 = param(P_PHIW1); v.phiw2 = param(P_PHIW2);
+    v.gatew = param(P_GATEW);
+    v.dln1w = grad(P_LN1W); v.dln1b = grad(P_LN1B); v.dqkvw = grad(P_QKVW); v.dqkvb = grad(P_QKVB);
+    v.dattprojw = grad(P_ATTPROJW); v.dattprojb = grad(P_ATTPROJB); v.dln2w = grad(P_LN2W); v.dln2b = grad(P_LN2B);
+    v.dfcw = grad(P_FCW); v.dfcb = grad(P_FCB); v.dfcw2 = grad(P_FCW2); v.dfcb2 = grad(P_FCB2);
+    v.dfcprojw = grad(P_FCPROJW); v.dfcprojb = grad(P_FCPROJB); v.dphiw1 = grad(P_PHIW1); v.dphiw2 = grad(P_PHIW2);
+    v.dgatew = grad(P_GATEW);
+    v.attn = AttnParams<F>{c.attn, c.positions == POS_ALIBI ? m->alibi.data() : nullptr, param(P_KSTAR),
+                           param(P_VSTAR), param(P_SINKLOGIT), param(P_VBIAS), c.attn.slot_shared};
+    v.dattn = AttnParamGrads<F>{grad(P_KSTAR), grad(P_VSTAR), grad(P_SINKLOGIT), grad(P_VBIAS),
+                                a->grad.B == a->B && a->grad.T == a->T ? a->grad.slot_partial : nullptr};
+    v.x = l == 0 ? a->encoded : layer_slice(a->residual3, l - 1, BTC);
+    v.ln1 = layer_slice(a->ln1, l, BTC); v.ln1_mean = layer_slice(a->ln1_mean, l, s.BT);
+    v.ln1_rstd = layer_slice(a->ln1_rstd, l, s.BT); v.qkv = layer_slice(a->qkv, l, 3 * BTC);
+    v.phi_in = layer_slice(a->phi_in, l, 2 * BTC); v.phi_hidden = layer_slice(a->phi_hidden, l, 2 * BTC);
+    v.phi_relu = layer_slice(a->phi_relu, l, 2 * BTC); v.phi_out = layer_slice(a->phi_out, l, 2 * BTC);
+    v.att = layer_slice(a->att, l, (size_t)a->B * s.NH * a->T * a->T);
+    v.att_slot = layer_slice(a->att_slot, l, (size_t)a->B * s.NH * a->T);
+    v.atty_core = layer_slice(a->atty_core, l, BTC); v.gate = layer_slice(a->gate, l, s.BT * s.G);
+    v.atty = layer_slice(a->atty, l, BTC); v.attn_sum = layer_slice(a->attn_sum, l, BTC);
+    v.residual2 = layer_slice(a->residual2, l, BTC); v.ln2 = layer_slice(a->ln2, l, BTC);
+    v.ln2_mean = layer_slice(a->ln2_mean, l, s.BT); v.ln2_rstd = layer_slice(a->ln2_rstd, l, s.BT);
+    v.fch = layer_slice(a->fch, l, BTF); v.fch2 = layer_slice(a->fch2, l, BTF); v.fcact = layer_slice(a->fcact, l, BTF);
+    v.ffn_sum = layer_slice(a->ffn_sum, l, BTC); v.residual3 = layer_slice(a->residual3, l, BTC);
+    GradActs<F>* g = a->grad.B == a->B && a->grad.T == a->T ? &a->grad : nullptr;
+    auto dslice = [&](F* GradActs<F>::*field, size_t per) { return g ? layer_slice(g->*field, l, per) : nullptr; };
+    v.dx = !g ? nullptr : l == 0 ? g->encoded : layer_slice(g->residual3, l - 1, BTC);
+    v.dln1 = dslice(&GradActs<F>::ln1, BTC); v.dqkv = dslice(&GradActs<F>::qkv, 3 * BTC);
+    v.dphi_in = dslice(&GradActs<F>::phi_in, 2 * BTC); v.dphi_hidden = dslice(&GradActs<F>::phi_hidden, 2 * BTC);
+    v.dphi_relu = dslice(&GradActs<F>::phi_relu, 2 * BTC); v.dphi_out = dslice(&GradActs<F>::phi_out, 2 * BTC);
+    v.datty_core = dslice(&GradActs<F>::atty_core, BTC); v.dgate_logits = dslice(&GradActs<F>::gate_logits, s.BT * s.G);
+    v.datty = dslice(&GradActs<F>::atty, BTC); v.dattn_sum = dslice(&GradActs<F>::attn_sum, BTC);
+    v.dresidual2 = dslice(&GradActs<F>::residual2, BTC); v.dln2 = dslice(&GradActs<F>::ln2, BTC);
+    v.dfch = dslice(&GradActs<F>::fch, BTF); v.dfch2 = dslice(&GradActs<F>::fch2, BTF);
+    v.dfcact = dslice(&GradActs<F>::fcact, BTF); v.dffn_sum = dslice(&GradActs<F>::ffn_sum, BTC);
+    v.dresidual3 = dslice(&GradActs<F>::residual3, BTC);
+    return v;
+}
+
+// Does this configuration's attention take the plain path (attention_forward_causal)?
+static inline bool attention_is_plain(const ModelConfig& c) {
+    return attn_is_plain_softmax(c.attn) && c.positions != POS_ALIBI;
+}
+
+// ----------------------------------------------------------------------------------------------------------------
+// forward
+
+// The feature map on q and k (--phi): phi_out = phi(phi_in), phi_in = q rows then k rows of qkv.
+//   elu1: phi_out = elu(phi_in) + 1;   mlp: phi_out = W2 relu(W1 phi_in)   (a (2 B T NH, hs) matrix of head vectors)
+template <typename F>
+static void feature_map_forward(const Model<F>* m, Acts<F>* a, const LayerView<F>& v) {
+    const ModelConfig& c = m->config;
+    int BT = a->B * a->T, C = c.channels, hs = C / c.num_heads, rows = 2 * BT * c.num_heads;
+    phi_gather(v.phi_in, v.qkv, BT, C);
+    if (c.attn.phi == PHI_ELU1) {
+        phi_elu1_forward(v.phi_out, v.phi_in, (size_t)2 * BT * C);
+        return;
+    }
+    matmul_forward(v.phi_hidden, v.phi_in, v.phiw1, (const F*)nullptr, rows, hs, hs, a->matmul_scratch);
+    relu_forward(v.phi_relu, v.phi_hidden, (size_t)2 * BT * C);
+    matmul_forward(v.phi_out, v.phi_relu, v.phiw2, (const F*)nullptr, rows, hs, hs, a->matmul_scratch);
+}
+
+// The attention block of layer l:
+//   pre-norm:  residual2 = x + proj(attention(N1(x)))
+//   post-norm: residual2 = N1(attn_sum), attn_sum = x + proj(attention(x))
+// attention(u) = the core over q, k, v = u Wqkv^T + b (RoPE on q, k; the feature map on q, k), then the gate.
+template <typename F>
+static void attention_block_forward(const Model<F>* m, Acts<F>* a, const LayerView<F>& v) {
+    const ModelConfig& c = m->config;
+    const AttnSpec& at = c.attn;
+    int B = a->B, T = a->T, C = c.channels, NH = c.num_heads, BT = B * T;
+    int G = at.gate == GATE_ELEMENTWISE ? C : NH;
+    size_t BTC = (size_t)BT * C;
+    bool pre = c.placement == PLACE_PRE;
+    F* scratch = a->matmul_scratch;
+    const F* attn_in = v.x;
+    if (pre) {
+        norm_forward(v.ln1, v.ln1_mean, v.ln1_rstd, v.x, v.ln1w, v.ln1b, BT, C, c.norm, c.norm_eps);
+        attn_in = v.ln1;
+    }
+    matmul_forward(v.qkv, attn_in, v.qkvw, v.qkvb, BT, C, 3 * C, scratch);
+    if (c.positions == POS_ROPE) rope_apply(v.qkv, m->rope_cos.data(), m->rope_sin.data(), B, T, C, NH, false);
+    F* core = at.gate != GATE_NONE ? v.atty_core : v.atty;
+    if (attention_is_plain(c)) {
+        attention_forward_causal(core, v.att, v.qkv, B, T, C, NH);
+    } else {
+        const F *q = v.qkv, *k = v.qkv + C;
+        int qk_stride = 3 * C;
+        if (at.phi != PHI_NONE) {
+            feature_map_forward(m, a, v);
+            q = v.phi_out;
+            k = v.phi_out + BTC;
+            qk_stride = C;
+        }
+        attention_forward(core, v.att, v.att_slot, a->att_work, q, k, qk_stride, v.qkv + 2 * C, v.attn, B, T, C, NH);
+    }
+    if (at.gate != GATE_NONE) {  // atty = core * sigmoid(attn_in W_g^T)
+        matmul_forward(a->gate_logits, attn_in, v.gatew, (const F*)nullptr, BT, C, G, scratch);
+        gate_forward(v.atty, v.gate, core, a->gate_logits, BT, C, G);
+    }
+    matmul_forward(a->branch_out, v.atty, v.attprojw, v.attprojb, BT, C, C, scratch);
+    if (pre) {
+        residual_forward(v.residual2, v.x, a->branch_out, BTC);
+    } else {
+        residual_forward(v.attn_sum, v.x, a->branch_out, BTC);
+        norm_forward(v.residual2, v.ln1_mean, v.ln1_rstd, v.attn_sum, v.ln1w, v.ln1b, BT, C, c.norm, c.norm_eps);
+    }
+}
+
+// The FFN block of layer l:
+//   pre-norm:  residual3 = residual2 + ffn(N2(residual2))
+//   post-norm: residual3 = N2(ffn_sum), ffn_sum = residual2 + ffn(residual2)
+// ffn(u) = W3 (act(W1 u + b1) (* (W2 u + b2) when gated)) + b3
+template <typename F>
+static void ffn_block_forward(const Model<F>* m, Acts<F>* a, const LayerView<F>& v) {
+    const ModelConfig& c = m->config;
+    int BT = a->B * a->T, C = c.channels, FF = c.ffn_hidden;
+    size_t BTC = (size_t)BT * C;
+    bool pre = c.placement == PLACE_PRE;
+    F* scratch = a->matmul_scratch;
+    const F* ffn_in = v.residual2;
+    if (pre) {
+        norm_forward(v.ln2, v.ln2_mean, v.ln2_rstd, v.residual2, v.ln2w, v.ln2b, BT, C, c.norm, c.norm_eps);
+        ffn_in = v.ln2;
+    }
+    matmul_forward(v.fch, ffn_in, v.fcw, v.fcb, BT, C, FF, scratch);
+    if (v.fch2) matmul_forward(v.fch2, ffn_in, v.fcw2, v.fcb2, BT, C, FF, scratch);
+    ffn_act_forward(v.fcact, v.fch, (const F*)v.fch2, (size_t)BT * FF, c.ffn);
+    matmul_forward(a->branch_out, v.fcact, v.fcprojw, v.fcprojb, BT, FF, C, scratch);
+    if (pre) {
+        residual_forward(v.residual3, v.residual2, a->branch_out, BTC);
+    } else {
+        residual_forward(v.ffn_sum, v.residual2, a->branch_out, BTC);
+        norm_forward(v.residual3, v.ln2_mean, v.ln2_rstd, v.ffn_sum, v.ln2w, v.ln2b, BT, C, c.norm, c.norm_eps);
+    }
+}
+
 template <typename F>
 static const F* lm_head_weight(const Model<F>& m) {
     return m.config.tied ? m.p[P_WTE] : m.p[P_LMHEAD];
 }
 
-// The attention parameters of layer l.
-template <typename F>
-static AttnParams<F> attn_params(const Model<F>& m, int l) {
-    const ModelConfig& c = m.config;
-    size_t hs = c.channels / c.num_heads, S = slot_heads(c);
-    AttnParams<F> ap;
-    ap.spec = c.attn;
-    ap.alibi = c.positions == POS_ALIBI ? m.alibi.data() : nullptr;
-    ap.kstar = m.p[P_KSTAR] ? m.p[P_KSTAR] + l * S * hs : nullptr;
-    ap.vstar = m.p[P_VSTAR] ? m.p[P_VSTAR] + l * S * hs : nullptr;
-    ap.sink_logit = m.p[P_SINKLOGIT] ? m.p[P_SINKLOGIT] + (size_t)l * c.num_heads : nullptr;
-    ap.vbias = m.p[P_VBIAS] ? m.p[P_VBIAS] + l * S * hs : nullptr;
-    ap.shared = c.attn.slot_shared;
-    return ap;
-}
-
-template <typename F>
-static AttnParamGrads<F> attn_param_grads(Model<F>& m, Acts<F>* a, int l) {
-    const ModelConfig& c = m.config;
-    size_t hs = c.channels / c.num_heads, S = slot_heads(c);
-    AttnParamGrads<F> g;
-    g.dkstar = m.g[P_KSTAR] ? m.g[P_KSTAR] + l * S * hs : nullptr;
-    g.dvstar = m.g[P_VSTAR] ? m.g[P_VSTAR] + l * S * hs : nullptr;
-    g.dsink_logit = m.g[P_SINKLOGIT] ? m.g[P_SINKLOGIT] + (size_t)l * c.num_heads : nullptr;
-    g.dvbias = m.g[P_VBIAS] ? m.g[P_VBIAS] + l * S * hs : nullptr;
-    g.partial = a->slot_partial;
-    return g;
-}
-
-// Forward pass over inputs (B,T); returns the mean loss over the positions with a loss when targets is given (else
-// 0; probs are still filled). with_head = false stops after the last block (the sink probe needs no logits).
-// With a sink token the model runs T+1 positions: position 0 is the sink (token id -1, no loss).
+// Forward pass over inputs (B, T_data); returns the mean loss over the positions with a loss when targets is given
+// (else 0; probs are still filled). with_head = false stops after the last block (the sink probe needs no logits).
+// With a sink token the model runs T_data + 1 positions: position 0 is the sink (token id -1, no loss).
 template <typename F>
 static double model_forward(Model<F>* m, Acts<F>* a, const int* inputs, const int* targets, int B, int T_data,
                             bool with_head = true) {
     const ModelConfig& c = m->config;
     const AttnSpec& at = c.attn;
     int off = at.sink_token, T = T_data + off;
-    if (T > c.max_seq_len)
-        fail("sequence length %d%s exceeds the model's max_seq_len %d", T_data, off ? " + 1 (sink token)" : "",
-             c.max_seq_len);
+    check_seq_len("forward pass: sequence length", T_data, c);
     if (at.phi == PHI_MLP && (int64_t)2 * B * T * c.num_heads > INT32_MAX)
         fail("--phi mlp maps 2 x B %d x T %d x %d heads = %lld head vectors per layer, more than 2^31 (lower --batch or "
              "--seq-len)", B, T, c.num_heads, (long long)2 * B * T * c.num_heads);
     acts_alloc(a, c, B, T);
     a->tok_offset = off;
-    size_t need = scratch_size(c, B, T);
-    if (m->scratch.size() < need) m->scratch.resize(need);
-    F* scratch = m->scratch.data();
-    int C = c.channels, NH = c.num_heads, L = c.num_layers, F_ = c.ffn_hidden, V = c.vocab_size,
-        Vp = c.padded_vocab_size, BT = B * T;
-    int G = at.gate == GATE_ELEMENTWISE ? C : NH;
-    size_t BTC = (size_t)BT * C, BTF = (size_t)BT * F_;
-    bool pre = c.placement == PLACE_PRE, gated = ffn_is_gated(c.ffn);
-    a->inputs.assign(BT, -1);
-    a->targets.assign(BT, -1);
+    int C = c.channels, BT = B * T;
+    // the model's positions: the sink token (-1) first when there is one; targets -1 where there is no loss
+    std::vector<int> in(BT, -1), tg(BT, -1);
     a->num_targets = 0;
     for (int b = 0; b < B; b++)
         for (int t = 0; t < T_data; t++) {
-            a->inputs[b * T + t + off] = inputs[b * T_data + t];
+            in[b * T + t + off] = inputs[b * T_data + t];
             if (targets && attn_position_has_loss(at, t + off)) {
-                a->targets[b * T + t + off] = targets[b * T_data + t];
+                tg[b * T + t + off] = targets[b * T_data + t];
                 a->num_targets++;
             }
         }
-    const F* pos = c.positions == POS_LEARNED ? m->p[P_WPE] : c.positions == POS_SINUSOIDAL ? m->pos_table.data() : nullptr;
+    a->inputs.upload(in);
+    a->targets.upload(tg);
+    const F* pos = c.positions == POS_LEARNED      ? m->p[P_WPE]
+                   : c.positions == POS_SINUSOIDAL ? m->pos_table.data()
+                                                   : nullptr;
     embedding_forward(a->encoded, a->inputs.data(), m->p[P_WTE], m->p[P_SINKTOK], pos, B, T, C);
-    for (int l = 0; l < L; l++) {
-        const F* res_in = l == 0 ? a->encoded : a->residual3 + (size_t)(l - 1) * BTC;
-        F* ln1 = a->ln1 + l * BTC;
-        F* qkv = a->qkv + l * BTC * 3;
-        F* att = a->att + (size_t)l * B * NH * T * T;
-        F* att_slot = a->att_slot ? a->att_slot + (size_t)l * B * NH * T : nullptr;
-        F* atty = a->atty + l * BTC;
-        F* res2 = a->residual2 + l * BTC;
-        F* ln2 = a->ln2 + l * BTC;
-        F* fch = a->fch + l * BTF;
-        F* fch2 = gated ? a->fch2 + l * BTF : nullptr;
-        F* fcact = a->fcact + l * BTF;
-        F* res3 = a->residual3 + l * BTC;
-        F *m1 = a->ln1_mean + l * BT, *r1 = a->ln1_rstd + l * BT, *m2 = a->ln2_mean + l * BT, *r2 = a->ln2_rstd + l * BT;
-        const F* ln1w = m->p[P_LN1W] + l * C;
-        const F* ln1b = m->p[P_LN1B] ? m->p[P_LN1B] + l * C : nullptr;
-        const F* ln2w = m->p[P_LN2W] + l * C;
-        const F* ln2b = m->p[P_LN2B] ? m->p[P_LN2B] + l * C : nullptr;
-        const F* qkvb = m->p[P_QKVB] ? m->p[P_QKVB] + l * 3 * C : nullptr;
-        const F* projb = m->p[P_ATTPROJB] ? m->p[P_ATTPROJB] + l * C : nullptr;
-        const F* fcb = m->p[P_FCB] ? m->p[P_FCB] + (size_t)l * F_ : nullptr;
-        const F* fcb2 = m->p[P_FCB2] ? m->p[P_FCB2] + (size_t)l * F_ : nullptr;
-        const F* fcprojb = m->p[P_FCPROJB] ? m->p[P_FCPROJB] + l * C : nullptr;
-        // attention sub-block. pre: ln1 = N1(res_in), res2 = res_in + attn(ln1). post: ln1 = res_in + attn(res_in),
-        // res2 = N1(ln1).
-        const F* attn_in = res_in;
-        if (pre) {
-            norm_forward(ln1, m1, r1, res_in, ln1w, ln1b, BT, C, c.norm, c.norm_eps);
-            attn_in = ln1;
-        }
-        matmul_forward(qkv, attn_in, m->p[P_QKVW] + (size_t)l * 3 * C * C, qkvb, BT, C, 3 * C, scratch);
-        if (c.positions == POS_ROPE) rope_apply(qkv, m->rope_cos.data(), m->rope_sin.data(), B, T, C, NH, false);
-        const F *q = qkv, *k = qkv + C;
-        int qk_stride = 3 * C;
-        if (at.phi != PHI_NONE) {  // feature map on q and k: phi_out = phi(phi_in), a (2*BT*NH, hs) matrix
-            F* phi_in = a->phi_in + l * BTC * 2;
-            F* phi_out = a->phi_out + l * BTC * 2;
-            phi_gather(phi_in, qkv, BT, C);
-            if (at.phi == PHI_ELU1) {
-                phi_elu1_forward(phi_out, phi_in, 2 * BTC);
-            } else {
-                int hs = C / NH, rows = 2 * BT * NH;
-                F* u = a->phi_u + l * BTC * 2;
-                matmul_forward(u, phi_in, m->p[P_PHIW1] + (size_t)l * hs * hs, (const F*)nullptr, rows, hs, hs, scratch);
-                relu_forward(a->phi_tmp, u, 2 * BTC);
-                matmul_forward(phi_out, a->phi_tmp, m->p[P_PHIW2] + (size_t)l * hs * hs, (const F*)nullptr, rows, hs, hs,
-                               scratch);
-            }
-            q = phi_out;
-            k = phi_out + BTC;
-            qk_stride = C;
-        }
-        AttnParams<F> ap = attn_params(*m, l);
-        F* core = at.gate != GATE_NONE ? a->atty_core + l * BTC : atty;
-        attention_forward(core, att, att_slot, a->att_work, q, k, qk_stride, qkv + 2 * C, ap, B, T, C, NH);
-        if (at.gate != GATE_NONE) {  // y = core * sigmoid(attn_in W_g^T)
-            F* z = a->block_out;     // (BT, G) fits in the (BT, C) scratch
-            matmul_forward(z, attn_in, m->p[P_GATEW] + (size_t)l * G * C, (const F*)nullptr, BT, C, G, scratch);
-            gate_forward(atty, a->gate + (size_t)l * BT * G, core, z, BT, C, G);
-        }
-        matmul_forward(a->block_out, atty, m->p[P_ATTPROJW] + (size_t)l * C * C, projb, BT, C, C, scratch);
-        if (pre) {
-            residual_forward(res2, res_in, a->block_out, BTC);
-        } else {
-            residual_forward(ln1, res_in, a->block_out, BTC);
-            norm_forward(res2, m1, r1, ln1, ln1w, ln1b, BT, C, c.norm, c.norm_eps);
-        }
-        // FFN sub-block, the same pattern with N2.
-        const F* ffn_in = res2;
-        if (pre) {
-            norm_forward(ln2, m2, r2, res2, ln2w, ln2b, BT, C, c.norm, c.norm_eps);
-            ffn_in = ln2;
-        }
-        matmul_forward(fch, ffn_in, m->p[P_FCW] + (size_t)l * F_ * C, fcb, BT, C, F_, scratch);
-        if (gated) matmul_forward(fch2, ffn_in, m->p[P_FCW2] + (size_t)l * F_ * C, fcb2, BT, C, F_, scratch);
-        ffn_act_forward(fcact, fch, (const F*)fch2, BTF, c.ffn);
-        matmul_forward(a->block_out, fcact, m->p[P_FCPROJW] + (size_t)l * C * F_, fcprojb, BT, F_, C, scratch);
-        if (pre) {
-            residual_forward(res3, res2, a->block_out, BTC);
-        } else {
-            residual_forward(ln2, res2, a->block_out, BTC);
-            norm_forward(res3, m2, r2, ln2, ln2w, ln2b, BT, C, c.norm, c.norm_eps);
-        }
+    for (int l = 0; l < c.num_layers; l++) {
+        LayerView<F> v = layer_view(m, a, l);
+        attention_block_forward(m, a, v);
+        ffn_block_forward(m, a, v);
     }
     if (!with_head) return 0;
-    const F* h = a->residual3 + (size_t)(L - 1) * BTC;
-    if (pre) {
+    const F* h = layer_slice(a->residual3, c.num_layers - 1, (size_t)BT * C);
+    if (c.placement == PLACE_PRE) {
         norm_forward(a->lnf, a->lnf_mean, a->lnf_rstd, h, m->p[P_LNFW], m->p[P_LNFB], BT, C, c.norm, c.norm_eps);
         h = a->lnf;
     }
-    matmul_forward(a->logits, h, lm_head_weight(*m), (const F*)nullptr, BT, C, Vp, scratch);
-    crossentropy_forward(a->losses, a->probs, a->logits, targets ? a->targets.data() : (const int*)nullptr, BT, V, Vp);
+    matmul_forward(a->logits, h, lm_head_weight(*m), (const F*)nullptr, BT, C, c.padded_vocab_size,
+                   a->matmul_scratch);
+    crossentropy_forward(a->losses, a->probs, a->logits, targets ? a->targets.data() : (const int*)nullptr, BT,
+                         c.vocab_size, c.padded_vocab_size);
     if (!targets) return 0;
+    std::vector<F> staging;
+    const F* losses = sk_host_view((const F*)a->losses, BT, &staging);
     double sum = 0;  // in order of bt
-    for (int i = 0; i < BT; i++) sum += a->losses[i];
+    for (int i = 0; i < BT; i++) sum += losses[i];
     return a->num_targets ? sum / a->num_targets : 0.0;
+}
+
+// ----------------------------------------------------------------------------------------------------------------
+// backward
+
+// backward of feature_map_forward: dphi_in from dphi_out, then dqkv (q and k parts) += dphi_in.
+template <typename F>
+static void feature_map_backward(const Model<F>* m, Acts<F>* a, const LayerView<F>& v) {
+    const ModelConfig& c = m->config;
+    int BT = a->B * a->T, C = c.channels, hs = C / c.num_heads, rows = 2 * BT * c.num_heads;
+    if (c.attn.phi == PHI_ELU1) {
+        phi_elu1_backward(v.dphi_in, v.dphi_out, v.phi_in, (size_t)2 * BT * C);
+    } else {
+        matmul_backward(v.dphi_relu, v.dphiw2, (F*)nullptr, v.dphi_out, v.phi_relu, v.phiw2, rows, hs, hs,
+                        a->matmul_scratch);
+        relu_backward(v.dphi_hidden, v.dphi_relu, v.phi_hidden, (size_t)2 * BT * C);
+        matmul_backward(v.dphi_in, v.dphiw1, (F*)nullptr, v.dphi_hidden, v.phi_in, v.phiw1, rows, hs, hs,
+                        a->matmul_scratch);
+    }
+    phi_scatter_grad(v.dqkv, v.dphi_in, BT, C);
+}
+
+// backward of attention_block_forward: dx from dresidual2, and every parameter gradient of the block.
+template <typename F>
+static void attention_block_backward(const Model<F>* m, Acts<F>* a, const LayerView<F>& v) {
+    const ModelConfig& c = m->config;
+    const AttnSpec& at = c.attn;
+    int B = a->B, T = a->T, C = c.channels, NH = c.num_heads, BT = B * T;
+    int G = at.gate == GATE_ELEMENTWISE ? C : NH;
+    size_t BTC = (size_t)BT * C;
+    bool pre = c.placement == PLACE_PRE;
+    F* scratch = a->matmul_scratch;
+    // the sums: pre residual2 = x + branch;  post residual2 = N1(attn_sum), attn_sum = x + branch
+    const F* dbranch = v.dresidual2;
+    if (!pre) {
+        norm_backward(v.dattn_sum, v.dln1w, v.dln1b, v.dresidual2, v.attn_sum, v.ln1w, v.ln1_mean, v.ln1_rstd, BT, C,
+                      c.norm);
+        dbranch = v.dattn_sum;
+    }
+    residual_backward(v.dx, dbranch, BTC);
+    const F* attn_in = pre ? v.ln1 : v.x;
+    F* dattn_in = pre ? v.dln1 : v.dx;
+    // the branch, last layer first
+    matmul_backward(v.datty, v.dattprojw, v.dattprojb, dbranch, v.atty, v.attprojw, BT, C, C, scratch);
+    const F *core = v.atty, *dcore = v.datty;
+    if (at.gate != GATE_NONE) {  // atty = core * sigmoid(z), z = attn_in W_g^T
+        core = v.atty_core;
+        dcore = v.datty_core;
+        gate_backward(v.datty_core, v.dgate_logits, v.datty, core, v.gate, BT, C, G);
+        matmul_backward(dattn_in, v.dgatew, (F*)nullptr, v.dgate_logits, attn_in, v.gatew, BT, C, G, scratch);
+    }
+    F* ds_rows = a->grad.att_ds;
+    if (attention_is_plain(c)) {
+        attention_backward_causal(v.dqkv, ds_rows, dcore, v.qkv, v.att, B, T, C, NH);
+    } else if (at.phi == PHI_NONE) {
+        attention_backward(v.dqkv, v.dqkv + C, 3 * C, v.dqkv + 2 * C, v.dattn, ds_rows, a->att_work, dcore, v.qkv,
+                           v.qkv + C, v.qkv + 2 * C, v.att, v.att_slot, v.attn, B, T, C, NH);
+    } else {  // through the feature map: dphi_out from the core, then the map and the gather
+        attention_backward(v.dphi_out, v.dphi_out + BTC, C, v.dqkv + 2 * C, v.dattn, ds_rows, a->att_work, dcore,
+                           v.phi_out, v.phi_out + BTC, v.qkv + 2 * C, v.att, v.att_slot, v.attn, B, T, C, NH);
+        feature_map_backward(m, a, v);
+    }
+    if (c.positions == POS_ROPE) rope_apply(v.dqkv, m->rope_cos.data(), m->rope_sin.data(), B, T, C, NH, true);
+    matmul_backward(dattn_in, v.dqkvw, v.dqkvb, v.dqkv, attn_in, v.qkvw, BT, C, 3 * C, scratch);
+    if (pre) norm_backward(v.dx, v.dln1w, v.dln1b, v.dln1, v.x, v.ln1w, v.ln1_mean, v.ln1_rstd, BT, C, c.norm);
+}
+
+// backward of ffn_block_forward: dresidual2 from dresidual3, and every parameter gradient of the block.
+template <typename F>
+static void ffn_block_backward(const Model<F>* m, Acts<F>* a, const LayerView<F>& v) {
+    const ModelConfig& c = m->config;
+    int BT = a->B * a->T, C = c.channels, FF = c.ffn_hidden;
+    size_t BTC = (size_t)BT * C;
+    bool pre = c.placement == PLACE_PRE;
+    F* scratch = a->matmul_scratch;
+    // the sums: pre residual3 = residual2 + branch;  post residual3 = N2(ffn_sum), ffn_sum = residual2 + branch
+    const F* dbranch = v.dresidual3;
+    if (!pre) {
+        norm_backward(v.dffn_sum, v.dln2w, v.dln2b, v.dresidual3, v.ffn_sum, v.ln2w, v.ln2_mean, v.ln2_rstd, BT, C,
+                      c.norm);
+        dbranch = v.dffn_sum;
+    }
+    residual_backward(v.dresidual2, dbranch, BTC);
+    const F* ffn_in = pre ? v.ln2 : v.residual2;
+    F* dffn_in = pre ? v.dln2 : v.dresidual2;
+    matmul_backward(v.dfcact, v.dfcprojw, v.dfcprojb, dbranch, v.fcact, v.fcprojw, BT, FF, C, scratch);
+    ffn_act_backward(v.dfch, v.dfch2, v.dfcact, v.fch, (const F*)v.fch2, (size_t)BT * FF, c.ffn);
+    matmul_backward(dffn_in, v.dfcw, v.dfcb, v.dfch, ffn_in, v.fcw, BT, C, FF, scratch);
+    if (v.fch2) matmul_backward(dffn_in, v.dfcw2, v.dfcb2, v.dfch2, ffn_in, v.fcw2, BT, C, FF, scratch);
+    if (pre)
+        norm_backward(v.dresidual2, v.dln2w, v.dln2b, v.dln2, v.residual2, v.ln2w, v.ln2_mean, v.ln2_rstd, BT, C,
+                      c.norm);
 }
 
 // Backward pass of the last forward. Gradients accumulate (+=) into m->grads scaled by `scale` (1/accumulation
@@ -990,765 +1352,137 @@ static double model_forward(Model<F>* m, Acts<F>* a, const int* inputs, const in
 template <typename F>
 static void model_backward(Model<F>* m, Acts<F>* a, F scale) {
     const ModelConfig& c = m->config;
-    const AttnSpec& at = c.attn;
-    int B = a->B, T = a->T, C = c.channels, NH = c.num_heads, L = c.num_layers, F_ = c.ffn_hidden,
-        V = c.vocab_size, Vp = c.padded_vocab_size, BT = B * T, hs = C / NH;
-    int G = at.gate == GATE_ELEMENTWISE ? C : NH;
-    size_t BTC = (size_t)BT * C, BTF = (size_t)BT * F_;
-    bool pre = c.placement == PLACE_PRE, gated = ffn_is_gated(c.ffn);
-    F* scratch = m->scratch.data();
-    F** g = m->g;
-    // the two gradient buffers the first steps accumulate into; every other one is cleared where it is first used
-    sk_fill(a->dres, BTC, F(0));
-    sk_fill(a->dtmp, BTC, F(0));
+    int B = a->B, T = a->T, C = c.channels, L = c.num_layers, BT = B * T;
+    GradActs<F>* g = &a->grad;
+    grad_acts_alloc(g, c, B, T);
+    sk_fill(g->mem.data(), g->accumulated, F(0));
     // loss = scale * mean over the positions with a loss
-    crossentropy_backward(a->dlogits, a->probs, a->targets.data(), scale / F(std::max(1, a->num_targets)), BT, V, Vp);
-    // logits = h @ W_out^T
-    const F* h_last = a->residual3 + (size_t)(L - 1) * BTC;
-    const F* h = pre ? a->lnf : h_last;
-    F* dW_out = c.tied ? g[P_WTE] : g[P_LMHEAD];
-    if (pre) {
-        matmul_backward(a->dtmp, dW_out, (F*)nullptr, a->dlogits, h, lm_head_weight(*m), BT, C, Vp, scratch);
-        // lnf = Nf(h_last)
-        norm_backward(a->dres, g[P_LNFW], g[P_LNFB], a->dtmp, h_last, m->p[P_LNFW], a->lnf_mean, a->lnf_rstd, BT, C,
-                      c.norm);
+    crossentropy_backward(g->logits, a->probs, a->targets.data(), scale / F(std::max(1, a->num_targets)), BT,
+                          c.vocab_size, c.padded_vocab_size);
+    // logits = h @ W_out^T, h = Nf(residual3 of the last layer) (pre-norm) or that residual3 itself (post-norm)
+    const F* h_last = layer_slice(a->residual3, L - 1, (size_t)BT * C);
+    F* dh_last = layer_slice(g->residual3, L - 1, (size_t)BT * C);
+    F* dW_out = c.tied ? m->g[P_WTE] : m->g[P_LMHEAD];
+    if (c.placement == PLACE_PRE) {
+        matmul_backward(g->lnf, dW_out, (F*)nullptr, g->logits, a->lnf, lm_head_weight(*m), BT, C,
+                        c.padded_vocab_size, a->matmul_scratch);
+        norm_backward(dh_last, m->g[P_LNFW], m->g[P_LNFB], g->lnf, h_last, m->p[P_LNFW], a->lnf_mean, a->lnf_rstd, BT,
+                      C, c.norm);
     } else {
-        matmul_backward(a->dres, dW_out, (F*)nullptr, a->dlogits, h, lm_head_weight(*m), BT, C, Vp, scratch);
+        matmul_backward(dh_last, dW_out, (F*)nullptr, g->logits, h_last, lm_head_weight(*m), BT, C,
+                        c.padded_vocab_size, a->matmul_scratch);
     }
-    // from here on dres holds d loss / d (residual stream at the current depth)
     for (int l = L - 1; l >= 0; l--) {
-        const F* res_in = l == 0 ? a->encoded : a->residual3 + (size_t)(l - 1) * BTC;
-        const F* ln1 = a->ln1 + l * BTC;
-        F* qkv = a->qkv + l * BTC * 3;
-        const F* att = a->att + (size_t)l * B * NH * T * T;
-        const F* att_slot = a->att_slot ? a->att_slot + (size_t)l * B * NH * T : nullptr;
-        const F* atty = a->atty + l * BTC;
-        const F* res2 = a->residual2 + l * BTC;
-        const F* ln2 = a->ln2 + l * BTC;
-        const F* fch = a->fch + l * BTF;
-        const F* fch2 = gated ? a->fch2 + l * BTF : nullptr;
-        const F* fcact = a->fcact + l * BTF;
-        const F *m1 = a->ln1_mean + l * BT, *r1 = a->ln1_rstd + l * BT, *m2 = a->ln2_mean + l * BT,
-                *r2 = a->ln2_rstd + l * BT;
-        size_t lC = (size_t)l * C, lF = (size_t)l * F_;
-        F* dln1w = g[P_LN1W] + lC;
-        F* dln1b = g[P_LN1B] ? g[P_LN1B] + lC : nullptr;
-        F* dln2w = g[P_LN2W] + lC;
-        F* dln2b = g[P_LN2B] ? g[P_LN2B] + lC : nullptr;
-        F* dqkvb = g[P_QKVB] ? g[P_QKVB] + 3 * lC : nullptr;
-        F* dprojb = g[P_ATTPROJB] ? g[P_ATTPROJB] + lC : nullptr;
-        F* dfcb = g[P_FCB] ? g[P_FCB] + lF : nullptr;
-        F* dfcb2 = g[P_FCB2] ? g[P_FCB2] + lF : nullptr;
-        F* dfcprojb = g[P_FCPROJB] ? g[P_FCPROJB] + lC : nullptr;
-        const F* ln1w = m->p[P_LN1W] + lC;
-        const F* ln2w = m->p[P_LN2W] + lC;
-
-        // ---- FFN sub-block. pre: res3 = res2 + ffn(ln2), ln2 = N2(res2). post: res3 = N2(ln2), ln2 = res2 + ffn(res2)
-        const F* dffn_out = a->dres;
-        if (!pre) {
-            sk_fill(a->dtmp, BTC, F(0));
-            norm_backward(a->dtmp, dln2w, dln2b, a->dres, ln2, ln2w, m2, r2, BT, C, c.norm);
-            sk_copy(a->dres, a->dtmp, BTC);  // the residual path: d res2 = d ln2 (+ the ffn part below)
-            dffn_out = a->dtmp;
-        }
-        const F* ffn_in = pre ? ln2 : res2;
-        F* dffn_in = pre ? a->dln : a->dres;
-        if (pre) sk_fill(a->dln, BTC, F(0));
-        sk_fill(a->dfcact, BTF, F(0));
-        matmul_backward(a->dfcact, g[P_FCPROJW] + lC * F_, dfcprojb, dffn_out, fcact, m->p[P_FCPROJW] + lC * F_, BT,
-                        F_, C, scratch);
-        ffn_act_backward(a->dfch, a->dfch2, a->dfcact, fch, fch2, BTF, c.ffn);
-        matmul_backward(dffn_in, g[P_FCW] + lF * C, dfcb, a->dfch, ffn_in, m->p[P_FCW] + lF * C, BT, C, F_, scratch);
-        if (gated)
-            matmul_backward(dffn_in, g[P_FCW2] + lF * C, dfcb2, a->dfch2, ffn_in, m->p[P_FCW2] + lF * C, BT, C, F_,
-                            scratch);
-        if (pre) norm_backward(a->dres, dln2w, dln2b, a->dln, res2, ln2w, m2, r2, BT, C, c.norm);
-
-        // ---- attention sub-block. pre: res2 = res_in + attn(ln1), ln1 = N1(res_in). post: res2 = N1(ln1),
-        //      ln1 = res_in + attn(res_in)
-        const F* dattn_out = a->dres;
-        if (!pre) {
-            sk_fill(a->dtmp, BTC, F(0));
-            norm_backward(a->dtmp, dln1w, dln1b, a->dres, ln1, ln1w, m1, r1, BT, C, c.norm);
-            sk_copy(a->dres, a->dtmp, BTC);
-            dattn_out = a->dtmp;
-        }
-        const F* attn_in = pre ? ln1 : res_in;
-        F* dattn_in = pre ? a->dln : a->dres;
-        if (pre) sk_fill(a->dln, BTC, F(0));
-        sk_fill(a->datty, BTC, F(0));
-        sk_fill(a->dqkv, 3 * BTC, F(0));
-        matmul_backward(a->datty, g[P_ATTPROJW] + lC * C, dprojb, dattn_out, atty, m->p[P_ATTPROJW] + lC * C, BT, C,
-                        C, scratch);
-        const F* dcore = a->datty;
-        const F* core = atty;
-        if (at.gate != GATE_NONE) {  // y = core * sigmoid(z), z = attn_in W_g^T
-            F* dcore_buf = a->dgate;
-            F* dz = a->dgate + BTC;
-            core = a->atty_core + l * BTC;
-            gate_backward(dcore_buf, dz, a->datty, core, a->gate + (size_t)l * BT * G, BT, C, G);
-            matmul_backward(dattn_in, g[P_GATEW] + (size_t)l * G * C, (F*)nullptr, dz, attn_in,
-                            m->p[P_GATEW] + (size_t)l * G * C, BT, C, G, scratch);
-            dcore = dcore_buf;
-        }
-        AttnParams<F> ap = attn_params(*m, l);
-        AttnParamGrads<F> apg = attn_param_grads(*m, a, l);
-        if (at.phi == PHI_NONE) {
-            attention_backward(a->dqkv, a->dqkv + C, 3 * C, a->dqkv + 2 * C, apg, a->att_ds, a->att_work, dcore, qkv,
-                               qkv + C, qkv + 2 * C, att, att_slot, ap, B, T, C, NH);
-        } else {  // through the feature map: dphi_out from the core, then phi_out = phi(phi_in), then the gather
-            const F* phi_in = a->phi_in + l * BTC * 2;
-            const F* phi_out = a->phi_out + l * BTC * 2;
-            F* dphi_out = a->dphi;
-            sk_fill(dphi_out, 2 * BTC, F(0));
-            attention_backward(dphi_out, dphi_out + BTC, C, a->dqkv + 2 * C, apg, a->att_ds, a->att_work, dcore,
-                               phi_out, phi_out + BTC, qkv + 2 * C, att, att_slot, ap, B, T, C, NH);
-            F* dphi_in = a->dphi_in;
-            sk_fill(dphi_in, 2 * BTC, F(0));
-            if (at.phi == PHI_ELU1) {
-                phi_elu1_backward(dphi_in, dphi_out, phi_in, 2 * BTC);
-            } else {
-                int rows = 2 * BT * NH;
-                const F* u = a->phi_u + l * BTC * 2;
-                F* r = a->dphi2;              // relu(u), recomputed
-                F* dr = a->dphi2 + 2 * BTC;   // d relu(u), then d u in place
-                relu_forward(r, u, 2 * BTC);
-                sk_fill(dr, 2 * BTC, F(0));
-                matmul_backward(dr, g[P_PHIW2] + (size_t)l * hs * hs, (F*)nullptr, dphi_out, r,
-                                m->p[P_PHIW2] + (size_t)l * hs * hs, rows, hs, hs, scratch);
-                relu_backward(dr, dr, u, 2 * BTC);
-                matmul_backward(dphi_in, g[P_PHIW1] + (size_t)l * hs * hs, (F*)nullptr, dr, phi_in,
-                                m->p[P_PHIW1] + (size_t)l * hs * hs, rows, hs, hs, scratch);
-            }
-            phi_scatter_grad(a->dqkv, dphi_in, BT, C);
-        }
-        if (c.positions == POS_ROPE) rope_apply(a->dqkv, m->rope_cos.data(), m->rope_sin.data(), B, T, C, NH, true);
-        matmul_backward(dattn_in, g[P_QKVW] + lC * 3 * C, dqkvb, a->dqkv, attn_in, m->p[P_QKVW] + lC * 3 * C, BT, C,
-                        3 * C, scratch);
-        if (pre) norm_backward(a->dres, dln1w, dln1b, a->dln, res_in, ln1w, m1, r1, BT, C, c.norm);
+        LayerView<F> v = layer_view(m, a, l);
+        ffn_block_backward(m, a, v);
+        attention_block_backward(m, a, v);
     }
-    embedding_backward(g[P_WTE], g[P_SINKTOK], g[P_WPE], a->dres, a->inputs.data(), B, T, C);
+    embedding_backward(m->g[P_WTE], m->g[P_SINKTOK], m->g[P_WPE], g->encoded, a->inputs.data(), B, T, C);
 }
 
 // ----------------------------------------------------------------------------------------------------------------
-// optimizer
+// update
 
 // Global L2 norm of the gradients: squares summed in double over fixed 4096-element chunks, chunks added in order.
 template <typename F>
-static double grad_norm(const Model<F>& m) {
-    const size_t chunk = 4096, n = m.num_params, nchunks = (n + chunk - 1) / chunk;
-    if (m.norm_parts.size() != nchunks) m.norm_parts.resize(nchunks);
-    double* sums = m.norm_parts.data();
-    const F* g = m.grads.data();
+static double grad_norm(Model<F>* m) {
+    const size_t chunk = 4096, n = m->num_params, nchunks = (n + chunk - 1) / chunk;
+    if (m->norm_parts.size() != nchunks) m->norm_parts.assign(nchunks, 0.0);
+    double* sums = m->norm_parts.data();
+    const F* g = m->grads.data();
     sk_for(nchunks, SK_LAMBDA(size_t k) {
         double s = 0;
         size_t end = (k + 1) * chunk < n ? (k + 1) * chunk : n;
         for (size_t i = k * chunk; i < end; i++) s += (double)g[i] * g[i];
         sums[k] = s;
     });
+    std::vector<double> staging;
+    const double* host = sk_host_view((const double*)sums, nchunks, &staging);
     double total = 0;
-    for (double s : m.norm_parts) total += s;
+    for (size_t k = 0; k < nchunks; k++) total += host[k];
     return sqrt(total);
-}
-
-static inline float lr_at(const TrainConfig& tc, int step) {
-    if (step < tc.warmup_steps) return tc.lr * (step + 1) / tc.warmup_steps;
-    if (tc.lr_schedule == LR_CONSTANT || tc.steps <= tc.warmup_steps) return tc.lr;
-    double frac = (double)(step - tc.warmup_steps) / (tc.steps - tc.warmup_steps);
-    double min_lr = (double)tc.lr * tc.min_lr_frac;
-    double shape = tc.lr_schedule == LR_COSINE ? 0.5 * (1.0 + cos(M_PI * frac)) : 1.0 - frac;
-    return (float)(min_lr + (tc.lr - min_lr) * shape);
 }
 
 // AdamW (decoupled weight decay), t = number of this update (1-based):
 //   m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2;  p -= lr (m/(1-b1^t) / (sqrt(v/(1-b2^t)) + eps) + wd p)
-// `grad_scale` applies gradient clipping without touching the gradients. Elementwise, so thread-count independent.
+// with g = the gradient times s.grad_scale (clipping). Elementwise, so thread-count independent.
 template <typename F>
-static void adamw_update(Model<F>* m, float lr, float beta1, float beta2, float eps, float wd, bool wd_exempt, int t,
-                         F grad_scale) {
-    F bc1 = F(1) - F(pow(beta1, t)), bc2 = F(1) - F(pow(beta2, t));
+static void adamw_update(Model<F>* m, const AdamWStep& s) {
+    F bc1 = F(1) - F(pow(s.beta1, s.t)), bc2 = F(1) - F(pow(s.beta2, s.t));
+    F beta1 = F(s.beta1), beta2 = F(s.beta2), one_minus_b1 = F(1 - s.beta1), one_minus_b2 = F(1 - s.beta2);
+    F lr = F(s.lr), eps = F(s.eps), grad_scale = F(s.grad_scale);
     size_t off = 0;
     for (int id = 0; id < NUM_PARAM_TENSORS; id++) {
-        F decay = wd_exempt && param_is_decay_exempt(id) ? F(0) : F(wd);
+        F decay = s.wd_exempt && param_is_decay_exempt(id) ? F(0) : F(s.weight_decay);
         F *p = m->params.data() + off, *am = m->adam_m.data() + off, *av = m->adam_v.data() + off;
         const F* grads = m->grads.data() + off;
         sk_for(m->sizes[id], SK_LAMBDA(size_t k) {
             F gr = grads[k] * grad_scale;
-            F mm = F(beta1) * am[k] + F(1 - beta1) * gr;
-            F vv = F(beta2) * av[k] + F(1 - beta2) * gr * gr;
+            F mm = beta1 * am[k] + one_minus_b1 * gr;
+            F vv = beta2 * av[k] + one_minus_b2 * gr * gr;
             am[k] = mm;
             av[k] = vv;
             F mhat = mm / bc1, vhat = vv / bc2;
-            p[k] -= F(lr) * (mhat / (sk_sqrt(vhat) + F(eps)) + decay * p[k]);
+            p[k] -= lr * (mhat / (sk_sqrt(vhat) + eps) + decay * p[k]);
         });
         off += m->sizes[id];
     }
 }
 
-// One optimizer step's clip factor: gn > clip ? clip / gn : 1.
-static inline double clip_scale(double gn, float clip) { return clip > 0 && gn > clip ? clip / gn : 1.0; }
-
 // ----------------------------------------------------------------------------------------------------------------
-// sink measurement on a probe of S sequences x T tokens, read from what the forward pass holds: the attention
-// matrices, the residual streams (embedding output and after every block), and the keys and values in qkv.
+// the engine: this model behind the interface the shared host code drives (common/engine.h)
 
-template <typename F>
-static SinkReport measure_sinks(Model<F>* m, Acts<F>* a, const std::vector<int>& probe, int S, int T, float eps) {
-    const ModelConfig& c = m->config;
-    const AttnSpec& at = c.attn;
-    int C = c.channels, NH = c.num_heads, L = c.num_layers;
-    int off = at.sink_token, slot = attn_has_slot(at), Tm = T + off;  // model positions
-    int has_slot = off || slot, Tw = T + has_slot;                    // the metric's matrix is Tw x Tw
-    const int chunk = 8;
-    SinkAccumulator acc;
-    sink_begin(&acc, L, NH, T, eps, has_slot, !attn_is_probability(at));
-    // the keys each row of the metric's matrix sees: the model's mask, shifted by one behind a slot, whose own row
-    // sees itself and which every row sees
-    std::vector<int> row_lo(Tw, 0), row_hi(Tw, 1);
-    for (int t = 0; t < Tm; t++) {
-        attn_visible_keys(at, t, Tm, &row_lo[t + slot], &row_hi[t + slot]);
-        row_lo[t + slot] += slot;
-        row_hi[t + slot] += slot;
+class ReferenceEngine final : public Engine {
+  public:
+    Model<float> model;
+    explicit ReferenceEngine(const ModelConfig& c) { model_build(&model, c); }
+    const ModelConfig& config() const override { return model.config; }
+    size_t num_params() const override { return model.num_params; }
+    double forward(const int* inputs, const int* targets, int B, int T) override {
+        return model_forward(&model, &acts_, inputs, targets, B, T);
     }
-    SinkVisibility vis;
-    vis.lo = row_lo.data();
-    vis.hi = row_hi.data();
-    vis.slot0 = slot;
-    std::vector<F> W((size_t)Tw * Tw);
-    for (int s0 = 0; s0 < S; s0 += chunk) {
-        int n = std::min(chunk, S - s0);
-        model_forward(m, a, probe.data() + (size_t)s0 * T, (const int*)nullptr, n, T, false);
-        size_t BTC = (size_t)n * Tm * C;
-        for (int b = 0; b < n; b++) {
-            size_t off_rows = ((size_t)b * Tm + off) * C;  // the first real token of sequence b
-            sink_add_hidden(&acc, 0, a->encoded + off_rows, C);
-            for (int l = 0; l < L; l++) {
-                for (int h = 0; h < NH; h++) {
-                    const F* att = a->att + (size_t)l * n * NH * Tm * Tm + ((size_t)b * NH + h) * Tm * Tm;
-                    if (!slot) {
-                        sink_add_head(&acc, l, h, att, vis);
-                        continue;
-                    }
-                    // the slot as index 0 of a (T+1) x (T+1) matrix; its own row is one-hot on itself
-                    const F* ps = a->att_slot + (size_t)l * n * NH * Tm + ((size_t)b * NH + h) * Tm;
-                    std::fill(W.begin(), W.end(), F(0));
-                    W[0] = 1;
-                    for (int t = 0; t < Tm; t++) {
-                        W[(size_t)(t + 1) * Tw] = ps[t];
-                        for (int j = 0; j < Tm; j++) W[(size_t)(t + 1) * Tw + j + 1] = att[(size_t)t * Tm + j];
-                    }
-                    sink_add_head(&acc, l, h, W.data(), vis);
-                }
-                sink_add_hidden(&acc, l + 1, a->residual3 + l * BTC + off_rows, C);
-                const F* qkv = a->qkv + l * BTC * 3 + off_rows * 3;
-                sink_add_kv(&acc, l, qkv + C, qkv + 2 * C, C, (size_t)3 * C);
-            }
-            sink_end_sequence(&acc);
-        }
+    void logits_row(int b, int t, float* out) override {
+        size_t row = (size_t)b * acts_.T + t + acts_.tok_offset;
+        sk_download_bytes(out, acts_.logits + row * model.config.padded_vocab_size,
+                          model.config.vocab_size * sizeof(float));
     }
-    return sink_finish(&acc);
-}
+    void zero_grad() override { sk_fill(model.grads.data(), model.num_params, 0.0f); }
+    void backward(float scale) override { model_backward(&model, &acts_, scale); }
+    double grad_norm() override { return ::grad_norm(&model); }
+    void update(const AdamWStep& step) override { adamw_update(&model, step); }
+    ProbeView probe(const int* tokens, int B, int T) override {
+        model_forward(&model, &probe_, tokens, (const int*)nullptr, B, T, false);
+        const ModelConfig& c = model.config;
+        size_t L = c.num_layers, NH = c.num_heads, C = c.channels, Tm = probe_.T, BTC = (size_t)B * Tm * C;
+        ProbeView pv;
+        pv.B = B;
+        pv.T = (int)Tm;
+        pv.att = sk_host_view((const float*)probe_.att, L * B * NH * Tm * Tm, &staging_[0]);
+        if (probe_.att_slot) pv.att_slot = sk_host_view((const float*)probe_.att_slot, L * B * NH * Tm, &staging_[1]);
+        pv.encoded = sk_host_view((const float*)probe_.encoded, BTC, &staging_[2]);
+        pv.residual = sk_host_view((const float*)probe_.residual3, L * BTC, &staging_[3]);
+        pv.qkv = sk_host_view((const float*)probe_.qkv, L * BTC * 3, &staging_[4]);
+        return pv;
+    }
+    void get_params(float* out) const override { model.params.download(out, model.num_params); }
+    void set_params(const float* in) override { model.params.upload(in, model.num_params); }
+    void get_grads(float* out) const override { model.grads.download(out, model.num_params); }
+    void get_adam(float* m, float* v) const override {
+        model.adam_m.download(m, model.num_params);
+        model.adam_v.download(v, model.num_params);
+    }
+    void set_adam(const float* m, const float* v) override {
+        model.adam_m.upload(m, model.num_params);
+        model.adam_v.upload(v, model.num_params);
+    }
 
-// ----------------------------------------------------------------------------------------------------------------
-// checkpoints (resume): model_<step>.bin holds the weights (data/model_file.h); state_<step>.bin holds the AdamW
-// moments, the step, the data position and the random state (data/train_state.h). Both files are written atomically,
-// the state first, so a model file never exists without its state; both writers refuse non-finite numbers.
-
-struct TrainProgress {
-    int step = 0;
-    uint64_t epoch = 0, index = 0, rng = 0;
+  private:
+    Acts<float> acts_, probe_;
+    std::vector<float> staging_[5];  // the GPU build's host copies of a probe
 };
 
-static std::string ckpt_path(const std::string& dir, const char* kind, int step) {
-    char buf[64];
-    snprintf(buf, sizeof buf, "/%s_%08d.bin", kind, step);
-    return dir + buf;
-}
-
-static void save_checkpoint(const std::string& dir, Model<float>* m, const TrainConfig& tc, const TrainProgress& pr) {
-    TrainState s;
-    s.step = pr.step; s.B = tc.batch_size; s.T = tc.seq_len; s.total_batch = tc.total_batch_size; s.seed = tc.seed;
-    s.epoch = pr.epoch; s.index = pr.index; s.rng = pr.rng;
-    write_train_state(ckpt_path(dir, "state", pr.step), s, m->config, m->num_params, m->adam_m.data(),
-                      m->adam_v.data());
-    write_model_file(ckpt_path(dir, "model", pr.step), m->config, m->params.data());
-}
-
-// The latest step in dir with both a model and a state file; -1 if none.
-static int latest_checkpoint(const std::string& dir) {
-    DIR* d = opendir(dir.c_str());
-    if (!d) fail("--resume '%s': cannot open the directory: %s", dir.c_str(), strerror(errno));
-    int best = -1;
-    while (struct dirent* e = readdir(d)) {
-        int step;
-        // exactly the names ckpt_path writes (8 digits, 9 from step 10^8 on), not model_*.bin.tmp or a stray file
-        if (sscanf(e->d_name, "model_%d", &step) == 1 && step >= 0 &&
-            dir + "/" + e->d_name == ckpt_path(dir, "model", step)) {
-            struct stat st;
-            if (stat(ckpt_path(dir, "state", step).c_str(), &st) == 0 && step > best) best = step;
-        }
-    }
-    closedir(d);
-    return best;
-}
-
-// Restores the AdamW moments into m and returns the progress of the checkpoint state_<step>.bin at path.
-static TrainProgress load_train_state(const std::string& path, int step, Model<float>* m, const TrainConfig& tc) {
-    TrainState s = read_train_state(path, m->config, m->num_params, m->adam_m.data(), m->adam_v.data());
-    if (s.step != step)
-        fail("training state '%s': step (header[2]) is %d, but its file name says %d (files renamed by hand? resume "
-             "from a checkpoint whose model and state files agree)", path.c_str(), s.step, step);
-    if (s.B != tc.batch_size || s.T != tc.seq_len || s.total_batch != tc.total_batch_size || s.seed != tc.seed)
-        fail("--resume: the run was saved with --batch %d --seq-len %d --total-batch %d --seed %llu; pass the same "
-             "values to continue it bit-identically", s.B, s.T, s.total_batch, (unsigned long long)s.seed);
-    return TrainProgress{s.step, s.epoch, s.index, s.rng};
-}
-
-template <typename F>
-static void model_load(Model<F>* m, const std::string& path) {
-    std::vector<float> params;
-    ModelConfig c = read_model_file(path, &params);
-    model_build(m, c);
-    for (size_t i = 0; i < params.size(); i++) m->params[i] = (F)params[i];
-}
-
-// ----------------------------------------------------------------------------------------------------------------
-// --check-state: one forward/backward on the debug state's batch against its logits, loss and gradients, then (for a
-// version-3 state) its AdamW loss curve.
-// Tolerances (fp32 here against a reference computed in fp32 by llm.c's PyTorch script, or in fp64 by ours), per
-// tensor: max |ours - ref| <= tol * max(1, max |ref|) with tol = 1e-4 for logits, gradients and the loss, and
-// 1e-3 * |ref| for each loss of the curve (Adam's first steps magnify rounding in near-zero gradients).
-// These are 10-100x the errors measured on the fixtures (README, "Checking a model against a reference").
-
-struct CheckResult {
-    int failures = 0;
-    double worst = 0;  // largest error / allowed
-};
-
-static void check_tensor(CheckResult* r, const char* name, const float* ours, const float* ref, size_t n, double tol,
-                         bool verbose) {
-    double maxerr = 0, maxref = 0;
-    for (size_t i = 0; i < n; i++) {
-        maxerr = std::max(maxerr, fabs((double)ours[i] - ref[i]));
-        if (!std::isfinite(ours[i])) maxerr = INFINITY;
-        maxref = std::max(maxref, fabs((double)ref[i]));
-    }
-    double allowed = tol * std::max(1.0, maxref);
-    bool ok = maxerr <= allowed;
-    r->failures += !ok;
-    r->worst = std::max(r->worst, maxerr / allowed);
-    if (verbose || !ok)
-        printf("%-10s %-4s max abs err %.3e  max |ref| %.3e  rel %.3e  (allowed %.1e)\n", name, ok ? "ok" : "FAIL",
-               maxerr, maxref, maxref > 0 ? maxerr / maxref : maxerr, allowed);
-}
-
-static CheckResult check_state(const std::string& model_path, const std::string& state_path, bool verbose) {
-    Model<float> m;
-    model_load(&m, model_path);
-    const ModelConfig& c = m.config;
-    DebugState s = read_debug_state(state_path, c.vocab_size, m.num_params);
-    if (s.T > c.max_seq_len)
-        fail("debug state '%s': T = %d exceeds the model's max_seq_len %d", state_path.c_str(), s.T, c.max_seq_len);
-    Acts<float> a;
-    CheckResult r;
-    float loss = (float)model_forward(&m, &a, s.inputs.data(), s.targets.data(), s.B, s.T);
-    int V = c.vocab_size, Vp = c.padded_vocab_size;
-    std::vector<float> logits((size_t)s.B * s.T * V);
-    for (int b = 0; b < s.B; b++)  // the real positions (a sink token adds position 0)
-        for (int t = 0; t < s.T; t++)
-            memcpy(&logits[((size_t)b * s.T + t) * V], a.logits + ((size_t)b * a.T + t + a.tok_offset) * Vp,
-                   V * sizeof(float));
-    check_tensor(&r, "logits", logits.data(), s.logits.data(), logits.size(), 1e-4, verbose);
-    check_tensor(&r, "loss", &loss, &s.loss, 1, 1e-4, verbose);
-    sk_fill(m.grads.data(), m.grads.size(), 0.0f);
-    model_backward(&m, &a, 1.0f);
-    size_t off = 0;
-    for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
-        if (m.sizes[i]) check_tensor(&r, param_names[i], m.p[i] ? m.g[i] : nullptr, s.grads.data() + off, m.sizes[i], 1e-4, verbose);
-        off += m.sizes[i];
-    }
-    if (s.n_steps > 0) {
-        std::vector<float> curve;
-        for (int t = 0; t < s.n_steps; t++) {
-            sk_fill(m.grads.data(), m.grads.size(), 0.0f);
-            curve.push_back((float)model_forward(&m, &a, s.inputs.data(), s.targets.data(), s.B, s.T));
-            model_backward(&m, &a, 1.0f);
-            double scale = clip_scale(grad_norm(m), s.grad_clip);
-            adamw_update(&m, s.lr, s.beta1, s.beta2, s.adam_eps, s.weight_decay, false, t + 1, (float)scale);
-        }
-        double maxrel = 0;
-        for (int t = 0; t < s.n_steps; t++) maxrel = std::max(maxrel, fabs((double)curve[t] - s.losses[t]) / fabs((double)s.losses[t]));
-        bool ok = maxrel <= 1e-3;
-        r.failures += !ok;
-        r.worst = std::max(r.worst, maxrel / 1e-3);
-        if (verbose || !ok)
-            printf("%-10s %-4s %d AdamW steps, losses %.6f -> %.6f (ref %.6f -> %.6f), max rel err %.3e (allowed 1e-3)\n",
-                   "curve", ok ? "ok" : "FAIL", s.n_steps, curve[0], curve.back(), s.losses[0], s.losses.back(), maxrel);
-    }
-    return r;
-}
-
-// ----------------------------------------------------------------------------------------------------------------
-// training
-
-// The seed of the random tokens of the probe and the validation batches: fixed, so every measurement of a run (and
-// of every run) sees the same sequences.
-#define EVAL_DATA_SEED 20240520ull
-
-// Data manipulations of the paper's section 5 on B sequences of T tokens (targets may be null):
-//   a fixed token at position k: inputs[k] = id and targets[k-1] = id;
-//   random tokens at positions [from, to): uniform in [0, V) from *rng, written to inputs[t] and targets[t-1].
-static void apply_data_manipulations(const TrainConfig& tc, int* inputs, int* targets, int B, int T, int V,
-                                     uint64_t* rng) {
-    for (int b = 0; b < B; b++) {
-        int* in = inputs + (size_t)b * T;
-        int* tg = targets ? targets + (size_t)b * T : nullptr;
-        if (tc.fixed_token >= 0) {
-            in[tc.fixed_pos] = tc.fixed_token;
-            if (tg && tc.fixed_pos > 0) tg[tc.fixed_pos - 1] = tc.fixed_token;
-        }
-        for (int t = tc.random_from; t < tc.random_to; t++) {
-            int r = (int)(splitmix64(rng) % (uint64_t)V);
-            in[t] = r;
-            if (tg && t > 0) tg[t - 1] = r;
-        }
-    }
-}
-
-// Checks the data-manipulation flags against the vocabulary and every sequence length they apply to.
-static void validate_data_manipulations(const TrainConfig& tc, int V, int T, const char* t_flag) {
-    if (tc.fixed_token >= V)
-        fail("flag --fixed-token: %d is outside the vocabulary of %d", tc.fixed_token, V);
-    if (tc.fixed_token >= 0 && tc.fixed_pos >= T)
-        fail("flag --fixed-pos: %d is not a position of a %d-token sequence (%s)", tc.fixed_pos, T, t_flag);
-    if (tc.fixed_token >= 0 && tc.fixed_pos >= tc.random_from && tc.fixed_pos < tc.random_to)
-        fail("flags --fixed-pos %d and --random-from %d --random-to %d overlap: the random tokens would overwrite the "
-             "fixed one", tc.fixed_pos, tc.random_from, tc.random_to);
-    if (tc.random_to > 0 && (tc.random_from >= tc.random_to || tc.random_to > T))
-        fail("flags --random-from %d --random-to %d: need from < to <= %d (%s)", tc.random_from, tc.random_to, T,
-             t_flag);
-}
-
-static double now_ms() {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e3 + ts.tv_nsec * 1e-6;
-}
-
-// Mean loss over the first `batches` micro-batches of the validation windows, in file order (the same every time).
-static double validation_loss(Model<float>* m, Acts<float>* a, DataLoader* val, const TrainConfig* tc, int B,
-                              int batches) {
-    std::vector<int> x((size_t)B * val->T), y((size_t)B * val->T);
-    val->index = 0;
-    val->epoch = 0;
-    uint64_t rng = EVAL_DATA_SEED;
-    double sum = 0;
-    for (int i = 0; i < batches; i++) {
-        loader_next_batch(val, B, x.data(), y.data());
-        apply_data_manipulations(*tc, x.data(), y.data(), B, val->T, m->config.vocab_size, &rng);
-        sum += model_forward(m, a, x.data(), y.data(), B, val->T);
-    }
-    return sum / batches;
-}
-
-static void mkdir_p(const std::string& dir) {
-    std::string cur;
-    for (size_t i = 0; i <= dir.size(); i++) {
-        if (i == dir.size() || dir[i] == '/') {
-            if (!cur.empty() && mkdir(cur.c_str(), 0755) != 0 && errno != EEXIST)
-                fail("cannot create output directory '%s': %s", cur.c_str(), strerror(errno));
-        }
-        if (i < dir.size()) cur += dir[i];
-    }
-}
-
-// Generates n tokens after `ids` with temperature and top-k (sampling.h), one forward pass per token over the last
-// max_seq_len positions (no key/value cache: simple, and cheap at the sizes this trainer runs). Only the first
-// `vocab_text` ids (the tokenizer's) can be drawn.
-static std::vector<int> generate(Model<float>* m, Acts<float>* a, std::vector<int> ids, int n, float temperature,
-                                 int top_k, int vocab_text, uint64_t* rng) {
-    const ModelConfig& c = m->config;
-    size_t ctx_max = c.max_seq_len - c.attn.sink_token;
-    std::vector<int> out;
-    for (int i = 0; i < n; i++) {
-        size_t start = ids.size() > ctx_max ? ids.size() - ctx_max : 0;
-        int Tc = (int)(ids.size() - start);
-        model_forward(m, a, ids.data() + start, (const int*)nullptr, 1, Tc);
-        const float* row = a->logits + (size_t)(Tc - 1 + a->tok_offset) * c.padded_vocab_size;
-        int id = sample_token(row, vocab_text, temperature, top_k, rng);
-        ids.push_back(id);
-        out.push_back(id);
-    }
-    return out;
-}
-
-// The ids of --prompt (token 0 without a tokenizer), checked against the model's context.
-static std::vector<int> prompt_ids(Model<float>* m, TextCodec* codec, const TrainConfig& tc) {
-    std::vector<int> ids = codec->available ? text_encode(codec, tc.prompt) : std::vector<int>{0};
-    int context = m->config.max_seq_len - m->config.attn.sink_token;
-    if (ids.size() >= (size_t)context)
-        fail("flag --prompt: %zu tokens leave no room in the model's context of %d tokens (shorten it)", ids.size(),
-             context);
-    return ids;
-}
-
-// One text sample: its generator is seeded from the run's seed and the step, so it is reproducible and leaves the
-// training stream untouched.
-static std::string sample_text(Model<float>* m, Acts<float>* a, TextCodec* codec, const TrainConfig& tc, int step) {
-    uint64_t rng = tc.seed ^ (0x9E3779B97F4A7C15ull * (uint64_t)(step + 1));
-    int vocab_text = codec->available ? (int)codec->decoder.tokens.size() : m->config.vocab_size;
-    std::vector<int> prompt = prompt_ids(m, codec, tc);
-    return text_decode(*codec, generate(m, a, prompt, tc.sample_len, tc.temperature, tc.top_k, vocab_text, &rng));
-}
-
-// Text on one console line: newlines and tabs shown as \n and \t.
-static std::string one_line(const std::string& text) {
-    std::string out;
-    for (char ch : text) out += ch == '\n' ? "\\n" : ch == '\t' ? "\\t" : std::string(1, ch);
-    return out;
-}
-
-static FILE* open_log(const std::string& dir) {
-    std::string path = dir + "/log.jsonl";
-    FILE* f = fopen(path.c_str(), "a");
-    if (!f) fail("cannot open log '%s': %s", path.c_str(), strerror(errno));
-    return f;
-}
-
-// A number for the JSON log: NaN and Inf are not JSON, so they are written as null.
-static std::string json_number(double x) {
-    char buf[32];
-    snprintf(buf, sizeof buf, "%.9g", x);
-    return std::isfinite(x) ? buf : "null";
-}
-
-static void log_line(FILE* f, const std::string& line) {
-    fprintf(f, "%s\n", line.c_str());
-    fflush(f);
-}
-
-static int train(CommandLine* cl) {
-    TrainConfig& tc = cl->train;
-    Model<float> m;
-    TrainProgress pr;
-    std::string out_dir = tc.out_dir;
-    int resume_step = -1;
-    if (!tc.resume_dir.empty()) {
-        if (cl->model_flag_seen || !tc.load_path.empty())
-            fail("--resume restores the model from its checkpoint; drop the model flags and --load");
-        out_dir = tc.resume_dir;
-        resume_step = latest_checkpoint(tc.resume_dir);
-        if (resume_step < 0)
-            fail("--resume '%s': no model_*.bin with a matching state_*.bin there (nothing to resume)",
-                 tc.resume_dir.c_str());
-        model_load(&m, ckpt_path(tc.resume_dir, "model", resume_step));
-    } else if (!tc.load_path.empty()) {
-        if (cl->model_flag_seen) fail("--load reads the architecture from '%s'; drop the model flags", tc.load_path.c_str());
-        model_load(&m, tc.load_path);
-    } else {
-        AttnSpec& at = cl->model.attn;
-        int train_len = tc.seq_len ? tc.seq_len : cl->model.max_seq_len - at.sink_token;
-        if (isnan(at.sigmoid_bias))  // --sigmoid-bias auto: -log of the training length (Apple 2024)
-            at.sigmoid_bias = -logf((float)train_len);
-        if (at.variant == ATTN_CLIPPED && at.clip_len == 0)  // gamma = -alpha / the training positions, kept for good
-            at.clip_len = train_len + at.sink_token;
-        model_build(&m, cl->model);
-        model_init(&m, tc.seed);
-    }
-    const ModelConfig& c = m.config;
-    int off = c.attn.sink_token;
-    if (tc.seq_len == 0) tc.seq_len = c.max_seq_len - off;
-    int B = tc.batch_size, T = tc.seq_len;
-    if (T + off > c.max_seq_len)
-        fail("flag --seq-len: %d%s exceeds the model's max_seq_len %d", T, off ? " + 1 (sink token)" : "", c.max_seq_len);
-    if (tc.probe_len + off > c.max_seq_len)
-        fail("flag --probe-len: %d%s exceeds the model's max_seq_len %d", tc.probe_len, off ? " + 1 (sink token)" : "",
-             c.max_seq_len);
-    validate_data_manipulations(tc, c.vocab_size, T, "--seq-len");
-    validate_data_manipulations(tc, c.vocab_size, tc.probe_len, "--probe-len");
-    if (c.attn.mask == MASK_PREFIX && c.attn.mask_param > T + off)
-        fail("flag --mask-param: a prefix of %d leaves no position with a loss in sequences of %d%s (the loss starts "
-             "at position p - 1); use a prefix of at most %d", c.attn.mask_param, T, off ? " + 1 (sink token)" : "",
-             T + off);
-    if ((int64_t)B * T > (1 << 30))
-        fail("flags --batch %d x --seq-len %d = %lld tokens per micro-batch, more than 2^30 (lower them; --total-batch "
-             "accumulates micro-batches)", B, T, (long long)B * T);
-    if (tc.total_batch_size == 0) tc.total_batch_size = B * T;
-    if (tc.total_batch_size % (B * T) != 0)
-        fail("flag --total-batch: %d is not a multiple of --batch x --seq-len = %d", tc.total_batch_size, B * T);
-    int accum = tc.total_batch_size / (B * T);
-    if (resume_step >= 0) {
-        pr = load_train_state(ckpt_path(tc.resume_dir, "state", resume_step), resume_step, &m, tc);
-        if (pr.step > tc.steps)
-            fail("flag --steps: %d is below step %d of the checkpoint in '%s' (pass --steps %d or more to continue it)",
-                 tc.steps, pr.step, tc.resume_dir.c_str(), pr.step);
-    } else {
-        pr.rng = tc.seed;
-    }
-
-    DataLoader train_data, val_data;
-    loader_init(&train_data, tc.train_glob, "--train", T, c.vocab_size, tc.seed, true);
-    loader_init(&val_data, tc.val_glob, "--val", T, c.vocab_size, tc.seed, false);
-    if (tc.data_fraction < 1.0f)  // the first fraction of the windows, in file order
-        train_data.num_windows = std::max<size_t>(1, (size_t)(train_data.num_windows * (double)tc.data_fraction));
-    loader_seek(&train_data, pr.epoch, pr.index);
-    std::string probe_path = tc.probe_path.empty() ? expand_glob(tc.val_glob, "--val")[0] : tc.probe_path;
-    std::vector<int> probe = read_probe(probe_path, tc.probe_seqs, tc.probe_len, c.vocab_size);
-    uint64_t probe_rng = EVAL_DATA_SEED;
-    apply_data_manipulations(tc, probe.data(), nullptr, tc.probe_seqs, tc.probe_len, c.vocab_size, &probe_rng);
-    TextCodec codec;
-    text_codec_open(&codec, tc.tokenizer_path, c.vocab_size, train_data.shards[0].path, tc.bpe_dir);
-    if (tc.sample_len > 0) prompt_ids(&m, &codec, tc);  // a bad or too long prompt fails now, not at the end
-
-    mkdir_p(out_dir);
-    FILE* logf = open_log(out_dir);
-    log_line(logf, config_json(c, tc, resume_step >= 0 ? "resume" : cl->preset, m.num_params, omp_get_max_threads()));
-    printf("sinkscope %s trainer (%s) | %zu parameters | L %d C %d NH %d F %d | %s %s %s %s | B %d T %d accum %d | "
-           "%d threads\n", SK_BACKEND_NAME, sk_device_name(), m.num_params, c.num_layers, c.channels, c.num_heads, c.ffn_hidden, norm_names[c.norm],
-           placement_names[c.placement], ffn_names[c.ffn], pos_names[c.positions], B, T, accum, omp_get_max_threads());
-    printf("train: %zu windows of %d tokens | val: %zu windows | probe: %d x %d from %s | log: %s/log.jsonl\n",
-           train_data.num_windows, T, val_data.num_windows, tc.probe_seqs, tc.probe_len, probe_path.c_str(),
-           out_dir.c_str());
-
-    Acts<float> acts, probe_acts;
-    std::vector<int> x((size_t)B * T), y((size_t)B * T);
-    double train_ms = 0, sink_ms = 0;
-    int skipped = 0;  // updates skipped for a non-finite loss or gradient (--on-nonfinite skip)
-    for (int step = pr.step;; step++) {
-        bool last = step == tc.steps;
-        char buf[256];
-        if (last)  // the final checkpoint first: nothing after it (metrics, a sample) can lose the run
-            save_checkpoint(out_dir, &m, tc, TrainProgress{tc.steps, train_data.epoch, train_data.index, pr.rng});
-        if (step > pr.step || resume_step < 0) {  // a resumed run does not re-measure its saved step
-            if ((tc.val_every && step % tc.val_every == 0) || last) {
-                double vl = validation_loss(&m, &acts, &val_data, &tc, B, std::min<size_t>(tc.val_batches, std::max<size_t>(1, val_data.num_windows / B)));
-                snprintf(buf, sizeof buf, "{\"type\":\"val\",\"step\":%d,\"val_loss\":%s}", step,
-                         json_number(vl).c_str());
-                log_line(logf, buf);
-                printf("step %6d | val loss %.4f\n", step, vl);
-            }
-            if ((tc.sink_every && step % tc.sink_every == 0) || last) {
-                double t0 = now_ms();
-                SinkReport r = measure_sinks(&m, &probe_acts, probe, tc.probe_seqs, tc.probe_len, tc.sink_eps);
-                double dt = now_ms() - t0;
-                sink_ms += dt;
-                snprintf(buf, sizeof buf, "{\"type\":\"sink\",\"step\":%d,\"ms\":%.3f,", step, dt);
-                log_line(logf, buf + sink_report_json_fields(r) + "}");
-                char slot_part[64] = "";
-                if (r.has_slot) snprintf(slot_part, sizeof slot_part, "Sink_* %.2f%% | ", r.sink_star);
-                printf("step %6d | %sSink_1 %.2f%%%s | alpha_1 %.4f | norm ratio (last layer) %.2f | entropy %.3f | "
-                       "%.0f ms\n", step, slot_part, r.sink[0], r.proxy ? " (proxy)" : "", r.alpha1_mean,
-                       r.norm_ratio.back(), r.entropy_mean, dt);
-            }
-            if (tc.sample_len > 0 && ((tc.sample_every && step % tc.sample_every == 0 && step > 0) || last)) {
-                std::string text = sample_text(&m, &probe_acts, &codec, tc, step);
-                log_line(logf, "{\"type\":\"sample\",\"step\":" + std::to_string(step) + ",\"prompt\":\"" +
-                                   json_escape(tc.prompt) + "\",\"text\":\"" + json_escape(text) + "\"}");
-                printf("step %6d | sample: %s\n", step, one_line(text).c_str());
-            }
-            if (tc.save_every && step % tc.save_every == 0 && step > pr.step && !last)
-                save_checkpoint(out_dir, &m, tc, TrainProgress{step, train_data.epoch, train_data.index, pr.rng});
-        }
-        if (last) break;
-        double t0 = now_ms();
-        sk_fill(m.grads.data(), m.grads.size(), 0.0f);
-        double loss = 0;
-        for (int micro = 0; micro < accum; micro++) {
-            loader_next_batch(&train_data, B, x.data(), y.data());
-            apply_data_manipulations(tc, x.data(), y.data(), B, T, c.vocab_size, &pr.rng);
-            loss += model_forward(&m, &acts, x.data(), y.data(), B, T) / accum;
-            model_backward(&m, &acts, 1.0f / accum);
-        }
-        double gn = grad_norm(m);
-        float lr = lr_at(tc, step);
-        // A NaN or Inf in the loss or in a gradient (the norm is finite exactly when every gradient is) is caught at
-        // the step it appears, before the update would carry it into every weight and both AdamW moments.
-        if (!std::isfinite(loss) || !std::isfinite(gn)) {
-            std::string first = first_nonfinite_param(c, m.grads.data());
-            if (first.empty()) first = "none (only the loss)";
-            if (tc.on_nonfinite == NONFINITE_STOP)
-                fail("step %d: the loss (%g) or a gradient is not finite; first non-finite gradient: %s. Stopped before "
-                     "the update, so no checkpoint holds it (those already in '%s' are intact); lower --lr, raise "
-                     "--warmup or set --grad-clip, or pass --on-nonfinite skip to skip such steps", step + 1,
-                     std::isnan(loss) ? NAN : loss,  // "nan" whatever the NaN's sign bit
-                     first.c_str(), out_dir.c_str());
-            skipped++;
-            log_line(logf, "{\"type\":\"nonfinite\",\"step\":" + std::to_string(step + 1) + ",\"loss\":" +
-                               json_number(loss) + ",\"grad_norm\":" + json_number(gn) + ",\"first\":\"" +
-                               json_escape(first) + "\",\"action\":\"skip\"}");
-            printf("step %6d/%d | loss %.4f | non-finite gradient (first: %s) | update skipped\n", step + 1, tc.steps,
-                   std::isnan(loss) ? NAN : loss, first.c_str());
-            continue;
-        }
-        adamw_update(&m, lr, tc.beta1, tc.beta2, tc.adam_eps, tc.weight_decay, tc.wd_exempt, step + 1,
-                     (float)clip_scale(gn, tc.grad_clip));
-        double dt = now_ms() - t0;
-        train_ms += dt;
-        double tok_s = tc.total_batch_size / (dt / 1e3);
-        snprintf(buf, sizeof buf,
-                 "{\"type\":\"train\",\"step\":%d,\"loss\":%.9g,\"lr\":%.9g,\"grad_norm\":%.9g,\"ms\":%.3f,\"tok_per_s\":%.1f}",
-                 step + 1, loss, lr, gn, dt, tok_s);
-        log_line(logf, buf);
-        printf("step %6d/%d | loss %.4f | lr %.2e | norm %.3f | %.0f ms | %.0f tok/s\n", step + 1, tc.steps, loss, lr,
-               gn, dt, tok_s);
-        fflush(stdout);
-    }
-    char buf[256];
-    snprintf(buf, sizeof buf,
-             "{\"type\":\"done\",\"step\":%d,\"train_ms\":%.1f,\"sink_ms\":%.1f,\"sink_overhead\":%.5f,\"skipped_steps\":%d}",
-             tc.steps, train_ms, sink_ms, train_ms > 0 ? sink_ms / train_ms : 0.0, skipped);
-    log_line(logf, buf);
-    fclose(logf);
-    printf("done: checkpoint %s | sink metrics took %.2f%% of training time\n",
-           ckpt_path(out_dir, "model", tc.steps).c_str(), train_ms > 0 ? 100.0 * sink_ms / train_ms : 0.0);
-    return 0;
-}
-
-static int eval_sink(CommandLine* cl) {
-    TrainConfig& tc = cl->train;
-    if (tc.probe_path.empty()) fail("--eval-sink needs --probe SHARD (an llm.c token shard)");
-    Model<float> m;
-    model_load(&m, tc.load_path);
-    if (tc.probe_len + m.config.attn.sink_token > m.config.max_seq_len)
-        fail("flag --probe-len: %d exceeds the model's max_seq_len %d%s", tc.probe_len, m.config.max_seq_len,
-             m.config.attn.sink_token ? " - 1 (sink token)" : "");
-    std::vector<int> probe = read_probe(tc.probe_path, tc.probe_seqs, tc.probe_len, m.config.vocab_size);
-    validate_data_manipulations(tc, m.config.vocab_size, tc.probe_len, "--probe-len");
-    uint64_t probe_rng = EVAL_DATA_SEED;
-    apply_data_manipulations(tc, probe.data(), nullptr, tc.probe_seqs, tc.probe_len, m.config.vocab_size, &probe_rng);
-    Acts<float> a;
-    SinkReport r = measure_sinks(&m, &a, probe, tc.probe_seqs, tc.probe_len, tc.sink_eps);
-    printf("{\"checkpoint\":\"%s\",\"probe\":\"%s\",%s}\n", tc.load_path.c_str(), tc.probe_path.c_str(),
-           sink_report_json_fields(r).c_str());
-    return 0;
-}
-
-static int eval_sample(CommandLine* cl) {
-    TrainConfig& tc = cl->train;
-    Model<float> m;
-    model_load(&m, tc.load_path);
-    TextCodec codec;
-    text_codec_open(&codec, tc.tokenizer_path, m.config.vocab_size, "", tc.bpe_dir);
-    Acts<float> a;
-    printf("%s%s\n", tc.prompt.c_str(), sample_text(&m, &a, &codec, tc, 0).c_str());
-    return 0;
-}
+static std::unique_ptr<Engine> make_engine(const ModelConfig& c) { return std::make_unique<ReferenceEngine>(c); }
 
 #ifndef TESTING
-int main(int argc, char** argv) {
-    CommandLine cl;
-    parse_command_line(argc, argv, &cl);
-    if (cl.train.threads > 0) omp_set_num_threads(cl.train.threads);
-    sk_backend_init();  // the GPU build stops here with a clear message when no GPU exists
-    // parse_command_line has checked the mode combinations (validate_command_line in config.h)
-    if (cl.train.sample) return eval_sample(&cl);
-    if (cl.train.eval_sink) return eval_sink(&cl);
-    if (!cl.train.check_state_path.empty()) {
-        CheckResult r = check_state(cl.train.load_path, cl.train.check_state_path, true);
-        printf("%s: %d tensor(s) beyond tolerance (worst error %.3g of its allowance)\n", r.failures ? "FAIL" : "OK",
-               r.failures, r.worst);
-        return r.failures ? 1 : 0;
-    }
-    return train(&cl);
-}
+int main(int argc, char** argv) { return trainer_main(argc, argv); }
 #endif

@@ -10,7 +10,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "../numerics.h"
+#include "../common/numerics.h"
 
 static int64_t ordered(float f) {  // floats in order as integers, so |ordered(a) - ordered(b)| counts ulps
     int32_t i;

@@ -1,14 +1,11 @@
 // test/test_helpers.h: shared helpers of the Catch2 tests (each test file #includes the trainer with TESTING defined).
 #pragma once
-#include <catch2/catch.hpp>
 #include <functional>
 #include <random>
 #include <string>
 #include <vector>
 
-#ifndef SK_FIXTURES
-#define SK_FIXTURES "test/fixtures"
-#endif
+#include "test_util.h"
 #define TESTING
 #include "../train_gpt_cpu.cpp"
 
@@ -57,7 +54,7 @@ static inline void check_model_gradients(const ModelConfig& c, const std::vector
     Acts<double> a;
     model_forward(&m, &a, x.data(), y.data(), B, T);
     model_backward(&m, &a, 1.0);
-    std::vector<double> analytic = m.grads;
+    std::vector<double> analytic = m.grads.to_host();
     size_t off = 0;
     for (int t = 0; t < NUM_PARAM_TENSORS; t++) {
         if (!m.sizes[t]) continue;
@@ -79,42 +76,6 @@ static inline double dot(const std::vector<double>& a, const double* b) {
     double s = 0;
     for (size_t i = 0; i < a.size(); i++) s += a[i] * b[i];
     return s;
-}
-
-static inline std::string fixture(const std::string& name) { return std::string(SK_FIXTURES) + "/" + name; }
-
-static inline std::string temp_dir() {
-    char tmpl[] = "/tmp/sinkscope_test_XXXXXX";
-    char* d = mkdtemp(tmpl);
-    REQUIRE(d != nullptr);
-    return d;
-}
-
-static inline std::string slurp(const std::string& path) {
-    FILE* f = fopen(path.c_str(), "rb");
-    if (!f) return "";
-    std::string s;
-    char buf[65536];
-    size_t n;
-    while ((n = fread(buf, 1, sizeof buf, f)) > 0) s.append(buf, n);
-    fclose(f);
-    return s;
-}
-
-static inline void write_bytes(const std::string& path, const std::string& bytes) {
-    FILE* f = fopen(path.c_str(), "wb");
-    REQUIRE(f != nullptr);
-    REQUIRE(fwrite(bytes.data(), 1, bytes.size(), f) == bytes.size());
-    fclose(f);
-}
-
-// An llm.c token shard with the given tokens.
-static inline void write_shard(const std::string& path, const std::vector<uint16_t>& toks) {
-    int32_t h[256] = {0};
-    h[0] = SHARD_MAGIC; h[1] = SHARD_VERSION; h[2] = (int32_t)toks.size();
-    std::string bytes((const char*)h, sizeof h);
-    bytes.append((const char*)toks.data(), toks.size() * 2);
-    write_bytes(path, bytes);
 }
 
 // A tiny training setup on synthetic shards (tokens < 32) in its own directory: 2 layers of 4 heads, C 16, T 16.

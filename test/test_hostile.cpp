@@ -9,7 +9,6 @@
 #include <signal.h>
 #include <sys/wait.h>
 
-#include "../data/train_state.h"
 
 using Catch::Matchers::Contains;
 
@@ -46,7 +45,7 @@ static ModelConfig small_model(const std::string& path, std::vector<float>* para
     model_build(&m, c);
     model_init(&m, 11);
     write_model_file(path, c, m.params.data());
-    *params = m.params;
+    *params = m.params.to_host();
     return c;
 }
 
@@ -342,12 +341,14 @@ TEST_CASE("flags: every bad value and inconsistent combination is refused, namin
         {{"--attn-norm", "sum"}, {"command line", "--attn-norm sum"}},
         {{"--mask", "window"}, {"--mask window needs --mask-param"}},
         // lengths and batch sizes against the model
-        {{"--max-seq-len", "64", "--seq-len", "65"}, {"flag --seq-len: 65 exceeds --max-seq-len 64"}},
-        {{"--max-seq-len", "64", "--probe-len", "100"}, {"flag --probe-len: 100 exceeds --max-seq-len 64"}},
+        {{"--max-seq-len", "64", "--seq-len", "65"}, {"flag --seq-len: 65 exceeds the model's max_seq_len 64"}},
+        {{"--max-seq-len", "64", "--probe-len", "100"}, {"flag --probe-len: 100 exceeds the model's max_seq_len 64"}},
+        {{"--max-seq-len", "64", "--seq-len", "64", "--sink-token", "1"},
+         {"flag --seq-len: 64 + 1 (sink token) exceeds the model's max_seq_len 64"}},
         {{"--batch", "64", "--max-seq-len", "64", "--seq-len", "0", "--total-batch", "1000"},
          {"flag --total-batch: 1000 is not a multiple of --batch x --seq-len = 64 x 64"}},
         {{"--batch", "1048576", "--max-seq-len", "4096", "--seq-len", "4096"}, {"--batch 1048576", "more than 2^30"}},
-        {{"--batch", "1048576", "--max-seq-len", "4096", "--seq-len", "0"}, {"(0 = --max-seq-len)", "more than 2^30"}},
+        {{"--batch", "1048576", "--max-seq-len", "4096", "--seq-len", "0"}, {"--seq-len 4096", "more than 2^30"}},
         {{"--adam-eps", "0"}, {"flag --adam-eps", "must be > 0"}},
         // modes
         {{"--check-state", "s.bin"}, {"flag --check-state needs --load"}},

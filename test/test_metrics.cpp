@@ -92,8 +92,8 @@ TEST_CASE("massive-activation ratios on hand-built hidden states", "[sink]") {
 TEST_CASE("measure_sinks reads a hand-made model whose first token is a perfect sink", "[sink]") {
     // One layer, RoPE-free: with q = 0 every row is uniform; make key 0 dominate by giving token 0 a huge key.
     ModelConfig c = make_config(8, 4, 1, 1, 4, 8, NORM_RMSNORM, PLACE_PRE, FFN_SWIGLU, POS_NONE, 1, 1, INIT_GPT2);
-    Model<float> m;
-    model_build(&m, c);
+    ReferenceEngine e(c);
+    Model<float>& m = e.model;
     for (int i = 0; i < 4; i++) m.p[P_WTE][i * 4 + i] = 1.0f;   // one-hot embeddings
     std::fill(m.p[P_LN1W], m.p[P_LN1W] + 4, 1.0f);
     std::fill(m.p[P_LN2W], m.p[P_LN2W] + 4, 1.0f);
@@ -101,8 +101,7 @@ TEST_CASE("measure_sinks reads a hand-made model whose first token is a perfect 
     m.p[P_QKVB][0] = 10.0f;                      // every query is 10 * e_0
     m.p[P_QKVW][(4 + 0) * 4 + 0] = 10.0f;        // key channel 0 = 10 * (normed) x_0: large only for token id 0
     std::vector<int> probe = {0, 1, 2, 3, 1, 2, 3, 1, 0, 2, 2, 3, 1, 1, 2, 3};  // 2 sequences of 8, both start with 0
-    Acts<float> a;
-    SinkReport r = measure_sinks(&m, &a, probe, 2, 8, 0.3f);
+    SinkReport r = measure_sinks(e, probe, 2, 8, 0.3f);
     CHECK(r.sink[0] == 100.0);
     CHECK(r.alpha1[0] > 0.99);
     CHECK(r.sink[1] == 0.0);

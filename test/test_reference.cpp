@@ -89,11 +89,9 @@ TEST_CASE("sink metrics agree with the PyTorch reference to 1e-4 (plain, proxy a
         std::string ref = slurp(fixture(name + "_sink.json"));
         REQUIRE(!ref.empty());
         int S = (int)json_numbers(ref, "S")[0], T = (int)json_numbers(ref, "T")[0];
-        Model<float> m;
-        model_load(&m, fixture(name + "_model.bin"));
-        std::vector<int> probe = read_probe(fixture("probe.bin"), S, T, m.config.vocab_size);
-        Acts<float> a;
-        SinkReport r = measure_sinks(&m, &a, probe, S, T, 0.3f);
+        std::unique_ptr<Engine> e = load_engine(fixture(name + "_model.bin"));
+        std::vector<int> probe = read_probe(fixture("probe.bin"), S, T, e->config().vocab_size);
+        SinkReport r = measure_sinks(*e, probe, S, T, 0.3f);
         std::vector<double> sink = json_numbers(ref, "sink"), alpha1 = json_numbers(ref, "alpha1"),
                             norm_ratio = json_numbers(ref, "norm_ratio"), row_mass = json_numbers(ref, "row_mass");
         REQUIRE(sink.size() == SINK_MAX_K);

@@ -10,21 +10,16 @@
 // Needs: the Brown shards of `make data` (data/brown/*.bin) for the whole-corpus test. Build: with the others by
 // `make test` (link -lpcre2-8), or alone:
 //   g++ -O2 -std=c++17 -o /tmp/tt test/test_tokenizer.cpp /usr/lib/libCatch2WithMain.a -lpcre2-8 && /tmp/tt
-#include <catch2/catch.hpp>
-#include <ftw.h>
 #include <math.h>
 #include <algorithm>
 #include <map>
 #include <string>
 #include <vector>
 
+#include "test_util.h"
 #define TESTING
+#include "../common/sampling.h"
 #include "../dev/data/make_shards.h"
-#include "../sampling.h"
-
-#ifndef SK_FIXTURES
-#define SK_FIXTURES "test/fixtures"
-#endif
 
 using Catch::Matchers::Contains;
 
@@ -35,33 +30,19 @@ static Gpt2Tokenizer& shared_tokenizer() {
     static Gpt2Tokenizer tk;
     static bool loaded = false;
     if (!loaded) {
-        gpt2_load_dir(&tk, SK_FIXTURES "/gpt2");
+        gpt2_load_dir(&tk, GPT2_BPE_DIR);
         loaded = true;
     }
     return tk;
 }
 
-// A temporary directory, removed with its contents when the test case ends.
+// A temporary directory (test_util.h's temp_dir) with `d / "name"` for the paths inside it.
 struct TempDir {
-    std::string path;
-    TempDir() {
-        char tmpl[] = "/tmp/sinkscope_tok_XXXXXX";
-        REQUIRE(mkdtemp(tmpl) != nullptr);
-        path = tmpl;
-    }
-    ~TempDir() {
-        nftw(path.c_str(), [](const char* p, const struct stat*, int, struct FTW*) { return remove(p); }, 16,
-             FTW_DEPTH | FTW_PHYS);
-    }
+    std::string path = temp_dir();
     std::string operator/(const std::string& name) const { return path + "/" + name; }
 };
 
-static void put_file(const std::string& path, const std::string& bytes) {
-    FILE* f = fopen(path.c_str(), "wb");
-    REQUIRE(f != nullptr);
-    REQUIRE(fwrite(bytes.data(), 1, bytes.size(), f) == bytes.size());
-    fclose(f);
-}
+static void put_file(const std::string& path, const std::string& bytes) { write_bytes(path, bytes); }
 
 static std::string file_text(const std::string& path) { return read_file_bytes(path, "test file").bytes; }
 
@@ -219,7 +200,7 @@ TEST_CASE("gpt2: the piece cache gives the same ids while it grows and when it s
     for (int i = 0; i < 100000; i++) text += " w" + std::to_string(splitmix64(&rng) % 10000000);  // ~100k new pieces
     // 65536 slots at first; at 32768 entries (< 40000) the table doubles, at 65536 (>= 40000) it starts over
     Gpt2Tokenizer small;
-    gpt2_load_dir(&small, SK_FIXTURES "/gpt2");
+    gpt2_load_dir(&small, GPT2_BPE_DIR);
     small.cache_max_entries = 40000;
     std::vector<int> expect = gpt2_encode(&shared, text, false);
     for (int pass = 0; pass < 2; pass++) {
@@ -251,7 +232,7 @@ TEST_CASE("gpt2: invalid UTF-8 and unknown ids are errors that say where") {
 
 TEST_CASE("gpt2: missing or corrupt encoder.json and vocab.bpe name the file and the fix") {
     TempDir d;
-    std::string enc = file_text(SK_FIXTURES "/gpt2/encoder.json"), bpe = file_text(SK_FIXTURES "/gpt2/vocab.bpe");
+    std::string enc = file_text(GPT2_BPE_DIR "/encoder.json"), bpe = file_text(GPT2_BPE_DIR "/vocab.bpe");
     Gpt2Tokenizer tk;
     auto load_with = [&](const std::string& e, const std::string& b) {
         put_file(d / "encoder.json", e);

@@ -19,10 +19,10 @@ static std::vector<VariantCase> all_variants() {
     add("softmax", [](AttnSpec&) {});
     add("softmax row mass 2", [](AttnSpec& a) { a.row_mass = 2.0f; });
     for (int norm = 0; norm < ANORM_NUM_KINDS; norm++) {
-        add("sigmoid", [=](AttnSpec& a) { a.variant = ATTN_SIGMOID; a.norm = norm; });
-        add("elu1", [=](AttnSpec& a) { a.variant = ATTN_ELU1; a.norm = norm; });
+        add("sigmoid", [=](AttnSpec& a) { a.variant = ATTN_SIGMOID; a.normaliser = norm; });
+        add("elu1", [=](AttnSpec& a) { a.variant = ATTN_ELU1; a.normaliser = norm; });
         for (int phi = 0; phi < PHI_NUM_KINDS; phi++)
-            add("linear kernel", [=](AttnSpec& a) { a.variant = ATTN_LINEAR; a.norm = norm; a.phi = phi; });
+            add("linear kernel", [=](AttnSpec& a) { a.variant = ATTN_LINEAR; a.normaliser = norm; a.phi = phi; });
     }
     add("sigmoid with bias", [](AttnSpec& a) { a.variant = ATTN_SIGMOID; a.sigmoid_bias = -2.0f; });
     add("softpick", [](AttnSpec& a) { a.variant = ATTN_SOFTPICK; });
@@ -40,7 +40,7 @@ static std::vector<VariantCase> all_variants() {
     add("prefix mask", [](AttnSpec& a) { a.mask = MASK_PREFIX; a.mask_param = 3; });
     add("window mask", [](AttnSpec& a) { a.mask = MASK_WINDOW; a.mask_param = 2; });
     add("kv slot + sigmoid sum + window", [](AttnSpec& a) {
-        a.slot = SLOT_KV; a.variant = ATTN_SIGMOID; a.norm = ANORM_SUM; a.mask = MASK_WINDOW; a.mask_param = 3; });
+        a.slot = SLOT_KV; a.variant = ATTN_SIGMOID; a.normaliser = ANORM_SUM; a.mask = MASK_WINDOW; a.mask_param = 3; });
     add("sink logit + prefix + gate", [](AttnSpec& a) {
         a.slot = SLOT_LOGIT; a.mask = MASK_PREFIX; a.mask_param = 2; a.gate = GATE_HEADWISE; });
     return v;
@@ -59,7 +59,7 @@ TEST_CASE("every row map and normaliser: backward matches finite differences", "
             };
             loss();
             attn_row_backward(spec, s.data(), p.data(), dp.data(), ds.data(), n, 8);
-            INFO(vc.name << " norm " << attn_norm_names[spec.norm] << " n " << n);
+            INFO(vc.name << " norm " << attn_normaliser_names[spec.normaliser] << " n " << n);
             CHECK(fd_check(s, ds, loss) < 1e-6);
         }
     }
@@ -71,7 +71,7 @@ TEST_CASE("row maps: closed forms", "[variants]") {
     a.variant = ATTN_SIGMOID;
     attn_row_forward(a, s, p, 3, 8);
     CHECK(p[0] == Approx(1 / (1 + exp(-0.5))).epsilon(1e-14));
-    a.norm = ANORM_SUM;
+    a.normaliser = ANORM_SUM;
     attn_row_forward(a, s, p, 3, 8);
     CHECK(p[0] + p[1] + p[2] == Approx(1.0).epsilon(1e-7));
     a = AttnSpec();
@@ -82,7 +82,7 @@ TEST_CASE("row maps: closed forms", "[variants]") {
     CHECK(p[1] == 0.0);
     a = AttnSpec();
     a.variant = ATTN_LINEAR;
-    a.norm = ANORM_CLAMP;  // |sum| = 1.5 > 1
+    a.normaliser = ANORM_CLAMP;  // |sum| = 1.5 > 1
     attn_row_forward(a, s, p, 3, 8);
     CHECK(p[2] == Approx(2.0 / 1.5).epsilon(1e-14));
     a = AttnSpec();
@@ -152,7 +152,7 @@ TEST_CASE("attention core backward matches finite differences for every variant,
                                  spec.value_bias ? dvbias.data() : nullptr, partial.data()};
         attention_backward(dqkv.data(), dqkv.data() + C, 3 * C, dqkv.data() + 2 * C, g, ds.data(), work.data(), R.data(), qkv.data(),
                            qkv.data() + C, qkv.data() + 2 * C, att.data(), att_slot.data(), ap, B, T, C, NH);
-        INFO(vc.name << " (" << attn_variant_names[spec.variant] << ", norm " << attn_norm_names[spec.norm] << ", slot "
+        INFO(vc.name << " (" << attn_variant_names[spec.variant] << ", norm " << attn_normaliser_names[spec.normaliser] << ", slot "
              << attn_slot_names[spec.slot] << ", vstar " << vstar_names[spec.vstar] << ", mask "
              << attn_mask_names[spec.mask] << ")");
         CHECK(fd_check(qkv, dqkv, loss) < 1e-6);
@@ -183,11 +183,11 @@ TEST_CASE("whole-model backward matches finite differences for every variant", "
                                         place ? POS_LEARNED : POS_ROPE, 0, place, INIT_GPT2);
             c.attn = vc.spec;
             validate_model_config(c, vc.name);
-            INFO(vc.name << " (" << attn_variant_names[c.attn.variant] << ", norm " << attn_norm_names[c.attn.norm]
+            INFO(vc.name << " (" << attn_variant_names[c.attn.variant] << ", norm " << attn_normaliser_names[c.attn.normaliser]
                  << ", phi " << attn_phi_names[c.attn.phi] << ") " << placement_names[place]);
             // signed weights normalised by their sum (linear kernel, Z = sum + 1e-8) can put Z near zero: the loss is
             // then steep, and a smaller step keeps the central difference's truncation error down
-            bool steep = c.attn.variant == ATTN_LINEAR && c.attn.norm == ANORM_SUM && c.attn.phi != PHI_ELU1;
+            bool steep = c.attn.variant == ATTN_LINEAR && c.attn.normaliser == ANORM_SUM && c.attn.phi != PHI_ELU1;
             check_model_gradients(c, x, y, B, T, 100 + cases, 6, steep ? 1e-6 : 1e-5, 1e-5);
             cases++;
         }
@@ -250,7 +250,7 @@ TEST_CASE("every variant trains from the command line: finite, below its startin
         r.cl.train.total_batch_size = 96;
         r.cl.train.sink_every = 24;
         r.cl.train.val_every = 24;
-        INFO(vc.name << " (" << attn_variant_names[vc.spec.variant] << ", norm " << attn_norm_names[vc.spec.norm]
+        INFO(vc.name << " (" << attn_variant_names[vc.spec.variant] << ", norm " << attn_normaliser_names[vc.spec.normaliser]
              << ", phi " << attn_phi_names[vc.spec.phi] << ")");
         REQUIRE(train(&r.cl) == 0);
         std::string log = slurp(r.dir + "/run/log.jsonl");
@@ -332,27 +332,26 @@ TEST_CASE("text generation is reproducible under a seed and decodes through the 
     std::string log = slurp(r.dir + "/run/log.jsonl");
     size_t at = log.find("\"type\":\"sample\",\"step\":3");
     REQUIRE(at != std::string::npos);
-    Model<float> m;
-    model_load(&m, r.dir + "/run/model_00000003.bin");
+    std::unique_ptr<Engine> m = load_engine(r.dir + "/run/model_00000003.bin");
     TextCodec codec;
     text_codec_open(&codec, "", 256, "", GPT2_BPE_DIR);
     REQUIRE(codec.available);
     CHECK(text_encode(&codec, "ab") == std::vector<int>({'a', 'b'}));
-    Acts<float> a;
-    std::string one = sample_text(&m, &a, &codec, r.cl.train, 3), two = sample_text(&m, &a, &codec, r.cl.train, 3);
+    std::string one = sample_text(*m, &codec, r.cl.train, 3), two = sample_text(*m, &codec, r.cl.train, 3);
     CHECK(one == two);
     CHECK(one.size() == 12);  // one byte per token
     CHECK(log.find("\"text\":\"" + json_escape(one) + "\"") != std::string::npos);  // the run logged the same text
-    CHECK(sample_text(&m, &a, &codec, r.cl.train, 4) != one);  // another step, another stream
+    CHECK(sample_text(*m, &codec, r.cl.train, 4) != one);  // another step, another stream
     // greedy decoding is the argmax at every step
     TrainConfig greedy = r.cl.train;
     greedy.temperature = 0;
     std::vector<int> ids = {'a', 'b'};
     uint64_t rng = 1;
-    std::vector<int> out = generate(&m, &a, ids, 3, 0.0f, 0, 256, &rng);
-    model_forward(&m, &a, ids.data(), (const int*)nullptr, 1, 2);
-    const float* row = a.logits + (size_t)1 * m.config.padded_vocab_size;
-    CHECK(out[0] == (int)(std::max_element(row, row + 256) - row));
+    std::vector<int> out = generate(*m, ids, 3, 0.0f, 0, 256, &rng);
+    m->forward(ids.data(), (const int*)nullptr, 1, 2);
+    std::vector<float> row(256);
+    m->logits_row(0, 1, row.data());
+    CHECK(out[0] == (int)(std::max_element(row.begin(), row.end()) - row.begin()));
 }
 
 TEST_CASE("masks in the metric: alpha_k averages over the queries that see key k", "[variants][sink]") {
@@ -417,8 +416,8 @@ TEST_CASE("the clipped softmax keeps the training length's gamma for other lengt
     TinyRun r = tiny_run(2);
     r.cl.model.attn.variant = ATTN_CLIPPED;
     REQUIRE(train(&r.cl) == 0);
-    Model<float> m;
-    model_load(&m, r.dir + "/run/model_00000002.bin");
-    CHECK(m.config.attn.clip_len == 16);  // stored in the file (header [33])
-    CHECK(attn_clip_gamma<double>(m.config.attn, 3) == Approx(-4.0 / 16));
+    std::vector<float> params;
+    ModelConfig c = read_model_file(r.dir + "/run/model_00000002.bin", &params);
+    CHECK(c.attn.clip_len == 16);  // stored in the file (header [33])
+    CHECK(attn_clip_gamma<double>(c.attn, 3) == Approx(-4.0 / 16));
 }

@@ -13,8 +13,8 @@
 #include <string>
 #include <vector>
 
-#include "../../data/gpt2_tokenizer.h"
-#include "../../data/token_shards.h"
+#include "../../common/gpt2_tokenizer.h"
+#include "../../common/token_shards.h"
 
 struct Clock {
     double wall, cpu;

@@ -23,7 +23,7 @@ try:
 except ImportError:
     sys.exit("check_tokenizer_vectors: the `regex` module is missing (apt-get install python3-regex)")
 
-BPE_DIR = "test/fixtures/gpt2"
+BPE_DIR = "data/gpt2"
 
 
 def bytes_to_unicode():

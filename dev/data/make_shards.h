@@ -36,10 +36,10 @@
 #include <string>
 #include <vector>
 
-#include "../../data/gpt2_tokenizer.h"
-#include "../../data/json_read.h"
-#include "../../data/token_shards.h"
-#include "../../data/tokenizer_file.h"
+#include "../../common/gpt2_tokenizer.h"
+#include "../../common/json_read.h"
+#include "../../common/token_shards.h"
+#include "../../common/tokenizer_file.h"
 
 struct ShardOptions {
     std::string input;
@@ -199,17 +199,6 @@ struct SplitWriter {
     int numbered = 0;  // shards written as <prefix>_NNNNNN.bin so far
     SplitReport report;
 };
-
-static inline void write_shard(const std::string& path, const std::vector<uint16_t>& tokens) {
-    int32_t header[256] = {0};
-    header[0] = SHARD_MAGIC;
-    header[1] = SHARD_VERSION;
-    header[2] = (int32_t)tokens.size();
-    AtomicWriter w = atomic_open(path);
-    atomic_write(&w, header, sizeof header);
-    atomic_write(&w, tokens.data(), tokens.size() * sizeof(uint16_t));
-    atomic_commit(&w);
-}
 
 static inline std::string numbered_shard(const std::string& prefix, int k) {
     char num[16];

@@ -6,7 +6,7 @@
 #define TESTING
 #include <vector>
 
-#include "../../config.h"
+#include "../../common/flags.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     std::vector<std::string> args = {"train_gpt_cpu"};

@@ -1,16 +1,16 @@
 // dev/fuzz/fuzz_gpt2_encode.cpp: libFuzzer harness for the GPT-2 encoder (data/gpt2_tokenizer.h, gpt2_encode) with
-// OpenAI's vocabulary (test/fixtures/gpt2/: run from the repository root). The input is the text; the first byte's low
+// OpenAI's vocabulary (data/gpt2/: run from the repository root). The input is the text; the first byte's low
 // bit allows <|endoftext|>. Valid UTF-8 must encode to ids that decode back to the text; invalid UTF-8 must be refused
 // (SkError under TESTING), never crash. Not a test of the values read (test/test_tokenizer.cpp checks those). Build and
 // run: dev/fuzz/run.sh.
 #define TESTING
-#include "../../data/gpt2_tokenizer.h"
+#include "../../common/gpt2_tokenizer.h"
 
 static Gpt2Tokenizer* tokenizer() {
     static Gpt2Tokenizer tk;
     static bool loaded = false;
     if (!loaded) {
-        gpt2_load_dir(&tk, "test/fixtures/gpt2");
+        gpt2_load_dir(&tk, "data/gpt2");
         loaded = true;
     }
     return &tk;

@@ -4,7 +4,7 @@
 // give the text back. A clean rejection (SkError under TESTING) is not a finding. Not a test of the values read
 // (test/test_tokenizer.cpp checks those). Build and run: dev/fuzz/run.sh.
 #define TESTING
-#include "../../data/gpt2_tokenizer.h"
+#include "../../common/gpt2_tokenizer.h"
 #include "fuzz_input_file.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {

@@ -3,7 +3,7 @@
 // sanitizer report, a leak, a timeout or an allocation beyond -rss_limit_mb is. Not a test of the values read
 // (test/test_hostile.cpp checks those). Build and run: dev/fuzz/run.sh.
 #define TESTING
-#include "../../data/model_file.h"
+#include "../../common/model_file.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     ByteSource src("fuzz-input", "model file", data, size);

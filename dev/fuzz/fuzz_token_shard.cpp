@@ -3,7 +3,7 @@
 // are exercised. A clean rejection (SkError under TESTING) is not a finding. Not a test of the values read
 // (test/test_hostile.cpp checks those). Build and run: dev/fuzz/run.sh.
 #define TESTING
-#include "../../data/token_shards.h"
+#include "../../common/token_shards.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     ByteSource src("fuzz-input", "token shard", data, size);

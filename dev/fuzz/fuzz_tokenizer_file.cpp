@@ -3,7 +3,7 @@
 // must decode every id it holds. A clean rejection (SkError under TESTING) is not a finding. Not a test of the values
 // read (test/test_tokenizer.cpp checks those). Build and run: dev/fuzz/run.sh.
 #define TESTING
-#include "../../data/tokenizer_file.h"
+#include "../../common/tokenizer_file.h"
 #include "fuzz_input_file.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {

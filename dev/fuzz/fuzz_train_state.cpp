@@ -3,7 +3,7 @@
 // rejection (SkError under TESTING) is not a finding. Not a test of the values read (test/test_hostile.cpp checks
 // those). Build and run: dev/fuzz/run.sh.
 #define TESTING
-#include "../../data/train_state.h"
+#include "../../common/train_state.h"
 
 static const ModelConfig fuzz_model =
     make_config(8, 2, 1, 1, 2, 2, NORM_RMSNORM, PLACE_PRE, FFN_RELU, POS_NONE, 1, 0, INIT_LLAMA);

@@ -4,11 +4,11 @@
 // What it is not: a fuzzer, or a test (the harnesses and test/test_hostile.cpp are).
 #include <sys/stat.h>
 
-#include "../../data/debug_state.h"
-#include "../../data/gpt2_tokenizer.h"
-#include "../../data/tokenizer_file.h"
-#include "../../data/token_shards.h"
-#include "../../data/train_state.h"
+#include "../../common/debug_state.h"
+#include "../../common/gpt2_tokenizer.h"
+#include "../../common/tokenizer_file.h"
+#include "../../common/token_shards.h"
+#include "../../common/train_state.h"
 
 static std::string dir_of(const char* harness) {
     std::string d = std::string("dev/fuzz/corpus/") + harness;
@@ -40,7 +40,7 @@ static void model_files() {
     write_model_file(d + "v3_gpt2_arch.bin", v3, ramp(param_count(v3)).data());
     ModelConfig var = make_config(4, 3, 1, 2, 4, 4, NORM_LAYERNORM, PLACE_POST, FFN_SWIGLU, POS_ROPE, 0, 1, INIT_LLAMA);
     var.attn.variant = ATTN_SIGMOID;
-    var.attn.norm = ANORM_SUM;
+    var.attn.normaliser = ANORM_SUM;
     var.attn.slot = SLOT_KV;
     var.attn.gate = GATE_HEADWISE;
     write_model_file(d + "v4_variant.bin", var, ramp(param_count(var)).data());

@@ -19,9 +19,9 @@
 #include <algorithm>
 #include <vector>
 
-#include "config.h"
+#include "errors.h"
 #include "numerics.h"
-#include "data/token_shards.h"
+#include "random.h"
 
 static inline int sample_token(const float* logits, int V, float temperature, int top_k, uint64_t* rng) {
     if (V <= 0) fail("sampling: the vocabulary size is %d, it must be positive", V);

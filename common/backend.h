@@ -1,30 +1,33 @@
-// backend.h: where the model's loops run. OpenMP threads in train_gpt_cpu.cpp; CUDA kernels when the same code is
-// compiled by nvcc as train_gpt.cu.
+// common/backend.h: where the model's loops run and where its memory lives. OpenMP threads and heap memory in
+// train_gpt_cpu.cpp; CUDA kernels and device memory when the same code is compiled by nvcc (train_gpt.cu).
 //
-// What it is: three things the layers need besides arithmetic.
-//   sk_for(n, SK_LAMBDA (size_t i) { ... })  runs the body for i = 0..n-1. CPU: an OpenMP loop, static schedule.
-//       CUDA: one kernel launch, one thread per i (grid-stride), then a synchronisation with its error checked.
+// What it is:
+//   sk_for(n, SK_LAMBDA(size_t i) { ... })  runs the body for i = 0..n-1. CPU: an OpenMP loop, static schedule.
+//       CUDA: one kernel launch, one thread per i (grid-stride) on the default stream, launch errors checked at once;
+//       the host waits only where it reads a result (SkBuffer::download, sk_host_view). SK_SYNC=1 in the environment
+//       adds a synchronisation after every launch, so a fault is reported at the kernel that caused it.
 //       A body computes whole output elements (it never shares an accumulator with another i), so its results do not
 //       depend on the thread count or on the device: a body that follows the same order gives the same bits.
 //   sk_for_scratch(n, per, work, SK_LAMBDA(size_t i, F* scratch) { ... })  the same with `per` values of scratch for
 //       the body: a per-thread array on the CPU, a slice of `work` (sk_scratch_size(n, per) values) on the GPU.
-//   SkBuffer<T>  an owning array both the host code and the loop bodies can read: heap memory on the CPU, CUDA
-//       managed memory on the GPU (the host code reads losses, metrics and checkpoints from it directly).
-//   sk_backend_init(), sk_memory_bytes(), SK_BACKEND_NAME: start-up (a clear error when no GPU exists) and the
-//       memory the activations must fit in.
-// What it is not: a kernel library. The GPU build is the exact path: it runs the CPU reference's per-element bodies,
-// one thread each, with a synchronisation after every launch, so it is simple, slow, and gives the CPU's bits. Fast kernels (cuBLAS, fused
-// attention) belong in train_gpt.cu as separate, tolerance-checked paths.
+//   SkBuffer<T>  an owning array of device memory (plain cudaMalloc on the GPU, the heap on the CPU). The host moves
+//       data in and out explicitly with upload/download; on the CPU build it may also index the array directly (the
+//       tests do), on the GPU build that does not compile, so no host code can read device memory by accident.
+//   sk_host_view(p, n, &staging)  n values at device pointer p as host memory: p itself on the CPU (no copy), a
+//       download into `staging` on the GPU.
+//   sk_backend_init(), sk_memory_bytes(), sk_device_name(), SK_BACKEND_NAME: start-up (a clear error when no GPU
+//       exists) and the memory the activations must fit in.
+// What it is not: a kernel library. Under nvcc this is the exact path: the CPU reference's per-element bodies, one
+// thread each, simple and slow, and the CPU's bits.
 // Rules for a body: capture by value (SK_LAMBDA is [=]), only pointers into SkBuffers and plain values (an AttnSpec,
 // not a ModelConfig pointer), call only SK_HD functions, no allocation, no fail().
 #pragma once
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 #include <vector>
 
-#include "config.h"
+#include "errors.h"
 #include "numerics.h"
 
 #ifdef __CUDACC__
@@ -39,6 +42,16 @@ static inline void sk_cuda_check(cudaError_t err, const char* call, const char* 
 }
 #define SK_CUDA(call) sk_cuda_check((call), #call, __FILE__, __LINE__)
 
+// SK_SYNC=1: synchronise after every launch (debugging); read once.
+static inline bool sk_sync_each_launch() {
+    static int flag = -1;
+    if (flag < 0) {
+        const char* v = getenv("SK_SYNC");
+        flag = v && strcmp(v, "1") == 0;
+    }
+    return flag == 1;
+}
+
 template <typename Body>
 __global__ void sk_for_kernel(size_t n, Body body) {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
@@ -52,11 +65,9 @@ static void sk_for(size_t n, Body body) {
     size_t blocks = (n + threads - 1) / threads;
     sk_for_kernel<<<(unsigned)(blocks < max_blocks ? blocks : max_blocks), (unsigned)threads>>>(n, body);
     SK_CUDA(cudaGetLastError());
-    SK_CUDA(cudaDeviceSynchronize());
+    if (sk_sync_each_launch()) SK_CUDA(cudaDeviceSynchronize());
 }
 
-// Managed memory is never asked for beyond what the GPU has free (less a reserve for CUDA itself): oversubscribed
-// managed memory pages to the host at a crawl, and can stall the GPU for other users too.
 // sk_for_scratch(n, per, work, body): body(i, scratch) with `per` values of scratch for index i. On the GPU the scratch
 // of index i is work + i * per: `work` must hold sk_scratch_size(n, per) values.
 template <typename F, typename Body>
@@ -65,6 +76,8 @@ static void sk_for_scratch(size_t n, size_t per, F* work, Body body) {
 }
 static inline size_t sk_scratch_size(size_t n, size_t per) { return n * per; }
 
+// Device memory is never asked for beyond what the GPU has free (less a reserve for CUDA itself), so a configuration
+// too large for the card stops with advice instead of an opaque allocation error.
 static inline void* sk_alloc_bytes(size_t bytes) {
     size_t free_b = 0, total_b = 0;
     SK_CUDA(cudaMemGetInfo(&free_b, &total_b));
@@ -73,13 +86,20 @@ static inline void* sk_alloc_bytes(size_t bytes) {
         fail("cannot allocate %.2f GiB of GPU memory: %.2f GiB of %.2f GiB are free; lower --batch or --seq-len, or use "
              "a smaller model", bytes / 1073741824.0, free_b / 1073741824.0, total_b / 1073741824.0);
     void* p = nullptr;
-    cudaError_t err = cudaMallocManaged(&p, bytes);
+    cudaError_t err = cudaMalloc(&p, bytes);
     if (err != cudaSuccess)
         fail("cannot allocate %.2f GiB of GPU memory (%s); lower --batch or --seq-len, or use a smaller model",
              bytes / 1073741824.0, cudaGetErrorString(err));
     return p;
 }
 static inline void sk_free_bytes(void* p) { cudaFree(p); }
+// cudaMemcpy waits for the kernels before it on the default stream, so a download sees their results
+static inline void sk_upload_bytes(void* device, const void* host, size_t bytes) {
+    SK_CUDA(cudaMemcpy(device, host, bytes, cudaMemcpyHostToDevice));
+}
+static inline void sk_download_bytes(void* host, const void* device, size_t bytes) {
+    SK_CUDA(cudaMemcpy(host, device, bytes, cudaMemcpyDeviceToHost));
+}
 
 // The first GPU, or a clear error: the CUDA trainer cannot run without one.
 static inline void sk_backend_init() {
@@ -93,7 +113,6 @@ static inline void sk_backend_init() {
     if (prop.major < 8)
         fail("GPU 0 (%s) has compute capability %d.%d; train_gpt is built for 8.0 and newer", prop.name, prop.major,
              prop.minor);
-    if (!prop.managedMemory) fail("GPU 0 (%s) does not support managed memory, which train_gpt uses", prop.name);
     SK_CUDA(cudaSetDevice(0));
 }
 
@@ -141,9 +160,11 @@ static inline void* sk_alloc_bytes(size_t bytes) {
     return p;
 }
 static inline void sk_free_bytes(void* p) { free(p); }
+static inline void sk_upload_bytes(void* device, const void* host, size_t bytes) { memcpy(device, host, bytes); }
+static inline void sk_download_bytes(void* host, const void* device, size_t bytes) { memcpy(host, device, bytes); }
 static inline void sk_backend_init() {}
 static inline const char* sk_device_name() { return "CPU"; }
-static inline double sk_memory_bytes() { return (double)sysconf(_SC_PHYS_PAGES) * sysconf(_SC_PAGESIZE); }
+static inline double sk_memory_bytes() { return host_memory_bytes(); }
 
 #endif
 
@@ -153,56 +174,69 @@ static void sk_fill(F* p, size_t n, F v) {
     sk_for(n, SK_LAMBDA(size_t i) { p[i] = v; });
 }
 
-// dst[0..n) = src[0..n)
-template <typename F>
-static void sk_copy(F* dst, const F* src, size_t n) {
-    sk_for(n, SK_LAMBDA(size_t i) { dst[i] = src[i]; });
+// n values at device pointer p, readable by the host: p itself on the CPU, a copy in *staging on the GPU. Valid until
+// the memory behind p changes (CPU) or *staging is reused (GPU).
+template <typename T>
+static const T* sk_host_view(const T* p, size_t n, std::vector<T>* staging) {
+#ifdef __CUDACC__
+    staging->resize(n);
+    sk_download_bytes(staging->data(), p, n * sizeof(T));
+    return staging->data();
+#else
+    (void)n;
+    (void)staging;
+    return p;
+#endif
 }
 
-// An owning array of n values of a trivially copyable T, reachable from host code and loop bodies alike. It fills and
-// copies with sk_fill / sk_copy, so on the GPU the first touch of a managed page is the device's: the page then lives
-// in GPU memory, where the kernels use it and where the free-memory check of sk_alloc_bytes counts it.
+// An owning array of n values of a trivially copyable T in device memory. Fills run on the device (sk_fill); the host
+// writes with upload and reads with download (or sk_host_view), which on the GPU are the only host<->device copies.
 template <typename T>
 class SkBuffer {
   public:
     SkBuffer() = default;
-    SkBuffer(const SkBuffer& o) { *this = o; }
-    SkBuffer& operator=(const SkBuffer& o) {
-        if (this != &o) {
-            reallocate(o.n_);
-            sk_copy(ptr_, o.ptr_, n_);
-        }
-        return *this;
-    }
+    SkBuffer(const SkBuffer&) = delete;
+    SkBuffer& operator=(const SkBuffer&) = delete;
     ~SkBuffer() { reallocate(0); }
     // n copies of v
     void assign(size_t n, T v) {
         reallocate(n);
         sk_fill(ptr_, n, v);
     }
-    // n values: the first min(n, size()) kept, new ones zero (as std::vector)
-    void resize(size_t n) {
-        if (n == n_) return;
-        T* old = ptr_;
-        size_t keep = n < n_ ? n : n_;
-        ptr_ = n ? (T*)sk_alloc_bytes(n * sizeof(T)) : nullptr;
-        sk_copy(ptr_, old, keep);
-        sk_fill(ptr_ + keep, n - keep, T(0));
-        if (old) sk_free_bytes(old);
-        n_ = n;
-    }
+    // room for n values, contents undefined when the size changes (callers fill what they use)
+    void reserve_exactly(size_t n) { reallocate(n); }
     void clear() { reallocate(0); }
+    // host -> device: n values into [offset, offset + n)
+    void upload(const T* host, size_t n, size_t offset = 0) {
+        if (offset + n > n_) fail("internal: upload of %zu values at %zu into a buffer of %zu", n, offset, n_);
+        if (n) sk_upload_bytes(ptr_ + offset, host, n * sizeof(T));
+    }
+    void upload(const std::vector<T>& host) {
+        reallocate(host.size());
+        upload(host.data(), host.size());
+    }
+    // device -> host
+    void download(T* host, size_t n, size_t offset = 0) const {
+        if (offset + n > n_) fail("internal: download of %zu values at %zu from a buffer of %zu", n, offset, n_);
+        if (n) sk_download_bytes(host, ptr_ + offset, n * sizeof(T));
+    }
+    std::vector<T> to_host() const {
+        std::vector<T> v(n_);
+        download(v.data(), n_);
+        return v;
+    }
     size_t size() const { return n_; }
     bool empty() const { return n_ == 0; }
     T* data() { return ptr_; }
     const T* data() const { return ptr_; }
+#ifndef __CUDACC__  // host element access exists only where device memory is host memory
     T& operator[](size_t i) { return ptr_[i]; }
     const T& operator[](size_t i) const { return ptr_[i]; }
     T* begin() { return ptr_; }
     T* end() { return ptr_ + n_; }
     const T* begin() const { return ptr_; }
     const T* end() const { return ptr_ + n_; }
-    operator std::vector<T>() const { return std::vector<T>(ptr_, ptr_ + n_); }
+#endif
 
   private:
     void reallocate(size_t n) {

@@ -6,7 +6,7 @@
 // Loader: the concatenation of the shards matched by a glob is cut into windows of T+1 tokens that never cross a shard
 // boundary, window w of a shard starting at token w*T. Each epoch visits every window once in an order drawn from the
 // seed and the epoch number, so the position (epoch, index) is all a checkpoint needs to resume bit-identically.
-// What it is not: a tokenizer (bytes are tokens for the default Brown data; see data/ docs in README), or a reader of
+// What it is not: a tokenizer (bytes are tokens for the default Brown data; docs/data.md), or a reader of
 // llm.c's uint32 (LLaMA-3, magic 20240801) shards: token ids are uint16, so a vocabulary above 65536 cannot be trained.
 // Readers: parse_token_shard takes a ByteSource (a file, or memory for dev/fuzz/fuzz_token_shard.cpp).
 #pragma once
@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "file_io.h"
+#include "random.h"
 
 #define SHARD_VERSION 1
 
@@ -62,6 +63,18 @@ static inline TokenShard read_token_shard(const std::string& path, int vocab_siz
     return parse_token_shard(src, vocab_size);
 }
 
+// Writes a shard of these tokens (atomically: common/file_io.h).
+static inline void write_shard(const std::string& path, const std::vector<uint16_t>& tokens) {
+    int32_t header[256] = {0};
+    header[0] = SHARD_MAGIC;
+    header[1] = SHARD_VERSION;
+    header[2] = (int32_t)tokens.size();
+    AtomicWriter w = atomic_open(path);
+    atomic_write(&w, header, sizeof header);
+    atomic_write(&w, tokens.data(), tokens.size() * sizeof(uint16_t));
+    atomic_commit(&w);
+}
+
 static inline std::vector<std::string> expand_glob(const std::string& pattern, const char* flag) {
     glob_t g;
     std::vector<std::string> out;
@@ -74,15 +87,6 @@ static inline std::vector<std::string> expand_glob(const std::string& pattern, c
              flag, pattern.c_str(), flag);
     std::sort(out.begin(), out.end());
     return out;
-}
-
-// splitmix64: the one random generator of the project (init, batch order, sampling). Tiny, fast, and the same in C++
-// and CUDA, so both trainers draw the same numbers from the same seed.
-static inline uint64_t splitmix64(uint64_t* state) {
-    uint64_t z = (*state += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
 }
 
 struct DataLoader {

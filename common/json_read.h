@@ -11,7 +11,7 @@
 #include <stdint.h>
 #include <string>
 
-#include "../config.h"
+#include "errors.h"
 
 struct JsonCursor {
     const char* begin;  // start of the buffer, for byte offsets in errors

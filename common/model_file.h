@@ -9,7 +9,7 @@
 //     [11] ffn [12] positions [13] tied [14] biases [15] rope base (float32 bits) [16] norm eps (float32 bits)
 //     [17..32] the attention variant (AttnSpec: row map, mask, mask param, normaliser, feature map, slot, v* mode,
 //     v* value, value bias, slot shared, sink token, gate, row mass, sigmoid bias, clip zeta, clip alpha; floats as
-//     float32 bits; README "File formats" lists the codes); [33] clip length; [34..255] zero.
+//     float32 bits; docs/formats.md lists the codes); [33] clip length; [34..255] zero.
 //   The writer picks version 3 exactly when the configuration is the gpt2 architecture.
 // Readers: parse_model_file takes a ByteSource (a file, or memory for dev/fuzz/fuzz_model_file.cpp). The header's sizes
 // are range-checked before any arithmetic uses them, the file length must match the parameter count they imply before
@@ -19,6 +19,7 @@
 #include <math.h>
 #include <vector>
 
+#include "config.h"
 #include "file_io.h"
 
 #define MODEL_VERSION_LLMC 3
@@ -34,7 +35,7 @@ static inline void model_header_from_config(const ModelConfig& c, int32_t h[256]
     h[8] = c.ffn_hidden; h[9] = c.norm; h[10] = c.placement; h[11] = c.ffn; h[12] = c.positions; h[13] = c.tied;
     h[14] = c.bias; h[15] = float_bits(c.rope_base); h[16] = float_bits(c.norm_eps);
     const AttnSpec& a = c.attn;
-    h[17] = a.variant; h[18] = a.mask; h[19] = a.mask_param; h[20] = a.norm; h[21] = a.phi; h[22] = a.slot;
+    h[17] = a.variant; h[18] = a.mask; h[19] = a.mask_param; h[20] = a.normaliser; h[21] = a.phi; h[22] = a.slot;
     h[23] = a.vstar; h[24] = float_bits(a.vstar_value); h[25] = a.value_bias; h[26] = a.slot_shared;
     h[27] = a.sink_token; h[28] = a.gate; h[29] = float_bits(a.row_mass); h[30] = float_bits(a.sigmoid_bias);
     h[31] = float_bits(a.clip_zeta); h[32] = float_bits(a.clip_alpha); h[33] = a.clip_len;
@@ -65,7 +66,7 @@ static inline ModelConfig model_config_from_header(const int32_t* h, const std::
         c.ffn_hidden = h[8]; c.norm = h[9]; c.placement = h[10]; c.ffn = h[11]; c.positions = h[12]; c.tied = h[13];
         c.bias = h[14]; c.rope_base = header_float(h, 15); c.norm_eps = header_float(h, 16);
         AttnSpec& a = c.attn;
-        a.variant = h[17]; a.mask = h[18]; a.mask_param = h[19]; a.norm = h[20]; a.phi = h[21]; a.slot = h[22];
+        a.variant = h[17]; a.mask = h[18]; a.mask_param = h[19]; a.normaliser = h[20]; a.phi = h[21]; a.slot = h[22];
         a.vstar = h[23]; a.vstar_value = header_float(h, 24); a.value_bias = h[25]; a.slot_shared = h[26];
         a.sink_token = h[27]; a.gate = h[28]; a.row_mass = header_float(h, 29); a.sigmoid_bias = header_float(h, 30);
         a.clip_zeta = header_float(h, 31); a.clip_alpha = header_float(h, 32); a.clip_len = h[33];

@@ -1,10 +1,10 @@
-// data/file_io.h: checked file I/O shared by every reader and writer in sinkscope.
+// common/file_io.h: checked file I/O shared by every reader and writer in sinkscope.
 //
 // What it is: the magic numbers of every sinkscope file (so a reader handed the wrong file can say what it is), a
 // byte source that reads a file (or, for the fuzz harnesses in dev/fuzz/, a buffer) only at offsets checked against its
 // length, and an atomic writer (temporary file, fsync, rename, fsync of the directory) so a killed or failing writer
-// never leaves a truncated file in place of a good one. What it is not: a format (see the other data/*.h).
-// Build: header-only, included by the trainers; needs only config.h (for fail()).
+// never leaves a truncated file in place of a good one. What it is not: a format (see the other format headers in common/).
+// Build: header-only; needs only errors.h.
 //
 // Every error names the file, the field, the value found, the value expected, and what to do.
 #pragma once
@@ -18,7 +18,7 @@
 #include <string>
 #include <utility>
 
-#include "../config.h"
+#include "errors.h"
 
 #define SHARD_MAGIC 20240520         // llm.c token shard, uint16 tokens (data/token_shards.h)
 #define SHARD_MAGIC_LLMC_U32 20240801  // llm.c's LLaMA-3 token shard, uint32 tokens: not read by sinkscope
@@ -38,12 +38,10 @@ static inline const char* describe_magic(int32_t magic) {
     }
 }
 
-// Physical memory, the bound no single allocation from a file may approach.
-static inline double physical_memory_bytes() { return (double)sysconf(_SC_PHYS_PAGES) * sysconf(_SC_PAGESIZE); }
 
 // A valid header can still describe more data than this machine holds; say so instead of dying in the allocator.
 static inline void check_fits_in_memory(size_t bytes, const char* what, const std::string& path, const char* hint) {
-    double ram = physical_memory_bytes();
+    double ram = host_memory_bytes();
     if ((double)bytes > 0.9 * ram)
         fail("%s '%s' needs %.1f GiB in memory, more than this machine's %.1f GiB (%s)", what, path.c_str(),
              bytes / 1073741824.0, ram / 1073741824.0, hint);

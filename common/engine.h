@@ -1,0 +1,63 @@
+// common/engine.h: the boundary between the model math and everything around it.
+//
+// What it is: the few operations the shared host code (common/trainer.h: the training loop, checkpoints, validation,
+// the sink probe, sampling, --check-state) needs from a model, as an abstract class. A trainer implements it once:
+// train_gpt_cpu.cpp's ReferenceEngine is the CPU reference; compiled by nvcc it is the GPU exact engine. Every byte
+// between the host and the model's memory crosses here, so the model's memory can be device memory.
+// What it is not: the math (the trainers) or the loop (common/trainer.h).
+//
+// Conventions: host pointers in, host pointers out. Parameters, gradients and AdamW moments are float arrays of
+// num_params() values laid out as the model file lays them out (common/config.h's ParamId order). T counts the data's
+// tokens; an engine adds the sink token's position itself when the model has one.
+#pragma once
+#include <stddef.h>
+#include <memory>
+
+#include "config.h"
+
+// One AdamW update: t is the update's number (1-based, for the bias corrections); grad_scale multiplies every
+// gradient first (global-norm clipping without touching the gradients).
+struct AdamWStep {
+    float lr = 0, beta1 = 0.9f, beta2 = 0.95f, eps = 1e-8f, weight_decay = 0;
+    bool wd_exempt = false;  // no decay on norms, biases, embeddings (param_is_decay_exempt)
+    int t = 1;
+    float grad_scale = 1;
+};
+
+// What the sink metrics read after a forward pass without the head over B probe sequences: host pointers, valid until
+// the next call into the engine. T here counts the model's positions (the data's T, plus one with a sink token).
+struct ProbeView {
+    int B = 0, T = 0;
+    const float* att = nullptr;       // (L, B, NH, T, T) attention weights of the keys, 0 where masked
+    const float* att_slot = nullptr;  // (L, B, NH, T) the slot's weight (--slot), else null
+    const float* encoded = nullptr;   // (B, T, C) the residual stream entering layer 0
+    const float* residual = nullptr;  // (L, B, T, C) the residual stream leaving each layer
+    const float* qkv = nullptr;       // (L, B, T, 3C) q | k | v of each layer (k after RoPE)
+};
+
+class Engine {
+  public:
+    virtual ~Engine() = default;
+    virtual const ModelConfig& config() const = 0;
+    virtual size_t num_params() const = 0;
+    // A forward pass over B sequences of T tokens; the mean loss over the positions with a loss when targets is given
+    // (else 0). The logits stay for logits_row, the activations for backward.
+    virtual double forward(const int* inputs, const int* targets, int B, int T) = 0;
+    // Logits of sequence b, data position t of the last forward: the first V values into out.
+    virtual void logits_row(int b, int t, float* out) = 0;
+    virtual void zero_grad() = 0;
+    // Gradients of the last forward's mean loss times `scale`, added to the gradients (micro-batches accumulate).
+    virtual void backward(float scale) = 0;
+    virtual double grad_norm() = 0;  // global L2 norm of the gradients
+    virtual void update(const AdamWStep& step) = 0;
+    // A forward pass without the head for the sink metrics.
+    virtual ProbeView probe(const int* tokens, int B, int T) = 0;
+    virtual void get_params(float* out) const = 0;
+    virtual void set_params(const float* in) = 0;
+    virtual void get_grads(float* out) const = 0;
+    virtual void get_adam(float* m, float* v) const = 0;
+    virtual void set_adam(const float* m, const float* v) = 0;
+};
+
+// An engine for a model of configuration c, parameters zero: defined by the trainer that includes common/trainer.h.
+static std::unique_ptr<Engine> make_engine(const ModelConfig& c);

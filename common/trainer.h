@@ -1,0 +1,638 @@
+// common/trainer.h: everything around the model, shared by both trainers: the modes of the program (training,
+// --check-state, --eval-sink, --sample), the training loop, data, validation, the sink probe, checkpoints and resume,
+// text sampling, and the log.
+//
+// What it is: host code written against the Engine interface (common/engine.h), so it never touches the model's
+// memory: train_gpt_cpu.cpp's engine runs on the CPU, the same engine built by nvcc runs on a GPU, and both get the
+// same loop, files, log and metrics from here. trainer_main(argc, argv) is the whole program around an engine.
+// What it is not: model math, or a second copy of any of it.
+//
+// The log (DIR/log.jsonl, one JSON record per line; docs/output.md): config, then train / val / sink / sample /
+// nonfinite records as they happen, then done.
+#pragma once
+#include <dirent.h>
+#include <errno.h>
+#include <math.h>
+#include <omp.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <algorithm>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "../sink_metrics.h"
+#include "backend.h"
+#include "debug_state.h"
+#include "engine.h"
+#include "flags.h"
+#include "json_write.h"
+#include "model_file.h"
+#include "sampling.h"
+#include "text_codec.h"
+#include "token_shards.h"
+#include "train_state.h"
+
+// ----------------------------------------------------------------------------------------------------------------
+// small pieces
+
+static double now_ms() {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec * 1e-6;
+}
+
+static void mkdir_p(const std::string& dir) {
+    std::string cur;
+    for (size_t i = 0; i <= dir.size(); i++) {
+        if (i == dir.size() || dir[i] == '/') {
+            if (!cur.empty() && mkdir(cur.c_str(), 0755) != 0 && errno != EEXIST)
+                fail("cannot create output directory '%s': %s", cur.c_str(), strerror(errno));
+        }
+        if (i < dir.size()) cur += dir[i];
+    }
+}
+
+// Text on one console line: newlines and tabs shown as \n and \t.
+static std::string one_line(const std::string& text) {
+    std::string out;
+    for (char ch : text) out += ch == '\n' ? "\\n" : ch == '\t' ? "\\t" : std::string(1, ch);
+    return out;
+}
+
+// An engine holding the model file at path.
+static std::unique_ptr<Engine> load_engine(const std::string& path) {
+    std::vector<float> params;
+    ModelConfig c = read_model_file(path, &params);
+    std::unique_ptr<Engine> e = make_engine(c);
+    e->set_params(params.data());
+    return e;
+}
+
+// ----------------------------------------------------------------------------------------------------------------
+// the optimizer's schedule
+
+// Linear warmup from lr/warmup to lr, then constant, or cosine/linear decay to lr * min_lr_frac at tc.steps.
+static inline float lr_at(const TrainConfig& tc, int step) {
+    if (step < tc.warmup_steps) return tc.lr * (step + 1) / tc.warmup_steps;
+    if (tc.lr_schedule == LR_CONSTANT || tc.steps <= tc.warmup_steps) return tc.lr;
+    double frac = (double)(step - tc.warmup_steps) / (tc.steps - tc.warmup_steps);
+    double min_lr = (double)tc.lr * tc.min_lr_frac;
+    double shape = tc.lr_schedule == LR_COSINE ? 0.5 * (1.0 + cos(M_PI * frac)) : 1.0 - frac;
+    return (float)(min_lr + (tc.lr - min_lr) * shape);
+}
+
+// One optimizer step's clip factor: gn > clip ? clip / gn : 1.
+static inline double clip_scale(double gn, float clip) { return clip > 0 && gn > clip ? clip / gn : 1.0; }
+
+// ----------------------------------------------------------------------------------------------------------------
+// data
+
+// The seed of the random tokens of the probe and the validation batches: fixed, so every measurement of a run (and
+// of every run) sees the same sequences.
+#define EVAL_DATA_SEED 20240520ull
+
+// Data manipulations of the paper's section 5 on B sequences of T tokens (targets may be null):
+//   a fixed token at position k: inputs[k] = id and targets[k-1] = id;
+//   random tokens at positions [from, to): uniform in [0, V) from *rng, written to inputs[t] and targets[t-1].
+static void apply_data_manipulations(const TrainConfig& tc, int* inputs, int* targets, int B, int T, int V,
+                                     uint64_t* rng) {
+    for (int b = 0; b < B; b++) {
+        int* in = inputs + (size_t)b * T;
+        int* tg = targets ? targets + (size_t)b * T : nullptr;
+        if (tc.fixed_token >= 0) {
+            in[tc.fixed_pos] = tc.fixed_token;
+            if (tg && tc.fixed_pos > 0) tg[tc.fixed_pos - 1] = tc.fixed_token;
+        }
+        for (int t = tc.random_from; t < tc.random_to; t++) {
+            int r = (int)(splitmix64(rng) % (uint64_t)V);
+            in[t] = r;
+            if (tg && t > 0) tg[t - 1] = r;
+        }
+    }
+}
+
+// The probe of --probe (default: the first validation shard) with the run's data manipulations applied.
+static std::vector<int> load_probe(const TrainConfig& tc, const ModelConfig& c, const std::string& path) {
+    std::vector<int> probe = read_probe(path, tc.probe_seqs, tc.probe_len, c.vocab_size);
+    uint64_t rng = EVAL_DATA_SEED;
+    apply_data_manipulations(tc, probe.data(), nullptr, tc.probe_seqs, tc.probe_len, c.vocab_size, &rng);
+    return probe;
+}
+
+// Mean loss over the first `batches` micro-batches of the validation windows, in file order (the same every time).
+static double validation_loss(Engine& e, DataLoader* val, const TrainConfig& tc, int B, int batches) {
+    std::vector<int> x((size_t)B * val->T), y((size_t)B * val->T);
+    val->index = 0;
+    val->epoch = 0;
+    uint64_t rng = EVAL_DATA_SEED;
+    double sum = 0;
+    for (int i = 0; i < batches; i++) {
+        loader_next_batch(val, B, x.data(), y.data());
+        apply_data_manipulations(tc, x.data(), y.data(), B, val->T, e.config().vocab_size, &rng);
+        sum += e.forward(x.data(), y.data(), B, val->T);
+    }
+    return sum / batches;
+}
+
+// ----------------------------------------------------------------------------------------------------------------
+// sink measurement on a probe of S sequences x T tokens, from what the engine's forward pass holds: the attention
+// matrices, the residual streams (embedding output and after every block), and the keys and values.
+
+static SinkReport measure_sinks(Engine& e, const std::vector<int>& probe, int S, int T, float eps) {
+    const ModelConfig& c = e.config();
+    const AttnSpec& at = c.attn;
+    int C = c.channels, NH = c.num_heads, L = c.num_layers;
+    int off = at.sink_token, slot = attn_has_slot(at), Tm = T + off;  // the model's positions
+    int slot_column = off || slot, Tw = T + slot_column;               // the metric's matrix is Tw x Tw
+    const int chunk = 8;
+    SinkAccumulator acc;
+    sink_begin(&acc, L, NH, T, eps, slot_column, !attn_is_probability(at));
+    // the keys each row of the metric's matrix sees: the model's mask, shifted by one behind a slot, whose own row
+    // sees itself and which every row sees
+    std::vector<int> row_lo(Tw, 0), row_hi(Tw, 1);
+    for (int t = 0; t < Tm; t++) {
+        attn_visible_keys(at, t, Tm, &row_lo[t + slot], &row_hi[t + slot]);
+        row_lo[t + slot] += slot;
+        row_hi[t + slot] += slot;
+    }
+    SinkVisibility vis;
+    vis.lo = row_lo.data();
+    vis.hi = row_hi.data();
+    vis.slot0 = slot;
+    std::vector<float> W((size_t)Tw * Tw);
+    for (int s0 = 0; s0 < S; s0 += chunk) {
+        int n = std::min(chunk, S - s0);
+        ProbeView pv = e.probe(probe.data() + (size_t)s0 * T, n, T);
+        size_t BTC = (size_t)n * Tm * C;
+        for (int b = 0; b < n; b++) {
+            size_t first = ((size_t)b * Tm + off) * C;  // the first real token of sequence b
+            sink_add_hidden(&acc, 0, pv.encoded + first, C);
+            for (int l = 0; l < L; l++) {
+                for (int h = 0; h < NH; h++) {
+                    const float* att = pv.att + ((size_t)l * n * NH + (size_t)b * NH + h) * Tm * Tm;
+                    if (!slot) {
+                        sink_add_head(&acc, l, h, att, vis);
+                        continue;
+                    }
+                    // the slot as index 0 of a (T+1) x (T+1) matrix; its own row is one-hot on itself
+                    const float* ps = pv.att_slot + ((size_t)l * n * NH + (size_t)b * NH + h) * Tm;
+                    std::fill(W.begin(), W.end(), 0.0f);
+                    W[0] = 1;
+                    for (int t = 0; t < Tm; t++) {
+                        W[(size_t)(t + 1) * Tw] = ps[t];
+                        for (int j = 0; j < Tm; j++) W[(size_t)(t + 1) * Tw + j + 1] = att[(size_t)t * Tm + j];
+                    }
+                    sink_add_head(&acc, l, h, W.data(), vis);
+                }
+                sink_add_hidden(&acc, l + 1, pv.residual + l * BTC + first, C);
+                const float* qkv = pv.qkv + l * BTC * 3 + first * 3;
+                sink_add_kv(&acc, l, qkv + C, qkv + 2 * C, C, (size_t)3 * C);
+            }
+            sink_end_sequence(&acc);
+        }
+    }
+    return sink_finish(&acc);
+}
+
+// ----------------------------------------------------------------------------------------------------------------
+// checkpoints: model_<step>.bin holds the weights (common/model_file.h); state_<step>.bin holds the AdamW moments, the
+// step, the data position and the random state (common/train_state.h). Both are written atomically, the state
+// first, so a model file never exists without its state; both writers refuse non-finite numbers.
+
+static std::string ckpt_path(const std::string& dir, const char* kind, int step) {
+    char buf[64];
+    snprintf(buf, sizeof buf, "/%s_%08d.bin", kind, step);
+    return dir + buf;
+}
+
+static void save_checkpoint(Engine& e, const std::string& dir, const TrainState& s) {
+    size_t n = e.num_params();
+    std::vector<float> params(n), m(n), v(n);
+    e.get_adam(m.data(), v.data());
+    write_train_state(ckpt_path(dir, "state", s.step), s, e.config(), n, m.data(), v.data());
+    e.get_params(params.data());
+    write_model_file(ckpt_path(dir, "model", s.step), e.config(), params.data());
+}
+
+// The latest step in dir with both a model and a state file; -1 if none.
+static int latest_checkpoint(const std::string& dir) {
+    DIR* d = opendir(dir.c_str());
+    if (!d) fail("--resume '%s': cannot open the directory: %s", dir.c_str(), strerror(errno));
+    int best = -1;
+    while (struct dirent* e = readdir(d)) {
+        int step;
+        // exactly the names ckpt_path writes (8 digits, 9 from step 10^8 on), not model_*.bin.tmp or a stray file
+        if (sscanf(e->d_name, "model_%d", &step) == 1 && step >= 0 &&
+            dir + "/" + e->d_name == ckpt_path(dir, "model", step)) {
+            struct stat st;
+            if (stat(ckpt_path(dir, "state", step).c_str(), &st) == 0 && step > best) best = step;
+        }
+    }
+    closedir(d);
+    return best;
+}
+
+// Restores the AdamW moments of state_<step>.bin at path into the engine and returns the rest of the state.
+static TrainState load_train_state(Engine& e, const std::string& path, int step, const TrainConfig& tc) {
+    size_t n = e.num_params();
+    std::vector<float> m(n), v(n);
+    TrainState s = read_train_state(path, e.config(), n, m.data(), v.data());
+    if (s.step != step)
+        fail("training state '%s': step (header[2]) is %d, but its file name says %d (files renamed by hand? resume "
+             "from a checkpoint whose model and state files agree)", path.c_str(), s.step, step);
+    if (s.B != tc.batch_size || s.T != tc.seq_len || s.total_batch != tc.total_batch_size || s.seed != tc.seed)
+        fail("--resume: the run was saved with --batch %d --seq-len %d --total-batch %d --seed %llu; pass the same "
+             "values to continue it bit-identically", s.B, s.T, s.total_batch, (unsigned long long)s.seed);
+    e.set_adam(m.data(), v.data());
+    return s;
+}
+
+// ----------------------------------------------------------------------------------------------------------------
+// text generation
+
+// Generates n tokens after `ids` with temperature and top-k (common/sampling.h), one forward pass per token over the
+// last max_seq_len positions (no key/value cache: simple, and cheap at the sizes this trainer runs). Only the first
+// `vocab_text` ids (the tokenizer's) can be drawn.
+static std::vector<int> generate(Engine& e, std::vector<int> ids, int n, float temperature, int top_k,
+                                 int vocab_text, uint64_t* rng) {
+    const ModelConfig& c = e.config();
+    size_t ctx_max = c.max_seq_len - c.attn.sink_token;
+    std::vector<int> out;
+    std::vector<float> row(c.vocab_size);
+    for (int i = 0; i < n; i++) {
+        size_t start = ids.size() > ctx_max ? ids.size() - ctx_max : 0;
+        int Tc = (int)(ids.size() - start);
+        e.forward(ids.data() + start, (const int*)nullptr, 1, Tc);
+        e.logits_row(0, Tc - 1, row.data());
+        int id = sample_token(row.data(), vocab_text, temperature, top_k, rng);
+        ids.push_back(id);
+        out.push_back(id);
+    }
+    return out;
+}
+
+// The ids of --prompt (token 0 without a tokenizer), checked against the model's context.
+static std::vector<int> prompt_ids(const ModelConfig& c, TextCodec* codec, const TrainConfig& tc) {
+    std::vector<int> ids = codec->available ? text_encode(codec, tc.prompt) : std::vector<int>{0};
+    int context = c.max_seq_len - c.attn.sink_token;
+    if (ids.size() >= (size_t)context)
+        fail("flag --prompt: %zu tokens leave no room in the model's context of %d tokens (shorten it)", ids.size(),
+             context);
+    return ids;
+}
+
+// One text sample: its generator is seeded from the run's seed and the step, so it is reproducible and leaves the
+// training stream untouched.
+static std::string sample_text(Engine& e, TextCodec* codec, const TrainConfig& tc, int step) {
+    uint64_t rng = tc.seed ^ (0x9E3779B97F4A7C15ull * (uint64_t)(step + 1));
+    int vocab_text = codec->available ? (int)codec->decoder.tokens.size() : e.config().vocab_size;
+    std::vector<int> prompt = prompt_ids(e.config(), codec, tc);
+    return text_decode(*codec, generate(e, prompt, tc.sample_len, tc.temperature, tc.top_k, vocab_text, &rng));
+}
+
+// ----------------------------------------------------------------------------------------------------------------
+// --check-state: one forward/backward on the debug state's batch against its logits, loss and gradients, then (for a
+// version-3 state) its AdamW loss curve.
+// Tolerances (fp32 here against a reference computed in fp32 by llm.c's PyTorch script, or in fp64 by ours), per
+// tensor: max |ours - ref| <= tol * max(1, max |ref|) with tol = 1e-4 for logits, gradients and the loss, and
+// 1e-3 * |ref| for each loss of the curve (Adam's first steps magnify rounding in near-zero gradients).
+// These are 10-100x the errors measured on the fixtures (docs/checking.md).
+
+struct CheckResult {
+    int failures = 0;
+    double worst = 0;  // largest error / allowed
+};
+
+static void check_tensor(CheckResult* r, const char* name, const float* ours, const float* ref, size_t n, double tol,
+                         bool verbose) {
+    double maxerr = 0, maxref = 0;
+    for (size_t i = 0; i < n; i++) {
+        maxerr = std::max(maxerr, fabs((double)ours[i] - ref[i]));
+        if (!std::isfinite(ours[i])) maxerr = INFINITY;
+        maxref = std::max(maxref, fabs((double)ref[i]));
+    }
+    double allowed = tol * std::max(1.0, maxref);
+    bool ok = maxerr <= allowed;
+    r->failures += !ok;
+    r->worst = std::max(r->worst, maxerr / allowed);
+    if (verbose || !ok)
+        printf("%-10s %-4s max abs err %.3e  max |ref| %.3e  rel %.3e  (allowed %.1e)\n", name, ok ? "ok" : "FAIL",
+               maxerr, maxref, maxref > 0 ? maxerr / maxref : maxerr, allowed);
+}
+
+static CheckResult check_state(const std::string& model_path, const std::string& state_path, bool verbose) {
+    std::unique_ptr<Engine> e = load_engine(model_path);
+    const ModelConfig& c = e->config();
+    size_t np = e->num_params();
+    DebugState s = read_debug_state(state_path, c.vocab_size, np);
+    check_seq_len(("debug state '" + state_path + "': T").c_str(), s.T, c);
+    CheckResult r;
+    float loss = (float)e->forward(s.inputs.data(), s.targets.data(), s.B, s.T);
+    int V = c.vocab_size;
+    std::vector<float> logits((size_t)s.B * s.T * V);
+    for (int b = 0; b < s.B; b++)
+        for (int t = 0; t < s.T; t++) e->logits_row(b, t, &logits[((size_t)b * s.T + t) * V]);
+    check_tensor(&r, "logits", logits.data(), s.logits.data(), logits.size(), 1e-4, verbose);
+    check_tensor(&r, "loss", &loss, &s.loss, 1, 1e-4, verbose);
+    e->zero_grad();
+    e->backward(1.0f);
+    std::vector<float> grads(np);
+    e->get_grads(grads.data());
+    size_t sizes[NUM_PARAM_TENSORS], off = 0;
+    param_sizes(c, sizes);
+    for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
+        if (sizes[i]) check_tensor(&r, param_names[i], grads.data() + off, s.grads.data() + off, sizes[i], 1e-4, verbose);
+        off += sizes[i];
+    }
+    if (s.n_steps > 0) {
+        std::vector<float> curve;
+        for (int t = 0; t < s.n_steps; t++) {
+            e->zero_grad();
+            curve.push_back((float)e->forward(s.inputs.data(), s.targets.data(), s.B, s.T));
+            e->backward(1.0f);
+            AdamWStep step;
+            step.lr = s.lr; step.beta1 = s.beta1; step.beta2 = s.beta2; step.eps = s.adam_eps;
+            step.weight_decay = s.weight_decay; step.t = t + 1;
+            step.grad_scale = (float)clip_scale(e->grad_norm(), s.grad_clip);
+            e->update(step);
+        }
+        double maxrel = 0;
+        for (int t = 0; t < s.n_steps; t++)
+            maxrel = std::max(maxrel, fabs((double)curve[t] - s.losses[t]) / fabs((double)s.losses[t]));
+        bool ok = maxrel <= 1e-3;
+        r.failures += !ok;
+        r.worst = std::max(r.worst, maxrel / 1e-3);
+        if (verbose || !ok)
+            printf("%-10s %-4s %d AdamW steps, losses %.6f -> %.6f (ref %.6f -> %.6f), max rel err %.3e (allowed "
+                   "1e-3)\n", "curve", ok ? "ok" : "FAIL", s.n_steps, curve[0], curve.back(), s.losses[0],
+                   s.losses.back(), maxrel);
+    }
+    return r;
+}
+
+// ----------------------------------------------------------------------------------------------------------------
+// training: start_run sets a run up (from scratch, --load or --resume), the loop alternates measure_and_save (at
+// the intervals of --val-every, --sink-every, --sample-every, --save-every) and train_step, finish_run closes it.
+
+struct Run {
+    TrainConfig tc;                  // the flags, with --seq-len and --total-batch resolved
+    std::unique_ptr<Engine> engine;
+    std::string out_dir, preset;
+    bool resumed = false;
+    TrainState state;                // where the run stands: step, data position, random state (saved with it)
+    int accum = 1;                   // micro-batches per step
+    DataLoader train_data, val_data;
+    std::string probe_path;
+    std::vector<int> probe;
+    TextCodec codec;
+    FILE* log = nullptr;
+    std::vector<int> x, y;           // one micro-batch
+    double train_ms = 0, sink_ms = 0;
+    int skipped = 0;                 // updates skipped for a non-finite loss or gradient (--on-nonfinite skip)
+};
+
+static void log_line(Run* r, const std::string& line) {
+    fprintf(r->log, "%s\n", line.c_str());
+    fflush(r->log);
+}
+
+// The engine of a run: from the checkpoint of --resume, from --load, or built from the flags and initialised.
+static void start_engine(CommandLine* cl, Run* r) {
+    TrainConfig& tc = r->tc;
+    r->out_dir = tc.out_dir;
+    r->preset = cl->preset;
+    if (!tc.resume_dir.empty()) {
+        if (cl->model_flag_seen || !tc.load_path.empty())
+            fail("--resume restores the model from its checkpoint; drop the model flags and --load");
+        r->out_dir = tc.resume_dir;
+        r->preset = "resume";
+        r->resumed = true;
+        r->state.step = latest_checkpoint(tc.resume_dir);
+        if (r->state.step < 0)
+            fail("--resume '%s': no model_*.bin with a matching state_*.bin there (nothing to resume)",
+                 tc.resume_dir.c_str());
+        r->engine = load_engine(ckpt_path(tc.resume_dir, "model", r->state.step));
+    } else if (!tc.load_path.empty()) {
+        if (cl->model_flag_seen) fail("--load reads the architecture from '%s'; drop the model flags", tc.load_path.c_str());
+        r->engine = load_engine(tc.load_path);
+    } else {
+        ModelConfig c = cl->model;
+        AttnSpec& at = c.attn;
+        int train_len = tc.seq_len ? tc.seq_len : c.max_seq_len - at.sink_token;
+        if (isnan(at.sigmoid_bias))  // --sigmoid-bias auto: -log of the training length (Apple 2024)
+            at.sigmoid_bias = -logf((float)train_len);
+        if (at.variant == ATTN_CLIPPED && at.clip_len == 0)  // gamma = -alpha / the training positions, kept for good
+            at.clip_len = train_len + at.sink_token;
+        r->engine = make_engine(c);
+        std::vector<float> params(r->engine->num_params());
+        init_params(c, tc.seed, params.data());
+        r->engine->set_params(params.data());
+    }
+}
+
+static void start_run(CommandLine* cl, Run* r) {
+    r->tc = cl->train;
+    TrainConfig& tc = r->tc;
+    start_engine(cl, r);
+    const ModelConfig& c = r->engine->config();
+    tc.seq_len = check_run_shape(tc, c);
+    int B = tc.batch_size, T = tc.seq_len;
+    if (tc.total_batch_size == 0) tc.total_batch_size = B * T;
+    r->accum = tc.total_batch_size / (B * T);
+    if (r->resumed) {
+        int step = r->state.step;
+        r->state = load_train_state(*r->engine, ckpt_path(tc.resume_dir, "state", step), step, tc);
+        if (r->state.step > tc.steps)
+            fail("flag --steps: %d is below step %d of the checkpoint in '%s' (pass --steps %d or more to continue it)",
+                 tc.steps, r->state.step, tc.resume_dir.c_str(), r->state.step);
+    } else {
+        r->state.rng = tc.seed;
+    }
+    r->state.B = B;
+    r->state.T = T;
+    r->state.total_batch = tc.total_batch_size;
+    r->state.seed = tc.seed;
+    loader_init(&r->train_data, tc.train_glob, "--train", T, c.vocab_size, tc.seed, true);
+    loader_init(&r->val_data, tc.val_glob, "--val", T, c.vocab_size, tc.seed, false);
+    if (tc.data_fraction < 1.0f)  // the first fraction of the windows, in file order
+        r->train_data.num_windows =
+            std::max<size_t>(1, (size_t)(r->train_data.num_windows * (double)tc.data_fraction));
+    loader_seek(&r->train_data, r->state.epoch, r->state.index);
+    r->probe_path = tc.probe_path.empty() ? expand_glob(tc.val_glob, "--val")[0] : tc.probe_path;
+    r->probe = load_probe(tc, c, r->probe_path);
+    text_codec_open(&r->codec, tc.tokenizer_path, c.vocab_size, r->train_data.shards[0].path, tc.bpe_dir);
+    if (tc.sample_len > 0) prompt_ids(c, &r->codec, tc);  // a bad or too long prompt fails now, not at the end
+    r->x.resize((size_t)B * T);
+    r->y.resize((size_t)B * T);
+
+    mkdir_p(r->out_dir);
+    std::string log_path = r->out_dir + "/log.jsonl";
+    r->log = fopen(log_path.c_str(), "a");
+    if (!r->log) fail("cannot open log '%s': %s", log_path.c_str(), strerror(errno));
+    log_line(r, config_json(c, tc, r->preset, r->engine->num_params(), omp_get_max_threads()));
+    printf("sinkscope %s trainer (%s) | %zu parameters | L %d C %d NH %d FF %d | %s %s %s %s | B %d T %d accum %d | "
+           "%d threads\n", SK_BACKEND_NAME, sk_device_name(), r->engine->num_params(), c.num_layers, c.channels,
+           c.num_heads, c.ffn_hidden, norm_names[c.norm], placement_names[c.placement], ffn_names[c.ffn],
+           pos_names[c.positions], B, T, r->accum, omp_get_max_threads());
+    printf("train: %zu windows of %d tokens | val: %zu windows | probe: %d x %d from %s | log: %s\n",
+           r->train_data.num_windows, T, r->val_data.num_windows, tc.probe_seqs, tc.probe_len, r->probe_path.c_str(),
+           log_path.c_str());
+}
+
+// The training state to save at `step`: the loader's position and the random state as they are now.
+static TrainState state_at(const Run* r, int step) {
+    TrainState s = r->state;
+    s.step = step;
+    s.epoch = r->train_data.epoch;
+    s.index = r->train_data.index;
+    return s;
+}
+
+// Validation, sink metrics, a text sample and a checkpoint, each when its interval (or the last step) says so.
+static void measure_and_save(Run* r, int step, bool last) {
+    const TrainConfig& tc = r->tc;
+    Engine& e = *r->engine;
+    if ((tc.val_every && step % tc.val_every == 0) || last) {
+        size_t batches = std::min<size_t>(tc.val_batches, std::max<size_t>(1, r->val_data.num_windows / tc.batch_size));
+        double vl = validation_loss(e, &r->val_data, tc, tc.batch_size, (int)batches);
+        log_line(r, JsonRecord("val").integer("step", step).num("val_loss", vl).str());
+        printf("step %6d | val loss %.4f\n", step, vl);
+    }
+    if ((tc.sink_every && step % tc.sink_every == 0) || last) {
+        double t0 = now_ms();
+        SinkReport s = measure_sinks(e, r->probe, tc.probe_seqs, tc.probe_len, tc.sink_eps);
+        double dt = now_ms() - t0;
+        r->sink_ms += dt;
+        log_line(r, JsonRecord("sink").integer("step", step).num("ms", dt, "%.3f").fields(sink_report_json_fields(s)).str());
+        char slot_part[64] = "";
+        if (s.has_slot) snprintf(slot_part, sizeof slot_part, "Sink_* %.2f%% | ", s.sink_star);
+        printf("step %6d | %sSink_1 %.2f%%%s | alpha_1 %.4f | norm ratio (last layer) %.2f | entropy %.3f | "
+               "%.0f ms\n", step, slot_part, s.sink[0], s.proxy ? " (proxy)" : "", s.alpha1_mean,
+               s.norm_ratio.back(), s.entropy_mean, dt);
+    }
+    if (tc.sample_len > 0 && ((tc.sample_every && step % tc.sample_every == 0 && step > 0) || last)) {
+        std::string text = sample_text(e, &r->codec, tc, step);
+        log_line(r, JsonRecord("sample").integer("step", step).str("prompt", tc.prompt).str("text", text).str());
+        printf("step %6d | sample: %s\n", step, one_line(text).c_str());
+    }
+    if (tc.save_every && step % tc.save_every == 0 && step > r->state.step && !last)
+        save_checkpoint(e, r->out_dir, state_at(r, step));
+}
+
+// One optimizer step: accum micro-batches forward and backward, the non-finite guard, clipping, AdamW.
+static void train_step(Run* r, int step) {
+    const TrainConfig& tc = r->tc;
+    Engine& e = *r->engine;
+    int B = tc.batch_size, T = tc.seq_len, V = e.config().vocab_size;
+    double t0 = now_ms();
+    e.zero_grad();
+    double loss = 0;
+    for (int micro = 0; micro < r->accum; micro++) {
+        loader_next_batch(&r->train_data, B, r->x.data(), r->y.data());
+        apply_data_manipulations(tc, r->x.data(), r->y.data(), B, T, V, &r->state.rng);
+        loss += e.forward(r->x.data(), r->y.data(), B, T) / r->accum;
+        e.backward(1.0f / r->accum);
+    }
+    double gn = e.grad_norm();
+    float lr = lr_at(tc, step);
+    // A NaN or Inf in the loss or in a gradient (the norm is finite exactly when every gradient is) is caught at the
+    // step it appears, before the update would carry it into every weight and both AdamW moments.
+    if (!std::isfinite(loss) || !std::isfinite(gn)) {
+        std::vector<float> grads(e.num_params());
+        e.get_grads(grads.data());
+        std::string first = first_nonfinite_param(e.config(), grads.data());
+        if (first.empty()) first = "none (only the loss)";
+        if (tc.on_nonfinite == NONFINITE_STOP)
+            fail("step %d: the loss (%g) or a gradient is not finite; first non-finite gradient: %s. Stopped before "
+                 "the update, so no checkpoint holds it (those already in '%s' are intact); lower --lr, raise "
+                 "--warmup or set --grad-clip, or pass --on-nonfinite skip to skip such steps", step + 1,
+                 std::isnan(loss) ? NAN : loss,  // "nan" whatever the NaN's sign bit
+                 first.c_str(), r->out_dir.c_str());
+        r->skipped++;
+        log_line(r, JsonRecord("nonfinite").integer("step", step + 1).num("loss", loss).num("grad_norm", gn)
+                        .str("first", first).str("action", "skip").str());
+        printf("step %6d/%d | loss %.4f | non-finite gradient (first: %s) | update skipped\n", step + 1, tc.steps,
+               std::isnan(loss) ? NAN : loss, first.c_str());
+        return;
+    }
+    AdamWStep s;
+    s.lr = lr; s.beta1 = tc.beta1; s.beta2 = tc.beta2; s.eps = tc.adam_eps; s.weight_decay = tc.weight_decay;
+    s.wd_exempt = tc.wd_exempt; s.t = step + 1; s.grad_scale = (float)clip_scale(gn, tc.grad_clip);
+    e.update(s);
+    double dt = now_ms() - t0;
+    r->train_ms += dt;
+    double tok_s = tc.total_batch_size / (dt / 1e3);
+    log_line(r, JsonRecord("train").integer("step", step + 1).num("loss", loss).num("lr", lr).num("grad_norm", gn)
+                    .num("ms", dt, "%.3f").num("tok_per_s", tok_s, "%.1f").str());
+    printf("step %6d/%d | loss %.4f | lr %.2e | norm %.3f | %.0f ms | %.0f tok/s\n", step + 1, tc.steps, loss, lr, gn,
+           dt, tok_s);
+    fflush(stdout);
+}
+
+static int train(CommandLine* cl) {
+    Run r;
+    start_run(cl, &r);
+    for (int step = r.state.step;; step++) {
+        bool last = step == r.tc.steps;
+        if (last)  // the final checkpoint first: nothing after it (metrics, a sample) can lose the run
+            save_checkpoint(*r.engine, r.out_dir, state_at(&r, step));
+        if (step > r.state.step || !r.resumed)  // a resumed run does not re-measure its saved step
+            measure_and_save(&r, step, last);
+        if (last) break;
+        train_step(&r, step);
+    }
+    log_line(&r, JsonRecord("done").integer("step", r.tc.steps).num("train_ms", r.train_ms, "%.1f")
+                     .num("sink_ms", r.sink_ms, "%.1f")
+                     .num("sink_overhead", r.train_ms > 0 ? r.sink_ms / r.train_ms : 0.0, "%.5f")
+                     .integer("skipped_steps", r.skipped).str());
+    fclose(r.log);
+    printf("done: checkpoint %s | sink metrics took %.2f%% of training time\n",
+           ckpt_path(r.out_dir, "model", r.tc.steps).c_str(), r.train_ms > 0 ? 100.0 * r.sink_ms / r.train_ms : 0.0);
+    return 0;
+}
+
+// ----------------------------------------------------------------------------------------------------------------
+// the other modes
+
+static int eval_sink(CommandLine* cl) {
+    const TrainConfig& tc = cl->train;
+    if (tc.probe_path.empty()) fail("--eval-sink needs --probe SHARD (an llm.c token shard)");
+    std::unique_ptr<Engine> e = load_engine(tc.load_path);
+    const ModelConfig& c = e->config();
+    check_seq_len("flag --probe-len", tc.probe_len, c);
+    validate_data_manipulations(tc, c.vocab_size, tc.probe_len, "--probe-len");
+    std::vector<int> probe = load_probe(tc, c, tc.probe_path);
+    SinkReport r = measure_sinks(*e, probe, tc.probe_seqs, tc.probe_len, tc.sink_eps);
+    printf("{\"checkpoint\":\"%s\",\"probe\":\"%s\",%s}\n", json_escape(tc.load_path).c_str(),
+           json_escape(tc.probe_path).c_str(), sink_report_json_fields(r).c_str());
+    return 0;
+}
+
+static int eval_sample(CommandLine* cl) {
+    const TrainConfig& tc = cl->train;
+    std::unique_ptr<Engine> e = load_engine(tc.load_path);
+    TextCodec codec;
+    text_codec_open(&codec, tc.tokenizer_path, e->config().vocab_size, "", tc.bpe_dir);
+    printf("%s%s\n", tc.prompt.c_str(), sample_text(*e, &codec, tc, 0).c_str());
+    return 0;
+}
+
+// The whole program around an engine: parse the flags, then one of the four modes.
+static int trainer_main(int argc, char** argv) {
+    CommandLine cl;
+    parse_command_line(argc, argv, &cl);
+    if (cl.train.threads > 0) omp_set_num_threads(cl.train.threads);
+    sk_backend_init();  // the GPU build stops here with a clear message when no GPU exists
+    if (cl.train.sample) return eval_sample(&cl);
+    if (cl.train.eval_sink) return eval_sink(&cl);
+    if (!cl.train.check_state_path.empty()) {
+        CheckResult r = check_state(cl.train.load_path, cl.train.check_state_path, true);
+        printf("%s: %d tensor(s) beyond tolerance (worst error %.3g of its allowance)\n", r.failures ? "FAIL" : "OK",
+               r.failures, r.worst);
+        return r.failures ? 1 : 0;
+    }
+    return train(&cl);
+}

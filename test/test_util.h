@@ -1,0 +1,56 @@
+// test/test_util.h: the small helpers every test file shares: temporary directories, whole-file reads and writes,
+// llm.c token shards. No trainer code: test_tokenizer.cpp uses it alone, test_helpers.h adds the trainer.
+#pragma once
+#include <catch2/catch.hpp>
+#include <ftw.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string>
+#include <vector>
+
+#ifndef SK_FIXTURES
+#define SK_FIXTURES "test/fixtures"
+#endif
+
+static inline std::string fixture(const std::string& name) { return std::string(SK_FIXTURES) + "/" + name; }
+
+// The directories made by temp_dir, removed with their contents when the test program exits (a child process that
+// leaves with _exit removes nothing).
+struct TempDirs {
+    std::vector<std::string> paths;
+    ~TempDirs() {
+        for (const std::string& p : paths)
+            nftw(p.c_str(), [](const char* f, const struct stat*, int, struct FTW*) { return remove(f); }, 16,
+                 FTW_DEPTH | FTW_PHYS);
+    }
+};
+
+// A new empty directory under /tmp.
+static inline std::string temp_dir() {
+    static TempDirs made;
+    char tmpl[] = "/tmp/sinkscope_test_XXXXXX";
+    char* d = mkdtemp(tmpl);
+    REQUIRE(d != nullptr);
+    made.paths.push_back(d);
+    return d;
+}
+
+// The bytes of a file ("" when it cannot be read).
+static inline std::string slurp(const std::string& path) {
+    FILE* f = fopen(path.c_str(), "rb");
+    if (!f) return "";
+    std::string s;
+    char buf[65536];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof buf, f)) > 0) s.append(buf, n);
+    fclose(f);
+    return s;
+}
+
+static inline void write_bytes(const std::string& path, const std::string& bytes) {
+    FILE* f = fopen(path.c_str(), "wb");
+    REQUIRE(f != nullptr);
+    REQUIRE(fwrite(bytes.data(), 1, bytes.size(), f) == bytes.size());
+    fclose(f);
+}
