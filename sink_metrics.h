@@ -107,7 +107,7 @@ static inline double sink_top1_over_median(const F* x, size_t n) {
 }
 
 struct SinkReport {
-    int L = 0, NH = 0, seqs = 0, T = 0, has_slot = 0, proxy = 0;
+    int L = 0, NH = 0, seqs = 0, T = 0, slot_column = 0, proxy = 0;
     float eps = 0.3f;
     double sink[SINK_MAX_K] = {0};           // percent
     double sink_star = 0;                    // percent, with a slot
@@ -128,25 +128,25 @@ struct SinkAccumulator {
     std::vector<double> seq_alpha;  // L*NH*(SINK_MAX_K+1) of the current sequence: [alpha_* (slot only), alpha_1..]
 };
 
-// T real tokens per sequence; has_slot: the matrices are (T+1) x (T+1) with the slot at index 0; proxy: read
-// |w| / sum |w| per row instead of w.
-static inline void sink_begin(SinkAccumulator* a, int L, int NH, int T, float eps, int has_slot = 0, int proxy = 0) {
+// T real tokens per sequence; slot_column: the matrices are (T+1) x (T+1) with a slot (or the sink token) at index
+// 0; proxy: read |w| / sum |w| per row instead of w.
+static inline void sink_begin(SinkAccumulator* a, int L, int NH, int T, float eps, int slot_column = 0, int proxy = 0) {
     a->r = SinkReport();
-    a->r.L = L; a->r.NH = NH; a->r.T = T; a->r.eps = eps; a->r.has_slot = has_slot; a->r.proxy = proxy;
+    a->r.L = L; a->r.NH = NH; a->r.T = T; a->r.eps = eps; a->r.slot_column = slot_column; a->r.proxy = proxy;
     a->r.alpha1.assign((size_t)L * NH, 0); a->r.norm_ratio.assign(L + 1, 0); a->r.top1_median.assign(L + 1, 0);
     a->r.k1_ratio.assign(L, 0); a->r.v1_ratio.assign(L, 0); a->r.entropy.assign(L, 0); a->r.row_mass.assign(L, 0);
-    a->r.alpha_star.assign(has_slot ? (size_t)L * NH : 0, 0);
+    a->r.alpha_star.assign(slot_column ? (size_t)L * NH : 0, 0);
     a->seq_alpha.assign((size_t)L * NH * (SINK_MAX_K + 1), 0);
 }
 
-// One head's attention weights: a Tm x Tm matrix, Tm = T + has_slot, row t holding the weights of the keys query t
+// One head's attention weights: a Tm x Tm matrix, Tm = T + slot_column, row t holding the weights of the keys query t
 // sees (zero elsewhere); v says which those are (default: causal).
 template <typename F>
 static inline void sink_add_head(SinkAccumulator* a, int l, int h, const F* W, const SinkVisibility& v = SinkVisibility()) {
     SinkReport& r = a->r;
-    int Tm = r.T + r.has_slot;
+    int Tm = r.T + r.slot_column;
     double mass = 0;
-    for (int t = r.has_slot; t < Tm; t++)
+    for (int t = r.slot_column; t < Tm; t++)
         for (int j = 0; j < Tm; j++) mass += W[(size_t)t * Tm + j];
     r.row_mass[l] += mass / r.T / r.NH;
     const F* A = W;
@@ -162,14 +162,14 @@ static inline void sink_add_head(SinkAccumulator* a, int l, int h, const F* W, c
     double* alpha = &a->seq_alpha[((size_t)l * r.NH + h) * (SINK_MAX_K + 1)];
     double e;
     if (r.proxy) {
-        sink_alpha(normalised.data(), Tm, SINK_MAX_K + r.has_slot, alpha + 1 - r.has_slot, v);
+        sink_alpha(normalised.data(), Tm, SINK_MAX_K + r.slot_column, alpha + 1 - r.slot_column, v);
         e = sink_row_entropy(normalised.data(), Tm, 1, v);
     } else {
-        sink_alpha(A, Tm, SINK_MAX_K + r.has_slot, alpha + 1 - r.has_slot, v);
+        sink_alpha(A, Tm, SINK_MAX_K + r.slot_column, alpha + 1 - r.slot_column, v);
         e = sink_row_entropy(A, Tm, 1, v);
     }
     r.alpha1[(size_t)l * r.NH + h] += alpha[1];
-    if (r.has_slot) r.alpha_star[(size_t)l * r.NH + h] += alpha[0];
+    if (r.slot_column) r.alpha_star[(size_t)l * r.NH + h] += alpha[0];
     r.entropy[l] += e / r.NH;
 }
 
@@ -202,7 +202,7 @@ static inline SinkReport sink_finish(SinkAccumulator* a) {
     SinkReport r = a->r;
     double n = r.seqs > 0 ? r.seqs : 1;
     for (double& x : r.sink) x /= n;
-    r.sink_star = r.has_slot ? r.sink_star / n : 0.0;
+    r.sink_star = r.slot_column ? r.sink_star / n : 0.0;
     for (auto* v : {&r.alpha1, &r.alpha_star, &r.norm_ratio, &r.top1_median, &r.k1_ratio, &r.v1_ratio, &r.entropy,
                     &r.row_mass})
         for (double& x : *v) x /= n;
@@ -230,7 +230,7 @@ static inline std::string sink_report_json_fields(const SinkReport& r) {
     s += ",\"entropy\":" + json_list(r.entropy.data(), r.entropy.size());
     s += std::string(",\"proxy\":") + (r.proxy ? "true" : "false");
     s += ",\"row_mass\":" + json_list(r.row_mass.data(), r.row_mass.size());
-    if (r.has_slot) {
+    if (r.slot_column) {
         snprintf(buf, sizeof buf, ",\"sink_star\":%.9g,\"alpha_star\":[", r.sink_star);
         s += buf;
         for (int l = 0; l < r.L; l++) s += (l ? "," : "") + json_list(&r.alpha_star[(size_t)l * r.NH], r.NH);

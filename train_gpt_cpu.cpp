@@ -1,39 +1,43 @@
 /*
 train_gpt_cpu.cpp: the CPU reference trainer of sinkscope. fp32, OpenMP, one file of model math.
 
-What it is: a GPT/LLaMA-family language model (common/config.h: LayerNorm or RMSNorm, pre- or post-norm, six FFN
-kinds, five kinds of positions, tied or untied embeddings, biases on or off, and every attention variant of
-attention_variants.cuh) with a hand-written forward and backward pass for every layer, and AdamW. Everything that is
-not model math (flags, data, the training loop, checkpoints, the sink probe, sampling, --check-state) is shared with
-the GPU trainer in common/trainer.h, which drives this model through the small interface of common/engine.h.
-What it is not: fast at scale, or a tokenizer. train_gpt.cu is this file built by nvcc.
+What it is: a GPT/LLaMA-family language model (common/config.h: LayerNorm or RMSNorm, pre- or post-norm, six
+FFN kinds, five kinds of positions, tied or untied embeddings, biases on or off, and every attention variant
+of attention_variants.cuh) with a hand-written forward and backward pass for every layer, and AdamW.
+Everything that is not model math (flags, data, the training loop, checkpoints, the sink probe, sampling,
+--check-state) is shared with the GPU trainer in common/trainer.h, which drives this model through the small
+interface of common/engine.h. What it is not: fast at scale, or a tokenizer. train_gpt.cu is this file built
+by nvcc.
 
 Build and run:  make train_gpt_cpu && ./train_gpt_cpu --help      (make train: data + a short emergence run)
 Tests:          make test   (the tests #include this file with TESTING defined, as llm.c's test does)
 
-Reading order: the matmul; the layers, each a forward/backward pair; attention, first the plain causal softmax (what
-the default model runs), then the general form every variant goes through; the model (parameters, activations, the
-per-layer view); forward; backward; update; the engine; main.
+Reading order: the matmul; the layers, each a forward/backward pair; attention, first the plain causal softmax
+(what the default model runs), then the general form every variant goes through; the model (parameters,
+activations, the per-layer view); forward; backward; update; the engine; main.
 
 Five things to know before reading:
   - template <typename F>: every layer is written once for a float type F: float in the trainer, double in the
     finite-difference tests.
-  - sk_for(n, SK_LAMBDA(size_t i) { ... }) (common/backend.h) runs the body for i = 0..n-1: an OpenMP loop here, a
-    CUDA kernel with one thread per i in train_gpt.cu. SK_LAMBDA is a by-value lambda ([=]) that also runs on a GPU.
-  - sk_fma(a, b, c) = a * b + c rounded once, sk_exp/sk_log/sk_tanh/sk_sqrt: common/numerics.h, the one doorway to
-    these functions, giving the same bits on every CPU and GPU.
-  - SkBuffer<T> (common/backend.h) owns the model's memory; p[i], g[i] point at parameter tensor i and its gradient.
-  - Every backward function accumulates (+=) into the gradients it is given, and quotes the forward it differentiates.
+  - sk_for(n, SK_LAMBDA(size_t i) { ... }) (common/backend.h) runs the body for i = 0..n-1: an OpenMP loop
+    here, a CUDA kernel with one thread per i in train_gpt.cu. SK_LAMBDA is a by-value lambda ([=]) that also
+    runs on a GPU.
+  - sk_fma(a, b, c) = a * b + c rounded once, sk_exp/sk_log/sk_tanh/sk_sqrt: common/numerics.h, the one
+    doorway to these functions, giving the same bits on every CPU and GPU.
+  - SkBuffer<T> (common/backend.h) owns the model's memory; p[i], g[i] point at parameter tensor i and its
+    gradient.
+  - Every backward function accumulates (+=) into the gradients it is given, and quotes the forward it
+    differentiates.
 
-Exactness. Each output element is reduced by exactly one thread in one fixed order, documented at each reduction, so
-results do not depend on the number of OpenMP threads, and the GPU build, which runs the same loop bodies, reproduces
-them bit for bit:
-  - dot products and matmuls: acc = init; for k = 0..K-1 in order: acc = fma(a_k, b_k, acc)  (init = bias, 0, or the
-    gradient already there when backward accumulates);
+Exactness. Each output element is reduced by exactly one thread in one fixed order, documented at each
+reduction, so results do not depend on the number of OpenMP threads, and the GPU build, which runs the same
+loop bodies, reproduces them bit for bit:
+  - dot products and matmuls: acc = init; for k = 0..K-1 in order: acc = fma(a_k, b_k, acc)  (init = bias, 0,
+    or the gradient already there when backward accumulates);
   - row statistics (norm means, softmax sums, the loss): plain sequential sums in index order;
   - the global gradient norm: squares summed in double over fixed 4096-element chunks, chunks summed in order.
-Shapes: B batch, T time, C channels, NH heads, hs = C/NH head size, FF FFN hidden width, V vocab, Vp padded vocab,
-L layers, OC output channels.
+Shapes: B batch, T time, C channels, NH heads, hs = C/NH head size, FF FFN hidden width, V vocab, Vp padded
+vocab, L layers, OC output channels.
 */
 #include <math.h>
 #include <omp.h>
@@ -51,16 +55,17 @@ L layers, OC output channels.
 #include "common/numerics.h"
 #include "common/trainer.h"
 
-// ----------------------------------------------------------------------------------------------------------------
+// -----------------------------------------------------------------------------------------------------------
 // matmul. One kernel serves the forward and both backward products:
 //   out[m,n] = init[m,n] + sum_{k=0..K-1} A[m,k] * Bm[k,n]     (k in increasing order, one fma per term)
-// gemm_by_element is that formula, one output element per loop index: the GPU build runs it, and the tests hold the
-// CPU's gemm to it bit for bit. The CPU's gemm computes the same sums with register blocking: RM rows x RN columns of
-// `out` per task, RN a multiple of the SIMD width, so the accumulators stay in registers and the compiler vectorises
-// over n; each output element still sees its own sequential sum.
+// gemm_by_element is that formula, one output element per loop index: the GPU build runs it, and the tests
+// hold the CPU's gemm to it bit for bit. The CPU's gemm computes the same sums with register blocking: RM
+// rows x RN columns of `out` per task, RN a multiple of the SIMD width, so the accumulators stay in registers
+// and the compiler vectorises over n; each output element still sees its own sequential sum.
 
 template <typename F>
-static void gemm_by_element(F* out, const F* A, const F* Bm, int M, int K, int N, const F* bias, bool accumulate) {
+static void gemm_by_element(F* out, const F* A, const F* Bm, int M, int K, int N, const F* bias,
+                            bool accumulate) {
     sk_for((size_t)M * N, SK_LAMBDA(size_t i) {
         size_t m = i / N, n = i % N;
         F acc = accumulate ? out[i] : bias ? bias[n] : F(0);
@@ -120,7 +125,8 @@ static void transpose(F* dst, const F* src, int rows, int cols) {
 
 // out (BT, OC) = inp (BT, C) @ weight (OC, C)^T + bias (OC). scratch holds OC*C.
 template <typename F>
-static void matmul_forward(F* out, const F* inp, const F* weight, const F* bias, int BT, int C, int OC, F* scratch) {
+static void matmul_forward(F* out, const F* inp, const F* weight, const F* bias, int BT, int C, int OC,
+                           F* scratch) {
     transpose(scratch, weight, OC, C);
     gemm(out, inp, scratch, BT, C, OC, bias, false);
 }
@@ -130,8 +136,8 @@ static void matmul_forward(F* out, const F* inp, const F* weight, const F* bias,
 //   dweight += dout^T @ inp                (sum over bt in order)
 //   dbias   += sum_bt dout                 (sum over bt in order)
 template <typename F>
-static void matmul_backward(F* dinp, F* dweight, F* dbias, const F* dout, const F* inp, const F* weight, int BT,
-                            int C, int OC, F* scratch) {
+static void matmul_backward(F* dinp, F* dweight, F* dbias, const F* dout, const F* inp, const F* weight,
+                            int BT, int C, int OC, F* scratch) {
     gemm(dinp, dout, weight, BT, OC, C, (const F*)nullptr, true);
     transpose(scratch, dout, BT, OC);
     gemm(dweight, scratch, inp, OC, BT, C, (const F*)nullptr, true);
@@ -143,13 +149,13 @@ static void matmul_backward(F* dinp, F* dweight, F* dbias, const F* dout, const 
         });
 }
 
-// ----------------------------------------------------------------------------------------------------------------
+// -----------------------------------------------------------------------------------------------------------
 // normalisation. LayerNorm: y = (x - mean) * rstd * w + b, rstd = 1/sqrt(var + eps) (biased variance).
 // RMSNorm: y = x * rstd * w, rstd = 1/sqrt(mean(x^2) + eps). mean is unused (0) for RMSNorm.
 
 template <typename F>
-static void norm_forward(F* out, F* mean, F* rstd, const F* inp, const F* w, const F* b, int BT, int C, int kind,
-                         float eps) {
+static void norm_forward(F* out, F* mean, F* rstd, const F* inp, const F* w, const F* b, int BT, int C,
+                         int kind, float eps) {
     sk_for(BT, SK_LAMBDA(size_t bt) {
         const F* x = inp + bt * C;
         F* y = out + bt * C;
@@ -169,8 +175,8 @@ static void norm_forward(F* out, F* mean, F* rstd, const F* inp, const F* w, con
 }
 
 // backward of: y = n * w + b, n = (x - mean) * rstd
-//   dx += rstd * (dn - mean(dn) - n * mean(dn * n))   (LayerNorm; RMSNorm drops the mean(dn) term), dn = dy * w
-//   dw += sum_bt dy * n,  db += sum_bt dy             (sums over bt in order, one thread per channel)
+//   dx += rstd * (dn - mean(dn) - n * mean(dn * n)),  dn = dy * w    (RMSNorm drops the mean(dn) term)
+//   dw += sum_bt dy * n,  db += sum_bt dy                (sums over bt in order, one thread per channel)
 template <typename F>
 static void norm_backward(F* dinp, F* dw, F* db, const F* dout, const F* inp, const F* w, const F* mean,
                           const F* rstd, int BT, int C, int kind) {
@@ -206,7 +212,7 @@ static void norm_backward(F* dinp, F* dw, F* db, const F* dout, const F* inp, co
     });
 }
 
-// ----------------------------------------------------------------------------------------------------------------
+// -----------------------------------------------------------------------------------------------------------
 // activations: relu, tanh-GELU, swish (SiLU). act_grad is d act(x) / dx.
 
 template <typename F>
@@ -240,7 +246,9 @@ SK_HD static inline F act_grad(int ffn, F x) {
 // act = gated ? act(h1) * h2 : act(h1), elementwise over N values
 template <typename F>
 static void ffn_act_forward(F* out, const F* h1, const F* h2, size_t N, int ffn) {
-    sk_for(N, SK_LAMBDA(size_t i) { out[i] = h2 ? act_forward(ffn, h1[i]) * h2[i] : act_forward(ffn, h1[i]); });
+    sk_for(N, SK_LAMBDA(size_t i) {
+        out[i] = h2 ? act_forward(ffn, h1[i]) * h2[i] : act_forward(ffn, h1[i]);
+    });
 }
 
 // backward of: out = act(h1) * h2  (or act(h1)):  dh1 += dout * h2 * act'(h1),  dh2 += dout * act(h1)
@@ -276,12 +284,13 @@ static void residual_backward(F* da, const F* dout, size_t N) {
     sk_for(N, SK_LAMBDA(size_t i) { da[i] += dout[i]; });
 }
 
-// ----------------------------------------------------------------------------------------------------------------
+// -----------------------------------------------------------------------------------------------------------
 // positions. Tables are computed once in double and rounded, so every platform gets the same values.
 
-// RoPE (rotate-half) on q and k of every head of qkv (B,T,3C), in place; `inverse` rotates backwards. The rotation
-// is orthogonal, so its backward is the inverse rotation of the incoming gradient, also in place.
-//   for i < hs/2: a' = a cos - b sin, b' = b cos + a sin, (a, b) = (x[i], x[i + hs/2]), angle t * base^(-2i/hs)
+// RoPE (rotate-half) on q and k of every head of qkv (B,T,3C), in place; `inverse` rotates backwards. The
+// rotation is orthogonal, so its backward is the inverse rotation of the incoming gradient, also in place.
+//   for i < hs/2: a' = a cos - b sin, b' = b cos + a sin,  (a, b) = (x[i], x[i + hs/2]),
+//   angle = t * base^(-2i/hs)
 template <typename F>
 static void rope_apply(F* qkv, const F* cos_t, const F* sin_t, int B, int T, int C, int NH, bool inverse) {
     int hs = C / NH, half = hs / 2;
@@ -301,10 +310,10 @@ static void rope_apply(F* qkv, const F* cos_t, const F* sin_t, int B, int T, int
     });
 }
 
-// x0 (B,T,C) = wte[tok] + wpe[t] (learned) or + pe[t] (sinusoidal table); token id -1 is the learned sink token.
+// x0 (B,T,C) = wte[tok] + wpe[t] (learned) or + pe[t] (sinusoidal table); id -1 is the learned sink token.
 template <typename F>
-static void embedding_forward(F* out, const int* tokens, const F* wte, const F* sink_token, const F* pos_table, int B,
-                              int T, int C) {
+static void embedding_forward(F* out, const int* tokens, const F* wte, const F* sink_token,
+                              const F* pos_table, int B, int T, int C) {
     sk_for((size_t)B * T, SK_LAMBDA(size_t bt) {
         F* o = out + bt * C;
         int tok = tokens[bt];
@@ -316,8 +325,8 @@ static void embedding_forward(F* out, const int* tokens, const F* wte, const F* 
 // backward of: x0[b,t] = wte[tok[b,t]] + wpe[t].  One thread per channel, (b,t) in order, so repeated tokens
 // accumulate in a fixed order:  dwte[tok] += dx0[b,t] (dsink_token for id -1);  dwpe[t] += dx0[b,t]
 template <typename F>
-static void embedding_backward(F* dwte, F* dsink_token, F* dwpe, const F* dout, const int* tokens, int B, int T,
-                               int C) {
+static void embedding_backward(F* dwte, F* dsink_token, F* dwpe, const F* dout, const int* tokens, int B,
+                               int T, int C) {
     sk_for(C, SK_LAMBDA(size_t i) {
         for (int bt = 0; bt < B * T; bt++) {
             F d = dout[(size_t)bt * C + i];
@@ -328,11 +337,11 @@ static void embedding_backward(F* dwte, F* dsink_token, F* dwpe, const F* dout, 
     });
 }
 
-// ----------------------------------------------------------------------------------------------------------------
-// attention, the plain way: causal softmax, as in llm.c. Read this first. It is what the default model runs (the
-// flags choose no attention variant and no ALiBi), and the general form below computes exactly these numbers in that
-// case (tested bit for bit). q, k, v of head h at position t are hs-vectors inside qkv (B, T, 3C):
-// q = qkv[b,t, h hs ..], k = qkv[b,t, C + h hs ..], v = qkv[b,t, 2C + h hs ..]. One row per (b, h, t):
+// -----------------------------------------------------------------------------------------------------------
+// attention, the plain way: causal softmax, as in llm.c. Read this first. It is what the default model runs
+// (the flags choose no attention variant and no ALiBi), and the general form below computes exactly these
+// numbers in that case (tested bit for bit). q, k, v of head h at position t are hs-vectors inside qkv (B, T,
+// 3C): q = qkv[b,t, h hs ..], k = qkv[b,t, C + h hs ..], v = qkv[b,t, 2C + h hs ..]. One row per (b, h, t):
 //   s_j = tau q_t . k_j for the keys j <= t, tau = 1/sqrt(hs)       (dot product over d in order, fma)
 //   p = softmax(s)                                                   (common/numerics.h sk_softmax_row)
 //   y_t = sum_j p_j v_j                                              (j in order, fma)
@@ -362,14 +371,14 @@ static void attention_forward_causal(F* out, F* att, const F* qkv, int B, int T,
     });
 }
 
-// backward of: s_j = tau q_t . k_j,  p = softmax(s),  y_t = sum_j p_j v_j. Two passes, so every gradient element
-// is summed by one thread in a fixed order:
+// backward of: s_j = tau q_t . k_j,  p = softmax(s),  y_t = sum_j p_j v_j. Two passes, so every gradient
+// element is summed by one thread in a fixed order:
 //   rows (b,h,t):  dp_j = dy_t . v_j;  ds_j = p_j (dp_j - sum_i p_i dp_i), kept in ds_rows (B, NH, T, T+1);
 //                  dq_t += tau sum_j ds_j k_j                                            (j = 0..t in order)
-//   keys (b,h,j):  dk_j += tau sum_t ds_tj q_t;  dv_j += sum_t p_tj dy_t                 (t = j..T-1 in order)
+//   keys (b,h,j):  dk_j += tau sum_t ds_tj q_t;  dv_j += sum_t p_tj dy_t             (t = j..T-1 in order)
 template <typename F>
-static void attention_backward_causal(F* dqkv, F* ds_rows, const F* dout, const F* qkv, const F* att, int B, int T,
-                                      int C, int NH) {
+static void attention_backward_causal(F* dqkv, F* ds_rows, const F* dout, const F* qkv, const F* att, int B,
+                                      int T, int C, int NH) {
     int hs = C / NH;
     F tau = F(1) / sk_sqrt(F(hs));
     sk_for((size_t)B * NH * T, SK_LAMBDA(size_t r) {
@@ -409,21 +418,21 @@ static void attention_backward_causal(F* dqkv, F* ds_rows, const F* dout, const 
     });
 }
 
-// ----------------------------------------------------------------------------------------------------------------
-// attention, the general form: every variant of attention_variants.cuh. q, k and v of head h are hs-vectors at a row
-// stride: q(b,t,h) = q + (b*T + t) * qk_stride + h * hs (the fused qkv buffer, stride 3C, or the feature-mapped q|k
-// block, stride C), v likewise with stride 3C. One row:
-//   s_* = the slot score (attention_variants.cuh: tau q.k*, sigma_h or 0), then for the visible keys j in [lo, hi)
-//   s_j = tau * (q_t . k_j) - alibi[h] * |t - j|,  tau = 1/sqrt(hs)      (dot product over d in order, fma)
-//   p = the variant's row map of [s_*, s_lo .. s_hi-1]                    (attn_row_forward)
-//   y_t = p_* v* + sum_j p_j v_j (+ v_bias)                              (slot first, then j in order, fma)
-// att (B,NH,T,T) keeps p of the keys (zero outside [lo,hi)) and att_slot (B,NH,T) the slot's weight. In a row's
-// arrays the keys start at index key0: 1 behind a slot, else 0. One loop index per row (b, h, t); the row's scores s
-// and weights p (and dp in backward) are T+1 values each of the loop's scratch (sk_for_scratch; `work` is its GPU
-// storage).
+// -----------------------------------------------------------------------------------------------------------
+// attention, the general form: every variant of attention_variants.cuh. q, k and v of head h are hs-vectors
+// at a row stride: q(b,t,h) = q + (b*T + t) * qk_stride + h * hs (the fused qkv buffer, stride 3C, or the
+// feature-mapped q|k block, stride C), v likewise with stride 3C. One row:
+//   s_* = the slot score (attention_variants.cuh: tau q.k*, sigma_h or 0), then for the visible keys
+//   j in [lo, hi):  s_j = tau * (q_t . k_j) - alibi[h] * |t - j|,  tau = 1/sqrt(hs)   (d in order, fma)
+//   p = the variant's row map of [s_*, s_lo .. s_hi-1]                               (attn_row_forward)
+//   y_t = p_* v* + sum_j p_j v_j (+ v_bias)                         (slot first, then j in order, fma)
+// att (B,NH,T,T) keeps p of the keys (zero outside [lo,hi)) and att_slot (B,NH,T) the slot's weight. In a
+// row's arrays the keys start at index key0: 1 behind a slot, else 0. One loop index per row (b, h, t); the
+// row's scores s and weights p (and dp in backward) are T+1 values each of the loop's scratch
+// (sk_for_scratch; `work` is its GPU storage).
 
-// The parameters of one layer's attention core besides q, k, v (null when the variant has none). The spec is a
-// copy, so a loop body on the GPU carries it by value.
+// The parameters of one layer's attention core besides q, k, v (null when the variant has none). The spec is
+// a copy, so a loop body on the GPU carries it by value.
 template <typename F>
 struct AttnParams {
     AttnSpec spec;
@@ -435,9 +444,9 @@ struct AttnParams {
     int shared;           // slot vectors shared by all heads (index 0) instead of one per head
 };
 
-// Gradients of those parameters. Each (b, h) first sums its rows into `partial` (t in order), then every parameter
-// entry adds the partial sums over b in order: the same result whatever the thread count. Layout of partial: (B, NH)
-// blocks of [dk* (hs), dv* (hs), dv_bias (hs), dsigma].
+// Gradients of those parameters. Each (b, h) first sums its rows into `partial` (t in order), then every
+// parameter entry adds the partial sums over b in order: the same result whatever the thread count. Layout of
+// partial: (B, NH) blocks of [dk* (hs), dv* (hs), dv_bias (hs), dsigma].
 template <typename F>
 struct AttnParamGrads {
     F* dkstar;
@@ -450,8 +459,9 @@ struct AttnParamGrads {
 // The scores of query t of head h: s[0] = the slot score when the variant has a slot, then keys lo..hi-1.
 // Returns the row length. Forward and backward both call this, so recomputed scores are bit-identical.
 template <typename F>
-SK_HD static inline int attention_row_scores(F* s, const AttnParams<F>& ap, const F* q, const F* k, int qk_stride,
-                                             int b, int h, int t, int T, int hs, F tau, int lo, int hi) {
+SK_HD static inline int attention_row_scores(F* s, const AttnParams<F>& ap, const F* q, const F* k,
+                                             int qk_stride, int b, int h, int t, int T, int hs, F tau, int lo,
+                                             int hi) {
     const AttnSpec& spec = ap.spec;
     const F* qt = q + ((size_t)b * T + t) * qk_stride + h * hs;
     int n = 0;
@@ -470,7 +480,8 @@ SK_HD static inline int attention_row_scores(F* s, const AttnParams<F>& ap, cons
         F dot = 0;
         for (int d = 0; d < hs; d++) dot = sk_fma(qt[d], kj[d], dot);
         F sj = dot * tau;
-        if (ap.alibi) sj -= F(ap.alibi[h]) * F(t > j ? t - j : j - t);  // -m_h |t - j| (prefix rows see j > t)
+        // ALiBi: -m_h |t - j| (rows inside a bidirectional prefix see keys j > t)
+        if (ap.alibi) sj -= F(ap.alibi[h]) * F(t > j ? t - j : j - t);
         s[n++] = sj;
     }
     return n;
@@ -482,7 +493,8 @@ SK_HD static inline bool attention_slot_has_value(const AttnSpec& spec) {
 }
 template <typename F>
 SK_HD static inline F attention_slot_value(const AttnParams<F>& ap, int h, int hs, int d) {
-    return ap.spec.vstar == VSTAR_LEARN ? ap.vstar[(size_t)(ap.shared ? 0 : h) * hs + d] : F(ap.spec.vstar_value);
+    if (ap.spec.vstar != VSTAR_LEARN) return F(ap.spec.vstar_value);
+    return ap.vstar[(size_t)(ap.shared ? 0 : h) * hs + d];
 }
 
 template <typename F>
@@ -517,7 +529,8 @@ static void attention_forward(F* out, F* att, F* att_slot, F* work, const F* q, 
 
 // backward of the row map, and dq (one loop index per row (b, h, t)):
 //   dp_* = dO_t . v*,  dp_j = dO_t . v_j;  ds = the variant's derivative (attn_row_backward), kept in ds_rows
-//   (B, NH, T, T+1) for the other two passes;  dq_t += tau (ds_* k* + sum_j ds_j k_j)     (slot first, then j in order)
+//   (B, NH, T, T+1) for the other two passes;
+//   dq_t += tau (ds_* k* + sum_j ds_j k_j)                                  (slot first, then j in order)
 template <typename F>
 static void attention_backward_rows(F* dq, int qk_stride, F* ds_rows, F* work, const F* dout, const F* q,
                                     const F* k, const F* v, const F* att, const F* att_slot,
@@ -567,7 +580,7 @@ static void attention_backward_rows(F* dq, int qk_stride, F* ds_rows, F* work, c
 }
 
 // backward of s_j = tau q_t . k_j and y_t = sum_j p_j v_j for the keys (one loop index per key (b, h, j)):
-//   dk_j += tau sum_t ds_tj q_t;  dv_j += sum_t p_tj dO_t       (over the rows t that see j, in order: t_lo..t_hi-1)
+//   dk_j += tau sum_t ds_tj q_t;  dv_j += sum_t p_tj dO_t     (the rows t that see j, in order: t_lo..t_hi-1)
 template <typename F>
 static void attention_backward_keys(F* dk, int qk_stride, F* dv, const F* ds_rows, const F* dout, const F* q,
                                     const F* att, const AttnParams<F>& ap, int B, int T, int C, int NH) {
@@ -599,9 +612,9 @@ static void attention_backward_keys(F* dk, int qk_stride, F* dv, const F* ds_row
 //   per (b, h), t in order:  dk* += tau ds_t* q_t;  dv* += p_t* dO_t;  dsigma_h += ds_t*;  dv_bias += dO_t
 //   then each parameter entry adds those partials, b in order, then the heads that share the entry in order
 template <typename F>
-static void attention_backward_slot_params(const AttnParamGrads<F>& g, const F* ds_rows, const F* dout, const F* q,
-                                           int qk_stride, const F* att_slot, const AttnParams<F>& ap, int B, int T,
-                                           int C, int NH) {
+static void attention_backward_slot_params(const AttnParamGrads<F>& g, const F* ds_rows, const F* dout,
+                                           const F* q, int qk_stride, const F* att_slot,
+                                           const AttnParams<F>& ap, int B, int T, int C, int NH) {
     if (!g.partial) return;
     AttnSpec spec = ap.spec;
     const F* vbias = ap.vbias;
@@ -651,16 +664,17 @@ static void attention_backward_slot_params(const AttnParamGrads<F>& g, const F* 
 
 // backward of attention_forward: the three passes above, in order (rows, keys, slot parameters).
 template <typename F>
-static void attention_backward(F* dq, F* dk, int qk_stride, F* dv, const AttnParamGrads<F>& g, F* ds_rows, F* work,
-                               const F* dout, const F* q, const F* k, const F* v, const F* att, const F* att_slot,
-                               const AttnParams<F>& ap, int B, int T, int C, int NH) {
+static void attention_backward(F* dq, F* dk, int qk_stride, F* dv, const AttnParamGrads<F>& g, F* ds_rows,
+                               F* work, const F* dout, const F* q, const F* k, const F* v, const F* att,
+                               const F* att_slot, const AttnParams<F>& ap, int B, int T, int C, int NH) {
     attention_backward_rows(dq, qk_stride, ds_rows, work, dout, q, k, v, att, att_slot, ap, B, T, C, NH);
     attention_backward_keys(dk, qk_stride, dv, ds_rows, dout, q, att, ap, B, T, C, NH);
     attention_backward_slot_params(g, ds_rows, dout, q, qk_stride, att_slot, ap, B, T, C, NH);
 }
 
-// Feature maps on q and k (paper Table 6), after RoPE. q and k of every position and head are first gathered into
-// one contiguous (2, B*T, C) block: q rows then k rows, so the block is a (2*B*T*NH, hs) matrix of head vectors.
+// Feature maps on q and k (paper Table 6), after RoPE. q and k of every position and head are first gathered
+// into one contiguous (2, B*T, C) block: q rows then k rows, so the block is a (2*B*T*NH, hs) matrix of head
+// vectors.
 template <typename F>
 static void phi_gather(F* qk, const F* qkv, int BT, int C) {
     sk_for(BT, SK_LAMBDA(size_t bt) {
@@ -694,7 +708,7 @@ static void phi_elu1_backward(F* dx, const F* dy, const F* x, size_t N) {
     sk_for(N, SK_LAMBDA(size_t i) { dx[i] += dy[i] * (x[i] > 0 ? F(1) : sk_exp(x[i])); });
 }
 
-// Gated attention (G1): y = core * sigmoid(z), z = x W_g^T, one gate per channel (G = C) or per head (G = NH).
+// Gated attention (G1): y = core * sigmoid(z), z = x W_g^T, a gate per channel (G = C) or per head (G = NH).
 template <typename F>
 static void gate_forward(F* y, F* gate, const F* core, const F* z, int BT, int C, int G) {
     int per = C / G;
@@ -707,8 +721,8 @@ static void gate_forward(F* y, F* gate, const F* core, const F* z, int BT, int C
     });
 }
 
-// backward of: y = core * g, g = sigmoid(z):  dcore += dy * g;  dz += g (1 - g) * sum over the gate's channels of
-// dy * core (channels in order)
+// backward of: y = core * g, g = sigmoid(z):  dcore += dy * g;  dz += g (1 - g) * sum over the gate's
+// channels of dy * core (channels in order)
 template <typename F>
 static void gate_backward(F* dcore, F* dz, const F* dy, const F* core, const F* gate, int BT, int C, int G) {
     int per = C / G;
@@ -724,13 +738,14 @@ static void gate_backward(F* dcore, F* dz, const F* dy, const F* core, const F* 
     });
 }
 
-// ----------------------------------------------------------------------------------------------------------------
-// cross-entropy over the first V of Vp logits (padded columns are ignored). A target < 0 marks a position without
-// loss (the sink token, the prefix of a prefix LM): its loss is 0 and it takes no gradient.
+// -----------------------------------------------------------------------------------------------------------
+// cross-entropy over the first V of Vp logits (padded columns are ignored). A target < 0 marks a position
+// without loss (the sink token, the prefix of a prefix LM): its loss is 0 and it takes no gradient.
 //   probs = softmax(logits[0..V));  losses[bt] = -log probs[target]
 
 template <typename F>
-static void crossentropy_forward(F* losses, F* probs, const F* logits, const int* targets, int BT, int V, int Vp) {
+static void crossentropy_forward(F* losses, F* probs, const F* logits, const int* targets, int BT, int V,
+                                 int Vp) {
     sk_for(BT, SK_LAMBDA(size_t bt) {
         const F* z = logits + bt * Vp;
         F* p = probs + bt * Vp;
@@ -740,9 +755,10 @@ static void crossentropy_forward(F* losses, F* probs, const F* logits, const int
     });
 }
 
-// backward of: loss = dloss * sum_bt losses[bt]  ->  dlogits[bt,i] += dloss * (probs[i] - [i == target]), i < V
+// backward of: loss = dloss * sum_bt losses[bt]  ->  dlogits[bt,i] += dloss (probs[i] - [i == target]), i < V
 template <typename F>
-static void crossentropy_backward(F* dlogits, const F* probs, const int* targets, F dloss, int BT, int V, int Vp) {
+static void crossentropy_backward(F* dlogits, const F* probs, const int* targets, F dloss, int BT, int V,
+                                  int Vp) {
     sk_for(BT, SK_LAMBDA(size_t bt) {
         F* d = dlogits + bt * Vp;
         const F* p = probs + bt * Vp;
@@ -751,10 +767,10 @@ static void crossentropy_backward(F* dlogits, const F* probs, const int* targets
     });
 }
 
-// ----------------------------------------------------------------------------------------------------------------
-// the model: parameters (one buffer, pointed into by the ParamId table of common/config.h), gradients, AdamW moments,
-// and the tables of positions. Activations live apart (Acts) so a training batch and the sink probe can each have
-// their own.
+// -----------------------------------------------------------------------------------------------------------
+// the model: parameters (one buffer, pointed into by the ParamId table of common/config.h), gradients, AdamW
+// moments, and the tables of positions. Activations live apart (Acts) so a training batch and the sink probe
+// can each have their own.
 
 template <typename F>
 struct Model {
@@ -832,14 +848,15 @@ static void model_init(Model<F>* m, uint64_t seed) {
     m->params.upload(p.data(), p.size());
 }
 
-// Gradients of the activations (d loss / d activation), for the backward pass of the last forward. Allocated at the
-// first backward (a forward-only pass, such as the sink probe, never needs them), zeroed at the start of every
-// backward; then every backward function adds into them. Shapes as in Acts; null where Acts's field is null.
+// Gradients of the activations (d loss / d activation), for the backward pass of the last forward. Allocated
+// at the first backward (a forward-only pass, such as the sink probe, never needs them), zeroed at the start
+// of every backward; then every backward function adds into them. Shapes as in Acts; null where Acts's field
+// is null.
 template <typename F>
 struct GradActs {
     int B = 0, T = 0;
     SkBuffer<F> mem;
-    size_t accumulated = 0;  // the first `accumulated` values of mem are the gradients below; zeroed per backward
+    size_t accumulated = 0;  // values at the start of mem that are gradients (zeroed per backward)
     F* encoded;
     F* ln1;
     F* qkv;
@@ -865,9 +882,9 @@ struct GradActs {
     F* slot_partial;  // (B, NH, 3 hs + 1) per-(b, h) partial sums of the slot-parameter gradients
 };
 
-// Activations of one forward pass at a fixed (B, T); T counts the model's positions: the data's T plus one with a
-// sink token (tok_offset = 1). (L, ...) tensors hold one slice per layer. A field is null when the configuration
-// does not use it.
+// Activations of one forward pass at a fixed (B, T); T counts the model's positions: the data's T plus one
+// with a sink token (tok_offset = 1). (L, ...) tensors hold one slice per layer. A field is null when the
+// configuration does not use it.
 template <typename F>
 struct Acts {
     int B = 0, T = 0, tok_offset = 0;
@@ -903,7 +920,7 @@ struct Acts {
     F* probs;            // (B, T, Vp) softmax over the first V logits
     F* losses;           // (B, T) per position, 0 where there is no loss
     // scratch, reused by every layer
-    F* branch_out;       // (B, T, C) the attention or FFN branch's output, before it joins the residual stream
+    F* branch_out;       // (B, T, C) the attention or FFN branch's output, before it joins the residual
     F* gate_logits;      // (B, T, G) z = x W_g^T (--gate)
     F* matmul_scratch;   // the largest transposed weight or gradient of any matmul
     F* att_work;         // attention rows' scores, weights and dp (GPU only; sk_for_scratch)
@@ -919,8 +936,8 @@ struct Region {
     size_t n;
 };
 
-// Points every field at its region of mem (growing mem when needed: a smaller (B, T), such as a probe chunk or a
-// generated prefix, reuses the memory). Returns the number of values used.
+// Points every field at its region of mem (growing mem when needed: a smaller (B, T), such as a probe chunk
+// or a generated prefix, reuses the memory). Returns the number of values used.
 template <typename F, size_t N>
 static size_t place_regions(SkBuffer<F>* mem, const Region<F> (&regions)[N], const char* what, int B, int T) {
     size_t total = 0;
@@ -928,8 +945,9 @@ static size_t place_regions(SkBuffer<F>* mem, const Region<F> (&regions)[N], con
     if (total > mem->size()) {
         double gib = (double)total * sizeof(F) / (1 << 30), mem_gib = sk_memory_bytes() / (1 << 30);
         if (gib > 0.9 * mem_gib)
-            fail("%s for B %d x T %d need %.1f GiB, more than this machine's %.1f GiB of memory (lower --batch or "
-                 "--seq-len; use --total-batch to keep the tokens per step)", what, B, T, gib, mem_gib);
+            fail("%s for B %d x T %d need %.1f GiB, more than this machine's %.1f GiB of memory (lower "
+                 "--batch or --seq-len; use --total-batch to keep the tokens per step)", what, B, T, gib,
+                 mem_gib);
         mem->assign(total, 0);
     }
     F* base = mem->data();
@@ -972,15 +990,16 @@ static void acts_alloc(Acts<F>* a, const ModelConfig& c, int B, int T) {
     if (a->B == B && a->T == T) return;
     ActShapes s = act_shapes(c, B, T);
     size_t BT = s.BT, C = s.C, L = s.L, FF = s.FF;
-    // the attention matrices, L B NH T^2, checked in double first: with extreme flags their size_t product wraps 2^64
+    // the attention matrices, L B NH T^2, checked in double first: with extreme flags size_t would wrap
     if ((double)L * B * s.NH * T * T * sizeof(F) > 0.9 * sk_memory_bytes())
-        fail("attention matrices for B %d x T %d need %.0f GiB, more than this machine's memory (lower --batch or "
-             "--seq-len; use --total-batch to keep the tokens per step)", B, T,
+        fail("attention matrices for B %d x T %d need %.0f GiB, more than this machine's memory (lower "
+             "--batch or --seq-len; use --total-batch to keep the tokens per step)", B, T,
              (double)L * B * s.NH * T * T * sizeof(F) / (1 << 30));
     Region<F> regions[] = {
         {&a->encoded, BT * C}, {&a->ln1, s.pre * L * BT * C}, {&a->ln1_mean, L * BT}, {&a->ln1_rstd, L * BT},
-        {&a->qkv, L * BT * 3 * C}, {&a->phi_in, s.phi * L * 2 * BT * C}, {&a->phi_hidden, s.mlp * L * 2 * BT * C},
-        {&a->phi_relu, s.mlp * L * 2 * BT * C}, {&a->phi_out, s.phi * L * 2 * BT * C},
+        {&a->qkv, L * BT * 3 * C}, {&a->phi_in, s.phi * L * 2 * BT * C},
+        {&a->phi_hidden, s.mlp * L * 2 * BT * C}, {&a->phi_relu, s.mlp * L * 2 * BT * C},
+        {&a->phi_out, s.phi * L * 2 * BT * C},
         {&a->att, L * B * s.NH * T * T}, {&a->att_slot, s.slot * L * B * s.NH * T},
         {&a->atty_core, s.gate * L * BT * C}, {&a->gate, L * BT * s.G}, {&a->atty, L * BT * C},
         {&a->attn_sum, s.post * L * BT * C}, {&a->residual2, L * BT * C}, {&a->ln2_mean, L * BT},
@@ -988,7 +1007,8 @@ static void acts_alloc(Acts<F>* a, const ModelConfig& c, int B, int T) {
         {&a->fch2, s.gated * L * BT * FF}, {&a->fcact, L * BT * FF}, {&a->ffn_sum, s.post * L * BT * C},
         {&a->residual3, L * BT * C}, {&a->lnf, s.pre * BT * C}, {&a->lnf_mean, s.pre * BT},
         {&a->lnf_rstd, s.pre * BT}, {&a->logits, BT * s.Vp}, {&a->probs, BT * s.Vp}, {&a->losses, BT},
-        {&a->branch_out, BT * C}, {&a->gate_logits, BT * s.G}, {&a->matmul_scratch, matmul_scratch_size(c, B, T)},
+        {&a->branch_out, BT * C}, {&a->gate_logits, BT * s.G},
+        {&a->matmul_scratch, matmul_scratch_size(c, B, T)},
         {&a->att_work, sk_scratch_size((size_t)B * s.NH * T, 3 * ((size_t)T + 1))}};
     place_regions(&a->mem, regions, "activations", B, T);
     a->B = B;
@@ -1011,7 +1031,8 @@ static void grad_acts_alloc(GradActs<F>* g, const ModelConfig& c, int B, int T) 
         {&g->ffn_sum, s.post * L * BT * C}, {&g->residual3, L * BT * C}, {&g->lnf, s.pre * BT * C},
         {&g->logits, BT * s.Vp},
         // scratch: after the gradients, so the per-backward zeroing skips it
-        {&g->att_ds, (size_t)B * s.NH * T * (T + 1)}, {&g->slot_partial, partial * B * s.NH * (3 * s.hs + 1)}};
+        {&g->att_ds, (size_t)B * s.NH * T * (T + 1)},
+        {&g->slot_partial, partial * B * s.NH * (3 * s.hs + 1)}};
     size_t total = place_regions(&g->mem, regions, "activation gradients", B, T);
     g->accumulated = total - (size_t)B * s.NH * T * (T + 1) - partial * B * s.NH * (3 * s.hs + 1);
     g->B = B;
@@ -1024,22 +1045,24 @@ static inline T* layer_slice(T* base, int l, size_t per) {
     return base ? base + (size_t)l * per : nullptr;
 }
 
-// Everything layer l of a forward or backward pass touches: its weights and their gradients, its activations and
-// theirs (gradients of activations are null in a forward-only pass), each null when the configuration has none.
+// Everything layer l of a forward or backward pass touches: its weights and their gradients, its activations
+// and theirs (gradients of activations are null in a forward-only pass), each null when the configuration has
+// none.
 template <typename F>
 struct LayerView {
     int l;
     // parameters and their gradients
-    const F *ln1w, *ln1b, *qkvw, *qkvb, *attprojw, *attprojb, *ln2w, *ln2b, *fcw, *fcb, *fcw2, *fcb2, *fcprojw,
-        *fcprojb, *phiw1, *phiw2, *gatew;
-    F *dln1w, *dln1b, *dqkvw, *dqkvb, *dattprojw, *dattprojb, *dln2w, *dln2b, *dfcw, *dfcb, *dfcw2, *dfcb2, *dfcprojw,
-        *dfcprojb, *dphiw1, *dphiw2, *dgatew;
+    const F *ln1w, *ln1b, *qkvw, *qkvb, *attprojw, *attprojb, *ln2w, *ln2b, *fcw, *fcb, *fcw2, *fcb2,
+        *fcprojw, *fcprojb, *phiw1, *phiw2, *gatew;
+    F *dln1w, *dln1b, *dqkvw, *dqkvb, *dattprojw, *dattprojb, *dln2w, *dln2b, *dfcw, *dfcb, *dfcw2, *dfcb2,
+        *dfcprojw, *dfcprojb, *dphiw1, *dphiw2, *dgatew;
     AttnParams<F> attn;       // slot parameters and ALiBi slopes
     AttnParamGrads<F> dattn;  // their gradients
     // activations (Acts) and their gradients (GradActs)
     const F* x;  // the residual stream entering the layer: encoded, or residual3 of layer l-1
-    F *ln1, *ln1_mean, *ln1_rstd, *qkv, *phi_in, *phi_hidden, *phi_relu, *phi_out, *att, *att_slot, *atty_core, *gate,
-        *atty, *attn_sum, *residual2, *ln2, *ln2_mean, *ln2_rstd, *fch, *fch2, *fcact, *ffn_sum, *residual3;
+    F *ln1, *ln1_mean, *ln1_rstd, *qkv, *phi_in, *phi_hidden, *phi_relu, *phi_out, *att, *att_slot,
+        *atty_core, *gate, *atty, *attn_sum, *residual2, *ln2, *ln2_mean, *ln2_rstd, *fch, *fch2, *fcact,
+        *ffn_sum, *residual3;
     F *dx, *dln1, *dqkv, *dphi_in, *dphi_hidden, *dphi_relu, *dphi_out, *datty_core, *dgate_logits, *datty,
         *dattn_sum, *dresidual2, *dln2, *dfch, *dfch2, *dfcact, *dffn_sum, *dresidual3;
 };
@@ -1054,15 +1077,17 @@ static LayerView<F> layer_view(Model<F>* m, Acts<F>* a, int l) {
     auto param = [&](int id) { return (const F*)layer_slice(m->p[id], l, m->sizes[id] / L); };
     auto grad = [&](int id) { return layer_slice(m->g[id], l, m->sizes[id] / L); };
     v.ln1w = param(P_LN1W); v.ln1b = param(P_LN1B); v.qkvw = param(P_QKVW); v.qkvb = param(P_QKVB);
-    v.attprojw = param(P_ATTPROJW); v.attprojb = param(P_ATTPROJB); v.ln2w = param(P_LN2W); v.ln2b = param(P_LN2B);
+    v.attprojw = param(P_ATTPROJW); v.attprojb = param(P_ATTPROJB);
+    v.ln2w = param(P_LN2W); v.ln2b = param(P_LN2B);
     v.fcw = param(P_FCW); v.fcb = param(P_FCB); v.fcw2 = param(P_FCW2); v.fcb2 = param(P_FCB2);
-    v.fcprojw = param(P_FCPROJW); v.fcprojb = param(P_FCPROJB); v.phiw1 = param(P_PHIW1); v.phiw2 = param(P_PHIW2);
-    v.gatew = param(P_GATEW);
+    v.fcprojw = param(P_FCPROJW); v.fcprojb = param(P_FCPROJB);
+    v.phiw1 = param(P_PHIW1); v.phiw2 = param(P_PHIW2); v.gatew = param(P_GATEW);
     v.dln1w = grad(P_LN1W); v.dln1b = grad(P_LN1B); v.dqkvw = grad(P_QKVW); v.dqkvb = grad(P_QKVB);
-    v.dattprojw = grad(P_ATTPROJW); v.dattprojb = grad(P_ATTPROJB); v.dln2w = grad(P_LN2W); v.dln2b = grad(P_LN2B);
+    v.dattprojw = grad(P_ATTPROJW); v.dattprojb = grad(P_ATTPROJB);
+    v.dln2w = grad(P_LN2W); v.dln2b = grad(P_LN2B);
     v.dfcw = grad(P_FCW); v.dfcb = grad(P_FCB); v.dfcw2 = grad(P_FCW2); v.dfcb2 = grad(P_FCB2);
-    v.dfcprojw = grad(P_FCPROJW); v.dfcprojb = grad(P_FCPROJB); v.dphiw1 = grad(P_PHIW1); v.dphiw2 = grad(P_PHIW2);
-    v.dgatew = grad(P_GATEW);
+    v.dfcprojw = grad(P_FCPROJW); v.dfcprojb = grad(P_FCPROJB);
+    v.dphiw1 = grad(P_PHIW1); v.dphiw2 = grad(P_PHIW2); v.dgatew = grad(P_GATEW);
     v.attn = AttnParams<F>{c.attn, c.positions == POS_ALIBI ? m->alibi.data() : nullptr, param(P_KSTAR),
                            param(P_VSTAR), param(P_SINKLOGIT), param(P_VBIAS), c.attn.slot_shared};
     v.dattn = AttnParamGrads<F>{grad(P_KSTAR), grad(P_VSTAR), grad(P_SINKLOGIT), grad(P_VBIAS),
@@ -1078,15 +1103,21 @@ static LayerView<F> layer_view(Model<F>* m, Acts<F>* a, int l) {
     v.atty = layer_slice(a->atty, l, BTC); v.attn_sum = layer_slice(a->attn_sum, l, BTC);
     v.residual2 = layer_slice(a->residual2, l, BTC); v.ln2 = layer_slice(a->ln2, l, BTC);
     v.ln2_mean = layer_slice(a->ln2_mean, l, s.BT); v.ln2_rstd = layer_slice(a->ln2_rstd, l, s.BT);
-    v.fch = layer_slice(a->fch, l, BTF); v.fch2 = layer_slice(a->fch2, l, BTF); v.fcact = layer_slice(a->fcact, l, BTF);
+    v.fch = layer_slice(a->fch, l, BTF); v.fch2 = layer_slice(a->fch2, l, BTF);
+    v.fcact = layer_slice(a->fcact, l, BTF);
     v.ffn_sum = layer_slice(a->ffn_sum, l, BTC); v.residual3 = layer_slice(a->residual3, l, BTC);
     GradActs<F>* g = a->grad.B == a->B && a->grad.T == a->T ? &a->grad : nullptr;
-    auto dslice = [&](F* GradActs<F>::*field, size_t per) { return g ? layer_slice(g->*field, l, per) : nullptr; };
+    auto dslice = [&](F* GradActs<F>::*field, size_t per) {
+        return g ? layer_slice(g->*field, l, per) : nullptr;
+    };
     v.dx = !g ? nullptr : l == 0 ? g->encoded : layer_slice(g->residual3, l - 1, BTC);
     v.dln1 = dslice(&GradActs<F>::ln1, BTC); v.dqkv = dslice(&GradActs<F>::qkv, 3 * BTC);
-    v.dphi_in = dslice(&GradActs<F>::phi_in, 2 * BTC); v.dphi_hidden = dslice(&GradActs<F>::phi_hidden, 2 * BTC);
-    v.dphi_relu = dslice(&GradActs<F>::phi_relu, 2 * BTC); v.dphi_out = dslice(&GradActs<F>::phi_out, 2 * BTC);
-    v.datty_core = dslice(&GradActs<F>::atty_core, BTC); v.dgate_logits = dslice(&GradActs<F>::gate_logits, s.BT * s.G);
+    v.dphi_in = dslice(&GradActs<F>::phi_in, 2 * BTC);
+    v.dphi_hidden = dslice(&GradActs<F>::phi_hidden, 2 * BTC);
+    v.dphi_relu = dslice(&GradActs<F>::phi_relu, 2 * BTC);
+    v.dphi_out = dslice(&GradActs<F>::phi_out, 2 * BTC);
+    v.datty_core = dslice(&GradActs<F>::atty_core, BTC);
+    v.dgate_logits = dslice(&GradActs<F>::gate_logits, s.BT * s.G);
     v.datty = dslice(&GradActs<F>::atty, BTC); v.dattn_sum = dslice(&GradActs<F>::attn_sum, BTC);
     v.dresidual2 = dslice(&GradActs<F>::residual2, BTC); v.dln2 = dslice(&GradActs<F>::ln2, BTC);
     v.dfch = dslice(&GradActs<F>::fch, BTF); v.dfch2 = dslice(&GradActs<F>::fch2, BTF);
@@ -1100,11 +1131,11 @@ static inline bool attention_is_plain(const ModelConfig& c) {
     return attn_is_plain_softmax(c.attn) && c.positions != POS_ALIBI;
 }
 
-// ----------------------------------------------------------------------------------------------------------------
+// -----------------------------------------------------------------------------------------------------------
 // forward
 
 // The feature map on q and k (--phi): phi_out = phi(phi_in), phi_in = q rows then k rows of qkv.
-//   elu1: phi_out = elu(phi_in) + 1;   mlp: phi_out = W2 relu(W1 phi_in)   (a (2 B T NH, hs) matrix of head vectors)
+//   elu1: phi_out = elu(phi_in) + 1;   mlp: phi_out = W2 relu(W1 phi_in)  (a (2 B T NH, hs) matrix of rows)
 template <typename F>
 static void feature_map_forward(const Model<F>* m, Acts<F>* a, const LayerView<F>& v) {
     const ModelConfig& c = m->config;
@@ -1119,10 +1150,32 @@ static void feature_map_forward(const Model<F>* m, Acts<F>* a, const LayerView<F
     matmul_forward(v.phi_out, v.phi_relu, v.phiw2, (const F*)nullptr, rows, hs, hs, a->matmul_scratch);
 }
 
-// The attention block of layer l:
-//   pre-norm:  residual2 = x + proj(attention(N1(x)))
-//   post-norm: residual2 = N1(attn_sum), attn_sum = x + proj(attention(x))
-// attention(u) = the core over q, k, v = u Wqkv^T + b (RoPE on q, k; the feature map on q, k), then the gate.
+// Both blocks of a layer are residual sub-blocks around a branch f, with their norm N before or after it:
+//   pre-norm:  out = x + f(N(x))           post-norm: out = N(sum), sum = x + f(x)
+// subblock_in returns f's input: N(x), written to `normed` (pre-norm), or x itself (post-norm).
+template <typename F>
+static const F* subblock_in(const ModelConfig& c, F* normed, F* mean, F* rstd, const F* x, const F* w,
+                            const F* b, int BT) {
+    if (c.placement != PLACE_PRE) return x;
+    norm_forward(normed, mean, rstd, x, w, b, BT, c.channels, c.norm, c.norm_eps);
+    return normed;
+}
+
+// subblock_out writes the sub-block's output from x and the branch's output (post-norm also the sum N reads).
+template <typename F>
+static void subblock_out(const ModelConfig& c, F* out, F* sum, F* mean, F* rstd, const F* x, const F* branch,
+                         const F* w, const F* b, int BT) {
+    size_t n = (size_t)BT * c.channels;
+    if (c.placement == PLACE_PRE) {
+        residual_forward(out, x, branch, n);
+        return;
+    }
+    residual_forward(sum, x, branch, n);
+    norm_forward(out, mean, rstd, sum, w, b, BT, c.channels, c.norm, c.norm_eps);
+}
+
+// The attention block of layer l: residual2 = the sub-block around attention(u), where
+// attention(u) = proj(gate(core(q, k, v))), q | k | v = u Wqkv^T + b, then RoPE and the feature map on q, k.
 template <typename F>
 static void attention_block_forward(const Model<F>* m, Acts<F>* a, const LayerView<F>& v) {
     const ModelConfig& c = m->config;
@@ -1130,15 +1183,11 @@ static void attention_block_forward(const Model<F>* m, Acts<F>* a, const LayerVi
     int B = a->B, T = a->T, C = c.channels, NH = c.num_heads, BT = B * T;
     int G = at.gate == GATE_ELEMENTWISE ? C : NH;
     size_t BTC = (size_t)BT * C;
-    bool pre = c.placement == PLACE_PRE;
     F* scratch = a->matmul_scratch;
-    const F* attn_in = v.x;
-    if (pre) {
-        norm_forward(v.ln1, v.ln1_mean, v.ln1_rstd, v.x, v.ln1w, v.ln1b, BT, C, c.norm, c.norm_eps);
-        attn_in = v.ln1;
-    }
+    const F* attn_in = subblock_in(c, v.ln1, v.ln1_mean, v.ln1_rstd, v.x, v.ln1w, v.ln1b, BT);
     matmul_forward(v.qkv, attn_in, v.qkvw, v.qkvb, BT, C, 3 * C, scratch);
-    if (c.positions == POS_ROPE) rope_apply(v.qkv, m->rope_cos.data(), m->rope_sin.data(), B, T, C, NH, false);
+    if (c.positions == POS_ROPE)
+        rope_apply(v.qkv, m->rope_cos.data(), m->rope_sin.data(), B, T, C, NH, false);
     F* core = at.gate != GATE_NONE ? v.atty_core : v.atty;
     if (attention_is_plain(c)) {
         attention_forward_causal(core, v.att, v.qkv, B, T, C, NH);
@@ -1151,47 +1200,31 @@ static void attention_block_forward(const Model<F>* m, Acts<F>* a, const LayerVi
             k = v.phi_out + BTC;
             qk_stride = C;
         }
-        attention_forward(core, v.att, v.att_slot, a->att_work, q, k, qk_stride, v.qkv + 2 * C, v.attn, B, T, C, NH);
+        attention_forward(core, v.att, v.att_slot, a->att_work, q, k, qk_stride, v.qkv + 2 * C, v.attn, B, T,
+                          C, NH);
     }
     if (at.gate != GATE_NONE) {  // atty = core * sigmoid(attn_in W_g^T)
         matmul_forward(a->gate_logits, attn_in, v.gatew, (const F*)nullptr, BT, C, G, scratch);
         gate_forward(v.atty, v.gate, core, a->gate_logits, BT, C, G);
     }
     matmul_forward(a->branch_out, v.atty, v.attprojw, v.attprojb, BT, C, C, scratch);
-    if (pre) {
-        residual_forward(v.residual2, v.x, a->branch_out, BTC);
-    } else {
-        residual_forward(v.attn_sum, v.x, a->branch_out, BTC);
-        norm_forward(v.residual2, v.ln1_mean, v.ln1_rstd, v.attn_sum, v.ln1w, v.ln1b, BT, C, c.norm, c.norm_eps);
-    }
+    subblock_out(c, v.residual2, v.attn_sum, v.ln1_mean, v.ln1_rstd, v.x, a->branch_out, v.ln1w, v.ln1b, BT);
 }
 
-// The FFN block of layer l:
-//   pre-norm:  residual3 = residual2 + ffn(N2(residual2))
-//   post-norm: residual3 = N2(ffn_sum), ffn_sum = residual2 + ffn(residual2)
-// ffn(u) = W3 (act(W1 u + b1) (* (W2 u + b2) when gated)) + b3
+// The FFN block of layer l: residual3 = the sub-block around ffn(u) = W3 (act(W1 u + b1) (* (W2 u + b2) when
+// gated)) + b3, over residual2.
 template <typename F>
 static void ffn_block_forward(const Model<F>* m, Acts<F>* a, const LayerView<F>& v) {
     const ModelConfig& c = m->config;
     int BT = a->B * a->T, C = c.channels, FF = c.ffn_hidden;
-    size_t BTC = (size_t)BT * C;
-    bool pre = c.placement == PLACE_PRE;
     F* scratch = a->matmul_scratch;
-    const F* ffn_in = v.residual2;
-    if (pre) {
-        norm_forward(v.ln2, v.ln2_mean, v.ln2_rstd, v.residual2, v.ln2w, v.ln2b, BT, C, c.norm, c.norm_eps);
-        ffn_in = v.ln2;
-    }
+    const F* ffn_in = subblock_in(c, v.ln2, v.ln2_mean, v.ln2_rstd, v.residual2, v.ln2w, v.ln2b, BT);
     matmul_forward(v.fch, ffn_in, v.fcw, v.fcb, BT, C, FF, scratch);
     if (v.fch2) matmul_forward(v.fch2, ffn_in, v.fcw2, v.fcb2, BT, C, FF, scratch);
     ffn_act_forward(v.fcact, v.fch, (const F*)v.fch2, (size_t)BT * FF, c.ffn);
     matmul_forward(a->branch_out, v.fcact, v.fcprojw, v.fcprojb, BT, FF, C, scratch);
-    if (pre) {
-        residual_forward(v.residual3, v.residual2, a->branch_out, BTC);
-    } else {
-        residual_forward(v.ffn_sum, v.residual2, a->branch_out, BTC);
-        norm_forward(v.residual3, v.ln2_mean, v.ln2_rstd, v.ffn_sum, v.ln2w, v.ln2b, BT, C, c.norm, c.norm_eps);
-    }
+    subblock_out(c, v.residual3, v.ffn_sum, v.ln2_mean, v.ln2_rstd, v.residual2, a->branch_out, v.ln2w,
+                 v.ln2b, BT);
 }
 
 template <typename F>
@@ -1199,9 +1232,10 @@ static const F* lm_head_weight(const Model<F>& m) {
     return m.config.tied ? m.p[P_WTE] : m.p[P_LMHEAD];
 }
 
-// Forward pass over inputs (B, T_data); returns the mean loss over the positions with a loss when targets is given
-// (else 0; probs are still filled). with_head = false stops after the last block (the sink probe needs no logits).
-// With a sink token the model runs T_data + 1 positions: position 0 is the sink (token id -1, no loss).
+// Forward pass over inputs (B, T_data); returns the mean loss over the positions with a loss when targets is
+// given (else 0; probs are still filled). with_head = false stops after the last block (the sink probe needs
+// no logits). With a sink token the model runs T_data + 1 positions: position 0 is the sink (token id -1, no
+// loss).
 template <typename F>
 static double model_forward(Model<F>* m, Acts<F>* a, const int* inputs, const int* targets, int B, int T_data,
                             bool with_head = true) {
@@ -1210,8 +1244,8 @@ static double model_forward(Model<F>* m, Acts<F>* a, const int* inputs, const in
     int off = at.sink_token, T = T_data + off;
     check_seq_len("forward pass: sequence length", T_data, c);
     if (at.phi == PHI_MLP && (int64_t)2 * B * T * c.num_heads > INT32_MAX)
-        fail("--phi mlp maps 2 x B %d x T %d x %d heads = %lld head vectors per layer, more than 2^31 (lower --batch or "
-             "--seq-len)", B, T, c.num_heads, (long long)2 * B * T * c.num_heads);
+        fail("--phi mlp maps 2 x B %d x T %d x %d heads = %lld head vectors per layer, more than 2^31 (lower "
+             "--batch or --seq-len)", B, T, c.num_heads, (long long)2 * B * T * c.num_heads);
     acts_alloc(a, c, B, T);
     a->tok_offset = off;
     int C = c.channels, BT = B * T;
@@ -1240,13 +1274,14 @@ static double model_forward(Model<F>* m, Acts<F>* a, const int* inputs, const in
     if (!with_head) return 0;
     const F* h = layer_slice(a->residual3, c.num_layers - 1, (size_t)BT * C);
     if (c.placement == PLACE_PRE) {
-        norm_forward(a->lnf, a->lnf_mean, a->lnf_rstd, h, m->p[P_LNFW], m->p[P_LNFB], BT, C, c.norm, c.norm_eps);
+        norm_forward(a->lnf, a->lnf_mean, a->lnf_rstd, h, m->p[P_LNFW], m->p[P_LNFB], BT, C, c.norm,
+                     c.norm_eps);
         h = a->lnf;
     }
     matmul_forward(a->logits, h, lm_head_weight(*m), (const F*)nullptr, BT, C, c.padded_vocab_size,
                    a->matmul_scratch);
-    crossentropy_forward(a->losses, a->probs, a->logits, targets ? a->targets.data() : (const int*)nullptr, BT,
-                         c.vocab_size, c.padded_vocab_size);
+    const int* tgt = targets ? a->targets.data() : (const int*)nullptr;
+    crossentropy_forward(a->losses, a->probs, a->logits, tgt, BT, c.vocab_size, c.padded_vocab_size);
     if (!targets) return 0;
     std::vector<F> staging;
     const F* losses = sk_host_view((const F*)a->losses, BT, &staging);
@@ -1255,7 +1290,7 @@ static double model_forward(Model<F>* m, Acts<F>* a, const int* inputs, const in
     return a->num_targets ? sum / a->num_targets : 0.0;
 }
 
-// ----------------------------------------------------------------------------------------------------------------
+// -----------------------------------------------------------------------------------------------------------
 // backward
 
 // backward of feature_map_forward: dphi_in from dphi_out, then dqkv (q and k parts) += dphi_in.
@@ -1275,6 +1310,28 @@ static void feature_map_backward(const Model<F>* m, Acts<F>* a, const LayerView<
     phi_scatter_grad(v.dqkv, v.dphi_in, BT, C);
 }
 
+// backward of subblock_out: dx += the gradient along the residual path; returns the branch's output gradient
+// (dout itself pre-norm; d sum, written to dsum, post-norm).
+template <typename F>
+static const F* subblock_out_backward(const ModelConfig& c, F* dx, F* dsum, F* dw, F* db, const F* dout,
+                                      const F* sum, const F* w, const F* mean, const F* rstd, int BT) {
+    const F* dbranch = dout;
+    if (c.placement != PLACE_PRE) {
+        norm_backward(dsum, dw, db, dout, sum, w, mean, rstd, BT, c.channels, c.norm);
+        dbranch = dsum;
+    }
+    residual_backward(dx, dbranch, (size_t)BT * c.channels);
+    return dbranch;
+}
+
+// backward of subblock_in: pre-norm, dx += N's backward of dnormed (post-norm, the branch added into dx).
+template <typename F>
+static void subblock_in_backward(const ModelConfig& c, F* dx, F* dw, F* db, const F* dnormed, const F* x,
+                                 const F* w, const F* mean, const F* rstd, int BT) {
+    if (c.placement == PLACE_PRE)
+        norm_backward(dx, dw, db, dnormed, x, w, mean, rstd, BT, c.channels, c.norm);
+}
+
 // backward of attention_block_forward: dx from dresidual2, and every parameter gradient of the block.
 template <typename F>
 static void attention_block_backward(const Model<F>* m, Acts<F>* a, const LayerView<F>& v) {
@@ -1285,17 +1342,10 @@ static void attention_block_backward(const Model<F>* m, Acts<F>* a, const LayerV
     size_t BTC = (size_t)BT * C;
     bool pre = c.placement == PLACE_PRE;
     F* scratch = a->matmul_scratch;
-    // the sums: pre residual2 = x + branch;  post residual2 = N1(attn_sum), attn_sum = x + branch
-    const F* dbranch = v.dresidual2;
-    if (!pre) {
-        norm_backward(v.dattn_sum, v.dln1w, v.dln1b, v.dresidual2, v.attn_sum, v.ln1w, v.ln1_mean, v.ln1_rstd, BT, C,
-                      c.norm);
-        dbranch = v.dattn_sum;
-    }
-    residual_backward(v.dx, dbranch, BTC);
+    const F* dbranch = subblock_out_backward(c, v.dx, v.dattn_sum, v.dln1w, v.dln1b, v.dresidual2, v.attn_sum,
+                                             v.ln1w, v.ln1_mean, v.ln1_rstd, BT);
     const F* attn_in = pre ? v.ln1 : v.x;
     F* dattn_in = pre ? v.dln1 : v.dx;
-    // the branch, last layer first
     matmul_backward(v.datty, v.dattprojw, v.dattprojb, dbranch, v.atty, v.attprojw, BT, C, C, scratch);
     const F *core = v.atty, *dcore = v.datty;
     if (at.gate != GATE_NONE) {  // atty = core * sigmoid(z), z = attn_in W_g^T
@@ -1308,16 +1358,18 @@ static void attention_block_backward(const Model<F>* m, Acts<F>* a, const LayerV
     if (attention_is_plain(c)) {
         attention_backward_causal(v.dqkv, ds_rows, dcore, v.qkv, v.att, B, T, C, NH);
     } else if (at.phi == PHI_NONE) {
-        attention_backward(v.dqkv, v.dqkv + C, 3 * C, v.dqkv + 2 * C, v.dattn, ds_rows, a->att_work, dcore, v.qkv,
-                           v.qkv + C, v.qkv + 2 * C, v.att, v.att_slot, v.attn, B, T, C, NH);
+        attention_backward(v.dqkv, v.dqkv + C, 3 * C, v.dqkv + 2 * C, v.dattn, ds_rows, a->att_work, dcore,
+                           v.qkv, v.qkv + C, v.qkv + 2 * C, v.att, v.att_slot, v.attn, B, T, C, NH);
     } else {  // through the feature map: dphi_out from the core, then the map and the gather
-        attention_backward(v.dphi_out, v.dphi_out + BTC, C, v.dqkv + 2 * C, v.dattn, ds_rows, a->att_work, dcore,
-                           v.phi_out, v.phi_out + BTC, v.qkv + 2 * C, v.att, v.att_slot, v.attn, B, T, C, NH);
+        attention_backward(v.dphi_out, v.dphi_out + BTC, C, v.dqkv + 2 * C, v.dattn, ds_rows, a->att_work,
+                           dcore, v.phi_out, v.phi_out + BTC, v.qkv + 2 * C, v.att, v.att_slot, v.attn, B, T,
+                           C, NH);
         feature_map_backward(m, a, v);
     }
-    if (c.positions == POS_ROPE) rope_apply(v.dqkv, m->rope_cos.data(), m->rope_sin.data(), B, T, C, NH, true);
+    if (c.positions == POS_ROPE)
+        rope_apply(v.dqkv, m->rope_cos.data(), m->rope_sin.data(), B, T, C, NH, true);
     matmul_backward(dattn_in, v.dqkvw, v.dqkvb, v.dqkv, attn_in, v.qkvw, BT, C, 3 * C, scratch);
-    if (pre) norm_backward(v.dx, v.dln1w, v.dln1b, v.dln1, v.x, v.ln1w, v.ln1_mean, v.ln1_rstd, BT, C, c.norm);
+    subblock_in_backward(c, v.dx, v.dln1w, v.dln1b, v.dln1, v.x, v.ln1w, v.ln1_mean, v.ln1_rstd, BT);
 }
 
 // backward of ffn_block_forward: dresidual2 from dresidual3, and every parameter gradient of the block.
@@ -1325,30 +1377,22 @@ template <typename F>
 static void ffn_block_backward(const Model<F>* m, Acts<F>* a, const LayerView<F>& v) {
     const ModelConfig& c = m->config;
     int BT = a->B * a->T, C = c.channels, FF = c.ffn_hidden;
-    size_t BTC = (size_t)BT * C;
     bool pre = c.placement == PLACE_PRE;
     F* scratch = a->matmul_scratch;
-    // the sums: pre residual3 = residual2 + branch;  post residual3 = N2(ffn_sum), ffn_sum = residual2 + branch
-    const F* dbranch = v.dresidual3;
-    if (!pre) {
-        norm_backward(v.dffn_sum, v.dln2w, v.dln2b, v.dresidual3, v.ffn_sum, v.ln2w, v.ln2_mean, v.ln2_rstd, BT, C,
-                      c.norm);
-        dbranch = v.dffn_sum;
-    }
-    residual_backward(v.dresidual2, dbranch, BTC);
+    const F* dbranch = subblock_out_backward(c, v.dresidual2, v.dffn_sum, v.dln2w, v.dln2b, v.dresidual3,
+                                             v.ffn_sum, v.ln2w, v.ln2_mean, v.ln2_rstd, BT);
     const F* ffn_in = pre ? v.ln2 : v.residual2;
     F* dffn_in = pre ? v.dln2 : v.dresidual2;
     matmul_backward(v.dfcact, v.dfcprojw, v.dfcprojb, dbranch, v.fcact, v.fcprojw, BT, FF, C, scratch);
     ffn_act_backward(v.dfch, v.dfch2, v.dfcact, v.fch, (const F*)v.fch2, (size_t)BT * FF, c.ffn);
     matmul_backward(dffn_in, v.dfcw, v.dfcb, v.dfch, ffn_in, v.fcw, BT, C, FF, scratch);
     if (v.fch2) matmul_backward(dffn_in, v.dfcw2, v.dfcb2, v.dfch2, ffn_in, v.fcw2, BT, C, FF, scratch);
-    if (pre)
-        norm_backward(v.dresidual2, v.dln2w, v.dln2b, v.dln2, v.residual2, v.ln2w, v.ln2_mean, v.ln2_rstd, BT, C,
-                      c.norm);
+    subblock_in_backward(c, v.dresidual2, v.dln2w, v.dln2b, v.dln2, v.residual2, v.ln2w, v.ln2_mean,
+                         v.ln2_rstd, BT);
 }
 
-// Backward pass of the last forward. Gradients accumulate (+=) into m->grads scaled by `scale` (1/accumulation
-// steps), so micro-batches add up to the gradient of the mean loss over the whole batch.
+// Backward pass of the last forward. Gradients accumulate (+=) into m->grads scaled by `scale`
+// (1/accumulation steps), so micro-batches add up to the gradient of the mean loss over the whole batch.
 template <typename F>
 static void model_backward(Model<F>* m, Acts<F>* a, F scale) {
     const ModelConfig& c = m->config;
@@ -1359,15 +1403,15 @@ static void model_backward(Model<F>* m, Acts<F>* a, F scale) {
     // loss = scale * mean over the positions with a loss
     crossentropy_backward(g->logits, a->probs, a->targets.data(), scale / F(std::max(1, a->num_targets)), BT,
                           c.vocab_size, c.padded_vocab_size);
-    // logits = h @ W_out^T, h = Nf(residual3 of the last layer) (pre-norm) or that residual3 itself (post-norm)
+    // logits = h @ W_out^T, h = Nf(residual3 of the last layer) (pre-norm) or that residual3 (post-norm)
     const F* h_last = layer_slice(a->residual3, L - 1, (size_t)BT * C);
     F* dh_last = layer_slice(g->residual3, L - 1, (size_t)BT * C);
     F* dW_out = c.tied ? m->g[P_WTE] : m->g[P_LMHEAD];
     if (c.placement == PLACE_PRE) {
         matmul_backward(g->lnf, dW_out, (F*)nullptr, g->logits, a->lnf, lm_head_weight(*m), BT, C,
                         c.padded_vocab_size, a->matmul_scratch);
-        norm_backward(dh_last, m->g[P_LNFW], m->g[P_LNFB], g->lnf, h_last, m->p[P_LNFW], a->lnf_mean, a->lnf_rstd, BT,
-                      C, c.norm);
+        norm_backward(dh_last, m->g[P_LNFW], m->g[P_LNFB], g->lnf, h_last, m->p[P_LNFW], a->lnf_mean,
+                      a->lnf_rstd, BT, C, c.norm);
     } else {
         matmul_backward(dh_last, dW_out, (F*)nullptr, g->logits, h_last, lm_head_weight(*m), BT, C,
                         c.padded_vocab_size, a->matmul_scratch);
@@ -1380,10 +1424,10 @@ static void model_backward(Model<F>* m, Acts<F>* a, F scale) {
     embedding_backward(m->g[P_WTE], m->g[P_SINKTOK], m->g[P_WPE], g->encoded, a->inputs.data(), B, T, C);
 }
 
-// ----------------------------------------------------------------------------------------------------------------
+// -----------------------------------------------------------------------------------------------------------
 // update
 
-// Global L2 norm of the gradients: squares summed in double over fixed 4096-element chunks, chunks added in order.
+// Global L2 norm of the gradients: squares summed in double over fixed 4096-element chunks, chunks in order.
 template <typename F>
 static double grad_norm(Model<F>* m) {
     const size_t chunk = 4096, n = m->num_params, nchunks = (n + chunk - 1) / chunk;
@@ -1429,7 +1473,7 @@ static void adamw_update(Model<F>* m, const AdamWStep& s) {
     }
 }
 
-// ----------------------------------------------------------------------------------------------------------------
+// -----------------------------------------------------------------------------------------------------------
 // the engine: this model behind the interface the shared host code drives (common/engine.h)
 
 class ReferenceEngine final : public Engine {
@@ -1458,7 +1502,8 @@ class ReferenceEngine final : public Engine {
         pv.B = B;
         pv.T = (int)Tm;
         pv.att = sk_host_view((const float*)probe_.att, L * B * NH * Tm * Tm, &staging_[0]);
-        if (probe_.att_slot) pv.att_slot = sk_host_view((const float*)probe_.att_slot, L * B * NH * Tm, &staging_[1]);
+        if (probe_.att_slot)
+            pv.att_slot = sk_host_view((const float*)probe_.att_slot, L * B * NH * Tm, &staging_[1]);
         pv.encoded = sk_host_view((const float*)probe_.encoded, BTC, &staging_[2]);
         pv.residual = sk_host_view((const float*)probe_.residual3, L * BTC, &staging_[3]);
         pv.qkv = sk_host_view((const float*)probe_.qkv, L * BTC * 3, &staging_[4]);
@@ -1481,7 +1526,9 @@ class ReferenceEngine final : public Engine {
     std::vector<float> staging_[5];  // the GPU build's host copies of a probe
 };
 
-static std::unique_ptr<Engine> make_engine(const ModelConfig& c) { return std::make_unique<ReferenceEngine>(c); }
+static std::unique_ptr<Engine> make_engine(const ModelConfig& c) {
+    return std::make_unique<ReferenceEngine>(c);
+}
 
 #ifndef TESTING
 int main(int argc, char** argv) { return trainer_main(argc, argv); }

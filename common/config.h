@@ -47,7 +47,7 @@ struct ModelConfig {
     int num_layers = 2;     // L
     int num_heads = 16;     // NH
     int channels = 128;     // C
-    int ffn_hidden = 256;   // F
+    int ffn_hidden = 256;   // FF
     int norm = NORM_RMSNORM;
     int placement = PLACE_PRE;
     int ffn = FFN_SWIGLU;
@@ -88,10 +88,10 @@ struct Preset {
     ModelConfig cfg;
 };
 
-static inline ModelConfig make_config(int maxT, int V, int L, int NH, int C, int F, int norm, int place, int ffn,
+static inline ModelConfig make_config(int maxT, int V, int L, int NH, int C, int FF, int norm, int place, int ffn,
                                       int pos, int tied, int bias, int init) {
     ModelConfig c;
-    c.max_seq_len = maxT; c.vocab_size = V; c.num_layers = L; c.num_heads = NH; c.channels = C; c.ffn_hidden = F;
+    c.max_seq_len = maxT; c.vocab_size = V; c.num_layers = L; c.num_heads = NH; c.channels = C; c.ffn_hidden = FF;
     c.norm = norm; c.placement = place; c.ffn = ffn; c.positions = pos; c.tied = tied; c.bias = bias; c.init = init;
     config_finalize(&c);
     return c;
@@ -129,7 +129,7 @@ static const char* const param_names[NUM_PARAM_TENSORS] = {
 static inline int slot_heads(const ModelConfig& c) { return c.attn.slot_shared ? 1 : c.num_heads; }
 
 static inline void param_sizes(const ModelConfig& c, size_t sizes[NUM_PARAM_TENSORS]) {
-    size_t Vp = c.padded_vocab_size, C = c.channels, L = c.num_layers, F = c.ffn_hidden, maxT = c.max_seq_len;
+    size_t Vp = c.padded_vocab_size, C = c.channels, L = c.num_layers, FF = c.ffn_hidden, maxT = c.max_seq_len;
     bool ln = c.norm == NORM_LAYERNORM, b = c.bias, gated = ffn_is_gated(c.ffn), pre = c.placement == PLACE_PRE;
     sizes[P_WTE] = Vp * C;
     sizes[P_WPE] = c.positions == POS_LEARNED ? maxT * C : 0;
@@ -141,11 +141,11 @@ static inline void param_sizes(const ModelConfig& c, size_t sizes[NUM_PARAM_TENS
     sizes[P_ATTPROJB] = b ? L * C : 0;
     sizes[P_LN2W] = L * C;
     sizes[P_LN2B] = ln ? L * C : 0;
-    sizes[P_FCW] = L * F * C;
-    sizes[P_FCB] = b ? L * F : 0;
-    sizes[P_FCW2] = gated ? L * F * C : 0;
-    sizes[P_FCB2] = gated && b ? L * F : 0;
-    sizes[P_FCPROJW] = L * C * F;
+    sizes[P_FCW] = L * FF * C;
+    sizes[P_FCB] = b ? L * FF : 0;
+    sizes[P_FCW2] = gated ? L * FF * C : 0;
+    sizes[P_FCB2] = gated && b ? L * FF : 0;
+    sizes[P_FCPROJW] = L * C * FF;
     sizes[P_FCPROJB] = b ? L * C : 0;
     sizes[P_LNFW] = pre ? C : 0;
     sizes[P_LNFB] = pre && ln ? C : 0;

@@ -508,7 +508,7 @@ static void measure_and_save(Run* r, int step, bool last) {
         r->sink_ms += dt;
         log_line(r, JsonRecord("sink").integer("step", step).num("ms", dt, "%.3f").fields(sink_report_json_fields(s)).str());
         char slot_part[64] = "";
-        if (s.has_slot) snprintf(slot_part, sizeof slot_part, "Sink_* %.2f%% | ", s.sink_star);
+        if (s.slot_column) snprintf(slot_part, sizeof slot_part, "Sink_* %.2f%% | ", s.sink_star);
         printf("step %6d | %sSink_1 %.2f%%%s | alpha_1 %.4f | norm ratio (last layer) %.2f | entropy %.3f | "
                "%.0f ms\n", step, slot_part, s.sink[0], s.proxy ? " (proxy)" : "", s.alpha1_mean,
                s.norm_ratio.back(), s.entropy_mean, dt);

@@ -262,3 +262,48 @@ TEST_CASE("whole-model backward matches finite differences for every architectur
     }
     CHECK(configs == 480);
 }
+
+// The student's entry point, attention_forward_causal / attention_backward_causal (what the default model runs), must
+// compute exactly what the general attention computes for the plain spec: the same bits, forward and backward.
+template <typename F>
+static void check_plain_attention_equals_general(std::mt19937_64& rng) {
+    for (int B : {1, 3}) for (int T : {1, 5, 33}) for (int NH : {1, 4}) {
+        const int C = 8 * NH;
+        auto draw = [&](size_t n) { std::vector<F> v(n); for (F& x : v) x = (F)random_vec(1, rng, 1.5)[0]; return v; };
+        std::vector<F> qkv = draw((size_t)B * T * 3 * C), dout = draw((size_t)B * T * C);
+        size_t rows = (size_t)B * NH * T;
+        std::vector<F> out_p(B * T * C), out_g(B * T * C), att_p(rows * T), att_g(rows * T);
+        std::vector<F> work(3 * rows * (T + 1)), ds_p(rows * (T + 1)), ds_g(rows * (T + 1));
+        AttnSpec spec;
+        AttnParams<F> ap{spec, nullptr, nullptr, nullptr, nullptr, nullptr, 0};
+        attention_forward_causal(out_p.data(), att_p.data(), qkv.data(), B, T, C, NH);
+        attention_forward(out_g.data(), att_g.data(), (F*)nullptr, work.data(), qkv.data(), qkv.data() + C, 3 * C,
+                          qkv.data() + 2 * C, ap, B, T, C, NH);
+        INFO("B " << B << " T " << T << " NH " << NH);
+        REQUIRE(memcmp(out_p.data(), out_g.data(), out_p.size() * sizeof(F)) == 0);
+        REQUIRE(memcmp(att_p.data(), att_g.data(), att_p.size() * sizeof(F)) == 0);
+        std::vector<F> start = draw(qkv.size());  // backward accumulates into whatever is there
+        std::vector<F> d_p = start, d_g = start;
+        attention_backward_causal(d_p.data(), ds_p.data(), dout.data(), qkv.data(), att_p.data(), B, T, C, NH);
+        AttnParamGrads<F> none{nullptr, nullptr, nullptr, nullptr, nullptr};
+        attention_backward(d_g.data(), d_g.data() + C, 3 * C, d_g.data() + 2 * C, none, ds_g.data(), work.data(),
+                           dout.data(), qkv.data(), qkv.data() + C, qkv.data() + 2 * C, att_g.data(), (const F*)nullptr,
+                           ap, B, T, C, NH);
+        REQUIRE(memcmp(d_p.data(), d_g.data(), d_p.size() * sizeof(F)) == 0);
+        REQUIRE(d_p != start);
+    }
+}
+
+TEST_CASE("plain causal softmax attention equals the general attention bit for bit", "[layers]") {
+    std::mt19937_64 rng(23);
+    check_plain_attention_equals_general<float>(rng);
+    check_plain_attention_equals_general<double>(rng);
+    // and the model takes the plain path exactly when the spec is plain softmax without ALiBi
+    ModelConfig c = presets[0].cfg;
+    CHECK(attention_is_plain(c));
+    c.positions = POS_ALIBI;
+    CHECK(!attention_is_plain(c));
+    c = presets[0].cfg;
+    c.attn.slot = SLOT_ZERO;
+    CHECK(!attention_is_plain(c));
+}
