@@ -95,7 +95,7 @@ static inline FlagTable make_flag_table(CommandLine* cl) {
     add_flag(&t, "--layers", FLAG_INT, &m->num_layers, "L, transformer blocks", 1, SK_MAX_LAYERS, 0, 0, true);
     add_flag(&t, "--heads", FLAG_INT, &m->num_heads, "NH, attention heads", 1, SK_MAX_HEADS, 0, 0, true);
     add_flag(&t, "--channels", FLAG_INT, &m->channels, "C, model width", 1, SK_MAX_CHANNELS, 0, 0, true);
-    add_flag(&t, "--ffn-hidden", FLAG_INT, &m->ffn_hidden, "F, FFN hidden width", 1, SK_MAX_FFN_HIDDEN, 0, 0, true);
+    add_flag(&t, "--ffn-hidden", FLAG_INT, &m->ffn_hidden, "FF, FFN hidden width", 1, SK_MAX_FFN_HIDDEN, 0, 0, true);
     add_flag(&t, "--norm", FLAG_CHOICE, &m->norm, "normalisation", 0, 0, norm_names, NORM_NUM_KINDS, true);
     add_flag(&t, "--placement", FLAG_CHOICE, &m->placement, "norm placement: pre x=x+f(N(x)); post x=N(x+f(x))", 0, 0,
              placement_names, PLACE_NUM_KINDS, true);

@@ -1,4 +1,4 @@
-// dev/numerics_check.cpp: sk_exp, sk_log and sk_tanh (numerics.h) over every one of the 2^32 floats.
+// dev/numerics_check.cpp: sk_exp, sk_log and sk_tanh (common/numerics.h) over every one of the 2^32 floats.
 //
 // What it is: for each function, compares sk_f(x) with the correctly rounded float of libm's double result and counts
 // the inputs where they differ and by how many ulps (the float-to-float distance). libm's double exp/log/tanh are
@@ -49,7 +49,7 @@ static void check(const char* name, Ours ours, Ref ref) {
 }
 
 int main() {
-    printf("numerics.h float functions against libm's double, rounded to float, over all 2^32 inputs (%d threads)\n",
+    printf("common/numerics.h float functions against libm's double, rounded to float, over all 2^32 inputs (%d threads)\n",
            omp_get_max_threads());
     check("sk_exp", [](float x) { return sk_exp(x); }, [](double x) { return exp(x); });
     check("sk_log", [](float x) { return sk_log(x); }, [](double x) { return log(x); });

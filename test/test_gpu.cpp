@@ -171,3 +171,24 @@ TEST_CASE("on a GPU, train_gpt passes --check-state on every PyTorch fixture", "
         CHECK(run_command("./train_gpt --load " + model + " --check-state " + s, &out) == 0);
     }
 }
+
+// The engine boundary holds in the GPU build: device memory has no host element access, so host code cannot read it
+// by accident; the explicit copies compile. Compiled here with nvcc (no GPU needed), both ways.
+TEST_CASE("under nvcc, SkBuffer has no host element access, only explicit upload and download", "[gpu]") {
+    if (!gpu_binary_present()) return;  // nvcc built train_gpt, so it is here to compile the probes
+    std::string dir = temp_dir(), root, out;
+    char cwd[4096];
+    REQUIRE(getcwd(cwd, sizeof cwd) != nullptr);
+    root = cwd;
+    const char* nvcc = getenv("NVCC") ? getenv("NVCC") : "nvcc";
+    auto compiles = [&](const std::string& name, const std::string& body) {
+        write_bytes(dir + "/" + name + ".cu", "#include \"" + root + "/common/backend.h\"\nint main() {\n"
+                    "    SkBuffer<float> b;\n    b.assign(4, 1.0f);\n    float x = 0;\n" + body + "\n    return (int)x;\n}\n");
+        return run_command(std::string(nvcc) + " -std=c++17 --extended-lambda -c -o " + dir + "/" + name + ".o " +
+                           dir + "/" + name + ".cu", &out) == 0;
+    };
+    CHECK(compiles("download", "    b.download(&x, 1);\n    b.upload(&x, 1, 3);"));
+    CHECK(!compiles("index", "    x = b[0];"));
+    CHECK(out.find("operator[]") != std::string::npos);
+    CHECK(!compiles("iterate", "    for (float v : b) x += v;"));
+}

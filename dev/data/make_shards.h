@@ -21,7 +21,7 @@
 //     fits in one shard of --shard-tokens tokens (default 100M, llm.c's shard size); otherwise that split is cut into
 //     DIR/<name>_train_000000.bin, _000001, ... each full but the last (a document may span two shards). Either way
 //     the glob DIR/<name>_train*.bin names the training data. DIR/<name>_tokenizer.bin is the tokenizer file
-//     (data/tokenizer_file.h). Every file is written atomically (temp file + rename); shards of an earlier run under
+//     (common/tokenizer_file.h). Every file is written atomically (temp file + rename); shards of an earlier run under
 //     the other naming are removed, so a glob never mixes two runs.
 // What it is not: parallel (one core; GPT-2 tokenizing runs at tens of MB/s, see dev/data/bench_tokenizer.cpp), or a
 // downloader (dev/data/data.mk fetches the built-in corpora).

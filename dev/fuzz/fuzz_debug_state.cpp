@@ -1,4 +1,4 @@
-// dev/fuzz/fuzz_debug_state.cpp: libFuzzer harness for the debug state reader (data/debug_state.h, parse_debug_state).
+// dev/fuzz/fuzz_debug_state.cpp: libFuzzer harness for the debug state reader (common/debug_state.h, parse_debug_state).
 // The reader also takes the model's vocabulary V and parameter count; the harness takes them from the input, so the
 // fuzzer can reach the arrays: from header[4..5] of a version-3 state (which must equal them) and from the unused
 // header[254..255] of a version-2 state (llm.c's header lacks them). A clean rejection (SkError under TESTING) is not a

@@ -1,4 +1,4 @@
-// dev/fuzz/fuzz_flags.cpp: libFuzzer harness for the command-line parser (config.h, parse_command_line). The input is
+// dev/fuzz/fuzz_flags.cpp: libFuzzer harness for the command-line parser (common/flags.h, parse_command_line). The input is
 // argv[1..] separated by NUL bytes. --help and -h are skipped (they print the usage and exit 0 by design). A clean
 // rejection (SkError under TESTING) is not a finding; for an accepted command line the harness checks the invariants
 // the trainers rely on. Not a test of the values read (test/test_hostile.cpp checks those). Build and run:

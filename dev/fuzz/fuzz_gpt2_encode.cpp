@@ -1,4 +1,4 @@
-// dev/fuzz/fuzz_gpt2_encode.cpp: libFuzzer harness for the GPT-2 encoder (data/gpt2_tokenizer.h, gpt2_encode) with
+// dev/fuzz/fuzz_gpt2_encode.cpp: libFuzzer harness for the GPT-2 encoder (common/gpt2_tokenizer.h, gpt2_encode) with
 // OpenAI's vocabulary (data/gpt2/: run from the repository root). The input is the text; the first byte's low
 // bit allows <|endoftext|>. Valid UTF-8 must encode to ids that decode back to the text; invalid UTF-8 must be refused
 // (SkError under TESTING), never crash. Not a test of the values read (test/test_tokenizer.cpp checks those). Build and

@@ -1,5 +1,5 @@
-// dev/fuzz/fuzz_gpt2_load.cpp: libFuzzer harness for the GPT-2 tokenizer's loader (data/gpt2_tokenizer.h, gpt2_load:
-// encoder.json through data/json_read.h, and vocab.bpe). The input is encoder.json, a NUL byte, then vocab.bpe (both
+// dev/fuzz/fuzz_gpt2_load.cpp: libFuzzer harness for the GPT-2 tokenizer's loader (common/gpt2_tokenizer.h, gpt2_load:
+// encoder.json through common/json_read.h, and vocab.bpe). The input is encoder.json, a NUL byte, then vocab.bpe (both
 // written to /dev/shm: the loader takes paths). When the pair is accepted, encoding then decoding a fixed text must
 // give the text back. A clean rejection (SkError under TESTING) is not a finding. Not a test of the values read
 // (test/test_tokenizer.cpp checks those). Build and run: dev/fuzz/run.sh.

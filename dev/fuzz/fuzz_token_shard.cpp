@@ -1,4 +1,4 @@
-// dev/fuzz/fuzz_token_shard.cpp: libFuzzer harness for the token shard reader (data/token_shards.h, parse_token_shard),
+// dev/fuzz/fuzz_token_shard.cpp: libFuzzer harness for the token shard reader (common/token_shards.h, parse_token_shard),
 // against the byte-level vocabulary (256) and GPT-2's (50257), so both the rejection and the acceptance of token ids
 // are exercised. A clean rejection (SkError under TESTING) is not a finding. Not a test of the values read
 // (test/test_hostile.cpp checks those). Build and run: dev/fuzz/run.sh.

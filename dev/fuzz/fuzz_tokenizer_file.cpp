@@ -1,4 +1,4 @@
-// dev/fuzz/fuzz_tokenizer_file.cpp: libFuzzer harness for llm.c's tokenizer file reader (data/tokenizer_file.h,
+// dev/fuzz/fuzz_tokenizer_file.cpp: libFuzzer harness for llm.c's tokenizer file reader (common/tokenizer_file.h,
 // read_tokenizer_file). The input is the whole file (written to /dev/shm: the reader takes a path). An accepted file
 // must decode every id it holds. A clean rejection (SkError under TESTING) is not a finding. Not a test of the values
 // read (test/test_tokenizer.cpp checks those). Build and run: dev/fuzz/run.sh.

@@ -1,4 +1,4 @@
-// dev/fuzz/fuzz_train_state.cpp: libFuzzer harness for the training state reader (data/train_state.h,
+// dev/fuzz/fuzz_train_state.cpp: libFuzzer harness for the training state reader (common/train_state.h,
 // parse_train_state), for a fixed 286-parameter model (a valid state is 3312 bytes: see corpus/train_state/). A clean
 // rejection (SkError under TESTING) is not a finding. Not a test of the values read (test/test_hostile.cpp checks
 // those). Build and run: dev/fuzz/run.sh.

@@ -36,8 +36,8 @@ secs=${1:-10}
 names=("$@")
 [ ${#names[@]} -eq 0 ] && names=("${ALL[@]}")
 
-# The flag parser's dictionary: every string literal of config.h and attention_variants.cuh (flag names, choices).
-grep -oh '"[a-z0-9][a-z0-9._-]*"\|"--[a-z0-9-]*"' config.h attention_variants.cuh | sort -u >build/fuzz/flags.dict
+# The flag parser's dictionary: every string literal of common/flags.h, common/config.h and attention_variants.cuh (flag names, choices).
+grep -oh '"[a-z0-9][a-z0-9._-]*"\|"--[a-z0-9-]*"' common/flags.h common/config.h attention_variants.cuh | sort -u >build/fuzz/flags.dict
 echo '"\x00"' >>build/fuzz/flags.dict
 
 printf "%-16s %8s %12s %10s  %s\n" harness seconds executions "exec/s" result

@@ -301,7 +301,7 @@ def naive_forward(cfg, p, inputs, targets=None, internals=False):
 
 
 def naive_sink(cfg, params, tokens, S, T, eps):
-    """The sink metrics from naive_forward's per-row weights, by loops over the README "Metrics" rules."""
+    """The sink metrics from naive_forward's per-row weights, by loops over the docs/metrics.md rules."""
     x = np.asarray(tokens[:S * T]).reshape(S, T)
     o = naive_forward(cfg, params, x, internals=True)
     L, NH = cfg.L, cfg.NH
@@ -468,7 +468,7 @@ def selftest():
     print("gpt2 v3 model / v2 / v3 state byte layout: %s" % ("ok" if good else "FAIL"))
     ok &= bool(good)
 
-    # 3b) version-4 header fields [8..32] of every v4 fixture against a table written here from the README
+    # 3b) version-4 header fields [8..32] of every v4 fixture against a table written here from docs/formats.md
     #     (index order of every enum, float32 bits, defaults of unused fields), and the tensor sizes
     enum = {9: ["layernorm", "rmsnorm"], 10: ["pre", "post"], 11: ["relu", "gelu", "swish", "reglu", "geglu", "swiglu"],
             12: ["none", "sinusoidal", "learned", "rope", "alibi"],
@@ -498,7 +498,7 @@ def selftest():
         for i, (k, d) in idef.items():
             exp[i] = int(over.get(k, d if k != "tied" else 1))
         g1 = np.array_equal(h.astype(np.int64), exp)
-        # tensor sizes from the README table
+        # tensor sizes from the docs/formats.md table
         Cc, Ll, hs_, NHh, Vpp, F_ = 16, 2, 4, 4, 128, over["F"]
         b_, lnb = over.get("biases", True), over.get("norm", "layernorm") == "layernorm"
         Ss = 1 if over.get("slot_shared") else NHh

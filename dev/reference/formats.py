@@ -1,6 +1,6 @@
 """Readers/writers for the sinkscope binary formats (model file v3/v4, debug state v2/v3,
-token shards), written from the specification in README.md ("The model family", "Attention variants",
-"File formats") only.
+token shards), written from the specification in docs/ (model.md, variants.md,
+formats.md) only.
 
 All integers are little-endian int32, all floats little-endian IEEE float32.  Float fields
 inside the int32 header are stored as the float's bit pattern (struct '<f' -> '<i').
@@ -21,7 +21,7 @@ PLACEMENTS = ["pre", "post"]
 FFNS = ["relu", "gelu", "swish", "reglu", "geglu", "swiglu"]
 POSITIONS = ["none", "sinusoidal", "learned", "rope", "alibi"]
 GATED = {"reglu", "geglu", "swiglu"}
-# attention variants: header [17..28], in the README's index order
+# attention variants: header [17..28], in docs/formats.md's index order
 ATTNS = ["softmax", "sigmoid", "elu1", "linear", "softpick", "clipped"]   # [17] row map
 MASKS = ["causal", "prefix", "window"]                                      # [18] (+ [19] mask param)
 ATTN_NORMS = ["none", "sum", "clamp"]                                       # [20] for sigmoid/elu1/linear
@@ -71,7 +71,7 @@ class Config:
     biases: bool = True
     rope_base: float = 10000.0
     norm_eps: float = 1e-5
-    # attention variants (README "Attention variants"); header [17..32]
+    # attention variants (docs/variants.md); header [17..32]
     attn: str = "softmax"        # row map
     mask: str = "causal"
     mask_param: int = 0          # prefix p / window w

@@ -1,5 +1,5 @@
-"""Deterministic fixture generator (independent reference, written from the specification in README.md
-("The model family", "Attention variants", "File formats", "Sink metrics") only).
+"""Deterministic fixture generator (independent reference, written from the specification in docs/
+(model.md, variants.md, formats.md, metrics.md) only).
 
     /usr/bin/python3 dev/reference/make_fixtures.py [outdir]
 

@@ -1,5 +1,5 @@
-"""Independent PyTorch reference of the sinkscope model family, written from the specification in README.md
-("The model family", "Attention variants", "File formats", "Sink metrics") and paper.md (1, 4, 5) only.
+"""Independent PyTorch reference of the sinkscope model family, written from the specification in docs/ (model.md,
+variants.md, formats.md, metrics.md) only.
 
 Everything is computed in float64 (fp32 weights from a file are cast to double), with the attention
 written out as explicit matrices so that every (layer, head) probability matrix and the residual
@@ -96,7 +96,7 @@ def alibi_slopes(NH):
 
 
 def visible_mask(cfg, T):
-    """(T, T) bool, [t, j] = query t sees key j (README "Masks"; positions in the model's sequence)"""
+    """(T, T) bool, [t, j] = query t sees key j (docs/variants.md "Masks"; positions in the model's sequence)"""
     t = torch.arange(T)[:, None]
     j = torch.arange(T)[None, :]
     causal = j <= t
@@ -352,7 +352,7 @@ def adamw_curve(cfg, params, inputs, targets, n_steps, lr, beta1, beta2, eps, wd
 
 
 def is_probability(cfg):
-    """README "Metrics": the row maps whose weights form a probability distribution, read as they are;
+    """docs/metrics.md: the row maps whose weights form a probability distribution, read as they are;
     every other design is measured on proxy scores |p_j| / sum_j |p_j|."""
     if cfg.attn == "softmax":
         return cfg.row_mass == 1.0

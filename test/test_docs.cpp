@@ -1,0 +1,66 @@
+// test/test_docs.cpp: the manuals against the code they describe. docs/flags.md must hold exactly the trainer's
+// --help (it is generated from the flag table: make docs), and every link between README.md and docs/ must lead to
+// a file of the repository (none outside it).
+#include "test_helpers.h"
+
+#include <regex>
+
+// The usage text as --help prints it (the defaults of the default preset).
+static std::string usage_text() {
+    CommandLine cl;
+    cl.model = presets[0].cfg;
+    char* buf = nullptr;
+    size_t len = 0;
+    FILE* f = open_memstream(&buf, &len);
+    REQUIRE(f != nullptr);
+    print_usage(f, &cl);
+    fclose(f);
+    std::string s(buf, len);
+    free(buf);
+    return s;
+}
+
+TEST_CASE("docs/flags.md holds the --help text of the flag table", "[docs]") {
+    std::string doc = slurp("docs/flags.md");
+    REQUIRE(!doc.empty());
+    const std::string open = "```text\n", close = "\n```";
+    size_t a = doc.find(open);
+    REQUIRE(a != std::string::npos);
+    a += open.size();
+    size_t b = doc.find(close, a);
+    REQUIRE(b != std::string::npos);
+    std::string in_doc = doc.substr(a, b - a + 1), help = usage_text();
+    INFO("regenerate docs/flags.md with `make docs`");
+    CHECK(in_doc == help);
+    // the help fits 100 columns
+    size_t start = 0, widest = 0;
+    while (start < help.size()) {
+        size_t end = help.find('\n', start);
+        widest = std::max(widest, end - start);
+        start = end + 1;
+    }
+    CHECK(widest <= 100);
+}
+
+TEST_CASE("README.md and docs/ link only to files of the repository", "[docs]") {
+    std::vector<std::string> pages = {"README.md"};
+    for (const std::string& p : expand_glob("docs/*.md", "docs")) pages.push_back(p);
+    CHECK(pages.size() >= 10);
+    std::regex link(R"(\]\(([^)#\s]+)(#[^)]*)?\))");
+    int links = 0;
+    for (const std::string& page : pages) {
+        std::string text = slurp(page), dir = page.find('/') == std::string::npos ? "." : "docs";
+        INFO("page " << page);
+        CHECK(text.find("../shared") == std::string::npos);
+        CHECK(text.find("paper.md") == std::string::npos);
+        for (std::sregex_iterator it(text.begin(), text.end(), link), end; it != end; ++it) {
+            std::string target = (*it)[1];
+            if (target.rfind("http", 0) == 0) continue;
+            INFO("link " << target);
+            struct stat st;
+            CHECK(stat((dir + "/" + target).c_str(), &st) == 0);
+            links++;
+        }
+    }
+    CHECK(links >= 20);
+}
