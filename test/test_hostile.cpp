@@ -595,6 +595,13 @@ TEST_CASE("a training run killed with SIGKILL at random moments leaves only comp
             }
             _exit(1);
         }
+        // the first trial runs until its first checkpoint exists (slow builds, such as the sanitizers', take longer
+        // to get there than a random delay), so every later trial has one to resume from
+        for (int waited = 0; trial == 0 && waited < 3000; waited++) {
+            struct stat st;
+            if (stat(ckpt_path(run, "model", 1).c_str(), &st) == 0) break;
+            usleep(10000);
+        }
         usleep((useconds_t)(20000 + splitmix64(&rng) % 60000));
         kill(pid, SIGKILL);
         int status = 0;

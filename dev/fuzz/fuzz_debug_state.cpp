@@ -4,6 +4,7 @@
 // header[254..255] of a version-2 state (llm.c's header lacks them). A clean rejection (SkError under TESTING) is not a
 // finding. Not a test of the values read (test/test_hostile.cpp checks those). Build and run: dev/fuzz/run.sh.
 #define TESTING
+#include "../../common/config.h"
 #include "../../common/debug_state.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {

@@ -36,7 +36,7 @@ secs=${1:-10}
 names=("$@")
 [ ${#names[@]} -eq 0 ] && names=("${ALL[@]}")
 
-# The flag parser's dictionary: every string literal of common/flags.h, common/config.h and attention_variants.cuh (flag names, choices).
+# The flag parser's dictionary: every string literal of the flag table and the variant names (flag names, choices).
 grep -oh '"[a-z0-9][a-z0-9._-]*"\|"--[a-z0-9-]*"' common/flags.h common/config.h attention_variants.cuh | sort -u >build/fuzz/flags.dict
 echo '"\x00"' >>build/fuzz/flags.dict
 
