@@ -32,14 +32,17 @@ data: data/brown/brown_train.bin
 data/brown/brown_train.bin data/brown/brown_val.bin &: dev/data/prepare_brown.py | deps-train
 	$(PYTHON) dev/data/prepare_brown.py --out data/brown --cache data/cache
 
+# the demo run: a new run each time (--overwrite replaces the previous one in runs/default)
 train: train_gpt_cpu data
-	./train_gpt_cpu --out runs/default
+	./train_gpt_cpu --out runs/default --overwrite
 
 # the default model with a fixed first token (byte 0, absent from the text) for 16M tokens: where the sink appears on
-# 2 cores (docs/results.md)
+# 2 cores (docs/results.md). An interrupted run (Ctrl-C saves it) continues where it stopped.
+EMERGENCE_FLAGS := --fixed-token 0 --fixed-pos 0 --steps 4000 --sink-every 250 --val-every 500 --sample-every 1000 \
+	--save-every 250
 train-emergence: train_gpt_cpu data
-	./train_gpt_cpu --out runs/emergence --fixed-token 0 --fixed-pos 0 --steps 4000 --sink-every 250 --val-every 500 \
-		--sample-every 1000 --save-every 1000
+	@if ls runs/emergence/state_*.bin >/dev/null 2>&1; then set -x; ./train_gpt_cpu --resume runs/emergence; \
+	else set -x; ./train_gpt_cpu --out runs/emergence $(EMERGENCE_FLAGS); fi
 
 TEST_SRCS := $(wildcard test/test_*.cpp)
 TEST_LDLIBS := -lpcre2-8

@@ -212,7 +212,12 @@ struct TrainConfig {
     int sink_every = 100;       // one probe of 100 x 64 costs about one training step: ~1% at 100
     int probe_seqs = 100, probe_len = 64;
     float sink_eps = 0.3f;
-    int save_every = 0;         // 0 = only at the end
+    int save_every = 100;       // 0 = only at the end
+    int keep_last = 3;          // checkpoints kept in the run directory (0 = all)
+    int from_step = -1;         // with --resume: the checkpoint to continue from (-1 = the latest)
+    int overwrite = 0;          // a fresh run may replace the run already in --out
+    int print_every = 10;       // console line every N steps
+    int json = 0;               // --eval-sink: the JSON line only
     int threads = 0;            // 0 = OpenMP's default
     int on_nonfinite = NONFINITE_STOP;
     // data manipulations of the paper's section 5, applied to training batches and the probe alike

@@ -1,8 +1,9 @@
 // common/errors.h: how sinkscope stops on an error, and the one question errors about size ask of the machine.
 //
-// What it is: fail(fmt, ...), which prints "error: ..." and exits 1, so every failure reads the same; under TESTING it
-// throws SkError instead, so a test can assert on the message without a subprocess. And host_memory_bytes(), the
-// machine's physical memory, which every "does this fit" check compares against.
+// What it is: fail(fmt, ...), which prints "error: ..." and exits 1, so every failure reads the same. Under TESTING, or
+// inside a FailCapture scope (code that wants to know whether something would fail, such as the search for the last
+// good checkpoint), it throws SkError instead. And host_memory_bytes(), the machine's physical memory, which every
+// "does this fit" check compares against.
 // What it is not: a logging library. Every message names the file, flag or value at fault and says what to do.
 #pragma once
 #include <stdarg.h>
@@ -10,12 +11,20 @@
 #include <stdlib.h>
 #include <unistd.h>
 
-#ifdef TESTING
 #include <stdexcept>
+
 struct SkError : std::runtime_error {
     using std::runtime_error::runtime_error;
 };
-#endif
+
+// While one of these exists, fail() throws SkError instead of exiting.
+static thread_local int fail_capture_depth = 0;
+struct FailCapture {
+    FailCapture() { fail_capture_depth++; }
+    ~FailCapture() { fail_capture_depth--; }
+    FailCapture(const FailCapture&) = delete;
+    FailCapture& operator=(const FailCapture&) = delete;
+};
 
 [[noreturn]] static inline void fail(const char* fmt, ...) {
     char msg[2048];
@@ -26,6 +35,7 @@ struct SkError : std::runtime_error {
 #ifdef TESTING
     throw SkError(msg);
 #else
+    if (fail_capture_depth > 0) throw SkError(msg);
     fprintf(stderr, "error: %s\n", msg);
     exit(1);
 #endif

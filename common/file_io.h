@@ -146,6 +146,13 @@ static inline void header_put_u64(int32_t* h, int i, uint64_t x) {
     h[i] = (int32_t)(uint32_t)x;
     h[i + 1] = (int32_t)(uint32_t)(x >> 32);
 }
+// FNV-1a, 64 bits: the checksum of checkpoint payloads (a flipped bit anywhere changes it). `h` continues a hash.
+static inline uint64_t fnv1a64(const void* data, size_t n, uint64_t h = 0xcbf29ce484222325ull) {
+    const unsigned char* p = (const unsigned char*)data;
+    for (size_t i = 0; i < n; i++) h = (h ^ p[i]) * 0x100000001b3ull;
+    return h;
+}
+
 static inline uint64_t header_get_u64(const int32_t* h, int i) {
     return (uint64_t)(uint32_t)h[i] | ((uint64_t)(uint32_t)h[i + 1] << 32);
 }
@@ -171,10 +178,17 @@ struct AtomicWriter {
     }
 };
 
-#ifdef TESTING
-// Tests simulate a full disk: when >= 0, atomic writes fail with ENOSPC once this many more bytes have been written.
-static long long atomic_write_budget = -1;
-#endif
+// Tests simulate a full disk: when a budget is >= 0, writes against it fail with ENOSPC once it is spent.
+// write_budget governs the atomic writers (checkpoints); common/trainer.h gives the log one of its own.
+static long long write_budget = -1;
+
+// The number of bytes of a `bytes`-byte write a disk with `*budget` bytes left lets through (all when < 0).
+static inline size_t write_allowance(size_t bytes, long long* budget) {
+    if (*budget < 0) return bytes;
+    size_t ok = (long long)bytes > *budget ? (size_t)*budget : bytes;
+    *budget -= (long long)ok;
+    return ok;
+}
 
 static inline AtomicWriter atomic_open(const std::string& path) {
     AtomicWriter w;
@@ -187,16 +201,9 @@ static inline AtomicWriter atomic_open(const std::string& path) {
 
 static inline void atomic_write(AtomicWriter* w, const void* data, size_t bytes) {
     if (w->err || bytes == 0) return;
-#ifdef TESTING
-    if (atomic_write_budget >= 0 && (long long)bytes > atomic_write_budget) {
-        fwrite(data, 1, (size_t)atomic_write_budget, w->f);  // what still fit, as on a real full disk
-        atomic_write_budget = 0;
-        w->err = ENOSPC;
-        return;
-    }
-    if (atomic_write_budget >= 0) atomic_write_budget -= (long long)bytes;
-#endif
-    if (fwrite(data, 1, bytes, w->f) != bytes) w->err = errno ? errno : EIO;
+    size_t ok = write_allowance(bytes, &write_budget);
+    if (fwrite(data, 1, ok, w->f) != ok) w->err = errno ? errno : EIO;
+    else if (ok < bytes) w->err = ENOSPC;  // what still fit was written, as on a real full disk
 }
 
 // fsync of the directory holding path: makes a rename durable. Best effort: the rename has already happened, and

@@ -12,8 +12,10 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string>
+#include <vector>
 
 #include "config.h"
+#include "json_read.h"
 #include "json_write.h"
 
 // The program these flags belong to: the CPU trainer, or the same code built by nvcc as the GPU trainer.
@@ -47,7 +49,18 @@ struct CommandLine {
     TrainConfig train;
     std::string preset = "tiny";
     bool model_flag_seen = false;
+    std::vector<std::string> given;  // the flags on the command line, in order
 };
+
+// The shortest text that reads back as exactly x (6 significant digits when they suffice, as %g prints).
+static inline std::string float_text(float x) {
+    char buf[32];
+    for (int digits = 6; digits <= 9; digits++) {
+        snprintf(buf, sizeof buf, "%.*g", digits, x);
+        if (strtof(buf, nullptr) == x) break;
+    }
+    return buf;
+}
 
 static inline std::string flag_value_string(const Flag& f) {
     char buf[64];
@@ -55,8 +68,7 @@ static inline std::string flag_value_string(const Flag& f) {
     case FLAG_INT: snprintf(buf, sizeof buf, "%d", *(int*)f.ptr); return buf;
     case FLAG_FLOAT:
         if (f.auto_ok && isnan(*(float*)f.ptr)) return "auto";
-        snprintf(buf, sizeof buf, "%g", *(float*)f.ptr);
-        return buf;
+        return float_text(*(float*)f.ptr);
     case FLAG_U64: snprintf(buf, sizeof buf, "%llu", *(unsigned long long*)f.ptr); return buf;
     case FLAG_STR: return ((std::string*)f.ptr)->empty() ? "(none)" : *(std::string*)f.ptr;
     case FLAG_CHOICE: return f.choices[*(int*)f.ptr];
@@ -65,7 +77,7 @@ static inline std::string flag_value_string(const Flag& f) {
     return "";
 }
 
-#define SK_NUM_FLAGS 80
+#define SK_NUM_FLAGS 100
 struct FlagTable {
     Flag flags[SK_NUM_FLAGS];
     int n = 0;
@@ -134,10 +146,15 @@ static inline FlagTable make_flag_table(CommandLine* cl) {
     add_flag(&t, "--train", FLAG_STR, &r->train_glob, "training token shards (file or glob)");
     add_flag(&t, "--val", FLAG_STR, &r->val_glob, "validation token shards (file or glob)");
     add_flag(&t, "--out", FLAG_STR, &r->out_dir, "output directory: log.jsonl, checkpoints");
-    add_flag(&t, "--resume", FLAG_STR, &r->resume_dir, "continue the run saved in this directory (its latest checkpoint)");
+    add_flag(&t, "--resume", FLAG_STR, &r->resume_dir,
+             "continue the run saved in this directory (its latest checkpoint; its flags unless given again)");
+    add_flag(&t, "--from-step", FLAG_INT, &r->from_step, "with --resume: continue from this step's checkpoint (-1 = the latest)",
+             -1, 1 << 30);
+    add_flag(&t, "--overwrite", FLAG_SWITCH, &r->overwrite, "(no value) start a new run in --out, deleting the run there");
     add_flag(&t, "--load", FLAG_STR, &r->load_path, "start from (or evaluate) this model file");
     add_flag(&t, "--check-state", FLAG_STR, &r->check_state_path, "with --load: compare one forward/backward with this debug state");
-    add_flag(&t, "--eval-sink", FLAG_SWITCH, &r->eval_sink, "(no value) with --load: measure sink metrics on --probe, print one JSON line");
+    add_flag(&t, "--eval-sink", FLAG_SWITCH, &r->eval_sink, "(no value) with --load: measure and print the sink metrics");
+    add_flag(&t, "--json", FLAG_SWITCH, &r->json, "(no value) with --eval-sink: print only the JSON line");
     add_flag(&t, "--probe", FLAG_STR, &r->probe_path, "probe shard: first --probe-seqs windows of --probe-len tokens (default: first val shard)");
     flag_section(&t, "batch and optimizer");
     add_flag(&t, "--batch", FLAG_INT, &r->batch_size, "B, sequences per micro-batch", 1, 1 << 20);
@@ -165,6 +182,8 @@ static inline FlagTable make_flag_table(CommandLine* cl) {
     add_flag(&t, "--eps", FLAG_FLOAT, &r->sink_eps, "Sink_k threshold: alpha_k > eps", 0, 1);
     flag_section(&t, "run");
     add_flag(&t, "--save-every", FLAG_INT, &r->save_every, "checkpoint every N steps (0 = only at the end)", 0, 1 << 30);
+    add_flag(&t, "--keep-last", FLAG_INT, &r->keep_last, "keep the newest N checkpoints (0 = all)", 0, 1 << 30);
+    add_flag(&t, "--print-every", FLAG_INT, &r->print_every, "a console line every N steps (and the first and last)", 1, 1 << 30);
     add_flag(&t, "--threads", FLAG_INT, &r->threads, "OpenMP threads (0 = default); results do not depend on it", 0, 4096);
     add_flag(&t, "--on-nonfinite", FLAG_CHOICE, &r->on_nonfinite,
              "NaN/Inf loss or gradient: stop (exit 1, nothing saved) or skip that update", 0, 0, nonfinite_names,
@@ -303,6 +322,10 @@ static inline void validate_command_line(const CommandLine* cl, const char* mode
     if (mode && !load) fail("flag %s needs --load MODEL (the model to check, measure or sample)", mode);
     if (check + t.eval_sink + t.sample > 1)
         fail("flags --check-state, --eval-sink and --sample are separate modes: give one of them");
+    if (t.from_step >= 0 && !resume) fail("flag --from-step picks the checkpoint of --resume: give --resume DIR");
+    if (t.overwrite && (resume || mode))
+        fail("flag --overwrite starts a new run in --out; it does not go with %s", resume ? "--resume" : mode);
+    if (t.json && !t.eval_sink) fail("flag --json is the output of --eval-sink: give --eval-sink");
     if ((resume || load) && model_flag)
         fail("flag %s: %s reads the architecture from the checkpoint; drop the model flags", model_flag,
              resume ? "--resume" : "--load");
@@ -359,6 +382,7 @@ static inline void parse_command_line(int argc, char** argv, CommandLine* cl) {
         if (!f) fail("unknown flag '%s' (run with --help for the list)", a);
         if (f->seen) fail("flag %s is given twice", a);
         f->seen = true;
+        cl->given.push_back(f->name);
         if (f->is_model) {
             cl->model_flag_seen = true;
             if (!model_flag) model_flag = f->name;
@@ -371,11 +395,15 @@ static inline void parse_command_line(int argc, char** argv, CommandLine* cl) {
         parse_flag_value(f, argv[++i]);
     }
     config_finalize(&cl->model);
+    if (preset_at && (!cl->train.resume_dir.empty() || !cl->train.load_path.empty()))
+        fail("flag --preset: %s reads the architecture from the checkpoint; drop --preset",
+             cl->train.resume_dir.empty() ? "--load" : "--resume");
     validate_command_line(cl, model_flag);
 }
 
-// The config record of the JSON-lines log: every flag's value (keys are the flag names without "--"), so the log
-// describes the run completely and a new flag appears in it without further code.
+// The config record of the JSON-lines log: every flag's value (keys are the flag names without "--"; numbers exact,
+// so --resume restores them bit for bit), so the log describes the run completely and a new flag appears in it
+// without further code. The training state keeps a copy, which --resume reads back (restore_flags).
 static inline std::string config_json(const ModelConfig& model, const TrainConfig& train, const std::string& preset,
                                       size_t num_params, int threads) {
     CommandLine cl;
@@ -393,4 +421,50 @@ static inline std::string config_json(const ModelConfig& model, const TrainConfi
         else r.raw(f.name + 2, v);
     }
     return r.str();
+}
+
+// The flags of a saved config record (config_json) put back into cl, except the model flags (the checkpoint has the
+// model), those that name this invocation (modes, --out, --resume, --from-step, --overwrite, --threads) and those given
+// on this command line. Returns one line saying what was restored and what the command line changed.
+static inline std::string restore_flags(CommandLine* cl, const std::string& saved_config) {
+    static const char* const own[] = {"--resume", "--from-step", "--overwrite", "--out", "--load", "--check-state",
+                                      "--eval-sink", "--json", "--sample", "--threads"};
+    std::vector<std::pair<std::string, std::string>> saved;  // flag name without "--", value text
+    JsonCursor c = json_cursor(saved_config.data(), saved_config.size(), "the saved config record");
+    json_read_object(&c, [&](const std::string& key) {
+        json_skip_ws(&c);
+        std::string value;
+        if (c.p < c.end && *c.p == '"') {
+            json_read_string(&c, &value);
+        } else {
+            const char* start = c.p;
+            json_skip_value(&c);
+            value.assign(start, c.p);
+        }
+        saved.push_back({key, value});
+    });
+    FlagTable t = make_flag_table(cl);
+    std::string restored, changed;
+    for (int i = 0; i < t.n; i++) {
+        Flag* f = &t.flags[i];
+        bool skip = f->is_model;
+        for (const char* o : own) skip |= strcmp(f->name, o) == 0;
+        if (skip) continue;
+        const std::string* value = nullptr;
+        for (const auto& kv : saved)
+            if (kv.first == f->name + 2) value = &kv.second;
+        if (!value) continue;
+        std::string now = f->kind == FLAG_STR ? *(std::string*)f->ptr : flag_value_string(*f);
+        bool given = std::find(cl->given.begin(), cl->given.end(), std::string(f->name)) != cl->given.end();
+        if (given) {
+            if (now != *value) changed += std::string(" ") + f->name + " " + (value->empty() ? "\"\"" : *value) + " -> " + now;
+        } else if (value->empty() && f->kind == FLAG_STR) {
+            ((std::string*)f->ptr)->clear();
+        } else {
+            if (now != *value) restored += std::string(" ") + f->name + " " + *value;
+            parse_flag_value(f, value->c_str());
+        }
+    }
+    return (restored.empty() ? std::string("the flags of the run (as they are)") : "restored" + restored) +
+           (changed.empty() ? "" : "; changed on this command line:" + changed);
 }

@@ -5,6 +5,8 @@
 //   - else the byte vocabulary when V = 256 (a token is a byte; the default Brown data);
 //   - else the one *_tokenizer.bin beside the first training shard (dev/data/make_shards writes it there);
 //   - else none: generated ids are logged as ids, and a prompt is refused.
+// A tokenizer file must have exactly the model's vocabulary: a smaller one could not decode every id the model can
+// draw, a larger one holds ids the model has no row for.
 // Prompts are encoded with the byte vocabulary, or with GPT-2's BPE (data/gpt2_tokenizer.h, from --bpe-dir) when the
 // tokenizer has GPT-2's 50257 tokens. An empty prompt starts from the end-of-text token, as llm.c does.
 // What it is not: the sampler (sampling.h) or the generation loop (the trainers).
@@ -50,9 +52,10 @@ static inline void text_codec_open(TextCodec* tc, const std::string& tokenizer_p
     if (path.empty() && model_vocab != 256 && !first_train_shard.empty()) path = tokenizer_beside(first_train_shard);
     if (!path.empty()) {
         tc->decoder = read_tokenizer_file(path);
-        if ((int)tc->decoder.tokens.size() > model_vocab)
-            fail("tokenizer file '%s' has %zu tokens, more than the model's vocabulary of %d (a tokenizer for "
-                 "another model?)", path.c_str(), tc->decoder.tokens.size(), model_vocab);
+        if ((int)tc->decoder.tokens.size() != model_vocab)
+            fail("tokenizer file '%s' has %zu tokens, but the model's vocabulary has %d: they must be the same "
+                 "vocabulary (a tokenizer for another model or other data? pass the --tokenizer that made the "
+                 "model's data)", path.c_str(), tc->decoder.tokens.size(), model_vocab);
         tc->available = true;
     } else if (model_vocab == 256) {
         tc->decoder.path = "(byte vocabulary)";

@@ -11,6 +11,11 @@
 // nonfinite records as they happen, then done.
 #pragma once
 #include <dirent.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <sys/file.h>
+#include <unistd.h>
 #include <errno.h>
 #include <math.h>
 #include <omp.h>
@@ -53,6 +58,48 @@ static void mkdir_p(const std::string& dir) {
         }
         if (i < dir.size()) cur += dir[i];
     }
+}
+
+// The console. Output is line-buffered (trainer_main), so `| tee` shows each line as it is printed. A write that fails
+// (stdout closed, as with `| head`) ends the console, and asks a training run to save and stop like a signal would.
+static volatile sig_atomic_t stop_requested = 0;  // the signal that asked the run to stop (SIGPIPE: stdout closed)
+static bool console_lost = false;
+
+static void say(const char* fmt, ...) {
+    if (console_lost) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vprintf(fmt, ap);
+    va_end(ap);
+    if (ferror(stdout)) {
+        console_lost = true;
+        if (!stop_requested) stop_requested = SIGPIPE;
+    }
+}
+
+// SIGINT and SIGTERM ask the training loop to save a checkpoint at the end of the current step and stop; a second
+// one stops at once. SIGPIPE is ignored, so a closed stdout is an error of a write (see say), not a silent death.
+static void on_stop_signal(int sig) {
+    if (stop_requested && stop_requested != SIGPIPE) _exit(128 + sig);
+    stop_requested = sig;
+}
+
+static void install_stop_handlers() {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_stop_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, nullptr);
+    sigaction(SIGTERM, &sa, nullptr);
+    signal(SIGPIPE, SIG_IGN);
+}
+
+// h:mm:ss
+static std::string clock_text(double ms) {
+    long s = ms > 0 ? (long)(ms / 1000 + 0.5) : 0;
+    char buf[32];
+    snprintf(buf, sizeof buf, "%ld:%02ld:%02ld", s / 3600, s / 60 % 60, s % 60);
+    return buf;
 }
 
 // Text on one console line: newlines and tabs shown as \n and \t.
@@ -114,11 +161,21 @@ static void apply_data_manipulations(const TrainConfig& tc, int* inputs, int* ta
     }
 }
 
-// The probe of --probe (default: the first validation shard) with the run's data manipulations applied.
-static std::vector<int> load_probe(const TrainConfig& tc, const ModelConfig& c, const std::string& path) {
-    std::vector<int> probe = read_probe(path, tc.probe_seqs, tc.probe_len, c.vocab_size);
+// The probe of `path` with the run's data manipulations applied: tc.probe_seqs windows of tc.probe_len tokens, or as
+// many as the shard holds when it is smaller (said on the console; *seqs is then lowered).
+static std::vector<int> load_probe(const TrainConfig& tc, const ModelConfig& c, const std::string& path, int* seqs) {
+    TokenShard sh = read_token_shard(path, c.vocab_size);
+    int available = (int)std::min<size_t>(sh.tokens.size() / tc.probe_len, (size_t)INT32_MAX);
+    if (available < 1)
+        fail("probe '%s' holds %zu tokens, fewer than one --probe-len %d window (use a shorter --probe-len or a larger "
+             "--probe shard)", path.c_str(), sh.tokens.size(), tc.probe_len);
+    *seqs = std::min(tc.probe_seqs, available);
+    if (*seqs < tc.probe_seqs)
+        say("note: probe '%s' holds %d windows of %d tokens, fewer than --probe-seqs %d: measuring on %d\n",
+            path.c_str(), available, tc.probe_len, tc.probe_seqs, *seqs);
+    std::vector<int> probe(sh.tokens.begin(), sh.tokens.begin() + (size_t)*seqs * tc.probe_len);
     uint64_t rng = EVAL_DATA_SEED;
-    apply_data_manipulations(tc, probe.data(), nullptr, tc.probe_seqs, tc.probe_len, c.vocab_size, &rng);
+    apply_data_manipulations(tc, probe.data(), nullptr, *seqs, tc.probe_len, c.vocab_size, &rng);
     return probe;
 }
 
@@ -199,8 +256,9 @@ static SinkReport measure_sinks(Engine& e, const std::vector<int>& probe, int S,
 
 // ----------------------------------------------------------------------------------------------------------------
 // checkpoints: model_<step>.bin holds the weights (common/model_file.h); state_<step>.bin holds the AdamW moments, the
-// step, the data position and the random state (common/train_state.h). Both are written atomically, the state
-// first, so a model file never exists without its state; both writers refuse non-finite numbers.
+// step, the data position, the random state, the run's flags and the checksums of both files
+// (common/train_state.h). Both are written atomically, the state first, so a model file never exists without its
+// state; both writers refuse non-finite numbers.
 
 static std::string ckpt_path(const std::string& dir, const char* kind, int step) {
     char buf[64];
@@ -208,46 +266,99 @@ static std::string ckpt_path(const std::string& dir, const char* kind, int step)
     return dir + buf;
 }
 
-static void save_checkpoint(Engine& e, const std::string& dir, const TrainState& s) {
-    size_t n = e.num_params();
-    std::vector<float> params(n), m(n), v(n);
-    e.get_adam(m.data(), v.data());
-    write_train_state(ckpt_path(dir, "state", s.step), s, e.config(), n, m.data(), v.data());
-    e.get_params(params.data());
-    write_model_file(ckpt_path(dir, "model", s.step), e.config(), params.data());
-}
-
-// The latest step in dir with both a model and a state file; -1 if none.
-static int latest_checkpoint(const std::string& dir) {
+// The steps of dir with both a model and a state file, in increasing order.
+static std::vector<int> checkpoint_steps(const std::string& dir) {
+    std::vector<int> steps;
     DIR* d = opendir(dir.c_str());
     if (!d) fail("--resume '%s': cannot open the directory: %s", dir.c_str(), strerror(errno));
-    int best = -1;
     while (struct dirent* e = readdir(d)) {
         int step;
         // exactly the names ckpt_path writes (8 digits, 9 from step 10^8 on), not model_*.bin.tmp or a stray file
         if (sscanf(e->d_name, "model_%d", &step) == 1 && step >= 0 &&
             dir + "/" + e->d_name == ckpt_path(dir, "model", step)) {
             struct stat st;
-            if (stat(ckpt_path(dir, "state", step).c_str(), &st) == 0 && step > best) best = step;
+            if (stat(ckpt_path(dir, "state", step).c_str(), &st) == 0) steps.push_back(step);
         }
     }
     closedir(d);
-    return best;
+    std::sort(steps.begin(), steps.end());
+    return steps;
 }
 
-// Restores the AdamW moments of state_<step>.bin at path into the engine and returns the rest of the state.
-static TrainState load_train_state(Engine& e, const std::string& path, int step, const TrainConfig& tc) {
+// The latest step in dir with both a model and a state file; -1 if none.
+static int latest_checkpoint(const std::string& dir) {
+    std::vector<int> steps = checkpoint_steps(dir);
+    return steps.empty() ? -1 : steps.back();
+}
+
+// Saves the engine's weights and moments as checkpoint s.step, then keeps only the newest keep_last (0: all).
+static void save_checkpoint(Engine& e, const std::string& dir, TrainState s, int keep_last) {
     size_t n = e.num_params();
-    std::vector<float> m(n), v(n);
-    TrainState s = read_train_state(path, e.config(), n, m.data(), v.data());
-    if (s.step != step)
+    std::vector<float> params(n), m(n), v(n);
+    e.get_params(params.data());
+    e.get_adam(m.data(), v.data());
+    s.model_checksum = params_checksum(params.data(), n);
+    write_train_state(ckpt_path(dir, "state", s.step), s, e.config(), n, m.data(), v.data());
+    write_model_file(ckpt_path(dir, "model", s.step), e.config(), params.data());
+    if (keep_last <= 0) return;
+    std::vector<int> steps = checkpoint_steps(dir);
+    for (size_t i = 0; i + keep_last < steps.size(); i++) {  // the model first: a model never lacks its state
+        unlink(ckpt_path(dir, "model", steps[i]).c_str());
+        unlink(ckpt_path(dir, "state", steps[i]).c_str());
+    }
+}
+
+// A checkpoint read back whole and checked: both files parse, their steps agree, and (version-2 states) both
+// checksums match.
+struct Checkpoint {
+    ModelConfig config;
+    std::vector<float> params, m, v;
+    TrainState state;
+};
+
+static Checkpoint read_checkpoint(const std::string& dir, int step) {
+    Checkpoint ck;
+    std::string model_path = ckpt_path(dir, "model", step), state_path = ckpt_path(dir, "state", step);
+    ck.config = read_model_file(model_path, &ck.params);
+    size_t n = ck.params.size();
+    ck.m.resize(n);
+    ck.v.resize(n);
+    ck.state = read_train_state(state_path, ck.config, n, ck.m.data(), ck.v.data());
+    if (ck.state.step != step)
         fail("training state '%s': step (header[2]) is %d, but its file name says %d (files renamed by hand? resume "
-             "from a checkpoint whose model and state files agree)", path.c_str(), s.step, step);
-    if (s.B != tc.batch_size || s.T != tc.seq_len || s.total_batch != tc.total_batch_size || s.seed != tc.seed)
-        fail("--resume: the run was saved with --batch %d --seq-len %d --total-batch %d --seed %llu; pass the same "
-             "values to continue it bit-identically", s.B, s.T, s.total_batch, (unsigned long long)s.seed);
-    e.set_adam(m.data(), v.data());
-    return s;
+             "from a checkpoint whose model and state files agree)", state_path.c_str(), ck.state.step, step);
+    if (ck.state.version >= 2 && ck.state.model_checksum != params_checksum(ck.params.data(), n))
+        fail("model file '%s' does not match the checksum its training state recorded (the file was changed or "
+             "damaged after it was saved)", model_path.c_str());
+    return ck;
+}
+
+// What is wrong with checkpoint `step` of dir ("" when it reads back whole and checked), with *ck filled when not.
+static std::string checkpoint_problem(const std::string& dir, int step, Checkpoint* ck) {
+    FailCapture capture;
+    try {
+        *ck = read_checkpoint(dir, step);
+    } catch (const SkError& e) {
+        return e.what();
+    }
+    return "";
+}
+
+// The checkpoint of `step` for --resume, or a clear error that names the newest good checkpoint before it.
+static Checkpoint resume_checkpoint(const std::string& dir, int step) {
+    Checkpoint ck;
+    std::string problem = checkpoint_problem(dir, step, &ck);
+    if (problem.empty()) return ck;
+    std::vector<int> steps = checkpoint_steps(dir);
+    for (int i = (int)steps.size() - 1; i >= 0; i--) {
+        Checkpoint earlier;
+        if (steps[i] >= step || !checkpoint_problem(dir, steps[i], &earlier).empty()) continue;
+        fail("--resume '%s': the checkpoint of step %d is unusable: %s. The newest good one is step %d: continue "
+             "from it with --resume %s --from-step %d", dir.c_str(), step, problem.c_str(), steps[i], dir.c_str(),
+             steps[i]);
+    }
+    fail("--resume '%s': the checkpoint of step %d is unusable: %s; no earlier checkpoint there is usable either",
+         dir.c_str(), step, problem.c_str());
 }
 
 // ----------------------------------------------------------------------------------------------------------------
@@ -274,8 +385,12 @@ static std::vector<int> generate(Engine& e, std::vector<int> ids, int n, float t
     return out;
 }
 
-// The ids of --prompt (token 0 without a tokenizer), checked against the model's context.
+// The ids of --prompt, checked against the model's context. Without a tokenizer there is no text to encode: an empty
+// prompt starts from id 0, and any other is refused.
 static std::vector<int> prompt_ids(const ModelConfig& c, TextCodec* codec, const TrainConfig& tc) {
+    if (!codec->available && !tc.prompt.empty())
+        fail("flag --prompt: no tokenizer for this model's vocabulary of %d, so the prompt cannot be encoded; pass "
+             "--tokenizer FILE (an llm.c tokenizer file), or leave --prompt empty", c.vocab_size);
     std::vector<int> ids = codec->available ? text_encode(codec, tc.prompt) : std::vector<int>{0};
     int context = c.max_seq_len - c.attn.sink_token;
     if (ids.size() >= (size_t)context)
@@ -374,112 +489,74 @@ static CheckResult check_state(const std::string& model_path, const std::string&
 }
 
 // ----------------------------------------------------------------------------------------------------------------
-// training: start_run sets a run up (from scratch, --load or --resume), the loop alternates measure_and_save (at
-// the intervals of --val-every, --sink-every, --sample-every, --save-every) and train_step, finish_run closes it.
+// training: start_run sets a run up (from scratch, --load or --resume) and claims its directory; the loop alternates
+// measure_and_save (at the intervals of --val-every, --sink-every, --sample-every, --save-every) and train_step;
+// finish_run saves and summarises. A stop request (a signal, a closed stdout) or a log that cannot be written ends the
+// run at a step boundary with a checkpoint of that step, and says how to continue it.
 
 struct Run {
     TrainConfig tc;                  // the flags, with --seq-len and --total-batch resolved
     std::unique_ptr<Engine> engine;
-    std::string out_dir, preset;
+    std::string out_dir, preset, run_id;
     bool resumed = false;
     TrainState state;                // where the run stands: step, data position, random state (saved with it)
+    int start_step = 0;              // the step this invocation started from
+    int steps_done = 0;              // updates applied so far (skipped ones count): the step a checkpoint would hold
+    int saved_step = -1;             // the step of the newest checkpoint written or resumed from
     int accum = 1;                   // micro-batches per step
     DataLoader train_data, val_data;
     std::string probe_path;
     std::vector<int> probe;
+    int probe_seqs = 0;              // tc.probe_seqs, or fewer when the probe shard is small
     TextCodec codec;
-    FILE* log = nullptr;
     std::vector<int> x, y;           // one micro-batch
-    double train_ms = 0, sink_ms = 0;
+    // the log and the lock: the run directory belongs to this run while it holds the lock (flock, released by the
+    // kernel however the process ends)
+    int log_fd = -1, lock_fd = -1;
+    off_t log_size = 0;
+    // for the console and the summary
+    double start_ms = 0, train_ms = 0, sink_ms = 0;
     int skipped = 0;                 // updates skipped for a non-finite loss or gradient (--on-nonfinite skip)
+    double last_loss = NAN, last_val = NAN, best_val = NAN, first_sink = NAN, last_sink = NAN;
+    int best_val_step = 0;
+
+    ~Run() {
+        if (log_fd >= 0) close(log_fd);
+        if (lock_fd >= 0) {
+            unlink((out_dir + "/run.lock").c_str());
+            close(lock_fd);
+        }
+    }
 };
 
-static void log_line(Run* r, const std::string& line) {
-    fprintf(r->log, "%s\n", line.c_str());
-    fflush(r->log);
-}
+static void save(Run* r, int step);
 
-// The engine of a run: from the checkpoint of --resume, from --load, or built from the flags and initialised.
-static void start_engine(CommandLine* cl, Run* r) {
-    TrainConfig& tc = r->tc;
-    r->out_dir = tc.out_dir;
-    r->preset = cl->preset;
-    if (!tc.resume_dir.empty()) {
-        if (cl->model_flag_seen || !tc.load_path.empty())
-            fail("--resume restores the model from its checkpoint; drop the model flags and --load");
-        r->out_dir = tc.resume_dir;
-        r->preset = "resume";
-        r->resumed = true;
-        r->state.step = latest_checkpoint(tc.resume_dir);
-        if (r->state.step < 0)
-            fail("--resume '%s': no model_*.bin with a matching state_*.bin there (nothing to resume)",
-                 tc.resume_dir.c_str());
-        r->engine = load_engine(ckpt_path(tc.resume_dir, "model", r->state.step));
-    } else if (!tc.load_path.empty()) {
-        if (cl->model_flag_seen) fail("--load reads the architecture from '%s'; drop the model flags", tc.load_path.c_str());
-        r->engine = load_engine(tc.load_path);
-    } else {
-        ModelConfig c = cl->model;
-        AttnSpec& at = c.attn;
-        int train_len = tc.seq_len ? tc.seq_len : c.max_seq_len - at.sink_token;
-        if (isnan(at.sigmoid_bias))  // --sigmoid-bias auto: -log of the training length (Apple 2024)
-            at.sigmoid_bias = -logf((float)train_len);
-        if (at.variant == ATTN_CLIPPED && at.clip_len == 0)  // gamma = -alpha / the training positions, kept for good
-            at.clip_len = train_len + at.sink_token;
-        r->engine = make_engine(c);
-        std::vector<float> params(r->engine->num_params());
-        init_params(c, tc.seed, params.data());
-        r->engine->set_params(params.data());
+// The log's own simulated disk (tests; common/file_io.h write_budget).
+static long long log_write_budget = -1;
+
+// Appends one record to the log, the run's id added as its last field, with one write. A write that fails or falls
+// short (a full disk) is cut back off, so the log never holds a torn line; the run then saves what it can and stops,
+// saying how to continue.
+static void log_line(Run* r, const std::string& json) {
+    std::string line = json.substr(0, json.size() - 1) + ",\"run\":\"" + r->run_id + "\"}\n";
+    size_t ok = write_allowance(line.size(), &log_write_budget);
+    ssize_t n = ok ? write(r->log_fd, line.data(), ok) : 0;
+    if (n == (ssize_t)line.size()) {
+        r->log_size += n;
+        return;
     }
-}
-
-static void start_run(CommandLine* cl, Run* r) {
-    r->tc = cl->train;
-    TrainConfig& tc = r->tc;
-    start_engine(cl, r);
-    const ModelConfig& c = r->engine->config();
-    tc.seq_len = check_run_shape(tc, c);
-    int B = tc.batch_size, T = tc.seq_len;
-    if (tc.total_batch_size == 0) tc.total_batch_size = B * T;
-    r->accum = tc.total_batch_size / (B * T);
-    if (r->resumed) {
-        int step = r->state.step;
-        r->state = load_train_state(*r->engine, ckpt_path(tc.resume_dir, "state", step), step, tc);
-        if (r->state.step > tc.steps)
-            fail("flag --steps: %d is below step %d of the checkpoint in '%s' (pass --steps %d or more to continue it)",
-                 tc.steps, r->state.step, tc.resume_dir.c_str(), r->state.step);
-    } else {
-        r->state.rng = tc.seed;
+    int err = n < 0 ? errno : ENOSPC;
+    if (ftruncate(r->log_fd, r->log_size) != 0) {
+        // the partial record stays; say so, since the log is then one line short of valid JSON
+        fprintf(stderr, "error: could not cut a partial record off '%s/log.jsonl': %s\n", r->out_dir.c_str(),
+                strerror(errno));
     }
-    r->state.B = B;
-    r->state.T = T;
-    r->state.total_batch = tc.total_batch_size;
-    r->state.seed = tc.seed;
-    loader_init(&r->train_data, tc.train_glob, "--train", T, c.vocab_size, tc.seed, true);
-    loader_init(&r->val_data, tc.val_glob, "--val", T, c.vocab_size, tc.seed, false);
-    if (tc.data_fraction < 1.0f)  // the first fraction of the windows, in file order
-        r->train_data.num_windows =
-            std::max<size_t>(1, (size_t)(r->train_data.num_windows * (double)tc.data_fraction));
-    loader_seek(&r->train_data, r->state.epoch, r->state.index);
-    r->probe_path = tc.probe_path.empty() ? expand_glob(tc.val_glob, "--val")[0] : tc.probe_path;
-    r->probe = load_probe(tc, c, r->probe_path);
-    text_codec_open(&r->codec, tc.tokenizer_path, c.vocab_size, r->train_data.shards[0].path, tc.bpe_dir);
-    if (tc.sample_len > 0) prompt_ids(c, &r->codec, tc);  // a bad or too long prompt fails now, not at the end
-    r->x.resize((size_t)B * T);
-    r->y.resize((size_t)B * T);
-
-    mkdir_p(r->out_dir);
-    std::string log_path = r->out_dir + "/log.jsonl";
-    r->log = fopen(log_path.c_str(), "a");
-    if (!r->log) fail("cannot open log '%s': %s", log_path.c_str(), strerror(errno));
-    log_line(r, config_json(c, tc, r->preset, r->engine->num_params(), omp_get_max_threads()));
-    printf("sinkscope %s trainer (%s) | %zu parameters | L %d C %d NH %d FF %d | %s %s %s %s | B %d T %d accum %d | "
-           "%d threads\n", SK_BACKEND_NAME, sk_device_name(), r->engine->num_params(), c.num_layers, c.channels,
-           c.num_heads, c.ffn_hidden, norm_names[c.norm], placement_names[c.placement], ffn_names[c.ffn],
-           pos_names[c.positions], B, T, r->accum, omp_get_max_threads());
-    printf("train: %zu windows of %d tokens | val: %zu windows | probe: %d x %d from %s | log: %s\n",
-           r->train_data.num_windows, T, r->val_data.num_windows, tc.probe_seqs, tc.probe_len, r->probe_path.c_str(),
-           log_path.c_str());
+    std::string where = r->out_dir + "/log.jsonl";
+    fprintf(stderr, "error: writing '%s' failed: %s\n", where.c_str(), strerror(err));
+    if (r->steps_done != r->saved_step) save(r, r->steps_done);
+    fail("the run stopped at step %d because its log '%s' could not be written (%s); every record before stayed "
+         "whole. Free disk space, then continue it with --resume %s", r->steps_done, where.c_str(), strerror(err),
+         r->out_dir.c_str());
 }
 
 // The training state to save at `step`: the loader's position and the random state as they are now.
@@ -491,6 +568,188 @@ static TrainState state_at(const Run* r, int step) {
     return s;
 }
 
+static void save(Run* r, int step) {
+    save_checkpoint(*r->engine, r->out_dir, state_at(r, step), r->tc.keep_last);
+    r->saved_step = step;
+    say("step %6d | saved %s (and its state)\n", step, ckpt_path(r->out_dir, "model", step).c_str());
+}
+
+// The engine of a run: from the checkpoint of --resume (its flags restored into cl), from --load, or built from the
+// flags and initialised.
+static void start_engine(CommandLine* cl, Run* r) {
+    const TrainConfig& flags = cl->train;
+    r->out_dir = flags.out_dir;
+    r->preset = cl->preset;
+    if (!flags.resume_dir.empty()) {
+        if (cl->model_flag_seen || !flags.load_path.empty())
+            fail("--resume restores the model from its checkpoint; drop the model flags and --load");
+        std::string dir = flags.resume_dir;
+        int step = flags.from_step >= 0 ? flags.from_step : latest_checkpoint(dir);
+        if (step < 0)
+            fail("--resume '%s': no model_*.bin with a matching state_*.bin there (nothing to resume)", dir.c_str());
+        std::vector<int> steps = checkpoint_steps(dir);
+        if (std::find(steps.begin(), steps.end(), step) == steps.end())
+            fail("flag --from-step: '%s' holds no checkpoint of step %d (it has %zu, the latest of step %d)",
+                 dir.c_str(), step, steps.size(), steps.empty() ? -1 : steps.back());
+        Checkpoint ck = resume_checkpoint(dir, step);
+        std::string what = ck.state.config.empty()
+                               ? "a checkpoint without its flags (an older version): the flags of this command line"
+                               : restore_flags(cl, ck.state.config);
+        say("resuming %s at step %d: %s\n", dir.c_str(), step, what.c_str());
+        r->out_dir = dir;
+        r->preset = "resume";
+        r->resumed = true;
+        r->state = ck.state;
+        r->saved_step = step;
+        r->engine = make_engine(ck.config);
+        r->engine->set_params(ck.params.data());
+        r->engine->set_adam(ck.m.data(), ck.v.data());
+    } else if (!flags.load_path.empty()) {
+        if (cl->model_flag_seen)
+            fail("--load reads the architecture from '%s'; drop the model flags", flags.load_path.c_str());
+        r->engine = load_engine(flags.load_path);
+    } else {
+        ModelConfig c = cl->model;
+        AttnSpec& at = c.attn;
+        int train_len = flags.seq_len ? flags.seq_len : c.max_seq_len - at.sink_token;
+        if (isnan(at.sigmoid_bias))  // --sigmoid-bias auto: -log of the training length (Apple 2024)
+            at.sigmoid_bias = -logf((float)train_len);
+        if (at.variant == ATTN_CLIPPED && at.clip_len == 0)  // gamma = -alpha / the training positions, kept for good
+            at.clip_len = train_len + at.sink_token;
+        r->engine = make_engine(c);
+        std::vector<float> params(r->engine->num_params());
+        init_params(c, flags.seed, params.data());
+        r->engine->set_params(params.data());
+    }
+    r->tc = cl->train;
+}
+
+// The run directory belongs to one run: a lock held while the run lives, and a fresh run refuses a directory that
+// already holds a run (its log or checkpoints) unless --overwrite says to delete it. Creating the lock file also
+// proves the directory writable before any training.
+static void claim_out_dir(Run* r) {
+    mkdir_p(r->out_dir);
+    std::string lock = r->out_dir + "/run.lock";
+    int fd = open(lock.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0)
+        fail("cannot create '%s': %s (is --out writable?)", lock.c_str(), strerror(errno));
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        char pid[32] = "";
+        ssize_t n = pread(fd, pid, sizeof pid - 1, 0);
+        pid[n > 0 ? n : 0] = 0;
+        close(fd);
+        fail("'%s' is in use by another run (process %s holds %s): wait for it to finish, or give this run "
+             "another --out", r->out_dir.c_str(), pid[0] ? pid : "?", lock.c_str());
+    }
+    char pid[32];
+    int len = snprintf(pid, sizeof pid, "%d\n", (int)getpid());
+    if (ftruncate(fd, 0) != 0 || pwrite(fd, pid, len, 0) != len) {
+        close(fd);
+        fail("cannot write '%s': %s (is --out writable, with free space?)", lock.c_str(), strerror(errno));
+    }
+    r->lock_fd = fd;
+    if (r->resumed) return;
+    std::vector<int> steps = checkpoint_steps(r->out_dir);
+    struct stat st;
+    bool has_log = stat((r->out_dir + "/log.jsonl").c_str(), &st) == 0;
+    if (steps.empty() && !has_log) return;
+    if (!r->tc.overwrite)
+        fail("'%s' already holds a run (%s%s): continue it with --resume %s, start over with --overwrite (which "
+             "deletes it), or give this run another --out", r->out_dir.c_str(), has_log ? "log.jsonl" : "",
+             steps.empty() ? "" : (std::string(has_log ? ", " : "") + "checkpoints up to step " +
+                                   std::to_string(steps.back())).c_str(),
+             r->out_dir.c_str());
+    for (int s : steps) {
+        unlink(ckpt_path(r->out_dir, "model", s).c_str());
+        unlink(ckpt_path(r->out_dir, "state", s).c_str());
+    }
+    unlink((r->out_dir + "/log.jsonl").c_str());
+    say("note: --overwrite: deleted the run in %s\n", r->out_dir.c_str());
+}
+
+// A name for this invocation, in every log record: runs appended to one log stay apart.
+static std::string new_run_id() {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    uint64_t x = ((uint64_t)ts.tv_sec << 30) ^ (uint64_t)ts.tv_nsec ^ ((uint64_t)getpid() << 48);
+    char buf[20];
+    snprintf(buf, sizeof buf, "%016llx", (unsigned long long)splitmix64(&x));
+    return buf;
+}
+
+// The vocabulary, the tokenizer and the data agree, or the run says so before it trains.
+static void check_vocabulary(const Run* r) {
+    const ModelConfig& c = r->engine->config();
+    int largest = 0;
+    for (const TokenShard& sh : r->train_data.shards)
+        for (uint16_t t : sh.tokens) largest = std::max(largest, (int)t);
+    if (c.vocab_size > 256 && largest < 256)
+        say("warning: the training data uses token ids up to %d only, but the model's vocabulary has %d: byte-level "
+            "data for a larger vocabulary? (GPT-2 shards: make data-brown-gpt2; a byte model: --vocab 256)\n",
+            largest, c.vocab_size);
+    if (!r->codec.available && r->tc.sample_len > 0)
+        say("note: no tokenizer for a vocabulary of %d (no --tokenizer, no *_tokenizer.bin beside --train): samples "
+            "are logged as token ids\n", c.vocab_size);
+}
+
+static void start_run(CommandLine* cl, Run* r) {
+    r->start_ms = now_ms();
+    start_engine(cl, r);
+    TrainConfig& tc = r->tc;
+    const ModelConfig& c = r->engine->config();
+    tc.seq_len = check_run_shape(tc, c);
+    int B = tc.batch_size, T = tc.seq_len;
+    if (tc.total_batch_size == 0) tc.total_batch_size = B * T;
+    r->accum = tc.total_batch_size / (B * T);
+    if (r->resumed) {
+        const TrainState& s = r->state;
+        if (s.B != tc.batch_size || s.T != tc.seq_len || s.total_batch != tc.total_batch_size || s.seed != tc.seed)
+            fail("--resume: the run was saved with --batch %d --seq-len %d --total-batch %d --seed %llu, which decide "
+                 "its data stream; continue it with those values", s.B, s.T, s.total_batch,
+                 (unsigned long long)s.seed);
+        if (s.step > tc.steps)
+            fail("flag --steps: %d is below step %d of the checkpoint in '%s' (pass --steps %d or more to continue it)",
+                 tc.steps, s.step, r->out_dir.c_str(), s.step);
+    } else {
+        r->state.rng = tc.seed;
+    }
+    r->state.B = B;
+    r->state.T = T;
+    r->state.total_batch = tc.total_batch_size;
+    r->state.seed = tc.seed;
+    r->start_step = r->steps_done = r->state.step;
+    loader_init(&r->train_data, tc.train_glob, "--train", T, c.vocab_size, tc.seed, true);
+    loader_init(&r->val_data, tc.val_glob, "--val", T, c.vocab_size, tc.seed, false);
+    if (tc.data_fraction < 1.0f)  // the first fraction of the windows, in file order
+        r->train_data.num_windows =
+            std::max<size_t>(1, (size_t)(r->train_data.num_windows * (double)tc.data_fraction));
+    loader_seek(&r->train_data, r->state.epoch, r->state.index);
+    r->probe_path = tc.probe_path.empty() ? expand_glob(tc.val_glob, "--val")[0] : tc.probe_path;
+    r->probe = load_probe(tc, c, r->probe_path, &r->probe_seqs);
+    text_codec_open(&r->codec, tc.tokenizer_path, c.vocab_size, r->train_data.shards[0].path, tc.bpe_dir);
+    if (tc.sample_len > 0) prompt_ids(c, &r->codec, tc);  // a bad or too long prompt fails now, not at the end
+    check_vocabulary(r);
+    r->x.resize((size_t)B * T);
+    r->y.resize((size_t)B * T);
+
+    claim_out_dir(r);
+    r->run_id = new_run_id();
+    std::string log_path = r->out_dir + "/log.jsonl";
+    r->log_fd = open(log_path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+    if (r->log_fd < 0) fail("cannot open log '%s': %s", log_path.c_str(), strerror(errno));
+    r->log_size = lseek(r->log_fd, 0, SEEK_END);
+    std::string config = config_json(c, tc, r->preset, r->engine->num_params(), omp_get_max_threads());
+    r->state.config = config;
+    log_line(r, config);
+    say("sinkscope %s trainer (%s) | %zu parameters | L %d C %d NH %d FF %d | %s %s %s %s | B %d T %d accum %d | "
+        "%d threads\n", SK_BACKEND_NAME, sk_device_name(), r->engine->num_params(), c.num_layers, c.channels,
+        c.num_heads, c.ffn_hidden, norm_names[c.norm], placement_names[c.placement], ffn_names[c.ffn],
+        pos_names[c.positions], B, T, r->accum, omp_get_max_threads());
+    say("train: %zu windows of %d tokens | val: %zu windows | probe: %d x %d from %s | log: %s\n",
+        r->train_data.num_windows, T, r->val_data.num_windows, r->probe_seqs, tc.probe_len, r->probe_path.c_str(),
+        log_path.c_str());
+}
+
 // Validation, sink metrics, a text sample and a checkpoint, each when its interval (or the last step) says so.
 static void measure_and_save(Run* r, int step, bool last) {
     const TrainConfig& tc = r->tc;
@@ -499,27 +758,33 @@ static void measure_and_save(Run* r, int step, bool last) {
         size_t batches = std::min<size_t>(tc.val_batches, std::max<size_t>(1, r->val_data.num_windows / tc.batch_size));
         double vl = validation_loss(e, &r->val_data, tc, tc.batch_size, (int)batches);
         log_line(r, JsonRecord("val").integer("step", step).num("val_loss", vl).str());
-        printf("step %6d | val loss %.4f\n", step, vl);
+        say("step %6d | val loss %.4f\n", step, vl);
+        r->last_val = vl;
+        if (!(vl >= r->best_val)) {
+            r->best_val = vl;
+            r->best_val_step = step;
+        }
     }
     if ((tc.sink_every && step % tc.sink_every == 0) || last) {
         double t0 = now_ms();
-        SinkReport s = measure_sinks(e, r->probe, tc.probe_seqs, tc.probe_len, tc.sink_eps);
+        SinkReport s = measure_sinks(e, r->probe, r->probe_seqs, tc.probe_len, tc.sink_eps);
         double dt = now_ms() - t0;
         r->sink_ms += dt;
         log_line(r, JsonRecord("sink").integer("step", step).num("ms", dt, "%.3f").fields(sink_report_json_fields(s)).str());
         char slot_part[64] = "";
         if (s.slot_column) snprintf(slot_part, sizeof slot_part, "Sink_* %.2f%% | ", s.sink_star);
-        printf("step %6d | %sSink_1 %.2f%%%s | alpha_1 %.4f | norm ratio (last layer) %.2f | entropy %.3f | "
-               "%.0f ms\n", step, slot_part, s.sink[0], s.proxy ? " (proxy)" : "", s.alpha1_mean,
-               s.norm_ratio.back(), s.entropy_mean, dt);
+        say("step %6d | %sSink_1 %.2f%%%s | alpha_1 %.4f | norm ratio (last layer) %.2f | entropy %.3f | "
+            "probe %.0f ms\n", step, slot_part, s.sink[0], s.proxy ? " (proxy)" : "", s.alpha1_mean,
+            s.norm_ratio.back(), s.entropy_mean, dt);
+        if (std::isnan(r->first_sink)) r->first_sink = s.sink[0];
+        r->last_sink = s.sink[0];
     }
     if (tc.sample_len > 0 && ((tc.sample_every && step % tc.sample_every == 0 && step > 0) || last)) {
         std::string text = sample_text(e, &r->codec, tc, step);
         log_line(r, JsonRecord("sample").integer("step", step).str("prompt", tc.prompt).str("text", text).str());
-        printf("step %6d | sample: %s\n", step, one_line(text).c_str());
+        say("step %6d | sample: %s\n", step, one_line(text).c_str());
     }
-    if (tc.save_every && step % tc.save_every == 0 && step > r->state.step && !last)
-        save_checkpoint(e, r->out_dir, state_at(r, step));
+    if (tc.save_every && step % tc.save_every == 0 && step > r->start_step && !last) save(r, step);
 }
 
 // One optimizer step: accum micro-batches forward and backward, the non-finite guard, clipping, AdamW.
@@ -552,62 +817,125 @@ static void train_step(Run* r, int step) {
                  std::isnan(loss) ? NAN : loss,  // "nan" whatever the NaN's sign bit
                  first.c_str(), r->out_dir.c_str());
         r->skipped++;
+        r->steps_done = step + 1;
         log_line(r, JsonRecord("nonfinite").integer("step", step + 1).num("loss", loss).num("grad_norm", gn)
                         .str("first", first).str("action", "skip").str());
-        printf("step %6d/%d | loss %.4f | non-finite gradient (first: %s) | update skipped\n", step + 1, tc.steps,
-               std::isnan(loss) ? NAN : loss, first.c_str());
+        say("step %6d/%d | loss %.4f | non-finite gradient (first: %s) | update skipped\n", step + 1, tc.steps,
+            std::isnan(loss) ? NAN : loss, first.c_str());
         return;
     }
     AdamWStep s;
     s.lr = lr; s.beta1 = tc.beta1; s.beta2 = tc.beta2; s.eps = tc.adam_eps; s.weight_decay = tc.weight_decay;
     s.wd_exempt = tc.wd_exempt; s.t = step + 1; s.grad_scale = (float)clip_scale(gn, tc.grad_clip);
     e.update(s);
+    r->steps_done = step + 1;
+    r->last_loss = loss;
     double dt = now_ms() - t0;
     r->train_ms += dt;
     double tok_s = tc.total_batch_size / (dt / 1e3);
     log_line(r, JsonRecord("train").integer("step", step + 1).num("loss", loss).num("lr", lr).num("grad_norm", gn)
                     .num("ms", dt, "%.3f").num("tok_per_s", tok_s, "%.1f").str());
-    printf("step %6d/%d | loss %.4f | lr %.2e | norm %.3f | %.0f ms | %.0f tok/s\n", step + 1, tc.steps, loss, lr, gn,
-           dt, tok_s);
-    fflush(stdout);
+    int done = step + 1 - r->start_step, left = tc.steps - step - 1;
+    if ((step + 1) % tc.print_every == 0 || done == 1 || left == 0) {
+        double elapsed = now_ms() - r->start_ms;
+        say("step %6d/%d | loss %.4f | lr %.2e | norm %6.3f | %6.0f ms | %7.0f tok/s | elapsed %s | eta %s\n",
+            step + 1, tc.steps, loss, lr, gn, dt, tok_s, clock_text(elapsed).c_str(),
+            clock_text(elapsed / done * left).c_str());
+    }
+}
+
+// After a stop request: a checkpoint of the last finished step, a record, and how to continue. Returns the exit
+// status: 128 + the signal (130 for Ctrl-C, 143 for SIGTERM, 141 for a closed stdout).
+static int stop_run(Run* r) {
+    int sig = stop_requested;
+    if (r->steps_done != r->saved_step) save(r, r->steps_done);
+    const char* why = sig == SIGINT ? "SIGINT (Ctrl-C)" : sig == SIGTERM ? "SIGTERM" : sig == SIGPIPE ? "closed stdout"
+                                                                                                    : "a signal";
+    log_line(r, JsonRecord("stopped").integer("step", r->steps_done).str("reason", why).str());
+    fprintf(stderr, "stopped by %s at step %d of %d; checkpoint %s. Continue with: %s --resume %s\n", why,
+            r->steps_done, r->tc.steps, ckpt_path(r->out_dir, "model", r->steps_done).c_str(), SK_PROGRAM,
+            r->out_dir.c_str());
+    return 128 + sig;
+}
+
+// The end of a run: the done record and a summary. Returns the exit status: 1 when most updates were skipped.
+static int finish_run(Run* r) {
+    const TrainConfig& tc = r->tc;
+    int steps = tc.steps - r->start_step;
+    log_line(r, JsonRecord("done").integer("step", tc.steps).num("train_ms", r->train_ms, "%.1f")
+                    .num("sink_ms", r->sink_ms, "%.1f")
+                    .num("sink_overhead", r->train_ms > 0 ? r->sink_ms / r->train_ms : 0.0, "%.5f")
+                    .integer("skipped_steps", r->skipped).str());
+    char loss[48] = "", val[96] = "", sink[64] = "";
+    if (!std::isnan(r->last_loss)) snprintf(loss, sizeof loss, " | train loss %.4f", r->last_loss);
+    if (!std::isnan(r->last_val))
+        snprintf(val, sizeof val, " | val loss %.4f (best %.4f at step %d)", r->last_val, r->best_val,
+                 r->best_val_step);
+    if (!std::isnan(r->last_sink)) snprintf(sink, sizeof sink, " | Sink_1 %.2f%% -> %.2f%%", r->first_sink, r->last_sink);
+    say("done: %d steps, %.3gM tokens in %s%s%s%s | %d updates skipped | sink metrics %.2f%% of training time\n",
+        steps, (double)steps * tc.total_batch_size / 1e6, clock_text(now_ms() - r->start_ms).c_str(), loss, val, sink,
+        r->skipped, r->train_ms > 0 ? 100.0 * r->sink_ms / r->train_ms : 0.0);
+    say("files: %s/log.jsonl, %s\n", r->out_dir.c_str(), ckpt_path(r->out_dir, "model", tc.steps).c_str());
+    if (r->skipped > 0 && 2 * r->skipped > steps) {
+        fprintf(stderr, "error: %d of %d updates were skipped for non-finite values (--on-nonfinite skip): the run "
+                "diverged; lower --lr, raise --warmup or set --grad-clip\n", r->skipped, steps);
+        return 1;
+    }
+    if (r->skipped > 0)
+        fprintf(stderr, "warning: %d of %d updates were skipped for non-finite values (--on-nonfinite skip)\n",
+                r->skipped, steps);
+    return 0;
 }
 
 static int train(CommandLine* cl) {
     Run r;
     start_run(cl, &r);
-    for (int step = r.state.step;; step++) {
+    for (int step = r.start_step;; step++) {
+        if (stop_requested) return stop_run(&r);
         bool last = step == r.tc.steps;
-        if (last)  // the final checkpoint first: nothing after it (metrics, a sample) can lose the run
-            save_checkpoint(*r.engine, r.out_dir, state_at(&r, step));
-        if (step > r.state.step || !r.resumed)  // a resumed run does not re-measure its saved step
+        if (last && step != r.saved_step)  // the final checkpoint first: nothing after it can lose the run
+            save(&r, step);
+        if (step > r.start_step || !r.resumed)  // a resumed run does not re-measure its saved step
             measure_and_save(&r, step, last);
         if (last) break;
         train_step(&r, step);
     }
-    log_line(&r, JsonRecord("done").integer("step", r.tc.steps).num("train_ms", r.train_ms, "%.1f")
-                     .num("sink_ms", r.sink_ms, "%.1f")
-                     .num("sink_overhead", r.train_ms > 0 ? r.sink_ms / r.train_ms : 0.0, "%.5f")
-                     .integer("skipped_steps", r.skipped).str());
-    fclose(r.log);
-    printf("done: checkpoint %s | sink metrics took %.2f%% of training time\n",
-           ckpt_path(r.out_dir, "model", r.tc.steps).c_str(), r.train_ms > 0 ? 100.0 * r.sink_ms / r.train_ms : 0.0);
-    return 0;
+    return finish_run(&r);
 }
 
 // ----------------------------------------------------------------------------------------------------------------
 // the other modes
 
+// The sink metrics of a report for a person: what the JSON line holds, in a few lines.
+static void print_sink_report(const SinkReport& s) {
+    say("Sink_1..3 %.2f%% %.2f%% %.2f%%%s (eps %.2g, %d x %d probe)", s.sink[0], s.sink[1], s.sink[2],
+        s.proxy ? " (proxy scores)" : "", (double)s.eps, s.seqs, s.T);
+    if (s.slot_column) say(" | Sink_* %.2f%%", s.sink_star);
+    say("\nalpha_1 mean %.4f | entropy %.3f\n", s.alpha1_mean, s.entropy_mean);
+    say("first-token norm ratio by layer (0 = embeddings):");
+    for (double x : s.norm_ratio) say(" %.2f", x);
+    say("\ntop-1 / median |h| by layer:");
+    for (double x : s.top1_median) say(" %.1f", x);
+    if (s.proxy) {
+        say("\nrow mass by layer:");
+        for (double x : s.row_mass) say(" %.3f", x);
+    }
+    say("\n");
+}
+
 static int eval_sink(CommandLine* cl) {
     const TrainConfig& tc = cl->train;
-    if (tc.probe_path.empty()) fail("--eval-sink needs --probe SHARD (an llm.c token shard)");
+    std::string probe_path = tc.probe_path.empty() ? expand_glob(tc.val_glob, "--val")[0] : tc.probe_path;
     std::unique_ptr<Engine> e = load_engine(tc.load_path);
     const ModelConfig& c = e->config();
     check_seq_len("flag --probe-len", tc.probe_len, c);
     validate_data_manipulations(tc, c.vocab_size, tc.probe_len, "--probe-len");
-    std::vector<int> probe = load_probe(tc, c, tc.probe_path);
-    SinkReport r = measure_sinks(*e, probe, tc.probe_seqs, tc.probe_len, tc.sink_eps);
-    printf("{\"checkpoint\":\"%s\",\"probe\":\"%s\",%s}\n", json_escape(tc.load_path).c_str(),
-           json_escape(tc.probe_path).c_str(), sink_report_json_fields(r).c_str());
+    int seqs = 0;
+    std::vector<int> probe = load_probe(tc, c, probe_path, &seqs);
+    SinkReport r = measure_sinks(*e, probe, seqs, tc.probe_len, tc.sink_eps);
+    if (!tc.json) print_sink_report(r);
+    say("{\"checkpoint\":\"%s\",\"probe\":\"%s\",%s}\n", json_escape(tc.load_path).c_str(),
+        json_escape(probe_path).c_str(), sink_report_json_fields(r).c_str());
     return 0;
 }
 
@@ -616,12 +944,14 @@ static int eval_sample(CommandLine* cl) {
     std::unique_ptr<Engine> e = load_engine(tc.load_path);
     TextCodec codec;
     text_codec_open(&codec, tc.tokenizer_path, e->config().vocab_size, "", tc.bpe_dir);
-    printf("%s%s\n", tc.prompt.c_str(), sample_text(*e, &codec, tc, 0).c_str());
+    std::string text = sample_text(*e, &codec, tc, 0);
+    say("%s%s\n", tc.prompt.c_str(), text.c_str());
     return 0;
 }
 
 // The whole program around an engine: parse the flags, then one of the four modes.
 static int trainer_main(int argc, char** argv) {
+    setvbuf(stdout, nullptr, _IOLBF, 0);  // a line at a time, also into a pipe or a file
     CommandLine cl;
     parse_command_line(argc, argv, &cl);
     if (cl.train.threads > 0) omp_set_num_threads(cl.train.threads);
@@ -630,9 +960,10 @@ static int trainer_main(int argc, char** argv) {
     if (cl.train.eval_sink) return eval_sink(&cl);
     if (!cl.train.check_state_path.empty()) {
         CheckResult r = check_state(cl.train.load_path, cl.train.check_state_path, true);
-        printf("%s: %d tensor(s) beyond tolerance (worst error %.3g of its allowance)\n", r.failures ? "FAIL" : "OK",
-               r.failures, r.worst);
+        say("%s: %d tensor(s) beyond tolerance (worst error %.3g of its allowance)\n", r.failures ? "FAIL" : "OK",
+            r.failures, r.worst);
         return r.failures ? 1 : 0;
     }
+    install_stop_handlers();
     return train(&cl);
 }

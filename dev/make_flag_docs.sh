@@ -20,15 +20,15 @@ cat <<'MD'
 ## Modes
 
 - **Training** (the default): from scratch (preset and flags), from `--load MODEL` (its weights, a fresh optimizer),
-  or `--resume DIR` (the latest `model_N.bin` with its `state_N.bin` in DIR: weights, AdamW moments, step, data
-  position and random state). A resumed run continues bit-identically to an uninterrupted one when it is given the
-  same data flags (`--train`, `--data-fraction`, the data manipulations) and the same `--batch`, `--seq-len`,
-  `--total-batch` and `--seed`; `--steps` may grow.
+  or `--resume DIR` (the latest checkpoint in DIR, or `--from-step N`: weights, AdamW moments, step, data position,
+  random state, and the run's flags, which a flag given again overrides; [output.md](output.md)). A resumed run
+  continues bit-identically to an uninterrupted one. Ctrl-C saves a checkpoint and says how to continue.
 - `--load MODEL --check-state STATE`: one forward and backward pass on the debug state's batch, compared with its
   logits, loss and every gradient tensor (and the AdamW loss curve of a version-3 state); exit status 1 beyond
   tolerance. See [checking.md](checking.md).
-- `--load MODEL --eval-sink --probe SHARD [--probe-seqs S --probe-len T --eps E]`: one JSON line with the sink
-  metrics ([metrics.md](metrics.md)) of any checkpoint, llm.c's GPT-2 124M included.
+- `--load MODEL --eval-sink [--probe SHARD --probe-seqs S --probe-len T --eps E]`: the sink metrics
+  ([metrics.md](metrics.md)) of any checkpoint, llm.c's GPT-2 124M included, as a few lines and one JSON line
+  (`--json`: the JSON line only). The probe defaults to the first shard of `--val`.
 - `--load MODEL --sample [--prompt TEXT]`: generate `--sample-len` tokens and exit.
 
 ## Training details

@@ -3,9 +3,11 @@
 # speed-up, which must change no bit.
 #
 # Fingerprint of a trainer binary: md5s of
-#   - the default run (`make train`: ./train_gpt_cpu --out DIR, 300 steps): its checkpoint and training state, and its
-#     log.jsonl without the timing fields (ms, tok_per_s, train_ms, sink_ms, sink_overhead) and the output directory;
-#   - --check-state on every fixture pair in test/fixtures, and --eval-sink of every fixture model on the probe;
+#   - the default run (`make train`: ./train_gpt_cpu --out DIR, 300 steps): its checkpoint, the numbers of its training
+#     state (step, data position, random state, AdamW moments), and its log.jsonl without what is not a number of the
+#     run (timings, the run id, the config record);
+#   - --check-state on every fixture pair in test/fixtures, and --eval-sink of every fixture model on the probe (its
+#     JSON line);
 #   - short runs (6 steps, checkpoints at 3 and 6, validation, sink metrics and samples every 3) of variants that
 #     together take every branch of the model: post-norm, every FFN and position kind, biases and tying, every row map
 #     and normaliser, feature maps, slots, gates, masks, the sink token, data manipulations, accumulation.
@@ -16,13 +18,18 @@ set -euo pipefail
 fingerprint() {  # $1 = binary
     local bin=$1 tmp
     tmp=$(mktemp -d)
-    # the log without what differs from run to run by design: timings, and the output directory in the config record
-    strip_times() { sed -E 's/"(ms|tok_per_s|train_ms|sink_ms|sink_overhead)":[^,}]*,?//g; s/"out":"[^"]*",//' "$1" |
-        md5sum | cut -c1-32; }
-    # --bpe-dir is given because its default moved (test/fixtures/gpt2 -> data/gpt2): the config record logs it
-    "$bin" --out "$tmp/default" --bpe-dir data/gpt2 >/dev/null
+    # the log without what differs by design from run to run and from version to version: timings, the run's id, the
+    # config record (the flags), console-only records
+    strip_times() { grep -v '"type":"config"' "$1" |
+        sed -E 's/,"(ms|tok_per_s|train_ms|sink_ms|sink_overhead|run)":[^,}]*//g' | md5sum | cut -c1-32; }
+    # a checkpoint's numbers: the model file, and of the training state its step, data position, random state and
+    # AdamW moments (header[2..15] and the moments; not the version, checksums or saved flags)
+    numbers() { for f in "$@"; do case "$f" in
+        *state_*) python3 -c 'import sys,struct; b=open(sys.argv[1],"rb").read(); n=struct.unpack_from("<Q",b,56)[0]; sys.stdout.buffer.write(b[8:64]+b[1024:1024+8*n])' "$f" ;;
+        *) cat "$f" ;; esac; done | md5sum | cut -c1-32; }
+    "$bin" --out "$tmp/default" >/dev/null
     echo "default model $(md5sum < "$tmp/default/model_00000300.bin" | cut -c1-32)"
-    echo "default state $(md5sum < "$tmp/default/state_00000300.bin" | cut -c1-32)"
+    echo "default state $(numbers "$tmp/default/state_00000300.bin")"
     echo "default log $(strip_times "$tmp/default/log.jsonl")"
     for m in test/fixtures/*_model.bin; do
         name=$(basename "$m" _model.bin)
@@ -30,7 +37,7 @@ fingerprint() {  # $1 = binary
             [ -f "$s" ] && echo "check-state $(basename "$s") $("$bin" --load "$m" --check-state "$s" 2>&1 | md5sum | cut -c1-32)"
         done
         echo "eval-sink $name $("$bin" --load "$m" --eval-sink --probe test/fixtures/probe.bin --probe-seqs 5 \
-            --probe-len 12 2>&1 | sed 's/"checkpoint":"[^"]*",//' | md5sum | cut -c1-32)"
+            --probe-len 12 2>&1 | grep '^{' | sed 's/"checkpoint":"[^"]*",//' | md5sum | cut -c1-32)"
     done
     local i=0
     while read -r flags; do
@@ -39,8 +46,8 @@ fingerprint() {  # $1 = binary
         # shellcheck disable=SC2086
         "$bin" $flags --batch 4 --seq-len 32 --max-seq-len 48 --steps 6 --warmup 2 --val-every 3 --val-batches 2 \
             --sink-every 3 --probe-seqs 6 --probe-len 32 --sample-every 3 --sample-len 8 --save-every 3 \
-            --bpe-dir data/gpt2 --out "$tmp/v$i" >/dev/null
-        echo "variant '$flags' $(cat "$tmp/v$i"/model_*.bin "$tmp/v$i"/state_*.bin | md5sum | cut -c1-32) $(strip_times "$tmp/v$i/log.jsonl")"
+            --out "$tmp/v$i" >/dev/null
+        echo "variant '$flags' $(numbers "$tmp/v$i"/model_*.bin "$tmp/v$i"/state_*.bin) $(strip_times "$tmp/v$i/log.jsonl")"
     done <<'EOF'
 --preset tiny
 --placement post --norm layernorm --ffn gelu --pos learned --bias 1 --tied 1 --init gpt2

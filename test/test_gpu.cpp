@@ -14,23 +14,6 @@
 
 #include <sys/wait.h>
 
-// Runs a shell command; returns its exit status and stores stdout + stderr in *out.
-static int run_command(const std::string& cmd, std::string* out) {
-    FILE* p = popen((cmd + " 2>&1").c_str(), "r");
-    REQUIRE(p != nullptr);
-    char buf[4096];
-    size_t n;
-    out->clear();
-    while ((n = fread(buf, 1, sizeof buf, p)) > 0) out->append(buf, n);
-    int status = pclose(p);
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
-
-static bool file_exists(const std::string& path) {
-    struct stat st;
-    return stat(path.c_str(), &st) == 0;
-}
-
 // false (with a note) when the GPU trainer was not built because this machine has no nvcc
 static bool gpu_binary_present() {
     const char* req = getenv("SK_GPU_BUILD");

@@ -106,3 +106,13 @@ static TinyRun tiny_run(int steps) {
     return r;
 }
 
+
+// The numbers of a training state file: step, data position, random state and AdamW moments (header[2..15] and the
+// moments), without what differs between two runs that computed the same (the saved flags, their checksum).
+static inline std::string state_numbers(const std::string& path) {
+    std::string b = slurp(path);
+    if (b.size() < 1024) return b;
+    uint64_t n;
+    memcpy(&n, &b[56], 8);
+    return b.substr(8, 56) + b.substr(1024, 8 * n);
+}

@@ -247,6 +247,8 @@ TEST_CASE("training state: every corruption is refused with the file and the fie
     for (size_t i = 0; i < n; i++) { m[i] = 0.01f * (float)i - 1; v[i] = 1e-4f * (float)i; }
     TrainState s;
     s.step = 7; s.B = 4; s.T = 16; s.total_batch = 128; s.seed = 5; s.epoch = 2; s.index = 9; s.rng = 1ull << 40;
+    s.model_checksum = 0x123456789abcdefull;
+    s.config = "{\"type\":\"config\",\"lr\":0.003}";
     write_train_state(good_path, s, c, n, m.data(), v.data());
     const std::string good = slurp(good_path);
     auto load = [&] { read_train_state(bad, c, n, m2.data(), v2.data()); };
@@ -262,7 +264,12 @@ TEST_CASE("training state: every corruption is refused with the file and the fie
         require_fails(load, {bad, "bytes, expected", "truncated"});
     }
     mutated([](std::string* b) { set_i32(b, 0, MODEL_MAGIC); }, {"magic (header[0]) is 20240326", "model file"});
-    mutated([](std::string* b) { set_i32(b, 1, 2); }, {"version (header[1]) is 2"});
+    mutated([](std::string* b) { set_i32(b, 1, 3); }, {"version (header[1]) is 3"});
+    mutated([](std::string* b) { set_i32(b, 20, -5); }, {"config length (header[20]) is -5"});
+    mutated([](std::string* b) { set_i32(b, 20, 5); }, {"bytes, expected", "config"});
+    // a changed moment that is still a valid number: only the checksum can tell
+    mutated([&](std::string* b) { set_f32(b, 256 + 3, 0.5f); }, {"checksum (header[18..19]) does not match"});
+    mutated([&](std::string* b) { (*b)[b->size() - 1] ^= 1; }, {"checksum (header[18..19]) does not match"});
     mutated([](std::string* b) { set_i32(b, 2, -1); }, {"step (header[2]) is -1"});
     mutated([](std::string* b) { set_i32(b, 3, 0); }, {"B (header[3]) is 0"});
     mutated([](std::string* b) { set_i32(b, 4, 17); }, {"T (header[4]) is 17", "max_seq_len"});
@@ -282,10 +289,19 @@ TEST_CASE("training state: every corruption is refused with the file and the fie
     TrainState back = read_train_state(good_path, c, n, m2.data(), v2.data());
     CHECK(back.step == 7); CHECK(back.B == 4); CHECK(back.T == 16); CHECK(back.total_batch == 128);
     CHECK(back.seed == 5); CHECK(back.epoch == 2); CHECK(back.index == 9); CHECK(back.rng == (1ull << 40));
+    CHECK(back.version == 2); CHECK(back.model_checksum == s.model_checksum); CHECK(back.config == s.config);
     CHECK(m2 == m);
     CHECK(v2 == v);
     ByteSource mem("in-memory", "training state", good.data(), good.size());
     CHECK(parse_train_state(mem, c, n, m2.data(), v2.data()).index == 9);
+    // a version-1 state (no checksums, no config: written by earlier versions) still reads
+    std::string v1 = good.substr(0, 1024 + 8 * n);
+    set_i32(&v1, 1, 1);
+    for (int i = 16; i <= 20; i++) set_i32(&v1, i, 0);
+    ByteSource old("in-memory v1", "training state", v1.data(), v1.size());
+    TrainState back1 = parse_train_state(old, c, n, m2.data(), v2.data());
+    CHECK(back1.version == 1); CHECK(back1.index == 9); CHECK(back1.config.empty());
+    CHECK(m2 == m);
 }
 
 // argv from a list of arguments (argv[0] is the program).
@@ -401,7 +417,7 @@ static CommandLine tiny_layernorm_run(const std::string& dir, int steps) {
     t.out_dir = dir + "/run";
     t.batch_size = 4; t.seq_len = 16; t.total_batch_size = 64;
     t.steps = steps; t.warmup_steps = 1; t.val_every = 0; t.val_batches = 1; t.sink_every = 0;
-    t.probe_seqs = 2; t.probe_len = 16; t.save_every = 1;
+    t.probe_seqs = 2; t.probe_len = 16; t.save_every = 1; t.keep_last = 0;
     return cl;
 }
 
@@ -485,6 +501,7 @@ TEST_CASE("resume refuses --steps below the checkpoint, and a state file whose s
     CommandLine again = cl;
     again.train.resume_dir = dir + "/run";
     again.train.steps = 1;
+    again.given = {"--resume", "--steps"};
     require_fails([&] { train(&again); }, {"flag --steps: 1 is below step 2 of the checkpoint", "--steps 2 or more"});
     write_bytes(dir + "/run/model_00000003.bin", slurp(dir + "/run/model_00000002.bin"));
     write_bytes(dir + "/run/state_00000003.bin", slurp(dir + "/run/state_00000001.bin"));
@@ -501,10 +518,10 @@ TEST_CASE("a full disk is reported and the previous checkpoint survives", "[host
     changed[0] += 1;
     for (long long budget : {0LL, 100LL, 1024LL, 5000LL, (long long)before.size() - 1}) {
         INFO("bytes before the disk fills: " << budget);
-        atomic_write_budget = budget;
+        write_budget = budget;
         require_fails([&] { write_model_file(path, c, changed.data()); },
                       {"writing '" + path + "' failed", strerror(ENOSPC), "untouched"});
-        atomic_write_budget = -1;
+        write_budget = -1;
         CHECK(slurp(path) == before);
         CHECK(!any_file_with_prefix(dir, "model.bin.tmp"));
     }
@@ -521,11 +538,12 @@ TEST_CASE("a full disk is reported and the previous checkpoint survives", "[host
         const std::string model1 = slurp(run + "/model_00000001.bin"), state1 = slurp(run + "/state_00000001.bin");
         again.train.resume_dir = run;
         again.train.steps = 2;
+        again.given = {"--resume", "--steps"};
         // step 2 writes its state (1024 + 8 np bytes) and then its model (1024 + 4 np): the first budget fails inside
         // the model, the second inside the state
-        atomic_write_budget = budget;
+        write_budget = budget;
         require_fails([&] { train(&again); }, {"_00000002.bin' failed", strerror(ENOSPC)});
-        atomic_write_budget = -1;
+        write_budget = -1;
         CHECK(slurp(run + "/model_00000001.bin") == model1);
         CHECK(slurp(run + "/state_00000001.bin") == state1);
         CHECK(!any_file_with_prefix(run, "model_00000002"));

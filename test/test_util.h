@@ -3,6 +3,8 @@
 #pragma once
 #include <catch2/catch.hpp>
 #include <ftw.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -53,4 +55,21 @@ static inline void write_bytes(const std::string& path, const std::string& bytes
     REQUIRE(f != nullptr);
     REQUIRE(fwrite(bytes.data(), 1, bytes.size(), f) == bytes.size());
     fclose(f);
+}
+
+static inline bool file_exists(const std::string& path) {
+    struct stat st;
+    return stat(path.c_str(), &st) == 0;
+}
+
+// Runs a shell command; returns its exit status (-1 when a signal ended it) and stores stdout + stderr in *out.
+static inline int run_command(const std::string& cmd, std::string* out) {
+    FILE* p = popen((cmd + " 2>&1").c_str(), "r");
+    REQUIRE(p != nullptr);
+    char buf[4096];
+    size_t n;
+    out->clear();
+    while ((n = fread(buf, 1, sizeof buf, p)) > 0) out->append(buf, n);
+    int status = pclose(p);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }

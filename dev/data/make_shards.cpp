@@ -26,7 +26,7 @@ int main(int argc, char** argv) {
     add_flag(&t, "--tokenizer", FLAG_STR, &o.tokenizer, "gpt2 (<|endoftext|> between documents) or byte (\"\\n\\n\")");
     add_flag(&t, "--out", FLAG_STR, &o.out_dir, "output directory (default: data/<name>_<tokenizer>)");
     add_flag(&t, "--format", FLAG_STR, &o.format, "auto (.jsonl files are JSON lines, others text), text or jsonl");
-    add_flag(&t, "--split-docs", FLAG_STR, &o.split_docs, "none (a text file is one document) or blank-lines");
+    add_flag(&t, "--split-docs", FLAG_STR, &o.split_docs, "auto (blank-lines for one text file, else none), none (a text file is one document) or blank-lines");
     add_flag(&t, "--val-every", FLAG_INT, &o.val_every, "document i goes to validation when i % N == 0", 2, 1e9);
     add_flag(&t, "--shard-tokens", FLAG_INT, &o.shard_tokens, "tokens per shard; a larger split gets numbered shards",
              1, INT32_MAX);

@@ -7,7 +7,8 @@
 //     document; blank lines are skipped), or a directory: every regular file below it whose name does not start
 //     with '.', recursively, in byte order of the path; symbolic links to files are followed, to directories not.
 //     A file is JSON lines when its name ends in .jsonl (or with --format jsonl), text otherwise (--format text).
-//   Documents: a text file is ONE document, verbatim, unless --split-docs blank-lines: then documents are separated
+//   Documents (--split-docs auto, the default: blank-lines for a single text file, none otherwise): with none a text
+//     file is ONE document, verbatim; with blank-lines documents are separated
 //     by runs of blank lines (lines holding only spaces, tabs or \r), and each is its lines from the first non-blank
 //     to the last non-blank one, joined by their original newlines (no leading or trailing newline). Empty documents
 //     are dropped (and counted). Input must be valid UTF-8: an error names the file and byte.
@@ -47,7 +48,7 @@ struct ShardOptions {
     std::string tokenizer = "gpt2";  // gpt2 | byte
     std::string out_dir;             // empty: data/<name>_<tokenizer>
     std::string format = "auto";     // auto | text | jsonl
-    std::string split_docs = "none";  // none | blank-lines
+    std::string split_docs = "auto";  // auto | none | blank-lines
     std::string bpe_dir = GPT2_BPE_DIR;
     int val_every = 20;
     int shard_tokens = 100000000;
@@ -282,14 +283,18 @@ static inline ShardReport make_shards(const ShardOptions& o) {
     if (!gpt2 && o.tokenizer != "byte") fail("flag --tokenizer: '%s' is not one of: gpt2, byte", o.tokenizer.c_str());
     if (o.format != "auto" && o.format != "text" && o.format != "jsonl")
         fail("flag --format: '%s' is not one of: auto, text, jsonl", o.format.c_str());
-    if (o.split_docs != "none" && o.split_docs != "blank-lines")
-        fail("flag --split-docs: '%s' is not one of: none, blank-lines", o.split_docs.c_str());
+    if (o.split_docs != "auto" && o.split_docs != "none" && o.split_docs != "blank-lines")
+        fail("flag --split-docs: '%s' is not one of: auto, none, blank-lines", o.split_docs.c_str());
     if (o.val_every < 2) fail("flag --val-every: %d must be >= 2 (every Nth document goes to validation)", o.val_every);
     if (o.shard_tokens < 1) fail("flag --shard-tokens: %d must be >= 1", o.shard_tokens);
 
     ShardReport r;
     r.out_dir = o.out_dir.empty() ? "data/" + o.name + "_" + o.tokenizer : o.out_dir;
     std::vector<std::string> files = input_files(o.input);
+    // auto: one text file is cut at blank lines (as one document it could not make a training and a validation split)
+    bool one_text_file = files.size() == 1 && files[0] == o.input && o.format != "jsonl" &&
+                         (o.format == "text" || !ends_with(o.input, ".jsonl"));
+    std::string split_docs = o.split_docs == "auto" ? (one_text_file ? "blank-lines" : "none") : o.split_docs;
     Gpt2Tokenizer tk;
     std::vector<std::string> vocab;
     if (gpt2) {
@@ -341,10 +346,11 @@ static inline ShardReport make_shards(const ShardOptions& o) {
     for (const std::string& f : files) {
         bool jsonl = o.format == "jsonl" || (o.format == "auto" && ends_with(f, ".jsonl"));
         if (jsonl) jsonl_file_documents(f, emit);
-        else text_file_documents(f, o.split_docs == "blank-lines", emit);
+        else text_file_documents(f, split_docs == "blank-lines", emit);
     }
-    const char* hint = o.split_docs == "none" && o.format != "jsonl"
-                           ? " (a text file is one document: add --split-docs blank-lines to cut it at blank lines)"
+    const char* hint = split_docs == "none" && o.format != "jsonl"
+                           ? " (a text file is one document: cut files at blank lines with --split-docs blank-lines, "
+                             "which is SPLIT_DOCS=blank-lines for make data-text)"
                            : "";
     if (val.report.documents == 0 || train.report.documents == 0)
         fail("flag --input '%s': %lld document(s) in all, so the %s split is empty; it needs at least 2 documents "

@@ -1,0 +1,347 @@
+// test/test_runs.cpp: training runs that are interrupted, resumed, shared, starved of disk and watched, as a user
+// meets them: every one must end in a saved, resumable state and say what happened; none may exit 0 having lost work.
+//
+// What it is: in-process runs (train(), with the log's simulated full disk) and runs of the ./train_gpt_cpu binary
+// (signals, a closed stdout, two runs in one directory). Needs ./train_gpt_cpu (make test builds it first).
+#include "test_helpers.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+
+// A child process running a shell command, its stdout and stderr on one pipe.
+struct Child {
+    pid_t pid = -1;
+    int out = -1;
+    std::string text;  // what it printed so far
+};
+
+static Child spawn(const std::string& cmd) {
+    int fds[2];
+    REQUIRE(pipe(fds) == 0);
+    Child c;
+    c.pid = fork();
+    REQUIRE(c.pid >= 0);
+    if (c.pid == 0) {
+        dup2(fds[1], 1);
+        dup2(fds[1], 2);
+        close(fds[0]);
+        close(fds[1]);
+        execl("/bin/sh", "sh", "-c", ("exec " + cmd).c_str(), (char*)nullptr);
+        _exit(127);
+    }
+    close(fds[1]);
+    c.out = fds[0];
+    return c;
+}
+
+// Reads the child's output until `needle` appears or `seconds` pass; true when it appeared.
+static bool wait_for_output(Child* c, const std::string& needle, double seconds) {
+    for (int waited = 0; waited < seconds * 100; waited++) {
+        if (c->text.find(needle) != std::string::npos) return true;
+        struct pollfd p = {c->out, POLLIN, 0};
+        if (poll(&p, 1, 10) > 0) {
+            char buf[4096];
+            ssize_t n = read(c->out, buf, sizeof buf);
+            if (n <= 0) return c->text.find(needle) != std::string::npos;
+            c->text.append(buf, n);
+        }
+    }
+    return c->text.find(needle) != std::string::npos;
+}
+
+// Waits for the child to end (reading the rest of its output); its exit status, or -signal.
+static int finish(Child* c) {
+    char buf[4096];
+    ssize_t n;
+    while ((n = read(c->out, buf, sizeof buf)) > 0) c->text.append(buf, n);
+    close(c->out);
+    int status = 0;
+    waitpid(c->pid, &status, 0);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);
+}
+
+// The flags of a small run on tiny_run's shards, for the binary.
+static std::string tiny_flags(const TinyRun& r, int steps) {
+    return " --train " + r.dir + "/train.bin --val " + r.dir + "/val.bin --vocab 32 --max-seq-len 16 --layers 2 "
+           "--heads 4 --channels 16 --ffn-hidden 32 --batch 4 --seq-len 16 --total-batch 128 --warmup 2 "
+           "--val-every 2 --val-batches 2 --sink-every 4 --probe-len 16 --steps " + std::to_string(steps);
+}
+
+// A run slow enough to be caught in the middle of a step (about a second per step on 2 cores).
+static std::string slow_flags(const TinyRun& r, int steps) {
+    return " --train " + r.dir + "/train.bin --val " + r.dir + "/val.bin --vocab 32 --max-seq-len 128 --layers 4 "
+           "--heads 8 --channels 384 --ffn-hidden 1536 --batch 16 --seq-len 128 --val-every 0 --sink-every 0 "
+           "--sample-len 0 --save-every 0 --print-every 1 --probe-seqs 2 --probe-len 16 --steps " +
+           std::to_string(steps);
+}
+
+// Every line of a log is one whole JSON record.
+static void check_log_lines_whole(const std::string& log) {
+    size_t pos = 0;
+    int lines = 0;
+    while (pos < log.size()) {
+        size_t end = log.find('\n', pos);
+        REQUIRE(end != std::string::npos);  // the last line ends too
+        std::string line = log.substr(pos, end - pos);
+        INFO("line " << lines << ": " << line);
+        CHECK(line.front() == '{');
+        CHECK(line.back() == '}');
+        CHECK(std::count(line.begin(), line.end(), '{') == 1);
+        pos = end + 1;
+        lines++;
+    }
+}
+
+TEST_CASE("a log that cannot be written stops the run with a checkpoint, no torn record, and it resumes",
+          "[runs][disk-full]") {
+    TinyRun straight = tiny_run(6);
+    REQUIRE(train(&straight.cl) == 0);
+    long long size = (long long)slurp(straight.dir + "/run/log.jsonl").size();
+    for (long long budget : {1000LL, size / 2, size - 40}) {  // inside the config record, a middle one, the last
+        INFO("log bytes before the disk fills: " << budget);
+        TinyRun r = tiny_run(6);
+        r.cl.train.save_every = 0;
+        log_write_budget = budget;
+        std::string msg;
+        try {
+            train(&r.cl);
+        } catch (const SkError& e) {
+            msg = e.what();
+        }
+        log_write_budget = -1;
+        CHECK(msg.find("could not be written") != std::string::npos);
+        CHECK(msg.find("--resume " + r.dir + "/run") != std::string::npos);
+        std::string log = slurp(r.dir + "/run/log.jsonl");
+        check_log_lines_whole(log);
+        int saved = latest_checkpoint(r.dir + "/run");
+        REQUIRE(saved >= 0);
+        CHECK(saved <= 6);  // the last budget fails at the done record, after the final checkpoint
+        CHECK(!file_exists(r.dir + "/run/run.lock"));  // released by the failed run
+        CommandLine again = r.cl;
+        again.train.resume_dir = r.dir + "/run";
+        again.given = {"--resume"};
+        REQUIRE(train(&again) == 0);
+        CHECK(slurp(r.dir + "/run/model_00000006.bin") == slurp(straight.dir + "/run/model_00000006.bin"));
+    }
+}
+
+TEST_CASE("Ctrl-C saves a checkpoint at the end of the step, says how to continue, exits 130; resume finishes the "
+          "same run", "[runs][signal]") {
+    REQUIRE(file_exists("./train_gpt_cpu"));
+    TinyRun r = tiny_run(0);
+    std::string out;
+    REQUIRE(run_command("./train_gpt_cpu" + tiny_flags(r, 1500) + " --save-every 0 --out " + r.dir + "/straight",
+                        &out) == 0);
+    Child c = spawn("./train_gpt_cpu" + tiny_flags(r, 1500) + " --save-every 0 --out " + r.dir + "/run");
+    REQUIRE(wait_for_output(&c, "step     20/1500", 30));
+    kill(c.pid, SIGINT);
+    int status = finish(&c);
+    INFO(c.text);
+    CHECK(status == 130);
+    CHECK(c.text.find("stopped by SIGINT (Ctrl-C) at step") != std::string::npos);
+    CHECK(c.text.find("--resume " + r.dir + "/run") != std::string::npos);
+    int saved = latest_checkpoint(r.dir + "/run");
+    CHECK(saved >= 20);
+    CHECK(saved < 1500);
+    std::string log = slurp(r.dir + "/run/log.jsonl");
+    check_log_lines_whole(log);
+    CHECK(log.find("\"type\":\"stopped\",\"step\":" + std::to_string(saved)) != std::string::npos);
+    CHECK(!file_exists(r.dir + "/run/run.lock"));
+    // the flags come back from the checkpoint: --resume alone finishes the run, bit for bit the uninterrupted one
+    REQUIRE(run_command("./train_gpt_cpu --resume " + r.dir + "/run", &out) == 0);
+    CHECK(out.find("resuming " + r.dir + "/run at step " + std::to_string(saved)) != std::string::npos);
+    CHECK(slurp(r.dir + "/run/model_00001500.bin") == slurp(r.dir + "/straight/model_00001500.bin"));
+}
+
+TEST_CASE("a second Ctrl-C stops at once, without waiting for the step", "[runs][signal]") {
+    TinyRun r = tiny_run(0);
+    Child c = spawn("./train_gpt_cpu" + slow_flags(r, 1000) + " --out " + r.dir + "/run");
+    REQUIRE(wait_for_output(&c, "step      1/1000", 120));  // the first step is done; the second is running
+    usleep(100000);
+    kill(c.pid, SIGTERM);
+    usleep(50000);
+    kill(c.pid, SIGTERM);
+    int status = finish(&c);
+    INFO(c.text);
+    CHECK(status == 143);
+    CHECK(c.text.find("stopped by") == std::string::npos);  // it did not wait to save
+    CHECK(latest_checkpoint(r.dir + "/run") < 2);
+}
+
+TEST_CASE("a closed stdout (| head) saves and stops the run instead of killing it", "[runs][signal]") {
+    TinyRun r = tiny_run(0);
+    std::string out;
+    int status = run_command("bash -c './train_gpt_cpu" + tiny_flags(r, 1000) + " --out " + r.dir +
+                                 "/run 2>" + r.dir + "/err.txt | head -n 4; echo exit=${PIPESTATUS[0]}'",
+                             &out);
+    INFO(out << slurp(r.dir + "/err.txt"));
+    CHECK(status == 0);
+    CHECK(out.find("exit=141") != std::string::npos);
+    CHECK(slurp(r.dir + "/err.txt").find("stopped by closed stdout") != std::string::npos);
+    int saved = latest_checkpoint(r.dir + "/run");
+    CHECK(saved >= 1);
+    CHECK(saved < 1000);
+}
+
+TEST_CASE("a run directory belongs to one run: a lock, a refusal of another run's directory, --overwrite",
+          "[runs][lock]") {
+    TinyRun r = tiny_run(0);
+    std::string dir = r.dir + "/run", out;
+    Child a = spawn("./train_gpt_cpu" + slow_flags(r, 1000) + " --out " + dir);
+    REQUIRE(wait_for_output(&a, "train:", 60));
+    CHECK(slurp(dir + "/run.lock") == std::to_string(a.pid) + "\n");
+    // a second run in the same directory is refused at once, naming the holder
+    CHECK(run_command("./train_gpt_cpu" + tiny_flags(r, 4) + " --out " + dir, &out) == 1);
+    CHECK(out.find("in use by another run (process " + std::to_string(a.pid)) != std::string::npos);
+    kill(a.pid, SIGTERM);
+    CHECK(finish(&a) == 143);
+    CHECK(!file_exists(dir + "/run.lock"));
+    // a fresh run does not mix into a finished one: refused, unless resumed or overwritten
+    REQUIRE(run_command("./train_gpt_cpu" + tiny_flags(r, 4) + " --out " + r.dir + "/done", &out) == 0);
+    CHECK(run_command("./train_gpt_cpu" + tiny_flags(r, 4) + " --out " + r.dir + "/done", &out) == 1);
+    CHECK(out.find("already holds a run (log.jsonl, checkpoints up to step 4)") != std::string::npos);
+    REQUIRE(run_command("./train_gpt_cpu" + tiny_flags(r, 2) + " --overwrite --out " + r.dir + "/done", &out) == 0);
+    CHECK(latest_checkpoint(r.dir + "/done") == 2);
+    CHECK(!file_exists(r.dir + "/done/model_00000004.bin"));
+    std::string log = slurp(r.dir + "/done/log.jsonl");
+    CHECK(std::count(log.begin(), log.end(), '\n') > 2);
+    CHECK(log.find("\"type\":\"config\"") == log.rfind("\"type\":\"config\""));  // one run in the log
+    // an output directory that cannot hold files is noticed before any training
+    write_bytes(r.dir + "/file", "x");
+    CHECK(run_command("./train_gpt_cpu" + tiny_flags(r, 4) + " --out " + r.dir + "/file/run", &out) == 1);
+    CHECK(out.find("cannot create output directory") != std::string::npos);
+    CHECK(out.find("step ") == std::string::npos);
+}
+
+TEST_CASE("every log record names its run; the console shows progress, saves and a summary", "[runs][console]") {
+    TinyRun r = tiny_run(0);
+    std::string out;
+    REQUIRE(run_command("./train_gpt_cpu" + tiny_flags(r, 12) + " --print-every 5 --save-every 4 --keep-last 2 --out " +
+                            r.dir + "/run",
+                        &out) == 0);
+    INFO(out);
+    // progress lines every 5 steps (and the first and last), each with the elapsed time and what is left
+    CHECK(out.find("step      1/12 |") != std::string::npos);
+    CHECK(out.find("step      5/12 |") != std::string::npos);
+    CHECK(out.find("step      4/12 |") == std::string::npos);
+    CHECK(out.find("step     12/12 |") != std::string::npos);
+    CHECK(out.find("| elapsed 0:00:") != std::string::npos);
+    CHECK(out.find("| eta 0:00:") != std::string::npos);
+    CHECK(out.find("saved " + r.dir + "/run/model_00000008.bin") != std::string::npos);
+    CHECK(out.find("done: 12 steps, 0.00154M tokens") != std::string::npos);
+    CHECK(out.find("best ") != std::string::npos);
+    CHECK(out.find("0 updates skipped") != std::string::npos);
+    // --keep-last 2: the checkpoints of steps 8 and 12 remain
+    std::vector<int> steps = checkpoint_steps(r.dir + "/run");
+    CHECK(steps == std::vector<int>({8, 12}));
+    std::string log = slurp(r.dir + "/run/log.jsonl");
+    size_t lines = std::count(log.begin(), log.end(), '\n');
+    size_t at = log.find("\"run\":\"");
+    REQUIRE(at != std::string::npos);
+    std::string id = log.substr(at, 7 + 16 + 1);
+    size_t named = 0;
+    for (size_t p = log.find(id); p != std::string::npos; p = log.find(id, p + 1)) named++;
+    CHECK(named == lines);
+}
+
+TEST_CASE("--resume restores the run's flags, names what a flag changed, and refuses another model", "[runs][resume]") {
+    TinyRun a = tiny_run(0);
+    std::string out, flags = tiny_flags(a, 8) + " --lr 0.004 --schedule linear --min-lr-frac 0.25 --seed 7";
+    REQUIRE(run_command("./train_gpt_cpu" + flags + " --out " + a.dir + "/straight", &out) == 0);
+    REQUIRE(run_command("./train_gpt_cpu" + flags + " --save-every 5 --out " + a.dir + "/run", &out) == 0);
+    // resume from step 5 with nothing but the directory: batch, schedule, lr, seed and data come from the checkpoint
+    REQUIRE(run_command("rm " + a.dir + "/run/model_00000008.bin " + a.dir + "/run/state_00000008.bin", &out) == 0);
+    REQUIRE(run_command("./train_gpt_cpu --resume " + a.dir + "/run --val-every 4", &out) == 0);
+    INFO(out);
+    CHECK(out.find("resuming " + a.dir + "/run at step 5: restored") != std::string::npos);
+    CHECK(out.find("--lr 0.004") != std::string::npos);
+    CHECK(out.find("changed on this command line: --val-every 2 -> 4") != std::string::npos);
+    CHECK(slurp(a.dir + "/run/model_00000008.bin") == slurp(a.dir + "/straight/model_00000008.bin"));
+    CHECK(run_command("./train_gpt_cpu --resume " + a.dir + "/run --preset gpt2", &out) == 1);
+    CHECK(out.find("flag --preset: --resume reads the architecture") != std::string::npos);
+    CHECK(run_command("./train_gpt_cpu --resume " + a.dir + "/run --seq-len 8", &out) == 1);
+    CHECK(out.find("decide its data stream") != std::string::npos);
+}
+
+TEST_CASE("a damaged checkpoint is named with the newest good one, and --from-step resumes that", "[runs][resume]") {
+    TinyRun r = tiny_run(0);
+    std::string out, dir = r.dir + "/run";
+    REQUIRE(run_command("./train_gpt_cpu" + tiny_flags(r, 6) + " --save-every 2 --out " + dir, &out) == 0);
+    // one flipped bit in a weight of the latest model file: still a finite number, found only by the checksum
+    std::string model = slurp(dir + "/model_00000006.bin");
+    model[1024 + 4 * 100] ^= 0x01;
+    write_bytes(dir + "/model_00000006.bin", model);
+    CHECK(run_command("./train_gpt_cpu --resume " + dir + " --steps 8", &out) == 1);
+    INFO(out);
+    CHECK(out.find("does not match the checksum") != std::string::npos);
+    CHECK(out.find("The newest good one is step 4: continue from it with --resume " + dir + " --from-step 4") !=
+          std::string::npos);
+    REQUIRE(run_command("./train_gpt_cpu --resume " + dir + " --from-step 4 --steps 8", &out) == 0);
+    CHECK(latest_checkpoint(dir) == 8);
+    CHECK(run_command("./train_gpt_cpu --resume " + dir + " --from-step 3", &out) == 1);
+    CHECK(out.find("holds no checkpoint of step 3") != std::string::npos);
+}
+
+TEST_CASE("vocabulary, tokenizer, data and prompt agree, or the run says so before it trains", "[runs][vocab]") {
+    TinyRun r = tiny_run(0);
+    std::string out;
+    // a prompt without a tokenizer is an error, never token 0
+    CHECK(run_command("./train_gpt_cpu" + tiny_flags(r, 2) + " --sample-len 8 --prompt hello --out " + r.dir + "/a",
+                      &out) == 1);
+    CHECK(out.find("flag --prompt: no tokenizer") != std::string::npos);
+    CHECK(!file_exists(r.dir + "/a/log.jsonl"));
+    // a tokenizer of another size is refused
+    write_tokenizer_file(r.dir + "/bytes.bin", byte_tokenizer_tokens(), 10);
+    CHECK(run_command("./train_gpt_cpu" + tiny_flags(r, 2) + " --tokenizer " + r.dir + "/bytes.bin --out " + r.dir +
+                          "/b", &out) == 1);
+    CHECK(out.find("has 256 tokens, but the model's vocabulary has 32") != std::string::npos);
+    // byte-level data for a large vocabulary: said before training
+    REQUIRE(run_command("./train_gpt_cpu --train data/brown/brown_val.bin --val data/brown/brown_val.bin --vocab 1024 "
+                        "--layers 1 --channels 16 --heads 2 --ffn-hidden 16 --batch 2 --seq-len 16 --steps 1 "
+                        "--val-batches 1 --probe-seqs 2 --probe-len 16 --sample-len 4 --out " + r.dir + "/c", &out) == 0);
+    CHECK(out.find("warning: the training data uses token ids up to") != std::string::npos);
+    CHECK(out.find("samples are logged as token ids") != std::string::npos);
+    CHECK(out.find("warning") < out.find("step      1/1"));
+}
+
+TEST_CASE("a small probe shard lowers --probe-seqs with a note; --eval-sink finds its probe and speaks plainly",
+          "[runs][probe]") {
+    TinyRun r = tiny_run(0);
+    std::string out;
+    std::vector<uint16_t> few(100, 3);
+    write_shard(r.dir + "/small_val.bin", few);
+    REQUIRE(run_command("./train_gpt_cpu" + tiny_flags(r, 2) + " --probe " + r.dir + "/small_val.bin --probe-seqs 100 "
+                        "--out " + r.dir + "/run", &out) == 0);
+    CHECK(out.find("holds 6 windows of 16 tokens, fewer than --probe-seqs 100: measuring on 6") != std::string::npos);
+    CHECK(slurp(r.dir + "/run/log.jsonl").find("\"probe_seqs\":6") != std::string::npos);
+    // --eval-sink without --probe reads the first shard of --val, and prints a summary before the JSON line
+    std::string model = r.dir + "/run/model_00000002.bin";
+    REQUIRE(run_command("./train_gpt_cpu --load " + model + " --eval-sink --val " + r.dir + "/val.bin --probe-len 16 "
+                        "--probe-seqs 4", &out) == 0);
+    CHECK(out.find("Sink_1..3") != std::string::npos);
+    CHECK(out.find("first-token norm ratio by layer") != std::string::npos);
+    CHECK(out.find("\"probe\":\"" + r.dir + "/val.bin\"") != std::string::npos);
+    REQUIRE(run_command("./train_gpt_cpu --load " + model + " --eval-sink --json --val " + r.dir + "/val.bin "
+                        "--probe-len 16 --probe-seqs 4", &out) == 0);
+    CHECK(out.rfind("{\"checkpoint\":", 0) == 0);
+    CHECK(std::count(out.begin(), out.end(), '\n') == 1);
+}
+
+TEST_CASE("a run whose updates were mostly skipped exits 1 and says so; a few skips are a warning", "[runs][nonfinite]") {
+    TinyRun r = tiny_run(4);
+    // embeddings of 3e38: LayerNorm's mean overflows, and every step's loss is NaN
+    r.cl.model.norm = NORM_LAYERNORM;
+    Model<float> m;
+    model_build(&m, r.cl.model);
+    model_init(&m, 1);
+    for (size_t i = 0; i < m.sizes[P_WTE]; i++) m.p[P_WTE][i] = 3e38f;
+    write_model_file(r.dir + "/poison.bin", r.cl.model, m.params.data());
+    r.cl.train.load_path = r.dir + "/poison.bin";
+    r.cl.train.on_nonfinite = NONFINITE_SKIP;
+    r.cl.train.val_every = 0;
+    r.cl.train.sink_every = 0;
+    r.cl.train.sample_len = 0;
+    CHECK(train(&r.cl) == 1);
+    CHECK(slurp(r.dir + "/run/log.jsonl").find("\"skipped_steps\":4") != std::string::npos);
+}
