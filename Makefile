@@ -5,7 +5,7 @@ CXX ?= g++
 # which keeps results identical across machines and reproducible by the GPU exact mode.
 CXXFLAGS ?= -O3 -march=native -std=c++17 -fopenmp -ffp-contract=off -Wall -Wextra -Wno-unused-function
 PYTHON := /usr/bin/python3
-HEADERS := attention_variants.cuh sink_metrics.h $(wildcard common/*.h)
+HEADERS := attention_variants.cuh sink_metrics.h $(wildcard common/*.h) $(wildcard cpu/*.h)
 
 .PHONY: all train train-emergence data test test-asan fuzz docs clean deps-train deps-test gpu-bundle
 all: train_gpt_cpu

@@ -54,99 +54,76 @@ vocab, L layers, OC output channels.
 #include "common/engine.h"
 #include "common/numerics.h"
 #include "common/trainer.h"
+#ifndef __CUDACC__
+#include "cpu/gemm.h"
+#endif
 
 // -----------------------------------------------------------------------------------------------------------
 // matmul. One kernel serves the forward and both backward products:
-//   out[m,n] = init[m,n] + sum_{k=0..K-1} A[m,k] * Bm[k,n]     (k in increasing order, one fma per term)
-// gemm_by_element is that formula, one output element per loop index: the GPU build runs it, and the tests
-// hold the CPU's gemm to it bit for bit. The CPU's gemm computes the same sums with register blocking: RM
-// rows x RN columns of `out` per task, RN a multiple of the SIMD width, so the accumulators stay in registers
-// and the compiler vectorises over n; each output element still sees its own sequential sum.
+//   out[m,n] = init[m,n] + sum_{k=0..K-1} A(m,k) * B(k,n)     (k in increasing order, one fma per term)
+// where A(m,k) = A[m*lda + k] (or A[k*lda + m], transposed) and B(k,n) = B[k*ldb + n] (or B[n*ldb + k]), so no
+// operand is ever transposed in memory. gemm_by_element is that formula, one output element per loop index: the GPU
+// build runs it. The CPU runs gemm_blocked (cpu/gemm.h): the same sums, packed and cache-blocked, tested equal to
+// gemm_by_element bit for bit.
 
 template <typename F>
-static void gemm_by_element(F* out, const F* A, const F* Bm, int M, int K, int N, const F* bias,
-                            bool accumulate) {
+static void gemm_by_element(F* out, const F* A, int lda, bool a_t, const F* B, int ldb, bool b_t, int M, int K,
+                            int N, const F* bias, bool accumulate) {
     sk_for((size_t)M * N, SK_LAMBDA(size_t i) {
         size_t m = i / N, n = i % N;
         F acc = accumulate ? out[i] : bias ? bias[n] : F(0);
-        for (int k = 0; k < K; k++) acc = sk_fma(A[m * K + k], Bm[(size_t)k * N + n], acc);
+        for (int k = 0; k < K; k++) {
+            F a = a_t ? A[(size_t)k * lda + m] : A[m * lda + k];
+            F b = b_t ? B[n * ldb + k] : B[(size_t)k * ldb + n];
+            acc = sk_fma(a, b, acc);
+        }
         out[i] = acc;
     });
 }
 
+template <typename F>
+static void gemm(F* out, const F* A, int lda, bool a_t, const F* B, int ldb, bool b_t, int M, int K, int N,
+                 const F* bias, bool accumulate) {
 #ifdef __CUDACC__
-template <typename F>
-static void gemm(F* out, const F* A, const F* Bm, int M, int K, int N, const F* bias, bool accumulate) {
-    gemm_by_element(out, A, Bm, M, K, N, bias, accumulate);
-}
+    gemm_by_element(out, A, lda, a_t, B, ldb, b_t, M, K, N, bias, accumulate);
 #else
-template <typename F>
-static void gemm(F* out, const F* A, const F* Bm, int M, int K, int N, const F* bias, bool accumulate) {
-    constexpr int RM = 4, RN = 256 / sizeof(F);
-    int mblocks = (M + RM - 1) / RM, nblocks = (N + RN - 1) / RN;
-#pragma omp parallel for collapse(2) schedule(static)
-    for (int mb = 0; mb < mblocks; mb++) {
-        for (int nb = 0; nb < nblocks; nb++) {
-            int m0 = mb * RM, n0 = nb * RN;
-            int mr = M - m0 < RM ? M - m0 : RM, nr = N - n0 < RN ? N - n0 : RN;
-            F acc[RM][RN];
-            for (int r = 0; r < mr; r++)
-                for (int c = 0; c < nr; c++)
-                    acc[r][c] = accumulate ? out[(size_t)(m0 + r) * N + n0 + c] : bias ? bias[n0 + c] : F(0);
-            if (mr == RM && nr == RN) {
-                for (int k = 0; k < K; k++) {
-                    const F* b = Bm + (size_t)k * N + n0;
-                    for (int r = 0; r < RM; r++) {
-                        F a = A[(size_t)(m0 + r) * K + k];
-                        for (int c = 0; c < RN; c++) acc[r][c] = sk_fma(a, b[c], acc[r][c]);
-                    }
-                }
-            } else {
-                for (int k = 0; k < K; k++) {
-                    const F* b = Bm + (size_t)k * N + n0;
-                    for (int r = 0; r < mr; r++) {
-                        F a = A[(size_t)(m0 + r) * K + k];
-                        for (int c = 0; c < nr; c++) acc[r][c] = sk_fma(a, b[c], acc[r][c]);
-                    }
-                }
-            }
-            for (int r = 0; r < mr; r++)
-                for (int c = 0; c < nr; c++) out[(size_t)(m0 + r) * N + n0 + c] = acc[r][c];
-        }
-    }
-}
+    gemm_blocked(out, A, lda, a_t, B, ldb, b_t, M, K, N, bias, accumulate);
 #endif
-
-// dst (cols, rows) = src (rows, cols)^T
-template <typename F>
-static void transpose(F* dst, const F* src, int rows, int cols) {
-    sk_for((size_t)cols * rows, SK_LAMBDA(size_t i) { dst[i] = src[(i % rows) * cols + i / rows]; });
 }
 
-// out (BT, OC) = inp (BT, C) @ weight (OC, C)^T + bias (OC). scratch holds OC*C.
+// out (BT, OC) = inp (BT, C) @ weight (OC, C)^T + bias (OC)
 template <typename F>
-static void matmul_forward(F* out, const F* inp, const F* weight, const F* bias, int BT, int C, int OC,
-                           F* scratch) {
-    transpose(scratch, weight, OC, C);
-    gemm(out, inp, scratch, BT, C, OC, bias, false);
+static void matmul_forward(F* out, const F* inp, const F* weight, const F* bias, int BT, int C, int OC) {
+    gemm(out, inp, C, false, weight, C, true, BT, C, OC, bias, false);
 }
 
-// backward of: out = inp @ weight^T + bias. scratch holds BT*OC.
+// dsum[o] += sum_{bt in order} x[bt, o] for o < OC: the column sums of a (BT, OC) matrix, a thread per block of
+// columns and the columns of a block side by side (each column still adds its rows in order)
+template <typename F>
+static void column_sums(F* dsum, const F* x, int BT, int OC) {
+    const int W = 64;
+    sk_for(((size_t)OC + W - 1) / W, SK_LAMBDA(size_t blk) {
+        size_t o0 = blk * W, w = (size_t)OC - o0 < (size_t)W ? (size_t)OC - o0 : (size_t)W;
+        F s[W];
+        for (size_t i = 0; i < w; i++) s[i] = dsum[o0 + i];
+        for (int bt = 0; bt < BT; bt++) {
+            const F* row = x + (size_t)bt * OC + o0;
+            for (size_t i = 0; i < w; i++) s[i] += row[i];
+        }
+        for (size_t i = 0; i < w; i++) dsum[o0 + i] = s[i];
+    });
+}
+
+// backward of: out = inp @ weight^T + bias
 //   dinp    += dout @ weight               (sum over o in order)
 //   dweight += dout^T @ inp                (sum over bt in order)
 //   dbias   += sum_bt dout                 (sum over bt in order)
 template <typename F>
 static void matmul_backward(F* dinp, F* dweight, F* dbias, const F* dout, const F* inp, const F* weight,
-                            int BT, int C, int OC, F* scratch) {
-    gemm(dinp, dout, weight, BT, OC, C, (const F*)nullptr, true);
-    transpose(scratch, dout, BT, OC);
-    gemm(dweight, scratch, inp, OC, BT, C, (const F*)nullptr, true);
-    if (dbias)
-        sk_for(OC, SK_LAMBDA(size_t o) {
-            F s = dbias[o];
-            for (int bt = 0; bt < BT; bt++) s += dout[(size_t)bt * OC + o];
-            dbias[o] = s;
-        });
+                            int BT, int C, int OC) {
+    gemm(dinp, dout, OC, false, weight, C, false, BT, OC, C, (const F*)nullptr, true);
+    gemm(dweight, dout, OC, true, inp, C, false, OC, BT, C, (const F*)nullptr, true);
+    if (dbias) column_sums(dbias, dout, BT, OC);
 }
 
 // -----------------------------------------------------------------------------------------------------------
@@ -922,7 +899,6 @@ struct Acts {
     // scratch, reused by every layer
     F* branch_out;       // (B, T, C) the attention or FFN branch's output, before it joins the residual
     F* gate_logits;      // (B, T, G) z = x W_g^T (--gate)
-    F* matmul_scratch;   // the largest transposed weight or gradient of any matmul
     F* att_work;         // attention rows' scores, weights and dp (GPU only; sk_for_scratch)
     SkBuffer<int> inputs, targets;  // (B, T) token ids (-1: the sink token) and targets (-1: no loss)
     int num_targets = 0;            // positions with a loss
@@ -956,16 +932,6 @@ static size_t place_regions(SkBuffer<F>* mem, const Region<F> (&regions)[N], con
         base += r.n;
     }
     return total;
-}
-
-// The largest transpose any matmul of a forward/backward pass at (B, T) needs.
-static inline size_t matmul_scratch_size(const ModelConfig& c, int B, int T) {
-    size_t BT = (size_t)B * T, C = c.channels, hs = C / c.num_heads, mx = 0;
-    size_t shapes[][3] = {  // rows, in, out
-        {BT, C, 3 * C}, {BT, C, C}, {BT, C, (size_t)c.ffn_hidden}, {BT, (size_t)c.ffn_hidden, C},
-        {BT, C, (size_t)c.padded_vocab_size}, {2 * BT * c.num_heads, hs, hs}};
-    for (auto& sh : shapes) mx = std::max(mx, sh[2] * std::max(sh[0], sh[1]));
-    return mx;
 }
 
 // The sizes of the per-layer and per-pass tensors of a configuration at (B, T), for Acts and GradActs.
@@ -1008,7 +974,6 @@ static void acts_alloc(Acts<F>* a, const ModelConfig& c, int B, int T) {
         {&a->residual3, L * BT * C}, {&a->lnf, s.pre * BT * C}, {&a->lnf_mean, s.pre * BT},
         {&a->lnf_rstd, s.pre * BT}, {&a->logits, BT * s.Vp}, {&a->probs, BT * s.Vp}, {&a->losses, BT},
         {&a->branch_out, BT * C}, {&a->gate_logits, BT * s.G},
-        {&a->matmul_scratch, matmul_scratch_size(c, B, T)},
         {&a->att_work, sk_scratch_size((size_t)B * s.NH * T, 3 * ((size_t)T + 1))}};
     place_regions(&a->mem, regions, "activations", B, T);
     a->B = B;
@@ -1145,9 +1110,9 @@ static void feature_map_forward(const Model<F>* m, Acts<F>* a, const LayerView<F
         phi_elu1_forward(v.phi_out, v.phi_in, (size_t)2 * BT * C);
         return;
     }
-    matmul_forward(v.phi_hidden, v.phi_in, v.phiw1, (const F*)nullptr, rows, hs, hs, a->matmul_scratch);
+    matmul_forward(v.phi_hidden, v.phi_in, v.phiw1, (const F*)nullptr, rows, hs, hs);
     relu_forward(v.phi_relu, v.phi_hidden, (size_t)2 * BT * C);
-    matmul_forward(v.phi_out, v.phi_relu, v.phiw2, (const F*)nullptr, rows, hs, hs, a->matmul_scratch);
+    matmul_forward(v.phi_out, v.phi_relu, v.phiw2, (const F*)nullptr, rows, hs, hs);
 }
 
 // Both blocks of a layer are residual sub-blocks around a branch f, with their norm N before or after it:
@@ -1183,9 +1148,8 @@ static void attention_block_forward(const Model<F>* m, Acts<F>* a, const LayerVi
     int B = a->B, T = a->T, C = c.channels, NH = c.num_heads, BT = B * T;
     int G = at.gate == GATE_ELEMENTWISE ? C : NH;
     size_t BTC = (size_t)BT * C;
-    F* scratch = a->matmul_scratch;
     const F* attn_in = subblock_in(c, v.ln1, v.ln1_mean, v.ln1_rstd, v.x, v.ln1w, v.ln1b, BT);
-    matmul_forward(v.qkv, attn_in, v.qkvw, v.qkvb, BT, C, 3 * C, scratch);
+    matmul_forward(v.qkv, attn_in, v.qkvw, v.qkvb, BT, C, 3 * C);
     if (c.positions == POS_ROPE)
         rope_apply(v.qkv, m->rope_cos.data(), m->rope_sin.data(), B, T, C, NH, false);
     F* core = at.gate != GATE_NONE ? v.atty_core : v.atty;
@@ -1204,10 +1168,10 @@ static void attention_block_forward(const Model<F>* m, Acts<F>* a, const LayerVi
                           C, NH);
     }
     if (at.gate != GATE_NONE) {  // atty = core * sigmoid(attn_in W_g^T)
-        matmul_forward(a->gate_logits, attn_in, v.gatew, (const F*)nullptr, BT, C, G, scratch);
+        matmul_forward(a->gate_logits, attn_in, v.gatew, (const F*)nullptr, BT, C, G);
         gate_forward(v.atty, v.gate, core, a->gate_logits, BT, C, G);
     }
-    matmul_forward(a->branch_out, v.atty, v.attprojw, v.attprojb, BT, C, C, scratch);
+    matmul_forward(a->branch_out, v.atty, v.attprojw, v.attprojb, BT, C, C);
     subblock_out(c, v.residual2, v.attn_sum, v.ln1_mean, v.ln1_rstd, v.x, a->branch_out, v.ln1w, v.ln1b, BT);
 }
 
@@ -1217,12 +1181,11 @@ template <typename F>
 static void ffn_block_forward(const Model<F>* m, Acts<F>* a, const LayerView<F>& v) {
     const ModelConfig& c = m->config;
     int BT = a->B * a->T, C = c.channels, FF = c.ffn_hidden;
-    F* scratch = a->matmul_scratch;
     const F* ffn_in = subblock_in(c, v.ln2, v.ln2_mean, v.ln2_rstd, v.residual2, v.ln2w, v.ln2b, BT);
-    matmul_forward(v.fch, ffn_in, v.fcw, v.fcb, BT, C, FF, scratch);
-    if (v.fch2) matmul_forward(v.fch2, ffn_in, v.fcw2, v.fcb2, BT, C, FF, scratch);
+    matmul_forward(v.fch, ffn_in, v.fcw, v.fcb, BT, C, FF);
+    if (v.fch2) matmul_forward(v.fch2, ffn_in, v.fcw2, v.fcb2, BT, C, FF);
     ffn_act_forward(v.fcact, v.fch, (const F*)v.fch2, (size_t)BT * FF, c.ffn);
-    matmul_forward(a->branch_out, v.fcact, v.fcprojw, v.fcprojb, BT, FF, C, scratch);
+    matmul_forward(a->branch_out, v.fcact, v.fcprojw, v.fcprojb, BT, FF, C);
     subblock_out(c, v.residual3, v.ffn_sum, v.ln2_mean, v.ln2_rstd, v.residual2, a->branch_out, v.ln2w,
                  v.ln2b, BT);
 }
@@ -1278,8 +1241,7 @@ static double model_forward(Model<F>* m, Acts<F>* a, const int* inputs, const in
                      c.norm_eps);
         h = a->lnf;
     }
-    matmul_forward(a->logits, h, lm_head_weight(*m), (const F*)nullptr, BT, C, c.padded_vocab_size,
-                   a->matmul_scratch);
+    matmul_forward(a->logits, h, lm_head_weight(*m), (const F*)nullptr, BT, C, c.padded_vocab_size);
     const int* tgt = targets ? a->targets.data() : (const int*)nullptr;
     crossentropy_forward(a->losses, a->probs, a->logits, tgt, BT, c.vocab_size, c.padded_vocab_size);
     if (!targets) return 0;
@@ -1301,11 +1263,9 @@ static void feature_map_backward(const Model<F>* m, Acts<F>* a, const LayerView<
     if (c.attn.phi == PHI_ELU1) {
         phi_elu1_backward(v.dphi_in, v.dphi_out, v.phi_in, (size_t)2 * BT * C);
     } else {
-        matmul_backward(v.dphi_relu, v.dphiw2, (F*)nullptr, v.dphi_out, v.phi_relu, v.phiw2, rows, hs, hs,
-                        a->matmul_scratch);
+        matmul_backward(v.dphi_relu, v.dphiw2, (F*)nullptr, v.dphi_out, v.phi_relu, v.phiw2, rows, hs, hs);
         relu_backward(v.dphi_hidden, v.dphi_relu, v.phi_hidden, (size_t)2 * BT * C);
-        matmul_backward(v.dphi_in, v.dphiw1, (F*)nullptr, v.dphi_hidden, v.phi_in, v.phiw1, rows, hs, hs,
-                        a->matmul_scratch);
+        matmul_backward(v.dphi_in, v.dphiw1, (F*)nullptr, v.dphi_hidden, v.phi_in, v.phiw1, rows, hs, hs);
     }
     phi_scatter_grad(v.dqkv, v.dphi_in, BT, C);
 }
@@ -1341,18 +1301,17 @@ static void attention_block_backward(const Model<F>* m, Acts<F>* a, const LayerV
     int G = at.gate == GATE_ELEMENTWISE ? C : NH;
     size_t BTC = (size_t)BT * C;
     bool pre = c.placement == PLACE_PRE;
-    F* scratch = a->matmul_scratch;
     const F* dbranch = subblock_out_backward(c, v.dx, v.dattn_sum, v.dln1w, v.dln1b, v.dresidual2, v.attn_sum,
                                              v.ln1w, v.ln1_mean, v.ln1_rstd, BT);
     const F* attn_in = pre ? v.ln1 : v.x;
     F* dattn_in = pre ? v.dln1 : v.dx;
-    matmul_backward(v.datty, v.dattprojw, v.dattprojb, dbranch, v.atty, v.attprojw, BT, C, C, scratch);
+    matmul_backward(v.datty, v.dattprojw, v.dattprojb, dbranch, v.atty, v.attprojw, BT, C, C);
     const F *core = v.atty, *dcore = v.datty;
     if (at.gate != GATE_NONE) {  // atty = core * sigmoid(z), z = attn_in W_g^T
         core = v.atty_core;
         dcore = v.datty_core;
         gate_backward(v.datty_core, v.dgate_logits, v.datty, core, v.gate, BT, C, G);
-        matmul_backward(dattn_in, v.dgatew, (F*)nullptr, v.dgate_logits, attn_in, v.gatew, BT, C, G, scratch);
+        matmul_backward(dattn_in, v.dgatew, (F*)nullptr, v.dgate_logits, attn_in, v.gatew, BT, C, G);
     }
     F* ds_rows = a->grad.att_ds;
     if (attention_is_plain(c)) {
@@ -1368,7 +1327,7 @@ static void attention_block_backward(const Model<F>* m, Acts<F>* a, const LayerV
     }
     if (c.positions == POS_ROPE)
         rope_apply(v.dqkv, m->rope_cos.data(), m->rope_sin.data(), B, T, C, NH, true);
-    matmul_backward(dattn_in, v.dqkvw, v.dqkvb, v.dqkv, attn_in, v.qkvw, BT, C, 3 * C, scratch);
+    matmul_backward(dattn_in, v.dqkvw, v.dqkvb, v.dqkv, attn_in, v.qkvw, BT, C, 3 * C);
     subblock_in_backward(c, v.dx, v.dln1w, v.dln1b, v.dln1, v.x, v.ln1w, v.ln1_mean, v.ln1_rstd, BT);
 }
 
@@ -1378,15 +1337,14 @@ static void ffn_block_backward(const Model<F>* m, Acts<F>* a, const LayerView<F>
     const ModelConfig& c = m->config;
     int BT = a->B * a->T, C = c.channels, FF = c.ffn_hidden;
     bool pre = c.placement == PLACE_PRE;
-    F* scratch = a->matmul_scratch;
     const F* dbranch = subblock_out_backward(c, v.dresidual2, v.dffn_sum, v.dln2w, v.dln2b, v.dresidual3,
                                              v.ffn_sum, v.ln2w, v.ln2_mean, v.ln2_rstd, BT);
     const F* ffn_in = pre ? v.ln2 : v.residual2;
     F* dffn_in = pre ? v.dln2 : v.dresidual2;
-    matmul_backward(v.dfcact, v.dfcprojw, v.dfcprojb, dbranch, v.fcact, v.fcprojw, BT, FF, C, scratch);
+    matmul_backward(v.dfcact, v.dfcprojw, v.dfcprojb, dbranch, v.fcact, v.fcprojw, BT, FF, C);
     ffn_act_backward(v.dfch, v.dfch2, v.dfcact, v.fch, (const F*)v.fch2, (size_t)BT * FF, c.ffn);
-    matmul_backward(dffn_in, v.dfcw, v.dfcb, v.dfch, ffn_in, v.fcw, BT, C, FF, scratch);
-    if (v.fch2) matmul_backward(dffn_in, v.dfcw2, v.dfcb2, v.dfch2, ffn_in, v.fcw2, BT, C, FF, scratch);
+    matmul_backward(dffn_in, v.dfcw, v.dfcb, v.dfch, ffn_in, v.fcw, BT, C, FF);
+    if (v.fch2) matmul_backward(dffn_in, v.dfcw2, v.dfcb2, v.dfch2, ffn_in, v.fcw2, BT, C, FF);
     subblock_in_backward(c, v.dresidual2, v.dln2w, v.dln2b, v.dln2, v.residual2, v.ln2w, v.ln2_mean,
                          v.ln2_rstd, BT);
 }
@@ -1409,12 +1367,12 @@ static void model_backward(Model<F>* m, Acts<F>* a, F scale) {
     F* dW_out = c.tied ? m->g[P_WTE] : m->g[P_LMHEAD];
     if (c.placement == PLACE_PRE) {
         matmul_backward(g->lnf, dW_out, (F*)nullptr, g->logits, a->lnf, lm_head_weight(*m), BT, C,
-                        c.padded_vocab_size, a->matmul_scratch);
+                        c.padded_vocab_size);
         norm_backward(dh_last, m->g[P_LNFW], m->g[P_LNFB], g->lnf, h_last, m->p[P_LNFW], a->lnf_mean,
                       a->lnf_rstd, BT, C, c.norm);
     } else {
         matmul_backward(dh_last, dW_out, (F*)nullptr, g->logits, h_last, lm_head_weight(*m), BT, C,
-                        c.padded_vocab_size, a->matmul_scratch);
+                        c.padded_vocab_size);
     }
     for (int l = L - 1; l >= 0; l--) {
         LayerView<F> v = layer_view(m, a, l);

@@ -39,57 +39,58 @@ TEST_CASE("matmul backward matches finite differences", "[layers]") {
     const int BT = 7, C = 5, OC = 9;
     for (int with_bias = 0; with_bias < 2; with_bias++) {
         auto x = random_vec(BT * C, rng), w = random_vec(OC * C, rng), b = random_vec(OC, rng), R = random_vec(BT * OC, rng);
-        std::vector<double> out(BT * OC), scratch(BT * OC + OC * C);
+        std::vector<double> out(BT * OC);
         auto loss = [&] {
-            matmul_forward(out.data(), x.data(), w.data(), with_bias ? b.data() : nullptr, BT, C, OC, scratch.data());
+            matmul_forward(out.data(), x.data(), w.data(), with_bias ? b.data() : nullptr, BT, C, OC);
             return dot(R, out.data());
         };
         loss();
         std::vector<double> dx(BT * C, 0), dw(OC * C, 0), db(OC, 0);
-        matmul_backward(dx.data(), dw.data(), with_bias ? db.data() : nullptr, R.data(), x.data(), w.data(), BT, C, OC, scratch.data());
+        matmul_backward(dx.data(), dw.data(), with_bias ? db.data() : nullptr, R.data(), x.data(), w.data(), BT, C, OC);
         CHECK(fd_check(x, dx, loss) < FD_TOL);
         CHECK(fd_check(w, dw, loss) < FD_TOL);
         if (with_bias) CHECK(fd_check(b, db, loss) < FD_TOL);
     }
 }
 
-TEST_CASE("gemm blocks: full and ragged tiles give the exact sequential fma sum", "[layers]") {
-    std::mt19937_64 rng(2);
-    for (int M : {1, 4, 9}) for (int N : {3, 64, 70, 130}) {
-        const int K = 11;
-        std::vector<float> A(M * K), Bm(K * N), out(M * N), bias(N);
-        for (float& v : A) v = (float)random_vec(1, rng)[0];
-        for (float& v : Bm) v = (float)random_vec(1, rng)[0];
-        for (float& v : bias) v = (float)random_vec(1, rng)[0];
-        gemm(out.data(), A.data(), Bm.data(), M, K, N, bias.data(), false);
-        for (int m = 0; m < M; m++) for (int n = 0; n < N; n++) {
-            float acc = bias[n];
-            for (int k = 0; k < K; k++) acc = fmaf(A[m * K + k], Bm[k * N + n], acc);
-            REQUIRE(out[m * N + n] == acc);  // bit-exact: the documented reduction order
-        }
-    }
-}
-
-// The GPU build (train_gpt.cu) runs gemm_by_element, one output element per thread: it must give the CPU's bits.
+// The CPU's gemm (cpu/gemm.h: packed, cache-blocked, AVX-512 for float) and the GPU build's gemm_by_element must both
+// give exactly the documented sum, acc = fma(A(m,k), B(k,n), acc) for k in order from the init, for every layout of A
+// and B, ragged tiles and blocks (K across the KC = 256 blocks, N across the NC = 1024 blocks), bias and accumulate.
 template <typename F>
-static void check_gemm_by_element(std::mt19937_64& rng) {
-    for (int M : {1, 5, 12}) for (int N : {1, 33, 64, 200}) for (int K : {1, 7, 300}) for (int init = 0; init < 3; init++) {
-        auto draw = [&](size_t n) { std::vector<F> v(n); for (F& x : v) x = (F)random_vec(1, rng)[0]; return v; };
-        std::vector<F> A = draw(M * K), Bm = draw(K * N), bias = draw(N), start = draw(M * N);
-        std::vector<F> blocked = start, by_element = start;
+static void check_gemm_exact(std::mt19937_64& rng) {
+    auto draw = [&](size_t n) { std::vector<F> v(n); for (F& x : v) x = (F)random_vec(1, rng)[0]; return v; };
+    int cases = 0;
+    for (int M : {1, 6, 13}) for (int N : {1, 33, 64, 200, 1100}) for (int K : {1, 7, 300, 600})
+    for (int layout = 0; layout < 4; layout++) for (int init = 0; init < 3; init++) {
+        if (N == 1100 && (K > 300 || layout % 2)) continue;  // the large N once per K block shape is enough
+        bool a_t = layout & 1, b_t = layout & 2;
+        std::vector<F> A = draw((size_t)M * K), Bm = draw((size_t)K * N), bias = draw(N), start = draw((size_t)M * N);
+        int lda = a_t ? M : K, ldb = b_t ? K : N;
+        std::vector<F> blocked = start, by_element = start, expect = start;
         const F* b = init == 1 ? bias.data() : nullptr;
-        gemm(blocked.data(), A.data(), Bm.data(), M, K, N, b, init == 2);
-        gemm_by_element(by_element.data(), A.data(), Bm.data(), M, K, N, b, init == 2);
-        INFO("M " << M << " N " << N << " K " << K << " init " << init << " (0 zero, 1 bias, 2 accumulate)");
-        REQUIRE(memcmp(blocked.data(), by_element.data(), blocked.size() * sizeof(F)) == 0);
+        gemm_blocked(blocked.data(), A.data(), lda, a_t, Bm.data(), ldb, b_t, M, K, N, b, init == 2);
+        gemm_by_element(by_element.data(), A.data(), lda, a_t, Bm.data(), ldb, b_t, M, K, N, b, init == 2);
+        for (int m = 0; m < M; m++)
+            for (int n = 0; n < N; n++) {
+                F acc = init == 2 ? start[(size_t)m * N + n] : b ? b[n] : F(0);
+                for (int k = 0; k < K; k++)
+                    acc = sk_fma(a_t ? A[(size_t)k * lda + m] : A[(size_t)m * lda + k],
+                                 b_t ? Bm[(size_t)n * ldb + k] : Bm[(size_t)k * ldb + n], acc);
+                expect[(size_t)m * N + n] = acc;
+            }
+        INFO("M " << M << " N " << N << " K " << K << " a_t " << a_t << " b_t " << b_t << " init " << init);
+        REQUIRE(memcmp(blocked.data(), expect.data(), expect.size() * sizeof(F)) == 0);
+        REQUIRE(memcmp(by_element.data(), expect.data(), expect.size() * sizeof(F)) == 0);
         if (init == 2) REQUIRE(blocked != start);  // accumulate really added to the previous values
+        cases++;
     }
+    CHECK(cases > 300);
 }
 
-TEST_CASE("gemm_by_element (the GPU build's matmul) equals the blocked CPU gemm bit for bit", "[layers]") {
+TEST_CASE("gemm (CPU, blocked) and gemm_by_element (GPU build) give the exact sequential fma sum", "[layers]") {
     std::mt19937_64 rng(21);
-    check_gemm_by_element<float>(rng);
-    check_gemm_by_element<double>(rng);
+    check_gemm_exact<float>(rng);
+    check_gemm_exact<double>(rng);
 }
 
 TEST_CASE("layernorm and rmsnorm backward match finite differences", "[layers]") {
@@ -306,4 +307,33 @@ TEST_CASE("plain causal softmax attention equals the general attention bit for b
     c = presets[0].cfg;
     c.attn.slot = SLOT_ZERO;
     CHECK(!attention_is_plain(c));
+}
+
+// sk_exp_n (many lanes at a time; AVX-512 where the CPU has it) must equal sk_exp bit for bit everywhere: a million
+// inputs over every exponent, the edges of the clamped ranges, NaN and infinities, and every tail length.
+TEST_CASE("sk_exp_n equals sk_exp bit for bit", "[layers]") {
+    std::vector<float> xs = {0.0f, -0.0f, 1.0f, -1.0f, INFINITY, -INFINITY, NAN, -NAN, 1e-45f, -1e-45f, 88.72283f,
+                             88.72284f, -87.33654f, -103.972f, -104.0f, -104.00001f, 89.0f, 89.00001f, -88.0f, 0.5f};
+    for (uint64_t u = 0; u < (1ull << 32); u += 4093) {
+        uint32_t bits = (uint32_t)u;
+        float x;
+        memcpy(&x, &bits, 4);
+        xs.push_back(x);
+    }
+    std::vector<float> fast(xs.size());
+    sk_exp_n(xs.data(), fast.data(), (int)xs.size());
+    int64_t bad = 0;
+    for (size_t i = 0; i < xs.size(); i++) {
+        float ref = sk_exp(xs[i]);
+        bad += !((isnan(ref) && isnan(fast[i])) || memcmp(&ref, &fast[i], 4) == 0);
+    }
+    CHECK(bad == 0);
+    for (int n = 0; n <= 33; n++) {  // tails: what lies past n is not written
+        std::vector<float> y(40, 7.0f);
+        sk_exp_n(xs.data() + 100, y.data(), n);
+        for (int i = 0; i < 40; i++) {
+            float ref = i < n ? sk_exp(xs[100 + i]) : 7.0f;
+            REQUIRE(memcmp(&ref, &y[i], 4) == 0);
+        }
+    }
 }
