@@ -55,6 +55,10 @@ vocab, L layers, OC output channels.
 #include "common/numerics.h"
 #include "common/trainer.h"
 #ifndef __CUDACC__
+#include <type_traits>
+
+#include "cpu/activations.h"
+#include "cpu/attention.h"
 #include "cpu/gemm.h"
 #endif
 
@@ -220,9 +224,14 @@ SK_HD static inline F act_grad(int ffn, F x) {
     }
 }
 
-// act = gated ? act(h1) * h2 : act(h1), elementwise over N values
+// act = gated ? act(h1) * h2 : act(h1), elementwise over N values. On the CPU the swish family takes its exps a
+// block at a time (cpu/activations.h, the same bits).
 template <typename F>
 static void ffn_act_forward(F* out, const F* h1, const F* h2, size_t N, int ffn) {
+#ifndef __CUDACC__
+    if constexpr (std::is_same<F, float>::value)
+        if (ffn == FFN_SWISH || ffn == FFN_SWIGLU) return swish_forward_blocked(out, h1, h2, N);
+#endif
     sk_for(N, SK_LAMBDA(size_t i) {
         out[i] = h2 ? act_forward(ffn, h1[i]) * h2[i] : act_forward(ffn, h1[i]);
     });
@@ -231,6 +240,10 @@ static void ffn_act_forward(F* out, const F* h1, const F* h2, size_t N, int ffn)
 // backward of: out = act(h1) * h2  (or act(h1)):  dh1 += dout * h2 * act'(h1),  dh2 += dout * act(h1)
 template <typename F>
 static void ffn_act_backward(F* dh1, F* dh2, const F* dout, const F* h1, const F* h2, size_t N, int ffn) {
+#ifndef __CUDACC__
+    if constexpr (std::is_same<F, float>::value)
+        if (ffn == FFN_SWISH || ffn == FFN_SWIGLU) return swish_backward_blocked(dh1, dh2, dout, h1, h2, N);
+#endif
     sk_for(N, SK_LAMBDA(size_t i) {
         F g = h2 ? dout[i] * h2[i] : dout[i];
         dh1[i] += g * act_grad(ffn, h1[i]);
@@ -393,6 +406,27 @@ static void attention_backward_causal(F* dqkv, F* ds_rows, const F* dout, const 
             }
         }
     });
+}
+
+// What the model calls: on the CPU the plain attention runs a head at a time with its sums side by side
+// (cpu/attention.h), tested equal to the per-row form above bit for bit; the GPU runs the per-row form.
+template <typename F>
+static void attention_forward_plain(F* out, F* att, const F* qkv, int B, int T, int C, int NH) {
+#ifndef __CUDACC__
+    if constexpr (std::is_same<F, float>::value)
+        return attention_forward_causal_blocked(out, att, qkv, B, T, C, NH);
+#endif
+    attention_forward_causal(out, att, qkv, B, T, C, NH);
+}
+
+template <typename F>
+static void attention_backward_plain(F* dqkv, F* ds_rows, const F* dout, const F* qkv, const F* att, int B, int T,
+                                     int C, int NH) {
+#ifndef __CUDACC__
+    if constexpr (std::is_same<F, float>::value)
+        return attention_backward_causal_blocked(dqkv, ds_rows, dout, qkv, att, B, T, C, NH);
+#endif
+    attention_backward_causal(dqkv, ds_rows, dout, qkv, att, B, T, C, NH);
 }
 
 // -----------------------------------------------------------------------------------------------------------
@@ -1154,7 +1188,7 @@ static void attention_block_forward(const Model<F>* m, Acts<F>* a, const LayerVi
         rope_apply(v.qkv, m->rope_cos.data(), m->rope_sin.data(), B, T, C, NH, false);
     F* core = at.gate != GATE_NONE ? v.atty_core : v.atty;
     if (attention_is_plain(c)) {
-        attention_forward_causal(core, v.att, v.qkv, B, T, C, NH);
+        attention_forward_plain(core, v.att, v.qkv, B, T, C, NH);
     } else {
         const F *q = v.qkv, *k = v.qkv + C;
         int qk_stride = 3 * C;
@@ -1315,7 +1349,7 @@ static void attention_block_backward(const Model<F>* m, Acts<F>* a, const LayerV
     }
     F* ds_rows = a->grad.att_ds;
     if (attention_is_plain(c)) {
-        attention_backward_causal(v.dqkv, ds_rows, dcore, v.qkv, v.att, B, T, C, NH);
+        attention_backward_plain(v.dqkv, ds_rows, dcore, v.qkv, v.att, B, T, C, NH);
     } else if (at.phi == PHI_NONE) {
         attention_backward(v.dqkv, v.dqkv + C, 3 * C, v.dqkv + 2 * C, v.dattn, ds_rows, a->att_work, dcore,
                            v.qkv, v.qkv + C, v.qkv + 2 * C, v.att, v.att_slot, v.attn, B, T, C, NH);

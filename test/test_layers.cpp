@@ -295,6 +295,28 @@ static void check_plain_attention_equals_general(std::mt19937_64& rng) {
     }
 }
 
+// cpu/attention.h (a head at a time, sums side by side) against the per-row plain attention, bit for bit.
+TEST_CASE("the CPU's blocked causal attention equals the per-row form bit for bit", "[layers]") {
+    std::mt19937_64 rng(29);
+    for (int B : {1, 2}) for (int T : {1, 7, 16, 17, 40}) for (int NH : {1, 3}) for (int hs : {2, 8, 24}) {
+        const int C = hs * NH;
+        auto draw = [&](size_t n) { std::vector<float> v(n); for (float& x : v) x = (float)random_vec(1, rng, 1.5)[0]; return v; };
+        std::vector<float> qkv = draw((size_t)B * T * 3 * C), dout = draw((size_t)B * T * C);
+        size_t rows = (size_t)B * NH * T;
+        std::vector<float> out_r(B * T * C), out_b(B * T * C), att_r(rows * T), att_b(rows * T);
+        attention_forward_causal(out_r.data(), att_r.data(), qkv.data(), B, T, C, NH);
+        attention_forward_causal_blocked(out_b.data(), att_b.data(), qkv.data(), B, T, C, NH);
+        INFO("B " << B << " T " << T << " NH " << NH << " hs " << hs);
+        REQUIRE(memcmp(out_r.data(), out_b.data(), out_r.size() * 4) == 0);
+        REQUIRE(memcmp(att_r.data(), att_b.data(), att_r.size() * 4) == 0);
+        std::vector<float> start = draw(qkv.size()), d_r = start, d_b = start;
+        std::vector<float> ds_r(rows * (T + 1)), ds_b(rows * (T + 1));
+        attention_backward_causal(d_r.data(), ds_r.data(), dout.data(), qkv.data(), att_r.data(), B, T, C, NH);
+        attention_backward_causal_blocked(d_b.data(), ds_b.data(), dout.data(), qkv.data(), att_r.data(), B, T, C, NH);
+        REQUIRE(memcmp(d_r.data(), d_b.data(), d_r.size() * 4) == 0);
+    }
+}
+
 TEST_CASE("plain causal softmax attention equals the general attention bit for bit", "[layers]") {
     std::mt19937_64 rng(23);
     check_plain_attention_equals_general<float>(rng);
@@ -334,6 +356,38 @@ TEST_CASE("sk_exp_n equals sk_exp bit for bit", "[layers]") {
         for (int i = 0; i < 40; i++) {
             float ref = i < n ? sk_exp(xs[100 + i]) : 7.0f;
             REQUIRE(memcmp(&ref, &y[i], 4) == 0);
+        }
+    }
+}
+
+// cpu/activations.h (the swish family, exps a block at a time) against the element-by-element reference bit for bit:
+// the reference is the same lambda the GPU build runs (act_forward / act_grad), written out here per element.
+TEST_CASE("the CPU's blocked swish and SwiGLU equal the per-element reference bit for bit", "[layers]") {
+    std::mt19937_64 rng(31);
+    for (size_t N : {1, 15, 16, 511, 512, 513, 5000}) {
+        std::vector<float> h1(N), h2(N), dout(N);
+        for (size_t i = 0; i < N; i++) {
+            h1[i] = (float)random_vec(1, rng, 4.0)[0];
+            h2[i] = (float)random_vec(1, rng)[0];
+            dout[i] = (float)random_vec(1, rng)[0];
+        }
+        h1[0] = -200.0f;  // e^-x overflows: the clamped range
+        for (int gated = 0; gated < 2; gated++) {
+            int ffn = gated ? FFN_SWIGLU : FFN_SWISH;
+            const float* g2 = gated ? h2.data() : nullptr;
+            std::vector<float> out(N), d1(N, 0.25f), d2(N, -0.5f), ref_out(N), ref_d1(N, 0.25f), ref_d2(N, -0.5f);
+            ffn_act_forward(out.data(), h1.data(), g2, N, ffn);
+            ffn_act_backward(d1.data(), d2.data(), dout.data(), h1.data(), g2, N, ffn);
+            for (size_t i = 0; i < N; i++) {
+                ref_out[i] = g2 ? act_forward(ffn, h1[i]) * g2[i] : act_forward(ffn, h1[i]);
+                float g = g2 ? dout[i] * g2[i] : dout[i];
+                ref_d1[i] += g * act_grad(ffn, h1[i]);
+                if (g2) ref_d2[i] += dout[i] * act_forward(ffn, h1[i]);
+            }
+            INFO("N " << N << " gated " << gated);
+            REQUIRE(memcmp(out.data(), ref_out.data(), N * 4) == 0);
+            REQUIRE(memcmp(d1.data(), ref_d1.data(), N * 4) == 0);
+            REQUIRE(memcmp(d2.data(), ref_d2.data(), N * 4) == 0);
         }
     }
 }
