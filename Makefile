@@ -2,12 +2,13 @@
 # Both install what is missing first (dev/setup.sh: apt-get as root, else the exact sudo line to run).
 CXX ?= g++
 # -ffp-contract=off: the compiler never fuses a*b+c on its own; every fma in the model is explicit (common/numerics.h),
-# which keeps results identical across machines and reproducible by the GPU exact mode.
-CXXFLAGS ?= -O3 -march=native -std=c++17 -fopenmp -ffp-contract=off -Wall -Wextra -Wno-unused-function
+# which keeps results identical across machines and reproducible by the GPU exact mode. -fno-math-errno: sqrt need not
+# set errno, so loops with a sqrt vectorise (vsqrtps rounds exactly as sqrtf does; no result changes).
+CXXFLAGS ?= -O3 -march=native -std=c++17 -fopenmp -ffp-contract=off -fno-math-errno -Wall -Wextra -Wno-unused-function
 PYTHON := /usr/bin/python3
 HEADERS := attention_variants.cuh sink_metrics.h $(wildcard common/*.h) $(wildcard cpu/*.h)
 
-.PHONY: all train train-emergence data test test-asan fuzz docs clean deps-train deps-test gpu-bundle
+.PHONY: all train train-emergence data test test-asan fuzz docs clean deps-train deps-test deps-bench bench gpu-bundle
 all: train_gpt_cpu
 
 # the system packages each goal needs (order-only: checked once per make run, never a reason to rebuild)
@@ -15,6 +16,8 @@ deps-train:
 	@bash dev/setup.sh train
 deps-test:
 	@bash dev/setup.sh test
+deps-bench:
+	@bash dev/setup.sh bench
 
 train_gpt_cpu: train_gpt_cpu.cpp $(HEADERS) | deps-train
 	$(CXX) $(CXXFLAGS) -o $@ $< -lm -lpcre2-8
@@ -82,6 +85,15 @@ fuzz:
 	dev/fuzz/run.sh $(FUZZ_SECONDS)
 
 # docs/flags.md from the flag table (./train_gpt_cpu --help); test/test_docs.cpp fails when they differ
+# this trainer against the PyTorch reference model, side by side (dev/bench/bench.py: about 7 minutes on 2 cores;
+# BENCH_FLAGS=--quick for a one-round smoke run, --only NAME for one shape)
+BENCH_FLAGS ?=
+build/gemm_bench: dev/bench/gemm_bench.cpp $(HEADERS) | deps-train
+	@mkdir -p build
+	$(CXX) $(CXXFLAGS) -o $@ $<
+bench: train_gpt_cpu build/gemm_bench data | deps-bench
+	$(PYTHON) dev/bench/bench.py $(BENCH_FLAGS)
+
 docs: train_gpt_cpu
 	dev/make_flag_docs.sh > docs/flags.md
 

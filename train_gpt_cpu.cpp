@@ -53,6 +53,7 @@ vocab, L layers, OC output channels.
 #include "common/config.h"
 #include "common/engine.h"
 #include "common/numerics.h"
+#include "common/profile.h"
 #include "common/trainer.h"
 #ifndef __CUDACC__
 #include <type_traits>
@@ -98,6 +99,7 @@ static void gemm(F* out, const F* A, int lda, bool a_t, const F* B, int ldb, boo
 // out (BT, OC) = inp (BT, C) @ weight (OC, C)^T + bias (OC)
 template <typename F>
 static void matmul_forward(F* out, const F* inp, const F* weight, const F* bias, int BT, int C, int OC) {
+    SK_PROFILE_SCOPE(PROF_MATMUL);
     gemm(out, inp, C, false, weight, C, true, BT, C, OC, bias, false);
 }
 
@@ -125,6 +127,7 @@ static void column_sums(F* dsum, const F* x, int BT, int OC) {
 template <typename F>
 static void matmul_backward(F* dinp, F* dweight, F* dbias, const F* dout, const F* inp, const F* weight,
                             int BT, int C, int OC) {
+    SK_PROFILE_SCOPE(PROF_MATMUL);
     gemm(dinp, dout, OC, false, weight, C, false, BT, OC, C, (const F*)nullptr, true);
     gemm(dweight, dout, OC, true, inp, C, false, OC, BT, C, (const F*)nullptr, true);
     if (dbias) column_sums(dbias, dout, BT, OC);
@@ -137,6 +140,7 @@ static void matmul_backward(F* dinp, F* dweight, F* dbias, const F* dout, const 
 template <typename F>
 static void norm_forward(F* out, F* mean, F* rstd, const F* inp, const F* w, const F* b, int BT, int C,
                          int kind, float eps) {
+    SK_PROFILE_SCOPE(PROF_NORM);
     sk_for(BT, SK_LAMBDA(size_t bt) {
         const F* x = inp + bt * C;
         F* y = out + bt * C;
@@ -161,6 +165,7 @@ static void norm_forward(F* out, F* mean, F* rstd, const F* inp, const F* w, con
 template <typename F>
 static void norm_backward(F* dinp, F* dw, F* db, const F* dout, const F* inp, const F* w, const F* mean,
                           const F* rstd, int BT, int C, int kind) {
+    SK_PROFILE_SCOPE(PROF_NORM);
     sk_for(BT, SK_LAMBDA(size_t bt) {
         const F* x = inp + bt * C;
         const F* dy = dout + bt * C;
@@ -224,13 +229,16 @@ SK_HD static inline F act_grad(int ffn, F x) {
     }
 }
 
-// act = gated ? act(h1) * h2 : act(h1), elementwise over N values. On the CPU the swish family takes its exps a
-// block at a time (cpu/activations.h, the same bits).
+// act = gated ? act(h1) * h2 : act(h1), elementwise over N values. On the CPU the swish and GELU families take their
+// exps and tanhs a block at a time (cpu/activations.h, the same bits).
 template <typename F>
 static void ffn_act_forward(F* out, const F* h1, const F* h2, size_t N, int ffn) {
+    SK_PROFILE_SCOPE(PROF_ACTIVATION);
 #ifndef __CUDACC__
-    if constexpr (std::is_same<F, float>::value)
+    if constexpr (std::is_same<F, float>::value) {
         if (ffn == FFN_SWISH || ffn == FFN_SWIGLU) return swish_forward_blocked(out, h1, h2, N);
+        if (ffn == FFN_GELU || ffn == FFN_GEGLU) return gelu_forward_blocked(out, h1, h2, N);
+    }
 #endif
     sk_for(N, SK_LAMBDA(size_t i) {
         out[i] = h2 ? act_forward(ffn, h1[i]) * h2[i] : act_forward(ffn, h1[i]);
@@ -240,9 +248,12 @@ static void ffn_act_forward(F* out, const F* h1, const F* h2, size_t N, int ffn)
 // backward of: out = act(h1) * h2  (or act(h1)):  dh1 += dout * h2 * act'(h1),  dh2 += dout * act(h1)
 template <typename F>
 static void ffn_act_backward(F* dh1, F* dh2, const F* dout, const F* h1, const F* h2, size_t N, int ffn) {
+    SK_PROFILE_SCOPE(PROF_ACTIVATION);
 #ifndef __CUDACC__
-    if constexpr (std::is_same<F, float>::value)
+    if constexpr (std::is_same<F, float>::value) {
         if (ffn == FFN_SWISH || ffn == FFN_SWIGLU) return swish_backward_blocked(dh1, dh2, dout, h1, h2, N);
+        if (ffn == FFN_GELU || ffn == FFN_GEGLU) return gelu_backward_blocked(dh1, dh2, dout, h1, h2, N);
+    }
 #endif
     sk_for(N, SK_LAMBDA(size_t i) {
         F g = h2 ? dout[i] * h2[i] : dout[i];
@@ -265,12 +276,14 @@ static void relu_backward(F* dx, const F* dy, const F* x, size_t N) {
 // out = a + b, elementwise
 template <typename F>
 static void residual_forward(F* out, const F* a, const F* b, size_t N) {
+    SK_PROFILE_SCOPE(PROF_ACTIVATION);
     sk_for(N, SK_LAMBDA(size_t i) { out[i] = a[i] + b[i]; });
 }
 
 // backward of: out = a + b, for the input on the residual path:  da += dout  (the branch reads dout directly)
 template <typename F>
 static void residual_backward(F* da, const F* dout, size_t N) {
+    SK_PROFILE_SCOPE(PROF_ACTIVATION);
     sk_for(N, SK_LAMBDA(size_t i) { da[i] += dout[i]; });
 }
 
@@ -283,6 +296,7 @@ static void residual_backward(F* da, const F* dout, size_t N) {
 //   angle = t * base^(-2i/hs)
 template <typename F>
 static void rope_apply(F* qkv, const F* cos_t, const F* sin_t, int B, int T, int C, int NH, bool inverse) {
+    SK_PROFILE_SCOPE(PROF_ACTIVATION);
     int hs = C / NH, half = hs / 2;
     sk_for((size_t)B * T, SK_LAMBDA(size_t bt) {
         size_t t = bt % T;
@@ -304,6 +318,7 @@ static void rope_apply(F* qkv, const F* cos_t, const F* sin_t, int B, int T, int
 template <typename F>
 static void embedding_forward(F* out, const int* tokens, const F* wte, const F* sink_token,
                               const F* pos_table, int B, int T, int C) {
+    SK_PROFILE_SCOPE(PROF_ACTIVATION);
     sk_for((size_t)B * T, SK_LAMBDA(size_t bt) {
         F* o = out + bt * C;
         int tok = tokens[bt];
@@ -317,6 +332,7 @@ static void embedding_forward(F* out, const int* tokens, const F* wte, const F* 
 template <typename F>
 static void embedding_backward(F* dwte, F* dsink_token, F* dwpe, const F* dout, const int* tokens, int B,
                                int T, int C) {
+    SK_PROFILE_SCOPE(PROF_ACTIVATION);
     sk_for(C, SK_LAMBDA(size_t i) {
         for (int bt = 0; bt < B * T; bt++) {
             F d = dout[(size_t)bt * C + i];
@@ -412,6 +428,7 @@ static void attention_backward_causal(F* dqkv, F* ds_rows, const F* dout, const 
 // (cpu/attention.h), tested equal to the per-row form above bit for bit; the GPU runs the per-row form.
 template <typename F>
 static void attention_forward_plain(F* out, F* att, const F* qkv, int B, int T, int C, int NH) {
+    SK_PROFILE_SCOPE(PROF_ATTENTION);
 #ifndef __CUDACC__
     if constexpr (std::is_same<F, float>::value)
         return attention_forward_causal_blocked(out, att, qkv, B, T, C, NH);
@@ -422,6 +439,7 @@ static void attention_forward_plain(F* out, F* att, const F* qkv, int B, int T, 
 template <typename F>
 static void attention_backward_plain(F* dqkv, F* ds_rows, const F* dout, const F* qkv, const F* att, int B, int T,
                                      int C, int NH) {
+    SK_PROFILE_SCOPE(PROF_ATTENTION);
 #ifndef __CUDACC__
     if constexpr (std::is_same<F, float>::value)
         return attention_backward_causal_blocked(dqkv, ds_rows, dout, qkv, att, B, T, C, NH);
@@ -511,6 +529,7 @@ SK_HD static inline F attention_slot_value(const AttnParams<F>& ap, int h, int h
 template <typename F>
 static void attention_forward(F* out, F* att, F* att_slot, F* work, const F* q, const F* k, int qk_stride,
                               const F* v, const AttnParams<F>& ap_, int B, int T, int C, int NH) {
+    SK_PROFILE_SCOPE(PROF_ATTENTION);
     AttnParams<F> ap = ap_;
     int hs = C / NH, key0 = attn_has_slot(ap.spec);
     F tau = F(1) / sk_sqrt(F(hs));
@@ -678,6 +697,7 @@ template <typename F>
 static void attention_backward(F* dq, F* dk, int qk_stride, F* dv, const AttnParamGrads<F>& g, F* ds_rows,
                                F* work, const F* dout, const F* q, const F* k, const F* v, const F* att,
                                const F* att_slot, const AttnParams<F>& ap, int B, int T, int C, int NH) {
+    SK_PROFILE_SCOPE(PROF_ATTENTION);
     attention_backward_rows(dq, qk_stride, ds_rows, work, dout, q, k, v, att, att_slot, ap, B, T, C, NH);
     attention_backward_keys(dk, qk_stride, dv, ds_rows, dout, q, att, ap, B, T, C, NH);
     attention_backward_slot_params(g, ds_rows, dout, q, qk_stride, att_slot, ap, B, T, C, NH);
@@ -722,6 +742,7 @@ static void phi_elu1_backward(F* dx, const F* dy, const F* x, size_t N) {
 // Gated attention (G1): y = core * sigmoid(z), z = x W_g^T, a gate per channel (G = C) or per head (G = NH).
 template <typename F>
 static void gate_forward(F* y, F* gate, const F* core, const F* z, int BT, int C, int G) {
+    SK_PROFILE_SCOPE(PROF_ACTIVATION);
     int per = C / G;
     sk_for(BT, SK_LAMBDA(size_t bt) {
         for (int i = 0; i < C; i++) {
@@ -736,6 +757,7 @@ static void gate_forward(F* y, F* gate, const F* core, const F* z, int BT, int C
 // channels of dy * core (channels in order)
 template <typename F>
 static void gate_backward(F* dcore, F* dz, const F* dy, const F* core, const F* gate, int BT, int C, int G) {
+    SK_PROFILE_SCOPE(PROF_ACTIVATION);
     int per = C / G;
     sk_for(BT, SK_LAMBDA(size_t bt) {
         for (int gi = 0; gi < G; gi++) {
@@ -757,6 +779,7 @@ static void gate_backward(F* dcore, F* dz, const F* dy, const F* core, const F* 
 template <typename F>
 static void crossentropy_forward(F* losses, F* probs, const F* logits, const int* targets, int BT, int V,
                                  int Vp) {
+    SK_PROFILE_SCOPE(PROF_CLASSIFIER);
     sk_for(BT, SK_LAMBDA(size_t bt) {
         const F* z = logits + bt * Vp;
         F* p = probs + bt * Vp;
@@ -770,6 +793,7 @@ static void crossentropy_forward(F* losses, F* probs, const F* logits, const int
 template <typename F>
 static void crossentropy_backward(F* dlogits, const F* probs, const int* targets, F dloss, int BT, int V,
                                   int Vp) {
+    SK_PROFILE_SCOPE(PROF_CLASSIFIER);
     sk_for(BT, SK_LAMBDA(size_t bt) {
         F* d = dlogits + bt * Vp;
         const F* p = probs + bt * Vp;
@@ -1275,7 +1299,10 @@ static double model_forward(Model<F>* m, Acts<F>* a, const int* inputs, const in
                      c.norm_eps);
         h = a->lnf;
     }
-    matmul_forward(a->logits, h, lm_head_weight(*m), (const F*)nullptr, BT, C, c.padded_vocab_size);
+    {
+        SK_PROFILE_SCOPE(PROF_CLASSIFIER);  // (the classifier's product counts here, not under matmul)
+        matmul_forward(a->logits, h, lm_head_weight(*m), (const F*)nullptr, BT, C, c.padded_vocab_size);
+    }
     const int* tgt = targets ? a->targets.data() : (const int*)nullptr;
     crossentropy_forward(a->losses, a->probs, a->logits, tgt, BT, c.vocab_size, c.padded_vocab_size);
     if (!targets) return 0;
@@ -1400,11 +1427,15 @@ static void model_backward(Model<F>* m, Acts<F>* a, F scale) {
     F* dh_last = layer_slice(g->residual3, L - 1, (size_t)BT * C);
     F* dW_out = c.tied ? m->g[P_WTE] : m->g[P_LMHEAD];
     if (c.placement == PLACE_PRE) {
-        matmul_backward(g->lnf, dW_out, (F*)nullptr, g->logits, a->lnf, lm_head_weight(*m), BT, C,
-                        c.padded_vocab_size);
+        {
+            SK_PROFILE_SCOPE(PROF_CLASSIFIER);
+            matmul_backward(g->lnf, dW_out, (F*)nullptr, g->logits, a->lnf, lm_head_weight(*m), BT, C,
+                            c.padded_vocab_size);
+        }
         norm_backward(dh_last, m->g[P_LNFW], m->g[P_LNFB], g->lnf, h_last, m->p[P_LNFW], a->lnf_mean,
                       a->lnf_rstd, BT, C, c.norm);
     } else {
+        SK_PROFILE_SCOPE(PROF_CLASSIFIER);
         matmul_backward(dh_last, dW_out, (F*)nullptr, g->logits, h_last, lm_head_weight(*m), BT, C,
                         c.padded_vocab_size);
     }
@@ -1422,6 +1453,7 @@ static void model_backward(Model<F>* m, Acts<F>* a, F scale) {
 // Global L2 norm of the gradients: squares summed in double over fixed 4096-element chunks, chunks in order.
 template <typename F>
 static double grad_norm(Model<F>* m) {
+    SK_PROFILE_SCOPE(PROF_OPTIMIZER);
     const size_t chunk = 4096, n = m->num_params, nchunks = (n + chunk - 1) / chunk;
     if (m->norm_parts.size() != nchunks) m->norm_parts.assign(nchunks, 0.0);
     double* sums = m->norm_parts.data();
@@ -1444,6 +1476,7 @@ static double grad_norm(Model<F>* m) {
 // with g = the gradient times s.grad_scale (clipping). Elementwise, so thread-count independent.
 template <typename F>
 static void adamw_update(Model<F>* m, const AdamWStep& s) {
+    SK_PROFILE_SCOPE(PROF_OPTIMIZER);
     F bc1 = F(1) - F(pow(s.beta1, s.t)), bc2 = F(1) - F(pow(s.beta2, s.t));
     F beta1 = F(s.beta1), beta2 = F(s.beta2), one_minus_b1 = F(1 - s.beta1), one_minus_b2 = F(1 - s.beta2);
     F lr = F(s.lr), eps = F(s.eps), grad_scale = F(s.grad_scale);
@@ -1482,7 +1515,10 @@ class ReferenceEngine final : public Engine {
         sk_download_bytes(out, acts_.logits + row * model.config.padded_vocab_size,
                           model.config.vocab_size * sizeof(float));
     }
-    void zero_grad() override { sk_fill(model.grads.data(), model.num_params, 0.0f); }
+    void zero_grad() override {
+        SK_PROFILE_SCOPE(PROF_OPTIMIZER);
+        sk_fill(model.grads.data(), model.num_params, 0.0f);
+    }
     void backward(float scale) override { model_backward(&model, &acts_, scale); }
     double grad_norm() override { return ::grad_norm(&model); }
     void update(const AdamWStep& step) override { adamw_update(&model, step); }

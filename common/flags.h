@@ -184,7 +184,8 @@ static inline FlagTable make_flag_table(CommandLine* cl) {
     add_flag(&t, "--save-every", FLAG_INT, &r->save_every, "checkpoint every N steps (0 = only at the end)", 0, 1 << 30);
     add_flag(&t, "--keep-last", FLAG_INT, &r->keep_last, "keep the newest N checkpoints (0 = all)", 0, 1 << 30);
     add_flag(&t, "--print-every", FLAG_INT, &r->print_every, "a console line every N steps (and the first and last)", 1, 1 << 30);
-    add_flag(&t, "--threads", FLAG_INT, &r->threads, "OpenMP threads (0 = default); results do not depend on it", 0, 4096);
+    add_flag(&t, "--threads", FLAG_INT, &r->threads, "OpenMP threads; 0: as many as cores, fewer while other "
+             "programs keep them busy (docs/speed.md); results do not depend on it", 0, 4096);
     add_flag(&t, "--on-nonfinite", FLAG_CHOICE, &r->on_nonfinite,
              "NaN/Inf loss or gradient: stop (exit 1, nothing saved) or skip that update", 0, 0, nonfinite_names,
              NONFINITE_NUM_KINDS);

@@ -35,8 +35,10 @@
 #include "flags.h"
 #include "json_write.h"
 #include "model_file.h"
+#include "profile.h"
 #include "sampling.h"
 #include "text_codec.h"
+#include "threads.h"
 #include "token_shards.h"
 #include "train_state.h"
 
@@ -199,6 +201,8 @@ static double validation_loss(Engine& e, DataLoader* val, const TrainConfig& tc,
 // matrices, the residual streams (embedding output and after every block), and the keys and values.
 
 static SinkReport measure_sinks(Engine& e, const std::vector<int>& probe, int S, int T, float eps) {
+    SK_PROFILE_WINDOW();
+    SK_PROFILE_SCOPE(PROF_PROBE);
     const ModelConfig& c = e.config();
     const AttnSpec& at = c.attn;
     int C = c.channels, NH = c.num_heads, L = c.num_layers;
@@ -792,6 +796,10 @@ static void train_step(Run* r, int step) {
     const TrainConfig& tc = r->tc;
     Engine& e = *r->engine;
     int B = tc.batch_size, T = tc.seq_len, V = e.config().vocab_size;
+    std::string why;
+    if (thread_governor().update(&why))
+        say("note: %s (results do not depend on it; --threads N fixes it)\n", why.c_str());
+    SK_PROFILE_WINDOW();
     double t0 = now_ms();
     e.zero_grad();
     double loss = 0;
@@ -834,7 +842,8 @@ static void train_step(Run* r, int step) {
     r->train_ms += dt;
     double tok_s = tc.total_batch_size / (dt / 1e3);
     log_line(r, JsonRecord("train").integer("step", step + 1).num("loss", loss).num("lr", lr).num("grad_norm", gn)
-                    .num("ms", dt, "%.3f").num("tok_per_s", tok_s, "%.1f").str());
+                    .num("ms", dt, "%.3f").num("tok_per_s", tok_s, "%.1f")
+                    .integer("threads", thread_governor().threads).str());
     int done = step + 1 - r->start_step, left = tc.steps - step - 1;
     if ((step + 1) % tc.print_every == 0 || done == 1 || left == 0) {
         double elapsed = now_ms() - r->start_ms;
@@ -876,6 +885,19 @@ static int finish_run(Run* r) {
         steps, (double)steps * tc.total_batch_size / 1e6, clock_text(now_ms() - r->start_ms).c_str(), loss, val, sink,
         r->skipped, r->train_ms > 0 ? 100.0 * r->sink_ms / r->train_ms : 0.0);
     say("files: %s/log.jsonl, %s\n", r->out_dir.c_str(), ckpt_path(r->out_dir, "model", tc.steps).c_str());
+    if (profile().on) {  // SK_PROFILE=1: where the time went (common/profile.h)
+        JsonRecord rec("profile");
+        double total = r->train_ms + r->sink_ms, known = 0;
+        say("time:");
+        for (int k = 0; k < PROF_KINDS; k++) {
+            rec.num(prof_names[k], profile().ms[k], "%.1f");
+            say(" %s %.1f%%", prof_names[k], total > 0 ? 100.0 * profile().ms[k] / total : 0.0);
+            known += profile().ms[k];
+        }
+        rec.num("other", total - known, "%.1f").num("total", total, "%.1f");
+        say(" other %.1f%% (of %.0f ms)\n", total > 0 ? 100.0 * (total - known) / total : 0.0, total);
+        log_line(r, rec.str());
+    }
     if (r->skipped > 0 && 2 * r->skipped > steps) {
         fprintf(stderr, "error: %d of %d updates were skipped for non-finite values (--on-nonfinite skip): the run "
                 "diverged; lower --lr, raise --warmup or set --grad-clip\n", r->skipped, steps);
@@ -954,7 +976,7 @@ static int trainer_main(int argc, char** argv) {
     setvbuf(stdout, nullptr, _IOLBF, 0);  // a line at a time, also into a pipe or a file
     CommandLine cl;
     parse_command_line(argc, argv, &cl);
-    if (cl.train.threads > 0) omp_set_num_threads(cl.train.threads);
+    thread_governor().start(cl.train.threads);
     sk_backend_init();  // the GPU build stops here with a clear message when no GPU exists
     if (cl.train.sample) return eval_sample(&cl);
     if (cl.train.eval_sink) return eval_sink(&cl);

@@ -1,12 +1,16 @@
-// cpu/activations.h: the swish family of FFN activations (swish, SwiGLU) with their exps taken sixteen at a time.
+// cpu/activations.h: the FFN activations with a transcendental (swish, SwiGLU; tanh-GELU, GEGLU), their exps and
+// tanhs taken sixteen at a time.
 //
-//   forward:  act = x / (1 + e^-x)                       out = act(h1) (* h2 when gated)
-//   backward: sig = 1 / (1 + e^-x), act' = sig (1 + x (1 - sig))
-//             dh1 += dout (* h2) act'(h1),  dh2 += dout act(h1)
-// CPU twins of ffn_act_forward / ffn_act_backward (train_gpt_cpu.cpp) for FFN_SWISH and FFN_SWIGLU, which the tests
-// hold them to bit for bit. The formulas are those of act_forward / act_grad, statement for statement; only e^-x is
-// computed a block at a time (sk_exp_n, common/numerics.h, equal to sk_exp bit for bit) and reused where the
-// reference computes it twice.
+//   swish forward:  act = x / (1 + e^-x)                 out = act(h1) (* h2 when gated)
+//   swish backward: sig = 1 / (1 + e^-x), act' = sig (1 + x (1 - sig))
+//   GELU forward:   th = tanh(s (x + 0.044715 x^3)), s = sqrt(2/pi), act = x (1 + th) / 2
+//   GELU backward:  act' = (1 + th) / 2 + x (1 - th^2) s (1 + 3 * 0.044715 x^2) / 2
+//   both:           dh1 += dout (* h2) act'(h1),  dh2 += dout act(h1)
+// CPU twins of ffn_act_forward / ffn_act_backward (train_gpt_cpu.cpp), which the tests hold them to bit for bit. The
+// formulas are those of act_forward / act_grad, statement for statement; only e^-x or tanh is computed a block at a
+// time (sk_exp_n / sk_tanh_n, common/numerics.h, equal to sk_exp / sk_tanh bit for bit) and reused where the
+// reference computes it twice. The elementwise loops around them are plain float arithmetic, which the compiler
+// vectorises without reordering anything (-ffp-contract=off: no fused a*b+c).
 #pragma once
 #include <stddef.h>
 
@@ -45,6 +49,46 @@ static inline void swish_backward_blocked(float* dh1, float* dh2, const float* d
             float sig = 1.0f / (1.0f + e[k]);
             dh1[i] += g * (sig * (1.0f + x * (1.0f - sig)));
             if (h2) dh2[i] += dout[i] * (x / (1.0f + e[k]));
+        }
+    });
+}
+
+
+// the argument of GELU's tanh, written as act_forward writes it
+static inline float gelu_tanh_arg(float x) {
+    const float s = float(0.7978845608028654);  // as F(...) writes it: the double rounded to float
+    return s * (x + float(0.044715) * x * x * x);
+}
+
+static inline void gelu_forward_blocked(float* out, const float* h1, const float* h2, size_t N) {
+    using cpu_act::BLOCK;
+    sk_for((N + BLOCK - 1) / BLOCK, [=](size_t blk) {
+        size_t i0 = blk * BLOCK, n = N - i0 < BLOCK ? N - i0 : BLOCK;
+        float th[BLOCK] = {};
+        for (size_t k = 0; k < n; k++) th[k] = gelu_tanh_arg(h1[i0 + k]);
+        sk_tanh_n(th, th, (int)n);
+        for (size_t k = 0; k < n; k++) {
+            float x = h1[i0 + k], act = 0.5f * x * (1.0f + th[k]);
+            out[i0 + k] = h2 ? act * h2[i0 + k] : act;
+        }
+    });
+}
+
+static inline void gelu_backward_blocked(float* dh1, float* dh2, const float* dout, const float* h1, const float* h2,
+                                         size_t N) {
+    using cpu_act::BLOCK;
+    const float s = float(0.7978845608028654);  // as F(...) writes it: the double rounded to float
+    sk_for((N + BLOCK - 1) / BLOCK, [=](size_t blk) {
+        size_t i0 = blk * BLOCK, n = N - i0 < BLOCK ? N - i0 : BLOCK;
+        float th[BLOCK] = {};
+        for (size_t k = 0; k < n; k++) th[k] = gelu_tanh_arg(h1[i0 + k]);
+        sk_tanh_n(th, th, (int)n);
+        for (size_t k = 0; k < n; k++) {
+            size_t i = i0 + k;
+            float x = h1[i], t = th[k], g = h2 ? dout[i] * h2[i] : dout[i];
+            float grad = 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * s * (1.0f + float(3 * 0.044715) * x * x);
+            dh1[i] += g * grad;
+            if (h2) dh2[i] += dout[i] * (0.5f * x * (1.0f + t));
         }
     });
 }

@@ -33,7 +33,9 @@ static inline void transpose_head(float* xT, int ld, const float* x, int T, int 
 }
 
 // out[j] = sum_d a[d] * xT[d][j] (d in order, fma from 0) for j < n: n dot products, LANES at a time
-static inline void dots(float* out, const float* a, const float* xT, int ld, int hs, int n) {
+template <int HS>
+static inline void dots(float* out, const float* a, const float* xT, int ld, int hs_runtime, int n) {
+    const int hs = HS ? HS : hs_runtime;
     for (int j0 = 0; j0 < n; j0 += LANES) {
         float acc[LANES] = {};
         for (int d = 0; d < hs; d++) {
@@ -52,10 +54,12 @@ static inline size_t causal_attention_scratch(int T, int hs) {
     return (size_t)hs * padded(T) + (size_t)R * (T + 1) + 2 * (size_t)R * hs;
 }
 
-static inline void attention_forward_causal_blocked(float* out, float* att, const float* qkv, int B, int T, int C,
-                                                    int NH) {
+// HS > 0: the head size as a compile-time constant (the loops over d unroll into whole vectors); 0: C / NH at run time
+template <int HS>
+static inline void attention_forward_causal_heads(float* out, float* att, const float* qkv, int B, int T, int C,
+                                                  int NH) {
     using namespace cpu_attn;
-    int hs = C / NH, ld = padded(T);
+    const int hs = HS ? HS : C / NH, ld = padded(T);
     float tau = 1.0f / sk_sqrt((float)hs);
     sk_for_scratch((size_t)B * NH, causal_attention_scratch(T, hs), (float*)nullptr, [=](size_t bh, float* work) {
         size_t b = bh / NH, h = bh % NH, row = 3 * (size_t)C;
@@ -67,7 +71,7 @@ static inline void attention_forward_causal_blocked(float* out, float* att, cons
             for (int r = 0; r < rows; r++) {
                 int t = t0 + r;
                 float* pr = p + (size_t)r * (T + 1);
-                dots(pr, q0 + (size_t)t * row, kT, ld, hs, t + 1);
+                dots<HS>(pr, q0 + (size_t)t * row, kT, ld, hs, t + 1);
                 for (int j = 0; j <= t; j++) pr[j] = pr[j] * tau;
                 sk_softmax_row(pr, pr, t + 1, 1.0f);
                 float* arow = att + (bh * T + t) * T;
@@ -89,10 +93,11 @@ static inline void attention_forward_causal_blocked(float* out, float* att, cons
     });
 }
 
-static inline void attention_backward_causal_blocked(float* dqkv, float* ds_rows, const float* dout, const float* qkv,
-                                                     const float* att, int B, int T, int C, int NH) {
+template <int HS>
+static inline void attention_backward_causal_heads(float* dqkv, float* ds_rows, const float* dout, const float* qkv,
+                                                   const float* att, int B, int T, int C, int NH) {
     using namespace cpu_attn;
-    int hs = C / NH, ld = padded(T);
+    const int hs = HS ? HS : C / NH, ld = padded(T);
     float tau = 1.0f / sk_sqrt((float)hs);
     sk_for_scratch((size_t)B * NH, causal_attention_scratch(T, hs), (float*)nullptr, [=](size_t bh, float* work) {
         size_t b = bh / NH, h = bh % NH, row = 3 * (size_t)C, head = bh * T;  // head: row (b, h, 0)
@@ -108,7 +113,7 @@ static inline void attention_backward_causal_blocked(float* dqkv, float* ds_rows
                 int t = t0 + r;
                 const float* p = att + (head + t) * T;
                 float* ds = ds_rows + (head + t) * (T + 1);
-                dots(ds, dy0 + (size_t)t * C, vT, ld, hs, t + 1);  // dp_j, in ds until replaced
+                dots<HS>(ds, dy0 + (size_t)t * C, vT, ld, hs, t + 1);  // dp_j, in ds until replaced
                 float D = 0;
                 for (int j = 0; j <= t; j++) D = sk_fma(p[j], ds[j], D);
                 for (int j = 0; j <= t; j++) ds[j] = p[j] * (ds[j] - D);
@@ -129,7 +134,8 @@ static inline void attention_backward_causal_blocked(float* dqkv, float* ds_rows
         for (int j0 = 0; j0 < T; j0 += R) {
             int keys = std::min(R, T - j0);
             for (int r = 0; r < keys; r++) {
-                std::copy(dq0 + (size_t)(j0 + r) * row + C, dq0 + (size_t)(j0 + r) * row + C + hs, acc + (size_t)r * hs);
+                const float* dk = dq0 + (size_t)(j0 + r) * row + C;
+                std::copy(dk, dk + hs, acc + (size_t)r * hs);
                 std::copy(dq0 + (size_t)(j0 + r) * row + 2 * C, dq0 + (size_t)(j0 + r) * row + 2 * C + hs,
                           acc2 + (size_t)r * hs);
             }
@@ -153,4 +159,28 @@ static inline void attention_backward_causal_blocked(float* dqkv, float* ds_rows
             }
         }
     });
+}
+
+
+// The entry points: the common head sizes get their own compiled copy (the same operations, in the same order).
+static inline void attention_forward_causal_blocked(float* out, float* att, const float* qkv, int B, int T, int C,
+                                                    int NH) {
+    switch (C / NH) {
+    case 8: return attention_forward_causal_heads<8>(out, att, qkv, B, T, C, NH);
+    case 16: return attention_forward_causal_heads<16>(out, att, qkv, B, T, C, NH);
+    case 32: return attention_forward_causal_heads<32>(out, att, qkv, B, T, C, NH);
+    case 64: return attention_forward_causal_heads<64>(out, att, qkv, B, T, C, NH);
+    default: return attention_forward_causal_heads<0>(out, att, qkv, B, T, C, NH);
+    }
+}
+
+static inline void attention_backward_causal_blocked(float* dqkv, float* ds_rows, const float* dout, const float* qkv,
+                                                     const float* att, int B, int T, int C, int NH) {
+    switch (C / NH) {
+    case 8: return attention_backward_causal_heads<8>(dqkv, ds_rows, dout, qkv, att, B, T, C, NH);
+    case 16: return attention_backward_causal_heads<16>(dqkv, ds_rows, dout, qkv, att, B, T, C, NH);
+    case 32: return attention_backward_causal_heads<32>(dqkv, ds_rows, dout, qkv, att, B, T, C, NH);
+    case 64: return attention_backward_causal_heads<64>(dqkv, ds_rows, dout, qkv, att, B, T, C, NH);
+    default: return attention_backward_causal_heads<0>(dqkv, ds_rows, dout, qkv, att, B, T, C, NH);
+    }
 }

@@ -298,7 +298,8 @@ static void check_plain_attention_equals_general(std::mt19937_64& rng) {
 // cpu/attention.h (a head at a time, sums side by side) against the per-row plain attention, bit for bit.
 TEST_CASE("the CPU's blocked causal attention equals the per-row form bit for bit", "[layers]") {
     std::mt19937_64 rng(29);
-    for (int B : {1, 2}) for (int T : {1, 7, 16, 17, 40}) for (int NH : {1, 3}) for (int hs : {2, 8, 24}) {
+    for (int B : {1, 2}) for (int T : {1, 7, 16, 17, 40}) for (int NH : {1, 3})
+    for (int hs : {2, 8, 16, 24, 32, 64}) {  // each head size with a compiled copy, and others
         const int C = hs * NH;
         auto draw = [&](size_t n) { std::vector<float> v(n); for (float& x : v) x = (float)random_vec(1, rng, 1.5)[0]; return v; };
         std::vector<float> qkv = draw((size_t)B * T * 3 * C), dout = draw((size_t)B * T * C);
@@ -331,11 +332,11 @@ TEST_CASE("plain causal softmax attention equals the general attention bit for b
     CHECK(!attention_is_plain(c));
 }
 
-// sk_exp_n (many lanes at a time; AVX-512 where the CPU has it) must equal sk_exp bit for bit everywhere: a million
-// inputs over every exponent, the edges of the clamped ranges, NaN and infinities, and every tail length.
-TEST_CASE("sk_exp_n equals sk_exp bit for bit", "[layers]") {
-    std::vector<float> xs = {0.0f, -0.0f, 1.0f, -1.0f, INFINITY, -INFINITY, NAN, -NAN, 1e-45f, -1e-45f, 88.72283f,
-                             88.72284f, -87.33654f, -103.972f, -104.0f, -104.00001f, 89.0f, 89.00001f, -88.0f, 0.5f};
+// sk_exp_n and sk_tanh_n (many lanes at a time; AVX-512 where the CPU has it) must equal sk_exp and sk_tanh bit for
+// bit everywhere: a million inputs over every exponent, the edges of each branch and clamped range, NaN and
+// infinities, and every tail length.
+template <typename Many, typename One>
+static void check_many_lanes(Many many, One one, std::vector<float> xs) {
     for (uint64_t u = 0; u < (1ull << 32); u += 4093) {
         uint32_t bits = (uint32_t)u;
         float x;
@@ -343,26 +344,44 @@ TEST_CASE("sk_exp_n equals sk_exp bit for bit", "[layers]") {
         xs.push_back(x);
     }
     std::vector<float> fast(xs.size());
-    sk_exp_n(xs.data(), fast.data(), (int)xs.size());
+    many(xs.data(), fast.data(), (int)xs.size());
     int64_t bad = 0;
     for (size_t i = 0; i < xs.size(); i++) {
-        float ref = sk_exp(xs[i]);
+        float ref = one(xs[i]);
         bad += !((isnan(ref) && isnan(fast[i])) || memcmp(&ref, &fast[i], 4) == 0);
     }
     CHECK(bad == 0);
     for (int n = 0; n <= 33; n++) {  // tails: what lies past n is not written
         std::vector<float> y(40, 7.0f);
-        sk_exp_n(xs.data() + 100, y.data(), n);
+        many(xs.data() + 100, y.data(), n);
         for (int i = 0; i < 40; i++) {
-            float ref = i < n ? sk_exp(xs[100 + i]) : 7.0f;
+            float ref = i < n ? one(xs[100 + i]) : 7.0f;
             REQUIRE(memcmp(&ref, &y[i], 4) == 0);
         }
     }
 }
 
+TEST_CASE("sk_exp_n equals sk_exp bit for bit", "[layers]") {
+    check_many_lanes([](const float* x, float* y, int n) { sk_exp_n(x, y, n); }, [](float x) { return sk_exp(x); },
+                     {0.0f, -0.0f, 1.0f, -1.0f, INFINITY, -INFINITY, NAN, -NAN, 1e-45f, -1e-45f, 88.72283f, 88.72284f,
+                      -87.33654f, -103.972f, -104.0f, -104.00001f, 89.0f, 89.00001f, -88.0f, 0.5f});
+}
+
+TEST_CASE("sk_tanh_n equals sk_tanh bit for bit", "[layers]") {
+    std::vector<float> xs = {0.0f, -0.0f, 1.0f, -1.0f, INFINITY, -INFINITY, NAN, -NAN, 1e-45f, -1e-45f, 1e-20f};
+    for (float edge : {0.5f, 10.0f, 9.0109f, 0.25f})
+        for (float x : {edge, nextafterf(edge, 0.0f), nextafterf(edge, INFINITY)}) {
+            xs.push_back(x);
+            xs.push_back(-x);
+        }
+    for (int i = -4000; i <= 4000; i++) xs.push_back(i * 0.003f);  // where GELU's arguments live
+    check_many_lanes([](const float* x, float* y, int n) { sk_tanh_n(x, y, n); }, [](float x) { return sk_tanh(x); },
+                     xs);
+}
+
 // cpu/activations.h (the swish family, exps a block at a time) against the element-by-element reference bit for bit:
 // the reference is the same lambda the GPU build runs (act_forward / act_grad), written out here per element.
-TEST_CASE("the CPU's blocked swish and SwiGLU equal the per-element reference bit for bit", "[layers]") {
+TEST_CASE("the CPU's blocked swish, SwiGLU, GELU and GEGLU equal the per-element reference bit for bit", "[layers]") {
     std::mt19937_64 rng(31);
     for (size_t N : {1, 15, 16, 511, 512, 513, 5000}) {
         std::vector<float> h1(N), h2(N), dout(N);
@@ -372,8 +391,9 @@ TEST_CASE("the CPU's blocked swish and SwiGLU equal the per-element reference bi
             dout[i] = (float)random_vec(1, rng)[0];
         }
         h1[0] = -200.0f;  // e^-x overflows: the clamped range
-        for (int gated = 0; gated < 2; gated++) {
-            int ffn = gated ? FFN_SWIGLU : FFN_SWISH;
+        if (N > 3) h1[1] = 200.0f, h1[2] = 0.0f, h1[3] = -1e-30f;  // tanh saturated; zero; the series' range
+        for (int kind = 0; kind < 4; kind++) {
+            int ffn = (int[]){FFN_SWISH, FFN_SWIGLU, FFN_GELU, FFN_GEGLU}[kind], gated = kind % 2;
             const float* g2 = gated ? h2.data() : nullptr;
             std::vector<float> out(N), d1(N, 0.25f), d2(N, -0.5f), ref_out(N), ref_d1(N, 0.25f), ref_d2(N, -0.5f);
             ffn_act_forward(out.data(), h1.data(), g2, N, ffn);
@@ -384,7 +404,7 @@ TEST_CASE("the CPU's blocked swish and SwiGLU equal the per-element reference bi
                 ref_d1[i] += g * act_grad(ffn, h1[i]);
                 if (g2) ref_d2[i] += dout[i] * act_forward(ffn, h1[i]);
             }
-            INFO("N " << N << " gated " << gated);
+            INFO("N " << N << " ffn " << ffn);
             REQUIRE(memcmp(out.data(), ref_out.data(), N * 4) == 0);
             REQUIRE(memcmp(d1.data(), ref_d1.data(), N * 4) == 0);
             REQUIRE(memcmp(d2.data(), ref_d2.data(), N * 4) == 0);

@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/wait.h>
 
 // A child process running a shell command, its stdout and stderr on one pipe.
 struct Child {
@@ -344,4 +345,45 @@ TEST_CASE("a run whose updates were mostly skipped exits 1 and says so; a few sk
     r.cl.train.sample_len = 0;
     CHECK(train(&r.cl) == 1);
     CHECK(slurp(r.dir + "/run/log.jsonl").find("\"skipped_steps\":4") != std::string::npos);
+}
+
+// common/threads.h: the rule that turns free cores into a thread count, and the estimate of how many cores other
+// programs keep busy, against a child process that spins on one core.
+TEST_CASE("the thread governor follows the cores other programs leave free", "[runs]") {
+    CHECK(ThreadGovernor::choose(2, 2, 2.0) == 2);
+    CHECK(ThreadGovernor::choose(2, 2, 1.0) == 1);   // another program keeps a core busy: one thread
+    CHECK(ThreadGovernor::choose(2, 2, 1.6) == 2);   // within half a core: no change
+    CHECK(ThreadGovernor::choose(1, 2, 1.4) == 1);
+    CHECK(ThreadGovernor::choose(1, 2, 2.0) == 2);   // the other program ended
+    CHECK(ThreadGovernor::choose(2, 2, -3.0) == 1);  // never below one
+    CHECK(ThreadGovernor::choose(4, 8, 7.9) == 8);
+    CHECK(ThreadGovernor::choose(8, 8, 5.2) == 5);
+
+    ThreadGovernor g;
+    uint64_t ticks;
+    if (!ThreadGovernor::read_busy_ticks(&ticks) || omp_get_num_procs() < 2) return;  // not Linux, or one core
+    g.adaptive = true;
+    g.max_threads = g.threads = omp_get_num_procs();
+    pid_t child = fork();
+    REQUIRE(child >= 0);
+    if (child == 0) {  // one core kept busy for 3 seconds at most
+        double end = ThreadGovernor::wall_ms() + 3000;
+        volatile double x = 0;
+        while (ThreadGovernor::wall_ms() < end) x = x + 1;
+        _exit(0);
+    }
+    usleep(100 * 1000);
+    g.begin_window();
+    usleep(800 * 1000);  // this process sleeps: the busy time is the child's (and whatever else runs here)
+    std::string why;
+    bool changed = g.update(&why);
+    kill(child, SIGKILL);
+    waitpid(child, nullptr, 0);
+    INFO("others " << g.others << " threads " << g.threads << " " << why);
+    CHECK(g.others > 0.6);  // the child's core
+    CHECK(g.others <= omp_get_num_procs() + 0.1);
+    CHECK(g.threads < omp_get_num_procs());
+    CHECK(changed);
+    CHECK(why.find("other programs kept") != std::string::npos);
+    omp_set_num_threads(omp_get_num_procs());
 }
