@@ -8,7 +8,7 @@ CXXFLAGS ?= -O3 -march=native -std=c++17 -fopenmp -ffp-contract=off -fno-math-er
 PYTHON := /usr/bin/python3
 HEADERS := attention_variants.cuh sink_metrics.h $(wildcard common/*.h) $(wildcard cpu/*.h)
 
-.PHONY: all train train-emergence data test test-asan fuzz docs clean deps-train deps-test deps-bench bench gpu-bundle
+.PHONY: all train train-emergence plots data test test-asan fuzz docs clean deps-train deps-test deps-bench bench gpu-bundle
 all: train_gpt_cpu
 
 # the system packages each goal needs (order-only: checked once per make run, never a reason to rebuild)
@@ -46,6 +46,14 @@ EMERGENCE_FLAGS := --fixed-token 0 --fixed-pos 0 --steps 4000 --sink-every 250 -
 train-emergence: train_gpt_cpu data
 	@if ls runs/emergence/state_*.bin >/dev/null 2>&1; then set -x; ./train_gpt_cpu --resume runs/emergence; \
 	else set -x; ./train_gpt_cpu --out runs/emergence $(EMERGENCE_FLAGS); fi
+
+# figures from run directories (dev/experiments/plot.py): Sink_1 and loss against tokens, norm ratios, alpha_1 heatmaps,
+# and an index.html. The README's emergence figure: make plots RUNS="runs/emergence runs/default" PLOTS_OUT=docs/figures
+RUNS ?= runs/emergence
+PLOTS_OUT ?= runs/figures
+PLOTS_TITLE ?= sinkscope runs
+plots: | deps-test
+	$(PYTHON) dev/experiments/plot.py $(RUNS) --out $(PLOTS_OUT) --title "$(PLOTS_TITLE)"
 
 TEST_SRCS := $(wildcard test/test_*.cpp)
 TEST_LDLIBS := -lpcre2-8

@@ -4,7 +4,7 @@
 # What it is: the one place that knows the project's system packages. `make train` runs it with `train`, `make test`
 # with `test`, and .ci/run with `ci`; it returns at once when everything is there.
 #   train: g++ (C++17, OpenMP), make, PCRE2 (the GPT-2 tokenizer), npm and /usr/bin/python3 (the Brown data)
-#   test:  the same, and Catch2 v2
+#   test:  the same, Catch2 v2, and matplotlib (the plot test)
 #   ci:    the same, and clang with libFuzzer (make fuzz) and its sanitizer runtime
 #   bench: train's, and PyTorch with OpenBLAS (make bench; without libopenblas0-pthread Debian's PyTorch falls back to
 #          the reference BLAS and runs about 10x slower, which would make any comparison meaningless)
@@ -22,6 +22,7 @@ command -v npm >/dev/null || need+=(npm)
 [ -x /usr/bin/python3 ] || need+=(python3)
 if [ "$what" = test ] || [ "$what" = ci ]; then
     [ -f /usr/include/catch2/catch.hpp ] && [ -f /usr/lib/libCatch2WithMain.a ] || need+=(catch2)
+    /usr/bin/python3 -c "import matplotlib" 2>/dev/null || need+=(python3-matplotlib)
 fi
 if [ "$what" = ci ]; then
     command -v clang++ >/dev/null || need+=(clang)

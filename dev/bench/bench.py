@@ -96,7 +96,8 @@ def main():
                 if a.quick:
                     s_ours, s_torch = 4, 3
                 out = os.path.join(tmp, "run")
-                ours = run_ours(flags, s_ours, out, a.threads, env_extra={"SK_PROFILE": "1"})
+                # (a small probe: a run measures the sink at its end, and the probe has its own line below)
+                ours = run_ours(flags + " --probe-seqs 4", s_ours, out, a.threads, env_extra={"SK_PROFILE": "1"})
                 cfg = next(x for x in ours["recs"] if x["type"] == "config")
                 prof = next((x for x in ours["recs"] if x["type"] == "profile"), None)
                 res = results[name]
