@@ -225,33 +225,40 @@ static inline __m512 sk_tanh_x16(__m512 x) {
 }
 #endif
 
-static inline void sk_exp_n(const float* x, float* y, int n) {
-    int i = 0;
+// y[i] = one(x[i]) for i < n, with `sixteen` (its AVX-512 form, equal bit for bit) on whole vectors and a masked tail
+struct SkLanes {
 #if defined(__AVX512F__) && !defined(__CUDA_ARCH__)
-    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(y + i, sk_exp_x16(_mm512_loadu_ps(x + i)));
-    if (i < n) {
-        __mmask16 keep = (__mmask16)((1u << (n - i)) - 1);
-        _mm512_mask_storeu_ps(y + i, keep, sk_exp_x16(_mm512_maskz_loadu_ps(keep, x + i)));
-        return;
+    template <typename Sixteen, typename One>
+    static inline void map(const float* x, float* y, int n, Sixteen sixteen, One) {
+        int i = 0;
+        for (; i + 16 <= n; i += 16) _mm512_storeu_ps(y + i, sixteen(_mm512_loadu_ps(x + i)));
+        if (i < n) {
+            __mmask16 keep = (__mmask16)((1u << (n - i)) - 1);
+            _mm512_mask_storeu_ps(y + i, keep, sixteen(_mm512_maskz_loadu_ps(keep, x + i)));
+        }
+    }
+#else
+    template <typename Sixteen, typename One>
+    static inline void map(const float* x, float* y, int n, Sixteen, One one) {
+        for (int i = 0; i < n; i++) y[i] = one(x[i]);
     }
 #endif
-    for (; i < n; i++) y[i] = sk_exp(x[i]);
+};
+#if defined(__AVX512F__) && !defined(__CUDA_ARCH__)
+#define SK_LANES(v16) [](__m512 v) { return v16(v); }
+#else
+#define SK_LANES(v16) 0
+#endif
+
+// y[i] = sk_exp(x[i]) and y[i] = sk_tanh(x[i]) for i < n, bit for bit, sixteen at a time where the CPU has AVX-512
+static inline void sk_exp_n(const float* x, float* y, int n) {
+    SkLanes::map(x, y, n, SK_LANES(sk_exp_x16), [](float v) { return sk_exp(v); });
+}
+static inline void sk_tanh_n(const float* x, float* y, int n) {
+    SkLanes::map(x, y, n, SK_LANES(sk_tanh_x16), [](float v) { return sk_tanh(v); });
 }
 static inline void sk_exp_n(const double* x, double* y, int n) {
     for (int i = 0; i < n; i++) y[i] = sk_exp(x[i]);
-}
-// y[i] = sk_tanh(x[i]) for i < n, bit for bit, sixteen at a time where the CPU has AVX-512.
-static inline void sk_tanh_n(const float* x, float* y, int n) {
-    int i = 0;
-#if defined(__AVX512F__) && !defined(__CUDA_ARCH__)
-    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(y + i, sk_tanh_x16(_mm512_loadu_ps(x + i)));
-    if (i < n) {
-        __mmask16 keep = (__mmask16)((1u << (n - i)) - 1);
-        _mm512_mask_storeu_ps(y + i, keep, sk_tanh_x16(_mm512_maskz_loadu_ps(keep, x + i)));
-        return;
-    }
-#endif
-    for (; i < n; i++) y[i] = sk_tanh(x[i]);
 }
 static inline void sk_tanh_n(const double* x, double* y, int n) {
     for (int i = 0; i < n; i++) y[i] = sk_tanh(x[i]);

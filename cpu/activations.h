@@ -18,16 +18,34 @@
 #include "../common/numerics.h"
 
 namespace cpu_act {
-constexpr size_t BLOCK = 512;  // elements per loop index: e^-x of a block sits on the stack
-}
+constexpr size_t BLOCK = 512;  // elements per loop index: a block's transcendentals sit on the stack
 
-static inline void swish_forward_blocked(float* out, const float* h1, const float* h2, size_t N) {
-    using cpu_act::BLOCK;
+// For each block of at most BLOCK elements starting at i0: t[k] = arg(h1[i0 + k]), then the transcendental of the
+// whole block at once (many(t, t, n): sk_exp_n or sk_tanh_n), then body(i0, n, t) with the block's values.
+template <typename Arg, typename Many, typename Body>
+static inline void for_blocks(const float* h1, size_t N, Arg arg, Many many, Body body) {
     sk_for((N + BLOCK - 1) / BLOCK, [=](size_t blk) {
         size_t i0 = blk * BLOCK, n = N - i0 < BLOCK ? N - i0 : BLOCK;
-        float e[BLOCK] = {};  // (initialised only to quiet a false -Wmaybe-uninitialized on the masked tail)
-        for (size_t k = 0; k < n; k++) e[k] = -h1[i0 + k];
-        sk_exp_n(e, e, (int)n);
+        float t[BLOCK] = {};  // (initialised only to quiet a false -Wmaybe-uninitialized on the masked tail)
+        for (size_t k = 0; k < n; k++) t[k] = arg(h1[i0 + k]);
+        many(t, t, (int)n);
+        body(i0, n, (const float*)t);
+    });
+}
+static inline void exp_many(float* x, float* y, int n) { sk_exp_n(x, y, n); }
+static inline void tanh_many(float* x, float* y, int n) { sk_tanh_n(x, y, n); }
+static inline float negate(float x) { return -x; }
+
+// the argument of GELU's tanh, written as act_forward writes it (F(c): the double constant rounded to float)
+static inline float gelu_tanh_arg(float x) {
+    const float s = float(0.7978845608028654);
+    return s * (x + float(0.044715) * x * x * x);
+}
+}  // namespace cpu_act
+
+static inline void swish_forward_blocked(float* out, const float* h1, const float* h2, size_t N) {
+    using namespace cpu_act;
+    for_blocks(h1, N, negate, exp_many, [=](size_t i0, size_t n, const float* e) {  // e = e^-x
         for (size_t k = 0; k < n; k++) {
             float x = h1[i0 + k], act = x / (1.0f + e[k]);
             out[i0 + k] = h2 ? act * h2[i0 + k] : act;
@@ -37,12 +55,8 @@ static inline void swish_forward_blocked(float* out, const float* h1, const floa
 
 static inline void swish_backward_blocked(float* dh1, float* dh2, const float* dout, const float* h1, const float* h2,
                                           size_t N) {
-    using cpu_act::BLOCK;
-    sk_for((N + BLOCK - 1) / BLOCK, [=](size_t blk) {
-        size_t i0 = blk * BLOCK, n = N - i0 < BLOCK ? N - i0 : BLOCK;
-        float e[BLOCK] = {};  // (initialised only to quiet a false -Wmaybe-uninitialized on the masked tail)
-        for (size_t k = 0; k < n; k++) e[k] = -h1[i0 + k];
-        sk_exp_n(e, e, (int)n);
+    using namespace cpu_act;
+    for_blocks(h1, N, negate, exp_many, [=](size_t i0, size_t n, const float* e) {
         for (size_t k = 0; k < n; k++) {
             size_t i = i0 + k;
             float x = h1[i], g = h2 ? dout[i] * h2[i] : dout[i];
@@ -53,20 +67,9 @@ static inline void swish_backward_blocked(float* dh1, float* dh2, const float* d
     });
 }
 
-
-// the argument of GELU's tanh, written as act_forward writes it
-static inline float gelu_tanh_arg(float x) {
-    const float s = float(0.7978845608028654);  // as F(...) writes it: the double rounded to float
-    return s * (x + float(0.044715) * x * x * x);
-}
-
 static inline void gelu_forward_blocked(float* out, const float* h1, const float* h2, size_t N) {
-    using cpu_act::BLOCK;
-    sk_for((N + BLOCK - 1) / BLOCK, [=](size_t blk) {
-        size_t i0 = blk * BLOCK, n = N - i0 < BLOCK ? N - i0 : BLOCK;
-        float th[BLOCK] = {};
-        for (size_t k = 0; k < n; k++) th[k] = gelu_tanh_arg(h1[i0 + k]);
-        sk_tanh_n(th, th, (int)n);
+    using namespace cpu_act;
+    for_blocks(h1, N, gelu_tanh_arg, tanh_many, [=](size_t i0, size_t n, const float* th) {
         for (size_t k = 0; k < n; k++) {
             float x = h1[i0 + k], act = 0.5f * x * (1.0f + th[k]);
             out[i0 + k] = h2 ? act * h2[i0 + k] : act;
@@ -76,13 +79,9 @@ static inline void gelu_forward_blocked(float* out, const float* h1, const float
 
 static inline void gelu_backward_blocked(float* dh1, float* dh2, const float* dout, const float* h1, const float* h2,
                                          size_t N) {
-    using cpu_act::BLOCK;
-    const float s = float(0.7978845608028654);  // as F(...) writes it: the double rounded to float
-    sk_for((N + BLOCK - 1) / BLOCK, [=](size_t blk) {
-        size_t i0 = blk * BLOCK, n = N - i0 < BLOCK ? N - i0 : BLOCK;
-        float th[BLOCK] = {};
-        for (size_t k = 0; k < n; k++) th[k] = gelu_tanh_arg(h1[i0 + k]);
-        sk_tanh_n(th, th, (int)n);
+    using namespace cpu_act;
+    const float s = float(0.7978845608028654);
+    for_blocks(h1, N, gelu_tanh_arg, tanh_many, [=](size_t i0, size_t n, const float* th) {
         for (size_t k = 0; k < n; k++) {
             size_t i = i0 + k;
             float x = h1[i], t = th[k], g = h2 ? dout[i] * h2[i] : dout[i];
