@@ -15,9 +15,15 @@ static inline std::string json_escape(const std::string& x) {
     size_t i = 0;
     while (i < x.size()) {
         unsigned char ch = x[i];
-        int len = ch < 0x80 ? 1 : (ch >> 5) == 6 ? 2 : (ch >> 4) == 14 ? 3 : (ch >> 3) == 30 ? 4 : 0;
+        // the lead byte gives the length and the range of the second byte (RFC 3629: no overlong forms, no
+        // surrogates U+D800..DFFF, nothing above U+10FFFF); later bytes are 0x80..0xBF
+        int len = ch < 0x80 ? 1 : ch < 0xC2 ? 0 : ch < 0xE0 ? 2 : ch < 0xF0 ? 3 : ch < 0xF5 ? 4 : 0;
+        unsigned lo = ch == 0xE0 ? 0xA0 : ch == 0xF0 ? 0x90 : 0x80, hi = ch == 0xED ? 0x9F : ch == 0xF4 ? 0x8F : 0xBF;
         bool ok = len > 0 && i + len <= x.size();
-        for (int k = 1; ok && k < len; k++) ok = ((unsigned char)x[i + k] >> 6) == 2;
+        for (int k = 1; ok && k < len; k++) {
+            unsigned b = (unsigned char)x[i + k];
+            ok = k == 1 ? (b >= lo && b <= hi) : (b >> 6) == 2;
+        }
         if (!ok) {
             out += "\\ufffd";
             i++;

@@ -387,3 +387,19 @@ TEST_CASE("the thread governor follows the cores other programs leave free", "[r
     CHECK(why.find("other programs kept") != std::string::npos);
     omp_set_num_threads(omp_get_num_procs());
 }
+
+TEST_CASE("log strings are valid UTF-8: every byte outside a well-formed character becomes U+FFFD", "[runs][json]") {
+    const std::string bad = "\\ufffd";
+    // well-formed characters are kept: 2, 3 and 4 bytes, the largest code point, the last before the surrogates
+    for (const char* ok : {"\xC3\xA9", "\xE2\x82\xAC", "\xF0\x9F\x98\x80", "\xF4\x8F\xBF\xBF", "\xED\x9F\xBF"})
+        CHECK(json_escape(ok) == ok);
+    // overlong forms, surrogates, code points above U+10FFFF, stray continuation bytes and cut characters are not
+    // (Python's json module, and every strict reader, refuse them): one U+FFFD per byte
+    CHECK(json_escape("\xC0\x80") == bad + bad);
+    CHECK(json_escape("\xE0\x92\x92W") == bad + bad + bad + "W");  // an overlong 3-byte form a sample produced
+    CHECK(json_escape("\xED\xA0\x80") == bad + bad + bad);           // the surrogate U+D800
+    CHECK(json_escape("\xF4\x90\x80\x80") == bad + bad + bad + bad);  // U+110000
+    CHECK(json_escape("\xF5\x80\x80\x80") == bad + bad + bad + bad);
+    CHECK(json_escape("\x80" "a\xE2\x82") == bad + "a" + bad + bad);
+    CHECK(json_escape("\"\\\x01") == "\\\"\\\\\\u0001");
+}

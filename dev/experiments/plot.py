@@ -32,7 +32,7 @@ def read_run(path):
     if not os.path.exists(log):
         sys.exit("plot: %s has no log.jsonl (is it a run directory?)" % path)
     recs = []
-    with open(log) as f:
+    with open(log, encoding="utf-8", errors="replace") as f:
         for n, line in enumerate(f, 1):
             line = line.strip()
             if not line:
