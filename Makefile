@@ -8,7 +8,7 @@ CXXFLAGS ?= -O3 -march=native -std=c++17 -fopenmp -ffp-contract=off -fno-math-er
 PYTHON := /usr/bin/python3
 HEADERS := attention_variants.cuh sink_metrics.h $(wildcard common/*.h) $(wildcard cpu/*.h)
 
-.PHONY: all train train-emergence plots data test test-asan fuzz docs clean deps-train deps-test deps-bench bench gpu-bundle
+.PHONY: all train train-emergence plots experiment experiments results-table data test test-asan fuzz docs clean deps-train deps-test deps-bench bench gpu-bundle
 all: train_gpt_cpu
 
 # the system packages each goal needs (order-only: checked once per make run, never a reason to rebuild)
@@ -54,6 +54,23 @@ PLOTS_OUT ?= runs/figures
 PLOTS_TITLE ?= sinkscope runs
 plots: | deps-test
 	$(PYTHON) dev/experiments/plot.py $(RUNS) --out $(PLOTS_OUT) --title "$(PLOTS_TITLE)"
+
+# the paper's findings as named experiments (dev/experiments/run.py, docs/results.md). make experiment EXP="kv-bias
+# softpick" trains their runs in runs/exp (an interrupted one resumes, a finished one is reused), appends a row per run
+# to docs/results.tsv and draws runs/exp/NAME/figures; DEVICE=gpu runs the GPU configuration with ./train_gpt;
+# SEEDS=N overrides the catalogue's seeds. make experiments lists them; make results-table rewrites the tables of
+# docs/results.md and the README from docs/results.tsv.
+EXP ?=
+DEVICE ?= cpu
+SEEDS ?= 0
+experiment: $(if $(filter gpu,$(DEVICE)),train_gpt,train_gpt_cpu) data | deps-test
+	@test -n "$(EXP)" || { echo 'usage: make experiment EXP="NAME ..." (make experiments lists the names)'; exit 2; }
+	$(PYTHON) dev/experiments/run.py run $(EXP) --device $(DEVICE) --seeds $(SEEDS)
+experiments:
+	@$(PYTHON) dev/experiments/run.py list
+results-table: | deps-test
+	$(PYTHON) dev/experiments/run.py report --into docs/results.md
+	$(PYTHON) dev/experiments/run.py report --summary --into README.md
 
 TEST_SRCS := $(wildcard test/test_*.cpp)
 TEST_LDLIBS := -lpcre2-8

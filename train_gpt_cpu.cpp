@@ -1099,18 +1099,20 @@ static LayerView<F> layer_view(Model<F>* m, Acts<F>* a, int l) {
     v.l = l;
     auto param = [&](int id) { return (const F*)layer_slice(m->p[id], l, m->sizes[id] / L); };
     auto grad = [&](int id) { return layer_slice(m->g[id], l, m->sizes[id] / L); };
-    v.ln1w = param(P_LN1W); v.ln1b = param(P_LN1B); v.qkvw = param(P_QKVW); v.qkvb = param(P_QKVB);
-    v.attprojw = param(P_ATTPROJW); v.attprojb = param(P_ATTPROJB);
-    v.ln2w = param(P_LN2W); v.ln2b = param(P_LN2B);
-    v.fcw = param(P_FCW); v.fcb = param(P_FCB); v.fcw2 = param(P_FCW2); v.fcb2 = param(P_FCB2);
-    v.fcprojw = param(P_FCPROJW); v.fcprojb = param(P_FCPROJB);
-    v.phiw1 = param(P_PHIW1); v.phiw2 = param(P_PHIW2); v.gatew = param(P_GATEW);
-    v.dln1w = grad(P_LN1W); v.dln1b = grad(P_LN1B); v.dqkvw = grad(P_QKVW); v.dqkvb = grad(P_QKVB);
-    v.dattprojw = grad(P_ATTPROJW); v.dattprojb = grad(P_ATTPROJB);
-    v.dln2w = grad(P_LN2W); v.dln2b = grad(P_LN2B);
-    v.dfcw = grad(P_FCW); v.dfcb = grad(P_FCB); v.dfcw2 = grad(P_FCW2); v.dfcb2 = grad(P_FCB2);
-    v.dfcprojw = grad(P_FCPROJW); v.dfcprojb = grad(P_FCPROJB);
-    v.dphiw1 = grad(P_PHIW1); v.dphiw2 = grad(P_PHIW2); v.dgatew = grad(P_GATEW);
+    // each per-layer parameter tensor: its id, where the view keeps it, and where it keeps its gradient
+    using V = LayerView<F>;
+    static const struct { int id; const F* V::*w; F* V::*dw; } tensors[] = {
+        {P_LN1W, &V::ln1w, &V::dln1w}, {P_LN1B, &V::ln1b, &V::dln1b}, {P_QKVW, &V::qkvw, &V::dqkvw},
+        {P_QKVB, &V::qkvb, &V::dqkvb}, {P_ATTPROJW, &V::attprojw, &V::dattprojw},
+        {P_ATTPROJB, &V::attprojb, &V::dattprojb}, {P_LN2W, &V::ln2w, &V::dln2w}, {P_LN2B, &V::ln2b, &V::dln2b},
+        {P_FCW, &V::fcw, &V::dfcw}, {P_FCB, &V::fcb, &V::dfcb}, {P_FCW2, &V::fcw2, &V::dfcw2},
+        {P_FCB2, &V::fcb2, &V::dfcb2}, {P_FCPROJW, &V::fcprojw, &V::dfcprojw},
+        {P_FCPROJB, &V::fcprojb, &V::dfcprojb}, {P_PHIW1, &V::phiw1, &V::dphiw1},
+        {P_PHIW2, &V::phiw2, &V::dphiw2}, {P_GATEW, &V::gatew, &V::dgatew}};
+    for (const auto& t : tensors) {
+        v.*t.w = param(t.id);
+        v.*t.dw = grad(t.id);
+    }
     v.attn = AttnParams<F>{c.attn, c.positions == POS_ALIBI ? m->alibi.data() : nullptr, param(P_KSTAR),
                            param(P_VSTAR), param(P_SINKLOGIT), param(P_VBIAS), c.attn.slot_shared};
     v.dattn = AttnParamGrads<F>{grad(P_KSTAR), grad(P_VSTAR), grad(P_SINKLOGIT), grad(P_VBIAS),

@@ -137,49 +137,45 @@ static inline int32_t json_read_int(JsonCursor* c) {
 
 static inline void json_skip_value(JsonCursor* c, int depth = 0);
 
-// Reads an object: on_field(key) is called with the cursor on each value, and must consume that value.
-template <class OnField>
-static inline void json_read_object(JsonCursor* c, OnField on_field) {
-    json_expect(c, '{', "expected a JSON object ({...})");
+// Reads `open` item, item, ... `close` (an object's braces or an array's brackets): item() is called with the cursor
+// on each item and must consume it. `what` names the kind in the errors.
+template <class OnItem>
+static inline void json_read_items(JsonCursor* c, char open, char close, const char* what, OnItem item) {
+    std::string msg = std::string("expected a JSON ") + what + " (" + open + "..." + close + ")";
+    json_expect(c, open, msg.c_str());
     json_skip_ws(c);
-    if (c->p < c->end && *c->p == '}') {
+    if (c->p < c->end && *c->p == close) {
         c->p++;
         return;
     }
-    std::string key;
+    msg = std::string("expected ',' or '") + close + "' in an " + what;
     for (;;) {
-        json_read_string(c, &key);
-        json_expect(c, ':', "expected ':' after an object key");
-        on_field(key);
+        item();
         json_skip_ws(c);
         if (c->p < c->end && *c->p == ',') {
             c->p++;
             continue;
         }
-        json_expect(c, '}', "expected ',' or '}' in an object");
+        json_expect(c, close, msg.c_str());
         return;
     }
+}
+
+// Reads an object: on_field(key) is called with the cursor on each value, and must consume that value.
+template <class OnField>
+static inline void json_read_object(JsonCursor* c, OnField on_field) {
+    std::string key;
+    json_read_items(c, '{', '}', "object", [&] {
+        json_read_string(c, &key);
+        json_expect(c, ':', "expected ':' after an object key");
+        on_field(key);
+    });
 }
 
 // Reads an array: on_item() is called with the cursor on each item, and must consume it.
 template <class OnItem>
 static inline void json_read_array(JsonCursor* c, OnItem on_item) {
-    json_expect(c, '[', "expected a JSON array ([...])");
-    json_skip_ws(c);
-    if (c->p < c->end && *c->p == ']') {
-        c->p++;
-        return;
-    }
-    for (;;) {
-        on_item();
-        json_skip_ws(c);
-        if (c->p < c->end && *c->p == ',') {
-            c->p++;
-            continue;
-        }
-        json_expect(c, ']', "expected ',' or ']' in an array");
-        return;
-    }
+    json_read_items(c, '[', ']', "array", on_item);
 }
 
 // Skips one value of any kind. Nesting is limited so that a hostile line cannot exhaust the stack.

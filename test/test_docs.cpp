@@ -1,6 +1,7 @@
 // test/test_docs.cpp: the manuals against the code they describe. docs/flags.md must hold exactly the trainer's
 // --help (it is generated from the flag table: make docs), and every link between README.md and docs/ must lead to
-// a file of the repository (none outside it).
+// a file of the repository (none outside it). The results tables must be what docs/results.tsv says
+// (make results-table).
 #include "test_helpers.h"
 
 #include <regex>
@@ -63,4 +64,15 @@ TEST_CASE("README.md and docs/ link only to files of the repository", "[docs]") 
         }
     }
     CHECK(links >= 20);
+}
+
+TEST_CASE("the results tables of README.md and docs/results.md are what docs/results.tsv says (make results-table)",
+          "[docs]") {
+    for (const char* which : {"", " --summary"}) {
+        std::string table;
+        REQUIRE(run_command(std::string("/usr/bin/python3 dev/experiments/run.py report") + which, &table) == 0);
+        INFO(table);
+        REQUIRE(table.size() > 200);
+        CHECK(slurp(*which ? "README.md" : "docs/results.md").find(table) != std::string::npos);
+    }
 }

@@ -2,6 +2,8 @@
 // the script also writes (--data), against the log's own records; the PNGs must exist and be PNGs.
 #include "test_helpers.h"
 
+#include <sstream>
+
 // the numbers of "key": [a, b, ...] in a JSON text (the first such key)
 static std::vector<double> json_array(const std::string& text, const std::string& key) {
     std::vector<double> v;
@@ -73,4 +75,94 @@ TEST_CASE("plot.py draws Sink_1, losses, norm ratios and alpha_1 heatmaps from a
     said = run_plot(r.dir + "/run --out " + out, r.dir + "/p3.txt", &rc);
     CHECK(rc != 0);
     CHECK(said.find("log.jsonl line") != std::string::npos);
+}
+
+// dev/experiments/run.py: an experiment's runs trained, measured into the results file, and judged
+static std::string run_py(const std::string& args, const std::string& log, int* rc) {
+    *rc = system(("/usr/bin/python3 dev/experiments/run.py " + args + " > " + log + " 2>&1").c_str());
+    return slurp(log);
+}
+
+TEST_CASE("run.py trains an experiment, appends rows that match the logs, reuses finished runs, judges directions",
+          "[plots][experiments]") {
+    std::string dir = temp_dir(), tsv = dir + "/results.tsv";
+    // a large learning rate, so that Sink_1 is not zero after 4 steps and a row that read another column would show
+    std::string cmd = "run sink-token --steps 4 --extra '--batch 4 --seq-len 16 --sink-every 2 --val-every 2 "
+                      "--save-every 2 --probe-seqs 4 --probe-len 16 --lr 0.02 --warmup 1' --results " + tsv +
+                      " --runs " + dir + "/runs --no-plots";
+    int rc;
+    std::string said = run_py(cmd, dir + "/o1.txt", &rc);
+    INFO(said);
+    REQUIRE(rc == 0);
+    CHECK(said.find("sink-token < softmax on sink1") != std::string::npos);
+    // one header and one row per run; each row's numbers are its run's last sink and validation records
+    std::vector<std::vector<std::string>> rows;
+    std::istringstream in(slurp(tsv));
+    for (std::string line; std::getline(in, line);) {
+        std::vector<std::string> cells;
+        std::istringstream cs(line);
+        for (std::string c; std::getline(cs, c, '\t');) cells.push_back(c);
+        rows.push_back(cells);
+    }
+    REQUIRE(rows.size() == 3);
+    REQUIRE(rows[0].size() == 20);
+    CHECK(rows[0][7] == "sink1");
+    for (int i = 1; i <= 2; i++) {
+        INFO(rows[i][3]);
+        CHECK(rows[i][2] == "sink-token");
+        CHECK(rows[i][6] == "0.0");  // 4 steps of 4 x 16 tokens
+        std::string log = slurp(std::string("") + rows[i][18].insert(0, "./") + "/log.jsonl");
+        size_t s = log.rfind("\"type\":\"sink\""), v = log.rfind("\"type\":\"val\"");
+        REQUIRE(s != std::string::npos);
+        REQUIRE(v != std::string::npos);
+        char want[32];
+        snprintf(want, sizeof want, "%.2f", atof(log.c_str() + log.find("\"sink\":[", s) + 8));
+        CHECK(rows[i][7] == want);
+        // the largest alpha_1 of the layer x head table, the largest norm ratio after a block (not the embedding's)
+        double top = 0, ratio = 0;
+        size_t a = log.find("\"alpha1\":[[", s) + 10, a_end = log.find("]]", a);
+        for (const char* p = log.c_str() + a; p < log.c_str() + a_end; p++)
+            if (*p == '[' || *p == ',') top = std::max(top, atof(p + 1));
+        size_t n = log.find("\"norm_ratio\":[", s) + 14, n_end = log.find("]", n);
+        for (const char* p = log.c_str() + log.find(",", n); p < log.c_str() + n_end; p = strchr(p + 1, ','))
+            ratio = std::max(ratio, atof(p + 1));
+        snprintf(want, sizeof want, "%.3f", top);
+        CHECK(rows[i][10] == want);
+        snprintf(want, sizeof want, "%.2f", ratio);
+        CHECK(rows[i][11] == want);
+        snprintf(want, sizeof want, "%.4f", atof(log.c_str() + log.find("\"val_loss\":", v) + 11));
+        CHECK(rows[i][15] == want);
+        CHECK(rows[i][8] == "");                                     // no fixed position in focus
+        CHECK((rows[i][9] != "") == (rows[i][3] == "sink-token"));  // Sink_* only with the sink token
+        CHECK(rows[i][19].find("--steps 4") != std::string::npos);
+    }
+    // again: both runs are done and reused, two more rows, and the report shows the newest row of each run
+    said = run_py(cmd, dir + "/o2.txt", &rc);
+    REQUIRE(rc == 0);
+    CHECK(said.find("is done, reused") != std::string::npos);
+    CHECK(said.find("./train_gpt_cpu") == std::string::npos);
+    said = run_py("report --results " + tsv, dir + "/o3.txt", &rc);
+    REQUIRE(rc == 0);
+    CHECK(said.find("| sink-token | sink-token | cpu | 1 | 0.0M |") != std::string::npos);
+    CHECK(said.find("| sink-token | softmax | cpu | 1 | 0.0M |") != std::string::npos);
+    // an unknown experiment and a results file that does not exist: errors that say what to do
+    said = run_py("run no-such-thing --results " + tsv, dir + "/o4.txt", &rc);
+    CHECK(rc != 0);
+    CHECK(said.find("no experiment named 'no-such-thing'") != std::string::npos);
+    said = run_py("report --results " + dir + "/none.tsv", dir + "/o5.txt", &rc);
+    CHECK(rc != 0);
+    CHECK(said.find("no results file") != std::string::npos);
+    // the verdicts: a clear difference agrees or disagrees, one inside twice the noise is "within noise"
+    std::string py = "import sys; sys.path.insert(0, 'dev/experiments'); import run; "
+                     "m = lambda *v: [{'recent': [{'sink1': x} for x in v]}]; "
+                     "print(run.judge([('a', '>', 'b', 'sink1')], {'a': m(5, 5.2, 4.8), 'b': m(1, 1.1, 0.9)})[1]['a'], "
+                     "run.judge([('a', '<', 'b', 'sink1')], {'a': m(5, 5.2, 4.8), 'b': m(1, 1.1, 0.9)})[1]['a'], "
+                     "run.judge([('a', '>', 'b', 'sink1')], {'a': m(1.2, 0.2, 2.2), 'b': m(1, 1.1, 0.9)})[1]['a'], "
+                     "run.judge([('a', '~', 'b', 'sink1')], {'a': m(1.2, 0.2, 2.2), 'b': m(1, 1.1, 0.9)})[1]['a'], "
+                     "run.judge([('a', '>', 'b', 'sink1')], {'a': m(0, 0, 0), 'b': m(0, 0, 0)})[1]['a'], sep='|')";
+    rc = system(("/usr/bin/python3 -c \"" + py + "\" > " + dir + "/o6.txt 2>&1").c_str());
+    said = slurp(dir + "/o6.txt");
+    INFO(said);
+    CHECK(rc == 0);
+    CHECK(said == "yes|no|within noise|yes|within noise\n");
 }

@@ -134,6 +134,16 @@ CATALOGUE = [
                [R("swiglu", "18.18"), R("relu", "16.90", ffn="relu"), R("gelu", "14.76", ffn="gelu"),
                 R("swish", "17.89", ffn="swish"), R("reglu", "13.88", ffn="reglu"), R("geglu", "17.86", ffn="geglu")],
                [("gelu", "<", "swiglu", "sink1"), ("reglu", "<", "swiglu", "sink1")]),
+    Experiment("heads", "the number of heads changes the sink (H=8 18.18, 4 10.68, 2 12.95, 1 19.50); at laptop scale "
+               "only many small heads give one (PyTorch model: 4 x 32 none up to 7M tokens)",
+               [R("16x8", "H=8: 18.18"), R("8x16", "H=4: 10.68", heads=8), R("4x32", "none at 7M tokens", heads=4)],
+               [("4x32", "<", "16x8", "sink1"), ("4x32", "<", "16x8", "norm_ratio")]),
+    Experiment("smallest", "the smallest CPU model in which the sink and its massive activation form (this project's "
+               "question, not the paper's)",
+               [R("tiny-2x16x8", "-"), R("1-layer", "-", layers=1),
+                R("C64-16x4", "-", channels=64, ffn_hidden=128), R("C64-8x8", "-", channels=64, ffn_hidden=128, heads=8)],
+               [("1-layer", ">", "1-layer", "sink1"), ("C64-16x4", ">", "C64-16x4", "sink1"),
+                ("C64-8x8", ">", "C64-8x8", "sink1")]),
     Experiment("row-mass", "softmax rows that sum to more give a larger sink (2.0: 29.10, 1.0: 18.18, 0.2: 9.41)",
                [R("mass-1", "18.18"), R("mass-2", "29.10", row_mass=2), R("mass-0.2", "9.41", row_mass=0.2)],
                [("mass-2", ">", "mass-1", "sink1"), ("mass-0.2", "<", "mass-1", "sink1")]),
@@ -200,13 +210,13 @@ def read_log(d):
     if not os.path.exists(path):
         return recs
     with open(path, encoding="utf-8", errors="replace") as f:
-        for line in f:
+        for n, line in enumerate(f, 1):
             line = line.strip()
             if line:
                 try:
                     recs.append(json.loads(line))
-                except json.JSONDecodeError:
-                    pass  # a record cut by a full disk is dropped again by the trainer; never trust it
+                except json.JSONDecodeError:  # the trainer never leaves a torn record: something else wrote here
+                    sys.exit("run: %s line %d is not JSON (delete the run directory to train it again)" % (path, n))
     return recs
 
 
@@ -282,7 +292,8 @@ def judge(checks, measured):
         else:
             want = diff if op == ">" else -diff
             v = "yes" if want > noise and want > 0 else ("no" if -want > noise and want < 0 else "within noise")
-        text = "%s %s %s on %s: %.3g vs %.3g (noise %.2g): %s" % (a, op, b, metric, mean(va), mean(vb), noise, v)
+        text = "%s %s %s on %s: %.3g vs %.3g (noise %.2g): %s" % (a, op, b if a != b else "0", metric, mean(va),
+                                                                  mean(vb), noise, v)
         out.append(text)
         per_label.setdefault(a, []).append(v)
         if a != b:
@@ -308,7 +319,7 @@ def fmt(x, nd=2):
         return ""
     if isinstance(x, bool):
         return "yes" if x else "no"
-    if isinstance(x, float):
+    if isinstance(x, (int, float)):  # JSON writes 0 for a float zero
         return "%.*f" % (nd, x)
     return str(x)
 
@@ -326,12 +337,13 @@ def cmd_run(args):
         only = set(args.only.split(",")) if args.only else None
         measured, dirs, rows = {}, {}, []
         for run in exp.runs:
-            if only and run.label not in only:
-                continue
             for seed in seeds:
                 f = flags_of(exp, run, args.device, seed, args.steps, args.extra)
                 argv = argv_of(f)
                 d = run_dir(args.runs, args.device, argv)
+                if only and run.label not in only:  # not trained now, but measured and judged if it is finished
+                    if not finished(d, int(f["steps"])):
+                        continue
                 train(args.device, argv, d, int(f["steps"]))
                 m = measure(d, run.focus)
                 measured.setdefault(run.label, []).append(m)
@@ -401,11 +413,31 @@ def cmd_report(args):
             exp, label, dev, len(rs), rs[0]["tokens_M"], avg(rs, "sink1"), proxy, extra.strip(),
             avg(rs, "alpha1_top"), avg(rs, "norm_ratio"), rs[0]["norm_layer"], avg(rs, "val_loss"), rs[0]["paper"],
             rs[-1]["agrees"]))
+    if args.summary:
+        out = ["| finding (the paper's numbers, Sink_1 %) | device, tokens | ours: Sink_1 % (norm ratio) per run "
+               "| direction agrees |", "|---|---|---|---|"]
+        by_exp = {}
+        for (exp, dev, label), rs in groups.items():
+            by_exp.setdefault((exp, dev), []).append((label, rs))
+        for (exp, dev), runs in by_exp.items():
+            e = BY_NAME.get(exp)
+            ours = "; ".join("%s %.2f%s%s (%.2f)" % (
+                label, avg(rs, "sink1"), "*" if rs[0]["proxy"] == "yes" else "",
+                ", Sink_* %.2f" % avg(rs, "sink_star") if avg(rs, "sink_star") is not None else
+                (", Sink_k %.2f" % avg(rs, "sink_k") if avg(rs, "sink_k") is not None else ""),
+                avg(rs, "norm_ratio")) for label, rs in runs)
+            verdicts = [rs[-1]["agrees"] for _, rs in runs if rs[-1]["agrees"]]
+            verdict = ("yes" if verdicts and all(v == "yes" for v in verdicts) else
+                       "no" if "no" in verdicts else "within noise" if verdicts else "")
+            out.append("| **%s**: %s | %s, %sM | %s | %s |" % (exp, e.finding if e else "", dev,
+                                                                runs[0][1][0]["tokens_M"], ours, verdict))
     table = "\n".join(out) + "\n"
     if not args.into:
         sys.stdout.write(table)
         return
-    begin, end = "<!-- results table: dev/experiments/run.py report -->", "<!-- end of results table -->"
+    begin = "<!-- results %s: dev/experiments/run.py report%s -->" % (("summary", " --summary") if args.summary else
+                                                                       ("table", ""))
+    end = "<!-- end of results %s -->" % ("summary" if args.summary else "table")
     text = open(args.into).read()
     if begin not in text or end not in text:
         sys.exit("report: %s has no '%s' ... '%s' markers" % (args.into, begin, end))
@@ -427,7 +459,8 @@ def main():
     r.add_argument("names", nargs="+")
     r.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
     r.add_argument("--seeds", type=int, default=0, help="seeds per run (default: the catalogue's)")
-    r.add_argument("--only", default="", help="only these run labels, comma separated")
+    r.add_argument("--only", default="", help="train only these run labels, comma separated (the experiment's "
+                   "other finished runs are still measured)")
     r.add_argument("--results", default=os.path.join(ROOT, "docs", "results.tsv"))
     r.add_argument("--runs", default=os.path.join(ROOT, "runs", "exp"))
     r.add_argument("--steps", type=int, default=0, help="override the configuration's steps (tests)")
@@ -436,6 +469,7 @@ def main():
     p = sub.add_parser("report", help="the results file as a markdown table")
     p.add_argument("--results", default=os.path.join(ROOT, "docs", "results.tsv"))
     p.add_argument("--into", default="", help="replace the table between the markers in this file")
+    p.add_argument("--summary", action="store_true", help="one row per experiment instead of one per run")
     args = ap.parse_args()
     if args.cmd == "list":
         for e in CATALOGUE:
