@@ -69,7 +69,8 @@ def plot_sink_and_loss(runs, out, title):
         if not s:
             continue
         x = [tokens_m(run, r["step"]) for r in s]
-        line, = a1.plot(x, [r["sink"][0] for r in s], marker="o", ms=3, label=run["label"])
+        proxy = " (proxy*)" if any(r.get("proxy") for r in s) else ""  # not a distribution: read the norm ratio
+        line, = a1.plot(x, [r["sink"][0] for r in s], marker="o", ms=3, label=run["label"] + proxy)
         if any("sink_star" in r for r in s):
             a1.plot(x, [r.get("sink_star", 0.0) for r in s], ls="--", color=line.get_color(),
                     label=run["label"] + " (Sink_*)")

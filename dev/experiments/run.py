@@ -144,6 +144,10 @@ CATALOGUE = [
                 R("C64-16x4", "-", channels=64, ffn_hidden=128), R("C64-8x8", "-", channels=64, ffn_hidden=128, heads=8)],
                [("1-layer", ">", "1-layer", "sink1"), ("C64-16x4", ">", "C64-16x4", "sink1"),
                 ("C64-8x8", ">", "C64-8x8", "sink1")]),
+    Experiment("pytorch-gap", "this project's question: at 16M tokens this engine's sink (0.84%) is weaker than an "
+               "independent PyTorch model's of the same shape (2.2%); is it the FFN width, or the seed?",
+               [R("ffn-256", "PyTorch model: 2.2 at 16M"), R("ffn-512", "-", ffn_hidden=512)],
+               [("ffn-512", ">", "ffn-256", "sink1"), ("ffn-512", ">", "ffn-256", "norm_ratio")], seeds=2),
     Experiment("row-mass", "softmax rows that sum to more give a larger sink (2.0: 29.10, 1.0: 18.18, 0.2: 9.41)",
                [R("mass-1", "18.18"), R("mass-2", "29.10", row_mass=2), R("mass-0.2", "9.41", row_mass=0.2)],
                [("mass-2", ">", "mass-1", "sink1"), ("mass-0.2", "<", "mass-1", "sink1")]),
@@ -444,7 +448,7 @@ def cmd_report(args):
     a, b = text.index(begin) + len(begin), text.index(end)
     with open(args.into, "w") as f:
         f.write(text[:a] + "\n" + table + text[b:])
-    print("report: table of %d rows written into %s" % (len(groups), args.into))
+    print("report: table of %d rows written into %s" % (len(out) - 2, args.into))
 
 
 def main():
