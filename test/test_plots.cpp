@@ -90,6 +90,10 @@ TEST_CASE("run.py trains an experiment, appends rows that match the logs, reuses
     std::string cmd = "run sink-token --steps 4 --extra '--batch 4 --seq-len 16 --sink-every 2 --val-every 2 "
                       "--save-every 2 --probe-seqs 4 --probe-len 16 --lr 0.02 --warmup 1' --results " + tsv +
                       " --runs " + dir + "/runs --no-plots";
+    // a results file of the previous version (no directions column) keeps its row and gains the column
+    std::string old_head = "date\tcommit\texperiment\trun\tdevice\tseed\ttokens_M\tsink1\tsink_k\tsink_star\t"
+                           "alpha1_top\tnorm_ratio\tnorm_layer\tproxy\trow_mass\tval_loss\tpaper\tagrees\tdir\tflags\n";
+    write_bytes(tsv, old_head + "d\tc\told-exp\tr\tcpu\t1337\t6.1\t0.50\t\t\t0.2\t2.0\t1\tno\t1\t1.6\tp\tyes\tx\tf\n");
     int rc;
     std::string said = run_py(cmd, dir + "/o1.txt", &rc);
     INFO(said);
@@ -104,9 +108,14 @@ TEST_CASE("run.py trains an experiment, appends rows that match the logs, reuses
         for (std::string c; std::getline(cs, c, '\t');) cells.push_back(c);
         rows.push_back(cells);
     }
-    REQUIRE(rows.size() == 3);
-    REQUIRE(rows[0].size() == 20);
+    REQUIRE(rows.size() == 4);
+    REQUIRE(rows[0].size() == 21);
     CHECK(rows[0][7] == "sink1");
+    CHECK(rows[0][20] == "directions");
+    REQUIRE(rows[1].size() == 20);  // the old row, its new last cell empty
+    CHECK(rows[1][2] == "old-exp");
+    CHECK(rows[1][7] == "0.50");
+    rows.erase(rows.begin() + 1);
     for (int i = 1; i <= 2; i++) {
         INFO(rows[i][3]);
         CHECK(rows[i][2] == "sink-token");
@@ -135,6 +144,8 @@ TEST_CASE("run.py trains an experiment, appends rows that match the logs, reuses
         CHECK(rows[i][8] == "");                                     // no fixed position in focus
         CHECK((rows[i][9] != "") == (rows[i][3] == "sink-token"));  // Sink_* only with the sink token
         CHECK(rows[i][19].find("--steps 4") != std::string::npos);
+        REQUIRE(rows[i].size() == 21);
+        CHECK(rows[i][20].find("sink-token < softmax (sink1): ") == 0);  // every direction of the experiment
     }
     // again: both runs are done and reused, two more rows, and the report shows the newest row of each run
     said = run_py(cmd, dir + "/o2.txt", &rc);

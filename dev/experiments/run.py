@@ -279,8 +279,9 @@ def measure(d, focus):
 
 
 def judge(checks, measured):
-    """measured: label -> list (one per seed) of measure() results. Returns (verdict text, label -> verdict)."""
-    out, per_label = [], {}
+    """measured: label -> list (one per seed) of measure() results. Returns (one line per direction with its numbers,
+    label -> the verdict over every direction it takes part in, one short line per direction)."""
+    out, per_label, short = [], {}, []
     for a, op, b, metric in checks:
         va = [r[metric] for m in measured.get(a, []) for r in m["recent"] if r[metric] is not None]
         vb = [r[metric] for m in measured.get(b, []) for r in m["recent"] if r[metric] is not None]
@@ -299,16 +300,17 @@ def judge(checks, measured):
         text = "%s %s %s on %s: %.3g vs %.3g (noise %.2g): %s" % (a, op, b if a != b else "0", metric, mean(va),
                                                                   mean(vb), noise, v)
         out.append(text)
+        short.append("%s %s %s (%s): %s" % (a, op, b if a != b else "0", metric, v))
         per_label.setdefault(a, []).append(v)
         if a != b:
             per_label.setdefault(b, []).append(v)
     return out, {k: ("yes" if all(x == "yes" for x in v) else "no" if "no" in v else "within noise")
-                 for k, v in per_label.items()}
+                 for k, v in per_label.items()}, short
 
 
 COLUMNS = ["date", "commit", "experiment", "run", "device", "seed", "tokens_M", "sink1", "sink_k", "sink_star",
            "alpha1_top", "norm_ratio", "norm_layer", "proxy", "row_mass", "val_loss", "paper", "agrees", "dir",
-           "flags"]
+           "flags", "directions"]
 
 
 def commit():
@@ -326,6 +328,25 @@ def fmt(x, nd=2):
     if isinstance(x, (int, float)):  # JSON writes 0 for a float zero
         return "%.*f" % (nd, x)
     return str(x)
+
+
+def upgrade_results(path):
+    """Creates the results file with its header, or gives an older file this version's columns (empty in old rows)."""
+    if not os.path.exists(path):
+        with open(path, "w") as f:
+            f.write("\t".join(COLUMNS) + "\n")
+        return
+    with open(path) as f:
+        lines = [ln.rstrip("\n").split("\t") for ln in f if ln.strip()]
+    if lines and lines[0] == COLUMNS:
+        return
+    head = lines[0] if lines else []
+    with open(path + ".tmp", "w") as f:
+        f.write("\t".join(COLUMNS) + "\n")
+        for ln in lines[1:]:
+            r = dict(zip(head, ln))
+            f.write("\t".join(r.get(c, "") for c in COLUMNS) + "\n")
+    os.replace(path + ".tmp", path)
 
 
 def cmd_run(args):
@@ -353,21 +374,19 @@ def cmd_run(args):
                 measured.setdefault(run.label, []).append(m)
                 dirs.setdefault(run.label, d)
                 rows.append((run, seed, d, argv, m))
-        lines, verdict = judge(exp.checks, measured)
+        lines, verdict, directions = judge(exp.checks, measured)
         print("\n%s: %s" % (exp.name, exp.finding))
         for t in lines:
             print("  " + t)
         today = datetime.date.today().isoformat()
-        new = not os.path.exists(args.results)
+        upgrade_results(args.results)
         with open(args.results, "a") as out:
-            if new:
-                out.write("\t".join(COLUMNS) + "\n")
             for run, seed, d, argv, m in rows:
                 row = [today, commit(), exp.name, run.label, args.device, str(seed), fmt(m["tokens_m"], 1),
                        fmt(m["sink1"]), fmt(m["sink_k"]), fmt(m["sink_star"]), fmt(m["alpha1_top"], 3),
                        fmt(m["norm_ratio"]), str(m["norm_layer"]), fmt(m["proxy"]), fmt(m["row_mass"], 3),
                        fmt(m["val_loss"], 4), run.paper, verdict.get(run.label, ""), os.path.relpath(d, ROOT),
-                       " ".join(argv)]
+                       " ".join(argv), "; ".join(directions)]
                 out.write("\t".join(x.replace("\t", " ") for x in row) + "\n")
         print("  %d rows appended to %s" % (len(rows), args.results))
         # the figures: one directory per run label, linked to the run it names
@@ -392,8 +411,9 @@ def read_results(path):
         lines = [ln.rstrip("\n").split("\t") for ln in f if ln.strip()]
     head = lines[0]
     newest = {}
-    for ln in lines[1:]:
+    for n, ln in enumerate(lines[1:]):
         r = dict(zip(head, ln))
+        r["line"] = n
         newest[(r["experiment"], r["run"], r["device"], r["seed"])] = r  # a later row replaces an earlier one
     return list(newest.values())
 
@@ -419,7 +439,7 @@ def cmd_report(args):
             rs[-1]["agrees"]))
     if args.summary:
         out = ["| finding (the paper's numbers, Sink_1 %) | device, tokens | ours: Sink_1 % (norm ratio) per run "
-               "| direction agrees |", "|---|---|---|---|"]
+               "| the paper's directions here: yes, no or within noise |", "|---|---|---|---|"]
         by_exp = {}
         for (exp, dev, label), rs in groups.items():
             by_exp.setdefault((exp, dev), []).append((label, rs))
@@ -430,9 +450,8 @@ def cmd_report(args):
                 ", Sink_* %.2f" % avg(rs, "sink_star") if avg(rs, "sink_star") is not None else
                 (", Sink_k %.2f" % avg(rs, "sink_k") if avg(rs, "sink_k") is not None else ""),
                 avg(rs, "norm_ratio")) for label, rs in runs)
-            verdicts = [rs[-1]["agrees"] for _, rs in runs if rs[-1]["agrees"]]
-            verdict = ("yes" if verdicts and all(v == "yes" for v in verdicts) else
-                       "no" if "no" in verdicts else "within noise" if verdicts else "")
+            newest = max((r for _, rs in runs for r in rs), key=lambda r: r["line"])
+            verdict = newest.get("directions", "").replace("; ", "<br>")
             out.append("| **%s**: %s | %s, %sM | %s | %s |" % (exp, e.finding if e else "", dev,
                                                                 runs[0][1][0]["tokens_M"], ours, verdict))
     table = "\n".join(out) + "\n"
