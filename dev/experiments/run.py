@@ -252,7 +252,6 @@ def measure(d, focus):
     vals = {r["step"]: r for r in recs if r.get("type") == "val"}
     last = sinks[-1]
     tokens_per_step = cfg.get("total-batch") or cfg["batch"] * cfg["seq-len"]
-    L = len(last["norm_ratio"]) - 1
 
     def of(r):
         focus_k = r["sink"][focus - 1] if focus else None
@@ -270,11 +269,11 @@ def measure(d, focus):
             "prefix_vs_after": (max(r["sink"][:p]) - max(r["sink"][p:] or [0.0])) if p else 0.0,
         }
     m = of(last)
-    m.update({"step": last["step"], "tokens_m": last["step"] * tokens_per_step / 1e6, "layers": L,
+    m.update({"tokens_m": last["step"] * tokens_per_step / 1e6,
               "proxy": bool(last.get("proxy", False)),
               "row_mass": (sum(last["row_mass"]) / len(last["row_mass"])) if "row_mass" in last else 1.0,
               "val_loss": vals[max(vals)]["val_loss"] if vals else float("nan"),
-              "sink1_first": sinks[0]["sink"][0], "recent": [of(r) for r in sinks[-3:]]})
+              "recent": [of(r) for r in sinks[-3:]]})
     return m
 
 
