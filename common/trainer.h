@@ -415,31 +415,43 @@ static std::string sample_text(Engine& e, TextCodec* codec, const TrainConfig& t
 // ----------------------------------------------------------------------------------------------------------------
 // --check-state: one forward/backward on the debug state's batch against its logits, loss and gradients, then (for a
 // version-3 state) its AdamW loss curve.
-// Tolerances (fp32 here against a reference computed in fp32 by llm.c's PyTorch script, or in fp64 by ours), per
-// tensor: max |ours - ref| <= tol * max(1, max |ref|) with tol = 1e-4 for logits, gradients and the loss, and
-// 1e-3 * |ref| for each loss of the curve (Adam's first steps magnify rounding in near-zero gradients).
-// These are 10-100x the errors measured on the fixtures (docs/checking.md).
+// Tolerances (fp32 here against a reference computed in fp32 by llm.c's PyTorch script, or in fp64 by ours) are
+// normalised per tensor, so a small tensor is held to the same standard as a large one:
+//   max error  max_i |ours_i - ref_i| / max_i |ref_i|   <= 1e-4
+//   L2 error   ||ours - ref||_2 / ||ref||_2             <= 1e-4
+// for the logits, the loss and every gradient tensor (a reference that is all zeros is compared absolutely), and
+// 1e-3 * |ref| for each loss of the curve (Adam's first steps magnify rounding in near-zero gradients). The fixtures
+// measure at most 1.3e-5 (docs/checking.md); a GELU constant changed from 0.044715 to 0.04 measures up to 6e-3
+// on the GPT-2 fixture.
+
+#define CHECK_TENSOR_TOL 1e-4
 
 struct CheckResult {
     int failures = 0;
     double worst = 0;  // largest error / allowed
 };
 
-static void check_tensor(CheckResult* r, const char* name, const float* ours, const float* ref, size_t n, double tol,
+static void check_tensor(CheckResult* r, const char* name, const float* ours, const float* ref, size_t n,
                          bool verbose) {
-    double maxerr = 0, maxref = 0;
+    double maxerr = 0, maxref = 0, err2 = 0, ref2 = 0;
     for (size_t i = 0; i < n; i++) {
-        maxerr = std::max(maxerr, fabs((double)ours[i] - ref[i]));
+        double d = (double)ours[i] - ref[i];
+        maxerr = std::max(maxerr, fabs(d));
         if (!std::isfinite(ours[i])) maxerr = INFINITY;
         maxref = std::max(maxref, fabs((double)ref[i]));
+        err2 += d * d;
+        ref2 += (double)ref[i] * ref[i];
     }
-    double allowed = tol * std::max(1.0, maxref);
-    bool ok = maxerr <= allowed;
+    double rel_max = maxref > 0 ? maxerr / maxref : maxerr;
+    double rel_l2 = ref2 > 0 ? sqrt(err2 / ref2) : sqrt(err2);
+    if (!std::isfinite(maxerr)) rel_max = rel_l2 = INFINITY;
+    double worst = std::max(rel_max, rel_l2) / CHECK_TENSOR_TOL;
+    bool ok = worst <= 1;
     r->failures += !ok;
-    r->worst = std::max(r->worst, maxerr / allowed);
+    r->worst = std::max(r->worst, worst);
     if (verbose || !ok)
-        printf("%-10s %-4s max abs err %.3e  max |ref| %.3e  rel %.3e  (allowed %.1e)\n", name, ok ? "ok" : "FAIL",
-               maxerr, maxref, maxref > 0 ? maxerr / maxref : maxerr, allowed);
+        printf("%-10s %-4s max err / max |ref| %.3e  rel L2 %.3e  (allowed %.0e; max |ref| %.3e)\n", name,
+               ok ? "ok" : "FAIL", rel_max, rel_l2, CHECK_TENSOR_TOL, maxref);
 }
 
 static CheckResult check_state(const std::string& model_path, const std::string& state_path, bool verbose) {
@@ -454,8 +466,8 @@ static CheckResult check_state(const std::string& model_path, const std::string&
     std::vector<float> logits((size_t)s.B * s.T * V);
     for (int b = 0; b < s.B; b++)
         for (int t = 0; t < s.T; t++) e->logits_row(b, t, &logits[((size_t)b * s.T + t) * V]);
-    check_tensor(&r, "logits", logits.data(), s.logits.data(), logits.size(), 1e-4, verbose);
-    check_tensor(&r, "loss", &loss, &s.loss, 1, 1e-4, verbose);
+    check_tensor(&r, "logits", logits.data(), s.logits.data(), logits.size(), verbose);
+    check_tensor(&r, "loss", &loss, &s.loss, 1, verbose);
     e->zero_grad();
     e->backward(1.0f);
     std::vector<float> grads(np);
@@ -463,7 +475,7 @@ static CheckResult check_state(const std::string& model_path, const std::string&
     size_t sizes[NUM_PARAM_TENSORS], off = 0;
     param_sizes(c, sizes);
     for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
-        if (sizes[i]) check_tensor(&r, param_names[i], grads.data() + off, s.grads.data() + off, sizes[i], 1e-4, verbose);
+        if (sizes[i]) check_tensor(&r, param_names[i], grads.data() + off, s.grads.data() + off, sizes[i], verbose);
         off += sizes[i];
     }
     if (s.n_steps > 0) {
