@@ -15,7 +15,11 @@
 // Reductions inside a row run over j = 0..n-1 in increasing order (fixed order: the GPU exact mode relies on it).
 // Backward receives the recomputed scores s for maps that need them (attn_variant_table[].needs_scores).
 //
-// Adding a variant: one enum value, one row in attn_variant_table, one case in each of the two switches, its tests.
+// Streaming forms (the end of this file): the same maps key tile by key tile, from a two-number row state, for kernels
+// that never hold a whole row; equal to the row forms up to rounding.
+//
+// Adding a variant: one enum value, one row in attn_variant_table, one case in each switch (the row forms' two and the
+// streaming forms'), its tests.
 #pragma once
 #include "common/numerics.h"
 
@@ -181,6 +185,27 @@ SK_HD inline F attn_pointwise(const AttnSpec& spec, F s) {
     }
 }
 
+// the normaliser z of sigmoid, elu1 and linear for the row sum r, and c = dz/dr (the row forms use the same)
+template <typename F>
+SK_HD inline void attn_pointwise_norm(const AttnSpec& spec, F r, F* z, F* c) {
+    *z = F(1);
+    *c = F(0);
+    if (spec.normaliser == ANORM_SUM) {
+        *z = r + F(ATTN_NORM_EPS);
+        *c = F(1);
+    } else if (spec.normaliser == ANORM_CLAMP) {
+        F ar = r < 0 ? -r : r;
+        *z = ar > 1 ? ar : F(1);
+        *c = ar > 1 ? (r < 0 ? F(-1) : F(1)) : F(0);
+    }
+}
+
+// d a / d s of sigmoid, elu1 and linear, from the score and a = attn_pointwise(s)
+template <typename F>
+SK_HD inline F attn_pointwise_grad(const AttnSpec& spec, F s, F a) {
+    return spec.variant == ATTN_SIGMOID ? a * (F(1) - a) : spec.variant == ATTN_ELU1 ? (s > 0 ? F(1) : a) : F(1);
+}
+
 // gamma of the clipped softmax: -alpha / the training length (stored with the model, so sampling and probes of other
 // lengths use the function that was trained), or / T of the forward when no length is stored.
 template <typename F>
@@ -240,8 +265,8 @@ SK_HD inline void attn_row_forward(const AttnSpec& spec, const F* s, F* p, int n
             p[j] = attn_pointwise(spec, s[j]);
             r += p[j];
         }
-        F z = spec.normaliser == ANORM_SUM ? r + F(ATTN_NORM_EPS) : spec.normaliser == ANORM_CLAMP ? (r < 0 ? -r : r) : F(1);
-        if (spec.normaliser == ANORM_CLAMP && z < 1) z = 1;
+        F z, c;
+        attn_pointwise_norm(spec, r, &z, &c);
         if (spec.normaliser != ANORM_NONE)
             for (int j = 0; j < n; j++) p[j] = p[j] / z;
     }
@@ -282,20 +307,154 @@ SK_HD inline void attn_row_backward(const AttnSpec& spec, const F* s, const F* p
     default: {  // sigmoid, elu1, linear: a_j = g(s_j) recomputed from the scores
         F r = 0;
         for (int j = 0; j < n; j++) r += attn_pointwise(spec, s[j]);
-        F z = 1, c = 0;
-        if (spec.normaliser == ANORM_SUM) {
-            z = r + F(ATTN_NORM_EPS);
-            c = 1;
-        } else if (spec.normaliser == ANORM_CLAMP) {
-            F ar = r < 0 ? -r : r;
-            z = ar > 1 ? ar : F(1);
-            c = ar > 1 ? (r < 0 ? F(-1) : F(1)) : F(0);
+        F z, c;
+        attn_pointwise_norm(spec, r, &z, &c);
+        for (int j = 0; j < n; j++)
+            ds[j] = (dp[j] - c * D) / z * attn_pointwise_grad(spec, s[j], attn_pointwise(spec, s[j]));
+    }
+    }
+}
+
+// ----------------------------------------------------------------------------------------------------------------
+// Streaming forms: the same row maps computed key tile by key tile, never holding a whole row (what a flash-attention
+// kernel does on the GPU). A row keeps a two-number state (m, l) and an output accumulator acc[0..d); each tile of
+// scores s[0..n) with their values v (n rows of d at stride ldv) updates both; finishing divides by the row's
+// normaliser. The slot is the first tile: its score with its value v* (or no value, v = null, for the logit and zero
+// slots). Tiles may be any split of the row, in key order.
+//   softmax:  m = running max of s, l = sum_j e^{s_j - m}, acc = sum_j e^{s_j - m} v_j; when m grows, l and acc
+//             are multiplied by e^{m_old - m_new}.                          out = A acc / l
+//   softpick: m = running max(0, s_j), l = sum_j |e^{s_j - m} - e^{-m}|, acc = sum_j relu(e^{s_j - m} - e^{-m}) v_j;
+//             the same rescale (every term is e^{-m} (e^{s_j} - 1)).      out = acc / (l + eps e^{-m})
+//   sigmoid, elu1, linear: l = sum_j a_j, acc = sum_j a_j v_j, no rescale.  out = acc / z(l) (the normaliser)
+//   clipped:  no one-pass form (the clip needs the final sum). Pass 1: attn_stream_tile with acc = null collects
+//             softmax's (m, l); pass 2: attn_stream_accumulate adds p_j v_j with the final state; out = acc.
+// Any map can be run in the two-pass way. The backward needs per row only the final state and D = dO . O (O = the
+// row's output before the value bias): p_j = attn_stream_weight(s_j), ds_j = attn_stream_dscore(s_j, dp_j, D) with
+// dp_j = dO . v_j, for each key in any order. Clipped's D is instead sum_j attn_stream_clipped_dterm(s_j, dp_j), one
+// more pass over the keys. Results equal the row forms up to rounding (test_variants.cpp checks this over random tile
+// splits); the exact engine keeps the row forms, whose order of operations the CPU and GPU share.
+
+template <typename F>
+struct AttnStreamState {
+    F m, l;
+};
+
+SK_HD inline bool attn_stream_one_pass(const AttnSpec& spec) { return spec.variant != ATTN_CLIPPED; }
+
+template <typename F>
+SK_HD inline AttnStreamState<F> attn_stream_init(const AttnSpec& spec) {
+    AttnStreamState<F> st;
+    st.m = spec.variant == ATTN_SOFTMAX || spec.variant == ATTN_CLIPPED ? F(-INFINITY) : F(0);
+    st.l = 0;
+    return st;
+}
+
+// One tile: scores s[0..n), values v (null: no value). acc (null: statistics only) holds d values.
+template <typename F>
+SK_HD inline void attn_stream_tile(const AttnSpec& spec, AttnStreamState<F>* st, const F* s, const F* v, int ldv,
+                                   int n, int d, F* acc) {
+    bool shifted = spec.variant == ATTN_SOFTMAX || spec.variant == ATTN_CLIPPED || spec.variant == ATTN_SOFTPICK;
+    if (shifted) {
+        F m = st->m;
+        for (int j = 0; j < n; j++) m = s[j] > m ? s[j] : m;
+        if (m > st->m) {  // rescale what was summed with the old shift (nothing yet when the old one is -inf)
+            F scale = st->m == F(-INFINITY) ? F(0) : sk_exp(st->m - m);
+            st->l *= scale;
+            if (acc)
+                for (int i = 0; i < d; i++) acc[i] *= scale;
+            st->m = m;
         }
-        for (int j = 0; j < n; j++) {
-            F a = attn_pointwise(spec, s[j]);
-            F g = spec.variant == ATTN_SIGMOID ? a * (F(1) - a) : spec.variant == ATTN_ELU1 ? (s[j] > 0 ? F(1) : a) : F(1);
-            ds[j] = (dp[j] - c * D) / z * g;
+    }
+    F em = spec.variant == ATTN_SOFTPICK ? sk_exp(-st->m) : F(0);
+    for (int j = 0; j < n; j++) {
+        F w, wl;  // the term of acc and the term of l
+        if (spec.variant == ATTN_SOFTPICK) {
+            F e = sk_exp(s[j] - st->m) - em;
+            w = e > 0 ? e : F(0);
+            wl = e > 0 ? e : -e;
+        } else if (shifted) {
+            w = wl = sk_exp(s[j] - st->m);
+        } else {
+            w = wl = attn_pointwise(spec, s[j]);
         }
+        st->l += wl;
+        if (acc && v)
+            for (int i = 0; i < d; i++) acc[i] = sk_fma(w, v[(size_t)j * ldv + i], acc[i]);
+    }
+}
+
+// The factor that turns the one-pass accumulator into the output.
+template <typename F>
+SK_HD inline F attn_stream_out_scale(const AttnSpec& spec, const AttnStreamState<F>& st) {
+    switch (spec.variant) {
+    case ATTN_SOFTMAX: return F(spec.row_mass) / st.l;
+    case ATTN_SOFTPICK: return F(1) / (st.l + F(SOFTPICK_EPS) * sk_exp(-st.m));
+    case ATTN_CLIPPED: return F(1);  // two-pass: acc already holds the weights
+    default: {
+        F z, c;
+        attn_pointwise_norm(spec, st.l, &z, &c);
+        return F(1) / z;
+    }
+    }
+}
+
+// p_j of a score from the row's final state.
+template <typename F>
+SK_HD inline F attn_stream_weight(const AttnSpec& spec, const AttnStreamState<F>& st, F s, int T) {
+    switch (spec.variant) {
+    case ATTN_SOFTMAX: return F(spec.row_mass) * sk_exp(s - st.m) / st.l;
+    case ATTN_SOFTPICK: {
+        F e = sk_exp(s - st.m) - sk_exp(-st.m);
+        return (e > 0 ? e : F(0)) / (st.l + F(SOFTPICK_EPS) * sk_exp(-st.m));
+    }
+    case ATTN_CLIPPED: {
+        F gamma = attn_clip_gamma<F>(spec, T), v = (F(spec.clip_zeta) - gamma) * (sk_exp(s - st.m) / st.l) + gamma;
+        return v < 0 ? F(0) : v > 1 ? F(1) : v;
+    }
+    default: {
+        F z, c;
+        attn_pointwise_norm(spec, st.l, &z, &c);
+        return attn_pointwise(spec, s) / z;
+    }
+    }
+}
+
+// Pass 2 of the two-pass form: acc += p_j v_j with the final state.
+template <typename F>
+SK_HD inline void attn_stream_accumulate(const AttnSpec& spec, const AttnStreamState<F>& st, const F* s, const F* v,
+                                         int ldv, int n, int d, F* acc, int T) {
+    if (!v) return;
+    for (int j = 0; j < n; j++) {
+        F p = attn_stream_weight(spec, st, s[j], T);
+        for (int i = 0; i < d; i++) acc[i] = sk_fma(p, v[(size_t)j * ldv + i], acc[i]);
+    }
+}
+
+// Clipped softmax's D is sum_j q_j dq_j (q = the softmax before the clip): this is one term.
+template <typename F>
+SK_HD inline F attn_stream_clipped_dterm(const AttnSpec& spec, const AttnStreamState<F>& st, F s, F dp, int T) {
+    F q = sk_exp(s - st.m) / st.l;
+    return q * clipped_dq(q, dp, F(spec.clip_zeta), attn_clip_gamma<F>(spec, T));
+}
+
+// ds_j from the final state, the score, dp_j = dO . v_j and D (dO . O; for clipped the sum of its D terms).
+template <typename F>
+SK_HD inline F attn_stream_dscore(const AttnSpec& spec, const AttnStreamState<F>& st, F s, F dp, F D, int T) {
+    switch (spec.variant) {
+    case ATTN_SOFTMAX: return attn_stream_weight(spec, st, s, T) * (dp - D / F(spec.row_mass));
+    case ATTN_SOFTPICK: {
+        F w = sk_exp(s - st.m) / (st.l + F(SOFTPICK_EPS) * sk_exp(-st.m));
+        F sign = s > 0 ? F(1) : s < 0 ? F(-1) : F(0);
+        return w * ((s > 0 ? dp : F(0)) - sign * D);
+    }
+    case ATTN_CLIPPED: {
+        F q = sk_exp(s - st.m) / st.l;
+        return q * (clipped_dq(q, dp, F(spec.clip_zeta), attn_clip_gamma<F>(spec, T)) - D);
+    }
+    default: {
+        F z, c;
+        attn_pointwise_norm(spec, st.l, &z, &c);
+        return (dp - c * D) / z * attn_pointwise_grad(spec, s, attn_pointwise(spec, s));
     }
     }
 }

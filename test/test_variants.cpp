@@ -65,6 +65,119 @@ TEST_CASE("every row map and normaliser: backward matches finite differences", "
     }
 }
 
+// The streaming forms (attention_variants.cuh) against the row forms: one row of n entries (entry 0 is the slot when
+// the variant has one) split into random key tiles: the forward output, the weights and the score gradients, in double
+// (to 1e-12) and in float (to 2e-5). Errors are relative to the scale of the terms each result sums, so a result that
+// is small by cancellation (a softmax row's ds at p = 1) is held to its terms' rounding, not to its own size:
+// max |p| max |v| for the output, max |p| for the weights, and for ds_j = a_j dp_j + b_j D the largest
+// |a_j dp_j| + |b_j D|. Scores up to +-12 so the
+// running max grows from tile to tile and the rescale is exercised.
+template <typename F>
+static double stream_vs_row(const AttnSpec& spec, int n, double scale, std::mt19937_64& rng) {
+    const int d = 5, T = 8;
+    std::uniform_real_distribution<double> u(-1, 1);
+    std::vector<F> s(n), v((size_t)n * d), dO(d), p(n), dp(n), ds(n);
+    for (F& x : s) x = F(scale * u(rng));
+    for (F& x : v) x = F(u(rng));
+    for (F& x : dO) x = F(u(rng));
+    bool slot_without_value = spec.slot == SLOT_LOGIT || spec.slot == SLOT_ZERO;
+    if (slot_without_value)
+        for (int i = 0; i < d; i++) v[i] = 0;
+    // the row form: p, O = sum_j p_j v_j, ds
+    attn_row_forward(spec, s.data(), p.data(), n, T);
+    std::vector<F> o_row(d, F(0));
+    for (int j = 0; j < n; j++) {
+        dp[j] = 0;
+        for (int i = 0; i < d; i++) {
+            o_row[i] = sk_fma(p[j], v[(size_t)j * d + i], o_row[i]);
+            dp[j] = sk_fma(dO[i], v[(size_t)j * d + i], dp[j]);
+        }
+    }
+    attn_row_backward(spec, s.data(), p.data(), dp.data(), ds.data(), n, T);
+    // random tile boundaries; the slot (with a value or without) is its own first tile when there is one
+    auto tiles = [&] {
+        std::vector<int> cut = {0};
+        if (attn_has_slot(spec) && n > 1) cut.push_back(1);
+        while (cut.back() < n) cut.push_back(std::min(n, cut.back() + 1 + (int)(rng() % 6)));
+        return cut;
+    };
+    auto value = [&](int j) { return slot_without_value && j == 0 ? (const F*)nullptr : &v[(size_t)j * d]; };
+    // forward: one pass where the map has one, then two passes (statistics, then weights) for every map
+    double worst = 0;
+    auto maxabs = [](const std::vector<F>& x) {
+        double m = 0;
+        for (F e : x) m = std::max(m, std::fabs((double)e));
+        return m;
+    };
+    auto compare = [&](const std::vector<F>& got, const std::vector<F>& ref, double scale) {
+        double maxerr = 0;
+        for (size_t i = 0; i < ref.size(); i++) maxerr = std::max(maxerr, std::fabs((double)got[i] - (double)ref[i]));
+        scale = std::max(scale, maxabs(ref));
+        worst = std::max(worst, scale > 0 ? maxerr / scale : maxerr);
+    };
+    double p_scale = maxabs(p), o_scale = p_scale * maxabs(v);
+    AttnStreamState<F> st = attn_stream_init<F>(spec);
+    std::vector<F> acc(d, F(0)), o(d);
+    if (attn_stream_one_pass(spec)) {
+        std::vector<int> cut = tiles();
+        for (size_t k = 0; k + 1 < cut.size(); k++)
+            attn_stream_tile(spec, &st, &s[cut[k]], value(cut[k]), d, cut[k + 1] - cut[k], d, acc.data());
+        F f = attn_stream_out_scale(spec, st);
+        for (int i = 0; i < d; i++) o[i] = acc[i] * f;
+        compare(o, o_row, o_scale);
+    }
+    st = attn_stream_init<F>(spec);
+    std::vector<int> cut = tiles();
+    for (size_t k = 0; k + 1 < cut.size(); k++)
+        attn_stream_tile(spec, &st, &s[cut[k]], value(cut[k]), d, cut[k + 1] - cut[k], d, (F*)nullptr);
+    std::fill(acc.begin(), acc.end(), F(0));
+    cut = tiles();
+    for (size_t k = 0; k + 1 < cut.size(); k++)
+        attn_stream_accumulate(spec, st, &s[cut[k]], value(cut[k]), d, cut[k + 1] - cut[k], d, acc.data(), T);
+    compare(acc, o_row, o_scale);
+    // weights and the backward from the final state: D = dO . O, or clipped's own sum
+    std::vector<F> p_stream(n), ds_stream(n);
+    F D = 0;
+    if (spec.variant == ATTN_CLIPPED)
+        for (int j = 0; j < n; j++) D += attn_stream_clipped_dterm(spec, st, s[j], dp[j], T);
+    else
+        for (int i = 0; i < d; i++) D = sk_fma(dO[i], acc[i], D);
+    for (int j = 0; j < n; j++) {
+        p_stream[j] = attn_stream_weight(spec, st, s[j], T);
+        ds_stream[j] = attn_stream_dscore(spec, st, s[j], dp[j], D, T);
+    }
+    compare(p_stream, p, p_scale);
+    double ds_scale = 0;  // ds_j = a_j dp_j + b_j D: the largest |a_j dp_j| + |b_j D|
+    for (int j = 0; j < n; j++)
+        ds_scale = std::max(ds_scale, std::fabs((double)attn_stream_dscore(spec, st, s[j], F(1), F(0), T) * dp[j]) +
+                                          std::fabs((double)attn_stream_dscore(spec, st, s[j], F(0), F(1), T) * D));
+    compare(ds_stream, ds, ds_scale);
+    return worst;
+}
+
+TEST_CASE("streaming forms over random key tiles equal the row forms (forward, weights, backward; every variant)", "[variants]") {
+    std::mt19937_64 rng(5);
+    double worst_double = 0, worst_float = 0;
+    for (const VariantCase& vc : all_variants()) {
+        for (int n : {1, 2, 7, 40}) {
+            for (double scale : {1.5, 12.0}) {
+                // linear's normalised rows divide by a sum of scores of both signs: at +-12 it cancels in float
+                if (vc.spec.variant == ATTN_LINEAR && vc.spec.normaliser != ANORM_NONE && scale > 2) continue;
+                INFO(vc.name << " norm " << attn_normaliser_names[vc.spec.normaliser] << " n " << n << " scale " << scale);
+                for (int rep = 0; rep < 4; rep++) {
+                    double ed = stream_vs_row<double>(vc.spec, n, scale, rng);
+                    double ef = stream_vs_row<float>(vc.spec, n, scale, rng);
+                    CHECK(ed < 1e-12);
+                    CHECK(ef < 2e-5);
+                    worst_double = std::max(worst_double, ed);
+                    worst_float = std::max(worst_float, ef);
+                }
+            }
+        }
+    }
+    WARN("worst relative difference, double " << worst_double << ", float " << worst_float);
+}
+
 TEST_CASE("row maps: closed forms", "[variants]") {
     double s[3] = {0.5, -1.0, 2.0}, p[3];
     AttnSpec a;
