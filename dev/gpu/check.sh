@@ -1,5 +1,6 @@
 #!/bin/bash
-# dev/gpu/check.sh: the one prepared GPU session for sinkscope (under 8 minutes on one H100/H200-class GPU).
+# dev/gpu/check.sh: the one prepared GPU session for sinkscope, under 7 minutes on one H100/H200-class GPU: its
+# timeouts sum to 350 s, so a hung step cannot take the session's device time.
 #
 # What it does, on a machine with an NVIDIA GPU, from the repository root:
 #   1. the GPU tests of make test: both trainers over eight model/attention variants must agree, and train_gpt must
@@ -8,7 +9,8 @@
 #      their losses, tokens/s and a sample, from their logs;
 #   3. text sampling from the GPU checkpoint with a prompt.
 # It uses the binaries of `make gpu-bundle` (built where the tools are: nvcc, PCRE2, Catch2) from build/gpu/, so the
-# GPU machine needs only its driver. Results go to $OUT (or ./gpu_check_out).
+# GPU machine needs only its driver. Results go to $OUT (or ./gpu_check_out): five files (this log, both trainers'
+# console output and log.jsonl); the run directories, with their checkpoints, stay in /tmp.
 # How to run it through the device tool: make gpu-bundle data here, then run
 #   bash dev/gpu/check.sh          with carry: ["build/gpu", "data/brown"]
 set -uo pipefail
@@ -25,24 +27,25 @@ nvidia-smi -L || { echo "no GPU: nothing to check"; exit 1; }
 status=0
 
 echo "== 1. GPU tests (test/test_gpu.cpp)"
-SK_GPU_BUILD=required timeout 300 "$TESTS" "[gpu]" || status=1
+SK_GPU_BUILD=required timeout 180 "$TESTS" "[gpu]" || status=1
 
 echo "== 2. default model on Brown, 60 steps, both trainers"
 steps=60
+RUNS=$(mktemp -d /tmp/sinkscope_check.XXXXXX)
 for t in train_gpt train_gpt_cpu; do
-    rm -rf "$OUT/$t"
-    start=$(date +%s.%N)
-    timeout 150 ./$t --steps $steps --val-every 30 --sink-every 30 --sample-every 30 --out "$OUT/$t" > "$OUT/$t.txt" || status=1
-    end=$(date +%s.%N)
-    echo "$t: $(echo "$end - $start" | bc) s wall; last lines:"
+    start=$(date +%s%N)
+    timeout 70 ./$t --steps $steps --val-every 30 --sink-every 30 --sample-every 30 --out "$RUNS/$t" > "$OUT/$t.txt" || status=1
+    cp "$RUNS/$t/log.jsonl" "$OUT/$t.log.jsonl" 2>/dev/null
+    end=$(date +%s%N)
+    echo "$t: $(( (end - start) / 1000000 )) ms wall; last lines:"  # shell arithmetic: the device image has no bc
     tail -4 "$OUT/$t.txt"
 done
 for t in train_gpt train_gpt_cpu; do
-    echo "$t losses: $(grep -o '"loss":[0-9.]*' "$OUT/$t/log.jsonl" | tail -3 | tr '\n' ' ')"
-    echo "$t tok/s (median of steps): $(grep -o '"tok_per_s":[0-9.]*' "$OUT/$t/log.jsonl" | cut -d: -f2 | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')"
+    echo "$t losses: $(grep -o '"loss":[0-9.]*' "$RUNS/$t/log.jsonl" | tail -3 | tr '\n' ' ')"
+    echo "$t tok/s (median of steps): $(grep -o '"tok_per_s":[0-9.]*' "$RUNS/$t/log.jsonl" | cut -d: -f2 | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')"
 done
 
 echo "== 3. sampling from the GPU checkpoint"
-timeout 60 ./train_gpt --load "$OUT/train_gpt/model_$(printf %08d $steps).bin" --sample --prompt "The " --sample-len 48 || status=1
+timeout 30 ./train_gpt --load "$RUNS/train_gpt/model_$(printf %08d $steps).bin" --sample --prompt "The " --sample-len 48 || status=1
 echo "exit status $status"
 exit $status
