@@ -36,7 +36,8 @@ TEST_CASE("plot.py draws Sink_1, losses, norm ratios and alpha_1 heatmaps from a
     std::string said = run_plot(r.dir + "/run --out " + out + " --data " + data + " --title test", r.dir + "/p.txt", &rc);
     INFO(said);
     REQUIRE(rc == 0);
-    for (const char* name : {"sink_and_loss.png", "norm_ratio_run.png", "alpha1_run.png", "sink_profile.png"}) {
+    for (const char* name :
+         {"sink_and_loss.png", "norm_ratio_runs.png", "norm_ratio_run.png", "alpha1_run.png", "sink_profile.png"}) {
         std::string png = slurp(out + "/" + name);
         INFO(name);
         CHECK(png.size() > 2000);
@@ -176,4 +177,26 @@ TEST_CASE("run.py trains an experiment, appends rows that match the logs, reuses
     INFO(said);
     CHECK(rc == 0);
     CHECK(said == "yes|no|within noise|yes|within noise\n");
+}
+
+// Every run of the catalogue's GPU configuration (the 60M recipe, which this machine cannot train) must be accepted by
+// the trainer, so a borrowed GPU is never spent on a flag error: run.py check runs each for 2 steps at a small width
+// on the CPU trainer. A flag the trainer refuses must fail the check, naming the run.
+TEST_CASE("run.py check: every run of the GPU configuration is accepted by the trainer", "[plots][experiments]") {
+    std::string dir = temp_dir();
+    int rc;
+    std::string said = run_py("check --device gpu", dir + "/o1.txt", &rc);
+    INFO(said);
+    CHECK(rc == 0);
+    CHECK(said.find("FAILED") == std::string::npos);
+    size_t at = said.find("check: ");
+    REQUIRE(at != std::string::npos);
+    int ok = 0, all = 0;
+    CHECK(sscanf(said.c_str() + at, "check: %d of %d gpu runs accepted", &ok, &all) == 2);
+    CHECK(all >= 70);
+    CHECK(ok == all);
+    said = run_py("check kv-bias --extra '--heads 7'", dir + "/o2.txt", &rc);
+    CHECK(rc != 0);
+    CHECK(said.find("kv-bias/kv-slot FAILED") != std::string::npos);
+    CHECK(said.find("not divisible by --heads 7") != std::string::npos);
 }

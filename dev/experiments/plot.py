@@ -5,6 +5,8 @@ usage: /usr/bin/python3 dev/experiments/plot.py RUN_DIR [RUN_DIR ...] --out DIR 
 
 Reads each run's log.jsonl (docs/output.md) and writes PNGs to DIR, with an index.html that shows them together:
   sink_and_loss.png      Sink_1 (and Sink_* on a slot) and the losses against tokens seen, every run on one figure
+  norm_ratio_runs.png    every run's first-token norm ratio over training on one figure, at the block where it ends
+                         largest
   norm_ratio_<run>.png   the first token's hidden-state norm over the mean of the others', per layer, over training (the
                          massive activation that comes with a sink)
   alpha1_<run>.png       alpha_1 (a head's mean attention on the first token) as a layer x head heatmap at chosen steps
@@ -121,6 +123,37 @@ def plot_norm_ratio(run, out):
     return path
 
 
+def plot_norm_ratio_runs(runs, out, title):
+    """Every run's first-token norm ratio on one figure, at the block where it ends largest."""
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    drawn = 0
+    for run in runs:
+        s = [r for r in run["sink"] if r.get("norm_ratio")]
+        if not s or len(s[0]["norm_ratio"]) < 2:
+            continue
+        last = s[-1]["norm_ratio"]
+        block = max(range(1, len(last)), key=lambda k: last[k])
+        ax.plot([tokens_m(run, r["step"]) for r in s], [r["norm_ratio"][block] for r in s], marker="o", ms=3,
+                label="%s (after block %d)" % (run["label"], block))
+        drawn += 1
+    if not drawn:
+        plt.close(fig)
+        return None
+    ax.axhline(1.0, color="gray", lw=0.8, ls=":")
+    ax.set_xlabel("tokens seen (millions)")
+    ax.set_ylabel("||h_0|| / mean over t > 0 of ||h_t||")
+    ax.set_title("first-token norm ratio (the massive activation)")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    path = os.path.join(out, "norm_ratio_runs.png")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def plot_alpha1(run, out, steps):
     s = {r["step"]: r for r in run["sink"] if r.get("alpha1")}
     if not s:
@@ -200,7 +233,7 @@ def main():
     steps = [int(x) for x in a.steps.split(",") if x.strip()] if a.steps else []
     runs = [read_run(p) for p in a.runs]
     os.makedirs(a.out, exist_ok=True)
-    paths = [plot_sink_and_loss(runs, a.out, a.title)]
+    paths = [plot_sink_and_loss(runs, a.out, a.title), plot_norm_ratio_runs(runs, a.out, a.title)]
     for run in runs:
         paths.append(plot_norm_ratio(run, a.out))
         paths.append(plot_alpha1(run, a.out, steps))

@@ -4,7 +4,8 @@ usage: /usr/bin/python3 dev/experiments/run.py list
        /usr/bin/python3 dev/experiments/run.py show NAME [--device cpu|gpu]
        /usr/bin/python3 dev/experiments/run.py run NAME [NAME ...] [--device cpu|gpu] [--seeds N] [--only LABEL,...]
                                                 [--results FILE] [--runs DIR] [--steps N] [--extra "FLAGS"]
-       /usr/bin/python3 dev/experiments/run.py report [--results FILE] [--into FILE]
+       /usr/bin/python3 dev/experiments/run.py report [--results FILE] [--into FILE] [--summary]
+       /usr/bin/python3 dev/experiments/run.py check [NAME ...] [--device cpu|gpu]
 
 Each experiment (CATALOGUE below) is a finding of Gu et al. (ICLR 2025, sections 3-4) or of the sink-free designs
 after it, as a few runs that differ from a base configuration by a few flags, the paper's numbers, and the directions
@@ -15,6 +16,9 @@ experiment with the same flags), then appends one row per run to the results fil
 setting, tokens, Sink_1, Sink_k at a fixed position, Sink_* on a slot, the largest head's alpha_1, the largest
 first-token norm ratio, proxy and row mass, the validation loss, the paper's number, and whether the direction
 agrees, and draws the runs' figures (dev/experiments/plot.py) into RUNS/<experiment>/figures.
+
+`check` runs every run of a configuration (default: the GPU one) for 2 steps at a small width on the CPU trainer, so a
+flag combination the trainer refuses shows up in seconds here rather than on a borrowed GPU.
 
 Where the direction is judged: each run's value is the mean of its last three measurements (over all seeds), its noise
 their standard deviation. A direction "a > b" agrees when mean(a) - mean(b) > 2 sqrt(sd_a^2 + sd_b^2) and the
@@ -35,6 +39,7 @@ import math
 import os
 import shlex
 import subprocess
+import tempfile
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -96,7 +101,8 @@ CATALOGUE = [
                 ("k-slot", "<", "softmax", "sink1"), ("v-bias", "~", "softmax", "sink1")]),
     Experiment("sink-token", "a learnable sink token prepended to every sequence takes the sink (Sink_* 74.12)",
                [R("softmax", "18.18"), R("sink-token", "Sink_* 74.12, Sink_1 0.00", sink_token=1)],
-               [("sink-token", "<", "softmax", "sink1"), ("sink-token", ">", "softmax", "sink_star_or_1")]),
+               [("sink-token", "<", "softmax", "sink1"), ("sink-token", ">", "softmax", "sink_star_or_1")],
+               gpu={"max-seq-len": 257}),  # room for the sink token in front of 256 tokens
     Experiment("fixed-position", "a fixed token at position k moves the sink there (Sink_k 69-74, others ~0)",
                [R("fixed-at-1", "Sink_1 ~70", focus=1), R("fixed-at-4", "Sink_4 ~70", focus=4, fixed_pos=3)],
                [("fixed-at-4", ">", "fixed-at-4", "focus_vs_first")]),
@@ -175,6 +181,14 @@ CATALOGUE = [
 BY_NAME = {e.name: e for e in CATALOGUE}
 
 
+def extra_flags(extra):
+    """--extra '--flag value ...' as a dict."""
+    words = shlex.split(extra)
+    if len(words) % 2 or not all(w.startswith("--") for w in words[::2]):
+        sys.exit("run: --extra takes '--flag value' pairs, got '%s'" % extra)
+    return {k[2:]: v for k, v in zip(words[::2], words[1::2])}
+
+
 def flags_of(exp, run, device, seed, steps=None, extra=""):
     f = dict(BASE[device])
     if device == "gpu":
@@ -187,10 +201,7 @@ def flags_of(exp, run, device, seed, steps=None, extra=""):
         f.pop("fixed-pos", None)
     if steps:
         f["steps"] = steps
-    words = shlex.split(extra)
-    if len(words) % 2 or not all(w.startswith("--") for w in words[::2]):
-        sys.exit("run: --extra takes '--flag value' pairs, got '%s'" % extra)
-    f.update({k[2:]: v for k, v in zip(words[::2], words[1::2])})
+    f.update(extra_flags(extra))
     if seed != 1337:
         f["seed"] = seed
     return f
@@ -469,6 +480,45 @@ def cmd_report(args):
     print("report: table of %d rows written into %s" % (len(out) - 2, args.into))
 
 
+# What `check` shrinks so that every run of a configuration takes a second on the CPU: the width and depth (unless the
+# run is about them), the batch and the steps. Everything else, the flags each run is about, is kept.
+SHRINK = {"layers": 2, "channels": 64, "ffn-hidden": 64, "batch": 2, "steps": 2, "val-every": 2, "sink-every": 2,
+          "save-every": 2, "val-batches": 1, "probe-seqs": 8}
+
+
+def cmd_check(args):
+    """Run every run of the named experiments (all by default) for 2 steps at a small width with the CPU trainer, so a
+    flag the trainer refuses shows up here rather than on a borrowed GPU."""
+    names = args.names or [e.name for e in CATALOGUE]
+    bad = [n for n in names if n not in BY_NAME]
+    if bad:
+        sys.exit("check: no experiment named %s (run.py list names them)" % ", ".join(bad))
+    failures = checked = 0
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in names:
+            e = BY_NAME[name]
+            for run in e.runs:
+                f = flags_of(e, run, args.device, 1337)
+                f.update({k: v for k, v in SHRINK.items() if k not in run.flags and k not in run.gpu})
+                f["steps"] = SHRINK["steps"]
+                f.update(extra_flags(args.extra))
+                d = os.path.join(tmp, "%s-%s" % (name, run.label))
+                cmd = [TRAINER["cpu"]] + argv_of(f) + ["--out", d]
+                p = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                   errors="replace")
+                checked += 1
+                ok = p.returncode == 0 and finished(d, SHRINK["steps"])
+                if not ok:
+                    failures += 1
+                    last = (p.stdout.strip().splitlines() or ["(no output)"])[-1]
+                    print("check: %s/%s FAILED (exit %d): %s\n  %s" % (name, run.label, p.returncode, last,
+                                                                    " ".join(shlex.quote(c) for c in cmd)))
+    print("check: %d of %d %s runs accepted (2 steps each at a small width on the CPU trainer)" % (
+        checked - failures, checked, args.device))
+    if failures:
+        sys.exit(1)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
@@ -488,6 +538,10 @@ def main():
     r.add_argument("--steps", type=int, default=0, help="override the configuration's steps (tests)")
     r.add_argument("--extra", default="", help="flags added to every run (tests)")
     r.add_argument("--no-plots", dest="plots", action="store_false")
+    c = sub.add_parser("check", help="every run's flags accepted: 2 steps each, small, on the CPU trainer")
+    c.add_argument("names", nargs="*", help="experiments (default: all)")
+    c.add_argument("--device", choices=["cpu", "gpu"], default="gpu", help="the configuration to check")
+    c.add_argument("--extra", default="", help="flags added to every run (tests)")
     p = sub.add_parser("report", help="the results file as a markdown table")
     p.add_argument("--results", default=os.path.join(ROOT, "docs", "results.tsv"))
     p.add_argument("--into", default="", help="replace the table between the markers in this file")
@@ -508,6 +562,8 @@ def main():
             print("  direction: %s %s %s on %s" % (a, op, b, metric))
     elif args.cmd == "run":
         cmd_run(args)
+    elif args.cmd == "check":
+        cmd_check(args)
     else:
         cmd_report(args)
 
