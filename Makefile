@@ -8,7 +8,7 @@ CXXFLAGS ?= -O3 -march=native -std=c++17 -fopenmp -ffp-contract=off -fno-math-er
 PYTHON := /usr/bin/python3
 HEADERS := attention_variants.cuh sink_metrics.h $(wildcard common/*.h) $(wildcard cpu/*.h)
 
-.PHONY: all train train-emergence plots experiment experiments results-table data test test-asan fuzz docs clean deps-train deps-test deps-bench bench gpu-bundle
+.PHONY: dev-cuda all train train-emergence plots experiment experiments results-table data test test-asan fuzz docs clean deps-train deps-test deps-bench bench gpu-bundle
 all: train_gpt_cpu
 
 # the system packages each goal needs (order-only: checked once per make run, never a reason to rebuild)
@@ -30,6 +30,15 @@ NVCCFLAGS ?= -O3 -std=c++17 --extended-lambda -fmad=false -Xcompiler -fopenmp,-f
 train_gpt: train_gpt.cu train_gpt_cpu.cpp $(HEADERS) | deps-train
 	@command -v $(NVCC) >/dev/null || { echo "error: $(NVCC) not found: the GPU trainer needs the CUDA toolkit (nvcc on PATH, or make NVCC=/path/to/nvcc); the CPU trainer is make train_gpt_cpu"; exit 1; }
 	$(NVCC) $(NVCCFLAGS) -o $@ $< -lm -lpcre2-8
+
+# dev/cuda/: kernel ladders, one family per file, numbered versions each checked against the CPU (they run on a GPU;
+# here they only compile). Plain nvcc settings: contraction allowed, these are the fast kernels.
+DEV_CUDA_FLAGS ?= -O3 -std=c++17 -Xptxas -warn-spills -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=[sm_90,compute_90]
+DEV_CUDA_BINS := $(patsubst dev/cuda/%.cu,build/dev_cuda/%,$(wildcard dev/cuda/*.cu))
+dev-cuda: $(DEV_CUDA_BINS)
+build/dev_cuda/%: dev/cuda/%.cu $(HEADERS) | deps-train
+	@mkdir -p build/dev_cuda
+	$(NVCC) $(DEV_CUDA_FLAGS) -o $@ $<
 
 data: data/brown/brown_train.bin
 data/brown/brown_train.bin data/brown/brown_val.bin &: dev/data/prepare_brown.py | deps-train
@@ -86,7 +95,7 @@ build/test/run_tests: $(TEST_OBJS)
 
 # With nvcc on PATH, make test also builds the GPU trainer and test_gpu.cpp requires it (no GPU is needed for that).
 HAVE_NVCC := $(shell command -v $(NVCC) 2>/dev/null)
-GPU_BUILD := $(if $(HAVE_NVCC),train_gpt)
+GPU_BUILD := $(if $(HAVE_NVCC),train_gpt $(DEV_CUDA_BINS))
 # the tokenizer tests read the whole Brown corpus (decode(encode(x)) == x), so the tests need `make data` first
 test: build/test/run_tests train_gpt_cpu $(GPU_BUILD) data
 	@$(if $(HAVE_NVCC),,echo "note: $(NVCC) not found, so the GPU trainer is not built and its tests are skipped")
@@ -129,6 +138,7 @@ PORTABLE_CXXFLAGS := $(filter-out -march=native,$(CXXFLAGS)) -march=x86-64-v3
 gpu-bundle: train_gpt build/test/run_tests
 	@mkdir -p build/gpu/lib build/gpu/obj
 	cp train_gpt build/gpu/
+	$(MAKE) dev-cuda && mkdir -p build/gpu/dev_cuda && cp $(DEV_CUDA_BINS) build/gpu/dev_cuda/
 	$(CXX) $(PORTABLE_CXXFLAGS) -o build/gpu/train_gpt_cpu train_gpt_cpu.cpp -lm -lpcre2-8
 	for f in $(TEST_SRCS); do $(CXX) $(PORTABLE_CXXFLAGS) -O2 -c -o build/gpu/obj/$$(basename $$f .cpp).o $$f || exit 1; done
 	$(CXX) $(PORTABLE_CXXFLAGS) -o build/gpu/run_tests build/gpu/obj/*.o $(CATCH_MAIN) -lm $(TEST_LDLIBS)

@@ -131,7 +131,7 @@ static inline bool attn_is_probability(const AttnSpec& a) {
     }
 }
 
-static inline bool attn_has_slot(const AttnSpec& a) { return a.slot != SLOT_NONE; }
+SK_HD inline bool attn_has_slot(const AttnSpec& a) { return a.slot != SLOT_NONE; }
 
 // The keys query t (0-based) may see among T: [*lo, *hi).
 SK_HD inline void attn_visible_keys(const AttnSpec& spec, int t, int T, int* lo, int* hi) {

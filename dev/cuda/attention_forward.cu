@@ -1,0 +1,344 @@
+/*
+dev/cuda/attention_forward.cu: the attention forward pass on the GPU, version by version, each checked against the CPU.
+
+    s_tj = tau q_t . k_j,  tau = 1/sqrt(hs),  for the keys j in [lo_t, hi_t) (attn_visible_keys: causal, window, prefix)
+    p_t  = the variant's row map of [s_*, s_lo .. s_hi-1]  (the slot score s_* first, when the variant has a slot)
+    y_t  = p_* v* + sum_j p_tj v_j
+
+CPU twin: attention_forward in train_gpt_cpu.cpp, whose row map is attn_row_forward (attention_variants.cuh). The
+reference here is that row form in float, one row at a time; the GPU versions must match it to a relative L2 error
+and a max error (over max |ref|) of 1e-5 (the streaming form reorders sums: test_variants.cpp measures 2e-6 per row).
+
+  version 1  one thread per query row, the row form: scores and weights of the whole row in global scratch (2 T
+             floats per row), then the weighted sum of the values. The exact engine's body: slow, T x T scratch.
+  version 2  flash-style, SIMT: one block of 64 threads per (b, h, tile of 64 queries); the block walks the key tiles
+             its rows can see (a sliding window visits O(w) keys, not O(T)); each tile of K and V (64 x hs) goes
+             through shared memory; every thread keeps its query, its output accumulator and its row state (the
+             streaming forms of attention_variants.cuh) in registers. Never materialises T x T. Clipped softmax takes
+             two passes (statistics, then weights), the others one.
+
+Layout as in the trainers: qkv (B, T, 3C) with q | k | v of head h at h * hs in each third; y (B, T, C).
+ALiBi and the feature maps are not here (they change the scores, not the kernel's structure).
+
+Build: make dev-cuda (nvcc, sm_80 and sm_90). Run on a GPU:
+    build/dev_cuda/attention_forward [--version 0|1|2] [--attn NAME] [--attn-norm none|sum|clamp] [--slot none|kv|logit|zero]
+                                     [--mask causal|window|prefix] [--mask-param N] [-B N] [--heads N] [-T N]
+--version 0 (the default) runs every version. It prints each version's error against the CPU and its time and TFLOP/s
+(4 B NH hs times the visible (query, key) pairs), and exits 1 when a version is beyond the tolerance.
+*/
+#include <cuda_runtime.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <random>
+#include <vector>
+
+#include "../../attention_variants.cuh"
+
+#define HS 64            // head size (the template's registers are sized by it)
+#define TILE 64          // queries per block and keys per tile in version 2
+#define TOLERANCE 1e-5
+
+static void cuda_check(cudaError_t err, const char* what, int line) {
+    if (err != cudaSuccess) {
+        fprintf(stderr, "error: CUDA %s at line %d: %s\n", what, line, cudaGetErrorString(err));
+        exit(1);
+    }
+}
+#define CUDA(call) cuda_check((call), #call, __LINE__)
+
+struct Problem {
+    AttnSpec spec;
+    int B = 4, NH = 12, T = 1024;
+};
+
+// ---------------------------------------------------------------------------------------------------------------
+// the slot of head h for query row q: its score and its value (null: none)
+
+__host__ __device__ static inline float slot_score(const AttnSpec& spec, const float* qt, const float* kstar,
+                                                   const float* sink_logit, int h, float tau) {
+    if (spec.slot == SLOT_KV) {
+        float dot = 0;
+        for (int d = 0; d < HS; d++) dot = fmaf(qt[d], kstar[h * HS + d], dot);
+        return dot * tau;
+    }
+    return spec.slot == SLOT_LOGIT ? sink_logit[h] : 0.0f;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// the CPU reference: the row form, in float
+
+static void attention_cpu(float* y, const float* qkv, const float* kstar, const float* vstar, const float* sink_logit,
+                          const Problem& pr) {
+    int B = pr.B, NH = pr.NH, T = pr.T, C = NH * HS, key0 = attn_has_slot(pr.spec);
+    float tau = 1.0f / sqrtf((float)HS);
+    std::vector<float> s(T + 1), p(T + 1);
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++)
+            for (int h = 0; h < NH; h++) {
+                const float* qt = qkv + ((size_t)b * T + t) * 3 * C + h * HS;
+                int lo, hi, n = 0;
+                attn_visible_keys(pr.spec, t, T, &lo, &hi);
+                if (key0) s[n++] = slot_score(pr.spec, qt, kstar, sink_logit, h, tau);
+                for (int j = lo; j < hi; j++) {
+                    const float* kj = qkv + ((size_t)b * T + j) * 3 * C + C + h * HS;
+                    float dot = 0;
+                    for (int d = 0; d < HS; d++) dot = fmaf(qt[d], kj[d], dot);
+                    s[n++] = dot * tau;
+                }
+                attn_row_forward(pr.spec, s.data(), p.data(), n, T);
+                float* yt = y + ((size_t)b * T + t) * C + h * HS;
+                for (int d = 0; d < HS; d++)
+                    yt[d] = pr.spec.slot == SLOT_KV && pr.spec.vstar != VSTAR_ZERO ? p[0] * vstar[h * HS + d] : 0.0f;
+                for (int j = lo; j < hi; j++) {
+                    const float* vj = qkv + ((size_t)b * T + j) * 3 * C + 2 * C + h * HS;
+                    for (int d = 0; d < HS; d++) yt[d] = fmaf(p[key0 + j - lo], vj[d], yt[d]);
+                }
+            }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// version 1: one thread per row (b, h, t), the row form with the row in global scratch
+
+__global__ void attention_forward1(float* y, float* scratch, const float* qkv, const float* kstar, const float* vstar,
+                                   const float* sink_logit, AttnSpec spec, int B, int NH, int T) {
+    size_t r = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+    if (r >= (size_t)B * NH * T) return;
+    int b = (int)(r / ((size_t)NH * T)), h = (int)(r / T % NH), t = (int)(r % T), C = NH * HS;
+    int key0 = attn_has_slot(spec);
+    float tau = 1.0f / sqrtf((float)HS);
+    float *s = scratch + r * 2 * (T + 1), *p = s + T + 1;
+    const float* qt = qkv + ((size_t)b * T + t) * 3 * C + h * HS;
+    int lo, hi, n = 0;
+    attn_visible_keys(spec, t, T, &lo, &hi);
+    if (key0) s[n++] = slot_score(spec, qt, kstar, sink_logit, h, tau);
+    for (int j = lo; j < hi; j++) {
+        const float* kj = qkv + ((size_t)b * T + j) * 3 * C + C + h * HS;
+        float dot = 0;
+        for (int d = 0; d < HS; d++) dot = fmaf(qt[d], kj[d], dot);
+        s[n++] = dot * tau;
+    }
+    attn_row_forward(spec, s, p, n, T);
+    float* yt = y + ((size_t)b * T + t) * C + h * HS;
+    for (int d = 0; d < HS; d++) yt[d] = spec.slot == SLOT_KV && spec.vstar != VSTAR_ZERO ? p[0] * vstar[h * HS + d] : 0.0f;
+    for (int j = lo; j < hi; j++) {
+        const float* vj = qkv + ((size_t)b * T + j) * 3 * C + 2 * C + h * HS;
+        for (int d = 0; d < HS; d++) yt[d] = fmaf(p[key0 + j - lo], vj[d], yt[d]);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// version 2: flash-style. Block (query tile, b * NH + h), TILE threads, thread i owns query row t = tile * TILE + i.
+
+__global__ void __launch_bounds__(TILE) attention_forward2(float* y, const float* qkv, const float* kstar,
+                                                           const float* vstar, const float* sink_logit, AttnSpec spec,
+                                                           int B, int NH, int T) {
+    __shared__ float ks[TILE][HS], vs[TILE][HS];
+    __shared__ int block_lo, block_hi;
+    int b = blockIdx.y / NH, h = blockIdx.y % NH, C = NH * HS;
+    int t = blockIdx.x * TILE + threadIdx.x;
+    bool live = t < T;
+    float tau = 1.0f / sqrtf((float)HS);
+    float q[HS], acc[HS], s[TILE];
+    int lo = 0, hi = 0;
+    if (live) {
+        const float* qt = qkv + ((size_t)b * T + t) * 3 * C + h * HS;
+        for (int d = 0; d < HS; d++) q[d] = qt[d];
+        attn_visible_keys(spec, t, T, &lo, &hi);
+    }
+    // the keys any row of the block sees: one interval, since every row's keys are one
+    if (threadIdx.x == 0) {
+        block_lo = T;
+        block_hi = 0;
+    }
+    __syncthreads();
+    if (live) {
+        atomicMin(&block_lo, lo);
+        atomicMax(&block_hi, hi);
+    }
+    __syncthreads();
+    int klo = block_lo - block_lo % TILE, khi = block_hi;
+    // the slot is the state's first entry
+    AttnStreamState<float> st = attn_stream_init<float>(spec);
+    for (int d = 0; d < HS; d++) acc[d] = 0;
+    float s_slot = 0;
+    const float* v_slot = spec.slot == SLOT_KV && spec.vstar != VSTAR_ZERO ? vstar + h * HS : nullptr;
+    bool has_slot = attn_has_slot(spec), one_pass = attn_stream_one_pass(spec);
+    if (live && has_slot) s_slot = slot_score(spec, q, kstar, sink_logit, h, tau);
+    // one pass (pass 0 only), or clipped's two: pass 0 collects the statistics, pass 1 adds the weighted values
+    for (int pass = 0; pass < (one_pass ? 1 : 2); pass++) {
+        float* accp = one_pass ? acc : nullptr;
+        if (live && has_slot) {
+            if (pass == 0) attn_stream_tile(spec, &st, &s_slot, v_slot, HS, 1, HS, accp);
+            else attn_stream_accumulate(spec, st, &s_slot, v_slot, HS, 1, HS, acc, T);
+        }
+        for (int k0 = klo; k0 < khi; k0 += TILE) {
+            __syncthreads();  // the previous tile is no longer read
+            for (int e = threadIdx.x; e < TILE * HS; e += TILE) {
+                int j = k0 + e / HS, d = e % HS;
+                bool in = j < T;
+                const float* row = qkv + ((size_t)b * T + (in ? j : 0)) * 3 * C;
+                ks[e / HS][d] = in ? row[C + h * HS + d] : 0.0f;
+                vs[e / HS][d] = in ? row[2 * C + h * HS + d] : 0.0f;
+            }
+            __syncthreads();
+            int j0 = max(lo, k0), j1 = min(hi, k0 + TILE);  // this row's keys in the tile
+            if (!live || j0 >= j1) continue;
+            for (int j = j0; j < j1; j++) {
+                float dot = 0;
+                for (int d = 0; d < HS; d++) dot = fmaf(q[d], ks[j - k0][d], dot);
+                s[j - j0] = dot * tau;
+            }
+            if (pass == 0) attn_stream_tile(spec, &st, s, &vs[j0 - k0][0], HS, j1 - j0, HS, accp);
+            else attn_stream_accumulate(spec, st, s, &vs[j0 - k0][0], HS, j1 - j0, HS, acc, T);
+        }
+    }
+    if (!live) return;
+    float f = attn_stream_out_scale(spec, st);
+    float* yt = y + ((size_t)b * T + t) * C + h * HS;
+    for (int d = 0; d < HS; d++) yt[d] = acc[d] * f;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+
+static void run_version(int version, float* d_y, float* d_scratch, const float* d_qkv, const float* d_kstar,
+                        const float* d_vstar, const float* d_logit, const Problem& pr) {
+    if (version == 1) {
+        size_t rows = (size_t)pr.B * pr.NH * pr.T;
+        attention_forward1<<<(unsigned)((rows + 127) / 128), 128>>>(d_y, d_scratch, d_qkv, d_kstar, d_vstar, d_logit,
+                                                                    pr.spec, pr.B, pr.NH, pr.T);
+    } else {
+        dim3 grid((pr.T + TILE - 1) / TILE, pr.B * pr.NH);
+        attention_forward2<<<grid, TILE>>>(d_y, d_qkv, d_kstar, d_vstar, d_logit, pr.spec, pr.B, pr.NH, pr.T);
+    }
+    CUDA(cudaGetLastError());
+}
+
+static int lookup(const char* flag, const char* value, const char* const* names, int n) {
+    for (int i = 0; i < n; i++)
+        if (strcmp(value, names[i]) == 0) return i;
+    fprintf(stderr, "error: %s %s: not one of", flag, value);
+    for (int i = 0; i < n; i++) fprintf(stderr, " %s", names[i]);
+    fprintf(stderr, "\n");
+    exit(2);
+}
+
+int main(int argc, char** argv) {
+    Problem pr;
+    int version = 0;
+    for (int i = 1; i < argc; i++) {
+        const char* a = argv[i];
+        if (i + 1 >= argc) {
+            fprintf(stderr, "error: %s needs a value (see the comment at the top of dev/cuda/attention_forward.cu)\n", a);
+            return 2;
+        }
+        const char* v = argv[++i];
+        if (!strcmp(a, "--version")) version = atoi(v);
+        else if (!strcmp(a, "--attn")) pr.spec.variant = lookup(a, v, attn_variant_names, ATTN_NUM_VARIANTS);
+        else if (!strcmp(a, "--attn-norm")) pr.spec.normaliser = lookup(a, v, attn_normaliser_names, ANORM_NUM_KINDS);
+        else if (!strcmp(a, "--slot")) pr.spec.slot = lookup(a, v, attn_slot_names, SLOT_NUM_KINDS);
+        else if (!strcmp(a, "--mask")) pr.spec.mask = lookup(a, v, attn_mask_names, MASK_NUM_KINDS);
+        else if (!strcmp(a, "--mask-param")) pr.spec.mask_param = atoi(v);
+        else if (!strcmp(a, "-B")) pr.B = atoi(v);
+        else if (!strcmp(a, "--heads")) pr.NH = atoi(v);
+        else if (!strcmp(a, "-T")) pr.T = atoi(v);
+        else {
+            fprintf(stderr, "error: unknown flag %s (see the comment at the top of dev/cuda/attention_forward.cu)\n", a);
+            return 2;
+        }
+    }
+    if (pr.B < 1 || pr.NH < 1 || pr.T < 1 || version < 0 || version > 2 ||
+        (pr.spec.mask != MASK_CAUSAL && pr.spec.mask_param < 1)) {
+        fprintf(stderr, "error: need B, heads, T >= 1, --version 0..2 and --mask-param >= 1 with a window or prefix\n");
+        return 2;
+    }
+    int count = 0;
+    if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) {
+        fprintf(stderr, "error: no CUDA GPU is visible: these kernels need one (sm_80 or newer)\n");
+        return 1;
+    }
+    int C = pr.NH * HS;
+    size_t n_qkv = (size_t)pr.B * pr.T * 3 * C, n_y = (size_t)pr.B * pr.T * C;
+    std::mt19937 rng(42);
+    std::normal_distribution<float> nd(0.0f, 1.0f);
+    std::vector<float> qkv(n_qkv), kstar(pr.NH * HS), vstar(pr.NH * HS), logit(pr.NH), ref(n_y), got(n_y);
+    for (float& x : qkv) x = nd(rng);
+    for (float& x : kstar) x = nd(rng);
+    for (float& x : vstar) x = nd(rng);
+    for (float& x : logit) x = nd(rng);
+    attention_cpu(ref.data(), qkv.data(), kstar.data(), vstar.data(), logit.data(), pr);
+
+    float *d_qkv, *d_y, *d_kstar, *d_vstar, *d_logit, *d_scratch = nullptr;
+    CUDA(cudaMalloc(&d_qkv, n_qkv * sizeof(float)));
+    CUDA(cudaMalloc(&d_y, n_y * sizeof(float)));
+    CUDA(cudaMalloc(&d_kstar, kstar.size() * sizeof(float)));
+    CUDA(cudaMalloc(&d_vstar, vstar.size() * sizeof(float)));
+    CUDA(cudaMalloc(&d_logit, logit.size() * sizeof(float)));
+    CUDA(cudaMemcpy(d_qkv, qkv.data(), n_qkv * sizeof(float), cudaMemcpyHostToDevice));
+    CUDA(cudaMemcpy(d_kstar, kstar.data(), kstar.size() * sizeof(float), cudaMemcpyHostToDevice));
+    CUDA(cudaMemcpy(d_vstar, vstar.data(), vstar.size() * sizeof(float), cudaMemcpyHostToDevice));
+    CUDA(cudaMemcpy(d_logit, logit.data(), logit.size() * sizeof(float), cudaMemcpyHostToDevice));
+    size_t scratch_floats = (size_t)pr.B * pr.NH * pr.T * 2 * (pr.T + 1);
+    size_t free_b = 0, total_b = 0;
+    CUDA(cudaMemGetInfo(&free_b, &total_b));
+    bool v1_fits = scratch_floats * sizeof(float) < free_b / 2;
+    if (v1_fits) CUDA(cudaMalloc(&d_scratch, scratch_floats * sizeof(float)));
+
+    double pairs = 0;  // visible (query, key) pairs
+    for (int t = 0; t < pr.T; t++) {
+        int lo, hi;
+        attn_visible_keys(pr.spec, t, pr.T, &lo, &hi);
+        pairs += hi - lo;
+    }
+    double flops = 4.0 * pr.B * pr.NH * HS * pairs;
+    printf("attention forward: --attn %s --attn-norm %s --slot %s --mask %s (%d), B %d, heads %d of %d, T %d\n",
+           attn_variant_names[pr.spec.variant], attn_normaliser_names[pr.spec.normaliser],
+           attn_slot_names[pr.spec.slot], attn_mask_names[pr.spec.mask], pr.spec.mask_param, pr.B, pr.NH, HS, pr.T);
+    int failures = 0;
+    for (int ver = 1; ver <= 2; ver++) {
+        if (version && ver != version) continue;
+        if (ver == 1 && !v1_fits) {
+            printf("version 1: skipped (its %.1f GB of row scratch does not fit)\n", scratch_floats * 4e-9);
+            continue;
+        }
+        CUDA(cudaMemset(d_y, 0, n_y * sizeof(float)));
+        run_version(ver, d_y, d_scratch, d_qkv, d_kstar, d_vstar, d_logit, pr);
+        CUDA(cudaDeviceSynchronize());
+        CUDA(cudaMemcpy(got.data(), d_y, n_y * sizeof(float), cudaMemcpyDeviceToHost));
+        double maxerr = 0, maxref = 0, err2 = 0, ref2 = 0;
+        for (size_t i = 0; i < n_y; i++) {
+            double d = (double)got[i] - ref[i];
+            maxerr = fmax(maxerr, isfinite(got[i]) ? fabs(d) : INFINITY);
+            maxref = fmax(maxref, fabs((double)ref[i]));
+            err2 += d * d;
+            ref2 += (double)ref[i] * ref[i];
+        }
+        double rel_max = maxerr / fmax(maxref, 1e-30), rel_l2 = sqrt(err2 / fmax(ref2, 1e-60));
+        bool ok = rel_max <= TOLERANCE && rel_l2 <= TOLERANCE;
+        failures += !ok;
+        cudaEvent_t e0, e1;
+        CUDA(cudaEventCreate(&e0));
+        CUDA(cudaEventCreate(&e1));
+        int reps = 10;
+        CUDA(cudaEventRecord(e0));
+        for (int r = 0; r < reps; r++) run_version(ver, d_y, d_scratch, d_qkv, d_kstar, d_vstar, d_logit, pr);
+        CUDA(cudaEventRecord(e1));
+        CUDA(cudaEventSynchronize(e1));
+        float ms = 0;
+        CUDA(cudaEventElapsedTime(&ms, e0, e1));
+        ms /= reps;
+        printf("version %d: %s  max err / max |ref| %.2e  rel L2 %.2e (allowed %.0e)  %.3f ms  %.2f TFLOP/s\n", ver,
+               ok ? "ok  " : "FAIL", rel_max, rel_l2, TOLERANCE, ms, flops / (ms * 1e-3) / 1e12);
+        CUDA(cudaEventDestroy(e0));
+        CUDA(cudaEventDestroy(e1));
+    }
+    cudaFree(d_qkv);
+    cudaFree(d_y);
+    cudaFree(d_kstar);
+    cudaFree(d_vstar);
+    cudaFree(d_logit);
+    if (d_scratch) cudaFree(d_scratch);
+    return failures ? 1 : 0;
+}
