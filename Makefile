@@ -6,7 +6,7 @@ CXX ?= g++
 # set errno, so loops with a sqrt vectorise (vsqrtps rounds exactly as sqrtf does; no result changes).
 CXXFLAGS ?= -O3 -march=native -std=c++17 -fopenmp -ffp-contract=off -fno-math-errno -Wall -Wextra -Wno-unused-function
 PYTHON := /usr/bin/python3
-HEADERS := attention_variants.cuh sink_metrics.h $(wildcard common/*.h) $(wildcard cpu/*.h)
+HEADERS := attention_variants.cuh sink_metrics.h $(wildcard common/*.h) $(wildcard cpu/*.h) $(wildcard kernels/*.cuh)
 
 .PHONY: dev-cuda all train train-emergence plots experiment experiments results-table data test test-asan fuzz docs clean deps-train deps-test deps-bench bench gpu-bundle
 all: train_gpt_cpu

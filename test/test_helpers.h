@@ -8,6 +8,7 @@
 #include "test_util.h"
 #define TESTING
 #include "../train_gpt_cpu.cpp"
+#include "../kernels/attention_flash.cuh"
 
 static inline std::vector<double> random_vec(size_t n, std::mt19937_64& rng, double scale = 1.0) {
     std::normal_distribution<double> nd(0.0, scale);

@@ -178,6 +178,107 @@ TEST_CASE("streaming forms over random key tiles equal the row forms (forward, w
     WARN("worst relative difference, double " << worst_double << ", float " << worst_float);
 }
 
+static double maxabs(const float* x, int n) {
+    double m = 0;
+    for (int i = 0; i < n; i++) m = std::max(m, (double)std::fabs(x[i]));
+    return m;
+}
+
+// kernels/attention_flash.cuh, the per-row work of the flash-style GPU kernel, run here the way the kernel runs it:
+// query tiles of `tile` rows, the key tiles their rows can see staged into a buffer (zeros past T, as the kernel
+// stages them), every row through its slot and the tiles, once per pass. Against the row form, head size 64, every
+// configuration of all_variants() plus multi-tile windows and prefixes, T from 1 to 200 (partial tiles), query and
+// key tiles of 64 (the kernel's), 16, and of different sizes. The kernel's own staging and synchronisation are not
+// covered (they need a GPU).
+TEST_CASE("the flash kernel's row functions over query and key tiles equal the row form (every variant, mask, slot)",
+          "[variants]") {
+    const int hs = 64;
+    std::mt19937_64 rng(9);
+    std::normal_distribution<float> nd(0.0f, 1.0f);
+    std::vector<VariantCase> cases = all_variants();
+    cases.push_back({"window 40", AttnSpec()});
+    cases.back().spec.mask = MASK_WINDOW, cases.back().spec.mask_param = 40;
+    cases.push_back({"prefix 70 + kv slot", AttnSpec()});
+    cases.back().spec.mask = MASK_PREFIX, cases.back().spec.mask_param = 70, cases.back().spec.slot = SLOT_KV;
+    double worst = 0;
+    int checked_rows = 0;
+    for (const VariantCase& vc : cases) {
+        const AttnSpec& spec = vc.spec;
+        for (int T : {1, 37, 64, 130, 200}) {
+            for (auto [qtile, tile] : {std::pair<int, int>{64, 64}, {16, 16}, {48, 16}, {16, 48}}) {
+                INFO(vc.name << " norm " << attn_normaliser_names[spec.normaliser] << " T " << T << " query tile "
+                             << qtile << " key tile " << tile);
+                std::vector<float> q((size_t)T * hs), k((size_t)T * hs), v((size_t)T * hs), vslot(hs);
+                for (auto* x : {&q, &k, &v, &vslot})
+                    for (float& e : *x) e = nd(rng);
+                float tau = 1.0f / sqrtf((float)hs), s_slot = 2.0f * nd(rng);
+                bool slot_value = spec.slot == SLOT_KV && spec.vstar != VSTAR_ZERO;
+                // the reference: the row form, one row at a time
+                std::vector<float> ref((size_t)T * hs, 0.0f), got((size_t)T * hs, 0.0f), s(T + 1), p(T + 1);
+                std::vector<double> scale(T);  // the terms' size: max |p| max |v| over the row
+                for (int t = 0; t < T; t++) {
+                    int lo, hi, n = 0;
+                    attn_visible_keys(spec, t, T, &lo, &hi);
+                    if (attn_has_slot(spec)) s[n++] = s_slot;
+                    for (int j = lo; j < hi; j++) {
+                        float dot = 0;
+                        for (int d = 0; d < hs; d++) dot = sk_fma(q[(size_t)t * hs + d], k[(size_t)j * hs + d], dot);
+                        s[n++] = dot * tau;
+                    }
+                    attn_row_forward(spec, s.data(), p.data(), n, T);
+                    int key0 = attn_has_slot(spec);
+                    double maxp = 0, maxv = slot_value ? maxabs(vslot.data(), hs) : 0.0;
+                    for (int i = 0; i < n; i++) maxp = std::max(maxp, (double)std::fabs(p[i]));
+                    for (int j = lo; j < hi; j++) maxv = std::max(maxv, maxabs(&v[(size_t)j * hs], hs));
+                    scale[t] = maxp * maxv;
+                    for (int d = 0; d < hs; d++) {
+                        float y = slot_value ? p[0] * vslot[d] : 0.0f;
+                        for (int j = lo; j < hi; j++) y = sk_fma(p[key0 + j - lo], v[(size_t)j * hs + d], y);
+                        ref[(size_t)t * hs + d] = y;
+                    }
+                }
+                // the kernel's order of work
+                std::vector<float> ks((size_t)tile * hs), vs((size_t)tile * hs), scratch(tile);
+                for (int t0 = 0; t0 < T; t0 += qtile) {
+                    int t1 = std::min(T, t0 + qtile), klo, khi;
+                    flash_tile_keys(spec, t0, t1, T, &klo, &khi);
+                    klo -= klo % tile;
+                    std::vector<FlashRow<hs>> rows(t1 - t0);
+                    for (int t = t0; t < t1; t++) flash_row_begin(&rows[t - t0], spec, &q[(size_t)t * hs], t, T);
+                    for (int pass = 0; pass < flash_passes(spec); pass++) {
+                        if (attn_has_slot(spec))
+                            for (auto& r : rows) flash_row_slot(&r, spec, s_slot, slot_value ? vslot.data() : nullptr, pass, T);
+                        for (int k0 = klo; k0 < khi; k0 += tile) {
+                            for (int e = 0; e < tile * hs; e++) {
+                                int j = k0 + e / hs;
+                                ks[e] = j < T ? k[(size_t)j * hs + e % hs] : 0.0f;
+                                vs[e] = j < T ? v[(size_t)j * hs + e % hs] : 0.0f;
+                            }
+                            for (auto& r : rows)
+                                flash_row_tile(&r, spec, ks.data(), vs.data(), k0, std::min(tile, T - k0), tau, pass, T,
+                                               scratch.data());
+                        }
+                    }
+                    for (int t = t0; t < t1; t++) flash_row_finish(&rows[t - t0], spec, &got[(size_t)t * hs]);
+                }
+                // per row, relative to the size of the terms it sums (or of the result, when larger)
+                for (int t = 0; t < T; t++) {
+                    double maxerr = 0;
+                    for (int d = 0; d < hs; d++)
+                        maxerr = std::max(maxerr, (double)std::fabs(got[(size_t)t * hs + d] - ref[(size_t)t * hs + d]));
+                    double size = std::max(scale[t], maxabs(&ref[(size_t)t * hs], hs));
+                    double err = size > 0 ? maxerr / size : maxerr;
+                    CHECK(err < 2e-5);
+                    worst = std::max(worst, err);
+                    checked_rows++;
+                }
+            }
+        }
+    }
+    CHECK(checked_rows > 60000);
+    WARN("flash rows against the row form: " << checked_rows << " rows, worst error " << worst);
+}
+
 TEST_CASE("row maps: closed forms", "[variants]") {
     double s[3] = {0.5, -1.0, 2.0}, p[3];
     AttnSpec a;

@@ -15,7 +15,8 @@ and a max error (over max |ref|) of 1e-5 (the streaming form reorders sums: test
              its rows can see (a sliding window visits O(w) keys, not O(T)); each tile of K and V (64 x hs) goes
              through shared memory; every thread keeps its query, its output accumulator and its row state (the
              streaming forms of attention_variants.cuh) in registers. Never materialises T x T. Clipped softmax takes
-             two passes (statistics, then weights), the others one.
+             two passes (statistics, then weights), the others one. The per-row work is kernels/attention_flash.cuh,
+             which test_variants.cpp runs on the CPU in this kernel's order against the row form.
 
 Layout as in the trainers: qkv (B, T, 3C) with q | k | v of head h at h * hs in each third; y (B, T, C).
 ALiBi and the feature maps are not here (they change the scores, not the kernel's structure).
@@ -35,7 +36,7 @@ Build: make dev-cuda (nvcc, sm_80 and sm_90). Run on a GPU:
 #include <random>
 #include <vector>
 
-#include "../../attention_variants.cuh"
+#include "../../kernels/attention_flash.cuh"
 
 #define HS 64            // head size (the template's registers are sized by it)
 #define TILE 64          // queries per block and keys per tile in version 2
@@ -131,74 +132,38 @@ __global__ void attention_forward1(float* y, float* scratch, const float* qkv, c
 
 // ---------------------------------------------------------------------------------------------------------------
 // version 2: flash-style. Block (query tile, b * NH + h), TILE threads, thread i owns query row t = tile * TILE + i.
+// The per-row work is kernels/attention_flash.cuh (tested on the CPU); this kernel stages the key tiles.
 
 __global__ void __launch_bounds__(TILE) attention_forward2(float* y, const float* qkv, const float* kstar,
                                                            const float* vstar, const float* sink_logit, AttnSpec spec,
                                                            int B, int NH, int T) {
-    __shared__ float ks[TILE][HS], vs[TILE][HS];
-    __shared__ int block_lo, block_hi;
+    __shared__ float ks[TILE * HS], vs[TILE * HS];
     int b = blockIdx.y / NH, h = blockIdx.y % NH, C = NH * HS;
-    int t = blockIdx.x * TILE + threadIdx.x;
+    int t0 = blockIdx.x * TILE, t = t0 + threadIdx.x;
     bool live = t < T;
-    float tau = 1.0f / sqrtf((float)HS);
-    float q[HS], acc[HS], s[TILE];
-    int lo = 0, hi = 0;
-    if (live) {
-        const float* qt = qkv + ((size_t)b * T + t) * 3 * C + h * HS;
-        for (int d = 0; d < HS; d++) q[d] = qt[d];
-        attn_visible_keys(spec, t, T, &lo, &hi);
-    }
-    // the keys any row of the block sees: one interval, since every row's keys are one
-    if (threadIdx.x == 0) {
-        block_lo = T;
-        block_hi = 0;
-    }
-    __syncthreads();
-    if (live) {
-        atomicMin(&block_lo, lo);
-        atomicMax(&block_hi, hi);
-    }
-    __syncthreads();
-    int klo = block_lo - block_lo % TILE, khi = block_hi;
-    // the slot is the state's first entry
-    AttnStreamState<float> st = attn_stream_init<float>(spec);
-    for (int d = 0; d < HS; d++) acc[d] = 0;
-    float s_slot = 0;
+    float tau = 1.0f / sqrtf((float)HS), s[TILE];
+    FlashRow<HS> row;
+    if (live) flash_row_begin(&row, spec, qkv + ((size_t)b * T + t) * 3 * C + h * HS, t, T);
+    int klo, khi;
+    flash_tile_keys(spec, t0, min(t0 + TILE, T), T, &klo, &khi);
+    klo -= klo % TILE;
     const float* v_slot = spec.slot == SLOT_KV && spec.vstar != VSTAR_ZERO ? vstar + h * HS : nullptr;
-    bool has_slot = attn_has_slot(spec), one_pass = attn_stream_one_pass(spec);
-    if (live && has_slot) s_slot = slot_score(spec, q, kstar, sink_logit, h, tau);
-    // one pass (pass 0 only), or clipped's two: pass 0 collects the statistics, pass 1 adds the weighted values
-    for (int pass = 0; pass < (one_pass ? 1 : 2); pass++) {
-        float* accp = one_pass ? acc : nullptr;
-        if (live && has_slot) {
-            if (pass == 0) attn_stream_tile(spec, &st, &s_slot, v_slot, HS, 1, HS, accp);
-            else attn_stream_accumulate(spec, st, &s_slot, v_slot, HS, 1, HS, acc, T);
-        }
+    float s_slot = live && attn_has_slot(spec) ? slot_score(spec, row.q, kstar, sink_logit, h, tau) : 0.0f;
+    for (int pass = 0; pass < flash_passes(spec); pass++) {
+        if (live && attn_has_slot(spec)) flash_row_slot(&row, spec, s_slot, v_slot, pass, T);
         for (int k0 = klo; k0 < khi; k0 += TILE) {
-            __syncthreads();  // the previous tile is no longer read
-            for (int e = threadIdx.x; e < TILE * HS; e += TILE) {
-                int j = k0 + e / HS, d = e % HS;
-                bool in = j < T;
-                const float* row = qkv + ((size_t)b * T + (in ? j : 0)) * 3 * C;
-                ks[e / HS][d] = in ? row[C + h * HS + d] : 0.0f;
-                vs[e / HS][d] = in ? row[2 * C + h * HS + d] : 0.0f;
+            __syncthreads();  // every thread is done with the previous tile
+            for (int e = threadIdx.x; e < TILE * HS; e += TILE) {  // consecutive threads, consecutive floats
+                int j = k0 + e / HS;
+                const float* row_j = qkv + ((size_t)b * T + (j < T ? j : 0)) * 3 * C + h * HS + e % HS;
+                ks[e] = j < T ? row_j[C] : 0.0f;
+                vs[e] = j < T ? row_j[2 * C] : 0.0f;
             }
             __syncthreads();
-            int j0 = max(lo, k0), j1 = min(hi, k0 + TILE);  // this row's keys in the tile
-            if (!live || j0 >= j1) continue;
-            for (int j = j0; j < j1; j++) {
-                float dot = 0;
-                for (int d = 0; d < HS; d++) dot = fmaf(q[d], ks[j - k0][d], dot);
-                s[j - j0] = dot * tau;
-            }
-            if (pass == 0) attn_stream_tile(spec, &st, s, &vs[j0 - k0][0], HS, j1 - j0, HS, accp);
-            else attn_stream_accumulate(spec, st, s, &vs[j0 - k0][0], HS, j1 - j0, HS, acc, T);
+            if (live) flash_row_tile(&row, spec, ks, vs, k0, min(TILE, T - k0), tau, pass, T, s);
         }
     }
-    if (!live) return;
-    float f = attn_stream_out_scale(spec, st);
-    float* yt = y + ((size_t)b * T + t) * C + h * HS;
-    for (int d = 0; d < HS; d++) yt[d] = acc[d] * f;
+    if (live) flash_row_finish(&row, spec, y + ((size_t)b * T + t) * C + h * HS);
 }
 
 // ---------------------------------------------------------------------------------------------------------------
