@@ -69,48 +69,14 @@ __host__ __device__ static inline float slot_score(const AttnSpec& spec, const f
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// the CPU reference: the row form, in float
+// the row form of one query row (b, h, t), with the row's scores and weights in s and p (T + 1 floats each): the CPU
+// reference, and version 1's body
 
-static void attention_cpu(float* y, const float* qkv, const float* kstar, const float* vstar, const float* sink_logit,
-                          const Problem& pr) {
-    int B = pr.B, NH = pr.NH, T = pr.T, C = NH * HS, key0 = attn_has_slot(pr.spec);
+__host__ __device__ static void attention_row(float* y, float* s, float* p, const float* qkv, const float* kstar,
+                                              const float* vstar, const float* sink_logit, const AttnSpec& spec,
+                                              int NH, int T, int b, int h, int t) {
+    int C = NH * HS, key0 = attn_has_slot(spec);
     float tau = 1.0f / sqrtf((float)HS);
-    std::vector<float> s(T + 1), p(T + 1);
-    for (int b = 0; b < B; b++)
-        for (int t = 0; t < T; t++)
-            for (int h = 0; h < NH; h++) {
-                const float* qt = qkv + ((size_t)b * T + t) * 3 * C + h * HS;
-                int lo, hi, n = 0;
-                attn_visible_keys(pr.spec, t, T, &lo, &hi);
-                if (key0) s[n++] = slot_score(pr.spec, qt, kstar, sink_logit, h, tau);
-                for (int j = lo; j < hi; j++) {
-                    const float* kj = qkv + ((size_t)b * T + j) * 3 * C + C + h * HS;
-                    float dot = 0;
-                    for (int d = 0; d < HS; d++) dot = fmaf(qt[d], kj[d], dot);
-                    s[n++] = dot * tau;
-                }
-                attn_row_forward(pr.spec, s.data(), p.data(), n, T);
-                float* yt = y + ((size_t)b * T + t) * C + h * HS;
-                for (int d = 0; d < HS; d++)
-                    yt[d] = pr.spec.slot == SLOT_KV && pr.spec.vstar != VSTAR_ZERO ? p[0] * vstar[h * HS + d] : 0.0f;
-                for (int j = lo; j < hi; j++) {
-                    const float* vj = qkv + ((size_t)b * T + j) * 3 * C + 2 * C + h * HS;
-                    for (int d = 0; d < HS; d++) yt[d] = fmaf(p[key0 + j - lo], vj[d], yt[d]);
-                }
-            }
-}
-
-// ---------------------------------------------------------------------------------------------------------------
-// version 1: one thread per row (b, h, t), the row form with the row in global scratch
-
-__global__ void attention_forward1(float* y, float* scratch, const float* qkv, const float* kstar, const float* vstar,
-                                   const float* sink_logit, AttnSpec spec, int B, int NH, int T) {
-    size_t r = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
-    if (r >= (size_t)B * NH * T) return;
-    int b = (int)(r / ((size_t)NH * T)), h = (int)(r / T % NH), t = (int)(r % T), C = NH * HS;
-    int key0 = attn_has_slot(spec);
-    float tau = 1.0f / sqrtf((float)HS);
-    float *s = scratch + r * 2 * (T + 1), *p = s + T + 1;
     const float* qt = qkv + ((size_t)b * T + t) * 3 * C + h * HS;
     int lo, hi, n = 0;
     attn_visible_keys(spec, t, T, &lo, &hi);
@@ -123,11 +89,33 @@ __global__ void attention_forward1(float* y, float* scratch, const float* qkv, c
     }
     attn_row_forward(spec, s, p, n, T);
     float* yt = y + ((size_t)b * T + t) * C + h * HS;
-    for (int d = 0; d < HS; d++) yt[d] = spec.slot == SLOT_KV && spec.vstar != VSTAR_ZERO ? p[0] * vstar[h * HS + d] : 0.0f;
+    bool slot_value = spec.slot == SLOT_KV && spec.vstar != VSTAR_ZERO;
+    for (int d = 0; d < HS; d++) yt[d] = slot_value ? p[0] * vstar[h * HS + d] : 0.0f;
     for (int j = lo; j < hi; j++) {
         const float* vj = qkv + ((size_t)b * T + j) * 3 * C + 2 * C + h * HS;
         for (int d = 0; d < HS; d++) yt[d] = fmaf(p[key0 + j - lo], vj[d], yt[d]);
     }
+}
+
+static void attention_cpu(float* y, const float* qkv, const float* kstar, const float* vstar, const float* sink_logit,
+                          const Problem& pr) {
+    std::vector<float> s(pr.T + 1), p(pr.T + 1);
+    for (int b = 0; b < pr.B; b++)
+        for (int t = 0; t < pr.T; t++)
+            for (int h = 0; h < pr.NH; h++)
+                attention_row(y, s.data(), p.data(), qkv, kstar, vstar, sink_logit, pr.spec, pr.NH, pr.T, b, h, t);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// version 1: one thread per row (b, h, t), the row form with the row in global scratch
+
+__global__ void attention_forward1(float* y, float* scratch, const float* qkv, const float* kstar, const float* vstar,
+                                   const float* sink_logit, AttnSpec spec, int B, int NH, int T) {
+    size_t r = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+    if (r >= (size_t)B * NH * T) return;
+    float* s = scratch + r * 2 * (T + 1);
+    attention_row(y, s, s + T + 1, qkv, kstar, vstar, sink_logit, spec, NH, T, (int)(r / ((size_t)NH * T)),
+                  (int)(r / T % NH), (int)(r % T));
 }
 
 // ---------------------------------------------------------------------------------------------------------------
