@@ -60,6 +60,22 @@ def read_run(path):
             "val": kind("val"), "sink": kind("sink")}
 
 
+def style(ax, xlabel, ylabel, title):
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+
+
+def save(fig, out, name):
+    fig.tight_layout()
+    path = os.path.join(out, name)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def tokens_m(run, step):
     return step * run["tokens_per_step"] / 1e6
 
@@ -82,23 +98,11 @@ def plot_sink_and_loss(runs, out, title):
         if run["val"]:
             a2.plot([tokens_m(run, r["step"]) for r in run["val"]], [r["val_loss"] for r in run["val"]],
                     color=line.get_color(), marker="o", ms=3, label=run["label"] + " (val)")
-    a1.set_xlabel("tokens seen (millions)")
-    a1.set_ylabel("Sink_1 (% of heads, eps = 0.3)")
-    a1.set_title("attention sink on the first token")
-    a1.legend(fontsize=8)
-    a1.grid(alpha=0.3)
-    a2.set_xlabel("tokens seen (millions)")
-    a2.set_ylabel("loss (train faint, validation marked)")
-    a2.set_title("loss")
-    a2.legend(fontsize=8)
-    a2.grid(alpha=0.3)
+    style(a1, "tokens seen (millions)", "Sink_1 (% of heads, eps = 0.3)", "attention sink on the first token")
+    style(a2, "tokens seen (millions)", "loss (train faint, validation marked)", "loss")
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
-    path = os.path.join(out, "sink_and_loss.png")
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save(fig, out, "sink_and_loss.png")
 
 
 def plot_norm_ratio(run, out):
@@ -111,16 +115,8 @@ def plot_norm_ratio(run, out):
         name = "embedding" if layer == 0 else "after block %d" % layer
         ax.plot(x, [r["norm_ratio"][layer] for r in s], marker="o", ms=3, label=name)
     ax.axhline(1.0, color="gray", lw=0.8, ls=":")
-    ax.set_xlabel("tokens seen (millions)")
-    ax.set_ylabel("||h_0|| / mean over t > 0 of ||h_t||")
-    ax.set_title("%s: first-token norm ratio" % run["label"])
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    path = os.path.join(out, "norm_ratio_%s.png" % run["label"])
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    style(ax, "tokens seen (millions)", "||h_0|| / mean over t > 0 of ||h_t||", "%s: first-token norm ratio" % run["label"])
+    return save(fig, out, "norm_ratio_%s.png" % run["label"])
 
 
 def plot_norm_ratio_runs(runs, out, title):
@@ -140,18 +136,10 @@ def plot_norm_ratio_runs(runs, out, title):
         plt.close(fig)
         return None
     ax.axhline(1.0, color="gray", lw=0.8, ls=":")
-    ax.set_xlabel("tokens seen (millions)")
-    ax.set_ylabel("||h_0|| / mean over t > 0 of ||h_t||")
-    ax.set_title("first-token norm ratio (the massive activation)")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
+    style(ax, "tokens seen (millions)", "||h_0|| / mean over t > 0 of ||h_t||", "first-token norm ratio (the massive activation)")
     if title:
         fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    path = os.path.join(out, "norm_ratio_runs.png")
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save(fig, out, "norm_ratio_runs.png")
 
 
 def plot_alpha1(run, out, steps):
@@ -191,16 +179,8 @@ def plot_sink_profile(runs, out):
     if not any_line:
         plt.close(fig)
         return None
-    ax.set_xlabel("position k")
-    ax.set_ylabel("Sink_k (% of heads)")
-    ax.set_title("where the sink sits")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    path = os.path.join(out, "sink_profile.png")
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    style(ax, "position k", "Sink_k (% of heads)", "where the sink sits")
+    return save(fig, out, "sink_profile.png")
 
 
 def write_index(out, paths, runs, title):
