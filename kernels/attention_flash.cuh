@@ -1,4 +1,4 @@
-// kernels/attention_flash.cuh: the per-row work of a flash-style attention forward, for every variant.
+// kernels/attention_flash.cuh: the per-row work of a flash-style attention forward and backward, for every variant.
 //
 //   y_t = p_* v* + sum_j p_tj v_j,  p_t = the row map of [s_*, s_lo .. s_hi-1],  s_tj = tau q_t . k_j
 //
@@ -8,7 +8,8 @@
 // What it is: host-and-device functions for one query row (its query, output accumulator and row state) and one
 // query tile (the key interval its rows see). A kernel stages each key tile of K and V in shared memory and calls
 // flash_row_tile from every thread; test_variants.cpp runs the same functions on the CPU over random shapes, every row
-// map, slot and mask, against the row form. The kernel that uses them is version 2 of dev/cuda/attention_forward.cu.
+// map, slot and mask, against the row form. The kernel that uses the forward is version 2 of
+// dev/cuda/attention_forward.cu; the backward's (the end of this file) has no kernel yet.
 // What it is not: the kernel (the staging, the synchronisation and the launch are the kernel's), nor ALiBi or the
 // feature maps (they change the scores, not this structure).
 #pragma once
@@ -82,3 +83,125 @@ SK_HD inline void flash_row_finish(const FlashRow<HS>* r, const AttnSpec& spec, 
 
 // How many passes over the keys the variant takes: 1, or 2 for clipped softmax (statistics, then weights).
 SK_HD inline int flash_passes(const AttnSpec& spec) { return attn_stream_one_pass(spec) ? 1 : 2; }
+
+// ----------------------------------------------------------------------------------------------------------------
+// The backward, from what the forward keeps per row: its final state (m, l) and its output O (before any value bias).
+//
+//   D_t   = dO_t . O_t   (clipped softmax: sum over the row of attn_stream_clipped_dterm, one more pass)
+//   dp_tj = dO_t . v_j,  ds_tj = attn_stream_dscore(state_t, s_tj, dp_tj, D_t),  p_tj = attn_stream_weight(...)
+//   dq_t += tau sum_j ds_tj k_j       a pass over the key tiles a query row sees   (flash_dq_tile)
+//   dk_j += tau sum_t ds_tj q_t,  dv_j += sum_t p_tj dO_t
+//                                     a pass over the query tiles that see a key   (flash_dkv_tile)
+// Each output has one owner (a query row, or a key row) that sums in order: no atomics, the same bits every run.
+// The slot (one more entry in front of every row) is the dq pass's: flash_dq_slot gives its ds_* and p_*, from which
+// the kernel forms dq_t += tau ds_* k*, and the per-row parts of dk* (tau ds_* q_t), dv* (p_* dO_t) and the sink
+// logit (ds_*), which it then sums over t in order.
+
+// One query row of the backward: its query and output gradient, its forward state, D, and its visible keys.
+template <int HS>
+struct FlashGradRow {
+    float q[HS], dout[HS], dq[HS];
+    AttnStreamState<float> st;
+    float D;
+    int lo, hi;
+};
+
+// Start row t: q, dO (HS values each), the forward's state and output O (before the value bias).
+template <int HS>
+SK_HD inline void flash_grad_row_begin(FlashGradRow<HS>* r, const AttnSpec& spec, const float* q, const float* dout,
+                                       AttnStreamState<float> st, const float* out, int t, int T) {
+    r->D = 0;
+    for (int d = 0; d < HS; d++) {
+        r->q[d] = q[d];
+        r->dout[d] = dout[d];
+        r->dq[d] = 0;
+        r->D = sk_fma(dout[d], out[d], r->D);
+    }
+    r->st = st;
+    attn_visible_keys(spec, t, T, &r->lo, &r->hi);
+    if (spec.variant == ATTN_CLIPPED) r->D = 0;  // summed by flash_clipped_D_tile and flash_dq_slot instead
+}
+
+// The score of this row against one key row (HS values), and dO . v.
+template <int HS>
+SK_HD inline void flash_grad_terms(const FlashGradRow<HS>* r, const float* kj, const float* vj, float tau, float* s,
+                                   float* dp) {
+    float dot = 0, dv = 0;
+    for (int d = 0; d < HS; d++) {
+        dot = sk_fma(r->q[d], kj[d], dot);
+        dv = sk_fma(r->dout[d], vj[d], dv);
+    }
+    *s = dot * tau;
+    *dp = dv;
+}
+
+// Clipped softmax only: add a key tile's terms to D (a pass before the dq and dk/dv passes; the slot's term comes
+// from flash_dq_slot with add_clipped_D set).
+template <int HS>
+SK_HD inline void flash_clipped_D_tile(FlashGradRow<HS>* r, const AttnSpec& spec, const float* ks, const float* vs,
+                                       int k0, int kn, float tau, int T) {
+    int j0 = r->lo > k0 ? r->lo : k0, j1 = r->hi < k0 + kn ? r->hi : k0 + kn;
+    for (int j = j0; j < j1; j++) {
+        float s, dp;
+        flash_grad_terms(r, ks + (size_t)(j - k0) * HS, vs + (size_t)(j - k0) * HS, tau, &s, &dp);
+        r->D += attn_stream_clipped_dterm(spec, r->st, s, dp, T);
+    }
+}
+
+// The slot entry: its score s_slot and value v_slot (null: none). With add_clipped_D (clipped softmax, before the
+// key tiles) it only adds the slot's term to D; otherwise it returns ds_* and p_*.
+template <int HS>
+SK_HD inline void flash_dq_slot(FlashGradRow<HS>* r, const AttnSpec& spec, float s_slot, const float* v_slot,
+                                bool add_clipped_D, int T, float* ds_slot, float* p_slot) {
+    float dp = 0;
+    if (v_slot)
+        for (int d = 0; d < HS; d++) dp = sk_fma(r->dout[d], v_slot[d], dp);
+    if (add_clipped_D) {
+        r->D += attn_stream_clipped_dterm(spec, r->st, s_slot, dp, T);
+        return;
+    }
+    *ds_slot = attn_stream_dscore(spec, r->st, s_slot, dp, r->D, T);
+    *p_slot = attn_stream_weight(spec, r->st, s_slot, T);
+}
+
+// dq_t over one key tile (keys k0 .. k0 + kn - 1 at ks, vs; stride HS).
+template <int HS>
+SK_HD inline void flash_dq_tile(FlashGradRow<HS>* r, const AttnSpec& spec, const float* ks, const float* vs, int k0,
+                                int kn, float tau, int T) {
+    int j0 = r->lo > k0 ? r->lo : k0, j1 = r->hi < k0 + kn ? r->hi : k0 + kn;
+    for (int j = j0; j < j1; j++) {
+        const float* kj = ks + (size_t)(j - k0) * HS;
+        float s, dp;
+        flash_grad_terms(r, kj, vs + (size_t)(j - k0) * HS, tau, &s, &dp);
+        float g = attn_stream_dscore(spec, r->st, s, dp, r->D, T) * tau;
+        for (int d = 0; d < HS; d++) r->dq[d] = sk_fma(g, kj[d], r->dq[d]);
+    }
+}
+
+// dk_j and dv_j (HS values each, accumulated) of key j (its rows kj, vj) over a tile of query rows rows[0..n):
+// the rows that see j, in order.
+template <int HS>
+SK_HD inline void flash_dkv_tile(float* dk, float* dv, const AttnSpec& spec, const float* kj, const float* vj, int j,
+                                 const FlashGradRow<HS>* rows, int n, float tau, int T) {
+    for (int i = 0; i < n; i++) {
+        const FlashGradRow<HS>* r = rows + i;
+        if (j < r->lo || j >= r->hi) continue;
+        float s, dp;
+        flash_grad_terms(r, kj, vj, tau, &s, &dp);
+        float g = attn_stream_dscore(spec, r->st, s, dp, r->D, T) * tau, p = attn_stream_weight(spec, r->st, s, T);
+        for (int d = 0; d < HS; d++) {
+            dk[d] = sk_fma(g, r->q[d], dk[d]);
+            dv[d] = sk_fma(p, r->dout[d], dv[d]);
+        }
+    }
+}
+
+// The query rows that may see some key of the key tile [j0, j1): one interval (attn_visible_queries of each key is
+// one, and both ends never decrease with j).
+SK_HD inline void flash_tile_queries(const AttnSpec& spec, int j0, int j1, int T, int* lo, int* hi) {
+    int lo0, hi0, lo1, hi1;
+    attn_visible_queries(spec, j0, T, &lo0, &hi0);
+    attn_visible_queries(spec, j1 - 1, T, &lo1, &hi1);
+    *lo = lo0 < lo1 ? lo0 : lo1;
+    *hi = hi0 > hi1 ? hi0 : hi1;
+}

@@ -279,6 +279,158 @@ TEST_CASE("the flash kernel's row functions over query and key tiles equal the r
     WARN("flash rows against the row form: " << checked_rows << " rows, worst error " << worst);
 }
 
+// The flash backward's functions (kernels/attention_flash.cuh) in the kernel's order: D from the forward's output,
+// dq over the key tiles each query tile sees, dk and dv over the query tiles each key tile is seen by, the slot's
+// ds_* and p_*. Against the row form's backward (attn_row_backward), per tensor, relative to its largest entry.
+TEST_CASE("the flash backward's row functions over tiles equal the row form's gradients (every variant, mask, slot)",
+          "[variants]") {
+    const int hs = 64;
+    std::mt19937_64 rng(17);
+    std::normal_distribution<float> nd(0.0f, 1.0f);
+    std::vector<VariantCase> cases = all_variants();
+    cases.push_back({"window 40 + logit slot", AttnSpec()});
+    cases.back().spec.mask = MASK_WINDOW, cases.back().spec.mask_param = 40, cases.back().spec.slot = SLOT_LOGIT;
+    cases.push_back({"prefix 70 + kv slot + clipped", AttnSpec()});
+    cases.back().spec.mask = MASK_PREFIX, cases.back().spec.mask_param = 70, cases.back().spec.slot = SLOT_KV;
+    cases.back().spec.variant = ATTN_CLIPPED, cases.back().spec.clip_zeta = 1.1f, cases.back().spec.clip_alpha = 1.5f;
+    double worst = 0;
+    for (const VariantCase& vc : cases) {
+        const AttnSpec& spec = vc.spec;
+        // T >= 3: a gradient tensor of one or two rows can be all cancellation (a one-entry row's ds is 0 in exact
+        // arithmetic), where no relative measure applies; the streaming test covers short rows with a term scale
+        for (int T : {3, 37, 130}) {
+            for (auto [qtile, tile] : {std::pair<int, int>{64, 64}, {16, 48}, {48, 16}}) {
+                INFO(vc.name << " norm " << attn_normaliser_names[spec.normaliser] << " T " << T << " query tile "
+                             << qtile << " key tile " << tile);
+                size_t n = (size_t)T * hs;
+                std::vector<float> q(n), k(n), v(n), dout(n), kstar(hs), vstar(hs);
+                for (auto* x : {&q, &k, &v, &dout, &kstar, &vstar})
+                    for (float& e : *x) e = nd(rng);
+                float tau = 1.0f / sqrtf((float)hs), logit = 2.0f * nd(rng);
+                bool slot = attn_has_slot(spec), slot_value = spec.slot == SLOT_KV && spec.vstar != VSTAR_ZERO;
+                const float* v_slot = slot_value ? vstar.data() : nullptr;
+                auto slot_score_of = [&](int t) {
+                    if (spec.slot != SLOT_KV) return spec.slot == SLOT_LOGIT ? logit : 0.0f;
+                    float dot = 0;
+                    for (int d = 0; d < hs; d++) dot = sk_fma(q[(size_t)t * hs + d], kstar[d], dot);
+                    return dot * tau;
+                };
+                // the reference: the row form forward and backward, row by row
+                std::vector<float> dq_ref(n, 0.0f), dk_ref(n, 0.0f), dv_ref(n, 0.0f), dss_ref(T), ps_ref(T);
+                std::vector<float> s(T + 1), p(T + 1), dp(T + 1), ds(T + 1);
+                for (int t = 0; t < T; t++) {
+                    int lo, hi, m = 0;
+                    attn_visible_keys(spec, t, T, &lo, &hi);
+                    if (slot) {
+                        s[m] = slot_score_of(t);
+                        dp[m] = 0;
+                        if (slot_value)
+                            for (int d = 0; d < hs; d++) dp[m] = sk_fma(dout[(size_t)t * hs + d], vstar[d], dp[m]);
+                        m++;
+                    }
+                    for (int j = lo; j < hi; j++, m++) {
+                        float dot = 0, dv = 0;
+                        for (int d = 0; d < hs; d++) {
+                            dot = sk_fma(q[(size_t)t * hs + d], k[(size_t)j * hs + d], dot);
+                            dv = sk_fma(dout[(size_t)t * hs + d], v[(size_t)j * hs + d], dv);
+                        }
+                        s[m] = dot * tau;
+                        dp[m] = dv;
+                    }
+                    attn_row_forward(spec, s.data(), p.data(), m, T);
+                    attn_row_backward(spec, s.data(), p.data(), dp.data(), ds.data(), m, T);
+                    int key0 = slot;
+                    if (slot) dss_ref[t] = ds[0], ps_ref[t] = p[0];
+                    for (int j = lo; j < hi; j++)
+                        for (int d = 0; d < hs; d++) {
+                            float g = ds[key0 + j - lo] * tau;
+                            dq_ref[(size_t)t * hs + d] += g * k[(size_t)j * hs + d];
+                            dk_ref[(size_t)j * hs + d] += g * q[(size_t)t * hs + d];
+                            dv_ref[(size_t)j * hs + d] += p[key0 + j - lo] * dout[(size_t)t * hs + d];
+                        }
+                    if (spec.slot == SLOT_KV)
+                        for (int d = 0; d < hs; d++) dq_ref[(size_t)t * hs + d] += ds[0] * tau * kstar[d];
+                }
+                // the forward's state and output per row (one key tile per row: its tiling is the forward test's)
+                std::vector<AttnStreamState<float>> st(T);
+                std::vector<float> out(n), scratch(T);
+                for (int t = 0; t < T; t++) {
+                    FlashRow<hs> r;
+                    flash_row_begin(&r, spec, &q[(size_t)t * hs], t, T);
+                    for (int pass = 0; pass < flash_passes(spec); pass++) {
+                        if (slot) flash_row_slot(&r, spec, slot_score_of(t), v_slot, pass, T);
+                        flash_row_tile(&r, spec, k.data(), v.data(), 0, T, tau, pass, T, scratch.data());
+                    }
+                    flash_row_finish(&r, spec, &out[(size_t)t * hs]);
+                    st[t] = r.st;
+                }
+                // the backward in the kernels' order
+                std::vector<FlashGradRow<hs>> rows(T);
+                std::vector<float> ks((size_t)tile * hs), vs((size_t)tile * hs), dq(n), dk(n, 0.0f), dv(n, 0.0f);
+                std::vector<float> dss(T), ps(T);
+                auto stage = [&](int k0) {
+                    for (int e = 0; e < tile * hs; e++) {
+                        int j = k0 + e / hs;
+                        ks[e] = j < T ? k[(size_t)j * hs + e % hs] : 0.0f;
+                        vs[e] = j < T ? v[(size_t)j * hs + e % hs] : 0.0f;
+                    }
+                };
+                for (int t0 = 0; t0 < T; t0 += qtile) {  // dq: one owner per query row
+                    int t1 = std::min(T, t0 + qtile), klo, khi;
+                    flash_tile_keys(spec, t0, t1, T, &klo, &khi);
+                    klo -= klo % tile;
+                    for (int t = t0; t < t1; t++)
+                        flash_grad_row_begin(&rows[t], spec, &q[(size_t)t * hs], &dout[(size_t)t * hs], st[t],
+                                             &out[(size_t)t * hs], t, T);
+                    if (spec.variant == ATTN_CLIPPED) {
+                        for (int t = t0; t < t1 && slot; t++)
+                            flash_dq_slot(&rows[t], spec, slot_score_of(t), v_slot, true, T, nullptr, nullptr);
+                        for (int k0 = klo; k0 < khi; k0 += tile) {
+                            stage(k0);
+                            for (int t = t0; t < t1; t++)
+                                flash_clipped_D_tile(&rows[t], spec, ks.data(), vs.data(), k0, std::min(tile, T - k0), tau, T);
+                        }
+                    }
+                    for (int t = t0; t < t1 && slot; t++) {
+                        flash_dq_slot(&rows[t], spec, slot_score_of(t), v_slot, false, T, &dss[t], &ps[t]);
+                        if (spec.slot == SLOT_KV)
+                            for (int d = 0; d < hs; d++) rows[t].dq[d] = sk_fma(dss[t] * tau, kstar[d], rows[t].dq[d]);
+                    }
+                    for (int k0 = klo; k0 < khi; k0 += tile) {
+                        stage(k0);
+                        for (int t = t0; t < t1; t++)
+                            flash_dq_tile(&rows[t], spec, ks.data(), vs.data(), k0, std::min(tile, T - k0), tau, T);
+                    }
+                    for (int t = t0; t < t1; t++)
+                        for (int d = 0; d < hs; d++) dq[(size_t)t * hs + d] = rows[t].dq[d];
+                }
+                for (int j0 = 0; j0 < T; j0 += tile) {  // dk, dv: one owner per key row, query tiles in order
+                    int j1 = std::min(T, j0 + tile), qlo, qhi;
+                    flash_tile_queries(spec, j0, j1, T, &qlo, &qhi);
+                    qlo -= qlo % qtile;
+                    for (int t0 = qlo; t0 < qhi; t0 += qtile)
+                        for (int j = j0; j < j1; j++)
+                            flash_dkv_tile(&dk[(size_t)j * hs], &dv[(size_t)j * hs], spec, &k[(size_t)j * hs],
+                                           &v[(size_t)j * hs], j, &rows[t0], std::min(qtile, T - t0), tau, T);
+                }
+                auto rel = [](const std::vector<float>& got, const std::vector<float>& ref) {
+                    double maxerr = 0, maxref = 0;
+                    for (size_t i = 0; i < ref.size(); i++) {
+                        maxerr = std::max(maxerr, (double)std::fabs(got[i] - ref[i]));
+                        maxref = std::max(maxref, (double)std::fabs(ref[i]));
+                    }
+                    return maxref > 0 ? maxerr / maxref : maxerr;
+                };
+                double e = std::max({rel(dq, dq_ref), rel(dk, dk_ref), rel(dv, dv_ref)});
+                if (slot) e = std::max({e, rel(dss, dss_ref), rel(ps, ps_ref)});
+                CHECK(e < 5e-5);
+                worst = std::max(worst, e);
+            }
+        }
+    }
+    WARN("flash backward against the row form: worst error per tensor " << worst);
+}
+
 TEST_CASE("row maps: closed forms", "[variants]") {
     double s[3] = {0.5, -1.0, 2.0}, p[3];
     AttnSpec a;
