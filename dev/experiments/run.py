@@ -147,9 +147,11 @@ CATALOGUE = [
     Experiment("smallest", "the smallest CPU model in which the sink and its massive activation form (this project's "
                "question, not the paper's)",
                [R("tiny-2x16x8", "-"), R("1-layer", "-", layers=1),
-                R("C64-16x4", "-", channels=64, ffn_hidden=128), R("C64-8x8", "-", channels=64, ffn_hidden=128, heads=8)],
+                R("C64-16x4", "-", channels=64, ffn_hidden=128), R("C64-8x8", "-", channels=64, ffn_hidden=128, heads=8),
+                # weight decay 0.5 gives the strongest softmax sink of the CPU runs: the sigmoid twin beside it
+                R("tiny-wd-0.5", "-", wd=0.5), R("sigmoid-wd-0.5", "-", attn="sigmoid", wd=0.5)],
                [("1-layer", ">", "1-layer", "sink1"), ("C64-16x4", ">", "C64-16x4", "sink1"),
-                ("C64-8x8", ">", "C64-8x8", "sink1")]),
+                ("C64-8x8", ">", "C64-8x8", "sink1"), ("sigmoid-wd-0.5", "<", "tiny-wd-0.5", "norm_ratio")]),
     Experiment("pytorch-gap", "this project's question: at 16M tokens this engine's sink (0.84%) is weaker than an "
                "independent PyTorch model's of the same shape (2.2%); is it the FFN width, or the seed?",
                [R("ffn-256", "PyTorch model: 2.2 at 16M"), R("ffn-512", "-", ffn_hidden=512)],
