@@ -184,6 +184,22 @@ static double maxabs(const float* x, int n) {
     return m;
 }
 
+// all_variants() and masks that span several tiles, with slots and the two-pass map
+static std::vector<VariantCase> flash_cases() {
+    std::vector<VariantCase> cases = all_variants();
+    AttnSpec a;
+    a.mask = MASK_WINDOW, a.mask_param = 40;
+    cases.push_back({"window 40", a});
+    a.slot = SLOT_LOGIT;
+    cases.push_back({"window 40 + logit slot", a});
+    a = AttnSpec();
+    a.mask = MASK_PREFIX, a.mask_param = 70, a.slot = SLOT_KV;
+    cases.push_back({"prefix 70 + kv slot", a});
+    a.variant = ATTN_CLIPPED, a.clip_zeta = 1.1f, a.clip_alpha = 1.5f;
+    cases.push_back({"prefix 70 + kv slot + clipped", a});
+    return cases;
+}
+
 // kernels/attention_flash.cuh, the per-row work of the flash-style GPU kernel, run here the way the kernel runs it:
 // query tiles of `tile` rows, the key tiles their rows can see staged into a buffer (zeros past T, as the kernel
 // stages them), every row through its slot and the tiles, once per pass. Against the row form, head size 64, every
@@ -195,14 +211,9 @@ TEST_CASE("the flash kernel's row functions over query and key tiles equal the r
     const int hs = 64;
     std::mt19937_64 rng(9);
     std::normal_distribution<float> nd(0.0f, 1.0f);
-    std::vector<VariantCase> cases = all_variants();
-    cases.push_back({"window 40", AttnSpec()});
-    cases.back().spec.mask = MASK_WINDOW, cases.back().spec.mask_param = 40;
-    cases.push_back({"prefix 70 + kv slot", AttnSpec()});
-    cases.back().spec.mask = MASK_PREFIX, cases.back().spec.mask_param = 70, cases.back().spec.slot = SLOT_KV;
     double worst = 0;
     int checked_rows = 0;
-    for (const VariantCase& vc : cases) {
+    for (const VariantCase& vc : flash_cases()) {
         const AttnSpec& spec = vc.spec;
         for (int T : {1, 37, 64, 130, 200}) {
             for (auto [qtile, tile] : {std::pair<int, int>{64, 64}, {16, 16}, {48, 16}, {16, 48}}) {
@@ -287,14 +298,8 @@ TEST_CASE("the flash backward's row functions over tiles equal the row form's gr
     const int hs = 64;
     std::mt19937_64 rng(17);
     std::normal_distribution<float> nd(0.0f, 1.0f);
-    std::vector<VariantCase> cases = all_variants();
-    cases.push_back({"window 40 + logit slot", AttnSpec()});
-    cases.back().spec.mask = MASK_WINDOW, cases.back().spec.mask_param = 40, cases.back().spec.slot = SLOT_LOGIT;
-    cases.push_back({"prefix 70 + kv slot + clipped", AttnSpec()});
-    cases.back().spec.mask = MASK_PREFIX, cases.back().spec.mask_param = 70, cases.back().spec.slot = SLOT_KV;
-    cases.back().spec.variant = ATTN_CLIPPED, cases.back().spec.clip_zeta = 1.1f, cases.back().spec.clip_alpha = 1.5f;
     double worst = 0;
-    for (const VariantCase& vc : cases) {
+    for (const VariantCase& vc : flash_cases()) {
         const AttnSpec& spec = vc.spec;
         // T >= 3: a gradient tensor of one or two rows can be all cancellation (a one-entry row's ds is 0 in exact
         // arithmetic), where no relative measure applies; the streaming test covers short rows with a term scale
