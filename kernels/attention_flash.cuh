@@ -15,14 +15,26 @@
 #pragma once
 #include "../attention_variants.cuh"
 
-// The keys any row of the query tile [t0, t1) may see: one interval, since each row's keys are one interval and
-// lo and hi never decrease with t. The tile loop starts at lo rounded down to a multiple of `tile`.
-SK_HD inline void flash_tile_keys(const AttnSpec& spec, int t0, int t1, int T, int* lo, int* hi) {
+// The union of the intervals [lo, hi) that `visible` gives the indices i0 .. i1 - 1: itself an interval, since each
+// is one and neither end ever decreases with the index, so the first and the last index bound it.
+template <typename Visible>
+SK_HD inline void flash_interval_hull(Visible visible, const AttnSpec& spec, int i0, int i1, int T, int* lo, int* hi) {
     int lo0, hi0, lo1, hi1;
-    attn_visible_keys(spec, t0, T, &lo0, &hi0);
-    attn_visible_keys(spec, t1 - 1, T, &lo1, &hi1);
+    visible(spec, i0, T, &lo0, &hi0);
+    visible(spec, i1 - 1, T, &lo1, &hi1);
     *lo = lo0 < lo1 ? lo0 : lo1;
     *hi = hi0 > hi1 ? hi0 : hi1;
+}
+
+// The keys any row of the query tile [t0, t1) may see. The tile loop starts at lo rounded down to a multiple of `tile`.
+SK_HD inline void flash_tile_keys(const AttnSpec& spec, int t0, int t1, int T, int* lo, int* hi) {
+    flash_interval_hull(attn_visible_keys, spec, t0, t1, T, lo, hi);
+}
+
+// The part of a row's visible keys [lo, hi) inside the key tile [k0, k0 + kn): [*j0, *j1), empty when j0 >= j1.
+SK_HD inline void flash_tile_span(int lo, int hi, int k0, int kn, int* j0, int* j1) {
+    *j0 = lo > k0 ? lo : k0;
+    *j1 = hi < k0 + kn ? hi : k0 + kn;
 }
 
 // One query row. HS, the head size, sizes the registers.
@@ -59,7 +71,8 @@ SK_HD inline void flash_row_slot(FlashRow<HS>* r, const AttnSpec& spec, float s_
 template <int HS>
 SK_HD inline void flash_row_tile(FlashRow<HS>* r, const AttnSpec& spec, const float* ks, const float* vs, int k0,
                                  int kn, float tau, int pass, int T, float* s) {
-    int j0 = r->lo > k0 ? r->lo : k0, j1 = r->hi < k0 + kn ? r->hi : k0 + kn;
+    int j0, j1;
+    flash_tile_span(r->lo, r->hi, k0, kn, &j0, &j1);
     if (j0 >= j1) return;
     for (int j = j0; j < j1; j++) {
         const float* kj = ks + (size_t)(j - k0) * HS;
@@ -119,7 +132,7 @@ SK_HD inline void flash_grad_row_begin(FlashGradRow<HS>* r, const AttnSpec& spec
     }
     r->st = st;
     attn_visible_keys(spec, t, T, &r->lo, &r->hi);
-    if (spec.variant == ATTN_CLIPPED) r->D = 0;  // summed by flash_clipped_D_tile and flash_dq_slot instead
+    if (spec.variant == ATTN_CLIPPED) r->D = 0;  // summed by flash_clipped_D_slot and flash_clipped_D_tile instead
 }
 
 // The score of this row against one key row (HS values), and dO . v.
@@ -136,11 +149,12 @@ SK_HD inline void flash_grad_terms(const FlashGradRow<HS>* r, const float* kj, c
 }
 
 // Clipped softmax only: add a key tile's terms to D (a pass before the dq and dk/dv passes; the slot's term comes
-// from flash_dq_slot with add_clipped_D set).
+// from flash_clipped_D_slot).
 template <int HS>
 SK_HD inline void flash_clipped_D_tile(FlashGradRow<HS>* r, const AttnSpec& spec, const float* ks, const float* vs,
                                        int k0, int kn, float tau, int T) {
-    int j0 = r->lo > k0 ? r->lo : k0, j1 = r->hi < k0 + kn ? r->hi : k0 + kn;
+    int j0, j1;
+    flash_tile_span(r->lo, r->hi, k0, kn, &j0, &j1);
     for (int j = j0; j < j1; j++) {
         float s, dp;
         flash_grad_terms(r, ks + (size_t)(j - k0) * HS, vs + (size_t)(j - k0) * HS, tau, &s, &dp);
@@ -148,19 +162,27 @@ SK_HD inline void flash_clipped_D_tile(FlashGradRow<HS>* r, const AttnSpec& spec
     }
 }
 
-// The slot entry: its score s_slot and value v_slot (null: none). With add_clipped_D (clipped softmax, before the
-// key tiles) it only adds the slot's term to D; otherwise it returns ds_* and p_*.
+// dO . v* of the slot (0 without a value)
 template <int HS>
-SK_HD inline void flash_dq_slot(FlashGradRow<HS>* r, const AttnSpec& spec, float s_slot, const float* v_slot,
-                                bool add_clipped_D, int T, float* ds_slot, float* p_slot) {
+SK_HD inline float flash_slot_dp(const FlashGradRow<HS>* r, const float* v_slot) {
     float dp = 0;
     if (v_slot)
         for (int d = 0; d < HS; d++) dp = sk_fma(r->dout[d], v_slot[d], dp);
-    if (add_clipped_D) {
-        r->D += attn_stream_clipped_dterm(spec, r->st, s_slot, dp, T);
-        return;
-    }
-    *ds_slot = attn_stream_dscore(spec, r->st, s_slot, dp, r->D, T);
+    return dp;
+}
+
+// Clipped softmax only: add the slot's term (score s_slot, value v_slot or null) to D, before the key tiles.
+template <int HS>
+SK_HD inline void flash_clipped_D_slot(FlashGradRow<HS>* r, const AttnSpec& spec, float s_slot, const float* v_slot,
+                                       int T) {
+    r->D += attn_stream_clipped_dterm(spec, r->st, s_slot, flash_slot_dp(r, v_slot), T);
+}
+
+// The slot entry's ds_* and p_* (score s_slot, value v_slot or null), once D is complete.
+template <int HS>
+SK_HD inline void flash_dq_slot(const FlashGradRow<HS>* r, const AttnSpec& spec, float s_slot, const float* v_slot,
+                                int T, float* ds_slot, float* p_slot) {
+    *ds_slot = attn_stream_dscore(spec, r->st, s_slot, flash_slot_dp(r, v_slot), r->D, T);
     *p_slot = attn_stream_weight(spec, r->st, s_slot, T);
 }
 
@@ -168,7 +190,8 @@ SK_HD inline void flash_dq_slot(FlashGradRow<HS>* r, const AttnSpec& spec, float
 template <int HS>
 SK_HD inline void flash_dq_tile(FlashGradRow<HS>* r, const AttnSpec& spec, const float* ks, const float* vs, int k0,
                                 int kn, float tau, int T) {
-    int j0 = r->lo > k0 ? r->lo : k0, j1 = r->hi < k0 + kn ? r->hi : k0 + kn;
+    int j0, j1;
+    flash_tile_span(r->lo, r->hi, k0, kn, &j0, &j1);
     for (int j = j0; j < j1; j++) {
         const float* kj = ks + (size_t)(j - k0) * HS;
         float s, dp;
@@ -196,12 +219,7 @@ SK_HD inline void flash_dkv_tile(float* dk, float* dv, const AttnSpec& spec, con
     }
 }
 
-// The query rows that may see some key of the key tile [j0, j1): one interval (attn_visible_queries of each key is
-// one, and both ends never decrease with j).
+// The query rows that may see some key of the key tile [j0, j1).
 SK_HD inline void flash_tile_queries(const AttnSpec& spec, int j0, int j1, int T, int* lo, int* hi) {
-    int lo0, hi0, lo1, hi1;
-    attn_visible_queries(spec, j0, T, &lo0, &hi0);
-    attn_visible_queries(spec, j1 - 1, T, &lo1, &hi1);
-    *lo = lo0 < lo1 ? lo0 : lo1;
-    *hi = hi0 > hi1 ? hi0 : hi1;
+    flash_interval_hull(attn_visible_queries, spec, j0, j1, T, lo, hi);
 }

@@ -389,7 +389,7 @@ TEST_CASE("the flash backward's row functions over tiles equal the row form's gr
                                              &out[(size_t)t * hs], t, T);
                     if (spec.variant == ATTN_CLIPPED) {
                         for (int t = t0; t < t1 && slot; t++)
-                            flash_dq_slot(&rows[t], spec, slot_score_of(t), v_slot, true, T, nullptr, nullptr);
+                            flash_clipped_D_slot(&rows[t], spec, slot_score_of(t), v_slot, T);
                         for (int k0 = klo; k0 < khi; k0 += tile) {
                             stage(k0);
                             for (int t = t0; t < t1; t++)
@@ -397,7 +397,7 @@ TEST_CASE("the flash backward's row functions over tiles equal the row form's gr
                         }
                     }
                     for (int t = t0; t < t1 && slot; t++) {
-                        flash_dq_slot(&rows[t], spec, slot_score_of(t), v_slot, false, T, &dss[t], &ps[t]);
+                        flash_dq_slot(&rows[t], spec, slot_score_of(t), v_slot, T, &dss[t], &ps[t]);
                         if (spec.slot == SLOT_KV)
                             for (int d = 0; d < hs; d++) rows[t].dq[d] = sk_fma(dss[t] * tau, kstar[d], rows[t].dq[d]);
                     }
