@@ -1,23 +1,27 @@
 /*
-train_gpt.cu: the GPU trainer of sinkscope. CUDA, one NVIDIA GPU (sm_80 or newer), fp32.
+train_gpt.cu: the GPU trainer of sinkscope. CUDA, one NVIDIA GPU (sm_80 or newer), fp32 storage.
 
 What it is: the CPU reference trainer, train_gpt_cpu.cpp, compiled by nvcc. Its layers are loops over output
-elements, sk_for (common/backend.h); here every such loop is a CUDA kernel with one thread per element, the matmul is
-gemm_by_element (one thread per output element, k in order), and the model lives in device memory (cudaMalloc). The
+elements, sk_for (common/backend.h); here every such loop is a CUDA kernel with one thread per element, the exact
+matmul is gemm_by_element (one thread per output element, k in order), and the model lives in device memory. The
 host code (common/trainer.h: flags, data, the loop, log, checkpoints, sink metrics, sampling, --check-state) is the
 CPU trainer's own and reaches the model only through the engine interface (common/engine.h), whose uploads and
 downloads are the only copies between host and device. So the GPU trainer has everything the CPU one has, with no
 second copy of any of it: the same flags (./train_gpt --help), files, log and metrics.
 
-Exactness: each element is computed by the same statements in the same order as on the CPU, and only with IEEE 754
-operations, which are correctly rounded on both: +, -, *, /, sqrt, fma (nvcc's -fmad=false keeps it from fusing on
-its own, like g++'s -ffp-contract=off), and exp, log and tanh from common/numerics.h, which are built from those
-operations rather than taken from CUDA's or glibc's math library (whose last bits differ). So a GPU run is meant to
-reproduce a CPU run bit for bit; test/test_gpu.cpp checks that where a GPU exists (docs/gpu.md says what has been run).
+Two engines (--engine; docs/gpu.md). Exact (--exact): each element is computed by the same statements in the same
+order as on the CPU, and only with IEEE 754 operations, which are correctly rounded on both: +, -, *, /, sqrt, fma
+(nvcc's -fmad=false keeps it from fusing on its own, like g++'s -ffp-contract=off), and exp, log and tanh from
+common/numerics.h, which are built from those operations rather than taken from CUDA's or glibc's math library
+(whose last bits differ). So an exact GPU run is meant to reproduce a CPU run bit for bit; test/test_gpu.cpp checks
+that where a GPU exists (docs/gpu.md says what has been run). Fast (the default here): the matmuls go to cuBLAS
+(kernels/matmul_cublas.cuh; --precision fp32, tf32 or bf16) and training streams its attention key tile by key tile
+(attention_forward_stream: no T x T matrices); within a tolerance of the exact engine, which --check-fast measures.
 
-What it is not (yet): fast. These are the reference loop bodies, one thread per output element. Kernel launches are
-queued on one stream and the host waits only where it reads a result; SK_SYNC=1 synchronises after every launch to
-locate a fault.
+What it is not (yet): fast everywhere. Besides the matmuls and the streamed attention, the layers are the reference
+loop bodies, one thread per output element (the norms' weight gradients and the bias gradients sum over B x T rows in
+a few threads). Kernel launches are queued on one stream and the host waits only where it reads a result; SK_SYNC=1
+synchronises after every launch to locate a fault.
 
 Build and run:  make train_gpt && ./train_gpt --help     (same flags as ./train_gpt_cpu)
                 Without a GPU it stops with "no CUDA GPU is visible" and names the CPU trainer to use instead.

@@ -13,8 +13,9 @@ Build and run:  make train_gpt_cpu && ./train_gpt_cpu --help      (make train: d
 Tests:          make test   (the tests #include this file with TESTING defined, as llm.c's test does)
 
 Reading order: the matmul; the layers, each a forward/backward pair; attention, first the plain causal softmax
-(what the default model runs), then the general form every variant goes through; the model (parameters,
-activations, the per-layer view); forward; backward; update; the engine; main.
+(what the default model runs), then the general form every variant goes through, then its streamed form (the fast
+engine's: no T x T matrices); the model (parameters, activations, the per-layer view); forward; backward; update;
+the engine (exact, or fast: --engine); main.
 
 Five things to know before reading:
   - template <typename F>: every layer is written once for a float type F: float in the trainer, double in the
@@ -46,6 +47,8 @@ vocab, L layers, OC output channels.
 #include <string.h>
 #include <algorithm>
 #include <memory>
+#include <string>
+#include <type_traits>
 #include <vector>
 
 #include "attention_variants.cuh"
@@ -55,9 +58,10 @@ vocab, L layers, OC output channels.
 #include "common/numerics.h"
 #include "common/profile.h"
 #include "common/trainer.h"
-#ifndef __CUDACC__
-#include <type_traits>
-
+#ifdef __CUDACC__
+#include "kernels/gemm_exact.cuh"
+#include "kernels/matmul_cublas.cuh"
+#else
 #include "cpu/activations.h"
 #include "cpu/attention.h"
 #include "cpu/gemm.h"
@@ -67,9 +71,9 @@ vocab, L layers, OC output channels.
 // matmul. One kernel serves the forward and both backward products:
 //   out[m,n] = init[m,n] + sum_{k=0..K-1} A(m,k) * B(k,n)     (k in increasing order, one fma per term)
 // where A(m,k) = A[m*lda + k] (or A[k*lda + m], transposed) and B(k,n) = B[k*ldb + n] (or B[n*ldb + k]), so no
-// operand is ever transposed in memory. gemm_by_element is that formula, one output element per loop index: the GPU
-// build runs it. The CPU runs gemm_blocked (cpu/gemm.h): the same sums, packed and cache-blocked, tested equal to
-// gemm_by_element bit for bit.
+// operand is ever transposed in memory. gemm_by_element is that formula, one output element per loop index. The CPU
+// runs gemm_blocked (cpu/gemm.h), the GPU's exact engine gemm_exact_tiled (kernels/gemm_exact.cuh): the same sums,
+// tiled for reuse, each tested equal to gemm_by_element bit for bit.
 
 template <typename F>
 static void gemm_by_element(F* out, const F* A, int lda, bool a_t, const F* B, int ldb, bool b_t, int M, int K,
@@ -86,11 +90,20 @@ static void gemm_by_element(F* out, const F* A, int lda, bool a_t, const F* B, i
     });
 }
 
+// The fast engine's matmuls on a GPU go to cuBLAS in this precision (kernels/matmul_cublas.cuh; not bit for bit);
+// -1, the exact engine's, keeps the formula's bits. ModelEngine sets it for each call into the model.
+static int matmul_fast_precision = -1;
+
 template <typename F>
 static void gemm(F* out, const F* A, int lda, bool a_t, const F* B, int ldb, bool b_t, int M, int K, int N,
                  const F* bias, bool accumulate) {
 #ifdef __CUDACC__
-    gemm_by_element(out, A, lda, a_t, B, ldb, b_t, M, K, N, bias, accumulate);
+    bool fast = false;
+    if constexpr (std::is_same<F, float>::value) fast = matmul_fast_precision >= 0;
+    if constexpr (std::is_same<F, float>::value)
+        if (fast) gemm_cublas(out, A, lda, a_t, B, ldb, b_t, M, K, N, bias, accumulate, matmul_fast_precision);
+    if (!fast) gemm_exact_tiled(out, A, lda, a_t, B, ldb, b_t, M, K, N, bias, accumulate);
+    if (sk_sync_each_launch()) SK_CUDA(cudaDeviceSynchronize());
 #else
     gemm_blocked(out, A, lda, a_t, B, ldb, b_t, M, K, N, bias, accumulate);
 #endif
@@ -103,10 +116,48 @@ static void matmul_forward(F* out, const F* inp, const F* weight, const F* bias,
     gemm(out, inp, C, false, weight, C, true, BT, C, OC, bias, false);
 }
 
+// Sums over the B x T rows of a column (bias and norm-weight gradients) run, in the exact engine, as one thread per
+// column adding its rows in order: on a GPU a few hundred threads for millions of terms. The fast engine sums the rows
+// in chunks of ROW_CHUNK instead (chunked_row_sums): a partial sum per (chunk, column), then each column adds its
+// partials in chunk order. Deterministic, and chunks x columns threads; not the exact engine's bits. ModelEngine sets
+// it for each call into the model, as matmul_fast_precision.
+#define ROW_CHUNK 256
+static bool chunked_row_sums = false;
+
+// The partial sums' memory: n values, kept between calls (one buffer per float type).
+template <typename F>
+static F* row_sum_scratch(size_t n) {
+    static SkBuffer<F> scratch;
+    if (scratch.size() < n) scratch.reserve_exactly(n);
+    return scratch.data();
+}
+
+// dsum[o] += sum_{bt} x[bt, o] for o < OC in chunks of ROW_CHUNK rows (the fast engine's column_sums)
+template <typename F>
+static void column_sums_chunked(F* dsum, const F* x, int BT, int OC) {
+    size_t chunks = ((size_t)BT + ROW_CHUNK - 1) / ROW_CHUNK;
+    F* part = row_sum_scratch<F>(chunks * OC);
+    sk_for(chunks * OC, SK_LAMBDA(size_t i) {
+        size_t c = i / OC, o = i % OC, end = (c + 1) * ROW_CHUNK < (size_t)BT ? (c + 1) * ROW_CHUNK : (size_t)BT;
+        F sum = 0;
+        for (size_t bt = c * ROW_CHUNK; bt < end; bt++) sum += x[bt * OC + o];
+        part[i] = sum;
+    });
+    sk_for(OC, SK_LAMBDA(size_t o) {
+        F sum = dsum[o];
+        for (size_t c = 0; c < chunks; c++) sum += part[c * OC + o];
+        dsum[o] = sum;
+    });
+}
+
 // dsum[o] += sum_{bt in order} x[bt, o] for o < OC: the column sums of a (BT, OC) matrix, a thread per block of
 // columns and the columns of a block side by side (each column still adds its rows in order)
 template <typename F>
 static void column_sums(F* dsum, const F* x, int BT, int OC) {
+    if (chunked_row_sums) {
+        column_sums_chunked(dsum, x, BT, OC);
+        return;
+    }
     const int W = 64;
     sk_for(((size_t)OC + W - 1) / W, SK_LAMBDA(size_t blk) {
         size_t o0 = blk * W, w = (size_t)OC - o0 < (size_t)W ? (size_t)OC - o0 : (size_t)W;
@@ -159,9 +210,39 @@ static void norm_forward(F* out, F* mean, F* rstd, const F* inp, const F* w, con
     });
 }
 
+// dw += sum_bt dy * n and db += sum_bt dy in chunks of ROW_CHUNK rows (the fast engine's; see column_sums_chunked)
+template <typename F>
+static void norm_backward_params_chunked(F* dw, F* db, const F* dout, const F* inp, const F* mean, const F* rstd,
+                                         int BT, int C) {
+    size_t chunks = ((size_t)BT + ROW_CHUNK - 1) / ROW_CHUNK;
+    F* part = row_sum_scratch<F>(2 * chunks * C);  // [dw partials | db partials]
+    sk_for(chunks * C, SK_LAMBDA(size_t k) {
+        size_t c = k / C, i = k % C, end = (c + 1) * ROW_CHUNK < (size_t)BT ? (c + 1) * ROW_CHUNK : (size_t)BT;
+        F gw = 0, gb = 0;
+        for (size_t bt = c * ROW_CHUNK; bt < end; bt++) {
+            F n = (inp[bt * C + i] - mean[bt]) * rstd[bt];
+            F dy = dout[bt * C + i];
+            gw = sk_fma(dy, n, gw);
+            gb += dy;
+        }
+        part[k] = gw;
+        part[chunks * C + k] = gb;
+    });
+    sk_for(C, SK_LAMBDA(size_t i) {
+        F gw = dw[i], gb = db ? db[i] : F(0);
+        for (size_t c = 0; c < chunks; c++) {
+            gw += part[c * C + i];
+            gb += part[chunks * C + c * C + i];
+        }
+        dw[i] = gw;
+        if (db) db[i] = gb;
+    });
+}
+
 // backward of: y = n * w + b, n = (x - mean) * rstd
 //   dx += rstd * (dn - mean(dn) - n * mean(dn * n)),  dn = dy * w    (RMSNorm drops the mean(dn) term)
-//   dw += sum_bt dy * n,  db += sum_bt dy                (sums over bt in order, one thread per channel)
+//   dw += sum_bt dy * n,  db += sum_bt dy                (sums over bt in order, one thread per channel; the fast
+//                                                         engine: in chunks, norm_backward_params_chunked)
 template <typename F>
 static void norm_backward(F* dinp, F* dw, F* db, const F* dout, const F* inp, const F* w, const F* mean,
                           const F* rstd, int BT, int C, int kind) {
@@ -185,6 +266,10 @@ static void norm_backward(F* dinp, F* dw, F* db, const F* dout, const F* inp, co
             dx[i] += s * (dy[i] * w[i] - dn_mean - n * dn_n_mean);
         }
     });
+    if (chunked_row_sums) {
+        norm_backward_params_chunked(dw, db, dout, inp, mean, rstd, BT, C);
+        return;
+    }
     sk_for(C, SK_LAMBDA(size_t i) {
         F gw = dw[i], gb = db ? db[i] : F(0);
         for (int bt = 0; bt < BT; bt++) {
@@ -327,20 +412,50 @@ static void embedding_forward(F* out, const int* tokens, const F* wte, const F* 
     });
 }
 
-// backward of: x0[b,t] = wte[tok[b,t]] + wpe[t].  One thread per channel, (b,t) in order, so repeated tokens
-// accumulate in a fixed order:  dwte[tok] += dx0[b,t] (dsink_token for id -1);  dwpe[t] += dx0[b,t]
+// The (b, t) positions of a batch grouped by token id, each group in (b, t) order, for embedding_backward; built on
+// the host, which has the tokens. packed = [start (n + 1) | id (n) | order (BT)]: group g is token id[g] (-1: the
+// sink token) at positions order[start[g] .. start[g + 1]). Returns n, the number of distinct ids.
+static int group_positions_by_token(const int* tokens, int BT, std::vector<int>* packed) {
+    std::vector<int> order(BT);
+    for (int i = 0; i < BT; i++) order[i] = i;
+    std::stable_sort(order.begin(), order.end(), [&](int x, int y) { return tokens[x] < tokens[y]; });
+    std::vector<int> start, id;
+    for (int i = 0; i < BT; i++)
+        if (i == 0 || tokens[order[i]] != tokens[order[i - 1]]) {
+            start.push_back(i);
+            id.push_back(tokens[order[i]]);
+        }
+    start.push_back(BT);
+    *packed = start;
+    packed->insert(packed->end(), id.begin(), id.end());
+    packed->insert(packed->end(), order.begin(), order.end());
+    return (int)id.size();
+}
+
+// backward of: x0[b,t] = wte[tok[b,t]] + wpe[t]:
+//   dwte[tok] += dx0[b,t] (dsink_token for id -1): one thread per (token of the batch, channel), its positions in
+//                (b, t) order (groups: group_positions_by_token, n of them)
+//   dwpe[t] += dx0[b,t]: one thread per (t, channel), b in order
+// Each element adds its terms in (b, t) order, one at a time, as a single thread walking every position would.
 template <typename F>
-static void embedding_backward(F* dwte, F* dsink_token, F* dwpe, const F* dout, const int* tokens, int B,
+static void embedding_backward(F* dwte, F* dsink_token, F* dwpe, const F* dout, const int* groups, int n, int B,
                                int T, int C) {
     SK_PROFILE_SCOPE(PROF_ACTIVATION);
-    sk_for(C, SK_LAMBDA(size_t i) {
-        for (int bt = 0; bt < B * T; bt++) {
-            F d = dout[(size_t)bt * C + i];
-            if (tokens[bt] >= 0) dwte[(size_t)tokens[bt] * C + i] += d;
-            else dsink_token[i] += d;
-            if (dwpe) dwpe[(size_t)(bt % T) * C + i] += d;
-        }
+    const int *start = groups, *id = groups + n + 1, *order = groups + 2 * n + 1;
+    sk_for((size_t)n * C, SK_LAMBDA(size_t k) {
+        size_t g = k / C, i = k % C;
+        F* d = id[g] >= 0 ? dwte + (size_t)id[g] * C + i : dsink_token + i;
+        F acc = *d;
+        for (int p = start[g]; p < start[g + 1]; p++) acc += dout[(size_t)order[p] * C + i];
+        *d = acc;
     });
+    if (dwpe)
+        sk_for((size_t)T * C, SK_LAMBDA(size_t k) {
+            size_t t = k / C, i = k % C;
+            F acc = dwpe[k];
+            for (int b = 0; b < B; b++) acc += dout[((size_t)b * T + t) * C + i];
+            dwpe[k] = acc;
+        });
 }
 
 // -----------------------------------------------------------------------------------------------------------
@@ -485,34 +600,41 @@ struct AttnParamGrads {
     F* partial;
 };
 
+// The score of query row qt (position t) against key row kj (position j) of head h: tau * (q . k), d in order,
+// then ALiBi's -m_h |t - j| (rows inside a bidirectional prefix see keys j > t).
+template <typename F>
+SK_HD static inline F attention_key_score(const AttnParams<F>& ap, const F* qt, const F* kj, int h, int t, int j,
+                                          int hs, F tau) {
+    F dot = 0;
+    for (int d = 0; d < hs; d++) dot = sk_fma(qt[d], kj[d], dot);
+    F s = dot * tau;
+    if (ap.alibi) s -= F(ap.alibi[h]) * F(t > j ? t - j : j - t);
+    return s;
+}
+
+// The slot's score for query row qt of head h (only when the variant has a slot): tau q . k*, sigma_h or 0.
+template <typename F>
+SK_HD static inline F attention_slot_score(const AttnParams<F>& ap, const F* qt, int h, int hs, F tau) {
+    if (ap.spec.slot == SLOT_KV) {
+        const F* ks = ap.kstar + (size_t)(ap.shared ? 0 : h) * hs;
+        F dot = 0;
+        for (int d = 0; d < hs; d++) dot = sk_fma(qt[d], ks[d], dot);
+        return dot * tau;
+    }
+    return ap.spec.slot == SLOT_LOGIT ? ap.sink_logit[h] : F(0);
+}
+
 // The scores of query t of head h: s[0] = the slot score when the variant has a slot, then keys lo..hi-1.
 // Returns the row length. Forward and backward both call this, so recomputed scores are bit-identical.
 template <typename F>
 SK_HD static inline int attention_row_scores(F* s, const AttnParams<F>& ap, const F* q, const F* k,
                                              int qk_stride, int b, int h, int t, int T, int hs, F tau, int lo,
                                              int hi) {
-    const AttnSpec& spec = ap.spec;
     const F* qt = q + ((size_t)b * T + t) * qk_stride + h * hs;
     int n = 0;
-    if (spec.slot == SLOT_KV) {
-        const F* ks = ap.kstar + (size_t)(ap.shared ? 0 : h) * hs;
-        F dot = 0;
-        for (int d = 0; d < hs; d++) dot = sk_fma(qt[d], ks[d], dot);
-        s[n++] = dot * tau;
-    } else if (spec.slot == SLOT_LOGIT) {
-        s[n++] = ap.sink_logit[h];
-    } else if (spec.slot == SLOT_ZERO) {
-        s[n++] = 0;
-    }
-    for (int j = lo; j < hi; j++) {
-        const F* kj = k + ((size_t)b * T + j) * qk_stride + h * hs;
-        F dot = 0;
-        for (int d = 0; d < hs; d++) dot = sk_fma(qt[d], kj[d], dot);
-        F sj = dot * tau;
-        // ALiBi: -m_h |t - j| (rows inside a bidirectional prefix see keys j > t)
-        if (ap.alibi) sj -= F(ap.alibi[h]) * F(t > j ? t - j : j - t);
-        s[n++] = sj;
-    }
+    if (attn_has_slot(ap.spec)) s[n++] = attention_slot_score(ap, qt, h, hs, tau);
+    for (int j = lo; j < hi; j++)
+        s[n++] = attention_key_score(ap, qt, k + ((size_t)b * T + j) * qk_stride + h * hs, h, t, j, hs, tau);
     return n;
 }
 
@@ -640,10 +762,12 @@ static void attention_backward_keys(F* dk, int qk_stride, F* dv, const F* ds_row
 
 // backward of the slot and the value bias, for their parameters:
 //   per (b, h), t in order:  dk* += tau ds_t* q_t;  dv* += p_t* dO_t;  dsigma_h += ds_t*;  dv_bias += dO_t
-//   then each parameter entry adds those partials, b in order, then the heads that share the entry in order
+//   then each parameter entry adds those partials, b in order, then the heads that share the entry in order.
+// ds_t* of row r (b, h, t) is ds_slot[r * ds_stride]: the first entry of ds_rows (stride T + 1), or a (B, NH, T)
+// array (stride 1) in the streaming form.
 template <typename F>
-static void attention_backward_slot_params(const AttnParamGrads<F>& g, const F* ds_rows, const F* dout,
-                                           const F* q, int qk_stride, const F* att_slot,
+static void attention_backward_slot_params(const AttnParamGrads<F>& g, const F* ds_slot, size_t ds_stride,
+                                           const F* dout, const F* q, int qk_stride, const F* att_slot,
                                            const AttnParams<F>& ap, int B, int T, int C, int NH) {
     if (!g.partial) return;
     AttnSpec spec = ap.spec;
@@ -661,13 +785,13 @@ static void attention_backward_slot_params(const AttnParamGrads<F>& g, const F* 
             const F* qt = q + ((size_t)b * T + t) * qk_stride + h * hs;
             const F* dy = dout + ((size_t)b * T + t) * C + h * hs;
             if (spec.slot == SLOT_KV) {
-                F gs = ds_rows[r * (T + 1)] * tau, ps = att_slot[r];
+                F gs = ds_slot[r * ds_stride] * tau, ps = att_slot[r];
                 for (int d = 0; d < hs; d++) {
                     part[d] = sk_fma(gs, qt[d], part[d]);
                     if (spec.vstar == VSTAR_LEARN) part[hs + d] = sk_fma(ps, dy[d], part[hs + d]);
                 }
             } else if (spec.slot == SLOT_LOGIT) {
-                part[3 * hs] += ds_rows[r * (T + 1)];
+                part[3 * hs] += ds_slot[r * ds_stride];
             }
             if (vbias)
                 for (int d = 0; d < hs; d++) part[2 * hs + d] += dy[d];
@@ -700,9 +824,248 @@ static void attention_backward(F* dq, F* dk, int qk_stride, F* dv, const AttnPar
     SK_PROFILE_SCOPE(PROF_ATTENTION);
     attention_backward_rows(dq, qk_stride, ds_rows, work, dout, q, k, v, att, att_slot, ap, B, T, C, NH);
     attention_backward_keys(dk, qk_stride, dv, ds_rows, dout, q, att, ap, B, T, C, NH);
-    attention_backward_slot_params(g, ds_rows, dout, q, qk_stride, att_slot, ap, B, T, C, NH);
+    attention_backward_slot_params(g, (const F*)ds_rows, (size_t)T + 1, dout, q, qk_stride, att_slot, ap, B, T, C,
+                                   NH);
 }
 
+// -----------------------------------------------------------------------------------------------------------
+// attention, streamed: the fast engine's form of the general attention above (--engine fast). The same scores
+// (attention_key_score, attention_slot_score) and the same row maps, but each row runs key tile by key tile through
+// the streaming forms of attention_variants.cuh: a row keeps two numbers (m, l) instead of its T weights, so nothing
+// of size T x T exists, forward or backward. The sums are reordered, so it equals the row form up to rounding, not
+// bit for bit (test_engine.cpp measures it; the exact engine keeps the row form). One loop index per row (forward,
+// dq) or per key (dk, dv); HS, the head size, is a compile-time constant, so on a GPU a thread keeps its query,
+// accumulators and output in registers, and the threads of a warp (neighbouring rows of one head) read the same key.
+//   forward, row (b,h,t):  (m, l) and acc over the slot, then keys lo..hi-1 in tiles of ATTN_STREAM_TILE;
+//                          y_t = acc * out_scale (+ v_bias);  keeps (m, l) and the slot's weight p_*
+//   backward, row:         D_t = dO_t . O_t  (O = y - v_bias; clipped softmax: its D terms summed over the row);
+//                          dp_tj = dO_t . v_j,  ds_tj = dscore(s_tj, dp_tj, D_t);  dq_t += tau (ds_* k* + sum_j ds_tj k_j)
+//                          keeps D_t and ds_*
+//   backward, key (b,h,j): dk_j += tau sum_t ds_tj q_t;  dv_j += sum_t p_tj dO_t     (the rows t that see j, in order)
+//   then the slot parameters from ds_* and p_* (attention_backward_slot_params).
+
+#define ATTN_STREAM_TILE 32  // keys scored at a time (a row's scratch)
+
+// The head sizes the streamed attention is compiled for; other sizes take the row form.
+static inline bool attention_stream_supports(int hs) {
+    return hs == 4 || hs == 8 || hs == 16 || hs == 32 || hs == 64 || hs == 128;
+}
+
+// One layer's streamed attention: q, k (rows at qk_stride), v (rows at 3C) in; y, the row states and p_* out; in the
+// backward dO in, dq, dk, dv accumulated, D and ds_* as scratch.
+template <typename F>
+struct StreamAttn {
+    AttnParams<F> ap;
+    const F *q, *k, *v;
+    int qk_stride, B, T, C, NH;
+    F* y;         // (B, T, C) the core output
+    F* state;     // (B, NH, T, 2) each row's final (m, l)
+    F* att_slot;  // (B, NH, T) the slot's weight p_* (slot variants)
+    const F* dout;
+    F *dq, *dk, *dv;
+    F* D;        // (B, NH, T)
+    F* ds_slot;  // (B, NH, T) (slot variants)
+};
+
+enum { STREAM_FORWARD, STREAM_GRAD_ROWS, STREAM_GRAD_KEYS };
+
+// The slot's value v* of head h into vs (HS values); false when the slot has no value.
+template <int HS, typename F>
+SK_HD static inline bool attention_stream_slot_value(F* vs, const AttnParams<F>& ap, int h) {
+    if (!attention_slot_has_value(ap.spec)) return false;
+    for (int d = 0; d < HS; d++) vs[d] = attention_slot_value(ap, h, HS, d);
+    return true;
+}
+
+// forward of row r = (b, h, t)
+template <int HS, typename F>
+SK_HD static inline void attention_stream_forward_row(const StreamAttn<F>& sa, size_t r) {
+    const AttnParams<F>& ap = sa.ap;
+    const AttnSpec& spec = ap.spec;
+    int T = sa.T, C = sa.C, NH = sa.NH, b = (int)(r / ((size_t)NH * T)), h = (int)(r / T % NH), t = (int)(r % T);
+    F tau = F(1) / sk_sqrt(F(HS));
+    F q[HS], acc[HS], vs[HS], s[ATTN_STREAM_TILE];
+    const F* qt = sa.q + ((size_t)b * T + t) * sa.qk_stride + h * HS;
+    for (int d = 0; d < HS; d++) {
+        q[d] = qt[d];
+        acc[d] = 0;
+    }
+    bool slot = attn_has_slot(spec), one_pass = attn_stream_one_pass(spec);
+    const F* v_slot = attention_stream_slot_value<HS>(vs, ap, h) ? vs : nullptr;
+    F s_slot = slot ? attention_slot_score(ap, (const F*)q, h, HS, tau) : F(0);
+    int lo, hi;
+    attn_visible_keys(spec, t, T, &lo, &hi);
+    AttnStreamState<F> st = attn_stream_init<F>(spec);
+    for (int pass = 0; pass < (one_pass ? 1 : 2); pass++) {  // clipped: statistics, then weights
+        if (slot) {
+            if (pass == 0) attn_stream_tile(spec, &st, &s_slot, v_slot, HS, 1, HS, one_pass ? acc : nullptr);
+            else attn_stream_accumulate(spec, st, &s_slot, v_slot, HS, 1, HS, acc, T);
+        }
+        for (int k0 = lo; k0 < hi; k0 += ATTN_STREAM_TILE) {
+            int n = hi - k0 < ATTN_STREAM_TILE ? hi - k0 : ATTN_STREAM_TILE;
+            for (int i = 0; i < n; i++)
+                s[i] = attention_key_score(ap, (const F*)q, sa.k + ((size_t)b * T + k0 + i) * sa.qk_stride + h * HS,
+                                           h, t, k0 + i, HS, tau);
+            const F* vt = sa.v + ((size_t)b * T + k0) * 3 * C + h * HS;
+            if (pass == 0) attn_stream_tile(spec, &st, (const F*)s, vt, 3 * C, n, HS, one_pass ? acc : nullptr);
+            else attn_stream_accumulate(spec, st, (const F*)s, vt, 3 * C, n, HS, acc, T);
+        }
+    }
+    F f = attn_stream_out_scale(spec, st);
+    F* y = sa.y + ((size_t)b * T + t) * C + h * HS;
+    for (int d = 0; d < HS; d++) y[d] = acc[d] * f;
+    if (ap.vbias)
+        for (int d = 0; d < HS; d++) y[d] += ap.vbias[(size_t)(ap.shared ? 0 : h) * HS + d];
+    sa.state[2 * r] = st.m;
+    sa.state[2 * r + 1] = st.l;
+    if (slot) sa.att_slot[r] = attn_stream_weight(spec, st, s_slot, T);
+}
+
+// dO_t . v (HS values), d in order
+template <int HS, typename F>
+SK_HD static inline F attention_stream_dp(const F* dy, const F* v) {
+    F dot = 0;
+    for (int d = 0; d < HS; d++) dot = sk_fma(dy[d], v[d], dot);
+    return dot;
+}
+
+// backward of row r = (b, h, t): D_t, ds_*, and dq_t
+template <int HS, typename F>
+SK_HD static inline void attention_stream_grad_row(const StreamAttn<F>& sa, size_t r) {
+    const AttnParams<F>& ap = sa.ap;
+    const AttnSpec& spec = ap.spec;
+    int T = sa.T, C = sa.C, NH = sa.NH, b = (int)(r / ((size_t)NH * T)), h = (int)(r / T % NH), t = (int)(r % T);
+    F tau = F(1) / sk_sqrt(F(HS));
+    F q[HS], dy[HS], dq[HS], vs[HS];
+    size_t bt = (size_t)b * T + t;
+    const F *qt = sa.q + bt * sa.qk_stride + h * HS, *dyt = sa.dout + bt * C + h * HS, *yt = sa.y + bt * C + h * HS;
+    F* dqt = sa.dq + bt * sa.qk_stride + h * HS;
+    for (int d = 0; d < HS; d++) {
+        q[d] = qt[d];
+        dy[d] = dyt[d];
+        dq[d] = dqt[d];
+    }
+    AttnStreamState<F> st;
+    st.m = sa.state[2 * r];
+    st.l = sa.state[2 * r + 1];
+    bool slot = attn_has_slot(spec), clipped = !attn_stream_one_pass(spec);
+    const F* v_slot = attention_stream_slot_value<HS>(vs, ap, h) ? vs : nullptr;
+    F s_slot = slot ? attention_slot_score(ap, (const F*)q, h, HS, tau) : F(0);
+    F dp_slot = v_slot ? attention_stream_dp<HS>((const F*)dy, v_slot) : F(0);
+    int lo, hi;
+    attn_visible_keys(spec, t, T, &lo, &hi);
+    F D = 0;
+    if (!clipped) {
+        const F* vb = ap.vbias ? ap.vbias + (size_t)(ap.shared ? 0 : h) * HS : nullptr;
+        for (int d = 0; d < HS; d++) D = sk_fma(dy[d], vb ? yt[d] - vb[d] : yt[d], D);
+    } else {
+        if (slot) D += attn_stream_clipped_dterm(spec, st, s_slot, dp_slot, T);
+        for (int j = lo; j < hi; j++) {
+            size_t bj = (size_t)b * T + j;
+            F s = attention_key_score(ap, (const F*)q, sa.k + bj * sa.qk_stride + h * HS, h, t, j, HS, tau);
+            D += attn_stream_clipped_dterm(spec, st, s, attention_stream_dp<HS>((const F*)dy, sa.v + bj * 3 * C + h * HS), T);
+        }
+    }
+    sa.D[r] = D;
+    if (slot) {
+        F ds = attn_stream_dscore(spec, st, s_slot, dp_slot, D, T);
+        sa.ds_slot[r] = ds;
+        if (spec.slot == SLOT_KV) {
+            const F* ks = ap.kstar + (size_t)(ap.shared ? 0 : h) * HS;
+            F g = ds * tau;
+            for (int d = 0; d < HS; d++) dq[d] = sk_fma(g, ks[d], dq[d]);
+        }
+    }
+    for (int j = lo; j < hi; j++) {
+        size_t bj = (size_t)b * T + j;
+        const F* kj = sa.k + bj * sa.qk_stride + h * HS;
+        F s = attention_key_score(ap, (const F*)q, kj, h, t, j, HS, tau);
+        F dp = attention_stream_dp<HS>((const F*)dy, sa.v + bj * 3 * C + h * HS);
+        F g = attn_stream_dscore(spec, st, s, dp, D, T) * tau;
+        for (int d = 0; d < HS; d++) dq[d] = sk_fma(g, kj[d], dq[d]);
+    }
+    for (int d = 0; d < HS; d++) dqt[d] = dq[d];
+}
+
+// backward of key r = (b, h, j): dk_j and dv_j over the rows that see j
+template <int HS, typename F>
+SK_HD static inline void attention_stream_grad_key(const StreamAttn<F>& sa, size_t r) {
+    const AttnParams<F>& ap = sa.ap;
+    const AttnSpec& spec = ap.spec;
+    int T = sa.T, C = sa.C, NH = sa.NH, b = (int)(r / ((size_t)NH * T)), h = (int)(r / T % NH), j = (int)(r % T);
+    F tau = F(1) / sk_sqrt(F(HS));
+    F kj[HS], vj[HS], dk[HS], dv[HS];
+    size_t bj = (size_t)b * T + j;
+    F* dkj = sa.dk + bj * sa.qk_stride + h * HS;
+    F* dvj = sa.dv + bj * 3 * C + h * HS;
+    for (int d = 0; d < HS; d++) {
+        kj[d] = sa.k[bj * sa.qk_stride + h * HS + d];
+        vj[d] = sa.v[bj * 3 * C + h * HS + d];
+        dk[d] = dkj[d];
+        dv[d] = dvj[d];
+    }
+    size_t head = r - j;  // row (b, h, 0)
+    int t_lo, t_hi;
+    attn_visible_queries(spec, j, T, &t_lo, &t_hi);
+    for (int t = t_lo; t < t_hi; t++) {
+        size_t bt = (size_t)b * T + t;
+        const F *qt = sa.q + bt * sa.qk_stride + h * HS, *dyt = sa.dout + bt * C + h * HS;
+        AttnStreamState<F> st;
+        st.m = sa.state[2 * (head + t)];
+        st.l = sa.state[2 * (head + t) + 1];
+        F s = attention_key_score(ap, qt, (const F*)kj, h, t, j, HS, tau);
+        F dp = attention_stream_dp<HS>(dyt, (const F*)vj);
+        F g = attn_stream_dscore(spec, st, s, dp, sa.D[head + t], T) * tau, p = attn_stream_weight(spec, st, s, T);
+        for (int d = 0; d < HS; d++) {
+            dk[d] = sk_fma(g, qt[d], dk[d]);
+            dv[d] = sk_fma(p, dyt[d], dv[d]);
+        }
+    }
+    for (int d = 0; d < HS; d++) {
+        dkj[d] = dk[d];
+        dvj[d] = dv[d];
+    }
+}
+
+// One pass over every row (or key) for head size HS.
+template <int HS, typename F>
+static void attention_stream_pass_hs(int pass, const StreamAttn<F>& sa) {
+    size_t n = (size_t)sa.B * sa.NH * sa.T;
+    if (pass == STREAM_FORWARD) sk_for(n, SK_LAMBDA(size_t r) { attention_stream_forward_row<HS>(sa, r); });
+    if (pass == STREAM_GRAD_ROWS) sk_for(n, SK_LAMBDA(size_t r) { attention_stream_grad_row<HS>(sa, r); });
+    if (pass == STREAM_GRAD_KEYS) sk_for(n, SK_LAMBDA(size_t r) { attention_stream_grad_key<HS>(sa, r); });
+}
+
+template <typename F>
+static void attention_stream_pass(int pass, const StreamAttn<F>& sa) {
+    switch (sa.C / sa.NH) {
+    case 4: attention_stream_pass_hs<4>(pass, sa); break;
+    case 8: attention_stream_pass_hs<8>(pass, sa); break;
+    case 16: attention_stream_pass_hs<16>(pass, sa); break;
+    case 32: attention_stream_pass_hs<32>(pass, sa); break;
+    case 64: attention_stream_pass_hs<64>(pass, sa); break;
+    case 128: attention_stream_pass_hs<128>(pass, sa); break;
+    default: fail("internal: no streamed attention for head size %d", sa.C / sa.NH);
+    }
+}
+
+template <typename F>
+static void attention_forward_stream(const StreamAttn<F>& sa) {
+    SK_PROFILE_SCOPE(PROF_ATTENTION);
+    attention_stream_pass(STREAM_FORWARD, sa);
+}
+
+// backward of attention_forward_stream: rows (D, ds_*, dq), keys (dk, dv), then the slot parameters.
+template <typename F>
+static void attention_backward_stream(const StreamAttn<F>& sa, const AttnParamGrads<F>& g) {
+    SK_PROFILE_SCOPE(PROF_ATTENTION);
+    attention_stream_pass(STREAM_GRAD_ROWS, sa);
+    attention_stream_pass(STREAM_GRAD_KEYS, sa);
+    attention_backward_slot_params(g, (const F*)sa.ds_slot, 1, sa.dout, sa.q, sa.qk_stride, (const F*)sa.att_slot,
+                                   sa.ap, sa.B, sa.T, sa.C, sa.NH);
+}
+
+// -----------------------------------------------------------------------------------------------------------
 // Feature maps on q and k (paper Table 6), after RoPE. q and k of every position and head are first gathered
 // into one contiguous (2, B*T, C) block: q rows then k rows, so the block is a (2*B*T*NH, hs) matrix of head
 // vectors.
@@ -799,6 +1162,52 @@ static void crossentropy_backward(F* dlogits, const F* probs, const int* targets
         const F* p = probs + bt * Vp;
         if (targets[bt] < 0) return;
         for (int i = 0; i < V; i++) d[i] += dloss * (p[i] - (i == targets[bt] ? F(1) : F(0)));
+    });
+}
+
+// The fast engine's cross-entropy: no probs buffer (B x T x Vp values), and every pass spread over many threads.
+//   forward:  lane l of row bt (l < CE_LANES) takes the logits i = l, l + CE_LANES, ... < V: its max m_l and
+//             s_l = sum e^{z_i - m_l}; the row combines its lanes in order: m = max_l m_l, Z = sum_l s_l e^{m_l - m},
+//             keeps (m, Z) and losses[bt] = log Z - (z_target - m)
+//   backward: dlogits[bt,i] += dloss (e^{z_i - m} / Z - [i == target]), one thread per logit
+// The same function as crossentropy_forward/backward, summed in another order: not the exact engine's bits.
+#define CE_LANES 32
+
+template <typename F>
+static void crossentropy_forward_stats(F* losses, F* stats, F* lanes, const F* logits, const int* targets, int BT,
+                                       int V, int Vp) {
+    SK_PROFILE_SCOPE(PROF_CLASSIFIER);
+    sk_for((size_t)BT * CE_LANES, SK_LAMBDA(size_t k) {
+        const F* z = logits + k / CE_LANES * Vp;
+        int l = (int)(k % CE_LANES);
+        F m = -INFINITY, sum = 0;
+        for (int i = l; i < V; i += CE_LANES) m = z[i] > m ? z[i] : m;
+        for (int i = l; i < V; i += CE_LANES) sum += sk_exp(z[i] - m);
+        lanes[2 * k] = m;
+        lanes[2 * k + 1] = sum;
+    });
+    sk_for(BT, SK_LAMBDA(size_t bt) {
+        const F* lane = lanes + bt * 2 * CE_LANES;
+        F m = -INFINITY, Z = 0;
+        for (int l = 0; l < CE_LANES; l++) m = lane[2 * l] > m ? lane[2 * l] : m;
+        for (int l = 0; l < CE_LANES; l++)
+            if (lane[2 * l + 1] > 0) Z += lane[2 * l + 1] * sk_exp(lane[2 * l] - m);
+        stats[2 * bt] = m;
+        stats[2 * bt + 1] = Z;
+        if (targets) losses[bt] = targets[bt] >= 0 ? sk_log(Z) - (logits[bt * Vp + targets[bt]] - m) : F(0);
+    });
+}
+
+template <typename F>
+static void crossentropy_backward_stats(F* dlogits, const F* logits, const F* stats, const int* targets, F dloss,
+                                        int BT, int V, int Vp) {
+    SK_PROFILE_SCOPE(PROF_CLASSIFIER);
+    sk_for((size_t)BT * Vp, SK_LAMBDA(size_t k) {
+        size_t bt = k / Vp;
+        int i = (int)(k % Vp);
+        if (i >= V || targets[bt] < 0) return;
+        F p = sk_exp(logits[k] - stats[2 * bt]) / stats[2 * bt + 1];
+        dlogits[k] += dloss * (p - (i == targets[bt] ? F(1) : F(0)));
     });
 }
 
@@ -914,6 +1323,8 @@ struct GradActs {
     F* logits;
     // scratch of the attention backward, written (not accumulated) layer by layer
     F* att_ds;        // (B, NH, T, T+1) ds of every attention row, for the keys and slot-parameter passes
+    F* att_D;         // (B, NH, T) D = dO . O of every row (streamed attention)
+    F* att_ds_slot;   // (B, NH, T) the slot's ds of every row (streamed attention)
     F* slot_partial;  // (B, NH, 3 hs + 1) per-(b, h) partial sums of the slot-parameter gradients
 };
 
@@ -923,6 +1334,8 @@ struct GradActs {
 template <typename F>
 struct Acts {
     int B = 0, T = 0, tok_offset = 0;
+    bool streamed = false;  // attention streamed (attention_forward_stream: no att), set before the first pass
+    bool fast_loss = false;  // cross-entropy from row statistics (crossentropy_forward_stats: no probs), likewise
     SkBuffer<F> mem;     // every field below points into it
     F* encoded;          // (B, T, C) token + position embedding: the residual stream entering layer 0
     F* ln1;              // (L, B, T, C) N1(x), the attention input (pre-norm)
@@ -933,7 +1346,8 @@ struct Acts {
     F* phi_hidden;       // (L, 2, B, T, C) W1 phi_in (--phi mlp)
     F* phi_relu;         // (L, 2, B, T, C) relu(phi_hidden) (--phi mlp)
     F* phi_out;          // (L, 2, B, T, C) phi(q) rows then phi(k) rows (--phi)
-    F* att;              // (L, B, NH, T, T) attention weights of the keys, 0 where masked
+    F* att;              // (L, B, NH, T, T) attention weights of the keys, 0 where masked (not streamed)
+    F* att_state;        // (L, B, NH, T, 2) each attention row's final (m, l) (streamed)
     F* att_slot;         // (L, B, NH, T) the slot's weight (--slot)
     F* atty_core;        // (L, B, T, C) attention output before the gate (--gate)
     F* gate;             // (L, B, T, G) sigmoid(x W_g^T) (--gate; G = C elementwise, NH headwise)
@@ -952,13 +1366,17 @@ struct Acts {
     F* lnf_mean;         // (B, T)
     F* lnf_rstd;         // (B, T)
     F* logits;           // (B, T, Vp)
-    F* probs;            // (B, T, Vp) softmax over the first V logits
+    F* probs;            // (B, T, Vp) softmax over the first V logits (not with fast_loss)
+    F* loss_stats;       // (B, T, 2) each row's max logit and softmax normaliser (fast_loss)
+    F* loss_lanes;       // (B, T, CE_LANES, 2) the lanes' partial statistics (fast_loss)
     F* losses;           // (B, T) per position, 0 where there is no loss
     // scratch, reused by every layer
     F* branch_out;       // (B, T, C) the attention or FFN branch's output, before it joins the residual
     F* gate_logits;      // (B, T, G) z = x W_g^T (--gate)
     F* att_work;         // attention rows' scores, weights and dp (GPU only; sk_for_scratch)
     SkBuffer<int> inputs, targets;  // (B, T) token ids (-1: the sink token) and targets (-1: no loss)
+    SkBuffer<int> token_groups;     // the positions grouped by token id (group_positions_by_token), for the backward
+    int num_token_groups = 0;
     int num_targets = 0;            // positions with a loss
     GradActs<F> grad;               // gradients, for the backward pass
 };
@@ -1013,9 +1431,9 @@ template <typename F>
 static void acts_alloc(Acts<F>* a, const ModelConfig& c, int B, int T) {
     if (a->B == B && a->T == T) return;
     ActShapes s = act_shapes(c, B, T);
-    size_t BT = s.BT, C = s.C, L = s.L, FF = s.FF;
+    size_t BT = s.BT, C = s.C, L = s.L, FF = s.FF, rows = (size_t)B * s.NH * T, st = a->streamed, ex = !st;
     // the attention matrices, L B NH T^2, checked in double first: with extreme flags size_t would wrap
-    if ((double)L * B * s.NH * T * T * sizeof(F) > 0.9 * sk_memory_bytes())
+    if (ex && (double)L * B * s.NH * T * T * sizeof(F) > 0.9 * sk_memory_bytes())
         fail("attention matrices for B %d x T %d need %.0f GiB, more than this machine's memory (lower "
              "--batch or --seq-len; use --total-batch to keep the tokens per step)", B, T,
              (double)L * B * s.NH * T * T * sizeof(F) / (1 << 30));
@@ -1024,26 +1442,27 @@ static void acts_alloc(Acts<F>* a, const ModelConfig& c, int B, int T) {
         {&a->qkv, L * BT * 3 * C}, {&a->phi_in, s.phi * L * 2 * BT * C},
         {&a->phi_hidden, s.mlp * L * 2 * BT * C}, {&a->phi_relu, s.mlp * L * 2 * BT * C},
         {&a->phi_out, s.phi * L * 2 * BT * C},
-        {&a->att, L * B * s.NH * T * T}, {&a->att_slot, s.slot * L * B * s.NH * T},
+        {&a->att, ex * L * rows * T}, {&a->att_state, st * L * rows * 2}, {&a->att_slot, s.slot * L * rows},
         {&a->atty_core, s.gate * L * BT * C}, {&a->gate, L * BT * s.G}, {&a->atty, L * BT * C},
         {&a->attn_sum, s.post * L * BT * C}, {&a->residual2, L * BT * C}, {&a->ln2_mean, L * BT},
         {&a->ln2_rstd, L * BT}, {&a->ln2, s.pre * L * BT * C}, {&a->fch, L * BT * FF},
         {&a->fch2, s.gated * L * BT * FF}, {&a->fcact, L * BT * FF}, {&a->ffn_sum, s.post * L * BT * C},
         {&a->residual3, L * BT * C}, {&a->lnf, s.pre * BT * C}, {&a->lnf_mean, s.pre * BT},
-        {&a->lnf_rstd, s.pre * BT}, {&a->logits, BT * s.Vp}, {&a->probs, BT * s.Vp}, {&a->losses, BT},
+        {&a->lnf_rstd, s.pre * BT}, {&a->logits, BT * s.Vp}, {&a->probs, !a->fast_loss * BT * s.Vp},
+        {&a->loss_stats, a->fast_loss * BT * 2}, {&a->loss_lanes, a->fast_loss * BT * 2 * CE_LANES}, {&a->losses, BT},
         {&a->branch_out, BT * C}, {&a->gate_logits, BT * s.G},
-        {&a->att_work, sk_scratch_size((size_t)B * s.NH * T, 3 * ((size_t)T + 1))}};
+        {&a->att_work, ex * sk_scratch_size(rows, 3 * ((size_t)T + 1))}};
     place_regions(&a->mem, regions, "activations", B, T);
     a->B = B;
     a->T = T;
 }
 
 template <typename F>
-static void grad_acts_alloc(GradActs<F>* g, const ModelConfig& c, int B, int T) {
+static void grad_acts_alloc(GradActs<F>* g, const ModelConfig& c, int B, int T, bool streamed) {
     if (g->B == B && g->T == T) return;
     ActShapes s = act_shapes(c, B, T);
-    size_t BT = s.BT, C = s.C, L = s.L, FF = s.FF;
-    bool partial = c.attn.slot == SLOT_KV || c.attn.slot == SLOT_LOGIT || c.attn.value_bias;
+    size_t BT = s.BT, C = s.C, L = s.L, FF = s.FF, rows = (size_t)B * s.NH * T, st = streamed, ex = !streamed;
+    size_t partial = c.attn.slot == SLOT_KV || c.attn.slot == SLOT_LOGIT || c.attn.value_bias;
     Region<F> regions[] = {
         {&g->encoded, BT * C}, {&g->ln1, s.pre * L * BT * C}, {&g->qkv, L * BT * 3 * C},
         {&g->phi_in, s.phi * L * 2 * BT * C}, {&g->phi_hidden, s.mlp * L * 2 * BT * C},
@@ -1054,10 +1473,11 @@ static void grad_acts_alloc(GradActs<F>* g, const ModelConfig& c, int B, int T) 
         {&g->ffn_sum, s.post * L * BT * C}, {&g->residual3, L * BT * C}, {&g->lnf, s.pre * BT * C},
         {&g->logits, BT * s.Vp},
         // scratch: after the gradients, so the per-backward zeroing skips it
-        {&g->att_ds, (size_t)B * s.NH * T * (T + 1)},
+        {&g->att_ds, ex * rows * (T + 1)}, {&g->att_D, st * rows}, {&g->att_ds_slot, st * s.slot * rows},
         {&g->slot_partial, partial * B * s.NH * (3 * s.hs + 1)}};
     size_t total = place_regions(&g->mem, regions, "activation gradients", B, T);
-    g->accumulated = total - (size_t)B * s.NH * T * (T + 1) - partial * B * s.NH * (3 * s.hs + 1);
+    size_t scratch = ex * rows * (T + 1) + st * rows + st * s.slot * rows + partial * B * s.NH * (3 * s.hs + 1);
+    g->accumulated = total - scratch;
     g->B = B;
     g->T = T;
 }
@@ -1083,7 +1503,7 @@ struct LayerView {
     AttnParamGrads<F> dattn;  // their gradients
     // activations (Acts) and their gradients (GradActs)
     const F* x;  // the residual stream entering the layer: encoded, or residual3 of layer l-1
-    F *ln1, *ln1_mean, *ln1_rstd, *qkv, *phi_in, *phi_hidden, *phi_relu, *phi_out, *att, *att_slot,
+    F *ln1, *ln1_mean, *ln1_rstd, *qkv, *phi_in, *phi_hidden, *phi_relu, *phi_out, *att, *att_state, *att_slot,
         *atty_core, *gate, *atty, *attn_sum, *residual2, *ln2, *ln2_mean, *ln2_rstd, *fch, *fch2, *fcact,
         *ffn_sum, *residual3;
     F *dx, *dln1, *dqkv, *dphi_in, *dphi_hidden, *dphi_relu, *dphi_out, *datty_core, *dgate_logits, *datty,
@@ -1123,6 +1543,7 @@ static LayerView<F> layer_view(Model<F>* m, Acts<F>* a, int l) {
     v.phi_in = layer_slice(a->phi_in, l, 2 * BTC); v.phi_hidden = layer_slice(a->phi_hidden, l, 2 * BTC);
     v.phi_relu = layer_slice(a->phi_relu, l, 2 * BTC); v.phi_out = layer_slice(a->phi_out, l, 2 * BTC);
     v.att = layer_slice(a->att, l, (size_t)a->B * s.NH * a->T * a->T);
+    v.att_state = layer_slice(a->att_state, l, (size_t)a->B * s.NH * a->T * 2);
     v.att_slot = layer_slice(a->att_slot, l, (size_t)a->B * s.NH * a->T);
     v.atty_core = layer_slice(a->atty_core, l, BTC); v.gate = layer_slice(a->gate, l, s.BT * s.G);
     v.atty = layer_slice(a->atty, l, BTC); v.attn_sum = layer_slice(a->attn_sum, l, BTC);
@@ -1199,6 +1620,26 @@ static void subblock_out(const ModelConfig& c, F* out, F* sum, F* mean, F* rstd,
     norm_forward(out, mean, rstd, sum, w, b, BT, c.channels, c.norm, c.norm_eps);
 }
 
+// Layer l's streamed attention over q, k (rows at qk_stride) and v into core (the backward fills in the rest).
+template <typename F>
+static StreamAttn<F> stream_attn(const ModelConfig& c, const LayerView<F>& v, const Acts<F>* a, const F* q, const F* k,
+                                 int qk_stride, F* core) {
+    StreamAttn<F> sa = {};
+    sa.ap = v.attn;
+    sa.q = q;
+    sa.k = k;
+    sa.v = v.qkv + 2 * (size_t)c.channels;
+    sa.qk_stride = qk_stride;
+    sa.B = a->B;
+    sa.T = a->T;
+    sa.C = c.channels;
+    sa.NH = c.num_heads;
+    sa.y = core;
+    sa.state = v.att_state;
+    sa.att_slot = v.att_slot;
+    return sa;
+}
+
 // The attention block of layer l: residual2 = the sub-block around attention(u), where
 // attention(u) = proj(gate(core(q, k, v))), q | k | v = u Wqkv^T + b, then RoPE and the feature map on q, k.
 template <typename F>
@@ -1213,7 +1654,7 @@ static void attention_block_forward(const Model<F>* m, Acts<F>* a, const LayerVi
     if (c.positions == POS_ROPE)
         rope_apply(v.qkv, m->rope_cos.data(), m->rope_sin.data(), B, T, C, NH, false);
     F* core = at.gate != GATE_NONE ? v.atty_core : v.atty;
-    if (attention_is_plain(c)) {
+    if (!a->streamed && attention_is_plain(c)) {
         attention_forward_plain(core, v.att, v.qkv, B, T, C, NH);
     } else {
         const F *q = v.qkv, *k = v.qkv + C;
@@ -1224,8 +1665,11 @@ static void attention_block_forward(const Model<F>* m, Acts<F>* a, const LayerVi
             k = v.phi_out + BTC;
             qk_stride = C;
         }
-        attention_forward(core, v.att, v.att_slot, a->att_work, q, k, qk_stride, v.qkv + 2 * C, v.attn, B, T,
-                          C, NH);
+        if (a->streamed)
+            attention_forward_stream(stream_attn(c, v, a, q, k, qk_stride, core));
+        else
+            attention_forward(core, v.att, v.att_slot, a->att_work, q, k, qk_stride, v.qkv + 2 * C, v.attn, B, T,
+                              C, NH);
     }
     if (at.gate != GATE_NONE) {  // atty = core * sigmoid(attn_in W_g^T)
         matmul_forward(a->gate_logits, attn_in, v.gatew, (const F*)nullptr, BT, C, G);
@@ -1285,6 +1729,10 @@ static double model_forward(Model<F>* m, Acts<F>* a, const int* inputs, const in
         }
     a->inputs.upload(in);
     a->targets.upload(tg);
+    std::vector<int> groups;
+    a->num_token_groups = group_positions_by_token(in.data(), BT, &groups);
+    if (a->token_groups.size() != 3 * (size_t)BT + 1) a->token_groups.reserve_exactly(3 * (size_t)BT + 1);  // the most
+    a->token_groups.upload(groups.data(), groups.size());
     const F* pos = c.positions == POS_LEARNED      ? m->p[P_WPE]
                    : c.positions == POS_SINUSOIDAL ? m->pos_table.data()
                                                    : nullptr;
@@ -1306,7 +1754,11 @@ static double model_forward(Model<F>* m, Acts<F>* a, const int* inputs, const in
         matmul_forward(a->logits, h, lm_head_weight(*m), (const F*)nullptr, BT, C, c.padded_vocab_size);
     }
     const int* tgt = targets ? a->targets.data() : (const int*)nullptr;
-    crossentropy_forward(a->losses, a->probs, a->logits, tgt, BT, c.vocab_size, c.padded_vocab_size);
+    if (a->fast_loss)
+        crossentropy_forward_stats(a->losses, a->loss_stats, a->loss_lanes, (const F*)a->logits, tgt, BT, c.vocab_size,
+                                   c.padded_vocab_size);
+    else
+        crossentropy_forward(a->losses, a->probs, a->logits, tgt, BT, c.vocab_size, c.padded_vocab_size);
     if (!targets) return 0;
     std::vector<F> staging;
     const F* losses = sk_host_view((const F*)a->losses, BT, &staging);
@@ -1377,7 +1829,19 @@ static void attention_block_backward(const Model<F>* m, Acts<F>* a, const LayerV
         matmul_backward(dattn_in, v.dgatew, (F*)nullptr, v.dgate_logits, attn_in, v.gatew, BT, C, G);
     }
     F* ds_rows = a->grad.att_ds;
-    if (attention_is_plain(c)) {
+    if (a->streamed) {
+        bool phi = at.phi != PHI_NONE;
+        StreamAttn<F> sa = stream_attn(c, v, a, phi ? v.phi_out : v.qkv, phi ? v.phi_out + BTC : v.qkv + C,
+                                       phi ? C : 3 * C, (F*)core);
+        sa.dout = dcore;
+        sa.dq = phi ? v.dphi_out : v.dqkv;
+        sa.dk = phi ? v.dphi_out + BTC : v.dqkv + C;
+        sa.dv = v.dqkv + 2 * C;
+        sa.D = a->grad.att_D;
+        sa.ds_slot = a->grad.att_ds_slot;
+        attention_backward_stream(sa, v.dattn);
+        if (phi) feature_map_backward(m, a, v);
+    } else if (attention_is_plain(c)) {
         attention_backward_plain(v.dqkv, ds_rows, dcore, v.qkv, v.att, B, T, C, NH);
     } else if (at.phi == PHI_NONE) {
         attention_backward(v.dqkv, v.dqkv + C, 3 * C, v.dqkv + 2 * C, v.dattn, ds_rows, a->att_work, dcore,
@@ -1419,11 +1883,15 @@ static void model_backward(Model<F>* m, Acts<F>* a, F scale) {
     const ModelConfig& c = m->config;
     int B = a->B, T = a->T, C = c.channels, L = c.num_layers, BT = B * T;
     GradActs<F>* g = &a->grad;
-    grad_acts_alloc(g, c, B, T);
+    grad_acts_alloc(g, c, B, T, a->streamed);
     sk_fill(g->mem.data(), g->accumulated, F(0));
     // loss = scale * mean over the positions with a loss
-    crossentropy_backward(g->logits, a->probs, a->targets.data(), scale / F(std::max(1, a->num_targets)), BT,
-                          c.vocab_size, c.padded_vocab_size);
+    F dloss = scale / F(std::max(1, a->num_targets));
+    if (a->fast_loss)
+        crossentropy_backward_stats(g->logits, (const F*)a->logits, (const F*)a->loss_stats, a->targets.data(), dloss,
+                                    BT, c.vocab_size, c.padded_vocab_size);
+    else
+        crossentropy_backward(g->logits, a->probs, a->targets.data(), dloss, BT, c.vocab_size, c.padded_vocab_size);
     // logits = h @ W_out^T, h = Nf(residual3 of the last layer) (pre-norm) or that residual3 (post-norm)
     const F* h_last = layer_slice(a->residual3, L - 1, (size_t)BT * C);
     F* dh_last = layer_slice(g->residual3, L - 1, (size_t)BT * C);
@@ -1446,7 +1914,8 @@ static void model_backward(Model<F>* m, Acts<F>* a, F scale) {
         ffn_block_backward(m, a, v);
         attention_block_backward(m, a, v);
     }
-    embedding_backward(m->g[P_WTE], m->g[P_SINKTOK], m->g[P_WPE], g->encoded, a->inputs.data(), B, T, C);
+    embedding_backward(m->g[P_WTE], m->g[P_SINKTOK], m->g[P_WPE], g->encoded, a->token_groups.data(),
+                       a->num_token_groups, B, T, C);
 }
 
 // -----------------------------------------------------------------------------------------------------------
@@ -1503,13 +1972,36 @@ static void adamw_update(Model<F>* m, const AdamWStep& s) {
 // -----------------------------------------------------------------------------------------------------------
 // the engine: this model behind the interface the shared host code drives (common/engine.h)
 
-class ReferenceEngine final : public Engine {
+// ModelEngine: the model of this file behind the engine interface. Exact: the formulas above as they stand. Fast
+// (EngineOptions): the training passes stream their attention (attention_forward_stream: no T x T matrices) and take
+// the loss from row statistics (crossentropy_forward_stats: no probs), the sums over rows run in chunks
+// (chunked_row_sums), and on a GPU every matmul goes to cuBLAS in the chosen precision. The sink probe keeps the
+// materialising attention (it reads the weights), with the engine's other switches.
+class ModelEngine final : public Engine {
   public:
     Model<float> model;
-    explicit ReferenceEngine(const ModelConfig& c) { model_build(&model, c); }
+    ModelEngine(const ModelConfig& c, const EngineOptions& o) : options_(o) {
+        model_build(&model, c);
+        int hs = c.channels / c.num_heads;
+        acts_.streamed = o.kind == ENGINE_FAST && attention_stream_supports(hs);
+        acts_.fast_loss = o.kind == ENGINE_FAST;
+#ifdef __CUDACC__
+        if (o.kind == ENGINE_FAST) precision_ = o.precision;
+#endif
+    }
     const ModelConfig& config() const override { return model.config; }
+    std::string describe() const override {
+        if (options_.kind != ENGINE_FAST) return "exact";
+        int hs = model.config.channels / model.config.num_heads;
+        std::string attn = acts_.streamed ? "streamed attention"
+                                          : "row-form attention (no streamed form for head size " + std::to_string(hs) + ")";
+        std::string mm = precision_ >= 0 ? std::string("cuBLAS ") + precision_names[precision_] + " matmuls"
+                                         : "exact matmuls";
+        return "fast: " + attn + ", " + mm + ", row sums in chunks, loss from row statistics";
+    }
     size_t num_params() const override { return model.num_params; }
     double forward(const int* inputs, const int* targets, int B, int T) override {
+        Switches on(this);
         return model_forward(&model, &acts_, inputs, targets, B, T);
     }
     void logits_row(int b, int t, float* out) override {
@@ -1521,10 +2013,14 @@ class ReferenceEngine final : public Engine {
         SK_PROFILE_SCOPE(PROF_OPTIMIZER);
         sk_fill(model.grads.data(), model.num_params, 0.0f);
     }
-    void backward(float scale) override { model_backward(&model, &acts_, scale); }
+    void backward(float scale) override {
+        Switches on(this);
+        model_backward(&model, &acts_, scale);
+    }
     double grad_norm() override { return ::grad_norm(&model); }
     void update(const AdamWStep& step) override { adamw_update(&model, step); }
     ProbeView probe(const int* tokens, int B, int T) override {
+        Switches on(this);
         model_forward(&model, &probe_, tokens, (const int*)nullptr, B, T, false);
         const ModelConfig& c = model.config;
         size_t L = c.num_layers, NH = c.num_heads, C = c.channels, Tm = probe_.T, BTC = (size_t)B * Tm * C;
@@ -1552,12 +2048,28 @@ class ReferenceEngine final : public Engine {
     }
 
   private:
+    // this engine's matmul_fast_precision and chunked_row_sums, for the length of one call into the model
+    struct Switches {
+        int saved_precision;
+        bool saved_chunked;
+        explicit Switches(const ModelEngine* e)
+            : saved_precision(matmul_fast_precision), saved_chunked(chunked_row_sums) {
+            matmul_fast_precision = e->precision_;
+            chunked_row_sums = e->options_.kind == ENGINE_FAST;
+        }
+        ~Switches() {
+            matmul_fast_precision = saved_precision;
+            chunked_row_sums = saved_chunked;
+        }
+    };
+    EngineOptions options_;
+    int precision_ = -1;  // the matmuls' (-1: exact)
     Acts<float> acts_, probe_;
     std::vector<float> staging_[5];  // the GPU build's host copies of a probe
 };
 
-static std::unique_ptr<Engine> make_engine(const ModelConfig& c) {
-    return std::make_unique<ReferenceEngine>(c);
+static std::unique_ptr<Engine> make_engine(const ModelConfig& c, const EngineOptions& o) {
+    return std::make_unique<ModelEngine>(c, o);
 }
 
 #ifndef TESTING

@@ -186,6 +186,16 @@ static const char* const lr_schedule_names[LR_NUM_KINDS] = {"constant", "cosine"
 enum NonfinitePolicy { NONFINITE_STOP = 0, NONFINITE_SKIP, NONFINITE_NUM_KINDS };
 static const char* const nonfinite_names[NONFINITE_NUM_KINDS] = {"stop", "skip"};
 
+// Which engine computes the model (--engine, --precision; docs/gpu.md):
+//   exact  the reference: every element in a fixed order, the same bits on the CPU and a GPU.
+//   fast   attention streamed key tile by key tile (no T x T matrices; equal up to rounding), and on a GPU the matmuls
+//          by cuBLAS in the chosen precision (fp32, or tensor cores on tf32 or bf16 inputs, fp32 accumulation).
+//   auto   exact on the CPU, fast on a GPU.
+enum EngineKind { ENGINE_AUTO, ENGINE_EXACT, ENGINE_FAST, ENGINE_NUM_KINDS };
+static const char* const engine_names[ENGINE_NUM_KINDS] = {"auto", "exact", "fast"};
+enum MatmulPrecision { PRECISION_FP32, PRECISION_TF32, PRECISION_BF16, PRECISION_NUM_KINDS };
+static const char* const precision_names[PRECISION_NUM_KINDS] = {"fp32", "tf32", "bf16"};
+
 struct TrainConfig {
     std::string train_glob = "data/brown/brown_train.bin";
     std::string val_glob = "data/brown/brown_val.bin";
@@ -193,6 +203,10 @@ struct TrainConfig {
     std::string resume_dir;
     std::string load_path;
     std::string check_state_path;
+    int check_fast = 0;         // --check-fast: the exact and the fast engine on one batch
+    int engine = ENGINE_AUTO;
+    int exact = 0;              // --exact: --engine exact
+    int precision = PRECISION_FP32;
     std::string probe_path;     // eval-sink probe shard; training defaults to the first val shard
     int eval_sink = 0;
     int batch_size = 64;        // B

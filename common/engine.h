@@ -2,8 +2,9 @@
 //
 // What it is: the few operations the shared host code (common/trainer.h: the training loop, checkpoints, validation,
 // the sink probe, sampling, --check-state) needs from a model, as an abstract class. A trainer implements it once:
-// train_gpt_cpu.cpp's ReferenceEngine is the CPU reference; compiled by nvcc it is the GPU exact engine. Every byte
-// between the host and the model's memory crosses here, so the model's memory can be device memory.
+// train_gpt_cpu.cpp's ModelEngine is the CPU reference (with --engine fast, its streamed-attention form); compiled by
+// nvcc it is the GPU engine, exact or fast. Every byte between the host and the model's memory crosses here, so the
+// model's memory can be device memory.
 // What it is not: the math (the trainers) or the loop (common/trainer.h).
 //
 // Conventions: host pointers in, host pointers out. Parameters, gradients and AdamW moments are float arrays of
@@ -12,6 +13,7 @@
 #pragma once
 #include <stddef.h>
 #include <memory>
+#include <string>
 
 #include "config.h"
 
@@ -39,6 +41,7 @@ class Engine {
   public:
     virtual ~Engine() = default;
     virtual const ModelConfig& config() const = 0;
+    virtual std::string describe() const = 0;  // "exact", or what the fast engine runs
     virtual size_t num_params() const = 0;
     // A forward pass over B sequences of T tokens; the mean loss over the positions with a loss when targets is given
     // (else 0). The logits stay for logits_row, the activations for backward.
@@ -59,5 +62,13 @@ class Engine {
     virtual void set_adam(const float* m, const float* v) = 0;
 };
 
+// Which engine computes the model: kind (ENGINE_EXACT or ENGINE_FAST; common/config.h says what each is) and the fast
+// engine's matmul precision on a GPU.
+struct EngineOptions {
+    int kind = ENGINE_EXACT;
+    int precision = PRECISION_FP32;
+};
+
 // An engine for a model of configuration c, parameters zero: defined by the trainer that includes common/trainer.h.
-static std::unique_ptr<Engine> make_engine(const ModelConfig& c);
+// `describe` of the engine says what it runs (the console shows it).
+static std::unique_ptr<Engine> make_engine(const ModelConfig& c, const EngineOptions& o);

@@ -153,9 +153,17 @@ static inline FlagTable make_flag_table(CommandLine* cl) {
     add_flag(&t, "--overwrite", FLAG_SWITCH, &r->overwrite, "(no value) start a new run in --out, deleting the run there");
     add_flag(&t, "--load", FLAG_STR, &r->load_path, "start from (or evaluate) this model file");
     add_flag(&t, "--check-state", FLAG_STR, &r->check_state_path, "with --load: compare one forward/backward with this debug state");
+    add_flag(&t, "--check-fast", FLAG_SWITCH, &r->check_fast,
+             "(no value) the exact and the fast engine on one batch (the model of --load or the flags): per-tensor errors");
     add_flag(&t, "--eval-sink", FLAG_SWITCH, &r->eval_sink, "(no value) with --load: measure and print the sink metrics");
     add_flag(&t, "--json", FLAG_SWITCH, &r->json, "(no value) with --eval-sink: print only the JSON line");
     add_flag(&t, "--probe", FLAG_STR, &r->probe_path, "probe shard: first --probe-seqs windows of --probe-len tokens (default: first val shard)");
+    flag_section(&t, "engine (docs/gpu.md)");
+    add_flag(&t, "--engine", FLAG_CHOICE, &r->engine, "exact: the reference bits; fast: streamed attention (and cuBLAS on a "
+             "GPU); auto: exact on the CPU, fast on a GPU", 0, 0, engine_names, ENGINE_NUM_KINDS);
+    add_flag(&t, "--exact", FLAG_SWITCH, &r->exact, "(no value) the same as --engine exact");
+    add_flag(&t, "--precision", FLAG_CHOICE, &r->precision, "the fast engine's matmuls on a GPU: fp32, or tensor cores on "
+             "tf32 or bf16 inputs (fp32 accumulation and storage)", 0, 0, precision_names, PRECISION_NUM_KINDS);
     flag_section(&t, "batch and optimizer");
     add_flag(&t, "--batch", FLAG_INT, &r->batch_size, "B, sequences per micro-batch", 1, 1 << 20);
     add_flag(&t, "--seq-len", FLAG_INT, &r->seq_len, "T, tokens per sequence (0 = max-seq-len)", 0, 1 << 20);
@@ -318,11 +326,15 @@ static inline void validate_command_line(const CommandLine* cl, const char* mode
     const ModelConfig& m = cl->model;
     bool check = !t.check_state_path.empty(), resume = !t.resume_dir.empty(), load = !t.load_path.empty();
     const char* mode = check ? "--check-state" : t.eval_sink ? "--eval-sink" : t.sample ? "--sample" : nullptr;
+    if (!mode && t.check_fast) mode = "--check-fast";
     if (resume && (load || mode))
         fail("flag --resume continues a training run from its own checkpoint: drop %s", load ? "--load" : mode);
-    if (mode && !load) fail("flag %s needs --load MODEL (the model to check, measure or sample)", mode);
-    if (check + t.eval_sink + t.sample > 1)
-        fail("flags --check-state, --eval-sink and --sample are separate modes: give one of them");
+    if (mode && !t.check_fast && !load) fail("flag %s needs --load MODEL (the model to check, measure or sample)", mode);
+    if (check + t.eval_sink + t.sample + t.check_fast > 1)
+        fail("flags --check-state, --check-fast, --eval-sink and --sample are separate modes: give one of them");
+    if (t.exact && t.engine == ENGINE_FAST) fail("flags --exact and --engine fast contradict each other: give one");
+    if (t.check_fast && (t.exact || t.engine == ENGINE_EXACT))
+        fail("flag --check-fast compares the fast engine with the exact one: drop %s", t.exact ? "--exact" : "--engine exact");
     if (t.from_step >= 0 && !resume) fail("flag --from-step picks the checkpoint of --resume: give --resume DIR");
     if (t.overwrite && (resume || mode))
         fail("flag --overwrite starts a new run in --out; it does not go with %s", resume ? "--resume" : mode);
@@ -396,6 +408,10 @@ static inline void parse_command_line(int argc, char** argv, CommandLine* cl) {
         parse_flag_value(f, argv[++i]);
     }
     config_finalize(&cl->model);
+    if (cl->train.exact && cl->train.engine != ENGINE_FAST) {  // --engine exact, which the log and --resume keep
+        cl->train.engine = ENGINE_EXACT;
+        cl->given.push_back("--engine");
+    }
     if (preset_at && (!cl->train.resume_dir.empty() || !cl->train.load_path.empty()))
         fail("flag --preset: %s reads the architecture from the checkpoint; drop --preset",
              cl->train.resume_dir.empty() ? "--load" : "--resume");
@@ -429,7 +445,7 @@ static inline std::string config_json(const ModelConfig& model, const TrainConfi
 // on this command line. Returns one line saying what was restored and what the command line changed.
 static inline std::string restore_flags(CommandLine* cl, const std::string& saved_config) {
     static const char* const own[] = {"--resume", "--from-step", "--overwrite", "--out", "--load", "--check-state",
-                                      "--eval-sink", "--json", "--sample", "--threads"};
+                                      "--check-fast", "--eval-sink", "--json", "--sample", "--threads", "--exact"};
     std::vector<std::pair<std::string, std::string>> saved;  // flag name without "--", value text
     JsonCursor c = json_cursor(saved_config.data(), saved_config.size(), "the saved config record");
     json_read_object(&c, [&](const std::string& key) {

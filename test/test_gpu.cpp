@@ -3,8 +3,9 @@
 // What it is: checks of the built binary. On a machine without a GPU (CI, the development machines): it prints the
 // same usage as the CPU trainer and every run stops with exit status 1 and a clear message that names the CPU trainer,
 // before it writes anything. On a machine with a GPU: short runs of both trainers over a set of model and attention
-// variants give the same bits (checkpoints byte for byte; losses, gradient norms, validation losses, sink metrics and
-// sampled text in the logs), and --check-state passes every PyTorch fixture.
+// variants give the same bits with --engine exact (checkpoints byte for byte; losses, gradient norms, validation
+// losses, sink metrics and sampled text in the logs); both engines pass --check-state on every PyTorch fixture; the
+// fast engine passes --check-fast in every precision over the same variants.
 // The math of the GPU build is tested on the CPU by the other test files: its loop bodies are the CPU's, and its
 // matmul (gemm_by_element) equals the CPU's bit for bit (test_layers.cpp).
 // What it is not: a GPU speed test.
@@ -113,8 +114,8 @@ TEST_CASE("on a GPU, train_gpt and train_gpt_cpu train, measure and sample bit f
         std::string out, logs[2], model[2], state[2];
         for (int gpu = 0; gpu < 2; gpu++) {
             std::string dir = r.dir + (gpu ? "/gpu" : "/cpu");
-            REQUIRE(run_command(std::string(gpu ? "./train_gpt" : "./train_gpt_cpu") + common + " " + v + " --out " + dir,
-                                &out) == 0);
+            REQUIRE(run_command(std::string(gpu ? "./train_gpt --engine exact" : "./train_gpt_cpu") + common + " " + v +
+                                " --out " + dir, &out) == 0);
             logs[gpu] = slurp(dir + "/log.jsonl");
             model[gpu] = slurp(dir + "/model_00000006.bin");
             state[gpu] = slurp(dir + "/state_00000006.bin");
@@ -140,7 +141,7 @@ TEST_CASE("on a GPU, train_gpt and train_gpt_cpu train, measure and sample bit f
     }
 }
 
-TEST_CASE("on a GPU, train_gpt passes --check-state on every PyTorch fixture", "[gpu]") {
+TEST_CASE("on a GPU, both engines of train_gpt pass --check-state on every PyTorch fixture", "[gpu]") {
     if (!gpu_binary_present()) return;
     if (!gpu_present()) {
         WARN("skipped: no GPU on this machine");
@@ -148,11 +149,41 @@ TEST_CASE("on a GPU, train_gpt passes --check-state on every PyTorch fixture", "
     }
     std::vector<std::string> states = expand_glob(fixture("*_state.bin"), "fixtures");
     REQUIRE(states.size() >= 30);
-    for (const std::string& s : states) {
-        std::string model = s.substr(0, s.size() - strlen("_state.bin")) + "_model.bin", out;
-        INFO(s);
-        CHECK(run_command("./train_gpt --load " + model + " --check-state " + s, &out) == 0);
+    for (const std::string& s : states)
+        for (const char* engine : {"exact", "fast"}) {
+            std::string model = s.substr(0, s.size() - strlen("_state.bin")) + "_model.bin", out;
+            INFO(s << " --engine " << engine);
+            CHECK(run_command("./train_gpt --engine " + std::string(engine) + " --load " + model + " --check-state " + s,
+                              &out) == 0);
+        }
+}
+
+TEST_CASE("on a GPU, the fast engine passes --check-fast in every precision (model and attention variants)", "[gpu]") {
+    if (!gpu_binary_present()) return;
+    if (!gpu_present()) {
+        WARN("skipped: no GPU on this machine");
+        return;
     }
+    TinyRun r = tiny_run(1);
+    std::string common = " --train " + r.dir + "/train.bin --val " + r.dir + "/val.bin --vocab 32 --max-seq-len 65 "
+                         "--layers 2 --heads 4 --channels 64 --ffn-hidden 128 --batch 4 --seq-len 64 --probe-seqs 4 "
+                         "--probe-len 64";
+    const char* variants[] = {
+        "",
+        "--pos alibi --slot kv --value-bias 1 --gate headwise --mask window --mask-param 5",
+        "--attn sigmoid --attn-norm sum --phi mlp --value-bias 1 --slot-shared 1",
+        "--attn softpick --mask prefix --mask-param 5",
+        "--attn clipped --phi elu1 --slot zero --ffn geglu",
+        "--attn elu1 --sink-token 1 --slot logit",
+    };
+    for (const char* v : variants)
+        for (const char* precision : {"fp32", "tf32", "bf16"}) {
+            std::string out;
+            INFO("variant: " << v << " --precision " << precision);
+            int rc = run_command("./train_gpt --check-fast --precision " + std::string(precision) + common + " " + v, &out);
+            INFO(out);
+            CHECK(rc == 0);
+        }
 }
 
 // The engine boundary holds in the GPU build: device memory has no host element access, so host code cannot read it

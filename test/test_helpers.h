@@ -79,6 +79,17 @@ static inline double dot(const std::vector<double>& a, const double* b) {
     return s;
 }
 
+// The names <name> of the fixtures <name><suffix> in test/fixtures (suffix "_state.bin": 35, the architecture options
+// and every attention variant).
+static inline std::vector<std::string> fixture_names(const char* suffix) {
+    std::vector<std::string> names;
+    for (const std::string& path : expand_glob(fixture(std::string("*") + suffix), "fixtures")) {
+        std::string base = path.substr(path.rfind('/') + 1);
+        names.push_back(base.substr(0, base.size() - strlen(suffix)));
+    }
+    return names;
+}
+
 // A tiny training setup on synthetic shards (tokens < 32) in its own directory: 2 layers of 4 heads, C 16, T 16.
 struct TinyRun {
     std::string dir;

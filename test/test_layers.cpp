@@ -207,6 +207,34 @@ TEST_CASE("attention backward matches finite differences (plain and ALiBi)", "[l
     }
 }
 
+TEST_CASE("embedding backward, grouped by token, adds each element's terms in (b, t) order (the bits of one walk)",
+          "[layers]") {
+    std::mt19937_64 rng(17);
+    const int B = 3, T = 37, C = 5, Vp = 16;
+    std::vector<int> tok(B * T);
+    for (int i = 0; i < B * T; i++) tok[i] = i % T == 0 ? -1 : (int)(rng() % 6) * 2;  // a sink token, many repeats
+    std::vector<float> dx(B * T * C), wte_init(Vp * C), pe_init(T * C), sink_init(C);
+    std::normal_distribution<float> nd(0.0f, 1.0f);
+    for (auto* v : {&dx, &wte_init, &pe_init, &sink_init})
+        for (float& x : *v) x = nd(rng) * (rng() % 4 == 0 ? 1e4f : 1.0f);  // mixed magnitudes: order shows in the bits
+    // the reference: one walk over the positions in (b, t) order, one += per term
+    std::vector<float> wte_ref = wte_init, pe_ref = pe_init, sink_ref = sink_init;
+    for (int bt = 0; bt < B * T; bt++)
+        for (int i = 0; i < C; i++) {
+            float d = dx[(size_t)bt * C + i];
+            (tok[bt] >= 0 ? wte_ref[(size_t)tok[bt] * C + i] : sink_ref[i]) += d;
+            pe_ref[(size_t)(bt % T) * C + i] += d;
+        }
+    std::vector<int> groups;
+    int n = group_positions_by_token(tok.data(), B * T, &groups);
+    CHECK(n == 7);  // -1 and six even ids
+    std::vector<float> wte = wte_init, pe = pe_init, sink = sink_init;
+    embedding_backward(wte.data(), sink.data(), pe.data(), dx.data(), groups.data(), n, B, T, C);
+    CHECK(wte == wte_ref);
+    CHECK(pe == pe_ref);
+    CHECK(sink == sink_ref);
+}
+
 TEST_CASE("embedding and cross-entropy backward match finite differences", "[layers]") {
     std::mt19937_64 rng(7);
     const int B = 2, T = 4, C = 3, V = 5, Vp = 8;
@@ -219,7 +247,10 @@ TEST_CASE("embedding and cross-entropy backward match finite differences", "[lay
     };
     loss();
     std::vector<double> dwte(Vp * C, 0), dwpe(T * C, 0);
-    embedding_backward(dwte.data(), (double*)nullptr, dwpe.data(), R.data(), tok.data(), B, T, C);
+    std::vector<int> groups;
+    int n = group_positions_by_token(tok.data(), B * T, &groups);
+    CHECK(n == 5);  // ids 0..4
+    embedding_backward(dwte.data(), (double*)nullptr, dwpe.data(), R.data(), groups.data(), n, B, T, C);
     CHECK(fd_check(wte, dwte, loss) < FD_TOL);
     CHECK(fd_check(wpe, dwpe, loss) < FD_TOL);
 

@@ -92,7 +92,7 @@ TEST_CASE("massive-activation ratios on hand-built hidden states", "[sink]") {
 TEST_CASE("measure_sinks reads a hand-made model whose first token is a perfect sink", "[sink]") {
     // One layer, RoPE-free: with q = 0 every row is uniform; make key 0 dominate by giving token 0 a huge key.
     ModelConfig c = make_config(8, 4, 1, 1, 4, 8, NORM_RMSNORM, PLACE_PRE, FFN_SWIGLU, POS_NONE, 1, 1, INIT_GPT2);
-    ReferenceEngine e(c);
+    ModelEngine e(c, EngineOptions());
     Model<float>& m = e.model;
     for (int i = 0; i < 4; i++) m.p[P_WTE][i * 4 + i] = 1.0f;   // one-hot embeddings
     std::fill(m.p[P_LN1W], m.p[P_LN1W] + 4, 1.0f);

@@ -3,16 +3,6 @@
 // Also: the checker must fail on perturbed fixtures, and the sink metrics must agree with the reference's.
 #include "test_helpers.h"
 
-// Every fixture name <name>_state.bin in test/fixtures (35: the architecture options and every attention variant).
-static std::vector<std::string> fixture_names(const char* suffix) {
-    std::vector<std::string> names;
-    for (const std::string& path : expand_glob(fixture(std::string("*") + suffix), "fixtures")) {
-        std::string base = path.substr(path.rfind('/') + 1);
-        names.push_back(base.substr(0, base.size() - strlen(suffix)));
-    }
-    return names;
-}
-
 TEST_CASE("every fixture configuration matches the PyTorch reference (logits, loss, gradients, 10-step AdamW curve)", "[reference]") {
     std::vector<std::string> names = fixture_names("_state.bin");
     CHECK(names.size() >= 35);

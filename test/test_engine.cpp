@@ -1,0 +1,304 @@
+// The two engines (common/engine.h): exact, and fast, whose training passes stream their attention
+// (attention_forward_stream in train_gpt_cpu.cpp), take the loss from row statistics and sum rows in chunks (on a GPU
+// its matmuls are also cuBLAS's, which only a GPU can run).
+//
+// What it is: the fast model against the exact one through the whole model, in double (so only a wrong formula can
+// make a difference above rounding) and in float (what the fast engine runs), on every fixture configuration and
+// more; the fast engine against the PyTorch fixtures at --check-state's tolerance; --check-fast, its flags and its
+// ability to fail; the column-major arguments of the cuBLAS call. What it is not: a run of cuBLAS (test_gpu.cpp runs
+// --check-fast on a GPU).
+#include "test_helpers.h"
+
+#include "../kernels/matmul_cublas.cuh"
+
+// The model of a fixture in double, its parameters from the fixture's floats.
+static void fixture_model_double(Model<double>* m, const std::string& name, DebugState* batch) {
+    std::vector<float> params;
+    ModelConfig c = read_model_file(fixture(name + "_model.bin"), &params);
+    model_build(m, c);
+    std::vector<double> p(params.begin(), params.end());
+    m->params.upload(p.data(), p.size());
+    *batch = read_debug_state(fixture(name + "_state.bin"), c.vocab_size, m->num_params);
+}
+
+// The gradients of the batch's loss by the exact model or the fast engine's (streamed attention, loss from row
+// statistics, chunked row sums); the loss and logits into *loss and *logits.
+static std::vector<double> model_grads(Model<double>* m, const DebugState& s, bool fast, double* loss,
+                                       std::vector<double>* logits) {
+    Acts<double> a;
+    a.streamed = a.fast_loss = chunked_row_sums = fast;
+    sk_fill(m->grads.data(), m->num_params, 0.0);
+    *loss = model_forward(m, &a, s.inputs.data(), s.targets.data(), s.B, s.T);
+    *logits = std::vector<double>(a.logits, a.logits + (size_t)a.B * a.T * m->config.padded_vocab_size);
+    model_backward(m, &a, 1.0);
+    chunked_row_sums = false;
+    CHECK((a.att == nullptr) == fast);  // fast: no T x T matrices at all
+    CHECK((a.grad.att_ds == nullptr) == fast);
+    CHECK((a.probs == nullptr) == fast);  // nor B x T x Vp probabilities
+    return m->grads.to_host();
+}
+
+// max |a - b| / max |b| and ||a - b|| / ||b|| over n values: the larger of the two
+static double relative_error(const double* a, const double* b, size_t n) {
+    double maxerr = 0, maxref = 0, err2 = 0, ref2 = 0;
+    for (size_t i = 0; i < n; i++) {
+        maxerr = std::max(maxerr, fabs(a[i] - b[i]));
+        maxref = std::max(maxref, fabs(b[i]));
+        err2 += (a[i] - b[i]) * (a[i] - b[i]);
+        ref2 += b[i] * b[i];
+    }
+    if (!std::isfinite(maxerr) || !std::isfinite(err2)) return INFINITY;
+    return std::max(maxref > 0 ? maxerr / maxref : maxerr, ref2 > 0 ? sqrt(err2 / ref2) : sqrt(err2));
+}
+
+// The fast and the exact model on one batch: the largest per-tensor error of the logits and gradients.
+static double fast_against_exact(Model<double>* m, const DebugState& s) {
+    double loss[2], worst = 0;
+    std::vector<double> logits[2], grads[2];
+    for (int fast = 0; fast < 2; fast++) grads[fast] = model_grads(m, s, fast, &loss[fast], &logits[fast]);
+    CHECK(fabs(loss[1] - loss[0]) <= 1e-12 * fabs(loss[0]));
+    double e = relative_error(logits[1].data(), logits[0].data(), logits[0].size());
+    CHECK(e < 1e-12);
+    worst = std::max(worst, e);
+    size_t off = 0;
+    for (int t = 0; t < NUM_PARAM_TENSORS; t++) {
+        if (!m->sizes[t]) continue;
+        INFO("gradient " << param_names[t]);
+        e = relative_error(grads[1].data() + off, grads[0].data() + off, m->sizes[t]);
+        CHECK(e < 1e-12);  // measured: at most 9e-15
+        worst = std::max(worst, e);
+        off += m->sizes[t];
+    }
+    return worst;
+}
+
+TEST_CASE("the fast engine's model equals the exact one through the whole model in double (fixtures and more variants)",
+          "[engine]") {
+    std::vector<std::string> names = fixture_names("_state.bin");
+    REQUIRE(names.size() >= 35);
+    double worst = 0;
+    for (const std::string& name : names) {
+        INFO("fixture " << name);
+        Model<double> m;
+        DebugState s;
+        fixture_model_double(&m, name, &s);
+        worst = std::max(worst, fast_against_exact(&m, s));
+    }
+    // slots with every row map, and the masks with slots and ALiBi (beyond the fixtures' combinations); head size 8,
+    // rows longer than one key tile
+    const char* variants[] = {
+        "--attn clipped --slot zero", "--attn clipped --slot kv --vstar learn", "--attn softpick --slot logit",
+        "--attn sigmoid --attn-norm clamp --slot kv", "--attn elu1 --attn-norm sum --slot zero --value-bias 1",
+        "--attn linear --slot logit --mask window --mask-param 7", "--attn clipped --mask prefix --mask-param 9",
+        "--pos alibi --slot kv --mask prefix --mask-param 11 --slot-shared 1", "--attn softmax --row-mass 2 --slot kv",
+    };
+    for (const char* v : variants) {
+        INFO("variant " << v);
+        std::vector<std::string> args = {"train_gpt_cpu", "--vocab", "40", "--max-seq-len", "48", "--layers", "2",
+                                         "--heads", "2", "--channels", "16", "--ffn-hidden", "32", "--seq-len", "47", "--probe-len", "16"};
+        for (const char* p = v; *p;) {
+            const char* e = strchr(p, ' ');
+            args.push_back(e ? std::string(p, e) : std::string(p));
+            p = e ? e + 1 : p + strlen(p);
+        }
+        std::vector<char*> argv;
+        for (std::string& a : args) argv.push_back(&a[0]);
+        CommandLine cl;
+        parse_command_line((int)argv.size(), argv.data(), &cl);
+        Model<double> m;
+        model_build(&m, model_from_flags(&cl));
+        model_init(&m, 7);
+        std::vector<double> p = m.params.to_host();
+        std::mt19937_64 rng(11);
+        std::normal_distribution<double> nd(0.0, 0.3);
+        for (double& x : p) x += nd(rng);  // every parameter, the slot vectors and sink logits too, away from its init
+        m.params.upload(p.data(), p.size());
+        DebugState s;
+        s.B = 2;
+        s.T = 47;
+        uint64_t seed = 13;
+        for (int i = 0; i < s.B * s.T; i++) {
+            s.inputs.push_back((int)(splitmix64(&seed) % 40));
+            s.targets.push_back((int)(splitmix64(&seed) % 40));
+        }
+        worst = std::max(worst, fast_against_exact(&m, s));
+    }
+    WARN("the fast engine's model against the exact one, double, every fixture and " << sizeof variants / sizeof *variants
+         << " more variants: worst per-tensor error " << worst);
+}
+
+TEST_CASE("the fast engine's chunked row sums equal the exact ones up to rounding (bias and norm-weight gradients)",
+          "[engine]") {
+    std::mt19937_64 rng(3);
+    for (int BT : {1, 255, 256, 257, 1000}) {
+        INFO("BT " << BT);
+        int C = 24;
+        std::vector<double> x = random_vec((size_t)BT * C, rng), dy = random_vec((size_t)BT * C, rng);
+        std::vector<double> mean = random_vec(BT, rng), rstd = random_vec(BT, rng), w = random_vec(C, rng);
+        std::vector<double> sums[2], dw[2], db[2], dx(x.size());
+        for (int chunked = 0; chunked < 2; chunked++) {
+            chunked_row_sums = chunked;
+            sums[chunked] = dw[chunked] = db[chunked] = random_vec(C, rng = std::mt19937_64(9));
+            column_sums(sums[chunked].data(), dy.data(), BT, C);
+            norm_backward(dx.data(), dw[chunked].data(), db[chunked].data(), dy.data(), x.data(), w.data(),
+                          mean.data(), rstd.data(), BT, C, (int)NORM_LAYERNORM);
+        }
+        chunked_row_sums = false;
+        CHECK(relative_error(sums[1].data(), sums[0].data(), C) < 1e-13);
+        CHECK(relative_error(dw[1].data(), dw[0].data(), C) < 1e-13);
+        CHECK(relative_error(db[1].data(), db[0].data(), C) < 1e-13);
+        if (BT == 1) CHECK(sums[1] == sums[0]);  // one term: nothing to reorder
+    }
+}
+
+// BLAS's column-major product, the definition cuBLAS implements: C (m x n, leading dimension ldc) += op(X) op(Y) with
+// op(X)(i,p) = X[p ld + i], or X[i ld + p] transposed; op(Y)(p,j) = Y[j ld + p], or Y[p ld + j] transposed. p in
+// order, one fma per term.
+template <typename F>
+static void column_major_reference(F* C, const ColumnMajorGemm<F>& g) {
+    for (int j = 0; j < g.n; j++)
+        for (int i = 0; i < g.m; i++) {
+            F acc = C[(size_t)j * g.ldc + i];
+            for (int p = 0; p < g.k; p++) {
+                F x = g.trans_first ? g.first[(size_t)i * g.ld_first + p] : g.first[(size_t)p * g.ld_first + i];
+                F y = g.trans_second ? g.second[(size_t)p * g.ld_second + j] : g.second[(size_t)j * g.ld_second + p];
+                acc = sk_fma(x, y, acc);
+            }
+            C[(size_t)j * g.ldc + i] = acc;
+        }
+}
+
+TEST_CASE("the cuBLAS call's column-major arguments compute the row-major product (every transpose, padded rows)",
+          "[engine]") {
+    std::mt19937_64 rng(21);
+    for (int M : {1, 5, 17})
+        for (int K : {1, 4, 9})
+            for (int N : {1, 3, 12})
+                for (int t = 0; t < 4; t++) {
+                    bool a_t = t & 1, b_t = t & 2;
+                    int lda = (a_t ? M : K) + 3, ldb = (b_t ? K : N) + 2;  // rows longer than the matrix
+                    INFO("M " << M << " K " << K << " N " << N << " a_t " << a_t << " b_t " << b_t);
+                    std::vector<double> A = random_vec((size_t)(a_t ? K : M) * lda, rng);
+                    std::vector<double> B = random_vec((size_t)(b_t ? N : K) * ldb, rng);
+                    std::vector<double> init = random_vec((size_t)M * N, rng), ours = init, ref = init;
+                    gemm_by_element(ref.data(), A.data(), lda, a_t, B.data(), ldb, b_t, M, K, N, (const double*)nullptr,
+                                    true);
+                    column_major_reference(ours.data(), column_major_gemm(A.data(), lda, a_t, B.data(), ldb, b_t, M, K, N));
+                    CHECK(ours == ref);  // the same products in the same order: the same bits
+                }
+}
+
+TEST_CASE("the fast engine passes every PyTorch fixture at --check-state's tolerance", "[engine][reference]") {
+    EngineOptions fast;
+    fast.kind = ENGINE_FAST;
+    std::vector<std::string> names = fixture_names("_state.bin");
+    REQUIRE(names.size() >= 35);
+    for (const std::string& name : names) {
+        INFO("fixture " << name);
+        std::unique_ptr<Engine> e = load_engine(fixture(name + "_model.bin"), fast);
+        CHECK(e->describe() == "fast: streamed attention, exact matmuls, row sums in chunks, loss from row statistics");
+        CheckResult r = check_state(fixture(name + "_model.bin"), fixture(name + "_state.bin"), false, fast);
+        CHECK(r.failures == 0);
+        CHECK(r.worst < 0.2);  // the exact engine's worst is 0.126 (test_reference.cpp)
+    }
+}
+
+TEST_CASE("--check-fast passes on the CPU (the fast engine in float) over model and attention variants",
+          "[engine]") {
+    const char* variants[][2] = {
+        {"", ""},
+        {"--pos", "alibi"}, {"--slot", "kv"}, {"--value-bias", "1"}, {"--attn", "sigmoid"}, {"--attn", "softpick"},
+        {"--attn", "clipped"}, {"--phi", "mlp"}, {"--sink-token", "1"}, {"--mask", "window"}, {"--mask", "prefix"},
+        {"--bias", "1"},  // with --batch 12: 384 rows, two chunks of the row sums
+    };
+    double worst = 0;
+    for (auto& v : variants) {
+        INFO("variant " << v[0] << " " << v[1]);
+        TinyRun r = tiny_run(1);
+        std::vector<std::string> args = {"train_gpt_cpu", "--check-fast", "--train", r.cl.train.train_glob,
+                                         "--val", r.cl.train.val_glob, "--vocab", "32", "--max-seq-len", "33",
+                                         "--layers", "2", "--heads", "4", "--channels", "32", "--ffn-hidden", "64",
+                                         "--seq-len", "32", "--probe-seqs", "3", "--probe-len", "16",
+                                         "--mask-param", "6"};
+        bool rows = strcmp(v[0], "--bias") == 0;
+        args.insert(args.end(), {"--batch", rows ? "12" : "4", "--norm", rows ? "layernorm" : "rmsnorm"});
+        if (v[0][0]) {
+            args.push_back(v[0]);
+            args.push_back(v[1]);
+        }
+        std::vector<char*> argv;
+        for (std::string& a : args) argv.push_back(&a[0]);
+        CommandLine cl;
+        parse_command_line((int)argv.size(), argv.data(), &cl);
+        CheckResult res = check_fast(&cl, false);
+        CHECK(res.failures == 0);
+        CHECK(res.worst < 0.1);  // measured: at most 0.008 of the fp32 allowance
+        worst = std::max(worst, res.worst);
+    }
+    WARN("--check-fast on the CPU over " << sizeof variants / sizeof *variants << " variants: worst " << worst
+         << " of the fp32 allowance");
+}
+
+TEST_CASE("--check-fast's comparison fails a gradient 0.5% off at fp32 and passes it at bf16", "[engine]") {
+    std::vector<float> exact(1000), fast;
+    std::mt19937_64 rng(5);
+    std::normal_distribution<float> nd(0.0f, 1.0f);
+    for (float& x : exact) x = nd(rng);
+    fast = exact;
+    for (float& x : fast) x *= 1 + 5e-3f;
+    CheckResult strict, loose;
+    check_fast_tensor(&strict, "scaled", fast.data(), exact.data(), exact.size(), fast_tolerances[PRECISION_FP32].tensor,
+                      false);
+    check_fast_tensor(&loose, "scaled", fast.data(), exact.data(), exact.size(), fast_tolerances[PRECISION_BF16].tensor,
+                      false);
+    CHECK(strict.failures == 1);
+    CHECK(loose.failures == 0);
+    fast = exact;
+    fast[17] = NAN;  // a non-finite value fails whatever the allowance
+    CheckResult nan;
+    check_fast_tensor(&nan, "nan", fast.data(), exact.data(), exact.size(), fast_tolerances[PRECISION_BF16].tensor, false);
+    CHECK(nan.failures == 1);
+    TensorError e = tensor_error(exact.data(), exact.data(), exact.size());
+    CHECK(e.rel_l2 == 0);
+    CHECK(e.cosine == Approx(1.0).epsilon(1e-12));
+}
+
+TEST_CASE("engine flags: auto is exact on the CPU; contradictions and GPU-only precisions are refused", "[engine]") {
+    std::string out;
+    CHECK(run_command("./train_gpt_cpu --precision tf32 --steps 1", &out) == 1);
+    CHECK(out.find("--precision tf32: the CPU computes in fp32") != std::string::npos);
+    CHECK(run_command("./train_gpt_cpu --exact --engine fast --steps 1", &out) == 1);
+    CHECK(out.find("--exact and --engine fast contradict") != std::string::npos);
+    CHECK(run_command("./train_gpt_cpu --check-fast --exact", &out) == 1);
+    CHECK(out.find("--check-fast compares the fast engine with the exact one") != std::string::npos);
+    CHECK(run_command("./train_gpt_cpu --check-fast --eval-sink --load x.bin", &out) == 1);
+    CHECK(out.find("separate modes") != std::string::npos);
+    CommandLine cl;
+    CHECK(engine_options(cl.train).kind == ENGINE_EXACT);  // auto, on the CPU
+    cl.train.engine = ENGINE_FAST;
+    CHECK(engine_options(cl.train).kind == ENGINE_FAST);
+}
+
+TEST_CASE("a fast-engine run resumes bit for bit and keeps its engine", "[engine]") {
+    TinyRun r = tiny_run(4);
+    r.cl.train.engine = ENGINE_FAST;
+    r.cl.train.save_every = 2;
+    r.cl.train.keep_last = 0;
+    REQUIRE(train(&r.cl) == 0);
+    std::string full = slurp(r.cl.train.out_dir + "/model_00000004.bin");
+    REQUIRE(!full.empty());
+    std::string log = slurp(r.cl.train.out_dir + "/log.jsonl");
+    CHECK(log.find("\"engine\":\"fast\"") != std::string::npos);
+    // resume from step 2 without --engine: the saved flags bring the fast engine back
+    REQUIRE(system(("rm " + r.cl.train.out_dir + "/model_00000004.bin " + r.cl.train.out_dir + "/state_00000004.bin")
+                       .c_str()) == 0);
+    CommandLine resume = r.cl;
+    resume.train.resume_dir = r.cl.train.out_dir;
+    resume.train.from_step = 2;
+    resume.train.engine = ENGINE_AUTO;
+    resume.given = {"--resume", "--from-step"};  // as on a command line: every other flag comes back from the checkpoint
+    resume.model_flag_seen = false;
+    REQUIRE(train(&resume) == 0);
+    CHECK(resume.train.engine == ENGINE_FAST);
+    CHECK(slurp(r.cl.train.out_dir + "/model_00000004.bin") == full);
+}
