@@ -17,6 +17,8 @@
 //       download into `staging` on the GPU.
 //   sk_backend_init(), sk_memory_bytes(), sk_device_name(), SK_BACKEND_NAME: start-up (a clear error when no GPU
 //       exists) and the memory the activations must fit in.
+//   sk_memory_use(): the bytes every SkBuffer holds now and at most so far (the model's memory: parameters,
+//       gradients, moments, activations; not CUDA's own), which the trainer prints at the end of a run.
 // What it is not: a kernel library. Under nvcc this is the exact path: the CPU reference's per-element bodies, one
 // thread each, simple and slow, and the CPU's bits.
 // Rules for a body: capture by value (SK_LAMBDA is [=]), only pointers into SkBuffers and plain values (an AttnSpec,
@@ -29,6 +31,21 @@
 
 #include "errors.h"
 #include "numerics.h"
+
+// The bytes allocated through sk_alloc_bytes: now, and the most at any time. One count per program (an inline
+// function, not a static one: SkBuffer's members are shared by every file that includes this header, the tests' too).
+struct SkMemoryUse {
+    size_t now = 0, peak = 0;
+};
+inline SkMemoryUse& sk_memory_use() {
+    static SkMemoryUse use;
+    return use;
+}
+static inline void sk_memory_count(size_t bytes, bool alloc) {
+    SkMemoryUse& u = sk_memory_use();
+    u.now = alloc ? u.now + bytes : u.now - bytes;
+    u.peak = u.now > u.peak ? u.now : u.peak;
+}
 
 #ifdef __CUDACC__
 #include <cuda_runtime.h>
@@ -90,9 +107,13 @@ static inline void* sk_alloc_bytes(size_t bytes) {
     if (err != cudaSuccess)
         fail("cannot allocate %.2f GiB of GPU memory (%s); lower --batch or --seq-len, or use a smaller model",
              bytes / 1073741824.0, cudaGetErrorString(err));
+    sk_memory_count(bytes, true);
     return p;
 }
-static inline void sk_free_bytes(void* p) { cudaFree(p); }
+static inline void sk_free_bytes(void* p, size_t bytes) {
+    cudaFree(p);
+    sk_memory_count(bytes, false);
+}
 // cudaMemcpy waits for the kernels before it on the default stream, so a download sees their results
 static inline void sk_upload_bytes(void* device, const void* host, size_t bytes) {
     SK_CUDA(cudaMemcpy(device, host, bytes, cudaMemcpyHostToDevice));
@@ -157,9 +178,13 @@ static inline void* sk_alloc_bytes(size_t bytes) {
     if (!p)
         fail("cannot allocate %.2f GiB (out of memory); lower --batch or --seq-len, or use a smaller model",
              bytes / 1073741824.0);
+    sk_memory_count(bytes, true);
     return p;
 }
-static inline void sk_free_bytes(void* p) { free(p); }
+static inline void sk_free_bytes(void* p, size_t bytes) {
+    free(p);
+    sk_memory_count(bytes, false);
+}
 static inline void sk_upload_bytes(void* device, const void* host, size_t bytes) { memcpy(device, host, bytes); }
 static inline void sk_download_bytes(void* host, const void* device, size_t bytes) { memcpy(host, device, bytes); }
 static inline void sk_backend_init() {}
@@ -241,7 +266,7 @@ class SkBuffer {
   private:
     void reallocate(size_t n) {
         if (n == n_) return;
-        if (ptr_) sk_free_bytes(ptr_);
+        if (ptr_) sk_free_bytes(ptr_, n_ * sizeof(T));
         ptr_ = n ? (T*)sk_alloc_bytes(n * sizeof(T)) : nullptr;
         n_ = n;
     }

@@ -931,9 +931,10 @@ static int finish_run(Run* r) {
         snprintf(val, sizeof val, " | val loss %.4f (best %.4f at step %d)", r->last_val, r->best_val,
                  r->best_val_step);
     if (!std::isnan(r->last_sink)) snprintf(sink, sizeof sink, " | Sink_1 %.2f%% -> %.2f%%", r->first_sink, r->last_sink);
-    say("done: %d steps, %.3gM tokens in %s%s%s%s | %d updates skipped | sink metrics %.2f%% of training time\n",
-        steps, (double)steps * tc.total_batch_size / 1e6, clock_text(now_ms() - r->start_ms).c_str(), loss, val, sink,
-        r->skipped, r->train_ms > 0 ? 100.0 * r->sink_ms / r->train_ms : 0.0);
+    say("done: %d steps, %.3gM tokens in %s%s%s%s | %d updates skipped | sink metrics %.2f%% of training time | "
+        "model memory at most %.3f GiB\n", steps, (double)steps * tc.total_batch_size / 1e6,
+        clock_text(now_ms() - r->start_ms).c_str(), loss, val, sink, r->skipped,
+        r->train_ms > 0 ? 100.0 * r->sink_ms / r->train_ms : 0.0, sk_memory_use().peak / 1073741824.0);
     say("files: %s/log.jsonl, %s\n", r->out_dir.c_str(), ckpt_path(r->out_dir, "model", tc.steps).c_str());
     if (profile().on) {  // SK_PROFILE=1: where the time went (common/profile.h)
         JsonRecord rec("profile");

@@ -263,6 +263,35 @@ TEST_CASE("--check-fast's comparison fails a gradient 0.5% off at fp32 and passe
     CHECK(e.cosine == Approx(1.0).epsilon(1e-12));
 }
 
+TEST_CASE("the fast engine holds no T x T matrices: its training memory is smaller by at least their size",
+          "[engine]") {
+    const char* argv_c[] = {"train_gpt_cpu", "--seq-len", "128"};  // the tiny preset: L 2, 16 heads, maxT 128
+    std::vector<std::string> args(argv_c, argv_c + 3);
+    std::vector<char*> argv;
+    for (std::string& a : args) argv.push_back(&a[0]);
+    CommandLine cl;
+    parse_command_line((int)argv.size(), argv.data(), &cl);
+    ModelConfig c = model_from_flags(&cl);
+    const int B = 4, T = 128;
+    std::vector<int> x(B * T), y(B * T);
+    for (int i = 0; i < B * T; i++) x[i] = y[(i + B * T - 1) % (B * T)] = i * 7 % c.vocab_size;
+    size_t used[2];
+    for (int fast = 0; fast < 2; fast++) {
+        EngineOptions o;
+        o.kind = fast ? ENGINE_FAST : ENGINE_EXACT;
+        size_t before = sk_memory_use().now;
+        std::unique_ptr<Engine> e = make_engine(c, o);
+        e->forward(x.data(), y.data(), B, T);
+        e->zero_grad();
+        e->backward(1.0f);
+        used[fast] = sk_memory_use().now - before;
+    }
+    size_t att = (size_t)c.num_layers * B * c.num_heads * T * T * sizeof(float);
+    CHECK(used[0] >= used[1] + att);
+    WARN("tiny preset, B 4 x T 128, forward and backward: exact " << used[0] / 1048576.0 << " MiB, fast "
+         << used[1] / 1048576.0 << " MiB (the attention matrices alone: " << att / 1048576.0 << " MiB)");
+}
+
 TEST_CASE("engine flags: auto is exact on the CPU; contradictions and GPU-only precisions are refused", "[engine]") {
     std::string out;
     CHECK(run_command("./train_gpt_cpu --precision tf32 --steps 1", &out) == 1);

@@ -12,8 +12,8 @@
 #      error against the CPU row form, its time and TFLOP/s at B 4 x 12 heads of 64 x T 1024;
 #      then the matmul ladder (dev/cuda/matmul.cu): the exact kernels bit for bit, cuBLAS, their TFLOP/s;
 #   5. --check-fast on the GPT-2 124M shape (B 4 x T 256) in each precision: the fast engine against the exact one;
-#   6. the GPT-2 124M shape on Brown, the engines side by side: tokens/s of the fast engine (bf16, B 8 x T 1024) and
-#      of the exact engine (B 1 x T 1024), and PyTorch's on the same GPU (dev/gpu/torch_gpt2.py: bf16 autocast, SDPA,
+#   6. the GPT-2 124M shape on Brown, the engines side by side: tokens/s and model memory of the fast engine (bf16,
+#      B 8 x T 1024) and of the exact engine (B 1 x T 1024), and PyTorch's on the same GPU (dev/gpu/torch_gpt2.py: bf16 autocast, SDPA,
 #      fused AdamW, B 8 x T 1024), with the ratio.
 # It uses the binaries of `make gpu-bundle` (built where the tools are: nvcc, PCRE2, Catch2) from build/gpu/, so the
 # GPU machine needs only its driver. Results go to $OUT (or ./gpu_check_out): five files (this log, both trainers'
@@ -84,6 +84,7 @@ for e in "fast --precision bf16 --batch 8 --steps 8" "exact --batch 1 --steps 2"
     timeout 25 ./train_gpt --preset gpt2 --engine $e --seq-len 1024 --val-every 0 --sink-every 0 --sample-len 0 \
         --save-every 0 --out "$dir" > "$dir.txt" 2>&1 || { status=1; tail -3 "$dir.txt"; }
     head -1 "$dir.txt"
+    grep -o "model memory at most [0-9.]* GiB" "$dir.txt"
     tps=$(grep -o '"tok_per_s":[0-9.]*' "$dir/log.jsonl" 2>/dev/null | cut -d: -f2 | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
     echo "engine $e: tok/s (median of steps): $tps"
     [ "${e%% *}" = fast ] && fast_tps=$tps
