@@ -839,8 +839,8 @@ static void attention_backward(F* dq, F* dk, int qk_stride, F* dv, const AttnPar
 //   forward, row (b,h,t):  (m, l) and acc over the slot, then keys lo..hi-1 in tiles of ATTN_STREAM_TILE;
 //                          y_t = acc * out_scale (+ v_bias);  keeps (m, l) and the slot's weight p_*
 //   backward, row:         D_t = dO_t . O_t  (O = y - v_bias; clipped softmax: its D terms summed over the row);
-//                          dp_tj = dO_t . v_j,  ds_tj = dscore(s_tj, dp_tj, D_t);  dq_t += tau (ds_* k* + sum_j ds_tj k_j)
-//                          keeps D_t and ds_*
+//                          dp_tj = dO_t . v_j,  ds_tj = dscore(s_tj, dp_tj, D_t);
+//                          dq_t += tau (ds_* k* + sum_j ds_tj k_j);  keeps D_t and ds_*
 //   backward, key (b,h,j): dk_j += tau sum_t ds_tj q_t;  dv_j += sum_t p_tj dO_t     (the rows t that see j, in order)
 //   then the slot parameters from ds_* and p_* (attention_backward_slot_params).
 
@@ -963,7 +963,8 @@ SK_HD static inline void attention_stream_grad_row(const StreamAttn<F>& sa, size
         for (int j = lo; j < hi; j++) {
             size_t bj = (size_t)b * T + j;
             F s = attention_key_score(ap, (const F*)q, sa.k + bj * sa.qk_stride + h * HS, h, t, j, HS, tau);
-            D += attn_stream_clipped_dterm(spec, st, s, attention_stream_dp<HS>((const F*)dy, sa.v + bj * 3 * C + h * HS), T);
+            F dp = attention_stream_dp<HS>((const F*)dy, sa.v + bj * 3 * C + h * HS);
+            D += attn_stream_clipped_dterm(spec, st, s, dp, T);
         }
     }
     sa.D[r] = D;
@@ -1993,8 +1994,9 @@ class ModelEngine final : public Engine {
     std::string describe() const override {
         if (options_.kind != ENGINE_FAST) return "exact";
         int hs = model.config.channels / model.config.num_heads;
-        std::string attn = acts_.streamed ? "streamed attention"
-                                          : "row-form attention (no streamed form for head size " + std::to_string(hs) + ")";
+        std::string attn = acts_.streamed
+                               ? "streamed attention"
+                               : "row-form attention (no streamed form for head size " + std::to_string(hs) + ")";
         std::string mm = precision_ >= 0 ? std::string("cuBLAS ") + precision_names[precision_] + " matmuls"
                                          : "exact matmuls";
         return "fast: " + attn + ", " + mm + ", row sums in chunks, loss from row statistics";
