@@ -174,7 +174,8 @@ TEST_CASE("on a GPU, the fast engine passes --check-fast in every precision (mod
         "--attn sigmoid --attn-norm sum --phi mlp --value-bias 1 --slot-shared 1",
         "--attn softpick --mask prefix --mask-param 5",
         "--attn clipped --phi elu1 --slot zero --ffn geglu",
-        "--attn elu1 --sink-token 1 --slot logit",
+        "--attn elu1 --attn-norm sum --sink-token 1",
+        "--slot logit --pos sinusoidal --ffn reglu --gate elementwise",
     };
     for (const char* v : variants)
         for (const char* precision : {"fp32", "tf32", "bf16"}) {

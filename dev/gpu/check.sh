@@ -89,7 +89,9 @@ for e in "fast --precision bf16 --batch 8 --steps 8" "exact --batch 1 --steps 2"
     echo "engine $e: tok/s (median of steps): $tps"
     [ "${e%% *}" = fast ] && fast_tps=$tps
 done
-torch_line=$(timeout 30 python3 dev/gpu/torch_gpt2.py --batch 8 --seq-len 1024 --steps 12) || status=1
+PY=python3  # the one with torch: the image's, or Debian's
+$PY -c "import torch" 2>/dev/null || PY=/usr/bin/python3
+torch_line=$(timeout 30 $PY dev/gpu/torch_gpt2.py --batch 8 --seq-len 1024 --steps 12) || status=1
 echo "PyTorch: $torch_line"
 torch_tps=$(echo "$torch_line" | grep -o '"tok_per_s": [0-9.]*' | cut -d' ' -f2)
 awk -v f="${fast_tps:-0}" -v t="${torch_tps:-0}" 'BEGIN { if (t > 0) printf "fast engine / PyTorch tokens/s: %.3f\n", f / t }'
