@@ -36,7 +36,7 @@ train_gpt: train_gpt.cu train_gpt_cpu.cpp $(HEADERS) | deps-train
 DEV_CUDA_FLAGS ?= -O3 -std=c++17 -Xptxas -warn-spills -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=[sm_90,compute_90]
 DEV_CUDA_BINS := $(patsubst dev/cuda/%.cu,build/dev_cuda/%,$(wildcard dev/cuda/*.cu))
 dev-cuda: $(DEV_CUDA_BINS)
-build/dev_cuda/%: dev/cuda/%.cu $(HEADERS) | deps-train
+build/dev_cuda/%: dev/cuda/%.cu dev/cuda/ladder.cuh $(HEADERS) | deps-train
 	@mkdir -p build/dev_cuda
 	$(NVCC) $(DEV_CUDA_FLAGS) -o $@ $<
 

@@ -8,8 +8,8 @@
 // What it is: host-and-device functions for one query row (its query, output accumulator and row state) and one
 // query tile (the key interval its rows see). A kernel stages each key tile of K and V in shared memory and calls
 // flash_row_tile from every thread; test_variants.cpp runs the same functions on the CPU over random shapes, every row
-// map, slot and mask, against the row form. The kernel that uses the forward is version 2 of
-// dev/cuda/attention_forward.cu; the backward's (the end of this file) has no kernel yet.
+// map, slot and mask, against the row form. The kernels that use them are version 2 of dev/cuda/attention_forward.cu
+// and of dev/cuda/attention_backward.cu.
 // What it is not: the kernel (the staging, the synchronisation and the launch are the kernel's), nor ALiBi or the
 // feature maps (they change the scores, not this structure).
 #pragma once
@@ -186,18 +186,22 @@ SK_HD inline void flash_dq_slot(const FlashGradRow<HS>* r, const AttnSpec& spec,
     *p_slot = attn_stream_weight(spec, r->st, s_slot, T);
 }
 
-// dq_t over one key tile (keys k0 .. k0 + kn - 1 at ks, vs; stride HS).
+// dq_t over one key tile (keys k0 .. k0 + kn - 1 at ks, vs; stride HS), in two sweeps: every key's tau ds_tj into
+// g (kn floats of scratch), then dq_t += g_j k_j, j in order. (In one sweep nvcc keeps a key's HS values in registers
+// from its score to its dq update, which with q, dO and dq spills at HS 64.)
 template <int HS>
 SK_HD inline void flash_dq_tile(FlashGradRow<HS>* r, const AttnSpec& spec, const float* ks, const float* vs, int k0,
-                                int kn, float tau, int T) {
+                                int kn, float tau, int T, float* g) {
     int j0, j1;
     flash_tile_span(r->lo, r->hi, k0, kn, &j0, &j1);
     for (int j = j0; j < j1; j++) {
-        const float* kj = ks + (size_t)(j - k0) * HS;
         float s, dp;
-        flash_grad_terms(r, kj, vs + (size_t)(j - k0) * HS, tau, &s, &dp);
-        float g = attn_stream_dscore(spec, r->st, s, dp, r->D, T) * tau;
-        for (int d = 0; d < HS; d++) r->dq[d] = sk_fma(g, kj[d], r->dq[d]);
+        flash_grad_terms(r, ks + (size_t)(j - k0) * HS, vs + (size_t)(j - k0) * HS, tau, &s, &dp);
+        g[j - j0] = attn_stream_dscore(spec, r->st, s, dp, r->D, T) * tau;
+    }
+    for (int j = j0; j < j1; j++) {
+        const float* kj = ks + (size_t)(j - k0) * HS;
+        for (int d = 0; d < HS; d++) r->dq[d] = sk_fma(g[j - j0], kj[d], r->dq[d]);
     }
 }
 

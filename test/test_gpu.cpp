@@ -5,7 +5,7 @@
 // before it writes anything. On a machine with a GPU: short runs of both trainers over a set of model and attention
 // variants give the same bits with --engine exact (checkpoints byte for byte; losses, gradient norms, validation
 // losses, sink metrics and sampled text in the logs); both engines pass --check-state on every PyTorch fixture; the
-// fast engine passes --check-fast in every precision over the same variants.
+// fast engine passes --check-fast over seven variants in fp32, and on the default model in tf32 and bf16.
 // The math of the GPU build is tested on the CPU by the other test files: its loop bodies are the CPU's, and its
 // matmul (gemm_by_element) equals the CPU's bit for bit (test_layers.cpp).
 // What it is not: a GPU speed test.
@@ -158,7 +158,8 @@ TEST_CASE("on a GPU, both engines of train_gpt pass --check-state on every PyTor
         }
 }
 
-TEST_CASE("on a GPU, the fast engine passes --check-fast in every precision (model and attention variants)", "[gpu]") {
+TEST_CASE("on a GPU, the fast engine passes --check-fast (variants in fp32, the default model in every precision)",
+          "[gpu]") {
     if (!gpu_binary_present()) return;
     if (!gpu_present()) {
         WARN("skipped: no GPU on this machine");
@@ -179,12 +180,29 @@ TEST_CASE("on a GPU, the fast engine passes --check-fast in every precision (mod
     };
     for (const char* v : variants)
         for (const char* precision : {"fp32", "tf32", "bf16"}) {
+            if (v[0] && strcmp(precision, "fp32") != 0) continue;  // every variant in fp32, every precision once
             std::string out;
             INFO("variant: " << v << " --precision " << precision);
             int rc = run_command("./train_gpt --check-fast --precision " + std::string(precision) + common + " " + v, &out);
             INFO(out);
             CHECK(rc == 0);
         }
+}
+
+// dev/cuda/attention_backward.cu runs its kernels' block code on the CPU with --cpu-check (each thread's step in turn,
+// shared memory as host arrays) against the row form: built by make test wherever nvcc is, so checked here.
+TEST_CASE("the attention backward ladder's kernel code, run on the CPU, matches the row form", "[gpu]") {
+    if (!gpu_binary_present()) return;  // nvcc built train_gpt, and with it build/dev_cuda/
+    REQUIRE(file_exists("build/dev_cuda/attention_backward"));
+    for (const char* v : {"--attn softmax", "--attn sigmoid --attn-norm sum", "--attn softpick", "--attn clipped --slot kv",
+                          "--slot logit --mask window --mask-param 40", "--attn elu1 --attn-norm sum --mask prefix "
+                          "--mask-param 33"}) {
+        std::string out;
+        int rc = run_command(std::string("build/dev_cuda/attention_backward --cpu-check -B 1 --heads 2 -T 150 ") + v, &out);
+        INFO(v << "\n" << out);
+        CHECK(rc == 0);
+        CHECK(out.find("version 2: ok") != std::string::npos);
+    }
 }
 
 // The engine boundary holds in the GPU build: device memory has no host element access, so host code cannot read it

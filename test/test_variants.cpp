@@ -401,10 +401,12 @@ TEST_CASE("the flash backward's row functions over tiles equal the row form's gr
                         if (spec.slot == SLOT_KV)
                             for (int d = 0; d < hs; d++) rows[t].dq[d] = sk_fma(dss[t] * tau, kstar[d], rows[t].dq[d]);
                     }
+                    std::vector<float> g(tile);
                     for (int k0 = klo; k0 < khi; k0 += tile) {
                         stage(k0);
                         for (int t = t0; t < t1; t++)
-                            flash_dq_tile(&rows[t], spec, ks.data(), vs.data(), k0, std::min(tile, T - k0), tau, T);
+                            flash_dq_tile(&rows[t], spec, ks.data(), vs.data(), k0, std::min(tile, T - k0), tau, T,
+                                          g.data());
                     }
                     for (int t = t0; t < t1; t++)
                         for (int d = 0; d < hs; d++) dq[(size_t)t * hs + d] = rows[t].dq[d];

@@ -37,23 +37,13 @@ Build: make dev-cuda (nvcc, sm_80 and sm_90). Run on a GPU:
 #include <vector>
 
 #include "../../kernels/attention_flash.cuh"
+#include "ladder.cuh"
 
 #define HS 64            // head size (the template's registers are sized by it)
 #define TILE 64          // queries per block and keys per tile in version 2
 #define TOLERANCE 1e-5
 
-static void cuda_check(cudaError_t err, const char* what, int line) {
-    if (err != cudaSuccess) {
-        fprintf(stderr, "error: CUDA %s at line %d: %s\n", what, line, cudaGetErrorString(err));
-        exit(1);
-    }
-}
-#define CUDA(call) cuda_check((call), #call, __LINE__)
 
-struct Problem {
-    AttnSpec spec;
-    int B = 4, NH = 12, T = 1024;
-};
 
 // ---------------------------------------------------------------------------------------------------------------
 // the slot of head h for query row q: its score and its value (null: none)
@@ -169,44 +159,11 @@ static void run_version(int version, float* d_y, float* d_scratch, const float* 
     CUDA(cudaGetLastError());
 }
 
-static int lookup(const char* flag, const char* value, const char* const* names, int n) {
-    for (int i = 0; i < n; i++)
-        if (strcmp(value, names[i]) == 0) return i;
-    fprintf(stderr, "error: %s %s: not one of", flag, value);
-    for (int i = 0; i < n; i++) fprintf(stderr, " %s", names[i]);
-    fprintf(stderr, "\n");
-    exit(2);
-}
 
 int main(int argc, char** argv) {
     Problem pr;
     int version = 0;
-    for (int i = 1; i < argc; i++) {
-        const char* a = argv[i];
-        if (i + 1 >= argc) {
-            fprintf(stderr, "error: %s needs a value (see the comment at the top of dev/cuda/attention_forward.cu)\n", a);
-            return 2;
-        }
-        const char* v = argv[++i];
-        if (!strcmp(a, "--version")) version = atoi(v);
-        else if (!strcmp(a, "--attn")) pr.spec.variant = lookup(a, v, attn_variant_names, ATTN_NUM_VARIANTS);
-        else if (!strcmp(a, "--attn-norm")) pr.spec.normaliser = lookup(a, v, attn_normaliser_names, ANORM_NUM_KINDS);
-        else if (!strcmp(a, "--slot")) pr.spec.slot = lookup(a, v, attn_slot_names, SLOT_NUM_KINDS);
-        else if (!strcmp(a, "--mask")) pr.spec.mask = lookup(a, v, attn_mask_names, MASK_NUM_KINDS);
-        else if (!strcmp(a, "--mask-param")) pr.spec.mask_param = atoi(v);
-        else if (!strcmp(a, "-B")) pr.B = atoi(v);
-        else if (!strcmp(a, "--heads")) pr.NH = atoi(v);
-        else if (!strcmp(a, "-T")) pr.T = atoi(v);
-        else {
-            fprintf(stderr, "error: unknown flag %s (see the comment at the top of dev/cuda/attention_forward.cu)\n", a);
-            return 2;
-        }
-    }
-    if (pr.B < 1 || pr.NH < 1 || pr.T < 1 || version < 0 || version > 2 ||
-        (pr.spec.mask != MASK_CAUSAL && pr.spec.mask_param < 1)) {
-        fprintf(stderr, "error: need B, heads, T >= 1, --version 0..2 and --mask-param >= 1 with a window or prefix\n");
-        return 2;
-    }
+    parse_attention_flags(argc, argv, "dev/cuda/attention_forward.cu", &pr, &version);
     int count = 0;
     if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) {
         fprintf(stderr, "error: no CUDA GPU is visible: these kernels need one (sm_80 or newer)\n");

@@ -43,14 +43,8 @@ Build: make dev-cuda (nvcc, sm_80 and sm_90). Run on a GPU:
 #include <vector>
 
 #include "../../kernels/gemm_exact.cuh"
+#include "ladder.cuh"
 
-static void cuda_check(cudaError_t err, const char* what, int line) {
-    if (err != cudaSuccess) {
-        fprintf(stderr, "error: CUDA %s at line %d: %s\n", what, line, cudaGetErrorString(err));
-        exit(1);
-    }
-}
-#define CUDA(call) cuda_check((call), #call, __LINE__)
 
 #define SAMPLES 4096     // random output elements checked against the CPU, besides the four corners
 #define TOLERANCE 1e-5   // version 3: relative L2 error on the sampled elements

@@ -1,6 +1,6 @@
 #!/bin/bash
 # dev/gpu/check.sh: the one prepared GPU session for sinkscope, under 7 minutes on one H100/H200-class GPU: its
-# timeouts sum to 415 s, so a hung step cannot take the session's device time.
+# timeouts sum to 419 s, so a hung step cannot take the session's device time.
 #
 # What it does, on a machine with an NVIDIA GPU, from the repository root:
 #   1. the GPU tests of make test: both trainers over eight model/attention variants must agree, and train_gpt must
@@ -11,6 +11,7 @@
 #   4. the attention forward ladder (dev/cuda/attention_forward.cu) over the row maps, slots and masks: each version's
 #      error against the CPU row form, its time and TFLOP/s at B 4 x 12 heads of 64 x T 1024;
 #      then the matmul ladder (dev/cuda/matmul.cu): the exact kernels bit for bit, cuBLAS, their TFLOP/s;
+#      then the attention backward ladder (dev/cuda/attention_backward.cu) over the same settings at B 2;
 #   5. --check-fast on the GPT-2 124M shape (B 4 x T 256) in each precision: the fast engine against the exact one;
 #   6. the GPT-2 124M shape on Brown, the engines side by side: tokens/s and model memory of the fast engine (bf16,
 #      B 8 x T 1024) and of the exact engine (B 1 x T 1024), and PyTorch's on the same GPU (dev/gpu/torch_gpt2.py: bf16 autocast, SDPA,
@@ -46,7 +47,7 @@ steps=60
 RUNS=$(mktemp -d /tmp/sinkscope_check.XXXXXX)
 for t in train_gpt train_gpt_cpu; do
     start=$(date +%s%N)
-    timeout 35 ./$t --steps $steps --val-every 30 --sink-every 30 --sample-every 30 --out "$RUNS/$t" > "$OUT/$t.txt" || status=1
+    timeout 30 ./$t --steps $steps --val-every 30 --sink-every 30 --sample-every 30 --out "$RUNS/$t" > "$OUT/$t.txt" || status=1
     cp "$RUNS/$t/log.jsonl" "$OUT/$t.log.jsonl" 2>/dev/null
     end=$(date +%s%N)
     echo "$t: $(( (end - start) / 1000000 )) ms wall; last lines:"  # shell arithmetic: the device image has no bc
@@ -58,30 +59,34 @@ for t in train_gpt train_gpt_cpu; do
 done
 
 echo "== 3. sampling from the GPU checkpoint"
-timeout 20 ./train_gpt --load "$RUNS/train_gpt/model_$(printf %08d $steps).bin" --sample --prompt "The " --sample-len 48 || status=1
+timeout 15 ./train_gpt --load "$RUNS/train_gpt/model_$(printf %08d $steps).bin" --sample --prompt "The " --sample-len 48 || status=1
+# A ladder of dev/cuda (build/gpu/dev_cuda/NAME, else build/dev_cuda/NAME).
+ladder() { [ -x "build/gpu/dev_cuda/$1" ] && echo "build/gpu/dev_cuda/$1" || echo "build/dev_cuda/$1"; }
+# An attention ladder over the row maps, slots and masks, 12 heads of 64 at T 1024: ladder name, B, time limit.
+attention_ladder() {
+    timeout "$3" bash -c '
+    for v in "--attn softmax" "--attn sigmoid" "--attn sigmoid --attn-norm sum" "--attn elu1 --attn-norm sum" \
+             "--attn linear" "--attn softpick" "--attn clipped" "--slot kv" "--slot logit" "--slot zero" \
+             "--mask window --mask-param 128" "--mask prefix --mask-param 64"; do
+        '"$(ladder "$1")"' $v -B '"$2"' --heads 12 -T 1024 || failed=1
+    done
+    exit ${failed:-0}' || status=1
+}
 echo "== 4. attention forward ladder (dev/cuda/attention_forward.cu), B 4, 12 heads of 64, T 1024"
-LADDER=build/gpu/dev_cuda/attention_forward
-[ -x "$LADDER" ] || LADDER=build/dev_cuda/attention_forward
-timeout 45 bash -c '
-for v in "--attn softmax" "--attn sigmoid" "--attn sigmoid --attn-norm sum" "--attn elu1 --attn-norm sum" \
-         "--attn linear" "--attn softpick" "--attn clipped" "--slot kv" "--slot logit" "--slot zero" \
-         "--mask window --mask-param 128" "--mask prefix --mask-param 64"; do
-    '"$LADDER"' $v -B 4 --heads 12 -T 1024 || failed=1
-done
-exit ${failed:-0}' || status=1
+attention_ladder attention_forward 4 40
 echo "== 4b. matmul ladder (dev/cuda/matmul.cu): exact by element, exact tiled, cuBLAS, GPT-2 124M shapes"
-MATMUL=build/gpu/dev_cuda/matmul
-[ -x "$MATMUL" ] || MATMUL=build/dev_cuda/matmul
-timeout 25 "$MATMUL" || status=1
+timeout 25 "$(ladder matmul)" || status=1
+echo "== 4c. attention backward ladder (dev/cuda/attention_backward.cu), B 2, 12 heads of 64, T 1024"
+attention_ladder attention_backward 2 40
 echo "== 5. --check-fast, GPT-2 124M shape, B 4 x T 256, each precision"
 for p in fp32 tf32 bf16; do
-    timeout 15 ./train_gpt --preset gpt2 --check-fast --precision $p --batch 4 --seq-len 256 --probe-seqs 4 \
+    timeout 13 ./train_gpt --preset gpt2 --check-fast --precision $p --batch 4 --seq-len 256 --probe-seqs 4 \
         --probe-len 256 | grep -E "check-fast|FAIL|OK|logits|qkvw|curve|alpha_1" || status=1
 done
 echo "== 6. GPT-2 124M shape on Brown: the fast engine (bf16, B 8 x T 1024), the exact engine (B 1 x T 1024), PyTorch"
 for e in "fast --precision bf16 --batch 8 --steps 8" "exact --batch 1 --steps 2"; do
     dir="$RUNS/gpt2_${e%% *}"
-    timeout 25 ./train_gpt --preset gpt2 --engine $e --seq-len 1024 --val-every 0 --sink-every 0 --sample-len 0 \
+    timeout 22 ./train_gpt --preset gpt2 --engine $e --seq-len 1024 --val-every 0 --sink-every 0 --sample-len 0 \
         --save-every 0 --out "$dir" > "$dir.txt" 2>&1 || { status=1; tail -3 "$dir.txt"; }
     head -1 "$dir.txt"
     grep -o "model memory at most [0-9.]* GiB" "$dir.txt"
@@ -91,7 +96,7 @@ for e in "fast --precision bf16 --batch 8 --steps 8" "exact --batch 1 --steps 2"
 done
 PY=python3  # the one with torch: the image's, or Debian's
 $PY -c "import torch" 2>/dev/null || PY=/usr/bin/python3
-torch_line=$(timeout 30 $PY dev/gpu/torch_gpt2.py --batch 8 --seq-len 1024 --steps 12) || status=1
+torch_line=$(timeout 26 $PY dev/gpu/torch_gpt2.py --batch 8 --seq-len 1024 --steps 12) || status=1
 echo "PyTorch: $torch_line"
 torch_tps=$(echo "$torch_line" | grep -o '"tok_per_s": [0-9.]*' | cut -d' ' -f2)
 awk -v f="${fast_tps:-0}" -v t="${torch_tps:-0}" 'BEGIN { if (t > 0) printf "fast engine / PyTorch tokens/s: %.3f\n", f / t }'

@@ -1,0 +1,71 @@
+// dev/cuda/ladder.cuh: what the kernel ladders of dev/cuda share: the CUDA error check, the lookup of a named choice,
+// and the attention ladders' problem (the variant, B, heads, T) with the flags that set it.
+// What it is not: a kernel, or anything the trainers use (they have common/backend.h).
+#pragma once
+#include <cuda_runtime.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../../attention_variants.cuh"
+
+static void cuda_check(cudaError_t err, const char* what, int line) {
+    if (err != cudaSuccess) {
+        fprintf(stderr, "error: CUDA %s at line %d: %s\n", what, line, cudaGetErrorString(err));
+        exit(1);
+    }
+}
+#define CUDA(call) cuda_check((call), #call, __LINE__)
+
+// The index of `value` among names[0..n), or exit 2 naming the flag and the choices.
+static int lookup(const char* flag, const char* value, const char* const* names, int n) {
+    for (int i = 0; i < n; i++)
+        if (strcmp(value, names[i]) == 0) return i;
+    fprintf(stderr, "error: %s %s: not one of", flag, value);
+    for (int i = 0; i < n; i++) fprintf(stderr, " %s", names[i]);
+    fprintf(stderr, "\n");
+    exit(2);
+}
+
+// One attention problem: the variant, and B sequences of T tokens over NH heads.
+struct Problem {
+    AttnSpec spec;
+    int B = 4, NH = 12, T = 1024;
+};
+
+// The attention ladders' flags: --version N (0..2), --attn, --attn-norm, --slot, --mask, --mask-param, -B, --heads,
+// -T, and the program's own switch (`own_switch`, null when it has none; *switch_on says whether it was given). A
+// bad flag or value exits 2 with a message naming `program`.
+static void parse_attention_flags(int argc, char** argv, const char* program, Problem* pr, int* version,
+                                  const char* own_switch = nullptr, bool* switch_on = nullptr) {
+    for (int i = 1; i < argc; i++) {
+        const char* a = argv[i];
+        if (own_switch && !strcmp(a, own_switch)) {
+            *switch_on = true;
+            continue;
+        }
+        if (i + 1 >= argc) {
+            fprintf(stderr, "error: %s needs a value (see the comment at the top of %s)\n", a, program);
+            exit(2);
+        }
+        const char* v = argv[++i];
+        if (!strcmp(a, "--version")) *version = atoi(v);
+        else if (!strcmp(a, "--attn")) pr->spec.variant = lookup(a, v, attn_variant_names, ATTN_NUM_VARIANTS);
+        else if (!strcmp(a, "--attn-norm")) pr->spec.normaliser = lookup(a, v, attn_normaliser_names, ANORM_NUM_KINDS);
+        else if (!strcmp(a, "--slot")) pr->spec.slot = lookup(a, v, attn_slot_names, SLOT_NUM_KINDS);
+        else if (!strcmp(a, "--mask")) pr->spec.mask = lookup(a, v, attn_mask_names, MASK_NUM_KINDS);
+        else if (!strcmp(a, "--mask-param")) pr->spec.mask_param = atoi(v);
+        else if (!strcmp(a, "-B")) pr->B = atoi(v);
+        else if (!strcmp(a, "--heads")) pr->NH = atoi(v);
+        else if (!strcmp(a, "-T")) pr->T = atoi(v);
+        else {
+            fprintf(stderr, "error: unknown flag %s (see the comment at the top of %s)\n", a, program);
+            exit(2);
+        }
+    }
+    if (pr->B < 1 || pr->NH < 1 || pr->T < 1 || *version < 0 || *version > 2 ||
+        (pr->spec.mask != MASK_CAUSAL && pr->spec.mask_param < 1)) {
+        fprintf(stderr, "error: need B, heads, T >= 1, --version 0..2 and --mask-param >= 1 with a window or prefix\n");
+        exit(2);
+    }
+}
