@@ -1986,9 +1986,6 @@ class ModelEngine final : public Engine {
         int hs = c.channels / c.num_heads;
         acts_.streamed = o.kind == ENGINE_FAST && attention_stream_supports(hs);
         acts_.fast_loss = o.kind == ENGINE_FAST;
-#ifdef __CUDACC__
-        if (o.kind == ENGINE_FAST) precision_ = o.precision;
-#endif
     }
     const ModelConfig& config() const override { return model.config; }
     std::string describe() const override {
@@ -1997,8 +1994,9 @@ class ModelEngine final : public Engine {
         std::string attn = acts_.streamed
                                ? "streamed attention"
                                : "row-form attention (no streamed form for head size " + std::to_string(hs) + ")";
-        std::string mm = precision_ >= 0 ? std::string("cuBLAS ") + precision_names[precision_] + " matmuls"
-                                         : "exact matmuls";
+        std::string mm = matmul_precision() >= 0
+                             ? std::string("cuBLAS ") + precision_names[matmul_precision()] + " matmuls"
+                             : "exact matmuls";
         return "fast: " + attn + ", " + mm + ", row sums in chunks, loss from row statistics";
     }
     size_t num_params() const override { return model.num_params; }
@@ -2056,7 +2054,7 @@ class ModelEngine final : public Engine {
         bool saved_chunked;
         explicit Switches(const ModelEngine* e)
             : saved_precision(matmul_fast_precision), saved_chunked(chunked_row_sums) {
-            matmul_fast_precision = e->precision_;
+            matmul_fast_precision = e->matmul_precision();
             chunked_row_sums = e->options_.kind == ENGINE_FAST;
         }
         ~Switches() {
@@ -2065,7 +2063,13 @@ class ModelEngine final : public Engine {
         }
     };
     EngineOptions options_;
-    int precision_ = -1;  // the matmuls' (-1: exact)
+    // the precision of cuBLAS's matmuls: the fast engine's on a GPU, else -1 (the exact matmul)
+    int matmul_precision() const {
+#ifdef __CUDACC__
+        if (options_.kind == ENGINE_FAST) return options_.precision;
+#endif
+        return -1;
+    }
     Acts<float> acts_, probe_;
     std::vector<float> staging_[5];  // the GPU build's host copies of a probe
 };

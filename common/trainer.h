@@ -151,6 +151,15 @@ static inline float lr_at(const TrainConfig& tc, int step) {
 // One optimizer step's clip factor: gn > clip ? clip / gn : 1.
 static inline double clip_scale(double gn, float clip) { return clip > 0 && gn > clip ? clip / gn : 1.0; }
 
+// The AdamW update of step `step` (0-based) at learning rate lr, with the flags' betas, epsilon, decay and clipping of
+// the gradient norm gn.
+static inline AdamWStep adamw_step(const TrainConfig& tc, float lr, int step, double gn) {
+    AdamWStep s;
+    s.lr = lr; s.beta1 = tc.beta1; s.beta2 = tc.beta2; s.eps = tc.adam_eps; s.weight_decay = tc.weight_decay;
+    s.wd_exempt = tc.wd_exempt; s.t = step + 1; s.grad_scale = (float)clip_scale(gn, tc.grad_clip);
+    return s;
+}
+
 // ----------------------------------------------------------------------------------------------------------------
 // data
 
@@ -882,10 +891,7 @@ static void train_step(Run* r, int step) {
             std::isnan(loss) ? NAN : loss, first.c_str());
         return;
     }
-    AdamWStep s;
-    s.lr = lr; s.beta1 = tc.beta1; s.beta2 = tc.beta2; s.eps = tc.adam_eps; s.weight_decay = tc.weight_decay;
-    s.wd_exempt = tc.wd_exempt; s.t = step + 1; s.grad_scale = (float)clip_scale(gn, tc.grad_clip);
-    e.update(s);
+    e.update(adamw_step(tc, lr, step, gn));
     r->steps_done = step + 1;
     r->last_loss = loss;
     double dt = now_ms() - t0;
@@ -1102,11 +1108,7 @@ static CheckResult check_fast(const CommandLine* cl, bool verbose) {
             e.zero_grad();
             curve[i].push_back(e.forward(x.data(), y.data(), B, T));
             e.backward(1.0f);
-            AdamWStep s;
-            s.lr = tc.lr; s.beta1 = tc.beta1; s.beta2 = tc.beta2; s.eps = tc.adam_eps;
-            s.weight_decay = tc.weight_decay; s.wd_exempt = tc.wd_exempt; s.t = step + 1;
-            s.grad_scale = (float)clip_scale(e.grad_norm(), tc.grad_clip);
-            e.update(s);
+            e.update(adamw_step(tc, tc.lr, step, e.grad_norm()));
         }
     double worst_step = 0;
     for (int step = 0; step < CHECK_FAST_STEPS; step++)

@@ -621,13 +621,7 @@ int main(int argc, char** argv) {
     size_t scratch_floats = rows * 4 * (pr.T + 1);
     Inputs in = draw_inputs(pr);
     Reference ref = attention_backward_cpu(in, pr);
-    double pairs = 0;  // visible (query, key) pairs
-    for (int t = 0; t < pr.T; t++) {
-        int lo, hi;
-        attn_visible_keys(pr.spec, t, pr.T, &lo, &hi);
-        pairs += hi - lo;
-    }
-    double flops = 10.0 * pr.B * pr.NH * HS * pairs;
+    double flops = 10.0 * pr.B * pr.NH * HS * visible_pairs(pr);
     printf("attention backward%s: --attn %s --attn-norm %s --slot %s --mask %s (%d), B %d, heads %d of %d, T %d "
            "(%d rows drawn again away from a kink)\n",
            cpu_check ? " on the CPU (--cpu-check)" : "", attn_variant_names[pr.spec.variant],
@@ -691,21 +685,9 @@ int main(int argc, char** argv) {
         CUDA(cudaMemcpy(ds_slot.data(), d_ds_slot, rows * sizeof(float), cudaMemcpyDeviceToHost));
         bool ok = check(dqkv.data(), ds_slot.data(), ref, pr, report, sizeof report);
         failures += !ok;
-        cudaEvent_t e0, e1;
-        CUDA(cudaEventCreate(&e0));
-        CUDA(cudaEventCreate(&e1));
-        int reps = 10;
-        CUDA(cudaEventRecord(e0));
-        for (int r = 0; r < reps; r++) run_version(ver, a, pr);
-        CUDA(cudaEventRecord(e1));
-        CUDA(cudaEventSynchronize(e1));
-        float ms = 0;
-        CUDA(cudaEventElapsedTime(&ms, e0, e1));
-        ms /= reps;
+        float ms = time_ms(10, [&] { run_version(ver, a, pr); });
         printf("version %d: %s  max err / max |ref|, rel L2:%s (allowed %.0e)  %.3f ms  %.2f TFLOP/s\n", ver,
                ok ? "ok  " : "FAIL", report, TOLERANCE, ms, flops / (ms * 1e-3) / 1e12);
-        CUDA(cudaEventDestroy(e0));
-        CUDA(cudaEventDestroy(e1));
     }
     for (float* p : {d_qkv, d_dout, d_kstar, d_vstar, d_logit, d_m, d_l, d_out, d_dqkv, d_ds_slot, d_D}) cudaFree(p);
     if (d_scratch) cudaFree(d_scratch);

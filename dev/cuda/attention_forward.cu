@@ -196,13 +196,7 @@ int main(int argc, char** argv) {
     bool v1_fits = scratch_floats * sizeof(float) < free_b / 2;
     if (v1_fits) CUDA(cudaMalloc(&d_scratch, scratch_floats * sizeof(float)));
 
-    double pairs = 0;  // visible (query, key) pairs
-    for (int t = 0; t < pr.T; t++) {
-        int lo, hi;
-        attn_visible_keys(pr.spec, t, pr.T, &lo, &hi);
-        pairs += hi - lo;
-    }
-    double flops = 4.0 * pr.B * pr.NH * HS * pairs;
+    double flops = 4.0 * pr.B * pr.NH * HS * visible_pairs(pr);
     printf("attention forward: --attn %s --attn-norm %s --slot %s --mask %s (%d), B %d, heads %d of %d, T %d\n",
            attn_variant_names[pr.spec.variant], attn_normaliser_names[pr.spec.normaliser],
            attn_slot_names[pr.spec.slot], attn_mask_names[pr.spec.mask], pr.spec.mask_param, pr.B, pr.NH, HS, pr.T);
@@ -228,21 +222,9 @@ int main(int argc, char** argv) {
         double rel_max = maxerr / fmax(maxref, 1e-30), rel_l2 = sqrt(err2 / fmax(ref2, 1e-60));
         bool ok = rel_max <= TOLERANCE && rel_l2 <= TOLERANCE;
         failures += !ok;
-        cudaEvent_t e0, e1;
-        CUDA(cudaEventCreate(&e0));
-        CUDA(cudaEventCreate(&e1));
-        int reps = 10;
-        CUDA(cudaEventRecord(e0));
-        for (int r = 0; r < reps; r++) run_version(ver, d_y, d_scratch, d_qkv, d_kstar, d_vstar, d_logit, pr);
-        CUDA(cudaEventRecord(e1));
-        CUDA(cudaEventSynchronize(e1));
-        float ms = 0;
-        CUDA(cudaEventElapsedTime(&ms, e0, e1));
-        ms /= reps;
+        float ms = time_ms(10, [&] { run_version(ver, d_y, d_scratch, d_qkv, d_kstar, d_vstar, d_logit, pr); });
         printf("version %d: %s  max err / max |ref| %.2e  rel L2 %.2e (allowed %.0e)  %.3f ms  %.2f TFLOP/s\n", ver,
                ok ? "ok  " : "FAIL", rel_max, rel_l2, TOLERANCE, ms, flops / (ms * 1e-3) / 1e12);
-        CUDA(cudaEventDestroy(e0));
-        CUDA(cudaEventDestroy(e1));
     }
     cudaFree(d_qkv);
     cudaFree(d_y);

@@ -1,5 +1,6 @@
 // dev/cuda/ladder.cuh: what the kernel ladders of dev/cuda share: the CUDA error check, the lookup of a named choice,
-// and the attention ladders' problem (the variant, B, heads, T) with the flags that set it.
+// the timing of a version, and the attention ladders' problem (the variant, B, heads, T) with the flags that set it and
+// the (query, key) pairs it visits.
 // What it is not: a kernel, or anything the trainers use (they have common/backend.h).
 #pragma once
 #include <cuda_runtime.h>
@@ -25,6 +26,23 @@ static int lookup(const char* flag, const char* value, const char* const* names,
     for (int i = 0; i < n; i++) fprintf(stderr, " %s", names[i]);
     fprintf(stderr, "\n");
     exit(2);
+}
+
+// The mean time in ms of `reps` calls of run(), measured with CUDA events on the default stream.
+template <typename Run>
+static float time_ms(int reps, Run run) {
+    cudaEvent_t e0, e1;
+    CUDA(cudaEventCreate(&e0));
+    CUDA(cudaEventCreate(&e1));
+    CUDA(cudaEventRecord(e0));
+    for (int r = 0; r < reps; r++) run();
+    CUDA(cudaEventRecord(e1));
+    CUDA(cudaEventSynchronize(e1));
+    float ms = 0;
+    CUDA(cudaEventElapsedTime(&ms, e0, e1));
+    CUDA(cudaEventDestroy(e0));
+    CUDA(cudaEventDestroy(e1));
+    return ms / reps;
 }
 
 // One attention problem: the variant, and B sequences of T tokens over NH heads.
@@ -68,4 +86,15 @@ static void parse_attention_flags(int argc, char** argv, const char* program, Pr
         fprintf(stderr, "error: need B, heads, T >= 1, --version 0..2 and --mask-param >= 1 with a window or prefix\n");
         exit(2);
     }
+}
+
+// The (query, key) pairs one head visits: what an attention pass's flops are counted from.
+static double visible_pairs(const Problem& pr) {
+    double pairs = 0;
+    for (int t = 0; t < pr.T; t++) {
+        int lo, hi;
+        attn_visible_keys(pr.spec, t, pr.T, &lo, &hi);
+        pairs += hi - lo;
+    }
+    return pairs;
 }

@@ -237,26 +237,11 @@ static int run_shape(const Shape& s, int version, const Cublas& cb) {
         failures += !ok;
 
         // timing: as many repetitions as fit in about a second (1 to 20); accumulate keeps adding, which is harmless
-        cudaEvent_t e0, e1;
-        CUDA(cudaEventCreate(&e0));
-        CUDA(cudaEventCreate(&e1));
-        CUDA(cudaEventRecord(e0));
-        run_version(ver, g, cb);
-        CUDA(cudaEventRecord(e1));
-        CUDA(cudaEventSynchronize(e1));
-        float ms = 0;
-        CUDA(cudaEventElapsedTime(&ms, e0, e1));
-        int reps = (int)fmin(20, fmax(1, 1000 / fmax(ms, 1e-3)));
-        CUDA(cudaEventRecord(e0));
-        for (int r = 0; r < reps; r++) run_version(ver, g, cb);
-        CUDA(cudaEventRecord(e1));
-        CUDA(cudaEventSynchronize(e1));
-        CUDA(cudaEventElapsedTime(&ms, e0, e1));
-        ms /= reps;
+        float once = time_ms(1, [&] { run_version(ver, g, cb); });
+        int reps = (int)fmin(20, fmax(1, 1000 / fmax(once, 1e-3)));
+        float ms = time_ms(reps, [&] { run_version(ver, g, cb); });
         printf("  version %d: %s  %s  %.3f ms  %.2f TFLOP/s\n", ver, ok ? "ok  " : "FAIL", check, ms,
                flops / (ms * 1e-3) / 1e12);
-        CUDA(cudaEventDestroy(e0));
-        CUDA(cudaEventDestroy(e1));
     }
     cudaFree(d_a);
     cudaFree(d_b);
