@@ -116,13 +116,17 @@ static void matmul_forward(F* out, const F* inp, const F* weight, const F* bias,
     gemm(out, inp, C, false, weight, C, true, BT, C, OC, bias, false);
 }
 
-// Sums over the B x T rows of a column (bias and norm-weight gradients) run, in the exact engine, as one thread per
-// column adding its rows in order: on a GPU a few hundred threads for millions of terms. The fast engine sums the rows
-// in chunks of ROW_CHUNK instead (chunked_row_sums): a partial sum per (chunk, column), then each column adds its
-// partials in chunk order. Deterministic, and chunks x columns threads; not the exact engine's bits. ModelEngine sets
-// it for each call into the model, as matmul_fast_precision.
+// The fast engine's row kernels (fast_row_kernels; ModelEngine sets it for each call into the model, as
+// matmul_fast_precision). Deterministic, and not the exact engine's bits:
+// - Sums over the B x T rows of a column (bias and norm-weight gradients) run, in the exact engine, as one thread per
+//   column adding its rows in order: on a GPU a few hundred threads for millions of terms. The fast engine sums the
+//   rows in chunks of ROW_CHUNK instead: a partial sum per (chunk, column), then each column adds its partials in
+//   chunk order: chunks x columns threads.
+// - A norm's sums over a row of C channels run, in the exact engine, on one thread per row, which on a GPU reads 32
+//   rows at once (uncoalesced). The fast engine gives each row a warp (sk_for_warps): lane l takes the channels
+//   l, l + 32, ..., and the lanes' sums meet in the warp's butterfly order, the same on the CPU and the GPU.
 #define ROW_CHUNK 256
-static bool chunked_row_sums = false;
+static bool fast_row_kernels = false;
 
 // The partial sums' memory: n values, kept between calls (one buffer per float type).
 template <typename F>
@@ -154,7 +158,7 @@ static void column_sums_chunked(F* dsum, const F* x, int BT, int OC) {
 // columns and the columns of a block side by side (each column still adds its rows in order)
 template <typename F>
 static void column_sums(F* dsum, const F* x, int BT, int OC) {
-    if (chunked_row_sums) {
+    if (fast_row_kernels) {
         column_sums_chunked(dsum, x, BT, OC);
         return;
     }
@@ -188,10 +192,41 @@ static void matmul_backward(F* dinp, F* dweight, F* dbias, const F* dout, const 
 // normalisation. LayerNorm: y = (x - mean) * rstd * w + b, rstd = 1/sqrt(var + eps) (biased variance).
 // RMSNorm: y = x * rstd * w, rstd = 1/sqrt(mean(x^2) + eps). mean is unused (0) for RMSNorm.
 
+// The fast engine's norm_forward (fast_row_kernels): a warp per row, the same formulas with every sum over the row
+// taken by 32 lanes (channels i = lane mod 32, i in order) and then the warp's butterfly. With `add`, the input is
+// inp + add, written to sum_out on the way (a residual and the norm after it in one pass over the row).
+template <typename F>
+static void norm_forward_warp(F* out, F* mean, F* rstd, const F* inp, const F* w, const F* b, int BT, int C, int kind,
+                              float eps, const F* add = nullptr, F* sum_out = nullptr) {
+    sk_for_warps(BT, SK_LAMBDA(size_t bt, SkWarp & warp) {
+        const F* x = add ? sum_out + bt * C : inp + bt * C;
+        F* y = out + bt * C;
+        if (add) warp.each_index(C, [&](int i) { sum_out[bt * C + i] = inp[bt * C + i] + add[bt * C + i]; });
+        SkWarpLanes<F> part;
+        F m = 0;
+        if (kind == NORM_LAYERNORM) {
+            warp.lane_sums(&part, C, [&](int i) { return x[i]; });
+            m = warp.sum(part) / C;
+        }
+        auto centred = [&](int i) { return x[i] - m; };
+        warp.lane_dots(&part, C, centred, centred);
+        F s = F(1) / sk_sqrt(warp.sum(part) / C + F(eps));
+        warp.each_index(C, [&](int i) { y[i] = (x[i] - m) * s * w[i] + (b ? b[i] : F(0)); });
+        warp.once([&] {
+            mean[bt] = m;
+            rstd[bt] = s;
+        });
+    });
+}
+
 template <typename F>
 static void norm_forward(F* out, F* mean, F* rstd, const F* inp, const F* w, const F* b, int BT, int C,
                          int kind, float eps) {
     SK_PROFILE_SCOPE(PROF_NORM);
+    if (fast_row_kernels) {
+        norm_forward_warp(out, mean, rstd, inp, w, b, BT, C, kind, eps);
+        return;
+    }
     sk_for(BT, SK_LAMBDA(size_t bt) {
         const F* x = inp + bt * C;
         F* y = out + bt * C;
@@ -243,10 +278,39 @@ static void norm_backward_params_chunked(F* dw, F* db, const F* dout, const F* i
 //   dx += rstd * (dn - mean(dn) - n * mean(dn * n)),  dn = dy * w    (RMSNorm drops the mean(dn) term)
 //   dw += sum_bt dy * n,  db += sum_bt dy                (sums over bt in order, one thread per channel; the fast
 //                                                         engine: in chunks, norm_backward_params_chunked)
+// norm_backward's dx in the fast engine (fast_row_kernels): a warp per row, its two sums over the row by lanes and
+// the butterfly, as norm_forward_warp
+template <typename F>
+static void norm_backward_dx_warp(F* dinp, const F* dout, const F* inp, const F* w, const F* mean, const F* rstd,
+                                  int BT, int C, int kind) {
+    sk_for_warps(BT, SK_LAMBDA(size_t bt, SkWarp & warp) {
+        const F* x = inp + bt * C;
+        const F* dy = dout + bt * C;
+        F* dx = dinp + bt * C;
+        F m = mean[bt], s = rstd[bt];
+        auto dn = [&](int i) { return dy[i] * w[i]; };
+        auto n = [&](int i) { return (x[i] - m) * s; };
+        SkWarpLanes<F> part;
+        F dn_mean = 0;
+        if (kind == NORM_LAYERNORM) {
+            warp.lane_sums(&part, C, dn);
+            dn_mean = warp.sum(part) / C;
+        }
+        warp.lane_dots(&part, C, dn, n);
+        F dn_n_mean = warp.sum(part) / C;
+        warp.each_index(C, [&](int i) { dx[i] += s * (dy[i] * w[i] - dn_mean - n(i) * dn_n_mean); });
+    });
+}
+
 template <typename F>
 static void norm_backward(F* dinp, F* dw, F* db, const F* dout, const F* inp, const F* w, const F* mean,
                           const F* rstd, int BT, int C, int kind) {
     SK_PROFILE_SCOPE(PROF_NORM);
+    if (fast_row_kernels) {
+        norm_backward_dx_warp(dinp, dout, inp, w, mean, rstd, BT, C, kind);
+        norm_backward_params_chunked(dw, db, dout, inp, mean, rstd, BT, C);
+        return;
+    }
     sk_for(BT, SK_LAMBDA(size_t bt) {
         const F* x = inp + bt * C;
         const F* dy = dout + bt * C;
@@ -266,10 +330,6 @@ static void norm_backward(F* dinp, F* dw, F* db, const F* dout, const F* inp, co
             dx[i] += s * (dy[i] * w[i] - dn_mean - n * dn_n_mean);
         }
     });
-    if (chunked_row_sums) {
-        norm_backward_params_chunked(dw, db, dout, inp, mean, rstd, BT, C);
-        return;
-    }
     sk_for(C, SK_LAMBDA(size_t i) {
         F gw = dw[i], gb = db ? db[i] : F(0);
         for (int bt = 0; bt < BT; bt++) {
@@ -1617,6 +1677,11 @@ static void subblock_out(const ModelConfig& c, F* out, F* sum, F* mean, F* rstd,
         residual_forward(out, x, branch, n);
         return;
     }
+    if (fast_row_kernels) {  // one pass: sum = x + branch on the way into the norm
+        SK_PROFILE_SCOPE(PROF_NORM);
+        norm_forward_warp(out, mean, rstd, x, w, b, BT, c.channels, c.norm, c.norm_eps, branch, sum);
+        return;
+    }
     residual_forward(sum, x, branch, n);
     norm_forward(out, mean, rstd, sum, w, b, BT, c.channels, c.norm, c.norm_eps);
 }
@@ -1976,7 +2041,7 @@ static void adamw_update(Model<F>* m, const AdamWStep& s) {
 // ModelEngine: the model of this file behind the engine interface. Exact: the formulas above as they stand. Fast
 // (EngineOptions): the training passes stream their attention (attention_forward_stream: no T x T matrices) and take
 // the loss from row statistics (crossentropy_forward_stats: no probs), the sums over rows run in chunks
-// (chunked_row_sums), and on a GPU every matmul goes to cuBLAS in the chosen precision. The sink probe keeps the
+// (fast_row_kernels), and on a GPU every matmul goes to cuBLAS in the chosen precision. The sink probe keeps the
 // materialising attention (it reads the weights), with the engine's other switches.
 class ModelEngine final : public Engine {
   public:
@@ -1997,7 +2062,7 @@ class ModelEngine final : public Engine {
         std::string mm = matmul_precision() >= 0
                              ? std::string("cuBLAS ") + precision_names[matmul_precision()] + " matmuls"
                              : "exact matmuls";
-        return "fast: " + attn + ", " + mm + ", row sums in chunks, loss from row statistics";
+        return "fast: " + attn + ", " + mm + ", row sums in chunks, norms a warp per row, loss from row statistics";
     }
     size_t num_params() const override { return model.num_params; }
     double forward(const int* inputs, const int* targets, int B, int T) override {
@@ -2048,18 +2113,18 @@ class ModelEngine final : public Engine {
     }
 
   private:
-    // this engine's matmul_fast_precision and chunked_row_sums, for the length of one call into the model
+    // this engine's matmul_fast_precision and fast_row_kernels, for the length of one call into the model
     struct Switches {
         int saved_precision;
         bool saved_chunked;
         explicit Switches(const ModelEngine* e)
-            : saved_precision(matmul_fast_precision), saved_chunked(chunked_row_sums) {
+            : saved_precision(matmul_fast_precision), saved_chunked(fast_row_kernels) {
             matmul_fast_precision = e->matmul_precision();
-            chunked_row_sums = e->options_.kind == ENGINE_FAST;
+            fast_row_kernels = e->options_.kind == ENGINE_FAST;
         }
         ~Switches() {
             matmul_fast_precision = saved_precision;
-            chunked_row_sums = saved_chunked;
+            fast_row_kernels = saved_chunked;
         }
     };
     EngineOptions options_;

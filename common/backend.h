@@ -10,6 +10,13 @@
 //       depend on the thread count or on the device: a body that follows the same order gives the same bits.
 //   sk_for_scratch(n, per, work, SK_LAMBDA(size_t i, F* scratch) { ... })  the same with `per` values of scratch for
 //       the body: a per-thread array on the CPU, a slice of `work` (sk_scratch_size(n, per) values) on the GPU.
+//   sk_for_warps(n, SK_LAMBDA(size_t i, SkWarp& w) { ... })  runs the body for i = 0..n-1 on a warp of SK_WARP (32)
+//       lanes, for work over a row of values: lane l takes the indices l, l + 32, ... of the row, in order
+//       (w.lane_sums, w.lane_dots: a partial sum per lane into an SkWarpLanes<F>), w.sum adds the lanes' partials in
+//       a fixed butterfly order, w.each_index(n, f) runs f(i) for every index, w.once(f) runs f once. CUDA: one warp
+//       per i, lane = its thread, so a row is read side by side (coalesced); the sum by shuffles. CPU: one thread per
+//       i, the lanes' partials side by side in an array (vectorised), the sum on it in the same order. So a warp body
+//       gives the same bits on both.
 //   SkBuffer<T>  an owning array of device memory (plain cudaMalloc on the GPU, the heap on the CPU). The host moves
 //       data in and out explicitly with upload/download; on the CPU build it may also index the array directly (the
 //       tests do), on the GPU build that does not compile, so no host code can read device memory by accident.
@@ -31,6 +38,8 @@
 
 #include "errors.h"
 #include "numerics.h"
+
+#define SK_WARP 32  // lanes of a warp (sk_for_warps)
 
 // The bytes allocated through sk_alloc_bytes: now, and the most at any time. One count per program (an inline
 // function, not a static one: SkBuffer's members are shared by every file that includes this header, the tests' too).
@@ -92,6 +101,70 @@ static void sk_for_scratch(size_t n, size_t per, F* work, Body body) {
     sk_for(n, SK_LAMBDA(size_t i) { body(i, work + i * per); });
 }
 static inline size_t sk_scratch_size(size_t n, size_t per) { return n * per; }
+
+// The warp of sk_for_warps on the GPU: lane = the thread's place in its warp; the lanes' sum by a butterfly of
+// shuffles (lane l adds lane l ^ 16, then l ^ 8, ... l ^ 1: every lane ends with the same bits, since a + b == b + a).
+// The members are host-and-device so that a body compiles for both, but they run only on the device.
+template <typename F>
+struct SkWarpLanes {
+    F v;  // this lane's
+};
+struct SkWarp {
+    SK_HD static int lane() {
+#ifdef __CUDA_ARCH__
+        return (int)(threadIdx.x % SK_WARP);
+#else
+        return 0;
+#endif
+    }
+    template <typename Fn>
+    SK_HD void each_index(int n, Fn f) {
+        for (int i = lane(); i < n; i += SK_WARP) f(i);
+    }
+    template <typename Fn>
+    SK_HD void once(Fn f) {
+        if (lane() == 0) f();
+    }
+    template <typename F, typename Term>
+    SK_HD void lane_sums(SkWarpLanes<F>* part, int n, Term term) {
+        F acc = 0;
+        for (int i = lane(); i < n; i += SK_WARP) acc += term(i);
+        part->v = acc;
+    }
+    template <typename F, typename A, typename B>
+    SK_HD void lane_dots(SkWarpLanes<F>* part, int n, A a, B b) {
+        F acc = 0;
+        for (int i = lane(); i < n; i += SK_WARP) acc = sk_fma(a(i), b(i), acc);
+        part->v = acc;
+    }
+    template <typename F>
+    SK_HD F sum(const SkWarpLanes<F>& part) {
+        F x = part.v;
+#ifdef __CUDA_ARCH__
+        for (int off = SK_WARP / 2; off > 0; off /= 2) x = x + __shfl_xor_sync(0xffffffffu, x, off);
+#endif
+        return x;
+    }
+};
+
+// Every lane of a warp takes the same i, so the warps never split at a shuffle.
+template <typename Body>
+__global__ void sk_for_warps_kernel(size_t n, Body body) {
+    size_t warp = (blockIdx.x * (size_t)blockDim.x + threadIdx.x) / SK_WARP;
+    size_t warps = (size_t)gridDim.x * blockDim.x / SK_WARP;
+    SkWarp w;
+    for (size_t i = warp; i < n; i += warps) body(i, w);
+}
+
+template <typename Body>
+static void sk_for_warps(size_t n, Body body) {
+    if (n == 0) return;
+    const size_t threads = 256, per_block = threads / SK_WARP, max_blocks = 1 << 20;
+    size_t blocks = (n + per_block - 1) / per_block;
+    sk_for_warps_kernel<<<(unsigned)(blocks < max_blocks ? blocks : max_blocks), (unsigned)threads>>>(n, body);
+    SK_CUDA(cudaGetLastError());
+    if (sk_sync_each_launch()) SK_CUDA(cudaDeviceSynchronize());
+}
 
 // Device memory is never asked for beyond what the GPU has free (less a reserve for CUDA itself), so a configuration
 // too large for the card stops with advice instead of an opaque allocation error.
@@ -172,6 +245,58 @@ static inline void sk_for_scratch(size_t n, size_t per, F*, Body body) {
     }
 }
 static inline size_t sk_scratch_size(size_t, size_t) { return 0; }
+
+// The warp of sk_for_warps on the CPU: one thread; the lanes' partials side by side in an array (index i goes to
+// lane i mod 32, the indices of a lane in order: the GPU's order, in a loop the compiler vectorises), summed in the
+// butterfly order of the GPU's shuffles (lane l adds lane l ^ 16, then l ^ 8, ... l ^ 1).
+template <typename F>
+struct SkWarpLanes {
+    F v[SK_WARP];
+};
+struct SkWarp {
+    template <typename Fn>
+    void each_index(int n, Fn f) {
+        for (int i = 0; i < n; i++) f(i);
+    }
+    template <typename Fn>
+    void once(Fn f) {
+        f();
+    }
+    template <typename F, typename Term>
+    void lane_sums(SkWarpLanes<F>* part, int n, Term term) {
+        for (int l = 0; l < SK_WARP; l++) part->v[l] = 0;
+        for (int i0 = 0; i0 < n; i0 += SK_WARP) {
+            int m = n - i0 < SK_WARP ? n - i0 : SK_WARP;
+            for (int l = 0; l < m; l++) part->v[l] += term(i0 + l);
+        }
+    }
+    template <typename F, typename A, typename B>
+    void lane_dots(SkWarpLanes<F>* part, int n, A a, B b) {
+        for (int l = 0; l < SK_WARP; l++) part->v[l] = 0;
+        for (int i0 = 0; i0 < n; i0 += SK_WARP) {
+            int m = n - i0 < SK_WARP ? n - i0 : SK_WARP;
+            for (int l = 0; l < m; l++) part->v[l] = sk_fma(a(i0 + l), b(i0 + l), part->v[l]);
+        }
+    }
+    template <typename F>
+    F sum(const SkWarpLanes<F>& part) {
+        SkWarpLanes<F> x = part, y;
+        for (int off = SK_WARP / 2; off > 0; off /= 2) {
+            for (int l = 0; l < SK_WARP; l++) y.v[l] = x.v[l] + x.v[l ^ off];
+            x = y;
+        }
+        return x.v[0];
+    }
+};
+
+template <typename Body>
+static inline void sk_for_warps(size_t n, Body body) {
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++) {
+        SkWarp w;
+        body(i, w);
+    }
+}
 
 static inline void* sk_alloc_bytes(size_t bytes) {
     void* p = malloc(bytes ? bytes : 1);

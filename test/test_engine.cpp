@@ -22,16 +22,16 @@ static void fixture_model_double(Model<double>* m, const std::string& name, Debu
 }
 
 // The gradients of the batch's loss by the exact model or the fast engine's (streamed attention, loss from row
-// statistics, chunked row sums); the loss and logits into *loss and *logits.
+// statistics, chunked row sums, warp norms); the loss and logits into *loss and *logits.
 static std::vector<double> model_grads(Model<double>* m, const DebugState& s, bool fast, double* loss,
                                        std::vector<double>* logits) {
     Acts<double> a;
-    a.streamed = a.fast_loss = chunked_row_sums = fast;
+    a.streamed = a.fast_loss = fast_row_kernels = fast;
     sk_fill(m->grads.data(), m->num_params, 0.0);
     *loss = model_forward(m, &a, s.inputs.data(), s.targets.data(), s.B, s.T);
     *logits = std::vector<double>(a.logits, a.logits + (size_t)a.B * a.T * m->config.padded_vocab_size);
     model_backward(m, &a, 1.0);
-    chunked_row_sums = false;
+    fast_row_kernels = false;
     CHECK((a.att == nullptr) == fast);  // fast: no T x T matrices at all
     CHECK((a.grad.att_ds == nullptr) == fast);
     CHECK((a.probs == nullptr) == fast);  // nor B x T x Vp probabilities
@@ -137,18 +137,81 @@ TEST_CASE("the fast engine's chunked row sums equal the exact ones up to roundin
         std::vector<double> mean = random_vec(BT, rng), rstd = random_vec(BT, rng), w = random_vec(C, rng);
         std::vector<double> sums[2], dw[2], db[2], dx(x.size());
         for (int chunked = 0; chunked < 2; chunked++) {
-            chunked_row_sums = chunked;
+            fast_row_kernels = chunked;
             sums[chunked] = dw[chunked] = db[chunked] = random_vec(C, rng = std::mt19937_64(9));
             column_sums(sums[chunked].data(), dy.data(), BT, C);
             norm_backward(dx.data(), dw[chunked].data(), db[chunked].data(), dy.data(), x.data(), w.data(),
                           mean.data(), rstd.data(), BT, C, (int)NORM_LAYERNORM);
         }
-        chunked_row_sums = false;
+        fast_row_kernels = false;
         CHECK(relative_error(sums[1].data(), sums[0].data(), C) < 1e-13);
         CHECK(relative_error(dw[1].data(), dw[0].data(), C) < 1e-13);
         CHECK(relative_error(db[1].data(), db[0].data(), C) < 1e-13);
         if (BT == 1) CHECK(sums[1] == sums[0]);  // one term: nothing to reorder
     }
+}
+
+TEST_CASE("a warp's sum follows the GPU's butterfly order, lane l adding lane l ^ 16, l ^ 8, ... l ^ 1", "[engine]") {
+    // values whose float sum depends on the order: 2^24 then 31 ones (in lane order each 1 is lost to rounding)
+    SkWarpLanes<float> v;
+    for (int l = 0; l < SK_WARP; l++) v.v[l] = l == 0 ? 16777216.0f : 1.0f;
+    float x[SK_WARP];
+    for (int l = 0; l < SK_WARP; l++) x[l] = v.v[l];
+    for (int off = 16; off > 0; off /= 2) {  // the shuffles' butterfly, lane by lane
+        float y[SK_WARP];
+        for (int l = 0; l < SK_WARP; l++) y[l] = x[l] + x[l ^ off];
+        for (int l = 0; l < SK_WARP; l++) x[l] = y[l];
+    }
+    for (int l = 1; l < SK_WARP; l++) CHECK(x[l] == x[0]);  // every lane ends with the same bits
+    float in_order = 0;
+    for (int l = 0; l < SK_WARP; l++) in_order += v.v[l];
+    SkWarp w;
+    CHECK(w.sum(v) == x[0]);
+    CHECK(x[0] == 16777216.0f + 30);  // the pairs of ones survive; lane 16's one is lost to lane 0's 2^24
+    CHECK(in_order == 16777216.0f);    // so a sum in lane order would fail the check above
+}
+
+TEST_CASE("the fast engine's norms (a warp per row) equal the exact ones up to rounding, fused residual included",
+          "[engine]") {
+    std::mt19937_64 rng(7);
+    for (int kind : {(int)NORM_LAYERNORM, (int)NORM_RMSNORM})
+        for (int C : {1, 16, 31, 32, 33, 96, 100}) {
+            INFO("norm " << kind << " C " << C);
+            int BT = 5;
+            size_t n = (size_t)BT * C;
+            std::vector<double> x = random_vec(n, rng), add = random_vec(n, rng), dy = random_vec(n, rng);
+            std::vector<double> w = random_vec(C, rng), b = random_vec(C, rng);
+            for (size_t i = 0; i < n; i++) x[i] += 3.0;  // a mean far from 0, as a residual stream has
+            std::vector<double> y[2], mean[2], rstd[2], dx[2], sum[2], y_fused(n), sum_fused(n), m_fused(BT),
+                r_fused(BT);
+            for (int fast = 0; fast < 2; fast++) {
+                y[fast].assign(n, 0);
+                mean[fast].assign(BT, 0);
+                rstd[fast].assign(BT, 0);
+                dx[fast] = std::vector<double>(n, 0.5);  // dx accumulates
+                fast_row_kernels = fast;
+                norm_forward(y[fast].data(), mean[fast].data(), rstd[fast].data(), x.data(), w.data(), b.data(), BT, C,
+                             kind, 1e-5f);
+                std::vector<double> dw(C, 0), db(C, 0);
+                norm_backward(dx[fast].data(), dw.data(), db.data(), dy.data(), x.data(), w.data(), mean[fast].data(),
+                              rstd[fast].data(), BT, C, kind);
+            }
+            fast_row_kernels = false;
+            CHECK(relative_error(y[1].data(), y[0].data(), n) < 1e-13);
+            CHECK(relative_error(mean[1].data(), mean[0].data(), BT) < 1e-13);
+            CHECK(relative_error(rstd[1].data(), rstd[0].data(), BT) < 1e-13);
+            CHECK(relative_error(dx[1].data(), dx[0].data(), n) < 1e-12);
+            // the fused residual: the norm of x + add, and x + add itself
+            std::vector<double> xa(n);
+            for (size_t i = 0; i < n; i++) xa[i] = x[i] + add[i];
+            norm_forward(y[0].data(), mean[0].data(), rstd[0].data(), xa.data(), w.data(), b.data(), BT, C, kind,
+                         1e-5f);
+            norm_forward_warp(y_fused.data(), m_fused.data(), r_fused.data(), x.data(), w.data(), b.data(), BT, C, kind,
+                              1e-5f, add.data(), sum_fused.data());
+            CHECK(sum_fused == xa);
+            CHECK(relative_error(y_fused.data(), y[0].data(), n) < 1e-13);
+            CHECK(relative_error(r_fused.data(), rstd[0].data(), BT) < 1e-13);
+        }
 }
 
 // BLAS's column-major product, the definition cuBLAS implements: C (m x n, leading dimension ldc) += op(X) op(Y) with
@@ -196,7 +259,8 @@ TEST_CASE("the fast engine passes every PyTorch fixture at --check-state's toler
     for (const std::string& name : names) {
         INFO("fixture " << name);
         std::unique_ptr<Engine> e = load_engine(fixture(name + "_model.bin"), fast);
-        CHECK(e->describe() == "fast: streamed attention, exact matmuls, row sums in chunks, loss from row statistics");
+        CHECK(e->describe() == "fast: streamed attention, exact matmuls, row sums in chunks, norms a warp per row, "
+                               "loss from row statistics");
         CheckResult r = check_state(fixture(name + "_model.bin"), fixture(name + "_state.bin"), false, fast);
         CHECK(r.failures == 0);
         CHECK(r.worst < 0.2);  // the exact engine's worst is 0.126 (test_reference.cpp)
