@@ -443,19 +443,14 @@ template <typename F>
 static void rope_apply(F* qkv, const F* cos_t, const F* sin_t, int B, int T, int C, int NH, bool inverse) {
     SK_PROFILE_SCOPE(PROF_ACTIVATION);
     int hs = C / NH, half = hs / 2;
-    sk_for((size_t)B * T, SK_LAMBDA(size_t bt) {
-        size_t t = bt % T;
-        const F* cs = cos_t + t * half;
-        const F* sn = sin_t + t * half;
-        for (int part = 0; part < 2; part++)  // q, then k
-            for (int h = 0; h < NH; h++) {
-                F* x = qkv + bt * 3 * C + part * C + h * hs;
-                for (int i = 0; i < half; i++) {
-                    F a = x[i], bb = x[i + half], s = inverse ? -sn[i] : sn[i];
-                    x[i] = a * cs[i] - bb * s;
-                    x[i + half] = bb * cs[i] + a * s;
-                }
-            }
+    // one element per pair (a, b): head vector v = (bt * 2 + part) * NH + h (part 0 for q, 1 for k), pair i
+    sk_for_2d((size_t)B * T * 2 * NH, half, SK_LAMBDA(size_t v, int i) {
+        size_t bt = v / (2 * NH), t = bt % T;
+        F* x = qkv + bt * 3 * C + (v % (2 * NH)) * hs;  // q's heads then k's: C values apart, hs per head
+        F a = x[i], bb = x[i + half], c = cos_t[t * half + i], s = sin_t[t * half + i];
+        if (inverse) s = -s;
+        x[i] = a * c - bb * s;
+        x[i + half] = bb * c + a * s;
     });
 }
 
@@ -1168,12 +1163,10 @@ template <typename F>
 static void gate_forward(F* y, F* gate, const F* core, const F* z, int BT, int C, int G) {
     SK_PROFILE_SCOPE(PROF_ACTIVATION);
     int per = C / G;
-    sk_for(BT, SK_LAMBDA(size_t bt) {
-        for (int i = 0; i < C; i++) {
-            F gv = attn_sigmoid(z[bt * G + i / per]);
-            if (i % per == 0) gate[bt * G + i / per] = gv;
-            y[bt * C + i] = core[bt * C + i] * gv;
-        }
+    sk_for_2d(BT, C, SK_LAMBDA(size_t bt, int i) {
+        F gv = attn_sigmoid(z[bt * G + i / per]);
+        if (i % per == 0) gate[bt * G + i / per] = gv;
+        y[bt * C + i] = core[bt * C + i] * gv;
     });
 }
 
@@ -1183,15 +1176,14 @@ template <typename F>
 static void gate_backward(F* dcore, F* dz, const F* dy, const F* core, const F* gate, int BT, int C, int G) {
     SK_PROFILE_SCOPE(PROF_ACTIVATION);
     int per = C / G;
-    sk_for(BT, SK_LAMBDA(size_t bt) {
-        for (int gi = 0; gi < G; gi++) {
-            F gv = gate[bt * G + gi], acc = 0;
-            for (int i = gi * per; i < (gi + 1) * per; i++) {
-                dcore[bt * C + i] += dy[bt * C + i] * gv;
-                acc = sk_fma(dy[bt * C + i], core[bt * C + i], acc);
-            }
-            dz[bt * G + gi] += acc * gv * (F(1) - gv);
+    sk_for((size_t)BT * G, SK_LAMBDA(size_t k) {  // k = bt * G + gi: one thread per gate
+        size_t first = k / G * C + k % G * per;
+        F gv = gate[k], acc = 0;
+        for (size_t i = first; i < first + per; i++) {
+            dcore[i] += dy[i] * gv;
+            acc = sk_fma(dy[i], core[i], acc);
         }
+        dz[k] += acc * gv * (F(1) - gv);
     });
 }
 
@@ -2010,29 +2002,75 @@ static double grad_norm(Model<F>* m) {
 
 // AdamW (decoupled weight decay), t = number of this update (1-based):
 //   m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2;  p -= lr (m/(1-b1^t) / (sqrt(v/(1-b2^t)) + eps) + wd p)
-// with g = the gradient times s.grad_scale (clipping). Elementwise, so thread-count independent.
+// with g = the gradient times s.grad_scale (clipping), and wd = 0 for the tensors exempt from decay (--wd-exempt).
+// Elementwise, so thread-count independent. On the GPU one launch over every parameter, each element finding its
+// tensor's decay in a table of the tensors' ends (the parameters are one buffer, the tensors in ParamId order); on
+// the CPU a loop per tensor (the same element updates, without the search).
+template <typename F>
+struct AdamWConstants {
+    F beta1, beta2, one_minus_b1, one_minus_b2, bc1, bc2, lr, eps, grad_scale;
+    size_t end[NUM_PARAM_TENSORS];  // one past the last element of each tensor
+    F decay[NUM_PARAM_TENSORS];     // each tensor's weight decay
+};
+
+// the tensor that holds element k of the parameters (k < the last end)
+template <typename F>
+SK_HD static inline int adamw_tensor_of(const AdamWConstants<F>& a, size_t k) {
+    int id = 0;
+    while (k >= a.end[id]) id++;
+    return id;
+}
+
+template <typename F>
+SK_HD static inline void adamw_element(const AdamWConstants<F>& a, F decay, F* p, F* am, F* av, const F* grads,
+                                       size_t k) {
+    F gr = grads[k] * a.grad_scale;
+    F mm = a.beta1 * am[k] + a.one_minus_b1 * gr;
+    F vv = a.beta2 * av[k] + a.one_minus_b2 * gr * gr;
+    am[k] = mm;
+    av[k] = vv;
+    F mhat = mm / a.bc1, vhat = vv / a.bc2;
+    p[k] -= a.lr * (mhat / (sk_sqrt(vhat) + a.eps) + decay * p[k]);
+}
+
+template <typename F>
+static AdamWConstants<F> adamw_constants(const Model<F>& m, const AdamWStep& s) {
+    AdamWConstants<F> a;
+    a.bc1 = F(1) - F(pow(s.beta1, s.t));
+    a.bc2 = F(1) - F(pow(s.beta2, s.t));
+    a.beta1 = F(s.beta1);
+    a.beta2 = F(s.beta2);
+    a.one_minus_b1 = F(1 - s.beta1);
+    a.one_minus_b2 = F(1 - s.beta2);
+    a.lr = F(s.lr);
+    a.eps = F(s.eps);
+    a.grad_scale = F(s.grad_scale);
+    size_t end = 0;
+    for (int id = 0; id < NUM_PARAM_TENSORS; id++) {
+        end += m.sizes[id];
+        a.end[id] = end;
+        a.decay[id] = s.wd_exempt && param_is_decay_exempt(id) ? F(0) : F(s.weight_decay);
+    }
+    return a;
+}
+
 template <typename F>
 static void adamw_update(Model<F>* m, const AdamWStep& s) {
     SK_PROFILE_SCOPE(PROF_OPTIMIZER);
-    F bc1 = F(1) - F(pow(s.beta1, s.t)), bc2 = F(1) - F(pow(s.beta2, s.t));
-    F beta1 = F(s.beta1), beta2 = F(s.beta2), one_minus_b1 = F(1 - s.beta1), one_minus_b2 = F(1 - s.beta2);
-    F lr = F(s.lr), eps = F(s.eps), grad_scale = F(s.grad_scale);
-    size_t off = 0;
+    AdamWConstants<F> a = adamw_constants(*m, s);
+    F *p = m->params.data(), *am = m->adam_m.data(), *av = m->adam_v.data();
+    const F* grads = m->grads.data();
+#ifdef __CUDACC__
+    sk_for(m->num_params, SK_LAMBDA(size_t k) {
+        adamw_element(a, a.decay[adamw_tensor_of(a, k)], p, am, av, grads, k);
+    });
+#else
     for (int id = 0; id < NUM_PARAM_TENSORS; id++) {
-        F decay = s.wd_exempt && param_is_decay_exempt(id) ? F(0) : F(s.weight_decay);
-        F *p = m->params.data() + off, *am = m->adam_m.data() + off, *av = m->adam_v.data() + off;
-        const F* grads = m->grads.data() + off;
-        sk_for(m->sizes[id], SK_LAMBDA(size_t k) {
-            F gr = grads[k] * grad_scale;
-            F mm = beta1 * am[k] + one_minus_b1 * gr;
-            F vv = beta2 * av[k] + one_minus_b2 * gr * gr;
-            am[k] = mm;
-            av[k] = vv;
-            F mhat = mm / bc1, vhat = vv / bc2;
-            p[k] -= lr * (mhat / (sk_sqrt(vhat) + eps) + decay * p[k]);
-        });
-        off += m->sizes[id];
+        size_t first = a.end[id] - m->sizes[id];
+        F decay = a.decay[id];
+        sk_for(m->sizes[id], SK_LAMBDA(size_t k) { adamw_element(a, decay, p, am, av, grads, first + k); });
     }
+#endif
 }
 
 // -----------------------------------------------------------------------------------------------------------

@@ -10,6 +10,9 @@
 //       depend on the thread count or on the device: a body that follows the same order gives the same bits.
 //   sk_for_scratch(n, per, work, SK_LAMBDA(size_t i, F* scratch) { ... })  the same with `per` values of scratch for
 //       the body: a per-thread array on the CPU, a slice of `work` (sk_scratch_size(n, per) values) on the GPU.
+//   sk_for_2d(rows, cols, SK_LAMBDA(size_t r, int c) { ... })  runs the body for every (r, c), each element whole
+//       (as sk_for): CUDA one thread per element, neighbours in c side by side; CPU an OpenMP loop over r with c
+//       inside (no division per element, and a loop the compiler can vectorise).
 //   sk_for_warps(n, SK_LAMBDA(size_t i, SkWarp& w) { ... })  runs the body for i = 0..n-1 on a warp of SK_WARP (32)
 //       lanes, for work over a row of values: lane l takes the indices l, l + 32, ... of the row, in order
 //       (w.lane_sums, w.lane_dots: a partial sum per lane into an SkWarpLanes<F>), w.sum adds the lanes' partials in
@@ -92,6 +95,12 @@ static void sk_for(size_t n, Body body) {
     sk_for_kernel<<<(unsigned)(blocks < max_blocks ? blocks : max_blocks), (unsigned)threads>>>(n, body);
     SK_CUDA(cudaGetLastError());
     if (sk_sync_each_launch()) SK_CUDA(cudaDeviceSynchronize());
+}
+
+template <typename Body>
+static void sk_for_2d(size_t rows, int cols, Body body) {
+    if (cols <= 0) return;
+    sk_for(rows * cols, SK_LAMBDA(size_t k) { body(k / cols, (int)(k % cols)); });
 }
 
 // sk_for_scratch(n, per, work, body): body(i, scratch) with `per` values of scratch for index i. On the GPU the scratch
@@ -231,6 +240,13 @@ template <typename Body>
 static inline void sk_for(size_t n, Body body) {
 #pragma omp parallel for schedule(static)
     for (size_t i = 0; i < n; i++) body(i);
+}
+
+template <typename Body>
+static inline void sk_for_2d(size_t rows, int cols, Body body) {
+#pragma omp parallel for schedule(static)
+    for (size_t r = 0; r < rows; r++)
+        for (int c = 0; c < cols; c++) body(r, c);
 }
 
 // sk_for_scratch(n, per, work, body): body(i, scratch) with `per` values of scratch for index i. On the CPU every

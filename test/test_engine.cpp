@@ -395,3 +395,52 @@ TEST_CASE("a fast-engine run resumes bit for bit and keeps its engine", "[engine
     CHECK(resume.train.engine == ENGINE_FAST);
     CHECK(slurp(r.cl.train.out_dir + "/model_00000004.bin") == full);
 }
+
+TEST_CASE("the GPU's AdamW in one launch (each element finds its tensor's decay) gives the CPU's per-tensor bits",
+          "[engine]") {
+    // a model with tensors of every decay kind and empty ones between them (no slot, no gate: size 0)
+    const char* argv_c[] = {"train_gpt_cpu", "--layers", "2", "--channels", "16", "--heads", "2", "--ffn-hidden", "32",
+                            "--max-seq-len", "17", "--seq-len", "16", "--probe-len", "16", "--bias", "1",
+                            "--sink-token", "1"};
+    std::vector<std::string> args(argv_c, argv_c + sizeof argv_c / sizeof *argv_c);
+    std::vector<char*> argv;
+    for (std::string& a : args) argv.push_back(&a[0]);
+    CommandLine cl;
+    parse_command_line((int)argv.size(), argv.data(), &cl);
+    Model<float> m;
+    model_build(&m, model_from_flags(&cl));
+    model_init(&m, 3);
+    std::mt19937_64 rng(4);
+    std::vector<double> g = random_vec(m.num_params, rng), mv = random_vec(m.num_params, rng);
+    for (size_t k = 0; k < m.num_params; k++) {
+        m.grads[k] = (float)g[k];
+        m.adam_m[k] = (float)mv[k];
+        m.adam_v[k] = (float)(mv[k] * mv[k]);
+    }
+    AdamWStep s;
+    s.lr = 0.01f, s.weight_decay = 0.1f, s.wd_exempt = true, s.t = 3, s.grad_scale = 0.5f;
+    AdamWConstants<float> a = adamw_constants(m, s);
+    // every element's tensor, the empty tensors skipped
+    int empty = 0, decays = 0;
+    for (int id = 0; id < NUM_PARAM_TENSORS; id++) {
+        if (m.sizes[id] == 0) {
+            empty++;
+            continue;
+        }
+        decays += a.decay[id] > 0;
+        CHECK(adamw_tensor_of(a, a.end[id] - m.sizes[id]) == id);
+        CHECK(adamw_tensor_of(a, a.end[id] - 1) == id);
+    }
+    CHECK(empty > 0);
+    CHECK(decays > 0);
+    CHECK(decays < NUM_PARAM_TENSORS - empty);  // some tensors decay, some do not
+    // the one-launch form, run here, against adamw_update
+    std::vector<float> p = m.params.to_host(), am = m.adam_m.to_host(), av = m.adam_v.to_host();
+    const std::vector<float> grads = m.grads.to_host();
+    for (size_t k = 0; k < m.num_params; k++)
+        adamw_element(a, a.decay[adamw_tensor_of(a, k)], p.data(), am.data(), av.data(), grads.data(), k);
+    adamw_update(&m, s);
+    CHECK(m.params.to_host() == p);
+    CHECK(m.adam_m.to_host() == am);
+    CHECK(m.adam_v.to_host() == av);
+}
