@@ -58,6 +58,7 @@ vocab, L layers, OC output channels.
 #include "common/numerics.h"
 #include "common/profile.h"
 #include "common/trainer.h"
+#include "kernels/attention_flash.cuh"
 #ifdef __CUDACC__
 #include "kernels/gemm_exact.cuh"
 #include "kernels/matmul_cublas.cuh"
@@ -885,26 +886,35 @@ static void attention_backward(F* dq, F* dk, int qk_stride, F* dv, const AttnPar
 
 // -----------------------------------------------------------------------------------------------------------
 // attention, streamed: the fast engine's form of the general attention above (--engine fast). The same scores
-// (attention_key_score, attention_slot_score) and the same row maps, but each row runs key tile by key tile through
-// the streaming forms of attention_variants.cuh: a row keeps two numbers (m, l) instead of its T weights, so nothing
-// of size T x T exists, forward or backward. The sums are reordered, so it equals the row form up to rounding, not
-// bit for bit (test_engine.cpp measures it; the exact engine keeps the row form). One loop index per row (forward,
-// dq) or per key (dk, dv); HS, the head size, is a compile-time constant, so on a GPU a thread keeps its query,
-// accumulators and output in registers, and the threads of a warp (neighbouring rows of one head) read the same key.
-//   forward, row (b,h,t):  (m, l) and acc over the slot, then keys lo..hi-1 in tiles of ATTN_STREAM_TILE;
+// (attention_slot_score; the keys' through flash_score, with ALiBi) and the same row maps, but each row runs key tile
+// by key tile through the streaming forms of attention_variants.cuh: a row keeps two numbers (m, l) instead of its T
+// weights, so nothing of size T x T exists, forward or backward. The sums are reordered, so it equals the row form up
+// to rounding, not bit for bit (test_engine.cpp measures it; the exact engine keeps the row form).
+// Flash-style blocks (sk_for_blocks; the per-row work is kernels/attention_flash.cuh): a block of NT threads per
+// (b, h, tile of NT rows or keys), HS, the head size, a compile-time constant so that a thread keeps its row in
+// registers; each tile of K and V is staged once in the block's shared memory for all its threads.
+//   forward, thread = query row t:  (m, l) and acc over the slot, then the key tiles the block's rows see;
 //                          y_t = acc * out_scale (+ v_bias);  keeps (m, l) and the slot's weight p_*
-//   backward, row:         D_t = dO_t . O_t  (O = y - v_bias; clipped softmax: its D terms summed over the row);
-//                          dp_tj = dO_t . v_j,  ds_tj = dscore(s_tj, dp_tj, D_t);
+//   backward, thread = query row:   D_t = dO_t . O_t  (O = y - v_bias; clipped softmax: its D terms summed over the
+//                          row, a pass first); dp_tj = dO_t . v_j,  ds_tj = dscore(s_tj, dp_tj, D_t);
 //                          dq_t += tau (ds_* k* + sum_j ds_tj k_j);  keeps D_t and ds_*
-//   backward, key (b,h,j): dk_j += tau sum_t ds_tj q_t;  dv_j += sum_t p_tj dO_t     (the rows t that see j, in order)
+//   backward, thread = key j:  dk_j += tau sum_t ds_tj q_t;  dv_j += sum_t p_tj dO_t  (the rows that see j, in order,
+//                          staged QT at a time in shared memory)
 //   then the slot parameters from ds_* and p_* (attention_backward_slot_params).
-
-#define ATTN_STREAM_TILE 32  // keys scored at a time (a row's scratch)
+// Every output has one owner: no atomics, the same bits every run, and the CPU runs the GPU's code (one thread per
+// block, the block's threads in turn).
 
 // The head sizes the streamed attention is compiled for; other sizes take the row form.
 static inline bool attention_stream_supports(int hs) {
     return hs == 4 || hs == 8 || hs == 16 || hs == 32 || hs == 64 || hs == 128;
 }
+
+// Threads per block (NT: query rows of a forward or dq block, keys of a key tile and of a dk/dv block) and query rows
+// per staged tile of a dk/dv block (QT), by head size: the shared memory of a float block stays under 48 KB.
+template <int HS>
+struct FlashShape {
+    static constexpr int NT = HS >= 128 ? 32 : 64, QT = HS >= 128 ? 8 : 16;
+};
 
 // One layer's streamed attention: q, k (rows at qk_stride), v (rows at 3C) in; y, the row states and p_* out; in the
 // backward dO in, dq, dk, dv accumulated, D and ds_* as scratch.
@@ -924,172 +934,239 @@ struct StreamAttn {
 
 enum { STREAM_FORWARD, STREAM_GRAD_ROWS, STREAM_GRAD_KEYS };
 
-// The slot's value v* of head h into vs (HS values); false when the slot has no value.
+// Thread i's share of staging keys k0 .. k0 + NT - 1 of head (b, h): their K and V rows into ks and vs at `stride`
+// values a row, zeros past T. Consecutive threads copy consecutive values. With a slot value, also v* into vslot.
 template <int HS, typename F>
-SK_HD static inline bool attention_stream_slot_value(F* vs, const AttnParams<F>& ap, int h) {
+SK_HD static inline void stream_stage_keys(F* ks, F* vs, int stride, const StreamAttn<F>& sa, int b, int h, int k0,
+                                           int i) {
+    constexpr int NT = FlashShape<HS>::NT;
+    for (int e = i; e < NT * HS; e += NT) {
+        int j = k0 + e / HS;
+        size_t bj = (size_t)b * sa.T + (j < sa.T ? j : 0);
+        ks[e / HS * stride + e % HS] = j < sa.T ? sa.k[bj * sa.qk_stride + h * HS + e % HS] : F(0);
+        vs[e / HS * stride + e % HS] = j < sa.T ? sa.v[bj * 3 * sa.C + h * HS + e % HS] : F(0);
+    }
+}
+
+// the slot's value v* of head h into vslot (HS values, thread i's share); false when the slot has none
+template <int HS, typename F>
+SK_HD static inline bool stream_stage_slot_value(F* vslot, const AttnParams<F>& ap, int h, int i) {
     if (!attention_slot_has_value(ap.spec)) return false;
-    for (int d = 0; d < HS; d++) vs[d] = attention_slot_value(ap, h, HS, d);
+    for (int d = i; d < HS; d += FlashShape<HS>::NT) vslot[d] = attention_slot_value(ap, h, HS, d);
     return true;
 }
 
-// forward of row r = (b, h, t)
+// The forward block of head bh = b * NH + h, query rows t0 .. t0 + NT - 1. shared: ks, vs (NT x HS each), v* (HS).
 template <int HS, typename F>
-SK_HD static inline void attention_stream_forward_row(const StreamAttn<F>& sa, size_t r) {
+SK_HD static void stream_forward_block(SkBlock<FlashRow<HS, F>>& blk, const StreamAttn<F>& sa, int bh, int tile,
+                                       void* shared) {
+    constexpr int NT = FlashShape<HS>::NT;
     const AttnParams<F>& ap = sa.ap;
     const AttnSpec& spec = ap.spec;
-    int T = sa.T, C = sa.C, NH = sa.NH, b = (int)(r / ((size_t)NH * T)), h = (int)(r / T % NH), t = (int)(r % T);
-    F tau = F(1) / sk_sqrt(F(HS));
-    F q[HS], acc[HS], vs[HS], s[ATTN_STREAM_TILE];
-    const F* qt = sa.q + ((size_t)b * T + t) * sa.qk_stride + h * HS;
-    for (int d = 0; d < HS; d++) {
-        q[d] = qt[d];
-        acc[d] = 0;
-    }
-    bool slot = attn_has_slot(spec), one_pass = attn_stream_one_pass(spec);
-    const F* v_slot = attention_stream_slot_value<HS>(vs, ap, h) ? vs : nullptr;
-    F s_slot = slot ? attention_slot_score(ap, (const F*)q, h, HS, tau) : F(0);
-    int lo, hi;
-    attn_visible_keys(spec, t, T, &lo, &hi);
-    AttnStreamState<F> st = attn_stream_init<F>(spec);
-    for (int pass = 0; pass < (one_pass ? 1 : 2); pass++) {  // clipped: statistics, then weights
-        if (slot) {
-            if (pass == 0) attn_stream_tile(spec, &st, &s_slot, v_slot, HS, 1, HS, one_pass ? acc : nullptr);
-            else attn_stream_accumulate(spec, st, &s_slot, v_slot, HS, 1, HS, acc, T);
+    int T = sa.T, C = sa.C, NH = sa.NH, b = bh / NH, h = bh % NH, t0 = tile * NT, t1 = t0 + NT < T ? t0 + NT : T;
+    F tau = F(1) / sk_sqrt(F(HS)), slope = ap.alibi ? F(ap.alibi[h]) : F(0);
+    F *ks = (F*)shared, *vs = ks + NT * HS, *vslot = vs + NT * HS;
+    bool slot = attn_has_slot(spec), has_value = false;
+    blk.each([&](int i, FlashRow<HS, F>& row) {
+        has_value = stream_stage_slot_value<HS>(vslot, ap, h, i);
+        if (t0 + i < T) flash_row_begin(&row, spec, sa.q + ((size_t)b * T + t0 + i) * sa.qk_stride + h * HS, t0 + i, T,
+                                        slope);
+    });
+    int klo, khi;
+    flash_tile_keys(spec, t0, t1, T, &klo, &khi);
+    klo -= klo % NT;
+    for (int pass = 0; pass < flash_passes(spec); pass++) {  // clipped softmax: statistics, then weights
+        blk.sync();  // v* is staged
+        blk.each([&](int i, FlashRow<HS, F>& row) {
+            if (t0 + i < T && slot)
+                flash_row_slot(&row, spec, attention_slot_score(ap, (const F*)row.q, h, HS, tau),
+                               has_value ? (const F*)vslot : nullptr, pass, T);
+        });
+        for (int k0 = klo; k0 < khi; k0 += NT) {
+            blk.sync();  // every thread is done with the previous tile
+            blk.each([&](int i, FlashRow<HS, F>&) { stream_stage_keys<HS>(ks, vs, HS, sa, b, h, k0, i); });
+            blk.sync();
+            blk.each([&](int i, FlashRow<HS, F>& row) {
+                F s[NT];
+                if (t0 + i < T) flash_row_tile(&row, spec, (const F*)ks, (const F*)vs, k0, T - k0 < NT ? T - k0 : NT,
+                                               tau, pass, T, s);
+            });
         }
-        for (int k0 = lo; k0 < hi; k0 += ATTN_STREAM_TILE) {
-            int n = hi - k0 < ATTN_STREAM_TILE ? hi - k0 : ATTN_STREAM_TILE;
-            for (int i = 0; i < n; i++)
-                s[i] = attention_key_score(ap, (const F*)q, sa.k + ((size_t)b * T + k0 + i) * sa.qk_stride + h * HS,
-                                           h, t, k0 + i, HS, tau);
-            const F* vt = sa.v + ((size_t)b * T + k0) * 3 * C + h * HS;
-            if (pass == 0) attn_stream_tile(spec, &st, (const F*)s, vt, 3 * C, n, HS, one_pass ? acc : nullptr);
-            else attn_stream_accumulate(spec, st, (const F*)s, vt, 3 * C, n, HS, acc, T);
-        }
     }
-    F f = attn_stream_out_scale(spec, st);
-    F* y = sa.y + ((size_t)b * T + t) * C + h * HS;
-    for (int d = 0; d < HS; d++) y[d] = acc[d] * f;
-    if (ap.vbias)
-        for (int d = 0; d < HS; d++) y[d] += ap.vbias[(size_t)(ap.shared ? 0 : h) * HS + d];
-    sa.state[2 * r] = st.m;
-    sa.state[2 * r + 1] = st.l;
-    if (slot) sa.att_slot[r] = attn_stream_weight(spec, st, s_slot, T);
+    blk.each([&](int i, FlashRow<HS, F>& row) {
+        int t = t0 + i;
+        if (t >= T) return;
+        size_t r = (size_t)bh * T + t;
+        F* y = sa.y + ((size_t)b * T + t) * C + h * HS;
+        flash_row_finish(&row, spec, y);
+        if (ap.vbias)
+            for (int d = 0; d < HS; d++) y[d] += ap.vbias[(size_t)(ap.shared ? 0 : h) * HS + d];
+        sa.state[2 * r] = row.st.m;
+        sa.state[2 * r + 1] = row.st.l;
+        if (slot) sa.att_slot[r] = attn_stream_weight(spec, row.st, attention_slot_score(ap, (const F*)row.q, h, HS,
+                                                                                          tau), T);
+    });
 }
 
-// dO_t . v (HS values), d in order
+// The dq block of head bh, query rows t0 .. t0 + NT - 1: D, ds_* and dq of each. shared: ks, vs (NT x HS), v* (HS).
 template <int HS, typename F>
-SK_HD static inline F attention_stream_dp(const F* dy, const F* v) {
-    F dot = 0;
-    for (int d = 0; d < HS; d++) dot = sk_fma(dy[d], v[d], dot);
-    return dot;
-}
-
-// backward of row r = (b, h, t): D_t, ds_*, and dq_t
-template <int HS, typename F>
-SK_HD static inline void attention_stream_grad_row(const StreamAttn<F>& sa, size_t r) {
+SK_HD static void stream_dq_block(SkBlock<FlashGradRow<HS, F>>& blk, const StreamAttn<F>& sa, int bh, int tile,
+                                  void* shared) {
+    constexpr int NT = FlashShape<HS>::NT;
     const AttnParams<F>& ap = sa.ap;
     const AttnSpec& spec = ap.spec;
-    int T = sa.T, C = sa.C, NH = sa.NH, b = (int)(r / ((size_t)NH * T)), h = (int)(r / T % NH), t = (int)(r % T);
-    F tau = F(1) / sk_sqrt(F(HS));
-    F q[HS], dy[HS], dq[HS], vs[HS];
-    size_t bt = (size_t)b * T + t;
-    const F *qt = sa.q + bt * sa.qk_stride + h * HS, *dyt = sa.dout + bt * C + h * HS, *yt = sa.y + bt * C + h * HS;
-    F* dqt = sa.dq + bt * sa.qk_stride + h * HS;
-    for (int d = 0; d < HS; d++) {
-        q[d] = qt[d];
-        dy[d] = dyt[d];
-        dq[d] = dqt[d];
-    }
-    AttnStreamState<F> st;
-    st.m = sa.state[2 * r];
-    st.l = sa.state[2 * r + 1];
-    bool slot = attn_has_slot(spec), clipped = !attn_stream_one_pass(spec);
-    const F* v_slot = attention_stream_slot_value<HS>(vs, ap, h) ? vs : nullptr;
-    F s_slot = slot ? attention_slot_score(ap, (const F*)q, h, HS, tau) : F(0);
-    F dp_slot = v_slot ? attention_stream_dp<HS>((const F*)dy, v_slot) : F(0);
-    int lo, hi;
-    attn_visible_keys(spec, t, T, &lo, &hi);
-    F D = 0;
-    if (!clipped) {
-        const F* vb = ap.vbias ? ap.vbias + (size_t)(ap.shared ? 0 : h) * HS : nullptr;
-        for (int d = 0; d < HS; d++) D = sk_fma(dy[d], vb ? yt[d] - vb[d] : yt[d], D);
-    } else {
-        if (slot) D += attn_stream_clipped_dterm(spec, st, s_slot, dp_slot, T);
-        for (int j = lo; j < hi; j++) {
-            size_t bj = (size_t)b * T + j;
-            F s = attention_key_score(ap, (const F*)q, sa.k + bj * sa.qk_stride + h * HS, h, t, j, HS, tau);
-            F dp = attention_stream_dp<HS>((const F*)dy, sa.v + bj * 3 * C + h * HS);
-            D += attn_stream_clipped_dterm(spec, st, s, dp, T);
-        }
-    }
-    sa.D[r] = D;
-    if (slot) {
-        F ds = attn_stream_dscore(spec, st, s_slot, dp_slot, D, T);
-        sa.ds_slot[r] = ds;
-        if (spec.slot == SLOT_KV) {
-            const F* ks = ap.kstar + (size_t)(ap.shared ? 0 : h) * HS;
-            F g = ds * tau;
-            for (int d = 0; d < HS; d++) dq[d] = sk_fma(g, ks[d], dq[d]);
-        }
-    }
-    for (int j = lo; j < hi; j++) {
-        size_t bj = (size_t)b * T + j;
-        const F* kj = sa.k + bj * sa.qk_stride + h * HS;
-        F s = attention_key_score(ap, (const F*)q, kj, h, t, j, HS, tau);
-        F dp = attention_stream_dp<HS>((const F*)dy, sa.v + bj * 3 * C + h * HS);
-        F g = attn_stream_dscore(spec, st, s, dp, D, T) * tau;
-        for (int d = 0; d < HS; d++) dq[d] = sk_fma(g, kj[d], dq[d]);
-    }
-    for (int d = 0; d < HS; d++) dqt[d] = dq[d];
-}
-
-// backward of key r = (b, h, j): dk_j and dv_j over the rows that see j
-template <int HS, typename F>
-SK_HD static inline void attention_stream_grad_key(const StreamAttn<F>& sa, size_t r) {
-    const AttnParams<F>& ap = sa.ap;
-    const AttnSpec& spec = ap.spec;
-    int T = sa.T, C = sa.C, NH = sa.NH, b = (int)(r / ((size_t)NH * T)), h = (int)(r / T % NH), j = (int)(r % T);
-    F tau = F(1) / sk_sqrt(F(HS));
-    F kj[HS], vj[HS], dk[HS], dv[HS];
-    size_t bj = (size_t)b * T + j;
-    F* dkj = sa.dk + bj * sa.qk_stride + h * HS;
-    F* dvj = sa.dv + bj * 3 * C + h * HS;
-    for (int d = 0; d < HS; d++) {
-        kj[d] = sa.k[bj * sa.qk_stride + h * HS + d];
-        vj[d] = sa.v[bj * 3 * C + h * HS + d];
-        dk[d] = dkj[d];
-        dv[d] = dvj[d];
-    }
-    size_t head = r - j;  // row (b, h, 0)
-    int t_lo, t_hi;
-    attn_visible_queries(spec, j, T, &t_lo, &t_hi);
-    for (int t = t_lo; t < t_hi; t++) {
-        size_t bt = (size_t)b * T + t;
-        const F *qt = sa.q + bt * sa.qk_stride + h * HS, *dyt = sa.dout + bt * C + h * HS;
+    int T = sa.T, C = sa.C, NH = sa.NH, b = bh / NH, h = bh % NH, t0 = tile * NT, t1 = t0 + NT < T ? t0 + NT : T;
+    F tau = F(1) / sk_sqrt(F(HS)), slope = ap.alibi ? F(ap.alibi[h]) : F(0);
+    F *ks = (F*)shared, *vs = ks + NT * HS, *vslot = vs + NT * HS;
+    const F* vb = ap.vbias ? ap.vbias + (size_t)(ap.shared ? 0 : h) * HS : nullptr;
+    bool slot = attn_has_slot(spec), has_value = false;
+    blk.each([&](int i, FlashGradRow<HS, F>& row) {
+        has_value = stream_stage_slot_value<HS>(vslot, ap, h, i);
+        int t = t0 + i;
+        if (t >= T) return;
+        size_t r = (size_t)bh * T + t, bt = (size_t)b * T + t;
         AttnStreamState<F> st;
-        st.m = sa.state[2 * (head + t)];
-        st.l = sa.state[2 * (head + t) + 1];
-        F s = attention_key_score(ap, qt, (const F*)kj, h, t, j, HS, tau);
-        F dp = attention_stream_dp<HS>(dyt, (const F*)vj);
-        F g = attn_stream_dscore(spec, st, s, dp, sa.D[head + t], T) * tau, p = attn_stream_weight(spec, st, s, T);
-        for (int d = 0; d < HS; d++) {
-            dk[d] = sk_fma(g, qt[d], dk[d]);
-            dv[d] = sk_fma(p, dyt[d], dv[d]);
+        st.m = sa.state[2 * r];
+        st.l = sa.state[2 * r + 1];
+        flash_grad_row_begin(&row, spec, sa.q + bt * sa.qk_stride + h * HS, sa.dout + bt * C + h * HS, st,
+                             (const F*)sa.y + bt * C + h * HS, t, T, slope, vb);
+    });
+    blk.sync();  // v* is staged
+    const F* v_slot = has_value ? (const F*)vslot : nullptr;
+    int klo, khi;
+    flash_tile_keys(spec, t0, t1, T, &klo, &khi);
+    klo -= klo % NT;
+    if (!attn_stream_one_pass(spec)) {  // clipped softmax: D is a sum over the row, a pass before the gradients
+        blk.each([&](int i, FlashGradRow<HS, F>& row) {
+            if (t0 + i < T && slot)
+                flash_clipped_D_slot(&row, spec, attention_slot_score(ap, (const F*)row.q, h, HS, tau), v_slot, T);
+        });
+        for (int k0 = klo; k0 < khi; k0 += NT) {
+            blk.sync();
+            blk.each([&](int i, FlashGradRow<HS, F>&) { stream_stage_keys<HS>(ks, vs, HS, sa, b, h, k0, i); });
+            blk.sync();
+            blk.each([&](int i, FlashGradRow<HS, F>& row) {
+                if (t0 + i < T)
+                    flash_clipped_D_tile(&row, spec, (const F*)ks, (const F*)vs, k0, T - k0 < NT ? T - k0 : NT, tau, T);
+            });
         }
     }
-    for (int d = 0; d < HS; d++) {
-        dkj[d] = dk[d];
-        dvj[d] = dv[d];
+    blk.each([&](int i, FlashGradRow<HS, F>& row) {  // the slot first, as in the row form
+        if (t0 + i >= T || !slot) return;
+        F ds, p;
+        flash_dq_slot(&row, spec, attention_slot_score(ap, (const F*)row.q, h, HS, tau), v_slot, T, &ds, &p);
+        sa.ds_slot[(size_t)bh * T + t0 + i] = ds;
+        if (spec.slot == SLOT_KV) {
+            const F* kst = ap.kstar + (size_t)(ap.shared ? 0 : h) * HS;
+            for (int d = 0; d < HS; d++) row.dq[d] = sk_fma(ds * tau, kst[d], row.dq[d]);
+        }
+    });
+    for (int k0 = klo; k0 < khi; k0 += NT) {
+        blk.sync();
+        blk.each([&](int i, FlashGradRow<HS, F>&) { stream_stage_keys<HS>(ks, vs, HS, sa, b, h, k0, i); });
+        blk.sync();
+        blk.each([&](int i, FlashGradRow<HS, F>& row) {
+            F g[NT];
+            if (t0 + i < T)
+                flash_dq_tile(&row, spec, (const F*)ks, (const F*)vs, k0, T - k0 < NT ? T - k0 : NT, tau, T, g);
+        });
     }
+    blk.each([&](int i, FlashGradRow<HS, F>& row) {
+        int t = t0 + i;
+        if (t >= T) return;
+        F* dqt = sa.dq + ((size_t)b * T + t) * sa.qk_stride + h * HS;
+        for (int d = 0; d < HS; d++) dqt[d] += row.dq[d];
+        sa.D[(size_t)bh * T + t] = row.D;
+    });
 }
 
-// One pass over every row (or key) for head size HS.
+// A dk/dv block's thread: its key's gradients.
+template <int HS, typename F>
+struct StreamKeyGrad {
+    F dk[HS], dv[HS];
+};
+
+// The dk/dv block of head bh, keys j0 .. j0 + NT - 1, from the query rows that see them. shared: the block's K and V
+// rows (NT x (HS + 1) each: a stride of HS + 1 puts the 32 threads of a warp, reading one value of their own rows,
+// in 32 banks), then QT FlashGradRows (the staged query rows).
+template <int HS, typename F>
+SK_HD static void stream_dkv_block(SkBlock<StreamKeyGrad<HS, F>>& blk, const StreamAttn<F>& sa, int bh, int tile,
+                                   void* shared) {
+    constexpr int NT = FlashShape<HS>::NT, QT = FlashShape<HS>::QT;
+    const AttnSpec& spec = sa.ap.spec;
+    int T = sa.T, C = sa.C, NH = sa.NH, b = bh / NH, h = bh % NH, j0 = tile * NT, j1 = j0 + NT < T ? j0 + NT : T;
+    F tau = F(1) / sk_sqrt(F(HS)), slope = sa.ap.alibi ? F(sa.ap.alibi[h]) : F(0);
+    F *kown = (F*)shared, *vown = kown + NT * (HS + 1);
+    FlashGradRow<HS, F>* rows = (FlashGradRow<HS, F>*)(vown + NT * (HS + 1));
+    blk.each([&](int i, StreamKeyGrad<HS, F>& g) {
+        stream_stage_keys<HS>(kown, vown, HS + 1, sa, b, h, j0, i);
+        for (int d = 0; d < HS; d++) g.dk[d] = g.dv[d] = 0;
+    });
+    int qlo, qhi;
+    flash_tile_queries(spec, j0, j1, T, &qlo, &qhi);
+    qlo -= qlo % QT;
+    for (int t0 = qlo; t0 < qhi; t0 += QT) {
+        blk.sync();  // the block's keys are staged; every thread is done with the previous query rows
+        blk.each([&](int i, StreamKeyGrad<HS, F>&) {
+            for (int e = i; e < QT * HS; e += NT) {
+                int t = t0 + e / HS;
+                if (t >= T) break;
+                size_t bt = (size_t)b * T + t;
+                rows[e / HS].q[e % HS] = sa.q[bt * sa.qk_stride + h * HS + e % HS];
+                rows[e / HS].dout[e % HS] = sa.dout[bt * C + h * HS + e % HS];
+            }
+            int t = t0 + i;
+            if (i >= QT || t >= T) return;
+            size_t r = (size_t)bh * T + t;
+            rows[i].st.m = sa.state[2 * r];
+            rows[i].st.l = sa.state[2 * r + 1];
+            rows[i].D = sa.D[r];
+            rows[i].slope = slope;
+            rows[i].t = t;
+            attn_visible_keys(spec, t, T, &rows[i].lo, &rows[i].hi);
+        });
+        blk.sync();
+        blk.each([&](int i, StreamKeyGrad<HS, F>& g) {
+            if (j0 + i < T)
+                flash_dkv_tile(g.dk, g.dv, spec, (const F*)kown + i * (HS + 1), (const F*)vown + i * (HS + 1), j0 + i,
+                               (const FlashGradRow<HS, F>*)rows, T - t0 < QT ? T - t0 : QT, tau, T);
+        });
+    }
+    blk.each([&](int i, StreamKeyGrad<HS, F>& g) {
+        int j = j0 + i;
+        if (j >= T) return;
+        size_t bj = (size_t)b * T + j;
+        for (int d = 0; d < HS; d++) {
+            sa.dk[bj * sa.qk_stride + h * HS + d] += g.dk[d];
+            sa.dv[bj * 3 * C + h * HS + d] += g.dv[d];
+        }
+    });
+}
+
+// One pass over every block for head size HS.
 template <int HS, typename F>
 static void attention_stream_pass_hs(int pass, const StreamAttn<F>& sa) {
-    size_t n = (size_t)sa.B * sa.NH * sa.T;
-    if (pass == STREAM_FORWARD) sk_for(n, SK_LAMBDA(size_t r) { attention_stream_forward_row<HS>(sa, r); });
-    if (pass == STREAM_GRAD_ROWS) sk_for(n, SK_LAMBDA(size_t r) { attention_stream_grad_row<HS>(sa, r); });
-    if (pass == STREAM_GRAD_KEYS) sk_for(n, SK_LAMBDA(size_t r) { attention_stream_grad_key<HS>(sa, r); });
+    constexpr int NT = FlashShape<HS>::NT, QT = FlashShape<HS>::QT;
+    int heads = sa.B * sa.NH, tiles = (sa.T + NT - 1) / NT;
+    size_t rows_shared = (2 * NT * HS + HS) * sizeof(F);
+    size_t keys_shared = 2 * NT * (HS + 1) * sizeof(F) + QT * sizeof(FlashGradRow<HS, F>);
+    using Row = FlashRow<HS, F>;
+    using GradRow = FlashGradRow<HS, F>;
+    using KeyGrad = StreamKeyGrad<HS, F>;
+    if (pass == STREAM_FORWARD)
+        sk_for_blocks<Row>(heads, tiles, NT, rows_shared, SK_LAMBDA(SkBlock<Row> & blk, int bh, int tile, void* sh) {
+            stream_forward_block<HS>(blk, sa, bh, tile, sh);
+        });
+    if (pass == STREAM_GRAD_ROWS)
+        sk_for_blocks<GradRow>(heads, tiles, NT, rows_shared,
+                               SK_LAMBDA(SkBlock<GradRow> & blk, int bh, int tile, void* sh) {
+                                   stream_dq_block<HS>(blk, sa, bh, tile, sh);
+                               });
+    if (pass == STREAM_GRAD_KEYS)
+        sk_for_blocks<KeyGrad>(heads, tiles, NT, keys_shared,
+                               SK_LAMBDA(SkBlock<KeyGrad> & blk, int bh, int tile, void* sh) {
+                                   stream_dkv_block<HS>(blk, sa, bh, tile, sh);
+                               });
 }
 
 template <typename F>

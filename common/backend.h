@@ -20,6 +20,13 @@
 //       per i, lane = its thread, so a row is read side by side (coalesced); the sum by shuffles. CPU: one thread per
 //       i, the lanes' partials side by side in an array (vectorised), the sum on it in the same order. So a warp body
 //       gives the same bits on both.
+//   sk_for_blocks<State>(nx, ny, threads, shared_bytes, SK_LAMBDA(SkBlock<State>& blk, int x, int y, void* shared)
+//       { ... })  runs the body for every block (x, y) of `threads` threads, each thread with a State of its own and
+//       the block with shared_bytes of memory it shares: blk.each(step) runs step(i, state_i) for every thread i,
+//       blk.sync() is the barrier between two steps. CUDA: a block of threads, the States in registers, `shared` in
+//       shared memory (at most 48 KB). CPU: one thread per block runs each step for every i in turn, the States and
+//       `shared` in arrays. A body whose steps communicate only through `shared`, across a sync, gives the same
+//       results on both; so the CPU runs a GPU kernel's own code.
 //   SkBuffer<T>  an owning array of device memory (plain cudaMalloc on the GPU, the heap on the CPU). The host moves
 //       data in and out explicitly with upload/download; on the CPU build it may also index the array directly (the
 //       tests do), on the GPU build that does not compile, so no host code can read device memory by accident.
@@ -155,6 +162,42 @@ struct SkWarp {
         return x;
     }
 };
+
+// The block of sk_for_blocks on the GPU: thread i = threadIdx.x runs its own step with its State in registers.
+template <typename State>
+struct SkBlock {
+    State mine;
+    template <typename Step>
+    SK_HD void each(Step step) {
+#ifdef __CUDA_ARCH__
+        step((int)threadIdx.x, mine);
+#else
+        (void)step;
+#endif
+    }
+    SK_HD void sync() {
+#ifdef __CUDA_ARCH__
+        __syncthreads();
+#endif
+    }
+};
+
+template <typename State, typename Body>
+__global__ void sk_for_blocks_kernel(Body body) {
+    extern __shared__ float4 sk_block_shared[];  // float4: aligned for any element type
+    SkBlock<State> blk;
+    body(blk, (int)blockIdx.x, (int)blockIdx.y, (void*)sk_block_shared);
+}
+
+template <typename State, typename Body>
+static void sk_for_blocks(int nx, int ny, int threads, size_t shared_bytes, Body body) {
+    if (nx <= 0 || ny <= 0) return;
+    if (shared_bytes > 48 * 1024 || ny > 65535)
+        fail("internal: sk_for_blocks with %zu bytes of shared memory and %d blocks in y", shared_bytes, ny);
+    sk_for_blocks_kernel<State><<<dim3((unsigned)nx, (unsigned)ny), (unsigned)threads, shared_bytes>>>(body);
+    SK_CUDA(cudaGetLastError());
+    if (sk_sync_each_launch()) SK_CUDA(cudaDeviceSynchronize());
+}
 
 // Every lane of a warp takes the same i, so the warps never split at a shuffle.
 template <typename Body>
@@ -304,6 +347,31 @@ struct SkWarp {
         return x.v[0];
     }
 };
+
+// The block of sk_for_blocks on the CPU: the block's threads one after another, each step for every thread in turn.
+template <typename State>
+struct SkBlock {
+    State* states;  // one per thread
+    int threads;
+    template <typename Step>
+    void each(Step step) {
+        for (int i = 0; i < threads; i++) step(i, states[i]);
+    }
+    void sync() {}
+};
+
+template <typename State, typename Body>
+static inline void sk_for_blocks(int nx, int ny, int threads, size_t shared_bytes, Body body) {
+    if (nx <= 0 || ny <= 0) return;
+#pragma omp parallel
+    {
+        std::vector<State> states(threads);
+        std::vector<double> shared((shared_bytes + sizeof(double) - 1) / sizeof(double));
+        SkBlock<State> blk{states.data(), threads};
+#pragma omp for schedule(dynamic, 1)  // blocks differ in work (a causal mask's last query tiles see the most keys)
+        for (long k = 0; k < (long)nx * ny; k++) body(blk, (int)(k % nx), (int)(k / nx), (void*)shared.data());
+    }
+}
 
 template <typename Body>
 static inline void sk_for_warps(size_t n, Body body) {

@@ -1,17 +1,19 @@
 // kernels/attention_flash.cuh: the per-row work of a flash-style attention forward and backward, for every variant.
 //
-//   y_t = p_* v* + sum_j p_tj v_j,  p_t = the row map of [s_*, s_lo .. s_hi-1],  s_tj = tau q_t . k_j
+//   y_t = p_* v* + sum_j p_tj v_j,  p_t = the row map of [s_*, s_lo .. s_hi-1],  s_tj = tau q_t . k_j - slope |t - j|
 //
 // computed key tile by key tile with the streaming forms of attention_variants.cuh: a row never holds more than one
-// tile of scores. CPU twin: attention_forward in train_gpt_cpu.cpp (the row form, attn_row_forward).
+// tile of scores (slope: ALiBi's, 0 without). CPU twin: attention_forward in train_gpt_cpu.cpp (the row form,
+// attn_row_forward).
 //
 // What it is: host-and-device functions for one query row (its query, output accumulator and row state) and one
-// query tile (the key interval its rows see). A kernel stages each key tile of K and V in shared memory and calls
-// flash_row_tile from every thread; test_variants.cpp runs the same functions on the CPU over random shapes, every row
-// map, slot and mask, against the row form. The kernels that use them are version 2 of dev/cuda/attention_forward.cu
-// and of dev/cuda/attention_backward.cu.
-// What it is not: the kernel (the staging, the synchronisation and the launch are the kernel's), nor ALiBi or the
-// feature maps (they change the scores, not this structure).
+// query tile (the key interval its rows see), templated on the float type (the tests run them in double). A kernel
+// stages each key tile of K and V in shared memory and calls flash_row_tile from every thread. Their users: the fast
+// engine's streamed attention (stream_forward_block, stream_dq_block, stream_dkv_block in train_gpt_cpu.cpp, blocks
+// of sk_for_blocks that the CPU runs too), version 2 of dev/cuda/attention_forward.cu and attention_backward.cu, and
+// test_variants.cpp, which runs them on the CPU over random shapes, every row map, slot and mask, against the row form.
+// What it is not: the kernel (the staging, the synchronisation and the launch are the kernel's), nor the feature maps
+// (they change q and k before this).
 #pragma once
 #include "../attention_variants.cuh"
 
@@ -37,28 +39,42 @@ SK_HD inline void flash_tile_span(int lo, int hi, int k0, int kn, int* j0, int* 
     *j1 = hi < k0 + kn ? hi : k0 + kn;
 }
 
-// One query row. HS, the head size, sizes the registers.
-template <int HS>
+// One query row. HS, the head size, sizes the registers. slope: ALiBi's for the row's head (0 without ALiBi), which
+// takes slope |t - j| off each score.
+template <int HS, typename F = float>
 struct FlashRow {
-    float q[HS], acc[HS];
-    AttnStreamState<float> st;
-    int lo, hi;  // the row's visible keys
+    F q[HS], acc[HS];
+    AttnStreamState<F> st;
+    int lo, hi, t;  // the row's visible keys, the row
+    F slope;
 };
+
+// the score of a query row (its t and slope) against key j: tau q . k_j, d in order, less ALiBi's distance term
+template <int HS, typename F>
+SK_HD inline F flash_score(const F* q, const F* kj, F tau, F slope, int t, int j) {
+    F dot = 0;
+    for (int d = 0; d < HS; d++) dot = sk_fma(q[d], kj[d], dot);
+    F s = dot * tau;
+    if (slope != F(0)) s -= slope * F(t > j ? t - j : j - t);
+    return s;
+}
 
 // Start row t: load its query (HS values at q), empty its state. Then, for each pass (flash_passes), the slot
 // (flash_row_slot, when the variant has one) and every key tile in order (flash_row_tile); then flash_row_finish.
-template <int HS>
-SK_HD inline void flash_row_begin(FlashRow<HS>* r, const AttnSpec& spec, const float* q, int t, int T) {
+template <int HS, typename F>
+SK_HD inline void flash_row_begin(FlashRow<HS, F>* r, const AttnSpec& spec, const F* q, int t, int T, F slope = 0) {
     for (int d = 0; d < HS; d++) r->q[d] = q[d];
     for (int d = 0; d < HS; d++) r->acc[d] = 0;
-    r->st = attn_stream_init<float>(spec);
+    r->st = attn_stream_init<F>(spec);
     attn_visible_keys(spec, t, T, &r->lo, &r->hi);
+    r->t = t;
+    r->slope = slope;
 }
 
 // The slot's entry (when the variant has one) in the given pass: 0 = the one pass (or the statistics pass of a
 // two-pass map), 1 = the weights pass of a two-pass map.
-template <int HS>
-SK_HD inline void flash_row_slot(FlashRow<HS>* r, const AttnSpec& spec, float s_slot, const float* v_slot, int pass,
+template <int HS, typename F>
+SK_HD inline void flash_row_slot(FlashRow<HS, F>* r, const AttnSpec& spec, F s_slot, const F* v_slot, int pass,
                                  int T) {
     if (pass == 0)
         attn_stream_tile(spec, &r->st, &s_slot, v_slot, HS, 1, HS, attn_stream_one_pass(spec) ? r->acc : nullptr);
@@ -68,19 +84,15 @@ SK_HD inline void flash_row_slot(FlashRow<HS>* r, const AttnSpec& spec, float s_
 
 // One key tile: keys k0 .. k0 + kn - 1, their K and V rows at ks and vs (stride HS: the staged tile). Only the row's
 // own visible keys in the tile count. `s` holds kn floats of scratch.
-template <int HS>
-SK_HD inline void flash_row_tile(FlashRow<HS>* r, const AttnSpec& spec, const float* ks, const float* vs, int k0,
-                                 int kn, float tau, int pass, int T, float* s) {
+template <int HS, typename F>
+SK_HD inline void flash_row_tile(FlashRow<HS, F>* r, const AttnSpec& spec, const F* ks, const F* vs, int k0, int kn,
+                                 F tau, int pass, int T, F* s) {
     int j0, j1;
     flash_tile_span(r->lo, r->hi, k0, kn, &j0, &j1);
     if (j0 >= j1) return;
-    for (int j = j0; j < j1; j++) {
-        const float* kj = ks + (size_t)(j - k0) * HS;
-        float dot = 0;
-        for (int d = 0; d < HS; d++) dot = sk_fma(r->q[d], kj[d], dot);
-        s[j - j0] = dot * tau;
-    }
-    const float* v = vs + (size_t)(j0 - k0) * HS;
+    for (int j = j0; j < j1; j++)
+        s[j - j0] = flash_score<HS>(r->q, ks + (size_t)(j - k0) * HS, tau, r->slope, r->t, j);
+    const F* v = vs + (size_t)(j0 - k0) * HS;
     if (pass == 0)
         attn_stream_tile(spec, &r->st, s, v, HS, j1 - j0, HS, attn_stream_one_pass(spec) ? r->acc : nullptr);
     else
@@ -88,9 +100,9 @@ SK_HD inline void flash_row_tile(FlashRow<HS>* r, const AttnSpec& spec, const fl
 }
 
 // The row's output (HS values), after every tile of every pass.
-template <int HS>
-SK_HD inline void flash_row_finish(const FlashRow<HS>* r, const AttnSpec& spec, float* y) {
-    float f = attn_stream_out_scale(spec, r->st);
+template <int HS, typename F>
+SK_HD inline void flash_row_finish(const FlashRow<HS, F>* r, const AttnSpec& spec, F* y) {
+    F f = attn_stream_out_scale(spec, r->st);
     for (int d = 0; d < HS; d++) y[d] = r->acc[d] * f;
 }
 
@@ -111,77 +123,80 @@ SK_HD inline int flash_passes(const AttnSpec& spec) { return attn_stream_one_pas
 // logit (ds_*), which it then sums over t in order.
 
 // One query row of the backward: its query and output gradient, its forward state, D, and its visible keys.
-template <int HS>
+template <int HS, typename F = float>
 struct FlashGradRow {
-    float q[HS], dout[HS], dq[HS];
-    AttnStreamState<float> st;
-    float D;
-    int lo, hi;
+    F q[HS], dout[HS], dq[HS];
+    AttnStreamState<F> st;
+    F D, slope;
+    int lo, hi, t;
 };
 
-// Start row t: q, dO (HS values each), the forward's state and output O (before the value bias).
-template <int HS>
-SK_HD inline void flash_grad_row_begin(FlashGradRow<HS>* r, const AttnSpec& spec, const float* q, const float* dout,
-                                       AttnStreamState<float> st, const float* out, int t, int T) {
+// Start row t: q, dO (HS values each), the forward's state and output, less the value bias vbias when there is one
+// (O = out - vbias), and ALiBi's slope (0 without).
+template <int HS, typename F>
+SK_HD inline void flash_grad_row_begin(FlashGradRow<HS, F>* r, const AttnSpec& spec, const F* q, const F* dout,
+                                       AttnStreamState<F> st, const F* out, int t, int T, F slope = 0,
+                                       const F* vbias = nullptr) {
     r->D = 0;
     for (int d = 0; d < HS; d++) {
         r->q[d] = q[d];
         r->dout[d] = dout[d];
         r->dq[d] = 0;
-        r->D = sk_fma(dout[d], out[d], r->D);
+        r->D = sk_fma(dout[d], vbias ? out[d] - vbias[d] : out[d], r->D);
     }
     r->st = st;
+    r->slope = slope;
+    r->t = t;
     attn_visible_keys(spec, t, T, &r->lo, &r->hi);
     if (spec.variant == ATTN_CLIPPED) r->D = 0;  // summed by flash_clipped_D_slot and flash_clipped_D_tile instead
 }
 
-// The score of this row against one key row (HS values), and dO . v.
-template <int HS>
-SK_HD inline void flash_grad_terms(const FlashGradRow<HS>* r, const float* kj, const float* vj, float tau, float* s,
-                                   float* dp) {
-    float dot = 0, dv = 0;
+// The score of this row against key j (its rows kj, vj: HS values each), and dO . v_j.
+template <int HS, typename F>
+SK_HD inline void flash_grad_terms(const FlashGradRow<HS, F>* r, const F* kj, const F* vj, int j, F tau, F* s, F* dp) {
+    F dot = 0, dv = 0;  // flash_score's, beside dO . v_j in the same loop
     for (int d = 0; d < HS; d++) {
         dot = sk_fma(r->q[d], kj[d], dot);
         dv = sk_fma(r->dout[d], vj[d], dv);
     }
     *s = dot * tau;
+    if (r->slope != F(0)) *s -= r->slope * F(r->t > j ? r->t - j : j - r->t);
     *dp = dv;
 }
 
 // Clipped softmax only: add a key tile's terms to D (a pass before the dq and dk/dv passes; the slot's term comes
 // from flash_clipped_D_slot).
-template <int HS>
-SK_HD inline void flash_clipped_D_tile(FlashGradRow<HS>* r, const AttnSpec& spec, const float* ks, const float* vs,
-                                       int k0, int kn, float tau, int T) {
+template <int HS, typename F>
+SK_HD inline void flash_clipped_D_tile(FlashGradRow<HS, F>* r, const AttnSpec& spec, const F* ks, const F* vs, int k0,
+                                       int kn, F tau, int T) {
     int j0, j1;
     flash_tile_span(r->lo, r->hi, k0, kn, &j0, &j1);
     for (int j = j0; j < j1; j++) {
-        float s, dp;
-        flash_grad_terms(r, ks + (size_t)(j - k0) * HS, vs + (size_t)(j - k0) * HS, tau, &s, &dp);
+        F s, dp;
+        flash_grad_terms(r, ks + (size_t)(j - k0) * HS, vs + (size_t)(j - k0) * HS, j, tau, &s, &dp);
         r->D += attn_stream_clipped_dterm(spec, r->st, s, dp, T);
     }
 }
 
 // dO . v* of the slot (0 without a value)
-template <int HS>
-SK_HD inline float flash_slot_dp(const FlashGradRow<HS>* r, const float* v_slot) {
-    float dp = 0;
+template <int HS, typename F>
+SK_HD inline F flash_slot_dp(const FlashGradRow<HS, F>* r, const F* v_slot) {
+    F dp = 0;
     if (v_slot)
         for (int d = 0; d < HS; d++) dp = sk_fma(r->dout[d], v_slot[d], dp);
     return dp;
 }
 
 // Clipped softmax only: add the slot's term (score s_slot, value v_slot or null) to D, before the key tiles.
-template <int HS>
-SK_HD inline void flash_clipped_D_slot(FlashGradRow<HS>* r, const AttnSpec& spec, float s_slot, const float* v_slot,
-                                       int T) {
+template <int HS, typename F>
+SK_HD inline void flash_clipped_D_slot(FlashGradRow<HS, F>* r, const AttnSpec& spec, F s_slot, const F* v_slot, int T) {
     r->D += attn_stream_clipped_dterm(spec, r->st, s_slot, flash_slot_dp(r, v_slot), T);
 }
 
 // The slot entry's ds_* and p_* (score s_slot, value v_slot or null), once D is complete.
-template <int HS>
-SK_HD inline void flash_dq_slot(const FlashGradRow<HS>* r, const AttnSpec& spec, float s_slot, const float* v_slot,
-                                int T, float* ds_slot, float* p_slot) {
+template <int HS, typename F>
+SK_HD inline void flash_dq_slot(const FlashGradRow<HS, F>* r, const AttnSpec& spec, F s_slot, const F* v_slot, int T,
+                                F* ds_slot, F* p_slot) {
     *ds_slot = attn_stream_dscore(spec, r->st, s_slot, flash_slot_dp(r, v_slot), r->D, T);
     *p_slot = attn_stream_weight(spec, r->st, s_slot, T);
 }
@@ -189,33 +204,33 @@ SK_HD inline void flash_dq_slot(const FlashGradRow<HS>* r, const AttnSpec& spec,
 // dq_t over one key tile (keys k0 .. k0 + kn - 1 at ks, vs; stride HS), in two sweeps: every key's tau ds_tj into
 // g (kn floats of scratch), then dq_t += g_j k_j, j in order. (In one sweep nvcc keeps a key's HS values in registers
 // from its score to its dq update, which with q, dO and dq spills at HS 64.)
-template <int HS>
-SK_HD inline void flash_dq_tile(FlashGradRow<HS>* r, const AttnSpec& spec, const float* ks, const float* vs, int k0,
-                                int kn, float tau, int T, float* g) {
+template <int HS, typename F>
+SK_HD inline void flash_dq_tile(FlashGradRow<HS, F>* r, const AttnSpec& spec, const F* ks, const F* vs, int k0, int kn,
+                                F tau, int T, F* g) {
     int j0, j1;
     flash_tile_span(r->lo, r->hi, k0, kn, &j0, &j1);
     for (int j = j0; j < j1; j++) {
-        float s, dp;
-        flash_grad_terms(r, ks + (size_t)(j - k0) * HS, vs + (size_t)(j - k0) * HS, tau, &s, &dp);
+        F s, dp;
+        flash_grad_terms(r, ks + (size_t)(j - k0) * HS, vs + (size_t)(j - k0) * HS, j, tau, &s, &dp);
         g[j - j0] = attn_stream_dscore(spec, r->st, s, dp, r->D, T) * tau;
     }
     for (int j = j0; j < j1; j++) {
-        const float* kj = ks + (size_t)(j - k0) * HS;
+        const F* kj = ks + (size_t)(j - k0) * HS;
         for (int d = 0; d < HS; d++) r->dq[d] = sk_fma(g[j - j0], kj[d], r->dq[d]);
     }
 }
 
 // dk_j and dv_j (HS values each, accumulated) of key j (its rows kj, vj) over a tile of query rows rows[0..n):
 // the rows that see j, in order.
-template <int HS>
-SK_HD inline void flash_dkv_tile(float* dk, float* dv, const AttnSpec& spec, const float* kj, const float* vj, int j,
-                                 const FlashGradRow<HS>* rows, int n, float tau, int T) {
+template <int HS, typename F>
+SK_HD inline void flash_dkv_tile(F* dk, F* dv, const AttnSpec& spec, const F* kj, const F* vj, int j,
+                                 const FlashGradRow<HS, F>* rows, int n, F tau, int T) {
     for (int i = 0; i < n; i++) {
-        const FlashGradRow<HS>* r = rows + i;
+        const FlashGradRow<HS, F>* r = rows + i;
         if (j < r->lo || j >= r->hi) continue;
-        float s, dp;
-        flash_grad_terms(r, kj, vj, tau, &s, &dp);
-        float g = attn_stream_dscore(spec, r->st, s, dp, r->D, T) * tau, p = attn_stream_weight(spec, r->st, s, T);
+        F s, dp;
+        flash_grad_terms(r, kj, vj, j, tau, &s, &dp);
+        F g = attn_stream_dscore(spec, r->st, s, dp, r->D, T) * tau, p = attn_stream_weight(spec, r->st, s, T);
         for (int d = 0; d < HS; d++) {
             dk[d] = sk_fma(g, r->q[d], dk[d]);
             dv[d] = sk_fma(p, r->dout[d], dv[d]);

@@ -84,19 +84,34 @@ TEST_CASE("the fast engine's model equals the exact one through the whole model 
         fixture_model_double(&m, name, &s);
         worst = std::max(worst, fast_against_exact(&m, s));
     }
-    // slots with every row map, and the masks with slots and ALiBi (beyond the fixtures' combinations); head size 8,
-    // rows longer than one key tile
-    const char* variants[] = {
-        "--attn clipped --slot zero", "--attn clipped --slot kv --vstar learn", "--attn softpick --slot logit",
-        "--attn sigmoid --attn-norm clamp --slot kv", "--attn elu1 --attn-norm sum --slot zero --value-bias 1",
-        "--attn linear --slot logit --mask window --mask-param 7", "--attn clipped --mask prefix --mask-param 9",
-        "--pos alibi --slot kv --mask prefix --mask-param 11 --slot-shared 1", "--attn softmax --row-mass 2 --slot kv",
+    // slots with every row map, and the masks with slots and ALiBi (beyond the fixtures' combinations); head size 8
+    // at T 47 (one tile of the streamed attention's blocks), then longer rows over several query and key tiles (blocks
+    // of 64 rows or keys, 32 at head size 128), windows and prefixes that start mid-tile, head sizes 32 and 128
+    struct Variant {
+        const char* flags;
+        int T;
     };
-    for (const char* v : variants) {
-        INFO("variant " << v);
-        std::vector<std::string> args = {"train_gpt_cpu", "--vocab", "40", "--max-seq-len", "48", "--layers", "2",
-                                         "--heads", "2", "--channels", "16", "--ffn-hidden", "32", "--seq-len", "47", "--probe-len", "16"};
-        for (const char* p = v; *p;) {
+    const Variant variants[] = {
+        {"--attn clipped --slot zero", 47}, {"--attn clipped --slot kv --vstar learn", 47},
+        {"--attn softpick --slot logit", 47}, {"--attn sigmoid --attn-norm clamp --slot kv", 47},
+        {"--attn elu1 --attn-norm sum --slot zero --value-bias 1", 47},
+        {"--attn linear --slot logit --mask window --mask-param 7", 47},
+        {"--attn clipped --mask prefix --mask-param 9", 47},
+        {"--pos alibi --slot kv --mask prefix --mask-param 11 --slot-shared 1", 47},
+        {"--attn softmax --row-mass 2 --slot kv", 47},
+        {"--attn clipped --slot kv --mask window --mask-param 70", 199},
+        {"--pos alibi --attn softpick --slot logit --heads 1 --channels 32", 199},
+        {"--attn sigmoid --attn-norm sum --mask prefix --mask-param 80 --value-bias 1", 150},
+        {"--slot kv --vstar learn --heads 1 --channels 128", 150},
+        {"--pos alibi --attn sigmoid --mask window --mask-param 33 --heads 1 --channels 128", 100},
+    };
+    for (const Variant& v : variants) {
+        INFO("variant " << v.flags << " T " << v.T);
+        std::vector<std::string> args = {"train_gpt_cpu", "--vocab", "40", "--max-seq-len", std::to_string(v.T + 1),
+                                         "--layers", "2", "--ffn-hidden", "32", "--seq-len", std::to_string(v.T),
+                                         "--probe-len", "16"};
+        if (!strstr(v.flags, "--heads")) args.insert(args.end(), {"--heads", "2", "--channels", "16"});
+        for (const char* p = v.flags; *p;) {
             const char* e = strchr(p, ' ');
             args.push_back(e ? std::string(p, e) : std::string(p));
             p = e ? e + 1 : p + strlen(p);
@@ -115,7 +130,7 @@ TEST_CASE("the fast engine's model equals the exact one through the whole model 
         m.params.upload(p.data(), p.size());
         DebugState s;
         s.B = 2;
-        s.T = 47;
+        s.T = v.T;
         uint64_t seed = 13;
         for (int i = 0; i < s.B * s.T; i++) {
             s.inputs.push_back((int)(splitmix64(&seed) % 40));
