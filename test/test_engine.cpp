@@ -11,6 +11,15 @@
 
 #include "../kernels/matmul_cublas.cuh"
 
+// The command line of `args` (args[0] the program's name), parsed as the trainer parses it.
+static CommandLine parse_args(std::vector<std::string> args) {
+    std::vector<char*> argv;
+    for (std::string& a : args) argv.push_back(&a[0]);
+    CommandLine cl;
+    parse_command_line((int)argv.size(), argv.data(), &cl);
+    return cl;
+}
+
 // The model of a fixture in double, its parameters from the fixture's floats.
 static void fixture_model_double(Model<double>* m, const std::string& name, DebugState* batch) {
     std::vector<float> params;
@@ -116,10 +125,7 @@ TEST_CASE("the fast engine's model equals the exact one through the whole model 
             args.push_back(e ? std::string(p, e) : std::string(p));
             p = e ? e + 1 : p + strlen(p);
         }
-        std::vector<char*> argv;
-        for (std::string& a : args) argv.push_back(&a[0]);
-        CommandLine cl;
-        parse_command_line((int)argv.size(), argv.data(), &cl);
+        CommandLine cl = parse_args(args);
         Model<double> m;
         model_build(&m, model_from_flags(&cl));
         model_init(&m, 7);
@@ -305,10 +311,7 @@ TEST_CASE("--check-fast passes on the CPU (the fast engine in float) over model 
             args.push_back(v[0]);
             args.push_back(v[1]);
         }
-        std::vector<char*> argv;
-        for (std::string& a : args) argv.push_back(&a[0]);
-        CommandLine cl;
-        parse_command_line((int)argv.size(), argv.data(), &cl);
+        CommandLine cl = parse_args(args);
         CheckResult res = check_fast(&cl, false);
         CHECK(res.failures == 0);
         CHECK(res.worst < 0.1);  // measured: at most 0.008 of the fp32 allowance
@@ -344,12 +347,7 @@ TEST_CASE("--check-fast's comparison fails a gradient 0.5% off at fp32 and passe
 
 TEST_CASE("the fast engine holds no T x T matrices: its training memory is smaller by at least their size",
           "[engine]") {
-    const char* argv_c[] = {"train_gpt_cpu", "--seq-len", "128"};  // the tiny preset: L 2, 16 heads, maxT 128
-    std::vector<std::string> args(argv_c, argv_c + 3);
-    std::vector<char*> argv;
-    for (std::string& a : args) argv.push_back(&a[0]);
-    CommandLine cl;
-    parse_command_line((int)argv.size(), argv.data(), &cl);
+    CommandLine cl = parse_args({"train_gpt_cpu", "--seq-len", "128"});  // the tiny preset: L 2, 16 heads, maxT 128
     ModelConfig c = model_from_flags(&cl);
     const int B = 4, T = 128;
     std::vector<int> x(B * T), y(B * T);
@@ -414,14 +412,9 @@ TEST_CASE("a fast-engine run resumes bit for bit and keeps its engine", "[engine
 TEST_CASE("the GPU's AdamW in one launch (each element finds its tensor's decay) gives the CPU's per-tensor bits",
           "[engine]") {
     // a model with tensors of every decay kind and empty ones between them (no slot, no gate: size 0)
-    const char* argv_c[] = {"train_gpt_cpu", "--layers", "2", "--channels", "16", "--heads", "2", "--ffn-hidden", "32",
-                            "--max-seq-len", "17", "--seq-len", "16", "--probe-len", "16", "--bias", "1",
-                            "--sink-token", "1"};
-    std::vector<std::string> args(argv_c, argv_c + sizeof argv_c / sizeof *argv_c);
-    std::vector<char*> argv;
-    for (std::string& a : args) argv.push_back(&a[0]);
-    CommandLine cl;
-    parse_command_line((int)argv.size(), argv.data(), &cl);
+    CommandLine cl = parse_args({"train_gpt_cpu", "--layers", "2", "--channels", "16", "--heads", "2", "--ffn-hidden",
+                                 "32", "--max-seq-len", "17", "--seq-len", "16", "--probe-len", "16", "--bias", "1",
+                                 "--sink-token", "1"});
     Model<float> m;
     model_build(&m, model_from_flags(&cl));
     model_init(&m, 3);
