@@ -133,6 +133,13 @@ static inline bool attn_is_probability(const AttnSpec& a) {
 
 SK_HD inline bool attn_has_slot(const AttnSpec& a) { return a.slot != SLOT_NONE; }
 
+// ALiBi's score of query t against key j: the scaled dot product s less the head's slope times their distance. One
+// definition for the row form (the trainers' attention_key_score) and the flash kernels (flash_score).
+template <typename F>
+SK_HD inline F attn_alibi_score(F s, F slope, int t, int j) {
+    return s - slope * F(t > j ? t - j : j - t);
+}
+
 // The keys query t (0-based) may see among T: [*lo, *hi).
 SK_HD inline void attn_visible_keys(const AttnSpec& spec, int t, int T, int* lo, int* hi) {
     switch (spec.mask) {

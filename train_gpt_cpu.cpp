@@ -663,9 +663,7 @@ SK_HD static inline F attention_key_score(const AttnParams<F>& ap, const F* qt, 
                                           int hs, F tau) {
     F dot = 0;
     for (int d = 0; d < hs; d++) dot = sk_fma(qt[d], kj[d], dot);
-    F s = dot * tau;
-    if (ap.alibi) s -= F(ap.alibi[h]) * F(t > j ? t - j : j - t);
-    return s;
+    return ap.alibi ? attn_alibi_score(dot * tau, F(ap.alibi[h]), t, j) : dot * tau;
 }
 
 // The slot's score for query row qt of head h (only when the variant has a slot): tau q . k*, sigma_h or 0.
@@ -935,7 +933,7 @@ struct StreamAttn {
 enum { STREAM_FORWARD, STREAM_GRAD_ROWS, STREAM_GRAD_KEYS };
 
 // Thread i's share of staging keys k0 .. k0 + NT - 1 of head (b, h): their K and V rows into ks and vs at `stride`
-// values a row, zeros past T. Consecutive threads copy consecutive values. With a slot value, also v* into vslot.
+// values a row, zeros past T. Consecutive threads copy consecutive values.
 template <int HS, typename F>
 SK_HD static inline void stream_stage_keys(F* ks, F* vs, int stride, const StreamAttn<F>& sa, int b, int h, int k0,
                                            int i) {

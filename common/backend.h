@@ -88,6 +88,12 @@ static inline bool sk_sync_each_launch() {
     return flag == 1;
 }
 
+// after every launch: its error at once, and with SK_SYNC=1 a synchronisation (the fault at the kernel that caused it)
+static inline void sk_launched() {
+    SK_CUDA(cudaGetLastError());
+    if (sk_sync_each_launch()) SK_CUDA(cudaDeviceSynchronize());
+}
+
 template <typename Body>
 __global__ void sk_for_kernel(size_t n, Body body) {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
@@ -100,8 +106,7 @@ static void sk_for(size_t n, Body body) {
     const size_t threads = 256, max_blocks = 1 << 20;
     size_t blocks = (n + threads - 1) / threads;
     sk_for_kernel<<<(unsigned)(blocks < max_blocks ? blocks : max_blocks), (unsigned)threads>>>(n, body);
-    SK_CUDA(cudaGetLastError());
-    if (sk_sync_each_launch()) SK_CUDA(cudaDeviceSynchronize());
+    sk_launched();
 }
 
 template <typename Body>
@@ -195,8 +200,7 @@ static void sk_for_blocks(int nx, int ny, int threads, size_t shared_bytes, Body
     if (shared_bytes > 48 * 1024 || ny > 65535)
         fail("internal: sk_for_blocks with %zu bytes of shared memory and %d blocks in y", shared_bytes, ny);
     sk_for_blocks_kernel<State><<<dim3((unsigned)nx, (unsigned)ny), (unsigned)threads, shared_bytes>>>(body);
-    SK_CUDA(cudaGetLastError());
-    if (sk_sync_each_launch()) SK_CUDA(cudaDeviceSynchronize());
+    sk_launched();
 }
 
 // Every lane of a warp takes the same i, so the warps never split at a shuffle.
@@ -214,8 +218,7 @@ static void sk_for_warps(size_t n, Body body) {
     const size_t threads = 256, per_block = threads / SK_WARP, max_blocks = 1 << 20;
     size_t blocks = (n + per_block - 1) / per_block;
     sk_for_warps_kernel<<<(unsigned)(blocks < max_blocks ? blocks : max_blocks), (unsigned)threads>>>(n, body);
-    SK_CUDA(cudaGetLastError());
-    if (sk_sync_each_launch()) SK_CUDA(cudaDeviceSynchronize());
+    sk_launched();
 }
 
 // Device memory is never asked for beyond what the GPU has free (less a reserve for CUDA itself), so a configuration

@@ -54,9 +54,7 @@ template <int HS, typename F>
 SK_HD inline F flash_score(const F* q, const F* kj, F tau, F slope, int t, int j) {
     F dot = 0;
     for (int d = 0; d < HS; d++) dot = sk_fma(q[d], kj[d], dot);
-    F s = dot * tau;
-    if (slope != F(0)) s -= slope * F(t > j ? t - j : j - t);
-    return s;
+    return slope != F(0) ? attn_alibi_score(dot * tau, slope, t, j) : dot * tau;
 }
 
 // Start row t: load its query (HS values at q), empty its state. Then, for each pass (flash_passes), the slot
@@ -159,8 +157,7 @@ SK_HD inline void flash_grad_terms(const FlashGradRow<HS, F>* r, const F* kj, co
         dot = sk_fma(r->q[d], kj[d], dot);
         dv = sk_fma(r->dout[d], vj[d], dv);
     }
-    *s = dot * tau;
-    if (r->slope != F(0)) *s -= r->slope * F(r->t > j ? r->t - j : j - r->t);
+    *s = r->slope != F(0) ? attn_alibi_score(dot * tau, r->slope, r->t, j) : dot * tau;
     *dp = dv;
 }
 
