@@ -3,7 +3,8 @@ train_gpt.cu: the GPU trainer of sinkscope. CUDA, one NVIDIA GPU (sm_80 or newer
 
 What it is: the CPU reference trainer, train_gpt_cpu.cpp, compiled by nvcc. Its layers are loops over output
 elements, sk_for (common/backend.h); here every such loop is a CUDA kernel with one thread per element, the exact
-matmul is gemm_by_element (one thread per output element, k in order), and the model lives in device memory. The
+matmul sums each output element in one thread, k in order (gemm_exact_tiled, the bits of gemm_by_element), and the
+model lives in device memory. The
 host code (common/trainer.h: flags, data, the loop, log, checkpoints, sink metrics, sampling, --check-state) is the
 CPU trainer's own and reaches the model only through the engine interface (common/engine.h), whose uploads and
 downloads are the only copies between host and device. So the GPU trainer has everything the CPU one has, with no
@@ -18,10 +19,13 @@ that where a GPU exists (docs/gpu.md says what has been run). Fast (the default 
 (kernels/matmul_cublas.cuh; --precision fp32, tf32 or bf16) and training streams its attention key tile by key tile
 (attention_forward_stream: no T x T matrices); within a tolerance of the exact engine, which --check-fast measures.
 
-What it is not (yet): fast everywhere. Besides the matmuls and the streamed attention, the layers are the reference
-loop bodies, one thread per output element (the norms' weight gradients and the bias gradients sum over B x T rows in
-a few threads). Kernel launches are queued on one stream and the host waits only where it reads a result; SK_SYNC=1
-synchronises after every launch to locate a fault.
+The exact engine's attention runs as passes of one thread per score, weight or output element
+(attention_forward_passes; the CPU's row form gives the same bits), its matmuls as gemm_exact_tiled. The fast engine
+adds flash-style attention blocks, a warp per norm row and chunked row sums (docs/gpu.md has the table).
+
+What it is not (yet): tuned. No fused matmul epilogues, no bf16 storage (--precision bf16 rounds only the matmul
+inputs), and the host reads the loss and the gradient norm every step. Kernel launches are queued on one stream and
+the host waits only where it reads a result; SK_SYNC=1 synchronises after every launch to locate a fault.
 
 Build and run:  make train_gpt && ./train_gpt --help     (same flags as ./train_gpt_cpu)
                 Without a GPU it stops with "no CUDA GPU is visible" and names the CPU trainer to use instead.

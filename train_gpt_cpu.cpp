@@ -678,17 +678,26 @@ SK_HD static inline F attention_slot_score(const AttnParams<F>& ap, const F* qt,
     return ap.spec.slot == SLOT_LOGIT ? ap.sink_logit[h] : F(0);
 }
 
+// Entry i of the scores of query t of head h: the slot score when the variant has a slot (i < key0), then key
+// lo + i - key0. Every form of the exact attention takes its scores from here (the backward recomputes them), so
+// recomputed scores are bit-identical.
+template <typename F>
+SK_HD static inline F attention_row_score(const AttnParams<F>& ap, const F* q, const F* k, int qk_stride, int b,
+                                          int h, int t, int T, int hs, F tau, int lo, int key0, int i) {
+    const F* qt = q + ((size_t)b * T + t) * qk_stride + h * hs;
+    if (i < key0) return attention_slot_score(ap, qt, h, hs, tau);
+    int j = lo + i - key0;
+    return attention_key_score(ap, qt, k + ((size_t)b * T + j) * qk_stride + h * hs, h, t, j, hs, tau);
+}
+
 // The scores of query t of head h: s[0] = the slot score when the variant has a slot, then keys lo..hi-1.
-// Returns the row length. Forward and backward both call this, so recomputed scores are bit-identical.
+// Returns the row length.
 template <typename F>
 SK_HD static inline int attention_row_scores(F* s, const AttnParams<F>& ap, const F* q, const F* k,
                                              int qk_stride, int b, int h, int t, int T, int hs, F tau, int lo,
                                              int hi) {
-    const F* qt = q + ((size_t)b * T + t) * qk_stride + h * hs;
-    int n = 0;
-    if (attn_has_slot(ap.spec)) s[n++] = attention_slot_score(ap, qt, h, hs, tau);
-    for (int j = lo; j < hi; j++)
-        s[n++] = attention_key_score(ap, qt, k + ((size_t)b * T + j) * qk_stride + h * hs, h, t, j, hs, tau);
+    int key0 = attn_has_slot(ap.spec), n = key0 + hi - lo;
+    for (int i = 0; i < n; i++) s[i] = attention_row_score(ap, q, k, qk_stride, b, h, t, T, hs, tau, lo, key0, i);
     return n;
 }
 
@@ -703,9 +712,8 @@ SK_HD static inline F attention_slot_value(const AttnParams<F>& ap, int h, int h
 }
 
 template <typename F>
-static void attention_forward(F* out, F* att, F* att_slot, F* work, const F* q, const F* k, int qk_stride,
-                              const F* v, const AttnParams<F>& ap_, int B, int T, int C, int NH) {
-    SK_PROFILE_SCOPE(PROF_ATTENTION);
+static void attention_forward_rows(F* out, F* att, F* att_slot, F* work, const F* q, const F* k, int qk_stride,
+                                   const F* v, const AttnParams<F>& ap_, int B, int T, int C, int NH) {
     AttnParams<F> ap = ap_;
     int hs = C / NH, key0 = attn_has_slot(ap.spec);
     F tau = F(1) / sk_sqrt(F(hs));
@@ -815,7 +823,8 @@ static void attention_backward_keys(F* dk, int qk_stride, F* dv, const F* ds_row
 }
 
 // backward of the slot and the value bias, for their parameters:
-//   per (b, h), t in order:  dk* += tau ds_t* q_t;  dv* += p_t* dO_t;  dsigma_h += ds_t*;  dv_bias += dO_t
+//   per (b, h), t in order (a thread per entry of the partial):  dk* += tau ds_t* q_t;  dv* += p_t* dO_t;
+//   dsigma_h += ds_t*;  dv_bias += dO_t
 //   then each parameter entry adds those partials, b in order, then the heads that share the entry in order.
 // ds_t* of row r (b, h, t) is ds_slot[r * ds_stride]: the first entry of ds_rows (stride T + 1), or a (B, NH, T)
 // array (stride 1) in the streaming form.
@@ -830,26 +839,24 @@ static void attention_backward_slot_params(const AttnParamGrads<F>& g, const F* 
     F tau = F(1) / sk_sqrt(F(hs));
     F* partial = g.partial;
     const size_t pstride = 3 * (size_t)hs + 1;
-    sk_for((size_t)B * NH, SK_LAMBDA(size_t bh) {
-        int b = (int)(bh / NH), h = (int)(bh % NH);
-        F* part = partial + bh * pstride;
-        for (size_t i = 0; i < pstride; i++) part[i] = 0;
-        for (int t = 0; t < T; t++) {
-            size_t r = bh * T + t;
-            const F* qt = q + ((size_t)b * T + t) * qk_stride + h * hs;
-            const F* dy = dout + ((size_t)b * T + t) * C + h * hs;
-            if (spec.slot == SLOT_KV) {
-                F gs = ds_slot[r * ds_stride] * tau, ps = att_slot[r];
-                for (int d = 0; d < hs; d++) {
-                    part[d] = sk_fma(gs, qt[d], part[d]);
-                    if (spec.vstar == VSTAR_LEARN) part[hs + d] = sk_fma(ps, dy[d], part[hs + d]);
-                }
-            } else if (spec.slot == SLOT_LOGIT) {
-                part[3 * hs] += ds_slot[r * ds_stride];
+    // a thread per entry of a partial: which sum (dk*, dv*, dv_bias, dsigma) and its d
+    sk_for_2d((size_t)B * NH, (int)pstride, SK_LAMBDA(size_t bh, int i) {
+        int b = (int)(bh / NH), h = (int)(bh % NH), sum = i / hs, d = i % hs;
+        bool used = sum == 0 ? spec.slot == SLOT_KV
+                  : sum == 1 ? spec.slot == SLOT_KV && spec.vstar == VSTAR_LEARN
+                  : sum == 2 ? vbias != nullptr
+                             : spec.slot == SLOT_LOGIT;
+        F acc = 0;
+        for (int t = 0; used && t < T; t++) {
+            size_t r = bh * T + t, x = ((size_t)b * T + t);
+            switch (sum) {
+            case 0: acc = sk_fma(ds_slot[r * ds_stride] * tau, q[x * qk_stride + h * hs + d], acc); break;
+            case 1: acc = sk_fma(att_slot[r], dout[x * C + h * hs + d], acc); break;
+            case 2: acc += dout[x * C + h * hs + d]; break;
+            default: acc += ds_slot[r * ds_stride];
             }
-            if (vbias)
-                for (int d = 0; d < hs; d++) part[2 * hs + d] += dy[d];
         }
+        partial[bh * pstride + i] = acc;
     });
     int S = ap.shared ? 1 : NH, shared = ap.shared;
     F *dkstar = g.dkstar, *dvstar = g.dvstar, *dvbias = g.dvbias, *dsink_logit = g.dsink_logit;
@@ -870,14 +877,162 @@ static void attention_backward_slot_params(const AttnParamGrads<F>& g, const F* 
         });
 }
 
-// backward of attention_forward: the three passes above, in order (rows, keys, slot parameters).
+// -----------------------------------------------------------------------------------------------------------
+// the exact attention on a GPU: the row form above split into passes of one thread per element
+// (attention_passes). A thread per row does O(T hs) work alone and reads memory its neighbours do not; here each
+// thread computes one score, one weight or one output element, and neighbouring threads take neighbouring d or j.
+// Every element is computed by the same statements in the same order as in the row form, so the bits are the row
+// form's (test_engine.cpp runs both on the CPU through the whole model, every fixture and variant). Row r = (b, h,
+// t) keeps its scores s, weights p and dp at work + r * 3 (T + 1), as the row form's scratch does on a GPU.
+//   forward   1. s_i of every row r and entry i: the slot, then the visible keys          (r, i)
+//             2. p = the row map of s; the slot's weight into att_slot                     (r)
+//             3. att_rj = p of key j, 0 outside [lo, hi)                                   (r, j)
+//             4. y_t[d] = p_* v*[d] + sum_j p_j v_j[d] (+ v_bias[d])                       (r, d)
+//   backward  1. s_i (when the row map needs it), p_i, dp_i = dO_t . v_i                   (r, i)
+//             2. ds = the row map's derivative, into ds_rows                               (r)
+//             3. dq_t[d] += tau (ds_* k*[d] + sum_j ds_j k_j[d])                           (r, d)
+//             4. dk_j[d] += tau sum_t ds_tj q_t[d];  dv_j[d] += sum_t p_tj dO_t[d]         (b, h, j, d)
+// then the slot parameters (attention_backward_slot_params, already a thread per element).
+
+// Which form the exact engine's attention takes: the row form (false: the CPU) or these passes (true: a GPU). The
+// CPU can run the passes too (the tests do); set it before the first pass, it decides the scratch's size.
+#ifdef __CUDACC__
+static bool attention_passes = true;
+#else
+static bool attention_passes = false;
+#endif
+
+// The exact attention's scratch for `rows` rows of T keys: every row's s, p and dp at once for the passes, or what
+// sk_for_scratch needs for the row form (a slice per row on a GPU, nothing on the CPU).
+static inline size_t attention_work_size(size_t rows, int T) {
+    size_t per = 3 * ((size_t)T + 1);
+    return attention_passes ? rows * per : sk_scratch_size(rows, per);
+}
+
+template <typename F>
+static void attention_forward_passes(F* out, F* att, F* att_slot, F* work, const F* q, const F* k, int qk_stride,
+                                     const F* v, const AttnParams<F>& ap, int B, int T, int C, int NH) {
+    int hs = C / NH, key0 = attn_has_slot(ap.spec);
+    size_t rows = (size_t)B * NH * T, per = 3 * ((size_t)T + 1);
+    F tau = F(1) / sk_sqrt(F(hs));
+    sk_for_2d(rows, key0 + T, SK_LAMBDA(size_t r, int i) {
+        int b = (int)(r / ((size_t)NH * T)), h = (int)(r / T % NH), t = (int)(r % T), lo, hi;
+        attn_visible_keys(ap.spec, t, T, &lo, &hi);
+        if (i < key0 + hi - lo)
+            work[r * per + i] = attention_row_score(ap, q, k, qk_stride, b, h, t, T, hs, tau, lo, key0, i);
+    });
+    sk_for(rows, SK_LAMBDA(size_t r) {
+        int lo, hi;
+        attn_visible_keys(ap.spec, (int)(r % T), T, &lo, &hi);
+        F *s = work + r * per, *p = s + (T + 1);
+        attn_row_forward(ap.spec, (const F*)s, p, key0 + hi - lo, T);
+        if (key0) att_slot[r] = p[0];
+    });
+    sk_for_2d(rows, T, SK_LAMBDA(size_t r, int j) {
+        int lo, hi;
+        attn_visible_keys(ap.spec, (int)(r % T), T, &lo, &hi);
+        att[r * T + j] = j >= lo && j < hi ? work[r * per + (T + 1) + key0 + j - lo] : F(0);
+    });
+    bool slot_value = attention_slot_has_value(ap.spec);
+    sk_for_2d(rows, hs, SK_LAMBDA(size_t r, int d) {
+        int b = (int)(r / ((size_t)NH * T)), h = (int)(r / T % NH), t = (int)(r % T), lo, hi;
+        attn_visible_keys(ap.spec, t, T, &lo, &hi);
+        const F* arow = att + r * T;
+        F y = slot_value ? work[r * per + (T + 1)] * attention_slot_value(ap, h, hs, d) : F(0);
+        for (int j = lo; j < hi; j++) y = sk_fma(arow[j], v[((size_t)b * T + j) * 3 * C + h * hs + d], y);
+        if (ap.vbias) y += ap.vbias[(size_t)(ap.shared ? 0 : h) * hs + d];
+        out[((size_t)b * T + t) * C + h * hs + d] = y;
+    });
+}
+
+template <typename F>
+static void attention_backward_passes(F* dq, F* dk, int qk_stride, F* dv, F* ds_rows, F* work, const F* dout,
+                                      const F* q, const F* k, const F* v, const F* att, const F* att_slot,
+                                      const AttnParams<F>& ap, int B, int T, int C, int NH) {
+    int hs = C / NH, key0 = attn_has_slot(ap.spec);
+    bool need_s = attn_variant_table[ap.spec.variant].needs_scores, slot_value = attention_slot_has_value(ap.spec);
+    size_t rows = (size_t)B * NH * T, per = 3 * ((size_t)T + 1);
+    F tau = F(1) / sk_sqrt(F(hs));
+    sk_for_2d(rows, key0 + T, SK_LAMBDA(size_t r, int i) {
+        int b = (int)(r / ((size_t)NH * T)), h = (int)(r / T % NH), t = (int)(r % T), lo, hi;
+        attn_visible_keys(ap.spec, t, T, &lo, &hi);
+        if (i >= key0 + hi - lo) return;
+        F *s = work + r * per, *p = s + (T + 1), *dp = s + 2 * (T + 1);
+        if (need_s) s[i] = attention_row_score(ap, q, k, qk_stride, b, h, t, T, hs, tau, lo, key0, i);
+        const F* dy = dout + ((size_t)b * T + t) * C + h * hs;
+        F dot = 0;
+        if (i < key0) {
+            if (slot_value)
+                for (int d = 0; d < hs; d++) dot = sk_fma(dy[d], attention_slot_value(ap, h, hs, d), dot);
+            p[i] = att_slot[r];
+        } else {
+            int j = lo + i - key0;
+            const F* vj = v + ((size_t)b * T + j) * 3 * C + h * hs;
+            for (int d = 0; d < hs; d++) dot = sk_fma(dy[d], vj[d], dot);
+            p[i] = att[r * T + j];
+        }
+        dp[i] = dot;
+    });
+    sk_for(rows, SK_LAMBDA(size_t r) {
+        int lo, hi;
+        attn_visible_keys(ap.spec, (int)(r % T), T, &lo, &hi);
+        const F* s = work + r * per;
+        attn_row_backward(ap.spec, need_s ? s : (const F*)nullptr, s + (T + 1), s + 2 * (T + 1), ds_rows + r * (T + 1),
+                          key0 + hi - lo, T);
+    });
+    sk_for_2d(rows, hs, SK_LAMBDA(size_t r, int d) {
+        int b = (int)(r / ((size_t)NH * T)), h = (int)(r / T % NH), t = (int)(r % T), lo, hi;
+        attn_visible_keys(ap.spec, t, T, &lo, &hi);
+        const F* ds = ds_rows + r * (T + 1);
+        F* dqt = dq + ((size_t)b * T + t) * qk_stride + h * hs + d;
+        F acc = *dqt;
+        if (ap.spec.slot == SLOT_KV) acc = sk_fma(ds[0] * tau, ap.kstar[(size_t)(ap.shared ? 0 : h) * hs + d], acc);
+        for (int j = lo; j < hi; j++) acc = sk_fma(ds[key0 + j - lo] * tau, k[((size_t)b * T + j) * qk_stride + h * hs + d], acc);
+        *dqt = acc;
+    });
+    sk_for_2d(rows, hs, SK_LAMBDA(size_t r, int d) {
+        int b = (int)(r / ((size_t)NH * T)), h = (int)(r / T % NH), j = (int)(r % T), t_lo, t_hi;
+        size_t head = r - j;  // row (b, h, 0)
+        attn_visible_queries(ap.spec, j, T, &t_lo, &t_hi);
+        F* dkj = dk + ((size_t)b * T + j) * qk_stride + h * hs + d;
+        F* dvj = dv + ((size_t)b * T + j) * 3 * C + h * hs + d;
+        F ak = *dkj, av = *dvj;
+        for (int t = t_lo; t < t_hi; t++) {
+            int lo, hi;
+            attn_visible_keys(ap.spec, t, T, &lo, &hi);
+            F gj = ds_rows[(head + t) * (T + 1) + key0 + j - lo] * tau, pj = att[(head + t) * T + j];
+            ak = sk_fma(gj, q[((size_t)b * T + t) * qk_stride + h * hs + d], ak);
+            av = sk_fma(pj, dout[((size_t)b * T + t) * C + h * hs + d], av);
+        }
+        *dkj = ak;
+        *dvj = av;
+    });
+}
+
+// The exact engine's attention: the row form (attention_forward_rows) or, on a GPU, the passes; the same bits.
+template <typename F>
+static void attention_forward(F* out, F* att, F* att_slot, F* work, const F* q, const F* k, int qk_stride,
+                              const F* v, const AttnParams<F>& ap, int B, int T, int C, int NH) {
+    SK_PROFILE_SCOPE(PROF_ATTENTION);
+    if (attention_passes)
+        attention_forward_passes(out, att, att_slot, work, q, k, qk_stride, v, ap, B, T, C, NH);
+    else
+        attention_forward_rows(out, att, att_slot, work, q, k, qk_stride, v, ap, B, T, C, NH);
+}
+
+// backward of attention_forward: rows and keys (the row form's two passes above, or the passes on a GPU), then the
+// slot parameters.
 template <typename F>
 static void attention_backward(F* dq, F* dk, int qk_stride, F* dv, const AttnParamGrads<F>& g, F* ds_rows,
                                F* work, const F* dout, const F* q, const F* k, const F* v, const F* att,
                                const F* att_slot, const AttnParams<F>& ap, int B, int T, int C, int NH) {
     SK_PROFILE_SCOPE(PROF_ATTENTION);
-    attention_backward_rows(dq, qk_stride, ds_rows, work, dout, q, k, v, att, att_slot, ap, B, T, C, NH);
-    attention_backward_keys(dk, qk_stride, dv, ds_rows, dout, q, att, ap, B, T, C, NH);
+    if (attention_passes) {
+        attention_backward_passes(dq, dk, qk_stride, dv, ds_rows, work, dout, q, k, v, att, att_slot, ap, B, T, C, NH);
+    } else {
+        attention_backward_rows(dq, qk_stride, ds_rows, work, dout, q, k, v, att, att_slot, ap, B, T, C, NH);
+        attention_backward_keys(dk, qk_stride, dv, ds_rows, dout, q, att, ap, B, T, C, NH);
+    }
     attention_backward_slot_params(g, (const F*)ds_rows, (size_t)T + 1, dout, q, qk_stride, att_slot, ap, B, T, C,
                                    NH);
 }
@@ -1501,7 +1656,8 @@ struct Acts {
     // scratch, reused by every layer
     F* branch_out;       // (B, T, C) the attention or FFN branch's output, before it joins the residual
     F* gate_logits;      // (B, T, G) z = x W_g^T (--gate)
-    F* att_work;         // attention rows' scores, weights and dp (GPU only; sk_for_scratch)
+    F* att_work;         // attention rows' scores, weights and dp (attention_work_size: a GPU, or the passes)
+    bool passes = false; // attention_passes when the buffers were placed
     SkBuffer<int> inputs, targets;  // (B, T) token ids (-1: the sink token) and targets (-1: no loss)
     SkBuffer<int> token_groups;     // the positions grouped by token id (group_positions_by_token), for the backward
     int num_token_groups = 0;
@@ -1523,11 +1679,14 @@ static size_t place_regions(SkBuffer<F>* mem, const Region<F> (&regions)[N], con
     size_t total = 0;
     for (const Region<F>& r : regions) total += r.n;
     if (total > mem->size()) {
+        // what the run holds besides this buffer (parameters, gradients, moments, the other activations) counts too
         double gib = (double)total * sizeof(F) / (1 << 30), mem_gib = sk_memory_bytes() / (1 << 30);
-        if (gib > 0.9 * mem_gib)
-            fail("%s for B %d x T %d need %.1f GiB, more than this machine's %.1f GiB of memory (lower "
-                 "--batch or --seq-len; use --total-batch to keep the tokens per step)", what, B, T, gib,
-                 mem_gib);
+        double held_gib = ((double)sk_memory_use().now - (double)mem->size() * sizeof(F)) / (1 << 30);
+        if (gib + held_gib > 0.9 * mem_gib)
+            fail("%s for B %d x T %d need %.2f GiB, and the run holds %.2f GiB already: more than 90%% of the %.2f "
+                 "GiB it may use (the machine's memory, or SK_MEMORY_GIB). Lower --batch or --seq-len (--total-batch "
+                 "keeps the tokens per step), or train with --engine fast, which keeps no T x T attention matrices",
+                 what, B, T, gib, held_gib, mem_gib);
         mem->assign(total, 0);
     }
     F* base = mem->data();
@@ -1557,14 +1716,14 @@ static inline ActShapes act_shapes(const ModelConfig& c, int B, int T) {
 
 template <typename F>
 static void acts_alloc(Acts<F>* a, const ModelConfig& c, int B, int T) {
-    if (a->B == B && a->T == T) return;
+    if (a->B == B && a->T == T && a->passes == attention_passes) return;
     ActShapes s = act_shapes(c, B, T);
     size_t BT = s.BT, C = s.C, L = s.L, FF = s.FF, rows = (size_t)B * s.NH * T, st = a->streamed, ex = !st;
     // the attention matrices, L B NH T^2, checked in double first: with extreme flags size_t would wrap
     if (ex && (double)L * B * s.NH * T * T * sizeof(F) > 0.9 * sk_memory_bytes())
         fail("attention matrices for B %d x T %d need %.0f GiB, more than this machine's memory (lower "
-             "--batch or --seq-len; use --total-batch to keep the tokens per step)", B, T,
-             (double)L * B * s.NH * T * T * sizeof(F) / (1 << 30));
+             "--batch or --seq-len, --total-batch keeping the tokens per step; or train with --engine fast, which "
+             "keeps no T x T matrices)", B, T, (double)L * B * s.NH * T * T * sizeof(F) / (1 << 30));
     Region<F> regions[] = {
         {&a->encoded, BT * C}, {&a->ln1, s.pre * L * BT * C}, {&a->ln1_mean, L * BT}, {&a->ln1_rstd, L * BT},
         {&a->qkv, L * BT * 3 * C}, {&a->phi_in, s.phi * L * 2 * BT * C},
@@ -1579,10 +1738,11 @@ static void acts_alloc(Acts<F>* a, const ModelConfig& c, int B, int T) {
         {&a->lnf_rstd, s.pre * BT}, {&a->logits, BT * s.Vp}, {&a->probs, !a->fast_loss * BT * s.Vp},
         {&a->loss_stats, a->fast_loss * BT * 2}, {&a->loss_lanes, a->fast_loss * BT * 2 * CE_LANES}, {&a->losses, BT},
         {&a->branch_out, BT * C}, {&a->gate_logits, BT * s.G},
-        {&a->att_work, ex * sk_scratch_size(rows, 3 * ((size_t)T + 1))}};
+        {&a->att_work, ex * attention_work_size(rows, T)}};
     place_regions(&a->mem, regions, "activations", B, T);
     a->B = B;
     a->T = T;
+    a->passes = attention_passes;
 }
 
 template <typename F>
@@ -1700,9 +1860,11 @@ static LayerView<F> layer_view(Model<F>* m, Acts<F>* a, int l) {
     return v;
 }
 
-// Does this configuration's attention take the plain path (attention_forward_causal)?
+// Does this configuration's attention take the plain path (attention_forward_causal)? Not with attention_passes: a
+// GPU runs the general form's passes for every configuration (on the plain path's configurations they give the same
+// bits).
 static inline bool attention_is_plain(const ModelConfig& c) {
-    return attn_is_plain_softmax(c.attn) && c.positions != POS_ALIBI;
+    return attn_is_plain_softmax(c.attn) && c.positions != POS_ALIBI && !attention_passes;
 }
 
 // -----------------------------------------------------------------------------------------------------------
@@ -2197,6 +2359,14 @@ class ModelEngine final : public Engine {
     }
     double grad_norm() override { return ::grad_norm(&model); }
     void update(const AdamWStep& step) override { adamw_update(&model, step); }
+    void reserve(int B, int T, int probe_B, int probe_T, int sample_T) override {
+        const ModelConfig& c = model.config;
+        int off = c.attn.sink_token;  // the engine's passes count the model's positions
+        if (sample_T > 0) acts_alloc(&acts_, c, 1, sample_T + off);
+        acts_alloc(&acts_, c, B, T + off);  // the larger of the two stays allocated
+        grad_acts_alloc(&acts_.grad, c, B, T + off, acts_.streamed);
+        acts_alloc(&probe_, c, probe_B, probe_T + off);
+    }
     ProbeView probe(const int* tokens, int B, int T) override {
         Switches on(this);
         model_forward(&model, &probe_, tokens, (const int*)nullptr, B, T, false);

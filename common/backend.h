@@ -274,7 +274,7 @@ static inline const char* sk_device_name() {
 static inline double sk_memory_bytes() {
     size_t free_b = 0, total_b = 0;
     SK_CUDA(cudaMemGetInfo(&free_b, &total_b));
-    return (double)total_b;
+    return memory_cap_bytes((double)total_b);
 }
 
 #else  // the CPU reference

@@ -55,6 +55,10 @@ class Engine {
     virtual void update(const AdamWStep& step) = 0;
     // A forward pass without the head for the sink metrics.
     virtual ProbeView probe(const int* tokens, int B, int T) = 0;
+    // Allocates now what a run's passes will hold: forward and backward over B x T, probe chunks of probe_B x
+    // probe_T, samples of up to sample_T tokens (0: none). A run too large for the memory then stops before it
+    // starts, with the sizes, rather than at its first measurement or its first backward.
+    virtual void reserve(int B, int T, int probe_B, int probe_T, int sample_T) = 0;
     virtual void get_params(float* out) const = 0;
     virtual void set_params(const float* in) = 0;
     virtual void get_grads(float* out) const = 0;

@@ -2,8 +2,8 @@
 //
 // What it is: fail(fmt, ...), which prints "error: ..." and exits 1, so every failure reads the same. Under TESTING, or
 // inside a FailCapture scope (code that wants to know whether something would fail, such as the search for the last
-// good checkpoint), it throws SkError instead. And host_memory_bytes(), the machine's physical memory, which every
-// "does this fit" check compares against.
+// good checkpoint), it throws SkError instead. And host_memory_bytes(), the machine's physical memory (or the share
+// SK_MEMORY_GIB allows), which every "does this fit" check compares against.
 // What it is not: a logging library. Every message names the file, flag or value at fault and says what to do.
 #pragma once
 #include <stdarg.h>
@@ -41,5 +41,20 @@ struct FailCapture {
 #endif
 }
 
-// Physical memory of this machine in bytes.
-static inline double host_memory_bytes() { return (double)sysconf(_SC_PHYS_PAGES) * sysconf(_SC_PAGESIZE); }
+// `machine` bytes of memory, or fewer when the environment's SK_MEMORY_GIB says so: the share of a machine (or GPU)
+// that other jobs also use. A value that is not a positive number stops the program.
+static inline double memory_cap_bytes(double machine) {
+    const char* cap = getenv("SK_MEMORY_GIB");
+    if (!cap || !*cap) return machine;
+    char* end = nullptr;
+    double gib = strtod(cap, &end);
+    if (*end || !(gib > 0) || gib > 1e9)
+        fail("SK_MEMORY_GIB '%s' is not a positive number of GiB (the memory this run may use; unset it to use the "
+             "machine's)", cap);
+    return gib * 1073741824.0 < machine ? gib * 1073741824.0 : machine;
+}
+
+// Physical memory of this machine in bytes (or SK_MEMORY_GIB's share of it).
+static inline double host_memory_bytes() {
+    return memory_cap_bytes((double)sysconf(_SC_PHYS_PAGES) * sysconf(_SC_PAGESIZE));
+}

@@ -43,8 +43,8 @@ static inline const char* describe_magic(int32_t magic) {
 static inline void check_fits_in_memory(size_t bytes, const char* what, const std::string& path, const char* hint) {
     double ram = host_memory_bytes();
     if ((double)bytes > 0.9 * ram)
-        fail("%s '%s' needs %.1f GiB in memory, more than this machine's %.1f GiB (%s)", what, path.c_str(),
-             bytes / 1073741824.0, ram / 1073741824.0, hint);
+        fail("%s '%s' needs %.1f GiB in memory, more than 90%% of the %.1f GiB this run may use (the machine's "
+             "memory, or SK_MEMORY_GIB) (%s)", what, path.c_str(), bytes / 1073741824.0, ram / 1073741824.0, hint);
 }
 
 // Where a reader's bytes come from: a regular file, read with pread straight into each destination (so a multi-GB

@@ -224,6 +224,8 @@ static double validation_loss(Engine& e, DataLoader* val, const TrainConfig& tc,
 // sink measurement on a probe of S sequences x T tokens, from what the engine's forward pass holds: the attention
 // matrices, the residual streams (embedding output and after every block), and the keys and values.
 
+#define SINK_PROBE_CHUNK 8  // probe sequences per forward pass
+
 static SinkReport measure_sinks(Engine& e, const std::vector<int>& probe, int S, int T, float eps) {
     SK_PROFILE_WINDOW();
     SK_PROFILE_SCOPE(PROF_PROBE);
@@ -232,7 +234,7 @@ static SinkReport measure_sinks(Engine& e, const std::vector<int>& probe, int S,
     int C = c.channels, NH = c.num_heads, L = c.num_layers;
     int off = at.sink_token, slot = attn_has_slot(at), Tm = T + off;  // the model's positions
     int slot_column = off || slot, Tw = T + slot_column;               // the metric's matrix is Tw x Tw
-    const int chunk = 8;
+    const int chunk = SINK_PROBE_CHUNK;
     SinkAccumulator acc;
     sink_begin(&acc, L, NH, T, eps, slot_column, !attn_is_probability(at));
     // the keys each row of the metric's matrix sees: the model's mask, shifted by one behind a slot, whose own row
@@ -790,10 +792,15 @@ static void start_run(CommandLine* cl, Run* r) {
     r->probe_path = tc.probe_path.empty() ? expand_glob(tc.val_glob, "--val")[0] : tc.probe_path;
     r->probe = load_probe(tc, c, r->probe_path, &r->probe_seqs);
     text_codec_open(&r->codec, tc.tokenizer_path, c.vocab_size, r->train_data.shards[0].path, tc.bpe_dir);
-    if (tc.sample_len > 0) prompt_ids(c, &r->codec, tc);  // a bad or too long prompt fails now, not at the end
+    int sample_T = 0;  // the longest context a sample's forward passes see
+    if (tc.sample_len > 0)  // a bad or too long prompt fails now, not at the end
+        sample_T = std::min((int)prompt_ids(c, &r->codec, tc).size() + tc.sample_len - 1,
+                            c.max_seq_len - c.attn.sink_token);
     check_vocabulary(r);
     r->x.resize((size_t)B * T);
     r->y.resize((size_t)B * T);
+    // all the memory the run's passes need, now: a run that does not fit stops before it claims --out
+    r->engine->reserve(B, T, std::min(SINK_PROBE_CHUNK, r->probe_seqs), tc.probe_len, sample_T);
 
     claim_out_dir(r);
     r->run_id = new_run_id();

@@ -20,14 +20,68 @@ static CommandLine parse_args(std::vector<std::string> args) {
     return cl;
 }
 
-// The model of a fixture in double, its parameters from the fixture's floats.
-static void fixture_model_double(Model<double>* m, const std::string& name, DebugState* batch) {
+// The model of a fixture in float or double, its parameters from the fixture's floats.
+template <typename F>
+static void fixture_model(Model<F>* m, const std::string& name, DebugState* batch) {
     std::vector<float> params;
     ModelConfig c = read_model_file(fixture(name + "_model.bin"), &params);
     model_build(m, c);
-    std::vector<double> p(params.begin(), params.end());
+    std::vector<F> p(params.begin(), params.end());
     m->params.upload(p.data(), p.size());
     *batch = read_debug_state(fixture(name + "_state.bin"), c.vocab_size, m->num_params);
+}
+
+// Model and attention variants beyond the fixtures' combinations: slots with every row map, and the masks with slots
+// and ALiBi; head size 8 at T 47 (one tile of the streamed attention's blocks), then longer rows over several query
+// and key tiles (blocks of 64 rows or keys, 32 at head size 128), windows and prefixes that start mid-tile, head sizes
+// 32 and 128.
+struct Variant {
+    const char* flags;
+    int T;
+};
+static const Variant engine_variants[] = {
+    {"--attn clipped --slot zero", 47}, {"--attn clipped --slot kv --vstar learn", 47},
+    {"--attn softpick --slot logit", 47}, {"--attn sigmoid --attn-norm clamp --slot kv", 47},
+    {"--attn elu1 --attn-norm sum --slot zero --value-bias 1", 47},
+    {"--attn linear --slot logit --mask window --mask-param 7", 47},
+    {"--attn clipped --mask prefix --mask-param 9", 47},
+    {"--pos alibi --slot kv --mask prefix --mask-param 11 --slot-shared 1", 47},
+    {"--attn softmax --row-mass 2 --slot kv", 47},
+    {"--attn clipped --slot kv --mask window --mask-param 70", 199},
+    {"--pos alibi --attn softpick --slot logit --heads 1 --channels 32", 199},
+    {"--attn sigmoid --attn-norm sum --mask prefix --mask-param 80 --value-bias 1", 150},
+    {"--slot kv --vstar learn --heads 1 --channels 128", 150},
+    {"--pos alibi --attn sigmoid --mask window --mask-param 33 --heads 1 --channels 128", 100},
+};
+
+// The model of variant v (2 layers, vocabulary 40, 2 heads of 8 unless v says otherwise), every parameter moved away
+// from its init (the slot vectors and sink logits too), and a batch of 2 random sequences of v.T tokens.
+template <typename F>
+static void variant_model(Model<F>* m, const Variant& v, DebugState* s) {
+    std::vector<std::string> args = {"train_gpt_cpu", "--vocab", "40", "--max-seq-len", std::to_string(v.T + 1),
+                                     "--layers", "2", "--ffn-hidden", "32", "--seq-len", std::to_string(v.T),
+                                     "--probe-len", "16"};
+    if (!strstr(v.flags, "--heads")) args.insert(args.end(), {"--heads", "2", "--channels", "16"});
+    for (const char* p = v.flags; *p;) {
+        const char* e = strchr(p, ' ');
+        args.push_back(e ? std::string(p, e) : std::string(p));
+        p = e ? e + 1 : p + strlen(p);
+    }
+    CommandLine cl = parse_args(args);
+    model_build(m, model_from_flags(&cl));
+    model_init(m, 7);
+    std::vector<F> p = m->params.to_host();
+    std::mt19937_64 rng(11);
+    std::normal_distribution<double> nd(0.0, 0.3);
+    for (F& x : p) x += (F)nd(rng);
+    m->params.upload(p.data(), p.size());
+    s->B = 2;
+    s->T = v.T;
+    uint64_t seed = 13;
+    for (int i = 0; i < s->B * s->T; i++) {
+        s->inputs.push_back((int)(splitmix64(&seed) % 40));
+        s->targets.push_back((int)(splitmix64(&seed) % 40));
+    }
 }
 
 // The gradients of the batch's loss by the exact model or the fast engine's (streamed attention, loss from row
@@ -90,62 +144,82 @@ TEST_CASE("the fast engine's model equals the exact one through the whole model 
         INFO("fixture " << name);
         Model<double> m;
         DebugState s;
-        fixture_model_double(&m, name, &s);
+        fixture_model(&m, name, &s);
         worst = std::max(worst, fast_against_exact(&m, s));
     }
-    // slots with every row map, and the masks with slots and ALiBi (beyond the fixtures' combinations); head size 8
-    // at T 47 (one tile of the streamed attention's blocks), then longer rows over several query and key tiles (blocks
-    // of 64 rows or keys, 32 at head size 128), windows and prefixes that start mid-tile, head sizes 32 and 128
-    struct Variant {
-        const char* flags;
-        int T;
-    };
-    const Variant variants[] = {
-        {"--attn clipped --slot zero", 47}, {"--attn clipped --slot kv --vstar learn", 47},
-        {"--attn softpick --slot logit", 47}, {"--attn sigmoid --attn-norm clamp --slot kv", 47},
-        {"--attn elu1 --attn-norm sum --slot zero --value-bias 1", 47},
-        {"--attn linear --slot logit --mask window --mask-param 7", 47},
-        {"--attn clipped --mask prefix --mask-param 9", 47},
-        {"--pos alibi --slot kv --mask prefix --mask-param 11 --slot-shared 1", 47},
-        {"--attn softmax --row-mass 2 --slot kv", 47},
-        {"--attn clipped --slot kv --mask window --mask-param 70", 199},
-        {"--pos alibi --attn softpick --slot logit --heads 1 --channels 32", 199},
-        {"--attn sigmoid --attn-norm sum --mask prefix --mask-param 80 --value-bias 1", 150},
-        {"--slot kv --vstar learn --heads 1 --channels 128", 150},
-        {"--pos alibi --attn sigmoid --mask window --mask-param 33 --heads 1 --channels 128", 100},
-    };
-    for (const Variant& v : variants) {
+    for (const Variant& v : engine_variants) {
         INFO("variant " << v.flags << " T " << v.T);
-        std::vector<std::string> args = {"train_gpt_cpu", "--vocab", "40", "--max-seq-len", std::to_string(v.T + 1),
-                                         "--layers", "2", "--ffn-hidden", "32", "--seq-len", std::to_string(v.T),
-                                         "--probe-len", "16"};
-        if (!strstr(v.flags, "--heads")) args.insert(args.end(), {"--heads", "2", "--channels", "16"});
-        for (const char* p = v.flags; *p;) {
-            const char* e = strchr(p, ' ');
-            args.push_back(e ? std::string(p, e) : std::string(p));
-            p = e ? e + 1 : p + strlen(p);
-        }
-        CommandLine cl = parse_args(args);
         Model<double> m;
-        model_build(&m, model_from_flags(&cl));
-        model_init(&m, 7);
-        std::vector<double> p = m.params.to_host();
-        std::mt19937_64 rng(11);
-        std::normal_distribution<double> nd(0.0, 0.3);
-        for (double& x : p) x += nd(rng);  // every parameter, the slot vectors and sink logits too, away from its init
-        m.params.upload(p.data(), p.size());
         DebugState s;
-        s.B = 2;
-        s.T = v.T;
-        uint64_t seed = 13;
-        for (int i = 0; i < s.B * s.T; i++) {
-            s.inputs.push_back((int)(splitmix64(&seed) % 40));
-            s.targets.push_back((int)(splitmix64(&seed) % 40));
-        }
+        variant_model(&m, v, &s);
         worst = std::max(worst, fast_against_exact(&m, s));
     }
-    WARN("the fast engine's model against the exact one, double, every fixture and " << sizeof variants / sizeof *variants
+    WARN("the fast engine's model against the exact one, double, every fixture and " << std::size(engine_variants)
          << " more variants: worst per-tensor error " << worst);
+}
+
+// One forward and backward of the exact engine in float, its attention in the row form (the CPU's) or as the GPU's
+// per-element passes (attention_passes): the loss, logits, attention weights and gradients.
+struct ExactPass {
+    float loss;
+    std::vector<float> logits, att, att_slot, grads;
+};
+static ExactPass exact_pass(Model<float>* m, const DebugState& s, bool passes) {
+    attention_passes = passes;
+    Acts<float> a;
+    sk_fill(m->grads.data(), m->num_params, 0.0f);
+    ExactPass r;
+    r.loss = (float)model_forward(m, &a, s.inputs.data(), s.targets.data(), s.B, s.T);
+    r.logits.assign(a.logits, a.logits + (size_t)a.B * a.T * m->config.padded_vocab_size);
+    size_t rows = (size_t)m->config.num_layers * a.B * m->config.num_heads * a.T;
+    r.att.assign(a.att, a.att + rows * a.T);
+    if (a.att_slot) r.att_slot.assign(a.att_slot, a.att_slot + rows);
+    model_backward(m, &a, 1.0f);
+    attention_passes = false;
+    CHECK((a.att_work != nullptr) == passes);  // the passes hold every row's scratch; the CPU's rows, none
+    r.grads = m->grads.to_host();
+    return r;
+}
+
+// Equal bit for bit: memcmp, so -0 against 0 or two NaNs of different payloads count as different.
+template <typename T>
+static bool same_bits(const std::vector<T>& a, const std::vector<T>& b) {
+    return a.size() == b.size() && memcmp(a.data(), b.data(), a.size() * sizeof(T)) == 0;
+}
+
+TEST_CASE("the exact engine's attention as per-element passes (a GPU's form) gives the row form's bits, whole model, "
+          "every fixture and variant", "[engine]") {
+    auto compare = [](Model<float>* m, const DebugState& s) {
+        ExactPass rows = exact_pass(m, s, false), passes = exact_pass(m, s, true);
+        CHECK(memcmp(&rows.loss, &passes.loss, sizeof(float)) == 0);
+        CHECK(same_bits(rows.logits, passes.logits));
+        CHECK(same_bits(rows.att, passes.att));
+        CHECK(same_bits(rows.att_slot, passes.att_slot));
+        size_t off = 0;
+        for (int t = 0; t < NUM_PARAM_TENSORS; t++) {
+            if (!m->sizes[t]) continue;
+            INFO("gradient " << param_names[t]);
+            CHECK(memcmp(rows.grads.data() + off, passes.grads.data() + off, m->sizes[t] * sizeof(float)) == 0);
+            off += m->sizes[t];
+        }
+        return !rows.att.empty();
+    };
+    int runs = 0;
+    for (const std::string& name : fixture_names("_state.bin")) {
+        INFO("fixture " << name);
+        Model<float> m;
+        DebugState s;
+        fixture_model(&m, name, &s);
+        runs += compare(&m, s);
+    }
+    for (const Variant& v : engine_variants) {
+        INFO("variant " << v.flags << " T " << v.T);
+        Model<float> m;
+        DebugState s;
+        variant_model(&m, v, &s);
+        runs += compare(&m, s);
+    }
+    CHECK(runs >= 35 + (int)std::size(engine_variants));
 }
 
 TEST_CASE("the fast engine's chunked row sums equal the exact ones up to rounding (bias and norm-weight gradients)",

@@ -447,6 +447,56 @@ TEST_CASE("a run whose loss turns NaN stops without writing a poisoned model che
     CHECK(!any_file_with_prefix(dir + "/run", "state_"));
 }
 
+// SK_MEMORY_GIB set for the length of a scope.
+struct MemoryCap {
+    explicit MemoryCap(double gib) { setenv("SK_MEMORY_GIB", std::to_string(gib).c_str(), 1); }
+    ~MemoryCap() { unsetenv("SK_MEMORY_GIB"); }
+};
+
+TEST_CASE("a run too large for the memory stops before it starts, counting what it already holds",
+          "[hostile][memory]") {
+    std::string dir = temp_dir();
+    CommandLine cl = tiny_layernorm_run(dir, 3);
+    // what the model holds, then with its activations, then with their gradients (sk_memory_use counts every buffer)
+    size_t base, with_acts, with_grads;
+    {
+        Model<float> m;
+        model_build(&m, cl.model);
+        base = sk_memory_use().now;
+        Acts<float> a;
+        acts_alloc(&a, cl.model, 4, 16);
+        with_acts = sk_memory_use().now;
+        grad_acts_alloc(&a.grad, cl.model, 4, 16, false);
+        with_grads = sk_memory_use().now;
+    }
+    REQUIRE(base < with_acts);
+    REQUIRE(with_acts < with_grads);
+    // a cap whose 90% lies between two of those sizes
+    auto cap_between = [](size_t lo, size_t hi) { return 0.5 * ((double)lo + (double)hi) / 0.9 / 1073741824.0; };
+    {
+        MemoryCap cap(cap_between(base, with_acts));  // the model fits, its activations do not
+        require_fails([&] { train(&cl); }, {"activations for B 4 x T 16 need", "SK_MEMORY_GIB", "Lower --batch",
+                                            "--engine fast"});
+    }
+    // the run stopped before it claimed --out: no directory, so no log and no checkpoint
+    struct stat st;
+    CHECK(stat((dir + "/run").c_str(), &st) != 0);
+    {
+        MemoryCap cap(cap_between(with_acts, with_grads));  // the activations fit alone, not beside their gradients
+        require_fails([&] { train(&cl); }, {"activation gradients for B 4 x T 16 need", "and the run holds"});
+    }
+    CHECK(stat((dir + "/run").c_str(), &st) != 0);
+    {
+        MemoryCap cap(4.0 * (double)with_grads / 1073741824.0);  // room for all of it and the probe: the run trains
+        train(&cl);
+    }
+    CHECK(any_file_with_prefix(dir + "/run", "model_00000003"));
+    // a cap that is not a number of GiB is refused, naming the variable
+    setenv("SK_MEMORY_GIB", "lots", 1);
+    require_fails([&] { host_memory_bytes(); }, {"SK_MEMORY_GIB 'lots' is not a positive number of GiB"});
+    unsetenv("SK_MEMORY_GIB");
+}
+
 TEST_CASE("--on-nonfinite skip skips exactly the steps whose loss is NaN, leaving weights and moments untouched",
           "[hostile][nonfinite]") {
     std::string dir = temp_dir();
