@@ -1499,6 +1499,11 @@ static void crossentropy_backward_stats(F* dlogits, const F* logits, const F* st
 // moments, and the tables of positions. Activations live apart (Acts) so a training batch and the sink probe
 // can each have their own.
 
+// The training step's numbers, kept in device memory so the step runs without the host reading anything
+// (ModelEngine::train_micro, guarded_update): its loss, its gradient norm, 1 when both are finite (the update runs)
+// else 0, and the clip scale of the norm.
+enum StepStat { STEP_LOSS, STEP_NORM, STEP_OK, STEP_SCALE, STEP_STATS };
+
 template <typename F>
 struct Model {
     ModelConfig config;
@@ -1511,6 +1516,8 @@ struct Model {
     SkBuffer<F> rope_cos, rope_sin;             // (maxT, hs/2)
     SkBuffer<float> alibi;                      // (NH) slopes
     SkBuffer<double> norm_parts;                // grad_norm's chunk sums, kept so a step allocates nothing
+    SkBuffer<double> step_stats;                // the training step's numbers on the device (STEP_*)
+    SkBuffer<double> loss_parts;                // mean_loss_add's chunk sums
 };
 
 template <typename F>
@@ -1532,6 +1539,7 @@ static void model_build(Model<F>* m, const ModelConfig& c) {
     m->grads.assign(m->num_params, 0);
     m->adam_m.assign(m->num_params, 0);
     m->adam_v.assign(m->num_params, 0);
+    m->step_stats.assign(STEP_STATS, 0.0);
     point_tensors(m->params.data(), m->sizes, m->p);
     point_tensors(m->grads.data(), m->sizes, m->g);
     int C = c.channels, maxT = c.max_seq_len, NH = c.num_heads, hs = C / NH;
@@ -1999,8 +2007,8 @@ static const F* lm_head_weight(const Model<F>& m) {
 // no logits). With a sink token the model runs T_data + 1 positions: position 0 is the sink (token id -1, no
 // loss).
 template <typename F>
-static double model_forward(Model<F>* m, Acts<F>* a, const int* inputs, const int* targets, int B, int T_data,
-                            bool with_head = true) {
+static void model_forward_pass(Model<F>* m, Acts<F>* a, const int* inputs, const int* targets, int B, int T_data,
+                               bool with_head) {
     const ModelConfig& c = m->config;
     const AttnSpec& at = c.attn;
     int off = at.sink_token, T = T_data + off;
@@ -2037,7 +2045,7 @@ static double model_forward(Model<F>* m, Acts<F>* a, const int* inputs, const in
         attention_block_forward(m, a, v);
         ffn_block_forward(m, a, v);
     }
-    if (!with_head) return 0;
+    if (!with_head) return;
     const F* h = layer_slice(a->residual3, c.num_layers - 1, (size_t)BT * C);
     if (c.placement == PLACE_PRE) {
         norm_forward(a->lnf, a->lnf_mean, a->lnf_rstd, h, m->p[P_LNFW], m->p[P_LNFB], BT, C, c.norm,
@@ -2054,12 +2062,52 @@ static double model_forward(Model<F>* m, Acts<F>* a, const int* inputs, const in
                                    c.padded_vocab_size);
     else
         crossentropy_forward(a->losses, a->probs, a->logits, tgt, BT, c.vocab_size, c.padded_vocab_size);
-    if (!targets) return 0;
+}
+
+// The mean of the last forward pass's losses over the positions with a target (0 without any), summed in double in
+// chunks of LOSS_CHUNK positions: each chunk in order of bt, then the chunks in order. The host (mean_loss) and the
+// device (mean_loss_add: a thread per chunk, then one thread over the chunks) use these functions, so the same bits.
+#define LOSS_CHUNK 256
+template <typename F>
+SK_HD static inline double loss_chunk_sum(const F* losses, int BT, size_t k) {
+    double s = 0;
+    size_t end = (k + 1) * LOSS_CHUNK < (size_t)BT ? (k + 1) * LOSS_CHUNK : (size_t)BT;
+    for (size_t i = k * LOSS_CHUNK; i < end; i++) s += losses[i];
+    return s;
+}
+SK_HD static inline double mean_of_chunks(const double* sums, size_t nchunks, int num_targets) {
+    double total = 0;
+    for (size_t k = 0; k < nchunks; k++) total += sums[k];
+    return num_targets ? total / num_targets : 0.0;
+}
+static inline size_t loss_chunks(int BT) { return ((size_t)BT + LOSS_CHUNK - 1) / LOSS_CHUNK; }
+template <typename F>
+static double mean_loss(const Acts<F>* a) {
+    int BT = a->B * a->T;
     std::vector<F> staging;
-    const F* losses = sk_host_view((const F*)a->losses, BT, &staging);
-    double sum = 0;  // in order of bt
-    for (int i = 0; i < BT; i++) sum += losses[i];
-    return a->num_targets ? sum / a->num_targets : 0.0;
+    const F* losses = sk_host_view((const F*)a->losses, (size_t)BT, &staging);
+    std::vector<double> sums(loss_chunks(BT));
+    for (size_t k = 0; k < sums.size(); k++) sums[k] = loss_chunk_sum(losses, BT, k);
+    return mean_of_chunks(sums.data(), sums.size(), a->num_targets);
+}
+// stats[STEP_LOSS] += the mean loss / accum, on the device (parts: loss_chunks(B T) values of scratch)
+template <typename F>
+static void mean_loss_add(double* stats, SkBuffer<double>* parts, const Acts<F>* a, int accum) {
+    const F* losses = a->losses;
+    int BT = a->B * a->T, nt = a->num_targets;
+    size_t nchunks = loss_chunks(BT);
+    if (parts->size() < nchunks) parts->assign(nchunks, 0.0);
+    double* sums = parts->data();
+    sk_for(nchunks, SK_LAMBDA(size_t k) { sums[k] = loss_chunk_sum(losses, BT, k); });
+    sk_for(1, SK_LAMBDA(size_t) { stats[STEP_LOSS] += mean_of_chunks(sums, nchunks, nt) / accum; });
+}
+
+// A forward pass: the mean loss when targets are given, else 0.
+template <typename F>
+static double model_forward(Model<F>* m, Acts<F>* a, const int* inputs, const int* targets, int B, int T_data,
+                            bool with_head = true) {
+    model_forward_pass(m, a, inputs, targets, B, T_data, with_head);
+    return targets && with_head ? mean_loss(a) : 0.0;
 }
 
 // -----------------------------------------------------------------------------------------------------------
@@ -2218,8 +2266,7 @@ static void model_backward(Model<F>* m, Acts<F>* a, F scale) {
 
 // Global L2 norm of the gradients: squares summed in double over fixed 4096-element chunks, chunks in order.
 template <typename F>
-static double grad_norm(Model<F>* m) {
-    SK_PROFILE_SCOPE(PROF_OPTIMIZER);
+static size_t grad_norm_parts(Model<F>* m) {
     const size_t chunk = 4096, n = m->num_params, nchunks = (n + chunk - 1) / chunk;
     if (m->norm_parts.size() != nchunks) m->norm_parts.assign(nchunks, 0.0);
     double* sums = m->norm_parts.data();
@@ -2230,11 +2277,38 @@ static double grad_norm(Model<F>* m) {
         for (size_t i = k * chunk; i < end; i++) s += (double)g[i] * g[i];
         sums[k] = s;
     });
-    std::vector<double> staging;
-    const double* host = sk_host_view((const double*)sums, nchunks, &staging);
+    return nchunks;
+}
+// the norm from the chunks' sums, in chunk order (host and device alike)
+SK_HD static inline double grad_norm_of(const double* sums, size_t nchunks) {
     double total = 0;
-    for (size_t k = 0; k < nchunks; k++) total += host[k];
+    for (size_t k = 0; k < nchunks; k++) total += sums[k];
     return sqrt(total);
+}
+template <typename F>
+static double grad_norm(Model<F>* m) {
+    SK_PROFILE_SCOPE(PROF_OPTIMIZER);
+    size_t nchunks = grad_norm_parts(m);
+    std::vector<double> staging;
+    return grad_norm_of(sk_host_view((const double*)m->norm_parts.data(), nchunks, &staging), nchunks);
+}
+
+// The non-finite guard on the device: the norm into stats[STEP_NORM]; STEP_OK 1 when it and the step's loss are
+// finite (the norm is finite exactly when every gradient is), else 0; STEP_SCALE the clip scale of the norm, rounded
+// to float as the host's AdamWStep.grad_scale is. One thread, after the chunks' sums.
+template <typename F>
+static void guard_step(Model<F>* m, float grad_clip) {
+    SK_PROFILE_SCOPE(PROF_OPTIMIZER);
+    size_t nchunks = grad_norm_parts(m);
+    const double* sums = m->norm_parts.data();
+    double* stats = m->step_stats.data();
+    sk_for(1, SK_LAMBDA(size_t) {
+        double gn = grad_norm_of(sums, nchunks);
+        bool ok = isfinite(gn) && isfinite(stats[STEP_LOSS]);
+        stats[STEP_NORM] = gn;
+        stats[STEP_OK] = ok ? 1.0 : 0.0;
+        stats[STEP_SCALE] = ok ? (double)(float)clip_scale(gn, grad_clip) : 0.0;
+    });
 }
 
 // AdamW (decoupled weight decay), t = number of this update (1-based):
@@ -2246,6 +2320,7 @@ static double grad_norm(Model<F>* m) {
 template <typename F>
 struct AdamWConstants {
     F beta1, beta2, one_minus_b1, one_minus_b2, bc1, bc2, lr, eps, grad_scale;
+    const double* guard;            // step_stats of a guarded update (STEP_OK, STEP_SCALE), else null
     size_t end[NUM_PARAM_TENSORS];  // one past the last element of each tensor
     F decay[NUM_PARAM_TENSORS];     // each tensor's weight decay
 };
@@ -2261,7 +2336,12 @@ SK_HD static inline int adamw_tensor_of(const AdamWConstants<F>& a, size_t k) {
 template <typename F>
 SK_HD static inline void adamw_element(const AdamWConstants<F>& a, F decay, F* p, F* am, F* av, const F* grads,
                                        size_t k) {
-    F gr = grads[k] * a.grad_scale;
+    F scale = a.grad_scale;
+    if (a.guard) {
+        if (a.guard[STEP_OK] == 0) return;  // a non-finite step: weights and moments stay as they are
+        scale = F((float)a.guard[STEP_SCALE]);
+    }
+    F gr = grads[k] * scale;
     F mm = a.beta1 * am[k] + a.one_minus_b1 * gr;
     F vv = a.beta2 * av[k] + a.one_minus_b2 * gr * gr;
     am[k] = mm;
@@ -2282,6 +2362,7 @@ static AdamWConstants<F> adamw_constants(const Model<F>& m, const AdamWStep& s) 
     a.lr = F(s.lr);
     a.eps = F(s.eps);
     a.grad_scale = F(s.grad_scale);
+    a.guard = nullptr;
     size_t end = 0;
     for (int id = 0; id < NUM_PARAM_TENSORS; id++) {
         end += m.sizes[id];
@@ -2291,10 +2372,12 @@ static AdamWConstants<F> adamw_constants(const Model<F>& m, const AdamWStep& s) 
     return a;
 }
 
+// guard: the step's device-side verdict and clip scale (guard_step), which replace s.grad_scale; null for none.
 template <typename F>
-static void adamw_update(Model<F>* m, const AdamWStep& s) {
+static void adamw_update(Model<F>* m, const AdamWStep& s, const double* guard = nullptr) {
     SK_PROFILE_SCOPE(PROF_OPTIMIZER);
     AdamWConstants<F> a = adamw_constants(*m, s);
+    a.guard = guard;
     F *p = m->params.data(), *am = m->adam_m.data(), *av = m->adam_v.data();
     const F* grads = m->grads.data();
 #ifdef __CUDACC__
@@ -2349,9 +2432,10 @@ class ModelEngine final : public Engine {
         sk_download_bytes(out, acts_.logits + row * model.config.padded_vocab_size,
                           model.config.vocab_size * sizeof(float));
     }
-    void zero_grad() override {
+    void zero_grad() override {  // the step's loss too (train_micro)
         SK_PROFILE_SCOPE(PROF_OPTIMIZER);
         sk_fill(model.grads.data(), model.num_params, 0.0f);
+        sk_fill(model.step_stats.data(), (size_t)STEP_STATS, 0.0);
     }
     void backward(float scale) override {
         Switches on(this);
@@ -2359,6 +2443,25 @@ class ModelEngine final : public Engine {
     }
     double grad_norm() override { return ::grad_norm(&model); }
     void update(const AdamWStep& step) override { adamw_update(&model, step); }
+    void train_micro(const int* inputs, const int* targets, int B, int T, int accum) override {
+        Switches on(this);
+        model_forward_pass(&model, &acts_, inputs, targets, B, T, true);
+        mean_loss_add(model.step_stats.data(), &model.loss_parts, &acts_, accum);
+        model_backward(&model, &acts_, 1.0f / accum);
+    }
+    void guarded_update(const AdamWStep& step, float grad_clip) override {
+        guard_step(&model, grad_clip);
+        adamw_update(&model, step, (const double*)model.step_stats.data());
+    }
+    StepResult step_result() override {
+        double s[STEP_STATS];
+        model.step_stats.download(s, STEP_STATS);
+        StepResult r;
+        r.loss = s[STEP_LOSS];
+        r.grad_norm = s[STEP_NORM];
+        r.updated = s[STEP_OK] != 0;
+        return r;
+    }
     void reserve(int B, int T, int probe_B, int probe_T, int sample_T) override {
         const ModelConfig& c = model.config;
         int off = c.attn.sink_token;  // the engine's passes count the model's positions

@@ -16,6 +16,11 @@
 #include <string>
 
 #include "config.h"
+#include "numerics.h"
+
+// The factor that clips a gradient of global norm gn to norm `clip` (none when clip is 0). SK_HD: a GPU computes it
+// too (guarded_update), with the same bits.
+SK_HD static inline double clip_scale(double gn, float clip) { return clip > 0 && gn > clip ? clip / gn : 1.0; }
 
 // One AdamW update: t is the update's number (1-based, for the bias corrections); grad_scale multiplies every
 // gradient first (global-norm clipping without touching the gradients).
@@ -24,6 +29,13 @@ struct AdamWStep {
     bool wd_exempt = false;  // no decay on norms, biases, embeddings (param_is_decay_exempt)
     int t = 1;
     float grad_scale = 1;
+};
+
+// What a training step read back (Engine::step_result): the mean loss over its micro-batches, the global norm of its
+// gradient, and whether it updated the weights (both finite) or left them, and the AdamW moments, as they were.
+struct StepResult {
+    double loss = 0, grad_norm = 0;
+    bool updated = false;
 };
 
 // What the sink metrics read after a forward pass without the head over B probe sequences: host pointers, valid until
@@ -53,6 +65,14 @@ class Engine {
     virtual void backward(float scale) = 0;
     virtual double grad_norm() = 0;  // global L2 norm of the gradients
     virtual void update(const AdamWStep& step) = 0;
+    // A training step that reads nothing back until it is queued whole (on a GPU the host never waits inside it):
+    // zero_grad; train_micro for each micro-batch (forward and backward, its gradients times 1/accum added, its mean
+    // loss / accum added to the step's loss); guarded_update (the gradient norm, and `step` clipped to grad_clip,
+    // applied only when the step's loss and norm are finite: the non-finite guard, evaluated where the numbers are);
+    // then step_result, the step's one read. The same numbers as forward / backward / grad_norm / update.
+    virtual void train_micro(const int* inputs, const int* targets, int B, int T, int accum) = 0;
+    virtual void guarded_update(const AdamWStep& step, float grad_clip) = 0;
+    virtual StepResult step_result() = 0;
     // A forward pass without the head for the sink metrics.
     virtual ProbeView probe(const int* tokens, int B, int T) = 0;
     // Allocates now what a run's passes will hold: forward and backward over B x T, probe chunks of probe_B x

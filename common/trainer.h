@@ -149,7 +149,6 @@ static inline float lr_at(const TrainConfig& tc, int step) {
 }
 
 // One optimizer step's clip factor: gn > clip ? clip / gn : 1.
-static inline double clip_scale(double gn, float clip) { return clip > 0 && gn > clip ? clip / gn : 1.0; }
 
 // The AdamW update of step `step` (0-based) at learning rate lr, with the flags' betas, epsilon, decay and clipping of
 // the gradient norm gn.
@@ -868,18 +867,18 @@ static void train_step(Run* r, int step) {
     SK_PROFILE_WINDOW();
     double t0 = now_ms();
     e.zero_grad();
-    double loss = 0;
     for (int micro = 0; micro < r->accum; micro++) {
         loader_next_batch(&r->train_data, B, r->x.data(), r->y.data());
         apply_data_manipulations(tc, r->x.data(), r->y.data(), B, T, V, &r->state.rng);
-        loss += e.forward(r->x.data(), r->y.data(), B, T) / r->accum;
-        e.backward(1.0f / r->accum);
+        e.train_micro(r->x.data(), r->y.data(), B, T, r->accum);
     }
-    double gn = e.grad_norm();
     float lr = lr_at(tc, step);
     // A NaN or Inf in the loss or in a gradient (the norm is finite exactly when every gradient is) is caught at the
-    // step it appears, before the update would carry it into every weight and both AdamW moments.
-    if (!std::isfinite(loss) || !std::isfinite(gn)) {
+    // step it appears, by the engine, before the update would carry it into every weight and both AdamW moments.
+    e.guarded_update(adamw_step(tc, lr, step, 0.0), tc.grad_clip);
+    StepResult result = e.step_result();  // the step's one read
+    double loss = result.loss, gn = result.grad_norm;
+    if (!result.updated) {
         std::vector<float> grads(e.num_params());
         e.get_grads(grads.data());
         std::string first = first_nonfinite_param(e.config(), grads.data());
@@ -898,7 +897,6 @@ static void train_step(Run* r, int step) {
             std::isnan(loss) ? NAN : loss, first.c_str());
         return;
     }
-    e.update(adamw_step(tc, lr, step, gn));
     r->steps_done = step + 1;
     r->last_loss = loss;
     double dt = now_ms() - t0;

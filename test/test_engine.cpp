@@ -526,3 +526,86 @@ TEST_CASE("the GPU's AdamW in one launch (each element finds its tensor's decay)
     CHECK(m.adam_m.to_host() == am);
     CHECK(m.adam_v.to_host() == av);
 }
+
+// The guarded step (train_micro, guarded_update, step_result: the host reads nothing until the step is queued) against
+// the step the host drives (forward, backward, grad_norm, clip, update), on the same engine kind from the same start.
+TEST_CASE("the guarded training step gives the host-driven step's bits, and a non-finite step updates nothing",
+          "[engine]") {
+    for (int kind : {(int)ENGINE_EXACT, (int)ENGINE_FAST}) {
+        INFO("engine " << kind);
+        CommandLine cl = parse_args({"train_gpt_cpu", "--vocab", "40", "--max-seq-len", "24", "--seq-len", "24",
+                                     "--probe-len", "16", "--layers", "2", "--heads", "2", "--channels", "16",
+                                     "--ffn-hidden", "32", "--slot", "kv"});
+        ModelConfig c = model_from_flags(&cl);
+        EngineOptions o;
+        o.kind = kind;
+        std::unique_ptr<Engine> e[2] = {make_engine(c, o), make_engine(c, o)};
+        Model<float> init;
+        model_build(&init, c);
+        model_init(&init, 5);
+        std::vector<float> p0 = init.params.to_host();
+        const int B = 2, T = 24, accum = 3;
+        std::vector<int> x(B * T * accum), y(B * T * accum);
+        uint64_t seed = 21;
+        for (size_t i = 0; i < x.size(); i++) x[i] = (int)(splitmix64(&seed) % 40), y[i] = (int)(splitmix64(&seed) % 40);
+        TrainConfig tc;
+        tc.grad_clip = 0.05f;  // below the norm: the clip scale matters
+        double loss[2], gn[2];
+        for (int i = 0; i < 2; i++) {
+            e[i]->set_params(p0.data());
+            for (int step = 0; step < 2; step++) {
+                e[i]->zero_grad();
+                loss[i] = 0;
+                for (int m = 0; m < accum; m++) {
+                    const int* xm = x.data() + m * B * T;
+                    const int* ym = y.data() + m * B * T;
+                    if (i == 0) {
+                        loss[i] += e[i]->forward(xm, ym, B, T) / accum;
+                        e[i]->backward(1.0f / accum);
+                    } else {
+                        e[i]->train_micro(xm, ym, B, T, accum);
+                    }
+                }
+                if (i == 0) {
+                    gn[i] = e[i]->grad_norm();
+                    e[i]->update(adamw_step(tc, 1e-2f, step, gn[i]));
+                } else {
+                    e[i]->guarded_update(adamw_step(tc, 1e-2f, step, 0.0), tc.grad_clip);
+                    StepResult r = e[i]->step_result();
+                    CHECK(r.updated);
+                    loss[i] = r.loss;
+                    gn[i] = r.grad_norm;
+                }
+            }
+        }
+        CHECK(gn[0] > tc.grad_clip);
+        CHECK(memcmp(&loss[0], &loss[1], sizeof(double)) == 0);
+        CHECK(memcmp(&gn[0], &gn[1], sizeof(double)) == 0);
+        size_t n = e[0]->num_params();
+        std::vector<float> p[2], m[2], v[2];
+        for (int i = 0; i < 2; i++) {
+            p[i].resize(n), m[i].resize(n), v[i].resize(n);
+            e[i]->get_params(p[i].data());
+            e[i]->get_adam(m[i].data(), v[i].data());
+        }
+        CHECK(same_bits(p[0], p[1]));
+        CHECK(same_bits(m[0], m[1]));
+        CHECK(same_bits(v[0], v[1]));
+        // a NaN weight: the loss and the gradients turn NaN, and the guarded step leaves weights and moments as they were
+        std::vector<float> poisoned = p[1];
+        poisoned[3] = NAN;
+        e[1]->set_params(poisoned.data());
+        e[1]->zero_grad();
+        e[1]->train_micro(x.data(), y.data(), B, T, 1);
+        e[1]->guarded_update(adamw_step(tc, 1e-2f, 2, 0.0), tc.grad_clip);
+        StepResult r = e[1]->step_result();
+        CHECK(!r.updated);
+        CHECK(std::isnan(r.loss));
+        std::vector<float> after(n), am(n), av(n);
+        e[1]->get_params(after.data());
+        e[1]->get_adam(am.data(), av.data());
+        CHECK(same_bits(after, poisoned));
+        CHECK(same_bits(am, m[1]));
+        CHECK(same_bits(av, v[1]));
+    }
+}
