@@ -24,8 +24,10 @@ The exact engine's attention runs as passes of one thread per score, weight or o
 adds flash-style attention blocks, a warp per norm row and chunked row sums (docs/gpu.md has the table).
 
 What it is not (yet): tuned. No fused matmul epilogues, no bf16 storage (--precision bf16 rounds only the matmul
-inputs), and the host reads the loss and the gradient norm every step. Kernel launches are queued on one stream and
-the host waits only where it reads a result; SK_SYNC=1 synchronises after every launch to locate a fault.
+inputs). Kernel launches are queued on one stream and the host waits only where it reads a result: once per training
+step, at its end (the loss, the gradient norm and the non-finite guard's verdict are computed on the device, and the
+batches go up from pinned staging buffers without a wait);
+SK_SYNC=1 synchronises after every launch to locate a fault.
 
 Build and run:  make train_gpt && ./train_gpt --help     (same flags as ./train_gpt_cpu)
                 Without a GPU it stops with "no CUDA GPU is visible" and names the CPU trainer to use instead.

@@ -242,10 +242,41 @@ static inline void sk_free_bytes(void* p, size_t bytes) {
     cudaFree(p);
     sk_memory_count(bytes, false);
 }
-// cudaMemcpy waits for the kernels before it on the default stream, so a download sees their results
+// Uploads. A cudaMemcpy from pageable host memory first waits for the stream to drain, so each micro-batch's tokens
+// would stop the host until the previous pass finished. Uploads up to SK_PINNED_MAX bytes (token batches, targets,
+// the embedding backward's position groups) are copied into one of SK_PINNED_SLOTS pinned staging buffers and queued
+// with cudaMemcpyAsync on the default stream, behind the kernels before it and ahead of those after it: the host does
+// not wait. A slot is reused only after its last copy finished (its event); with 8 slots that copy is 8 uploads back.
+// Larger uploads (parameters, moments) are rare and take the plain copy.
+#define SK_PINNED_SLOTS 8
+#define SK_PINNED_MAX ((size_t)16 << 20)
+struct SkPinnedRing {
+    void* buf[SK_PINNED_SLOTS] = {};
+    size_t cap[SK_PINNED_SLOTS] = {};
+    cudaEvent_t copied[SK_PINNED_SLOTS] = {};
+    int next = 0;
+};
 static inline void sk_upload_bytes(void* device, const void* host, size_t bytes) {
-    SK_CUDA(cudaMemcpy(device, host, bytes, cudaMemcpyHostToDevice));
+    if (bytes > SK_PINNED_MAX) {
+        SK_CUDA(cudaMemcpy(device, host, bytes, cudaMemcpyHostToDevice));
+        return;
+    }
+    static SkPinnedRing ring;  // one per program, kept to its end
+    int s = ring.next;
+    ring.next = (s + 1) % SK_PINNED_SLOTS;
+    if (!ring.copied[s]) SK_CUDA(cudaEventCreateWithFlags(&ring.copied[s], cudaEventDisableTiming));
+    SK_CUDA(cudaEventSynchronize(ring.copied[s]));  // the slot's previous copy (none yet: returns at once)
+    if (ring.cap[s] < bytes) {
+        if (ring.buf[s]) SK_CUDA(cudaFreeHost(ring.buf[s]));
+        ring.buf[s] = nullptr;
+        SK_CUDA(cudaMallocHost(&ring.buf[s], bytes));
+        ring.cap[s] = bytes;
+    }
+    memcpy(ring.buf[s], host, bytes);
+    SK_CUDA(cudaMemcpyAsync(device, ring.buf[s], bytes, cudaMemcpyHostToDevice, 0));
+    SK_CUDA(cudaEventRecord(ring.copied[s], 0));
 }
+// cudaMemcpy to the host waits for the kernels before it on the default stream, so a download sees their results
 static inline void sk_download_bytes(void* host, const void* device, size_t bytes) {
     SK_CUDA(cudaMemcpy(host, device, bytes, cudaMemcpyDeviceToHost));
 }
