@@ -25,8 +25,8 @@ adds flash-style attention blocks, a warp per norm row and chunked row sums (doc
 
 What it is not (yet): tuned. No fused matmul epilogues, no bf16 storage (--precision bf16 rounds only the matmul
 inputs). Kernel launches are queued on one stream and the host waits only where it reads a result: once per training
-step, at its end (the loss, the gradient norm and the non-finite guard's verdict are computed on the device, and the
-batches go up from pinned staging buffers without a wait);
+step, at its end, and for an upload buffer 8 uploads back (the loss, the gradient norm and the non-finite guard's
+verdict are computed on the device, and the batches go up from pinned staging buffers);
 SK_SYNC=1 synchronises after every launch to locate a fault.
 
 Build and run:  make train_gpt && ./train_gpt --help     (same flags as ./train_gpt_cpu)

@@ -986,8 +986,10 @@ static void attention_backward_passes(F* dq, F* dk, int qk_stride, F* dv, F* ds_
         const F* ds = ds_rows + r * (T + 1);
         F* dqt = dq + ((size_t)b * T + t) * qk_stride + h * hs + d;
         F acc = *dqt;
-        if (ap.spec.slot == SLOT_KV) acc = sk_fma(ds[0] * tau, ap.kstar[(size_t)(ap.shared ? 0 : h) * hs + d], acc);
-        for (int j = lo; j < hi; j++) acc = sk_fma(ds[key0 + j - lo] * tau, k[((size_t)b * T + j) * qk_stride + h * hs + d], acc);
+        if (ap.spec.slot == SLOT_KV)
+            acc = sk_fma(ds[0] * tau, ap.kstar[(size_t)(ap.shared ? 0 : h) * hs + d], acc);
+        for (int j = lo; j < hi; j++)
+            acc = sk_fma(ds[key0 + j - lo] * tau, k[((size_t)b * T + j) * qk_stride + h * hs + d], acc);
         *dqt = acc;
     });
     sk_for_2d(rows, hs, SK_LAMBDA(size_t r, int d) {
@@ -1729,9 +1731,9 @@ static void acts_alloc(Acts<F>* a, const ModelConfig& c, int B, int T) {
     size_t BT = s.BT, C = s.C, L = s.L, FF = s.FF, rows = (size_t)B * s.NH * T, st = a->streamed, ex = !st;
     // the attention matrices, L B NH T^2, checked in double first: with extreme flags size_t would wrap
     if (ex && (double)L * B * s.NH * T * T * sizeof(F) > 0.9 * sk_memory_bytes())
-        fail("attention matrices for B %d x T %d need %.0f GiB, more than this machine's memory (lower "
-             "--batch or --seq-len, --total-batch keeping the tokens per step; or train with --engine fast, which "
-             "keeps no T x T matrices)", B, T, (double)L * B * s.NH * T * T * sizeof(F) / (1 << 30));
+        fail("attention matrices for B %d x T %d need %.0f GiB, more than this machine's memory (or SK_MEMORY_GIB): "
+             "lower --batch or --seq-len (--total-batch keeps the tokens per step), or train with --engine fast, "
+             "which keeps no T x T matrices", B, T, (double)L * B * s.NH * T * T * sizeof(F) / (1 << 30));
     Region<F> regions[] = {
         {&a->encoded, BT * C}, {&a->ln1, s.pre * L * BT * C}, {&a->ln1_mean, L * BT}, {&a->ln1_rstd, L * BT},
         {&a->qkv, L * BT * 3 * C}, {&a->phi_in, s.phi * L * 2 * BT * C},

@@ -245,8 +245,9 @@ static inline void sk_free_bytes(void* p, size_t bytes) {
 // Uploads. A cudaMemcpy from pageable host memory first waits for the stream to drain, so each micro-batch's tokens
 // would stop the host until the previous pass finished. Uploads up to SK_PINNED_MAX bytes (token batches, targets,
 // the embedding backward's position groups) are copied into one of SK_PINNED_SLOTS pinned staging buffers and queued
-// with cudaMemcpyAsync on the default stream, behind the kernels before it and ahead of those after it: the host does
-// not wait. A slot is reused only after its last copy finished (its event); with 8 slots that copy is 8 uploads back.
+// with cudaMemcpyAsync on the default stream, behind the kernels before it and ahead of those after it, so the host
+// does not wait for those kernels. A slot is reused only after its last copy finished (its event): the host waits only
+// for a copy 8 uploads back (three uploads a micro-batch: tokens, targets, position groups).
 // Larger uploads (parameters, moments) are rare and take the plain copy.
 #define SK_PINNED_SLOTS 8
 #define SK_PINNED_MAX ((size_t)16 << 20)

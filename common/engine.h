@@ -65,7 +65,8 @@ class Engine {
     virtual void backward(float scale) = 0;
     virtual double grad_norm() = 0;  // global L2 norm of the gradients
     virtual void update(const AdamWStep& step) = 0;
-    // A training step that reads nothing back until it is queued whole (on a GPU the host never waits inside it):
+    // A training step that reads nothing back until it is queued whole (on a GPU the host does not wait for the
+    // device inside it, but for an upload staging buffer 8 uploads back or a first allocation):
     // zero_grad; train_micro for each micro-batch (forward and backward, its gradients times 1/accum added, its mean
     // loss / accum added to the step's loss); guarded_update (the gradient norm, and `step` clipped to grad_clip,
     // applied only when the step's loss and norm are finite: the non-finite guard, evaluated where the numbers are);

@@ -148,8 +148,6 @@ static inline float lr_at(const TrainConfig& tc, int step) {
     return (float)(min_lr + (tc.lr - min_lr) * shape);
 }
 
-// One optimizer step's clip factor: gn > clip ? clip / gn : 1.
-
 // The AdamW update of step `step` (0-based) at learning rate lr, with the flags' betas, epsilon, decay and clipping of
 // the gradient norm gn.
 static inline AdamWStep adamw_step(const TrainConfig& tc, float lr, int step, double gn) {

@@ -547,7 +547,10 @@ TEST_CASE("the guarded training step gives the host-driven step's bits, and a no
         const int B = 2, T = 24, accum = 3;
         std::vector<int> x(B * T * accum), y(B * T * accum);
         uint64_t seed = 21;
-        for (size_t i = 0; i < x.size(); i++) x[i] = (int)(splitmix64(&seed) % 40), y[i] = (int)(splitmix64(&seed) % 40);
+        for (size_t i = 0; i < x.size(); i++) {
+            x[i] = (int)(splitmix64(&seed) % 40);
+            y[i] = (int)(splitmix64(&seed) % 40);
+        }
         TrainConfig tc;
         tc.grad_clip = 0.05f;  // below the norm: the clip scale matters
         double loss[2], gn[2];
@@ -591,7 +594,7 @@ TEST_CASE("the guarded training step gives the host-driven step's bits, and a no
         CHECK(same_bits(p[0], p[1]));
         CHECK(same_bits(m[0], m[1]));
         CHECK(same_bits(v[0], v[1]));
-        // a NaN weight: the loss and the gradients turn NaN, and the guarded step leaves weights and moments as they were
+        // a NaN weight: the loss and the gradients turn NaN; the guarded step leaves weights and moments as they were
         std::vector<float> poisoned = p[1];
         poisoned[3] = NAN;
         e[1]->set_params(poisoned.data());
