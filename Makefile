@@ -29,7 +29,7 @@ NVCCFLAGS ?= -O3 -std=c++17 --extended-lambda -fmad=false -Xcompiler -fopenmp,-f
 	-gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=[sm_90,compute_90]
 train_gpt: train_gpt.cu train_gpt_cpu.cpp $(HEADERS) | deps-train
 	@command -v $(NVCC) >/dev/null || { echo "error: $(NVCC) not found: the GPU trainer needs the CUDA toolkit (nvcc on PATH, or make NVCC=/path/to/nvcc); the CPU trainer is make train_gpt_cpu"; exit 1; }
-	$(NVCC) $(NVCCFLAGS) -o $@ $< -lm -lpcre2-8 -lcublas
+	$(NVCC) $(NVCCFLAGS) -o $@ $< -lm -lpcre2-8 -lcublasLt -lcublas
 
 # dev/cuda/: kernel ladders, one family per file, numbered versions each checked against the CPU (they run on a GPU;
 # here they only compile). Plain nvcc settings: contraction allowed, these are the fast kernels.

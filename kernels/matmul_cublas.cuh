@@ -9,11 +9,14 @@
 // mantissa bits (products are accumulated in fp32 either way). Same GPU, same binary: the same bits every run (cuBLAS
 // is deterministic on one stream without atomics), so a fast run still resumes bit for bit.
 //
-// What it is: one cublasGemmEx call per product. cuBLAS is column-major, and a row-major matrix is its transpose seen
+// What it is: one cuBLAS call per product. cuBLAS is column-major, and a row-major matrix is its transpose seen
 // column-major, so out^T (N x M) = B^T A^T is computed with each operand's transpose flag read off a_t and b_t and no
-// copy made. Storage is fp32; the precision is the compute type. A bias is written into out first and kept with
-// beta = 1.
-// What it is not: cuBLASLt's fused epilogues (bias, GELU, the bias gradient) or bf16 storage; both are still to come.
+// copy made. Storage is fp32; the precision is the compute type. A product with a bias goes to cuBLASLt, whose
+// epilogue adds the bias as the GEMM writes out (CUBLASLT_EPILOGUE_BIAS: out^T's rows are the bias's N entries), so
+// no separate pass writes the bias first; the others go to cublasGemmEx. Where cuBLASLt offers no algorithm for the
+// pointers' alignment, or SK_CUBLASLT=0 is in the environment, the bias is written into out first and kept with
+// beta = 1, as before.
+// What it is not: the GELU epilogue, the bias gradient in the weight-gradient GEMM, or bf16 storage: still to come.
 #pragma once
 
 // The column-major call (BLAS's convention) that computes the row-major product out = A B: the first operand is B,
@@ -39,8 +42,26 @@ static inline ColumnMajorGemm<F> column_major_gemm(const F* A, int lda, bool a_t
     return ColumnMajorGemm<F>{b_t, a_t, N, M, K, B, ldb, A, lda, N};
 }
 
+// The matrices of a ColumnMajorGemm as cuBLASLt describes them (cublasLtMatrixLayoutCreate): rows and columns as
+// stored, column-major, with the leading dimension of g. which: 0 the first operand (op(first) is m x k), 1 the second
+// (op(second) is k x n), 2 out^T (m x n). test_engine.cpp checks that every layout's leading dimension holds its rows
+// and that the product read through these layouts is the row-major one.
+struct LtLayout {
+    int rows, cols, ld;
+};
+template <typename F>
+static inline LtLayout cublaslt_layout(const ColumnMajorGemm<F>& g, int which) {
+    if (which == 0) return g.trans_first ? LtLayout{g.k, g.m, g.ld_first} : LtLayout{g.m, g.k, g.ld_first};
+    if (which == 1) return g.trans_second ? LtLayout{g.n, g.k, g.ld_second} : LtLayout{g.k, g.n, g.ld_second};
+    return LtLayout{g.m, g.n, g.ldc};
+}
+
 #ifdef __CUDACC__
+#include <cublasLt.h>
 #include <cublas_v2.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "../common/backend.h"
 #include "../common/config.h"
@@ -64,16 +85,93 @@ static inline cublasComputeType_t sk_cublas_compute(int precision) {
                                          : CUBLAS_COMPUTE_32F;
 }
 
+// cuBLASLt: one handle, and a workspace of 32 MiB (what NVIDIA suggests for Hopper), both made at the first use.
+#define SK_CUBLASLT_WORKSPACE ((size_t)32 << 20)
+static inline cublasLtHandle_t sk_cublaslt_handle() {
+    static cublasLtHandle_t handle = nullptr;
+    if (!handle) SK_CUBLAS(cublasLtCreate(&handle));
+    return handle;
+}
+static inline void* sk_cublaslt_workspace() {
+    static void* ws = nullptr;
+    if (!ws) ws = sk_alloc_bytes(SK_CUBLASLT_WORKSPACE);
+    return ws;
+}
+// SK_CUBLASLT=0 in the environment: every product through cublasGemmEx (a control for the epilogue)
+static inline bool sk_cublaslt_enabled() {
+    static int on = -1;
+    if (on < 0) {
+        const char* e = getenv("SK_CUBLASLT");
+        on = !(e && strcmp(e, "0") == 0);
+    }
+    return on != 0;
+}
+// the largest power of two up to 256 that divides the address: what the heuristic may assume of a pointer
+static inline uint32_t sk_alignment(const void* p) {
+    uint32_t a = 256;
+    while (a > 1 && (uintptr_t)p % a) a /= 2;
+    return a;
+}
+
+// out^T = first^T-or-not second^T-or-not + the bias in the epilogue (beta 0), by cuBLASLt. Returns false, having done
+// nothing, when cuBLASLt has no algorithm for these shapes and alignments.
+static bool gemm_cublaslt_bias(float* out, const ColumnMajorGemm<float>& g, const float* bias, int precision) {
+    if (!sk_cublaslt_enabled()) return false;
+    cublasLtMatmulDesc_t op = nullptr;
+    cublasLtMatrixLayout_t la = nullptr, lb = nullptr, lc = nullptr;
+    cublasLtMatmulPreference_t pref = nullptr;
+    SK_CUBLAS(cublasLtMatmulDescCreate(&op, sk_cublas_compute(precision), CUDA_R_32F));
+    cublasOperation_t ta = g.trans_first ? CUBLAS_OP_T : CUBLAS_OP_N, tb = g.trans_second ? CUBLAS_OP_T : CUBLAS_OP_N;
+    cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_BIAS;
+    SK_CUBLAS(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
+    SK_CUBLAS(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
+    SK_CUBLAS(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof epilogue));
+    SK_CUBLAS(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias));
+    LtLayout a = cublaslt_layout(g, 0), b = cublaslt_layout(g, 1), c = cublaslt_layout(g, 2);
+    SK_CUBLAS(cublasLtMatrixLayoutCreate(&la, CUDA_R_32F, a.rows, a.cols, a.ld));
+    SK_CUBLAS(cublasLtMatrixLayoutCreate(&lb, CUDA_R_32F, b.rows, b.cols, b.ld));
+    SK_CUBLAS(cublasLtMatrixLayoutCreate(&lc, CUDA_R_32F, c.rows, c.cols, c.ld));
+    SK_CUBLAS(cublasLtMatmulPreferenceCreate(&pref));
+    uint64_t ws = SK_CUBLASLT_WORKSPACE;
+    uint32_t align_a = sk_alignment(g.first), align_b = sk_alignment(g.second), align_c = sk_alignment(out);
+    SK_CUBLAS(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws));
+    SK_CUBLAS(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &align_a,
+                                                   sizeof align_a));
+    SK_CUBLAS(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &align_b,
+                                                   sizeof align_b));
+    SK_CUBLAS(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &align_c,
+                                                   sizeof align_c));
+    SK_CUBLAS(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &align_c,
+                                                   sizeof align_c));
+    cublasLtMatmulHeuristicResult_t heuristic = {};
+    int found = 0;
+    // the heuristic also reads the bias pointer's alignment off the descriptor
+    bool ok = cublasLtMatmulAlgoGetHeuristic(sk_cublaslt_handle(), op, la, lb, lc, lc, pref, 1, &heuristic, &found) ==
+                  CUBLAS_STATUS_SUCCESS && found > 0;
+    if (ok) {
+        const float alpha = 1.0f, beta = 0.0f;
+        SK_CUBLAS(cublasLtMatmul(sk_cublaslt_handle(), op, &alpha, g.first, la, g.second, lb, &beta, out, lc, out, lc,
+                                 &heuristic.algo, sk_cublaslt_workspace(), SK_CUBLASLT_WORKSPACE, 0));
+    }
+    cublasLtMatmulPreferenceDestroy(pref);
+    cublasLtMatrixLayoutDestroy(lc);
+    cublasLtMatrixLayoutDestroy(lb);
+    cublasLtMatrixLayoutDestroy(la);
+    cublasLtMatmulDescDestroy(op);
+    return ok;
+}
+
 static void gemm_cublas(float* out, const float* A, int lda, bool a_t, const float* B, int ldb, bool b_t, int M, int K,
                         int N, const float* bias, bool accumulate, int precision) {
     if (M == 0 || N == 0) return;
+    ColumnMajorGemm<float> g = column_major_gemm(A, lda, a_t, B, ldb, b_t, M, K, N);
+    if (!accumulate && bias && gemm_cublaslt_bias(out, g, bias, precision)) return;
     float beta = accumulate ? 1.0f : 0.0f;
     if (!accumulate && bias) {
         sk_for((size_t)M * N, SK_LAMBDA(size_t i) { out[i] = bias[i % N]; });
         beta = 1.0f;
     }
     const float alpha = 1.0f;
-    ColumnMajorGemm<float> g = column_major_gemm(A, lda, a_t, B, ldb, b_t, M, K, N);
     SK_CUBLAS(cublasGemmEx(sk_cublas_handle(), g.trans_first ? CUBLAS_OP_T : CUBLAS_OP_N,
                            g.trans_second ? CUBLAS_OP_T : CUBLAS_OP_N, g.m, g.n, g.k, &alpha, g.first, CUDA_R_32F,
                            g.ld_first, g.second, CUDA_R_32F, g.ld_second, &beta, out, CUDA_R_32F, g.ldc,

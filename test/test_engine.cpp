@@ -346,6 +346,52 @@ TEST_CASE("the cuBLAS call's column-major arguments compute the row-major produc
                 }
 }
 
+// D = op(A) op(B) (+ the bias broadcast over D's columns, after the sum, as cuBLASLt's epilogue adds it), reading
+// each matrix through its cublaslt_layout: element (r, c) of a stored matrix at r + c ld.
+template <typename F>
+static void cublaslt_reference(F* D, const ColumnMajorGemm<F>& g, const F* bias) {
+    LtLayout a = cublaslt_layout(g, 0), b = cublaslt_layout(g, 1), c = cublaslt_layout(g, 2);
+    for (int j = 0; j < c.cols; j++)
+        for (int i = 0; i < c.rows; i++) {
+            F acc = bias ? F(0) : D[(size_t)j * c.ld + i];
+            for (int p = 0; p < g.k; p++) {
+                F x = g.trans_first ? g.first[(size_t)i * a.ld + p] : g.first[(size_t)p * a.ld + i];
+                F y = g.trans_second ? g.second[(size_t)p * b.ld + j] : g.second[(size_t)j * b.ld + p];
+                acc = sk_fma(x, y, acc);
+            }
+            D[(size_t)j * c.ld + i] = bias ? acc + bias[i] : acc;
+        }
+}
+
+TEST_CASE("cuBLASLt's matrix layouts hold their matrices and give the row-major product, its bias on out's columns",
+          "[engine]") {
+    std::mt19937_64 rng(23);
+    for (int M : {1, 5, 17})
+        for (int K : {1, 4, 9})
+            for (int N : {1, 3, 12})
+                for (int t = 0; t < 4; t++) {
+                    bool a_t = t & 1, b_t = t & 2;
+                    int lda = (a_t ? M : K) + 3, ldb = (b_t ? K : N) + 2;
+                    INFO("M " << M << " K " << K << " N " << N << " a_t " << a_t << " b_t " << b_t);
+                    std::vector<double> A = random_vec((size_t)(a_t ? K : M) * lda, rng);
+                    std::vector<double> B = random_vec((size_t)(b_t ? N : K) * ldb, rng);
+                    std::vector<double> bias = random_vec(N, rng), init = random_vec((size_t)M * N, rng);
+                    ColumnMajorGemm<double> g = column_major_gemm(A.data(), lda, a_t, B.data(), ldb, b_t, M, K, N);
+                    for (int w = 0; w < 3; w++) {
+                        LtLayout l = cublaslt_layout(g, w);
+                        CHECK(l.ld >= l.rows);  // cuBLASLt's rule: a column fits in its leading dimension
+                    }
+                    std::vector<double> ours = init, ref = init;
+                    gemm_by_element(ref.data(), A.data(), lda, a_t, B.data(), ldb, b_t, M, K, N, (const double*)nullptr,
+                                    true);
+                    cublaslt_reference(ours.data(), g, (const double*)nullptr);
+                    CHECK(ours == ref);  // the same products in the same order
+                    gemm_by_element(ref.data(), A.data(), lda, a_t, B.data(), ldb, b_t, M, K, N, bias.data(), false);
+                    cublaslt_reference(ours.data(), g, bias.data());  // the bias after the sum: rounding apart
+                    CHECK(relative_error(ours.data(), ref.data(), ours.size()) < 1e-14);
+                }
+}
+
 TEST_CASE("the fast engine passes every PyTorch fixture at --check-state's tolerance", "[engine][reference]") {
     EngineOptions fast;
     fast.kind = ENGINE_FAST;
