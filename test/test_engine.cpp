@@ -309,25 +309,26 @@ TEST_CASE("the fast engine's norms (a warp per row) equal the exact ones up to r
         }
 }
 
-// BLAS's column-major product, the definition cuBLAS implements: C (m x n, leading dimension ldc) += op(X) op(Y) with
-// op(X)(i,p) = X[p ld + i], or X[i ld + p] transposed; op(Y)(p,j) = Y[j ld + p], or Y[p ld + j] transposed. p in
-// order, one fma per term.
+// BLAS's column-major product, the definition cuBLAS and cuBLASLt implement, each matrix read through its
+// cublaslt_layout (element (r, c) of a stored matrix at r + c ld): C (m x n) += op(X) op(Y), p in order, one fma per
+// term; with a bias, C = op(X) op(Y) + the bias broadcast over C's columns, after the sum (cuBLASLt's epilogue).
 template <typename F>
-static void column_major_reference(F* C, const ColumnMajorGemm<F>& g) {
-    for (int j = 0; j < g.n; j++)
-        for (int i = 0; i < g.m; i++) {
-            F acc = C[(size_t)j * g.ldc + i];
+static void column_major_reference(F* C, const ColumnMajorGemm<F>& g, const F* bias) {
+    LtLayout a = cublaslt_layout(g, 0), b = cublaslt_layout(g, 1), c = cublaslt_layout(g, 2);
+    for (int j = 0; j < c.cols; j++)
+        for (int i = 0; i < c.rows; i++) {
+            F acc = bias ? F(0) : C[(size_t)j * c.ld + i];
             for (int p = 0; p < g.k; p++) {
-                F x = g.trans_first ? g.first[(size_t)i * g.ld_first + p] : g.first[(size_t)p * g.ld_first + i];
-                F y = g.trans_second ? g.second[(size_t)p * g.ld_second + j] : g.second[(size_t)j * g.ld_second + p];
+                F x = g.trans_first ? g.first[(size_t)i * a.ld + p] : g.first[(size_t)p * a.ld + i];
+                F y = g.trans_second ? g.second[(size_t)p * b.ld + j] : g.second[(size_t)j * b.ld + p];
                 acc = sk_fma(x, y, acc);
             }
-            C[(size_t)j * g.ldc + i] = acc;
+            C[(size_t)j * c.ld + i] = bias ? acc + bias[i] : acc;
         }
 }
 
-TEST_CASE("the cuBLAS call's column-major arguments compute the row-major product (every transpose, padded rows)",
-          "[engine]") {
+TEST_CASE("the cuBLAS calls' column-major arguments and cuBLASLt's layouts compute the row-major product, the bias on "
+          "out's columns (every transpose, padded rows)", "[engine]") {
     std::mt19937_64 rng(21);
     for (int M : {1, 5, 17})
         for (int K : {1, 4, 9})
@@ -335,43 +336,6 @@ TEST_CASE("the cuBLAS call's column-major arguments compute the row-major produc
                 for (int t = 0; t < 4; t++) {
                     bool a_t = t & 1, b_t = t & 2;
                     int lda = (a_t ? M : K) + 3, ldb = (b_t ? K : N) + 2;  // rows longer than the matrix
-                    INFO("M " << M << " K " << K << " N " << N << " a_t " << a_t << " b_t " << b_t);
-                    std::vector<double> A = random_vec((size_t)(a_t ? K : M) * lda, rng);
-                    std::vector<double> B = random_vec((size_t)(b_t ? N : K) * ldb, rng);
-                    std::vector<double> init = random_vec((size_t)M * N, rng), ours = init, ref = init;
-                    gemm_by_element(ref.data(), A.data(), lda, a_t, B.data(), ldb, b_t, M, K, N, (const double*)nullptr,
-                                    true);
-                    column_major_reference(ours.data(), column_major_gemm(A.data(), lda, a_t, B.data(), ldb, b_t, M, K, N));
-                    CHECK(ours == ref);  // the same products in the same order: the same bits
-                }
-}
-
-// D = op(A) op(B) (+ the bias broadcast over D's columns, after the sum, as cuBLASLt's epilogue adds it), reading
-// each matrix through its cublaslt_layout: element (r, c) of a stored matrix at r + c ld.
-template <typename F>
-static void cublaslt_reference(F* D, const ColumnMajorGemm<F>& g, const F* bias) {
-    LtLayout a = cublaslt_layout(g, 0), b = cublaslt_layout(g, 1), c = cublaslt_layout(g, 2);
-    for (int j = 0; j < c.cols; j++)
-        for (int i = 0; i < c.rows; i++) {
-            F acc = bias ? F(0) : D[(size_t)j * c.ld + i];
-            for (int p = 0; p < g.k; p++) {
-                F x = g.trans_first ? g.first[(size_t)i * a.ld + p] : g.first[(size_t)p * a.ld + i];
-                F y = g.trans_second ? g.second[(size_t)p * b.ld + j] : g.second[(size_t)j * b.ld + p];
-                acc = sk_fma(x, y, acc);
-            }
-            D[(size_t)j * c.ld + i] = bias ? acc + bias[i] : acc;
-        }
-}
-
-TEST_CASE("cuBLASLt's matrix layouts hold their matrices and give the row-major product, its bias on out's columns",
-          "[engine]") {
-    std::mt19937_64 rng(23);
-    for (int M : {1, 5, 17})
-        for (int K : {1, 4, 9})
-            for (int N : {1, 3, 12})
-                for (int t = 0; t < 4; t++) {
-                    bool a_t = t & 1, b_t = t & 2;
-                    int lda = (a_t ? M : K) + 3, ldb = (b_t ? K : N) + 2;
                     INFO("M " << M << " K " << K << " N " << N << " a_t " << a_t << " b_t " << b_t);
                     std::vector<double> A = random_vec((size_t)(a_t ? K : M) * lda, rng);
                     std::vector<double> B = random_vec((size_t)(b_t ? N : K) * ldb, rng);
@@ -384,10 +348,10 @@ TEST_CASE("cuBLASLt's matrix layouts hold their matrices and give the row-major 
                     std::vector<double> ours = init, ref = init;
                     gemm_by_element(ref.data(), A.data(), lda, a_t, B.data(), ldb, b_t, M, K, N, (const double*)nullptr,
                                     true);
-                    cublaslt_reference(ours.data(), g, (const double*)nullptr);
-                    CHECK(ours == ref);  // the same products in the same order
+                    column_major_reference(ours.data(), g, (const double*)nullptr);
+                    CHECK(ours == ref);  // the same products in the same order: the same bits
                     gemm_by_element(ref.data(), A.data(), lda, a_t, B.data(), ldb, b_t, M, K, N, bias.data(), false);
-                    cublaslt_reference(ours.data(), g, bias.data());  // the bias after the sum: rounding apart
+                    column_major_reference(ours.data(), g, bias.data());  // the bias after the sum: rounding apart
                     CHECK(relative_error(ours.data(), ref.data(), ours.size()) < 1e-14);
                 }
 }
