@@ -184,7 +184,7 @@ static ExactPass exact_pass(Model<float>* m, const DebugState& s, bool passes) {
 // Equal bit for bit: memcmp, so -0 against 0 or two NaNs of different payloads count as different.
 template <typename T>
 static bool same_bits(const std::vector<T>& a, const std::vector<T>& b) {
-    return a.size() == b.size() && memcmp(a.data(), b.data(), a.size() * sizeof(T)) == 0;
+    return a.size() == b.size() && (a.empty() || memcmp(a.data(), b.data(), a.size() * sizeof(T)) == 0);
 }
 
 TEST_CASE("the exact engine's attention as per-element passes (a GPU's form) gives the row form's bits, whole model, "
