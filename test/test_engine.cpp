@@ -622,3 +622,35 @@ TEST_CASE("the guarded training step gives the host-driven step's bits, and a no
         CHECK(same_bits(av, v[1]));
     }
 }
+
+// The guard's verdict on its own: a non-finite loss with finite gradients (a target whose probability underflows to 0)
+// must stop the update too, as must a non-finite gradient with a finite loss.
+TEST_CASE("the device-side guard refuses a step whose loss alone, or whose gradient alone, is not finite", "[engine]") {
+    CommandLine cl = parse_args({"train_gpt_cpu", "--vocab", "40", "--max-seq-len", "16", "--seq-len", "16",
+                                 "--probe-len", "16", "--layers", "1", "--heads", "2", "--channels", "16",
+                                 "--ffn-hidden", "32"});
+    Model<float> m;
+    model_build(&m, model_from_flags(&cl));
+    model_init(&m, 3);
+    std::vector<float> p0 = m.params.to_host();
+    AdamWStep s;
+    s.lr = 1e-2f;
+    struct Case {
+        double loss;
+        float grad;
+        bool ok;
+    };
+    for (Case c : {Case{2.5, 0.1f, true}, Case{INFINITY, 0.1f, false}, Case{NAN, 0.1f, false},
+                   Case{2.5, INFINITY, false}}) {
+        INFO("loss " << c.loss << " gradient " << c.grad);
+        m.params.upload(p0.data(), p0.size());
+        sk_fill(m.grads.data(), m.num_params, 0.1f);
+        m.grads[7] = c.grad;
+        sk_fill(m.step_stats.data(), (size_t)STEP_STATS, 0.0);
+        m.step_stats[STEP_LOSS] = c.loss;
+        guard_step(&m, 0.0f);
+        CHECK((m.step_stats[STEP_OK] != 0) == c.ok);
+        adamw_update(&m, s, (const double*)m.step_stats.data());
+        CHECK(same_bits(m.params.to_host(), p0) == !c.ok);  // updated exactly when the step was finite
+    }
+}
