@@ -2077,10 +2077,14 @@ SK_HD static inline double loss_chunk_sum(const F* losses, int BT, size_t k) {
     for (size_t i = k * LOSS_CHUNK; i < end; i++) s += losses[i];
     return s;
 }
-SK_HD static inline double mean_of_chunks(const double* sums, size_t nchunks, int num_targets) {
+// the chunks' sums added in chunk order (the loss's and the gradient norm's last step, host and device alike)
+SK_HD static inline double sum_in_order(const double* sums, size_t n) {
     double total = 0;
-    for (size_t k = 0; k < nchunks; k++) total += sums[k];
-    return num_targets ? total / num_targets : 0.0;
+    for (size_t k = 0; k < n; k++) total += sums[k];
+    return total;
+}
+SK_HD static inline double mean_of_chunks(const double* sums, size_t nchunks, int num_targets) {
+    return num_targets ? sum_in_order(sums, nchunks) / num_targets : 0.0;
 }
 static inline size_t loss_chunks(int BT) { return ((size_t)BT + LOSS_CHUNK - 1) / LOSS_CHUNK; }
 template <typename F>
@@ -2283,9 +2287,7 @@ static size_t grad_norm_parts(Model<F>* m) {
 }
 // the norm from the chunks' sums, in chunk order (host and device alike)
 SK_HD static inline double grad_norm_of(const double* sums, size_t nchunks) {
-    double total = 0;
-    for (size_t k = 0; k < nchunks; k++) total += sums[k];
-    return sqrt(total);
+    return sqrt(sum_in_order(sums, nchunks));
 }
 template <typename F>
 static double grad_norm(Model<F>* m) {
