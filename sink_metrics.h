@@ -44,6 +44,15 @@ static inline bool sink_visible(const SinkVisibility& v, int t, int k) {
     return (v.slot0 && k == 0) || (v.lo[t] <= k && k < v.hi[t]);
 }
 
+// How many keys k in [0, T) row t sees: the count of sink_visible over k, from the interval's ends.
+static inline int sink_visible_count(const SinkVisibility& v, int t, int T) {
+    if (!v.lo) return std::min(t + 1, T);
+    int lo = std::max(v.lo[t], 0), hi = std::min(v.hi[t], T);
+    int n = hi > lo ? hi - lo : 0;
+    if (v.slot0 && T > 0 && !(lo <= 0 && 0 < hi)) n++;  // key 0, outside the interval
+    return n;
+}
+
 // alpha[k] for k = 0..kmax-1 from one T x T attention matrix: the mean of A[t,k] over the rows t that see key k (for
 // the causal mask the paper's 1/(T-k) sum_{t>=k}; for a sliding window only the w queries that see k, so a window does
 // not cap alpha at w/(T-k) by construction).
@@ -68,8 +77,7 @@ static inline double sink_row_entropy(const F* A, int T, int first = 1, const Si
     double total = 0;
     int rows = 0;
     for (int t = first; t < T; t++) {
-        int n = 0;
-        for (int k = 0; k < T; k++) n += sink_visible(v, t, k);
+        int n = sink_visible_count(v, t, T);
         if (n < 2) continue;
         double h = 0;
         for (int j = 0; j < T; j++) {
@@ -139,52 +147,92 @@ static inline void sink_begin(SinkAccumulator* a, int L, int NH, int T, float ep
     a->seq_alpha.assign((size_t)L * NH * (SINK_MAX_K + 1), 0);
 }
 
+// What one head's matrix adds to a sequence's sums. Each head's are computed alone, so heads can be measured in
+// parallel, then added in (layer, head) order: the same sums, in the same order, as one head after the other.
+struct SinkHeadStats {
+    double mass = 0, entropy = 0;
+    double alpha[SINK_MAX_K + 1] = {0};  // [alpha_* (slot only), alpha_1..alpha_10]
+};
+
 // One head's attention weights: a Tm x Tm matrix, Tm = T + slot_column, row t holding the weights of the keys query t
-// sees (zero elsewhere); v says which those are (default: causal).
+// sees (zero elsewhere); v says which those are (default: causal). r gives T, the slot column and the proxy reading.
 template <typename F>
-static inline void sink_add_head(SinkAccumulator* a, int l, int h, const F* W, const SinkVisibility& v = SinkVisibility()) {
-    SinkReport& r = a->r;
+static inline SinkHeadStats sink_head_stats(const SinkReport& r, const F* W, const SinkVisibility& v = SinkVisibility()) {
+    SinkHeadStats st;
     int Tm = r.T + r.slot_column;
-    double mass = 0;
     for (int t = r.slot_column; t < Tm; t++)
-        for (int j = 0; j < Tm; j++) mass += W[(size_t)t * Tm + j];
-    r.row_mass[l] += mass / r.T / r.NH;
-    const F* A = W;
-    std::vector<double> normalised;
+        for (int j = 0; j < Tm; j++) st.mass += W[(size_t)t * Tm + j];
+    double* alpha = st.alpha + 1 - r.slot_column;
     if (r.proxy) {
-        normalised.resize((size_t)Tm * Tm);
+        std::vector<double> normalised((size_t)Tm * Tm);
         for (int t = 0; t < Tm; t++) {
             double s = 0;
             for (int j = 0; j < Tm; j++) s += fabs((double)W[(size_t)t * Tm + j]);
             for (int j = 0; j < Tm; j++) normalised[(size_t)t * Tm + j] = s > 0 ? fabs((double)W[(size_t)t * Tm + j]) / s : 0.0;
         }
-    }
-    double* alpha = &a->seq_alpha[((size_t)l * r.NH + h) * (SINK_MAX_K + 1)];
-    double e;
-    if (r.proxy) {
-        sink_alpha(normalised.data(), Tm, SINK_MAX_K + r.slot_column, alpha + 1 - r.slot_column, v);
-        e = sink_row_entropy(normalised.data(), Tm, 1, v);
+        sink_alpha(normalised.data(), Tm, SINK_MAX_K + r.slot_column, alpha, v);
+        st.entropy = sink_row_entropy(normalised.data(), Tm, 1, v);
     } else {
-        sink_alpha(A, Tm, SINK_MAX_K + r.slot_column, alpha + 1 - r.slot_column, v);
-        e = sink_row_entropy(A, Tm, 1, v);
+        sink_alpha(W, Tm, SINK_MAX_K + r.slot_column, alpha, v);
+        st.entropy = sink_row_entropy(W, Tm, 1, v);
     }
-    r.alpha1[(size_t)l * r.NH + h] += alpha[1];
-    if (r.slot_column) r.alpha_star[(size_t)l * r.NH + h] += alpha[0];
-    r.entropy[l] += e / r.NH;
+    return st;
 }
 
-// Hidden state of layer l (0 = embeddings): T rows of C channels, contiguous.
+static inline void sink_add_head_stats(SinkAccumulator* a, int l, int h, const SinkHeadStats& st) {
+    SinkReport& r = a->r;
+    r.row_mass[l] += st.mass / r.T / r.NH;
+    std::copy(st.alpha, st.alpha + SINK_MAX_K + 1, &a->seq_alpha[((size_t)l * r.NH + h) * (SINK_MAX_K + 1)]);
+    r.alpha1[(size_t)l * r.NH + h] += st.alpha[1];
+    if (r.slot_column) r.alpha_star[(size_t)l * r.NH + h] += st.alpha[0];
+    r.entropy[l] += st.entropy / r.NH;
+}
+
+template <typename F>
+static inline void sink_add_head(SinkAccumulator* a, int l, int h, const F* W, const SinkVisibility& v = SinkVisibility()) {
+    sink_add_head_stats(a, l, h, sink_head_stats(a->r, W, v));
+}
+
+// What a layer's hidden states, or its keys and values, add to a sequence's sums: computed alone, added in order.
+struct SinkHiddenStats {
+    double norm_ratio = 0, top1_median = 0;
+};
+struct SinkKVStats {
+    double k1_ratio = 0, v1_ratio = 0;
+};
+
+// Hidden state of a layer (0 = embeddings): T rows of C channels, contiguous.
+template <typename F>
+static inline SinkHiddenStats sink_hidden_stats(const SinkReport& r, const F* x, int C) {
+    SinkHiddenStats st;
+    st.norm_ratio = sink_first_norm_ratio(x, r.T, C, C);
+    st.top1_median = sink_top1_over_median(x, (size_t)r.T * C);
+    return st;
+}
+static inline void sink_add_hidden_stats(SinkAccumulator* a, int l, const SinkHiddenStats& st) {
+    a->r.norm_ratio[l] += st.norm_ratio;
+    a->r.top1_median[l] += st.top1_median;
+}
 template <typename F>
 static inline void sink_add_hidden(SinkAccumulator* a, int l, const F* x, int C) {
-    a->r.norm_ratio[l] += sink_first_norm_ratio(x, a->r.T, C, C);
-    a->r.top1_median[l] += sink_top1_over_median(x, (size_t)a->r.T * C);
+    sink_add_hidden_stats(a, l, sink_hidden_stats(a->r, x, C));
 }
 
-// Keys and values of block l: T rows of C channels at a row stride (3C inside the fused qkv buffer).
+// Keys and values of a block: T rows of C channels at a row stride (3C inside the fused qkv buffer).
+template <typename F>
+static inline SinkKVStats sink_kv_stats(const SinkReport& r, const F* k, const F* v, int C, size_t stride) {
+    SinkKVStats st;
+    st.k1_ratio = sink_first_norm_ratio(k, r.T, C, stride);
+    st.v1_ratio = sink_first_norm_ratio(v, r.T, C, stride);
+    return st;
+}
+static inline void sink_add_kv_stats(SinkAccumulator* a, int l, const SinkKVStats& st) {
+    a->r.k1_ratio[l] += st.k1_ratio;
+    a->r.v1_ratio[l] += st.v1_ratio;
+}
 template <typename F>
 static inline void sink_add_kv(SinkAccumulator* a, int l, const F* k, const F* v, int C, size_t stride) {
-    a->r.k1_ratio[l] += sink_first_norm_ratio(k, a->r.T, C, stride);
-    a->r.v1_ratio[l] += sink_first_norm_ratio(v, a->r.T, C, stride);
+    sink_add_kv_stats(a, l, sink_kv_stats(a->r, k, v, C, stride));
 }
 
 static inline void sink_end_sequence(SinkAccumulator* a) {

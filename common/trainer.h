@@ -24,8 +24,10 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <algorithm>
+#include <atomic>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "../sink_metrics.h"
@@ -223,62 +225,251 @@ static double validation_loss(Engine& e, DataLoader* val, const TrainConfig& tc,
 
 #define SINK_PROBE_CHUNK 8  // probe sequences per forward pass
 
+// The keys each row of the metric's matrix sees: the model's mask, shifted by one behind a slot, whose own row sees
+// itself and which every row sees. T + 1 rows with a slot column (a slot or the sink token), else T.
+struct ProbeVisibility {
+    std::vector<int> lo, hi;
+    bool slot0 = false;
+    ProbeVisibility(const AttnSpec& at, int T) {
+        int off = at.sink_token, slot = attn_has_slot(at), Tm = T + off, Tw = T + (off || slot);
+        lo.assign(Tw, 0);
+        hi.assign(Tw, 1);
+        for (int t = 0; t < Tm; t++) {
+            attn_visible_keys(at, t, Tm, &lo[t + slot], &hi[t + slot]);
+            lo[t + slot] += slot;
+            hi[t + slot] += slot;
+        }
+        slot0 = slot;
+    }
+    SinkVisibility vis() const {
+        SinkVisibility v;
+        v.lo = lo.data();
+        v.hi = hi.data();
+        v.slot0 = slot0;
+        return v;
+    }
+};
+
+// What one probe sequence adds to the report: each (layer, head)'s matrix, the hidden states entering layer 0 and
+// leaving each layer, each layer's keys and values.
+struct ProbeSequenceStats {
+    std::vector<SinkHeadStats> heads;     // L * NH
+    std::vector<SinkHiddenStats> hidden;  // L + 1
+    std::vector<SinkKVStats> kv;          // L
+};
+
+// The stats of the n sequences of one probe chunk, each (sequence, head) and (sequence, layer) a task of its own on
+// the host's threads: every task reads only its inputs and writes only its own entry.
+static void probe_chunk_stats(const ModelConfig& c, const SinkReport& r, const SinkVisibility& vis, const ProbeView& pv,
+                              std::vector<ProbeSequenceStats>* out) {
+    const AttnSpec& at = c.attn;
+    int C = c.channels, NH = c.num_heads, L = c.num_layers, n = pv.B, Tm = pv.T;
+    int off = at.sink_token, slot = attn_has_slot(at), Tw = r.T + r.slot_column;
+    size_t BTC = (size_t)n * Tm * C;
+    out->resize(n);
+    for (ProbeSequenceStats& q : *out) {
+        q.heads.resize((size_t)L * NH);
+        q.hidden.resize(L + 1);
+        q.kv.resize(L);
+    }
+    int heads = L * NH, layers = 2 * L + 1;  // per sequence: the heads, then L + 1 hidden states and L key/value pairs
+    long tasks = (long)n * (heads + layers);
+#pragma omp parallel
+    {
+        std::vector<float> W(slot ? (size_t)Tw * Tw : 0);
+#pragma omp for schedule(dynamic)
+        for (long i = 0; i < tasks; i++) {
+            int b = (int)(i / (heads + layers)), k = (int)(i % (heads + layers));
+            ProbeSequenceStats& q = (*out)[b];
+            size_t first = ((size_t)b * Tm + off) * C;  // the first real token of sequence b
+            if (k >= heads) {
+                int l = k - heads;
+                if (l == 0) q.hidden[0] = sink_hidden_stats(r, pv.encoded + first, C);
+                else if (l <= L) q.hidden[l] = sink_hidden_stats(r, pv.residual + (l - 1) * BTC + first, C);
+                else {
+                    const float* qkv = pv.qkv + (l - L - 1) * BTC * 3 + first * 3;
+                    q.kv[l - L - 1] = sink_kv_stats(r, qkv + C, qkv + 2 * C, C, (size_t)3 * C);
+                }
+                continue;
+            }
+            int l = k / NH, h = k % NH;
+            const float* att = pv.att + ((size_t)l * n * NH + (size_t)b * NH + h) * Tm * Tm;
+            if (!slot) {
+                q.heads[k] = sink_head_stats(r, att, vis);
+                continue;
+            }
+            // the slot as index 0 of a (T+1) x (T+1) matrix; its own row is one-hot on itself
+            const float* ps = pv.att_slot + ((size_t)l * n * NH + (size_t)b * NH + h) * Tm;
+            std::fill(W.begin(), W.end(), 0.0f);
+            W[0] = 1;
+            for (int t = 0; t < Tm; t++) {
+                W[(size_t)(t + 1) * Tw] = ps[t];
+                for (int j = 0; j < Tm; j++) W[(size_t)(t + 1) * Tw + j + 1] = att[(size_t)t * Tm + j];
+            }
+            q.heads[k] = sink_head_stats(r, W.data(), vis);
+        }
+    }
+}
+
+// A sequence's stats into the accumulator, in the order of one head and one layer after the other.
+static void probe_add_sequence(SinkAccumulator* acc, const ProbeSequenceStats& q) {
+    int L = acc->r.L, NH = acc->r.NH;
+    sink_add_hidden_stats(acc, 0, q.hidden[0]);
+    for (int l = 0; l < L; l++) {
+        for (int h = 0; h < NH; h++) sink_add_head_stats(acc, l, h, q.heads[(size_t)l * NH + h]);
+        sink_add_hidden_stats(acc, l + 1, q.hidden[l + 1]);
+        sink_add_kv_stats(acc, l, q.kv[l]);
+    }
+    sink_end_sequence(acc);
+}
+
+// A probe measurement under way: the accumulator and what each row of the metric's matrix sees. Chunks go in in
+// order; each chunk's sequences are measured on the host's threads, then added one after the other.
+struct SinkMeasurement {
+    ModelConfig c;
+    ProbeVisibility visibility;
+    SinkAccumulator acc;
+    SinkMeasurement(const ModelConfig& config, int T, float eps) : c(config), visibility(config.attn, T) {
+        sink_begin(&acc, c.num_layers, c.num_heads, T, eps, c.attn.sink_token || attn_has_slot(c.attn),
+                   !attn_is_probability(c.attn));
+    }
+    void measure(const ProbeView& pv, std::vector<ProbeSequenceStats>* stats) const {
+        probe_chunk_stats(c, acc.r, visibility.vis(), pv, stats);
+    }
+    void add(const std::vector<ProbeSequenceStats>& stats) {
+        for (const ProbeSequenceStats& q : stats) probe_add_sequence(&acc, q);
+    }
+};
+
 static SinkReport measure_sinks(Engine& e, const std::vector<int>& probe, int S, int T, float eps) {
     SK_PROFILE_WINDOW();
     SK_PROFILE_SCOPE(PROF_PROBE);
-    const ModelConfig& c = e.config();
-    const AttnSpec& at = c.attn;
-    int C = c.channels, NH = c.num_heads, L = c.num_layers;
-    int off = at.sink_token, slot = attn_has_slot(at), Tm = T + off;  // the model's positions
-    int slot_column = off || slot, Tw = T + slot_column;               // the metric's matrix is Tw x Tw
-    const int chunk = SINK_PROBE_CHUNK;
-    SinkAccumulator acc;
-    sink_begin(&acc, L, NH, T, eps, slot_column, !attn_is_probability(at));
-    // the keys each row of the metric's matrix sees: the model's mask, shifted by one behind a slot, whose own row
-    // sees itself and which every row sees
-    std::vector<int> row_lo(Tw, 0), row_hi(Tw, 1);
-    for (int t = 0; t < Tm; t++) {
-        attn_visible_keys(at, t, Tm, &row_lo[t + slot], &row_hi[t + slot]);
-        row_lo[t + slot] += slot;
-        row_hi[t + slot] += slot;
+    SinkMeasurement m(e.config(), T, eps);
+    std::vector<ProbeSequenceStats> stats;
+    for (int s0 = 0; s0 < S; s0 += SINK_PROBE_CHUNK) {
+        m.measure(e.probe(probe.data() + (size_t)s0 * T, std::min(SINK_PROBE_CHUNK, S - s0), T), &stats);
+        m.add(stats);
     }
-    SinkVisibility vis;
-    vis.lo = row_lo.data();
-    vis.hi = row_hi.data();
-    vis.slot0 = slot;
-    std::vector<float> W((size_t)Tw * Tw);
-    for (int s0 = 0; s0 < S; s0 += chunk) {
-        int n = std::min(chunk, S - s0);
-        ProbeView pv = e.probe(probe.data() + (size_t)s0 * T, n, T);
-        size_t BTC = (size_t)n * Tm * C;
-        for (int b = 0; b < n; b++) {
-            size_t first = ((size_t)b * Tm + off) * C;  // the first real token of sequence b
-            sink_add_hidden(&acc, 0, pv.encoded + first, C);
-            for (int l = 0; l < L; l++) {
-                for (int h = 0; h < NH; h++) {
-                    const float* att = pv.att + ((size_t)l * n * NH + (size_t)b * NH + h) * Tm * Tm;
-                    if (!slot) {
-                        sink_add_head(&acc, l, h, att, vis);
-                        continue;
-                    }
-                    // the slot as index 0 of a (T+1) x (T+1) matrix; its own row is one-hot on itself
-                    const float* ps = pv.att_slot + ((size_t)l * n * NH + (size_t)b * NH + h) * Tm;
-                    std::fill(W.begin(), W.end(), 0.0f);
-                    W[0] = 1;
-                    for (int t = 0; t < Tm; t++) {
-                        W[(size_t)(t + 1) * Tw] = ps[t];
-                        for (int j = 0; j < Tm; j++) W[(size_t)(t + 1) * Tw + j + 1] = att[(size_t)t * Tm + j];
-                    }
-                    sink_add_head(&acc, l, h, W.data(), vis);
-                }
-                sink_add_hidden(&acc, l + 1, pv.residual + l * BTC + first, C);
-                const float* qkv = pv.qkv + l * BTC * 3 + first * 3;
-                sink_add_kv(&acc, l, qkv + C, qkv + 2 * C, C, (size_t)3 * C);
-            }
-            sink_end_sequence(&acc);
+    return sink_finish(&m.acc);
+}
+
+// ----------------------------------------------------------------------------------------------------------------
+// the sink metrics beside training (SK_SINK_THREAD; docs/output.md). The engine runs the probe's forward passes at
+// the step they measure; copies of what they hold go to a host thread, which measures them while the engine trains
+// on; the record is logged when the thread is done (checked between steps), or waited for before the next probe, a
+// checkpoint or the end. The same code and order as measure_sinks, so the same numbers. Worth it where the engine
+// is a GPU and the host's cores are idle while it trains; on a CPU the thread would take the training's cores.
+
+#define SINK_HOLD_GIB 1.0  // the most host memory the held chunks take (and at most 1/8 of the machine's); the rest
+                           // of a probe is measured at once, as without the thread
+
+// Tests: the thread sleeps this long before it measures, so that training is sure to run on meanwhile.
+static int sink_thread_delay_ms = 0;
+
+// A probe chunk copied out of the engine for the thread: what its ProbeView pointed at, then its stats.
+struct HeldProbeChunk {
+    int B = 0, T = 0;
+    bool held = false;  // the copies are here (else the stats were measured at once)
+    std::vector<float> att, att_slot, encoded, residual, qkv;
+    std::vector<ProbeSequenceStats> stats;
+
+    void hold(const ModelConfig& c, const ProbeView& pv) {
+        size_t L = c.num_layers, rows = L * pv.B * c.num_heads * pv.T, BTC = (size_t)pv.B * pv.T * c.channels;
+        B = pv.B;
+        T = pv.T;
+        held = true;
+        att.assign(pv.att, pv.att + rows * pv.T);
+        if (pv.att_slot) att_slot.assign(pv.att_slot, pv.att_slot + rows);
+        encoded.assign(pv.encoded, pv.encoded + BTC);
+        residual.assign(pv.residual, pv.residual + L * BTC);
+        qkv.assign(pv.qkv, pv.qkv + 3 * L * BTC);
+    }
+    static size_t bytes(const ModelConfig& c, const ProbeView& pv) {
+        size_t L = c.num_layers, rows = L * pv.B * c.num_heads * pv.T, BTC = (size_t)pv.B * pv.T * c.channels;
+        return sizeof(float) * (rows * pv.T + (pv.att_slot ? rows : 0) + (1 + 4 * L) * BTC);
+    }
+    ProbeView view() const {
+        ProbeView pv;
+        pv.B = B;
+        pv.T = T;
+        pv.att = att.data();
+        pv.att_slot = att_slot.empty() ? nullptr : att_slot.data();
+        pv.encoded = encoded.data();
+        pv.residual = residual.data();
+        pv.qkv = qkv.data();
+        return pv;
+    }
+    void release() {
+        for (auto* v : {&att, &att_slot, &encoded, &residual, &qkv}) std::vector<float>().swap(*v);
+    }
+};
+
+// A measurement on the thread: started at `step`, done when `done` is set (the report is then the thread's to give).
+struct SinkJob {
+    int step = 0;
+    double main_ms = 0;    // the time the training waited: the probe's forward passes and copies
+    double thread_ms = 0;  // the thread's time
+    SinkMeasurement m;
+    std::vector<HeldProbeChunk> chunks;
+    SinkReport report;
+    std::atomic<bool> done{false};
+    std::thread worker;
+    SinkJob(const ModelConfig& c, int T, float eps) : m(c, T, eps) {}
+    ~SinkJob() {
+        if (worker.joinable()) worker.join();
+    }
+};
+
+// Whether the sink metrics run beside training: SK_SINK_THREAD=1 or 0, or by default where the engine is a GPU.
+static bool sink_thread_wanted() {
+    const char* v = getenv("SK_SINK_THREAD");
+    if (!v || !*v || strcmp(v, "auto") == 0) return strcmp(SK_BACKEND_NAME, "GPU") == 0;
+    if (strcmp(v, "1") == 0) return true;
+    if (strcmp(v, "0") == 0) return false;
+    fail("SK_SINK_THREAD '%s' is not 1, 0 or auto (the sink metrics on a host thread beside training; unset it for "
+         "the default: on with a GPU)", v);
+}
+
+// Runs the probe's forward passes now and hands their copies to a thread.
+static std::unique_ptr<SinkJob> start_sink_job(Engine& e, const std::vector<int>& probe, int S, int T, float eps,
+                                               int step) {
+    SK_PROFILE_WINDOW();
+    SK_PROFILE_SCOPE(PROF_PROBE);
+    double t0 = now_ms();
+    std::unique_ptr<SinkJob> job(new SinkJob(e.config(), T, eps));
+    job->step = step;
+    double budget = std::min(SINK_HOLD_GIB * 1073741824.0, host_memory_bytes() / 8), held = 0;
+    for (int s0 = 0; s0 < S; s0 += SINK_PROBE_CHUNK) {
+        ProbeView pv = e.probe(probe.data() + (size_t)s0 * T, std::min(SINK_PROBE_CHUNK, S - s0), T);
+        job->chunks.emplace_back();
+        HeldProbeChunk& ch = job->chunks.back();
+        size_t bytes = HeldProbeChunk::bytes(job->m.c, pv);
+        if (held + bytes <= budget) {
+            ch.hold(job->m.c, pv);
+            held += bytes;
+        } else {
+            job->m.measure(pv, &ch.stats);
         }
     }
-    return sink_finish(&acc);
+    SinkJob* j = job.get();
+    int threads = std::max(1, thread_governor().max_threads - 1);  // one core left to the thread driving the engine
+    j->worker = std::thread([j, threads] {
+        if (sink_thread_delay_ms > 0) usleep(1000 * sink_thread_delay_ms);
+        double t1 = now_ms();
+        omp_set_num_threads(threads);
+        for (HeldProbeChunk& ch : j->chunks) {
+            if (ch.held) {
+                j->m.measure(ch.view(), &ch.stats);
+                ch.release();
+            }
+            j->m.add(ch.stats);
+        }
+        j->report = sink_finish(&j->m.acc);
+        j->thread_ms = now_ms() - t1;
+        j->done.store(true, std::memory_order_release);
+    });
+    job->main_ms = now_ms() - t0;
+    return job;
 }
 
 // ----------------------------------------------------------------------------------------------------------------
@@ -575,6 +766,8 @@ struct Run {
     int skipped = 0;                 // updates skipped for a non-finite loss or gradient (--on-nonfinite skip)
     double last_loss = NAN, last_val = NAN, best_val = NAN, first_sink = NAN, last_sink = NAN;
     int best_val_step = 0;
+    bool sink_thread = false;           // the sink metrics beside training (sink_thread_wanted)
+    std::unique_ptr<SinkJob> sink_job;  // the measurement on that thread, until its record is logged
 
     ~Run() {
         if (log_fd >= 0) close(log_fd);
@@ -788,6 +981,7 @@ static void start_run(CommandLine* cl, Run* r) {
     loader_seek(&r->train_data, r->state.epoch, r->state.index);
     r->probe_path = tc.probe_path.empty() ? expand_glob(tc.val_glob, "--val")[0] : tc.probe_path;
     r->probe = load_probe(tc, c, r->probe_path, &r->probe_seqs);
+    r->sink_thread = sink_thread_wanted();
     text_codec_open(&r->codec, tc.tokenizer_path, c.vocab_size, r->train_data.shards[0].path, tc.bpe_dir);
     int sample_T = 0;  // the longest context a sample's forward passes see
     if (tc.sample_len > 0)  // a bad or too long prompt fails now, not at the end
@@ -815,6 +1009,37 @@ static void start_run(CommandLine* cl, Run* r) {
     say("train: %zu windows of %d tokens | val: %zu windows | probe: %d x %d from %s | log: %s\n",
         r->train_data.num_windows, T, r->val_data.num_windows, r->probe_seqs, tc.probe_len, r->probe_path.c_str(),
         log_path.c_str());
+    if (r->sink_thread)
+        say("note: sink metrics on a host thread beside training (SK_SINK_THREAD=0: at their step); a sink record "
+            "can come a few steps late in the log, under its own step\n");
+}
+
+// The sink record of step `step` into the log, and its line on the console. ms: what the measurement held training
+// up; thread_ms: the time it took beside training, on the thread (< 0: it had none).
+static void log_sinks(Run* r, int step, const SinkReport& s, double ms, double thread_ms) {
+    JsonRecord rec("sink");
+    rec.integer("step", step).num("ms", ms, "%.3f");
+    if (thread_ms >= 0) rec.num("thread_ms", thread_ms, "%.3f");
+    log_line(r, rec.fields(sink_report_json_fields(s)).str());
+    char slot_part[64] = "", thread_part[64] = "";
+    if (s.slot_column) snprintf(slot_part, sizeof slot_part, "Sink_* %.2f%% | ", s.sink_star);
+    if (thread_ms >= 0) snprintf(thread_part, sizeof thread_part, " (and %.0f ms beside training)", thread_ms);
+    say("step %6d | %sSink_1 %.2f%%%s | alpha_1 %.4f | norm ratio (last layer) %.2f | entropy %.3f | "
+        "probe %.0f ms%s\n", step, slot_part, s.sink[0], s.proxy ? " (proxy)" : "", s.alpha1_mean,
+        s.norm_ratio.back(), s.entropy_mean, ms, thread_part);
+    if (std::isnan(r->first_sink)) r->first_sink = s.sink[0];
+    r->last_sink = s.sink[0];
+}
+
+// The record of the measurement on the thread, if there is one and it is done, or (wait) once it is.
+static void collect_sinks(Run* r, bool wait) {
+    if (!r->sink_job || (!wait && !r->sink_job->done.load(std::memory_order_acquire))) return;
+    double t0 = now_ms();
+    r->sink_job->worker.join();
+    double waited = now_ms() - t0;
+    std::unique_ptr<SinkJob> job = std::move(r->sink_job);
+    r->sink_ms += waited;
+    log_sinks(r, job->step, job->report, job->main_ms + waited, job->thread_ms);
 }
 
 // Validation, sink metrics, a text sample and a checkpoint, each when its interval (or the last step) says so.
@@ -833,25 +1058,27 @@ static void measure_and_save(Run* r, int step, bool last) {
         }
     }
     if ((tc.sink_every && step % tc.sink_every == 0) || last) {
+        collect_sinks(r, true);
         double t0 = now_ms();
-        SinkReport s = measure_sinks(e, r->probe, r->probe_seqs, tc.probe_len, tc.sink_eps);
-        double dt = now_ms() - t0;
-        r->sink_ms += dt;
-        log_line(r, JsonRecord("sink").integer("step", step).num("ms", dt, "%.3f").fields(sink_report_json_fields(s)).str());
-        char slot_part[64] = "";
-        if (s.slot_column) snprintf(slot_part, sizeof slot_part, "Sink_* %.2f%% | ", s.sink_star);
-        say("step %6d | %sSink_1 %.2f%%%s | alpha_1 %.4f | norm ratio (last layer) %.2f | entropy %.3f | "
-            "probe %.0f ms\n", step, slot_part, s.sink[0], s.proxy ? " (proxy)" : "", s.alpha1_mean,
-            s.norm_ratio.back(), s.entropy_mean, dt);
-        if (std::isnan(r->first_sink)) r->first_sink = s.sink[0];
-        r->last_sink = s.sink[0];
+        if (r->sink_thread && !last) {  // the last step's record comes before the summary: no thread to wait for
+            r->sink_job = start_sink_job(e, r->probe, r->probe_seqs, tc.probe_len, tc.sink_eps, step);
+            r->sink_ms += r->sink_job->main_ms;
+        } else {
+            SinkReport s = measure_sinks(e, r->probe, r->probe_seqs, tc.probe_len, tc.sink_eps);
+            double dt = now_ms() - t0;
+            r->sink_ms += dt;
+            log_sinks(r, step, s, dt, -1);
+        }
     }
     if (tc.sample_len > 0 && ((tc.sample_every && step % tc.sample_every == 0 && step > 0) || last)) {
         std::string text = sample_text(e, &r->codec, tc, step);
         log_line(r, JsonRecord("sample").integer("step", step).str("prompt", tc.prompt).str("text", text).str());
         say("step %6d | sample: %s\n", step, one_line(text).c_str());
     }
-    if (tc.save_every && step % tc.save_every == 0 && step > r->start_step && !last) save(r, step);
+    if (tc.save_every && step % tc.save_every == 0 && step > r->start_step && !last) {
+        collect_sinks(r, true);  // a record of an earlier step goes into the log before the checkpoint after it
+        save(r, step);
+    }
 }
 
 // One optimizer step: accum micro-batches forward and backward, the non-finite guard, clipping, AdamW.
@@ -916,6 +1143,7 @@ static void train_step(Run* r, int step) {
 // status: 128 + the signal (130 for Ctrl-C, 143 for SIGTERM, 141 for a closed stdout).
 static int stop_run(Run* r) {
     int sig = stop_requested;
+    collect_sinks(r, true);
     if (r->steps_done != r->saved_step) save(r, r->steps_done);
     const char* why = sig == SIGINT ? "SIGINT (Ctrl-C)" : sig == SIGTERM ? "SIGTERM" : sig == SIGPIPE ? "closed stdout"
                                                                                                     : "a signal";
@@ -975,6 +1203,7 @@ static int train(CommandLine* cl) {
     for (int step = r.start_step;; step++) {
         if (stop_requested) return stop_run(&r);
         bool last = step == r.tc.steps;
+        collect_sinks(&r, last);  // a measurement beside training, when it is done (at the end: waited for)
         if (last && step != r.saved_step)  // the final checkpoint first: nothing after it can lose the run
             save(&r, step);
         if (step > r.start_step || !r.resumed)  // a resumed run does not re-measure its saved step

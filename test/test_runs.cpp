@@ -10,6 +10,9 @@
 #include <signal.h>
 #include <sys/wait.h>
 
+#include <regex>
+#include <sstream>
+
 // A child process running a shell command, its stdout and stderr on one pipe.
 struct Child {
     pid_t pid = -1;
@@ -213,6 +216,107 @@ TEST_CASE("a run directory belongs to one run: a lock, a refusal of another run'
     CHECK(run_command("./train_gpt_cpu" + tiny_flags(r, 4) + " --out " + r.dir + "/file/run", &out) == 1);
     CHECK(out.find("cannot create output directory") != std::string::npos);
     CHECK(out.find("step ") == std::string::npos);
+}
+
+// The sink records of a log, in log order: each one's step and its line without what differs from run to run (the
+// times, the thread's time, the run's id).
+static std::vector<std::pair<int, std::string>> sink_records(const std::string& log) {
+    std::vector<std::pair<int, std::string>> out;
+    std::istringstream in(log);
+    std::string line;
+    std::regex times(",\"(ms|thread_ms|run)\":[^,}]*");
+    while (std::getline(in, line)) {
+        if (line.find("\"type\":\"sink\"") == std::string::npos) continue;
+        size_t at = line.find("\"step\":");
+        REQUIRE(at != std::string::npos);
+        out.push_back({atoi(line.c_str() + at + 7), std::regex_replace(line, times, "")});
+    }
+    return out;
+}
+
+// SK_SINK_THREAD set for the length of a scope.
+struct SinkThreadEnv {
+    explicit SinkThreadEnv(const char* v) { setenv("SK_SINK_THREAD", v, 1); }
+    ~SinkThreadEnv() { unsetenv("SK_SINK_THREAD"); }
+};
+
+TEST_CASE("sink metrics on a host thread beside training: the same records under their steps, the same checkpoints, "
+          "each record before the next probe, a checkpoint and the end", "[runs][sink-thread]") {
+    TinyRun at_step = tiny_run(9), beside = tiny_run(9);
+    for (TinyRun* r : {&at_step, &beside}) {
+        r->cl.train.sink_every = 2;
+        r->cl.train.save_every = 3;
+        r->cl.train.probe_seqs = 20;  // three chunks
+        SinkThreadEnv env(r == &beside ? "1" : "0");
+        sink_thread_delay_ms = 300;  // each measurement still under way at the next steps' turns
+        REQUIRE(train(&r->cl) == 0);
+        sink_thread_delay_ms = 0;
+    }
+    std::string log0 = slurp(at_step.dir + "/run/log.jsonl"), log1 = slurp(beside.dir + "/run/log.jsonl");
+    check_log_lines_whole(log1);
+    auto a = sink_records(log0), b = sink_records(log1);
+    REQUIRE(a.size() == 6);  // steps 0, 2, 4, 6, 8 and the last, 9
+    REQUIRE(b.size() == a.size());
+    for (size_t i = 0; i < a.size(); i++) {
+        INFO("record " << i);
+        CHECK(a[i].first == (int)std::min<size_t>(2 * i, 9));
+        CHECK(b[i].first == a[i].first);  // in step order: each waited for before the next probe
+        CHECK(b[i].second == a[i].second);
+    }
+    // the thread measured all but the last (which comes before the summary); the records at their step say nothing
+    // of a thread
+    size_t with_thread = 0;
+    for (size_t p = log1.find("\"thread_ms\":"); p != std::string::npos; p = log1.find("\"thread_ms\":", p + 1)) with_thread++;
+    CHECK(with_thread == a.size() - 1);
+    CHECK(log0.find("\"thread_ms\":") == std::string::npos);
+    // a record before the checkpoint after its step: the sink record of step 2 before the train record of step 4
+    // (the checkpoint of step 3 is written before step 4 trains), and all before the done record
+    size_t sink2 = log1.find("\"type\":\"sink\",\"step\":2,"), train4 = log1.find("\"type\":\"train\",\"step\":4,");
+    REQUIRE(sink2 != std::string::npos);
+    REQUIRE(train4 != std::string::npos);
+    CHECK(sink2 < train4);
+    // and measured beside training: step 0's record comes after step 1 trained (at step 0's turn, at its step)
+    size_t sink0 = log1.find("\"type\":\"sink\",\"step\":0,"), train1 = log1.find("\"type\":\"train\",\"step\":1,");
+    CHECK(sink0 > train1);
+    CHECK(log0.find("\"type\":\"sink\",\"step\":0,") < log0.find("\"type\":\"train\",\"step\":1,"));
+    CHECK(log1.rfind("\"type\":\"sink\"") < log1.find("\"type\":\"done\""));
+    for (int step : {3, 6, 9})
+        CHECK(slurp(ckpt_path(at_step.dir + "/run", "model", step)) == slurp(ckpt_path(beside.dir + "/run", "model", step)));
+    // a value that is not 1, 0 or auto is refused, naming the variable
+    SinkThreadEnv bad("yes");
+    TinyRun r = tiny_run(2);
+    std::string msg;
+    try {
+        train(&r.cl);
+    } catch (const SkError& e) {
+        msg = e.what();
+    }
+    CHECK(msg.find("SK_SINK_THREAD 'yes' is not 1, 0 or auto") != std::string::npos);
+}
+
+TEST_CASE("Ctrl-C with sink metrics on the thread: the measurement under way is logged before the checkpoint",
+          "[runs][sink-thread][signal]") {
+    REQUIRE(file_exists("./train_gpt_cpu"));
+    TinyRun r = tiny_run(0);
+    std::string flags = std::regex_replace(tiny_flags(r, 1500), std::regex("--sink-every 4"), "--sink-every 1");
+    Child c = spawn("env SK_SINK_THREAD=1 ./train_gpt_cpu" + flags + " --save-every 0 --out " + r.dir + "/run");
+    bool reached = wait_for_output(&c, "step     20/1500", 60);
+    INFO(c.text);
+    REQUIRE(reached);
+    kill(c.pid, SIGINT);
+    int status = finish(&c);
+    INFO(c.text);
+    CHECK(status == 130);
+    CHECK(c.text.find("beside training") != std::string::npos);
+    int saved = latest_checkpoint(r.dir + "/run");
+    REQUIRE(saved >= 20);
+    std::string log = slurp(r.dir + "/run/log.jsonl");
+    check_log_lines_whole(log);
+    auto sinks = sink_records(log);
+    // one record for every step before the checkpoint's, in order (the last measured at the step before the stop):
+    // none lost to the stop (the checkpoint's own step is measured by the run that resumes it)
+    REQUIRE((int)sinks.size() == saved);
+    for (int i = 0; i < saved; i++) CHECK(sinks[i].first == i);
 }
 
 TEST_CASE("every log record names its run; the console shows progress, saves and a summary", "[runs][console]") {

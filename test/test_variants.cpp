@@ -607,6 +607,105 @@ TEST_CASE("proxy metrics: |w| / sum |w| per row, row mass of the raw weights", "
     CHECK(r.proxy == 1);
 }
 
+TEST_CASE("sink_visible_count is the count of sink_visible over the keys", "[variants][sink]") {
+    std::mt19937_64 rng(5);
+    for (int trial = 0; trial < 2000; trial++) {
+        int T = 1 + (int)(rng() % 12), t = (int)(rng() % T);
+        int lo = (int)(rng() % (T + 3)) - 1, hi = (int)(rng() % (T + 3)) - 1;  // empty, partial, beyond the ends
+        std::vector<int> los(T, 0), his(T, 0);
+        los[t] = lo;
+        his[t] = hi;
+        for (int slot0 = 0; slot0 < 2; slot0++)
+            for (int causal = 0; causal < 2; causal++) {
+                SinkVisibility v;
+                if (!causal) {
+                    v.lo = los.data();
+                    v.hi = his.data();
+                    v.slot0 = slot0;
+                }
+                int n = 0;
+                for (int k = 0; k < T; k++) n += sink_visible(v, t, k);
+                INFO("T " << T << " t " << t << " lo " << lo << " hi " << hi << " slot0 " << slot0 << " causal " << causal);
+                REQUIRE(sink_visible_count(v, t, T) == n);
+            }
+    }
+}
+
+// The probe's sink report, each head after the other on one thread as sink_add_head / sink_add_hidden / sink_add_kv
+// read them: the order measure_sinks must reproduce when it measures heads in parallel.
+static SinkReport sinks_one_after_the_other(Engine& e, const std::vector<int>& probe, int S, int T, float eps) {
+    const ModelConfig& c = e.config();
+    const AttnSpec& at = c.attn;
+    int C = c.channels, NH = c.num_heads, L = c.num_layers, off = at.sink_token, slot = attn_has_slot(at);
+    int Tm = T + off, Tw = T + (off || slot);
+    SinkAccumulator acc;
+    sink_begin(&acc, L, NH, T, eps, off || slot, !attn_is_probability(at));
+    ProbeVisibility pvis(at, T);
+    std::vector<float> W((size_t)Tw * Tw);
+    for (int s0 = 0; s0 < S; s0 += SINK_PROBE_CHUNK) {
+        int n = std::min(SINK_PROBE_CHUNK, S - s0);
+        ProbeView pv = e.probe(probe.data() + (size_t)s0 * T, n, T);
+        size_t BTC = (size_t)n * Tm * C;
+        for (int b = 0; b < n; b++) {
+            size_t first = ((size_t)b * Tm + off) * C;
+            sink_add_hidden(&acc, 0, pv.encoded + first, C);
+            for (int l = 0; l < L; l++) {
+                for (int h = 0; h < NH; h++) {
+                    const float* att = pv.att + ((size_t)l * n * NH + (size_t)b * NH + h) * Tm * Tm;
+                    if (!slot) {
+                        sink_add_head(&acc, l, h, att, pvis.vis());
+                        continue;
+                    }
+                    const float* ps = pv.att_slot + ((size_t)l * n * NH + (size_t)b * NH + h) * Tm;
+                    std::fill(W.begin(), W.end(), 0.0f);
+                    W[0] = 1;
+                    for (int t = 0; t < Tm; t++) {
+                        W[(size_t)(t + 1) * Tw] = ps[t];
+                        for (int j = 0; j < Tm; j++) W[(size_t)(t + 1) * Tw + j + 1] = att[(size_t)t * Tm + j];
+                    }
+                    sink_add_head(&acc, l, h, W.data(), pvis.vis());
+                }
+                sink_add_hidden(&acc, l + 1, pv.residual + l * BTC + first, C);
+                const float* qkv = pv.qkv + l * BTC * 3 + first * 3;
+                sink_add_kv(&acc, l, qkv + C, qkv + 2 * C, C, (size_t)3 * C);
+            }
+            sink_end_sequence(&acc);
+        }
+    }
+    return sink_finish(&acc);
+}
+
+TEST_CASE("measure_sinks, heads and layers measured in parallel, gives the one-after-the-other report bit for bit, "
+          "every variant", "[variants][sink]") {
+    const int S = 11, T = 9;  // a full chunk of 8 sequences and a partial one
+    std::mt19937_64 rng(3);
+    std::vector<int> probe(S * T);
+    for (int& x : probe) x = (int)(rng() % 16);
+    for (const VariantCase& vc : all_variants()) {
+        INFO(vc.name);
+        ModelConfig c = make_config(16, 16, 2, 3, 12, 16, NORM_RMSNORM, PLACE_PRE, FFN_SWIGLU, POS_ROPE, 0, 0, INIT_LLAMA);
+        c.attn = vc.spec;
+        if (std::isnan(c.attn.sigmoid_bias)) c.attn.sigmoid_bias = -logf((float)T);  // as model_from_flags resolves them
+        if (c.attn.variant == ATTN_CLIPPED && c.attn.clip_len == 0) c.attn.clip_len = T + c.attn.sink_token;
+        config_finalize(&c);
+        ModelEngine e(c, EngineOptions());
+        std::vector<float> params(e.num_params());
+        init_params(c, 7, params.data());
+        for (float& p : params) p *= 4;  // sharper attention than at initialisation
+        e.set_params(params.data());
+        SinkReport a = measure_sinks(e, probe, S, T, 0.1f), b = sinks_one_after_the_other(e, probe, S, T, 0.1f);
+        CHECK(a.seqs == S);
+        CHECK(memcmp(a.sink, b.sink, sizeof a.sink) == 0);
+        CHECK(memcmp(&a.sink_star, &b.sink_star, sizeof a.sink_star) == 0);
+        for (auto field : {&SinkReport::alpha1, &SinkReport::alpha_star, &SinkReport::norm_ratio, &SinkReport::top1_median,
+                           &SinkReport::k1_ratio, &SinkReport::v1_ratio, &SinkReport::entropy, &SinkReport::row_mass}) {
+            const std::vector<double>&x = a.*field, &y = b.*field;
+            CHECK((x.size() == y.size() && (x.empty() || memcmp(x.data(), y.data(), x.size() * sizeof(double)) == 0)));
+        }
+        CHECK(sink_report_json_fields(a) == sink_report_json_fields(b));
+    }
+}
+
 // The number after "key": in one JSON line.
 static double json_field(const std::string& line, const std::string& key) {
     size_t at = line.find("\"" + key + "\":");
