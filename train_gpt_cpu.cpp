@@ -176,17 +176,81 @@ static void column_sums(F* dsum, const F* x, int BT, int OC) {
     });
 }
 
-// backward of: out = inp @ weight^T + bias
-//   dinp    += dout @ weight               (sum over o in order)
+// The fast engine's fused products on a GPU (kernels/matmul_cublas.cuh: cuBLASLt epilogues). Each returns false,
+// having done nothing, in the exact engine, on the CPU and where cuBLASLt has no algorithm; the caller then runs the
+// plain product and the pass of its own.
+
+// out = gelu(inp @ weight^T + bias) and pre = inp @ weight^T + bias (the tanh GELU of FFN_GELU)
+template <typename F>
+static bool matmul_forward_gelu(F* out, F* pre, const F* inp, const F* weight, const F* bias, int BT, int C, int OC) {
+#ifdef __CUDACC__
+    if constexpr (std::is_same<F, float>::value)
+        if (matmul_fast_precision >= 0 &&
+            BT > 0 && gemm_cublas_gelu(out, pre, inp, weight, bias, BT, C, OC, matmul_fast_precision)) {
+            if (sk_sync_each_launch()) SK_CUDA(cudaDeviceSynchronize());
+            return true;
+        }
+#endif
+    (void)out, (void)pre, (void)inp, (void)weight, (void)bias, (void)BT, (void)C, (void)OC;
+    return false;
+}
+
+// dpre = (dout @ weight) * gelu'(pre): the input gradient of out = gelu(pre) @ weight^T, through the GELU. dpre is
+// written, which adds to it only because the activation gradients are zero when a backward starts and nothing else
+// writes dpre.
+template <typename F>
+static bool matmul_backward_input_gelu(F* dpre, const F* dout, const F* weight, const F* pre, int BT, int C, int OC) {
+#ifdef __CUDACC__
+    if constexpr (std::is_same<F, float>::value)
+        if (matmul_fast_precision >= 0 &&
+            BT > 0 && gemm_cublas_dgelu(dpre, pre, dout, weight, BT, C, OC, matmul_fast_precision)) {
+            if (sk_sync_each_launch()) SK_CUDA(cudaDeviceSynchronize());
+            return true;
+        }
+#endif
+    (void)dpre, (void)dout, (void)weight, (void)pre, (void)BT, (void)C, (void)OC;
+    return false;
+}
+
+// dweight += dout^T @ inp with dbias's sums of dout from the same GEMM's epilogue, then added to dbias
+template <typename F>
+static bool matmul_backward_weights_fused(F* dweight, F* dbias, const F* dout, const F* inp, int BT, int C, int OC) {
+#ifdef __CUDACC__
+    if constexpr (std::is_same<F, float>::value) {
+        float* sums = row_sum_scratch<float>(OC);
+        if (matmul_fast_precision >= 0 &&
+            BT > 0 && gemm_cublas_bgrad(dweight, sums, dout, inp, BT, C, OC, matmul_fast_precision)) {
+            sk_for(OC, SK_LAMBDA(size_t o) { dbias[o] += sums[o]; });
+            return true;
+        }
+    }
+#endif
+    (void)dweight, (void)dbias, (void)dout, (void)inp, (void)BT, (void)C, (void)OC;
+    return false;
+}
+
+// backward of: out = inp @ weight^T + bias, the parameters' part
 //   dweight += dout^T @ inp                (sum over bt in order)
 //   dbias   += sum_bt dout                 (sum over bt in order)
 template <typename F>
-static void matmul_backward(F* dinp, F* dweight, F* dbias, const F* dout, const F* inp, const F* weight,
-                            int BT, int C, int OC) {
+static void matmul_backward_weights(F* dweight, F* dbias, const F* dout, const F* inp, int BT, int C, int OC) {
     SK_PROFILE_SCOPE(PROF_MATMUL);
-    gemm(dinp, dout, OC, false, weight, C, false, BT, OC, C, (const F*)nullptr, true);
+    if (dbias && matmul_backward_weights_fused(dweight, dbias, dout, inp, BT, C, OC)) return;
     gemm(dweight, dout, OC, true, inp, C, false, OC, BT, C, (const F*)nullptr, true);
     if (dbias) column_sums(dbias, dout, BT, OC);
+}
+
+// backward of: out = inp @ weight^T + bias
+//   dinp    += dout @ weight               (sum over o in order)
+//   and the parameters' part (matmul_backward_weights)
+template <typename F>
+static void matmul_backward(F* dinp, F* dweight, F* dbias, const F* dout, const F* inp, const F* weight,
+                            int BT, int C, int OC) {
+    {
+        SK_PROFILE_SCOPE(PROF_MATMUL);
+        gemm(dinp, dout, OC, false, weight, C, false, BT, OC, C, (const F*)nullptr, true);
+    }
+    matmul_backward_weights(dweight, dbias, dout, inp, BT, C, OC);
 }
 
 // -----------------------------------------------------------------------------------------------------------
@@ -1991,9 +2055,11 @@ static void ffn_block_forward(const Model<F>* m, Acts<F>* a, const LayerView<F>&
     const ModelConfig& c = m->config;
     int BT = a->B * a->T, C = c.channels, FF = c.ffn_hidden;
     const F* ffn_in = subblock_in(c, v.ln2, v.ln2_mean, v.ln2_rstd, v.residual2, v.ln2w, v.ln2b, BT);
-    matmul_forward(v.fch, ffn_in, v.fcw, v.fcb, BT, C, FF);
-    if (v.fch2) matmul_forward(v.fch2, ffn_in, v.fcw2, v.fcb2, BT, C, FF);
-    ffn_act_forward(v.fcact, v.fch, (const F*)v.fch2, (size_t)BT * FF, c.ffn);
+    if (!(c.ffn == FFN_GELU && matmul_forward_gelu(v.fcact, v.fch, ffn_in, v.fcw, v.fcb, BT, C, FF))) {
+        matmul_forward(v.fch, ffn_in, v.fcw, v.fcb, BT, C, FF);
+        if (v.fch2) matmul_forward(v.fch2, ffn_in, v.fcw2, v.fcb2, BT, C, FF);
+        ffn_act_forward(v.fcact, v.fch, (const F*)v.fch2, (size_t)BT * FF, c.ffn);
+    }
     matmul_forward(a->branch_out, v.fcact, v.fcprojw, v.fcprojb, BT, FF, C);
     subblock_out(c, v.residual3, v.ffn_sum, v.ln2_mean, v.ln2_rstd, v.residual2, a->branch_out, v.ln2w,
                  v.ln2b, BT);
@@ -2217,8 +2283,12 @@ static void ffn_block_backward(const Model<F>* m, Acts<F>* a, const LayerView<F>
                                              v.ffn_sum, v.ln2w, v.ln2_mean, v.ln2_rstd, BT);
     const F* ffn_in = pre ? v.ln2 : v.residual2;
     F* dffn_in = pre ? v.dln2 : v.dresidual2;
-    matmul_backward(v.dfcact, v.dfcprojw, v.dfcprojb, dbranch, v.fcact, v.fcprojw, BT, FF, C);
-    ffn_act_backward(v.dfch, v.dfch2, v.dfcact, v.fch, (const F*)v.fch2, (size_t)BT * FF, c.ffn);
+    if (c.ffn == FFN_GELU && matmul_backward_input_gelu(v.dfch, dbranch, v.fcprojw, (const F*)v.fch, BT, FF, C)) {
+        matmul_backward_weights(v.dfcprojw, v.dfcprojb, dbranch, (const F*)v.fcact, BT, FF, C);
+    } else {
+        matmul_backward(v.dfcact, v.dfcprojw, v.dfcprojb, dbranch, v.fcact, v.fcprojw, BT, FF, C);
+        ffn_act_backward(v.dfch, v.dfch2, v.dfcact, v.fch, (const F*)v.fch2, (size_t)BT * FF, c.ffn);
+    }
     matmul_backward(dffn_in, v.dfcw, v.dfcb, v.dfch, ffn_in, v.fcw, BT, C, FF);
     if (v.fch2) matmul_backward(dffn_in, v.dfcw2, v.dfcb2, v.dfch2, ffn_in, v.fcw2, BT, C, FF);
     subblock_in_backward(c, v.dresidual2, v.dln2w, v.dln2b, v.dln2, v.residual2, v.ln2w, v.ln2_mean,

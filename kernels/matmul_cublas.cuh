@@ -16,7 +16,11 @@
 // no separate pass writes the bias first; the others go to cublasGemmEx. Where cuBLASLt offers no algorithm for the
 // pointers' alignment, or SK_CUBLASLT=0 is in the environment, the bias is written into out first and kept with
 // beta = 1, as before.
-// What it is not: the GELU epilogue, the bias gradient in the weight-gradient GEMM, or bf16 storage: still to come.
+// The tanh-GELU FFN (gpt2) takes its activation in the epilogue of the product before it (LT_GELU_BIAS) and its
+// gradient in the epilogue of the product after it in backward (LT_DGELU); a weight gradient with a bias takes the
+// bias gradient from its epilogue (LT_BGRADB), added to the gradients by one short pass. Each falls back to the plain
+// GEMM and the pass of its own where cuBLASLt has no algorithm, or under SK_CUBLASLT=0.
+// What it is not: bf16 storage (still to come).
 #pragma once
 
 // The column-major call (BLAS's convention) that computes the row-major product out = A B: the first operand is B,
@@ -55,6 +59,34 @@ static inline LtLayout cublaslt_layout(const ColumnMajorGemm<F>& g, int which) {
     if (which == 1) return g.trans_second ? LtLayout{g.n, g.k, g.ld_second} : LtLayout{g.k, g.n, g.ld_second};
     return LtLayout{g.m, g.n, g.ldc};
 }
+
+// The three products of a linear layer out (BT x OC) = inp (BT x C) @ weight (OC x C)^T as column-major calls, the
+// operands as train_gpt_cpu.cpp's matmul_forward and matmul_backward hand them to gemm:
+//   forward         out  (BT x OC) = inp @ weight^T
+//   input gradient  dinp (BT x C)  = dout @ weight
+//   weight gradient dw   (OC x C)  = dout^T @ inp
+template <typename F>
+static inline ColumnMajorGemm<F> linear_forward_gemm(const F* inp, const F* weight, int BT, int C, int OC) {
+    return column_major_gemm(inp, C, false, weight, C, true, BT, C, OC);
+}
+template <typename F>
+static inline ColumnMajorGemm<F> linear_input_grad_gemm(const F* dout, const F* weight, int BT, int C, int OC) {
+    return column_major_gemm(dout, OC, false, weight, C, false, BT, OC, C);
+}
+template <typename F>
+static inline ColumnMajorGemm<F> linear_weight_grad_gemm(const F* dout, const F* inp, int BT, int C, int OC) {
+    return column_major_gemm(dout, OC, true, inp, C, false, OC, BT, C);
+}
+
+// What cuBLASLt's epilogue does as the GEMM writes out^T = op(first) op(second) (+ beta out^T) (cuBLAS's own terms:
+// D = epilogue(alpha A B + beta C), A = first, B = second, D = C = out^T):
+//   LT_BIAS       D = AB + bias, the bias's m entries down D's rows (out's columns, row-major)
+//   LT_GELU_BIAS  D = gelu(AB + bias) and aux = AB + bias (the pre-activation kept for the backward); cuBLASLt's GELU
+//                 is the tanh form of the trainer's act_forward (FFN_GELU), its rounding its own
+//   LT_DGELU      D = (AB + beta C) * gelu'(aux), aux the forward's pre-activation
+//   LT_BGRADB     D = AB + beta C, and bias = the sums of op(second) over k: one per column of D (out's rows)
+enum LtEpilogue { LT_BIAS, LT_GELU_BIAS, LT_DGELU, LT_BGRADB };
+// test_engine.cpp runs these definitions through the layouts on the CPU, for each call the trainer makes.
 
 #ifdef __CUDACC__
 #include <cublasLt.h>
@@ -113,20 +145,31 @@ static inline uint32_t sk_alignment(const void* p) {
     return a;
 }
 
-// out^T = first^T-or-not second^T-or-not + the bias in the epilogue (beta 0), by cuBLASLt. Returns false, having done
-// nothing, when cuBLASLt has no algorithm for these shapes and alignments.
-static bool gemm_cublaslt_bias(float* out, const ColumnMajorGemm<float>& g, const float* bias, int precision) {
+// One cuBLASLt product with an epilogue. bias: LT_BIAS's and LT_GELU_BIAS's input (null: none), LT_BGRADB's output;
+// aux: a matrix shaped like out^T with leading dimension g.ldc. Returns false, having done nothing, where cuBLASLt has
+// no algorithm for these shapes and alignments (or SK_CUBLASLT=0): the caller then computes the same another way.
+static bool gemm_cublaslt(float* out, const ColumnMajorGemm<float>& g, LtEpilogue kind, const float* bias, float* aux,
+                          float beta, int precision) {
     if (!sk_cublaslt_enabled()) return false;
+    if (aux && (g.ldc % 8 != 0 || sk_alignment(aux) < 16)) return false;  // what the aux matrix needs
     cublasLtMatmulDesc_t op = nullptr;
     cublasLtMatrixLayout_t la = nullptr, lb = nullptr, lc = nullptr;
     cublasLtMatmulPreference_t pref = nullptr;
     SK_CUBLAS(cublasLtMatmulDescCreate(&op, sk_cublas_compute(precision), CUDA_R_32F));
     cublasOperation_t ta = g.trans_first ? CUBLAS_OP_T : CUBLAS_OP_N, tb = g.trans_second ? CUBLAS_OP_T : CUBLAS_OP_N;
-    cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_BIAS;
+    cublasLtEpilogue_t epilogue = kind == LT_BGRADB ? CUBLASLT_EPILOGUE_BGRADB
+                                  : kind == LT_DGELU ? CUBLASLT_EPILOGUE_DGELU
+                                  : kind == LT_GELU_BIAS ? (bias ? CUBLASLT_EPILOGUE_GELU_AUX_BIAS : CUBLASLT_EPILOGUE_GELU_AUX)
+                                                         : CUBLASLT_EPILOGUE_BIAS;
     SK_CUBLAS(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
     SK_CUBLAS(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
     SK_CUBLAS(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof epilogue));
-    SK_CUBLAS(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias));
+    if (bias) SK_CUBLAS(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias));
+    if (aux) {
+        int64_t ld = g.ldc;
+        SK_CUBLAS(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &aux, sizeof aux));
+        SK_CUBLAS(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, &ld, sizeof ld));
+    }
     LtLayout a = cublaslt_layout(g, 0), b = cublaslt_layout(g, 1), c = cublaslt_layout(g, 2);
     SK_CUBLAS(cublasLtMatrixLayoutCreate(&la, CUDA_R_32F, a.rows, a.cols, a.ld));
     SK_CUBLAS(cublasLtMatrixLayoutCreate(&lb, CUDA_R_32F, b.rows, b.cols, b.ld));
@@ -145,11 +188,11 @@ static bool gemm_cublaslt_bias(float* out, const ColumnMajorGemm<float>& g, cons
                                                    sizeof align_c));
     cublasLtMatmulHeuristicResult_t heuristic = {};
     int found = 0;
-    // the heuristic also reads the bias pointer's alignment off the descriptor
+    // the heuristic also reads the bias and aux pointers' alignment off the descriptor
     bool ok = cublasLtMatmulAlgoGetHeuristic(sk_cublaslt_handle(), op, la, lb, lc, lc, pref, 1, &heuristic, &found) ==
                   CUBLAS_STATUS_SUCCESS && found > 0;
     if (ok) {
-        const float alpha = 1.0f, beta = 0.0f;
+        const float alpha = 1.0f;
         SK_CUBLAS(cublasLtMatmul(sk_cublaslt_handle(), op, &alpha, g.first, la, g.second, lb, &beta, out, lc, out, lc,
                                  &heuristic.algo, sk_cublaslt_workspace(), SK_CUBLASLT_WORKSPACE, 0));
     }
@@ -165,7 +208,7 @@ static void gemm_cublas(float* out, const float* A, int lda, bool a_t, const flo
                         int N, const float* bias, bool accumulate, int precision) {
     if (M == 0 || N == 0) return;
     ColumnMajorGemm<float> g = column_major_gemm(A, lda, a_t, B, ldb, b_t, M, K, N);
-    if (!accumulate && bias && gemm_cublaslt_bias(out, g, bias, precision)) return;
+    if (!accumulate && bias && gemm_cublaslt(out, g, LT_BIAS, bias, nullptr, 0.0f, precision)) return;
     float beta = accumulate ? 1.0f : 0.0f;
     if (!accumulate && bias) {
         sk_for((size_t)M * N, SK_LAMBDA(size_t i) { out[i] = bias[i % N]; });
@@ -176,5 +219,30 @@ static void gemm_cublas(float* out, const float* A, int lda, bool a_t, const flo
                            g.trans_second ? CUBLAS_OP_T : CUBLAS_OP_N, g.m, g.n, g.k, &alpha, g.first, CUDA_R_32F,
                            g.ld_first, g.second, CUDA_R_32F, g.ld_second, &beta, out, CUDA_R_32F, g.ldc,
                            sk_cublas_compute(precision), CUBLAS_GEMM_DEFAULT));
+}
+
+// The fused products of a linear layer (shapes as linear_forward_gemm's). Each returns false, having done nothing,
+// where cuBLASLt cannot; the caller then runs the plain product and the pass of its own.
+
+// out = gelu(inp @ weight^T + bias) and pre = inp @ weight^T + bias (bias may be null), in one call (LT_GELU_BIAS)
+static bool gemm_cublas_gelu(float* out, float* pre, const float* inp, const float* weight, const float* bias, int BT,
+                             int C, int OC, int precision) {
+    return gemm_cublaslt(out, linear_forward_gemm(inp, weight, BT, C, OC), LT_GELU_BIAS, bias, pre, 0.0f, precision);
+}
+
+// dinp = (dout @ weight) * gelu'(pre), pre (BT x C) the pre-activation of this layer's input: the input gradient
+// through the GELU before the layer (LT_DGELU; dinp is written, not added to)
+static bool gemm_cublas_dgelu(float* dinp, const float* pre, const float* dout, const float* weight, int BT, int C,
+                              int OC, int precision) {
+    return gemm_cublaslt(dinp, linear_input_grad_gemm(dout, weight, BT, C, OC), LT_DGELU, nullptr, (float*)pre, 0.0f,
+                         precision);
+}
+
+// dweight += dout^T @ inp, and dbias_sums[o] = sum_bt dout[bt, o]: the bias gradient's sums from the weight
+// gradient's epilogue (LT_BGRADB; dbias_sums is written, not added to)
+static bool gemm_cublas_bgrad(float* dweight, float* dbias_sums, const float* dout, const float* inp, int BT, int C,
+                              int OC, int precision) {
+    return gemm_cublaslt(dweight, linear_weight_grad_gemm(dout, inp, BT, C, OC), LT_BGRADB, dbias_sums, nullptr, 1.0f,
+                         precision);
 }
 #endif

@@ -356,6 +356,81 @@ TEST_CASE("the cuBLAS calls' column-major arguments and cuBLASLt's layouts compu
                 }
 }
 
+// cuBLASLt's epilogues (kernels/matmul_cublas.cuh LtEpilogue) by their definitions in cuBLAS's column-major terms,
+// each matrix through its cublaslt_layout and aux through out's: D = op(first) op(second) (+ D when beta is 1), then
+//   LT_GELU_BIAS  aux = D + bias (bias down D's rows), D = gelu(aux);  LT_DGELU  D = D * gelu'(aux);
+//   LT_BGRADB     bias[j] = sum over p of op(second)(p, j), one per column j of D.
+template <typename F>
+static void column_major_epilogue(F* D, const ColumnMajorGemm<F>& g, LtEpilogue kind, F* bias, F* aux, bool beta) {
+    LtLayout a = cublaslt_layout(g, 0), b = cublaslt_layout(g, 1), c = cublaslt_layout(g, 2);
+    auto first = [&](int i, int p) { return g.trans_first ? g.first[(size_t)i * a.ld + p] : g.first[(size_t)p * a.ld + i]; };
+    auto second = [&](int p, int j) { return g.trans_second ? g.second[(size_t)p * b.ld + j] : g.second[(size_t)j * b.ld + p]; };
+    for (int j = 0; j < c.cols; j++) {
+        if (kind == LT_BGRADB) {
+            F sum = 0;
+            for (int p = 0; p < g.k; p++) sum += second(p, j);
+            bias[j] = sum;
+        }
+        for (int i = 0; i < c.rows; i++) {
+            size_t at = (size_t)j * c.ld + i;
+            F acc = beta ? D[at] : F(0);
+            for (int p = 0; p < g.k; p++) acc = sk_fma(first(i, p), second(p, j), acc);
+            if (kind == LT_GELU_BIAS) {
+                aux[at] = acc + (bias ? bias[i] : F(0));
+                acc = act_forward(FFN_GELU, aux[at]);
+            } else if (kind == LT_DGELU) {
+                acc = acc * act_grad(FFN_GELU, aux[at]);
+            }
+            D[at] = acc;
+        }
+    }
+}
+
+TEST_CASE("cuBLASLt's epilogues as the trainer calls them: the GELU's pre-activation in out's layout, its gradient "
+          "through the forward's, the bias gradient of the weight-gradient GEMM the sums of dout's columns",
+          "[engine]") {
+    std::mt19937_64 rng(22);
+    for (int BT : {1, 6, 19})
+        for (int C : {1, 4, 7})
+            for (int OC : {1, 5, 8}) {
+                INFO("BT " << BT << " C " << C << " OC " << OC);
+                std::vector<double> inp = random_vec((size_t)BT * C, rng), w = random_vec((size_t)OC * C, rng);
+                std::vector<double> bias = random_vec(OC, rng), dout = random_vec((size_t)BT * OC, rng);
+                // forward: out = gelu(inp @ w^T + bias), pre = inp @ w^T + bias (matmul_forward_gelu's call)
+                std::vector<double> out((size_t)BT * OC), pre((size_t)BT * OC), ref_pre((size_t)BT * OC);
+                auto g = linear_forward_gemm(inp.data(), w.data(), BT, C, OC);
+                column_major_epilogue(out.data(), g, LT_GELU_BIAS, bias.data(), pre.data(), false);
+                gemm_by_element(ref_pre.data(), inp.data(), C, false, w.data(), C, true, BT, C, OC, bias.data(), false);
+                CHECK(relative_error(pre.data(), ref_pre.data(), pre.size()) < 1e-14);
+                double worst = 0;
+                for (size_t i = 0; i < out.size(); i++)
+                    worst = std::max(worst, fabs(out[i] - act_forward(FFN_GELU, ref_pre[i])));
+                CHECK(worst < 1e-14);
+                // backward through the GELU: dpre = (dout2 @ w2) * gelu'(pre), w2 (C2 x OC) the next product's weight
+                // (matmul_backward_input_gelu's call, with BT x OC the GELU's shape and C2 = C)
+                std::vector<double> w2 = random_vec((size_t)C * OC, rng), dout2 = random_vec((size_t)BT * C, rng);
+                std::vector<double> dpre((size_t)BT * OC), ref_dact((size_t)BT * OC, 0.0);
+                auto gd = linear_input_grad_gemm(dout2.data(), w2.data(), BT, OC, C);
+                column_major_epilogue(dpre.data(), gd, LT_DGELU, (double*)nullptr, pre.data(), false);
+                gemm_by_element(ref_dact.data(), dout2.data(), C, false, w2.data(), OC, false, BT, C, OC,
+                                (const double*)nullptr, true);
+                worst = 0;
+                for (size_t i = 0; i < dpre.size(); i++)
+                    worst = std::max(worst, fabs(dpre[i] - ref_dact[i] * act_grad(FFN_GELU, ref_pre[i])));
+                CHECK(worst < 1e-13);
+                // the weight gradient dw += dout^T @ inp with the bias gradient's sums (matmul_backward_weights_fused)
+                std::vector<double> dw = random_vec((size_t)OC * C, rng), ref_dw = dw, sums(OC, -1.0), ref_sums(OC, 0.0);
+                auto gw = linear_weight_grad_gemm(dout.data(), inp.data(), BT, C, OC);
+                REQUIRE(cublaslt_layout(gw, 2).cols == OC);  // one sum per column of D: per output channel
+                column_major_epilogue(dw.data(), gw, LT_BGRADB, sums.data(), (double*)nullptr, true);
+                gemm_by_element(ref_dw.data(), dout.data(), OC, true, inp.data(), C, false, OC, BT, C,
+                                (const double*)nullptr, true);
+                CHECK(dw == ref_dw);
+                column_sums(ref_sums.data(), dout.data(), BT, OC);
+                CHECK(relative_error(sums.data(), ref_sums.data(), OC) < 1e-14);
+            }
+}
+
 TEST_CASE("the fast engine passes every PyTorch fixture at --check-state's tolerance", "[engine][reference]") {
     EngineOptions fast;
     fast.kind = ENGINE_FAST;

@@ -13,7 +13,8 @@
 #      then the matmul ladder (dev/cuda/matmul.cu): the exact kernels bit for bit, cuBLAS, their TFLOP/s;
 #      then the attention backward ladder (dev/cuda/attention_backward.cu) over the same settings at B 2;
 #   5. --check-fast on the GPT-2 124M shape (B 4 x T 256) in each precision: the fast engine against the exact one;
-#      then fp32 again with SK_CUBLASLT=0, a control for the bias epilogue (kernels/matmul_cublas.cuh);
+#      then fp32 again with SK_CUBLASLT=0, a control for the epilogues (kernels/matmul_cublas.cuh: the bias, the
+#      GELU and its gradient, the bias gradient; fcb and fcprojb are the gradients the epilogues give);
 #   6. the GPT-2 124M shape on Brown, the engines side by side: tokens/s and model memory of the fast engine (bf16,
 #      B 8 x T 1024) and of the exact engine (B 1 x T 1024), and PyTorch's on the same GPU (dev/gpu/torch_gpt2.py: bf16 autocast, SDPA,
 #      fused AdamW, B 8 x T 1024), with the ratio.
@@ -82,11 +83,11 @@ attention_ladder attention_backward 2 40
 echo "== 5. --check-fast, GPT-2 124M shape, B 4 x T 256, each precision"
 for p in fp32 tf32 bf16; do
     timeout 10 ./train_gpt --preset gpt2 --check-fast --precision $p --batch 4 --seq-len 256 --probe-seqs 4 \
-        --probe-len 256 | grep -E "check-fast|FAIL|OK|logits|qkvw|curve|alpha_1" || status=1
+        --probe-len 256 | grep -E "check-fast|FAIL|OK|logits|qkvw|fcb|fcprojb|curve|alpha_1" || status=1
 done
-echo "== 5b. the same at fp32 with SK_CUBLASLT=0 (every product through cublasGemmEx): a control for the bias epilogue"
+echo "== 5b. the same at fp32 with SK_CUBLASLT=0 (every product through cublasGemmEx): a control for the epilogues"
 SK_CUBLASLT=0 timeout 10 ./train_gpt --preset gpt2 --check-fast --precision fp32 --batch 4 --seq-len 256 \
-    --probe-seqs 4 --probe-len 256 | grep -E "check-fast|FAIL|OK|logits|qkvw" || status=1
+    --probe-seqs 4 --probe-len 256 | grep -E "check-fast|FAIL|OK|logits|qkvw|fcb|fcprojb" || status=1
 echo "== 6. GPT-2 124M shape on Brown: the fast engine (bf16, B 8 x T 1024), the exact engine (B 1 x T 1024), PyTorch"
 for e in "fast --precision bf16 --batch 8 --steps 8" "exact --batch 1 --steps 2"; do
     dir="$RUNS/gpt2_${e%% *}"
