@@ -81,8 +81,8 @@ static void say(const char* fmt, ...) {
     }
 }
 
-// SIGINT and SIGTERM ask the training loop to save a checkpoint at the end of the current step and stop; a second
-// one stops at once. SIGPIPE is ignored, so a closed stdout is an error of a write (see say), not a silent death.
+// SIGINT and SIGTERM ask the training loop to save a checkpoint at the end of the current step (after the next
+// step's measurements, when its intervals ask for any) and stop; a second one stops at once. SIGPIPE is ignored, so a closed stdout is an error of a write (see say), not a silent death.
 static void on_stop_signal(int sig) {
     if (stop_requested && stop_requested != SIGPIPE) _exit(128 + sig);
     stop_requested = sig;
@@ -1201,13 +1201,15 @@ static int train(CommandLine* cl) {
     Run r;
     start_run(cl, &r);
     for (int step = r.start_step;; step++) {
-        if (stop_requested) return stop_run(&r);
         bool last = step == r.tc.steps;
         collect_sinks(&r, last);  // a measurement beside training, when it is done (at the end: waited for)
         if (last && step != r.saved_step)  // the final checkpoint first: nothing after it can lose the run
             save(&r, step);
         if (step > r.start_step || !r.resumed)  // a resumed run does not re-measure its saved step
             measure_and_save(&r, step, last);
+        // a stop comes after the step's measurements, so the checkpoint it saves has them in the log (the run that
+        // resumes it does not measure its step again)
+        if (stop_requested) return stop_run(&r);
         if (last) break;
         train_step(&r, step);
     }
