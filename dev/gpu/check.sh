@@ -16,7 +16,8 @@
 #      then fp32 again with SK_CUBLASLT=0, a control for the epilogues (kernels/matmul_cublas.cuh: the bias, the
 #      GELU and its gradient, the bias gradient; fcb and fcprojb are the gradients the epilogues give);
 #   6. the GPT-2 124M shape on Brown, the engines side by side: tokens/s and model memory of the fast engine (bf16,
-#      B 8 x T 1024) and of the exact engine (B 1 x T 1024), and PyTorch's on the same GPU (dev/gpu/torch_gpt2.py: bf16 autocast, SDPA,
+#      B 8 x T 1024; with the sink metrics every 4 steps on the host thread, and their share of training time) and
+#      of the exact engine (B 1 x T 1024), and PyTorch's on the same GPU (dev/gpu/torch_gpt2.py: bf16 autocast, SDPA,
 #      fused AdamW, B 8 x T 1024), with the ratio.
 # It uses the binaries of `make gpu-bundle` (built where the tools are: nvcc, PCRE2, Catch2) from build/gpu/, so the
 # GPU machine needs only its driver. Results go to $OUT (or ./gpu_check_out): five files (this log, both trainers'
@@ -89,12 +90,14 @@ echo "== 5b. the same at fp32 with SK_CUBLASLT=0 (every product through cublasGe
 SK_CUBLASLT=0 timeout 10 ./train_gpt --preset gpt2 --check-fast --precision fp32 --batch 4 --seq-len 256 \
     --probe-seqs 4 --probe-len 256 | grep -E "check-fast|FAIL|OK|logits|qkvw|fcb|fcprojb" || status=1
 echo "== 6. GPT-2 124M shape on Brown: the fast engine (bf16, B 8 x T 1024), the exact engine (B 1 x T 1024), PyTorch"
-for e in "fast --precision bf16 --batch 8 --steps 8" "exact --batch 1 --steps 2"; do
+# the fast run measures the sink metrics every 4 steps (100 x 64 probe, on the host thread): their share of training
+for e in "fast --precision bf16 --batch 8 --steps 8 --sink-every 4" "exact --batch 1 --steps 2 --sink-every 0"; do
     dir="$RUNS/gpt2_${e%% *}"
-    timeout 22 ./train_gpt --preset gpt2 --engine $e --seq-len 1024 --val-every 0 --sink-every 0 --sample-len 0 \
+    timeout 22 ./train_gpt --preset gpt2 --engine $e --seq-len 1024 --val-every 0 --sample-len 0 \
         --save-every 0 --out "$dir" > "$dir.txt" 2>&1 || { status=1; tail -3 "$dir.txt"; }
     head -1 "$dir.txt"
     grep -o "model memory at most [0-9.]* GiB" "$dir.txt"
+    grep -o "sink metrics [0-9.]*% of training time" "$dir.txt"
     tps=$(grep -o '"tok_per_s":[0-9.]*' "$dir/log.jsonl" 2>/dev/null | cut -d: -f2 | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
     echo "engine $e: tok/s (median of steps): $tps"
     [ "${e%% *}" = fast ] && fast_tps=$tps
