@@ -217,11 +217,14 @@ template <typename F>
 static bool matmul_backward_weights_fused(F* dweight, F* dbias, const F* dout, const F* inp, int BT, int C, int OC) {
 #ifdef __CUDACC__
     if constexpr (std::is_same<F, float>::value) {
-        float* sums = row_sum_scratch<float>(OC);
-        if (matmul_fast_precision >= 0 &&
-            BT > 0 && gemm_cublas_bgrad(dweight, sums, dout, inp, BT, C, OC, matmul_fast_precision)) {
-            sk_for(OC, SK_LAMBDA(size_t o) { dbias[o] += sums[o]; });
-            return true;
+        // fp32 only: with tf32 or bf16 inputs the epilogue may sum the rounded operand; the bias gradient then keeps
+        // its fp32 sums of dout (column_sums)
+        if (matmul_fast_precision == PRECISION_FP32 && BT > 0) {
+            float* sums = row_sum_scratch<float>(OC);
+            if (gemm_cublas_bgrad(dweight, sums, dout, inp, BT, C, OC, matmul_fast_precision)) {
+                sk_for(OC, SK_LAMBDA(size_t o) { dbias[o] += sums[o]; });
+                return true;
+            }
         }
     }
 #endif

@@ -802,7 +802,14 @@ static void log_line(Run* r, const std::string& json) {
     }
     std::string where = r->out_dir + "/log.jsonl";
     fprintf(stderr, "error: writing '%s' failed: %s\n", where.c_str(), strerror(err));
-    if (r->steps_done != r->saved_step) save(r, r->steps_done);
+    if (r->sink_job && r->saved_step >= 0) {
+        // a checkpoint past the step the thread is measuring would leave that step's record out of the log for good
+        // (a resumed run measures only the steps after its checkpoint): the older checkpoint measures it again
+        fprintf(stderr, "note: the sink metrics of step %d were not logged yet, so the run keeps its checkpoint of step "
+                "%d, which measures them again\n", r->sink_job->step, r->saved_step);
+    } else if (r->steps_done != r->saved_step) {
+        save(r, r->steps_done);
+    }
     fail("the run stopped at step %d because its log '%s' could not be written (%s); every record before stayed "
          "whole. Free disk space, then continue it with --resume %s", r->steps_done, where.c_str(), strerror(err),
          r->out_dir.c_str());
@@ -1108,12 +1115,14 @@ static void train_step(Run* r, int step) {
         e.get_grads(grads.data());
         std::string first = first_nonfinite_param(e.config(), grads.data());
         if (first.empty()) first = "none (only the loss)";
-        if (tc.on_nonfinite == NONFINITE_STOP)
+        if (tc.on_nonfinite == NONFINITE_STOP) {
+            collect_sinks(r, true);  // the last measurement before the divergence stays in the log
             fail("step %d: the loss (%g) or a gradient is not finite; first non-finite gradient: %s. Stopped before "
                  "the update, so no checkpoint holds it (those already in '%s' are intact); lower --lr, raise "
                  "--warmup or set --grad-clip, or pass --on-nonfinite skip to skip such steps", step + 1,
                  std::isnan(loss) ? NAN : loss,  // "nan" whatever the NaN's sign bit
                  first.c_str(), r->out_dir.c_str());
+        }
         r->skipped++;
         r->steps_done = step + 1;
         log_line(r, JsonRecord("nonfinite").integer("step", step + 1).num("loss", loss).num("grad_norm", gn)

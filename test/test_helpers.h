@@ -119,6 +119,12 @@ static TinyRun tiny_run(int steps) {
 }
 
 
+// SK_SINK_THREAD (the sink metrics on a host thread) set for the length of a scope.
+struct SinkThreadEnv {
+    explicit SinkThreadEnv(const char* v) { setenv("SK_SINK_THREAD", v, 1); }
+    ~SinkThreadEnv() { unsetenv("SK_SINK_THREAD"); }
+};
+
 // The numbers of a training state file: step, data position, random state and AdamW moments (header[2..15] and the
 // moments), without what differs between two runs that computed the same (the saved flags, their checksum).
 static inline std::string state_numbers(const std::string& path) {

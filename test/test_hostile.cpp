@@ -445,6 +445,14 @@ TEST_CASE("a run whose loss turns NaN stops without writing a poisoned model che
                                         "first non-finite gradient: wte", "--on-nonfinite skip"});
     CHECK(!any_file_with_prefix(dir + "/run", "model_"));
     CHECK(!any_file_with_prefix(dir + "/run", "state_"));
+    // with the sink metrics on a host thread still measuring step 0, its record is logged before the run stops
+    SinkThreadEnv env("1");
+    sink_thread_delay_ms = 300;
+    cl.train.out_dir = dir + "/run2";
+    cl.train.sink_every = 1;
+    require_fails([&] { train(&cl); }, {"step 1: the loss (nan) or a gradient is not finite"});
+    sink_thread_delay_ms = 0;
+    CHECK(slurp(dir + "/run2/log.jsonl").find("\"type\":\"sink\",\"step\":0,") != std::string::npos);
 }
 
 // SK_MEMORY_GIB set for the length of a scope.

@@ -234,12 +234,6 @@ static std::vector<std::pair<int, std::string>> sink_records(const std::string& 
     return out;
 }
 
-// SK_SINK_THREAD set for the length of a scope.
-struct SinkThreadEnv {
-    explicit SinkThreadEnv(const char* v) { setenv("SK_SINK_THREAD", v, 1); }
-    ~SinkThreadEnv() { unsetenv("SK_SINK_THREAD"); }
-};
-
 TEST_CASE("sink metrics on a host thread beside training: the same records under their steps, the same checkpoints, "
           "each record before the next probe, a checkpoint and the end", "[runs][sink-thread]") {
     TinyRun at_step = tiny_run(9), beside = tiny_run(9);
@@ -292,6 +286,49 @@ TEST_CASE("sink metrics on a host thread beside training: the same records under
         msg = e.what();
     }
     CHECK(msg.find("SK_SINK_THREAD 'yes' is not 1, 0 or auto") != std::string::npos);
+}
+
+TEST_CASE("a log that cannot be written while the thread still measures keeps the older checkpoint, which measures "
+          "that step again on resume", "[runs][sink-thread][disk-full]") {
+    // sink metrics every 3 steps, checkpoints every 2: the measurement of step 3 is still on the thread (it waits
+    // 300 ms) when the record of step 4's training is written, and that write fails
+    auto setup = [](TinyRun* r) {
+        r->cl.train.sink_every = 3;
+        r->cl.train.save_every = 2;
+        r->cl.train.val_every = 0;
+    };
+    SinkThreadEnv env("1");
+    sink_thread_delay_ms = 300;
+    TinyRun straight = tiny_run(8);
+    setup(&straight);
+    REQUIRE(train(&straight.cl) == 0);
+    std::string full = slurp(straight.dir + "/run/log.jsonl");
+    size_t at = full.find("\"type\":\"train\",\"step\":4,");
+    REQUIRE(at != std::string::npos);
+    REQUIRE(full.find("\"type\":\"sink\",\"step\":3,") > at);  // step 3's record came after: still measuring
+    TinyRun r = tiny_run(8);
+    setup(&r);
+    log_write_budget = (long long)at + 60;  // inside step 4's train record
+    std::string msg;
+    try {
+        train(&r.cl);
+    } catch (const SkError& e) {
+        msg = e.what();
+    }
+    log_write_budget = -1;
+    sink_thread_delay_ms = 0;
+    CHECK(msg.find("could not be written") != std::string::npos);
+    CHECK(latest_checkpoint(r.dir + "/run") == 2);  // not 4: step 3 is measured by the run that resumes
+    CommandLine again = r.cl;
+    again.train.resume_dir = r.dir + "/run";
+    again.given = {"--resume"};
+    REQUIRE(train(&again) == 0);
+    std::vector<int> steps;
+    for (auto& rec : sink_records(slurp(r.dir + "/run/log.jsonl"))) steps.push_back(rec.first);
+    CHECK(std::count(steps.begin(), steps.end(), 3) >= 1);
+    CHECK(std::count(steps.begin(), steps.end(), 6) == 1);
+    CHECK(steps.back() == 8);
+    CHECK(slurp(r.dir + "/run/model_00000008.bin") == slurp(straight.dir + "/run/model_00000008.bin"));
 }
 
 TEST_CASE("Ctrl-C with sink metrics on the thread: the measurement under way is logged before the checkpoint",
