@@ -18,7 +18,7 @@
 // beta = 1, as before.
 // The tanh-GELU FFN (gpt2) takes its activation in the epilogue of the product before it (LT_GELU_BIAS) and its
 // gradient in the epilogue of the product after it in backward (LT_DGELU); a weight gradient with a bias takes the
-// bias gradient from its epilogue (LT_BGRADB), added to the gradients by one short pass. Each falls back to the plain
+// bias gradient from its epilogue (LT_BGRADB; fp32 only, train_gpt_cpu.cpp), added to the gradients by one short pass. Each falls back to the plain
 // GEMM and the pass of its own where cuBLASLt has no algorithm, or under SK_CUBLASLT=0.
 // What it is not: bf16 storage (still to come).
 #pragma once
