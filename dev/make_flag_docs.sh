@@ -38,4 +38,16 @@ embeddings); linear warmup from lr/warmup to lr, then constant (the paper's rele
 to `lr * min-lr-frac` at `--steps`; global-norm clipping (`g *= clip/norm` when `norm > clip`); gradient accumulation
 when `--total-batch` is a multiple of B x T above it. Validation: the mean loss of the first `--val-batches`
 micro-batches of the validation windows, in file order (the same windows every time).
+
+## Environment
+
+Settings that change no number, read from the environment (a test fails when the sources read one this table lacks):
+
+| variable | what it does |
+|---|---|
+| `SK_PROFILE=1` | where a step's time goes, by kind of kernel, at the end of a run ([speed.md](speed.md); the CPU trainer) |
+| `SK_MEMORY_GIB=N` | the memory a run may use, below the machine's or the GPU's; a run that does not fit stops before it starts ([hostile.md](hostile.md)) |
+| `SK_SINK_THREAD=1\|0\|auto` | the sink metrics on a host thread beside training; `auto` (or unset): on with a GPU, off on the CPU ([metrics.md](metrics.md)) |
+| `SK_CUBLASLT=0` | the GPU's fast matmuls without cuBLASLt's epilogues (cublasGemmEx and passes of their own): a control ([gpu.md](gpu.md)) |
+| `SK_SYNC=1` | the GPU synchronises after every launch, so a fault names its kernel ([gpu.md](gpu.md)) |
 MD

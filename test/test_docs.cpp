@@ -21,6 +21,33 @@ static std::string usage_text() {
     return s;
 }
 
+TEST_CASE("every environment variable the sources read is in docs/flags.md's table", "[docs]") {
+    std::string doc = slurp("docs/flags.md");
+    std::regex read("getenv\\(\"(SK_[A-Z_]+)\"\\)");
+    int found = 0;
+    std::vector<std::string> files;
+    for (const char* dir : {".", "common", "cpu", "kernels"}) {
+        DIR* d = opendir(dir);
+        REQUIRE(d != nullptr);
+        while (struct dirent* e = readdir(d)) {
+            std::string name = e->d_name;
+            for (const char* ext : {".h", ".cuh", ".cpp", ".cu"})
+                if (name.size() > strlen(ext) && name.compare(name.size() - strlen(ext), strlen(ext), ext) == 0)
+                    files.push_back(std::string(dir) + "/" + name);
+        }
+        closedir(d);
+    }
+    for (const std::string& f : files) {
+        std::string src = slurp(f);
+        for (std::sregex_iterator it(src.begin(), src.end(), read), end; it != end; ++it) {
+            INFO(f << " reads " << (*it)[1]);
+            CHECK(doc.find("| `" + (*it)[1].str()) != std::string::npos);
+            found++;
+        }
+    }
+    CHECK(found >= 5);
+}
+
 TEST_CASE("docs/flags.md holds the --help text of the flag table", "[docs]") {
     std::string doc = slurp("docs/flags.md");
     REQUIRE(!doc.empty());
