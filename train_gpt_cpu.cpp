@@ -2547,7 +2547,7 @@ class ModelEngine final : public Engine {
         grad_acts_alloc(&acts_.grad, c, B, T + off, acts_.streamed);
         acts_alloc(&probe_, c, probe_B, probe_T + off);
     }
-    ProbeView probe(const int* tokens, int B, int T) override {
+    ProbeView probe(const int* tokens, int B, int T, ProbeCopy* keep = nullptr) override {
         Switches on(this);
         model_forward(&model, &probe_, tokens, (const int*)nullptr, B, T, false);
         const ModelConfig& c = model.config;
@@ -2555,12 +2555,17 @@ class ModelEngine final : public Engine {
         ProbeView pv;
         pv.B = B;
         pv.T = (int)Tm;
-        pv.att = sk_host_view((const float*)probe_.att, L * B * NH * Tm * Tm, &staging_[0]);
+        // the views: into keep's arrays when given, else the activations themselves (the GPU: their downloads)
+        auto view = [&](const float* p, size_t n, std::vector<float>* copy, std::vector<float>* staging) {
+            return keep ? sk_host_copy(p, n, copy) : sk_host_view(p, n, staging);
+        };
+        ProbeCopy& k = keep ? *keep : unused_copy_;
+        pv.att = view((const float*)probe_.att, L * B * NH * Tm * Tm, &k.att, &staging_[0]);
         if (probe_.att_slot)
-            pv.att_slot = sk_host_view((const float*)probe_.att_slot, L * B * NH * Tm, &staging_[1]);
-        pv.encoded = sk_host_view((const float*)probe_.encoded, BTC, &staging_[2]);
-        pv.residual = sk_host_view((const float*)probe_.residual3, L * BTC, &staging_[3]);
-        pv.qkv = sk_host_view((const float*)probe_.qkv, L * BTC * 3, &staging_[4]);
+            pv.att_slot = view((const float*)probe_.att_slot, L * B * NH * Tm, &k.att_slot, &staging_[1]);
+        pv.encoded = view((const float*)probe_.encoded, BTC, &k.encoded, &staging_[2]);
+        pv.residual = view((const float*)probe_.residual3, L * BTC, &k.residual, &staging_[3]);
+        pv.qkv = view((const float*)probe_.qkv, L * BTC * 3, &k.qkv, &staging_[4]);
         return pv;
     }
     void get_params(float* out) const override { model.params.download(out, model.num_params); }
@@ -2600,6 +2605,7 @@ class ModelEngine final : public Engine {
     }
     Acts<float> acts_, probe_;
     std::vector<float> staging_[5];  // the GPU build's host copies of a probe
+    ProbeCopy unused_copy_;          // stands in for probe's keep when none is given (never written)
 };
 
 static std::unique_ptr<Engine> make_engine(const ModelConfig& c, const EngineOptions& o) {

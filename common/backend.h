@@ -31,7 +31,8 @@
 //       data in and out explicitly with upload/download; on the CPU build it may also index the array directly (the
 //       tests do), on the GPU build that does not compile, so no host code can read device memory by accident.
 //   sk_host_view(p, n, &staging)  n values at device pointer p as host memory: p itself on the CPU (no copy), a
-//       download into `staging` on the GPU.
+//       download into `staging` on the GPU. sk_host_copy(p, n, &dst): always a copy of its own (a download on the
+//       GPU).
 //   sk_backend_init(), sk_memory_bytes(), sk_device_name(), SK_BACKEND_NAME: start-up (a clear error when no GPU
 //       exists) and the memory the activations must fit in.
 //   sk_memory_use(): the bytes every SkBuffer holds now and at most so far (the model's memory: parameters,
@@ -456,6 +457,18 @@ static const T* sk_host_view(const T* p, size_t n, std::vector<T>* staging) {
     (void)staging;
     return p;
 #endif
+}
+
+// n values at device pointer p copied into host memory `dst` (resized to n): a download on the GPU, a copy on the CPU.
+template <typename T>
+static const T* sk_host_copy(const T* p, size_t n, std::vector<T>* dst) {
+    dst->resize(n);
+#ifdef __CUDACC__
+    sk_download_bytes(dst->data(), p, n * sizeof(T));
+#else
+    if (n) memcpy(dst->data(), p, n * sizeof(T));
+#endif
+    return dst->data();
 }
 
 // An owning array of n values of a trivially copyable T in device memory. Fills run on the device (sk_fill); the host

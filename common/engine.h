@@ -11,6 +11,7 @@
 // num_params() values laid out as the model file lays them out (common/config.h's ParamId order). T counts the data's
 // tokens; an engine adds the sink token's position itself when the model has one.
 #pragma once
+#include <vector>
 #include <stddef.h>
 #include <memory>
 #include <string>
@@ -49,6 +50,13 @@ struct ProbeView {
     const float* qkv = nullptr;       // (L, B, T, 3C) q | k | v of each layer (k after RoPE)
 };
 
+// Host arrays a probe's views can be placed in (Engine::probe's `keep`): the views then point into them and stay
+// valid for as long as they do, whatever the engine does next (the sink metrics' thread reads them while training
+// goes on).
+struct ProbeCopy {
+    std::vector<float> att, att_slot, encoded, residual, qkv;
+};
+
 class Engine {
   public:
     virtual ~Engine() = default;
@@ -74,8 +82,9 @@ class Engine {
     virtual void train_micro(const int* inputs, const int* targets, int B, int T, int accum) = 0;
     virtual void guarded_update(const AdamWStep& step, float grad_clip) = 0;
     virtual StepResult step_result() = 0;
-    // A forward pass without the head for the sink metrics.
-    virtual ProbeView probe(const int* tokens, int B, int T) = 0;
+    // A forward pass without the head for the sink metrics; with `keep`, its views in keep's arrays (on a GPU
+    // downloaded straight into them, on the CPU copied).
+    virtual ProbeView probe(const int* tokens, int B, int T, ProbeCopy* keep = nullptr) = 0;
     // Allocates now what a run's passes will hold: forward and backward over B x T, probe chunks of probe_B x
     // probe_T, samples of up to sample_T tokens (0: none). A run too large for the memory then stops before it
     // starts, with the sizes, rather than at its first measurement or its first backward.

@@ -360,48 +360,38 @@ static SinkReport measure_sinks(Engine& e, const std::vector<int>& probe, int S,
 // checkpoint or the end. The same code and order as measure_sinks, so the same numbers. Worth it where the engine
 // is a GPU and the host's cores are idle while it trains; on a CPU the thread would take the training's cores.
 
-#define SINK_HOLD_GIB 1.0  // the most host memory the held chunks take (and at most 1/8 of the machine's); the rest
-                           // of a probe is measured at once, as without the thread
+#define SINK_HOLD_GIB 4.0  // the most host memory the held chunks take (and at most 1/8 of the machine's); the rest
+                           // of a probe is measured at once, as without the thread (GPT-2 124M's default probe of
+                           // 100 x 64: about 1.2 GB)
 
 // Tests: the thread sleeps this long before it measures, so that training is sure to run on meanwhile.
 static int sink_thread_delay_ms = 0;
 
-// A probe chunk copied out of the engine for the thread: what its ProbeView pointed at, then its stats.
+// A probe chunk copied out of the engine for the thread (Engine::probe's keep), then its stats.
 struct HeldProbeChunk {
     int B = 0, T = 0;
     bool held = false;  // the copies are here (else the stats were measured at once)
-    std::vector<float> att, att_slot, encoded, residual, qkv;
+    ProbeCopy copy;
     std::vector<ProbeSequenceStats> stats;
 
-    void hold(const ModelConfig& c, const ProbeView& pv) {
-        size_t L = c.num_layers, rows = L * pv.B * c.num_heads * pv.T, BTC = (size_t)pv.B * pv.T * c.channels;
-        B = pv.B;
-        T = pv.T;
-        held = true;
-        att.assign(pv.att, pv.att + rows * pv.T);
-        if (pv.att_slot) att_slot.assign(pv.att_slot, pv.att_slot + rows);
-        encoded.assign(pv.encoded, pv.encoded + BTC);
-        residual.assign(pv.residual, pv.residual + L * BTC);
-        qkv.assign(pv.qkv, pv.qkv + 3 * L * BTC);
-    }
-    static size_t bytes(const ModelConfig& c, const ProbeView& pv) {
-        size_t L = c.num_layers, rows = L * pv.B * c.num_heads * pv.T, BTC = (size_t)pv.B * pv.T * c.channels;
-        return sizeof(float) * (rows * pv.T + (pv.att_slot ? rows : 0) + (1 + 4 * L) * BTC);
+    // the bytes of the copies of a chunk of B sequences of the model's T positions
+    static size_t bytes(const ModelConfig& c, int B, int T) {
+        size_t L = c.num_layers, rows = L * B * c.num_heads * T, BTC = (size_t)B * T * c.channels;
+        bool slot = attn_has_slot(c.attn);
+        return sizeof(float) * (rows * T + (slot ? rows : 0) + (1 + 4 * L) * BTC);
     }
     ProbeView view() const {
         ProbeView pv;
         pv.B = B;
         pv.T = T;
-        pv.att = att.data();
-        pv.att_slot = att_slot.empty() ? nullptr : att_slot.data();
-        pv.encoded = encoded.data();
-        pv.residual = residual.data();
-        pv.qkv = qkv.data();
+        pv.att = copy.att.data();
+        pv.att_slot = copy.att_slot.empty() ? nullptr : copy.att_slot.data();
+        pv.encoded = copy.encoded.data();
+        pv.residual = copy.residual.data();
+        pv.qkv = copy.qkv.data();
         return pv;
     }
-    void release() {
-        for (auto* v : {&att, &att_slot, &encoded, &residual, &qkv}) std::vector<float>().swap(*v);
-    }
+    void release() { copy = ProbeCopy(); }
 };
 
 // A measurement on the thread: started at `step`, done when `done` is set (the report is then the thread's to give).
@@ -440,15 +430,18 @@ static std::unique_ptr<SinkJob> start_sink_job(Engine& e, const std::vector<int>
     job->step = step;
     double budget = std::min(SINK_HOLD_GIB * 1073741824.0, host_memory_bytes() / 8), held = 0;
     for (int s0 = 0; s0 < S; s0 += SINK_PROBE_CHUNK) {
-        ProbeView pv = e.probe(probe.data() + (size_t)s0 * T, std::min(SINK_PROBE_CHUNK, S - s0), T);
+        int n = std::min(SINK_PROBE_CHUNK, S - s0);
         job->chunks.emplace_back();
         HeldProbeChunk& ch = job->chunks.back();
-        size_t bytes = HeldProbeChunk::bytes(job->m.c, pv);
-        if (held + bytes <= budget) {
-            ch.hold(job->m.c, pv);
+        size_t bytes = HeldProbeChunk::bytes(job->m.c, n, T + job->m.c.attn.sink_token);
+        if (held + bytes <= budget) {  // the views straight into the chunk's own arrays
+            ProbeView pv = e.probe(probe.data() + (size_t)s0 * T, n, T, &ch.copy);
+            ch.B = pv.B;
+            ch.T = pv.T;
+            ch.held = true;
             held += bytes;
         } else {
-            job->m.measure(pv, &ch.stats);
+            job->m.measure(e.probe(probe.data() + (size_t)s0 * T, n, T), &ch.stats);
         }
     }
     SinkJob* j = job.get();

@@ -703,6 +703,23 @@ TEST_CASE("measure_sinks, heads and layers measured in parallel, gives the one-a
             CHECK((x.size() == y.size() && (x.empty() || memcmp(x.data(), y.data(), x.size() * sizeof(double)) == 0)));
         }
         CHECK(sink_report_json_fields(a) == sink_report_json_fields(b));
+        // a probe kept in arrays of its own (the thread's copies) holds the views' values, in the bytes the thread's
+        // memory budget counts
+        ProbeCopy keep;
+        ProbeView kept = e.probe(probe.data(), 8, T, &keep), pv = e.probe(probe.data(), 8, T);
+        int Tm = pv.T;
+        CHECK(Tm == T + c.attn.sink_token);
+        size_t L = c.num_layers, rows = L * 8 * c.num_heads * Tm, BTC = (size_t)8 * Tm * c.channels;
+        CHECK(memcmp(kept.att, pv.att, rows * Tm * sizeof(float)) == 0);
+        CHECK((pv.att_slot == nullptr) == (kept.att_slot == nullptr));
+        if (pv.att_slot) CHECK(memcmp(kept.att_slot, pv.att_slot, rows * sizeof(float)) == 0);
+        CHECK(memcmp(kept.encoded, pv.encoded, BTC * sizeof(float)) == 0);
+        CHECK(memcmp(kept.residual, pv.residual, L * BTC * sizeof(float)) == 0);
+        CHECK(memcmp(kept.qkv, pv.qkv, 3 * L * BTC * sizeof(float)) == 0);
+        CHECK(kept.att == keep.att.data());
+        size_t held = sizeof(float) * (keep.att.size() + keep.att_slot.size() + keep.encoded.size() +
+                                       keep.residual.size() + keep.qkv.size());
+        CHECK(HeldProbeChunk::bytes(c, 8, Tm) == held);
     }
 }
 
