@@ -258,6 +258,18 @@ struct ProbeSequenceStats {
     std::vector<SinkKVStats> kv;          // L
 };
 
+// The metric's (Tm+1) x (Tm+1) matrix of a head with a slot: the slot as index 0, its own row one-hot on itself; row
+// t + 1 holds the slot's weight ps[t], then the keys' weights att[t, :] (Tm x Tm).
+static void slot_matrix(float* W, const float* att, const float* ps, int Tm) {
+    int Tw = Tm + 1;
+    std::fill(W, W + (size_t)Tw * Tw, 0.0f);
+    W[0] = 1;
+    for (int t = 0; t < Tm; t++) {
+        W[(size_t)(t + 1) * Tw] = ps[t];
+        for (int j = 0; j < Tm; j++) W[(size_t)(t + 1) * Tw + j + 1] = att[(size_t)t * Tm + j];
+    }
+}
+
 // The stats of the n sequences of one probe chunk, each (sequence, head) and (sequence, layer) a task of its own on
 // the host's threads: every task reads only its inputs and writes only its own entry.
 static void probe_chunk_stats(const ModelConfig& c, const SinkReport& r, const SinkVisibility& vis, const ProbeView& pv,
@@ -298,14 +310,7 @@ static void probe_chunk_stats(const ModelConfig& c, const SinkReport& r, const S
                 q.heads[k] = sink_head_stats(r, att, vis);
                 continue;
             }
-            // the slot as index 0 of a (T+1) x (T+1) matrix; its own row is one-hot on itself
-            const float* ps = pv.att_slot + ((size_t)l * n * NH + (size_t)b * NH + h) * Tm;
-            std::fill(W.begin(), W.end(), 0.0f);
-            W[0] = 1;
-            for (int t = 0; t < Tm; t++) {
-                W[(size_t)(t + 1) * Tw] = ps[t];
-                for (int j = 0; j < Tm; j++) W[(size_t)(t + 1) * Tw + j + 1] = att[(size_t)t * Tm + j];
-            }
+            slot_matrix(W.data(), att, pv.att_slot + ((size_t)l * n * NH + (size_t)b * NH + h) * Tm, Tm);
             q.heads[k] = sink_head_stats(r, W.data(), vis);
         }
     }

@@ -97,6 +97,19 @@ static void check_log_lines_whole(const std::string& log) {
     }
 }
 
+// A run whose log's disk holds `budget` bytes: the error it stops with.
+static std::string train_on_a_full_disk(CommandLine* cl, long long budget) {
+    log_write_budget = budget;
+    std::string msg;
+    try {
+        train(cl);
+    } catch (const SkError& e) {
+        msg = e.what();
+    }
+    log_write_budget = -1;
+    return msg;
+}
+
 TEST_CASE("a log that cannot be written stops the run with a checkpoint, no torn record, and it resumes",
           "[runs][disk-full]") {
     TinyRun straight = tiny_run(6);
@@ -106,14 +119,7 @@ TEST_CASE("a log that cannot be written stops the run with a checkpoint, no torn
         INFO("log bytes before the disk fills: " << budget);
         TinyRun r = tiny_run(6);
         r.cl.train.save_every = 0;
-        log_write_budget = budget;
-        std::string msg;
-        try {
-            train(&r.cl);
-        } catch (const SkError& e) {
-            msg = e.what();
-        }
-        log_write_budget = -1;
+        std::string msg = train_on_a_full_disk(&r.cl, budget);
         CHECK(msg.find("could not be written") != std::string::npos);
         CHECK(msg.find("--resume " + r.dir + "/run") != std::string::npos);
         std::string log = slurp(r.dir + "/run/log.jsonl");
@@ -308,14 +314,7 @@ TEST_CASE("a log that cannot be written while the thread still measures keeps th
     REQUIRE(full.find("\"type\":\"sink\",\"step\":3,") > at);  // step 3's record came after: still measuring
     TinyRun r = tiny_run(8);
     setup(&r);
-    log_write_budget = (long long)at + 60;  // inside step 4's train record
-    std::string msg;
-    try {
-        train(&r.cl);
-    } catch (const SkError& e) {
-        msg = e.what();
-    }
-    log_write_budget = -1;
+    std::string msg = train_on_a_full_disk(&r.cl, (long long)at + 60);  // inside step 4's train record
     sink_thread_delay_ms = 0;
     CHECK(msg.find("could not be written") != std::string::npos);
     CHECK(latest_checkpoint(r.dir + "/run") == 2);  // not 4: step 3 is measured by the run that resumes

@@ -656,13 +656,7 @@ static SinkReport sinks_one_after_the_other(Engine& e, const std::vector<int>& p
                         sink_add_head(&acc, l, h, att, pvis.vis());
                         continue;
                     }
-                    const float* ps = pv.att_slot + ((size_t)l * n * NH + (size_t)b * NH + h) * Tm;
-                    std::fill(W.begin(), W.end(), 0.0f);
-                    W[0] = 1;
-                    for (int t = 0; t < Tm; t++) {
-                        W[(size_t)(t + 1) * Tw] = ps[t];
-                        for (int j = 0; j < Tm; j++) W[(size_t)(t + 1) * Tw + j + 1] = att[(size_t)t * Tm + j];
-                    }
+                    slot_matrix(W.data(), att, pv.att_slot + ((size_t)l * n * NH + (size_t)b * NH + h) * Tm, Tm);
                     sink_add_head(&acc, l, h, W.data(), pvis.vis());
                 }
                 sink_add_hidden(&acc, l + 1, pv.residual + l * BTC + first, C);
