@@ -232,6 +232,40 @@ static bool matmul_backward_weights_fused(F* dweight, F* dbias, const F* dout, c
     return false;
 }
 
+// The gated FFN's two products of one input, out0 = inp @ w0^T and out1 = inp @ w1^T (no biases), as one
+// strided-batched call
+template <typename F>
+static bool matmul_forward_pair(F* out0, F* out1, const F* inp, const F* w0, const F* w1, int BT, int C, int OC) {
+#ifdef __CUDACC__
+    if constexpr (std::is_same<F, float>::value)
+        if (matmul_fast_precision >= 0 && BT > 0 &&
+            gemm_cublas_pair(out0, out1, linear_forward_gemm(inp, w0, BT, C, OC),
+                             linear_forward_gemm(inp, w1, BT, C, OC), false, matmul_fast_precision)) {
+            if (sk_sync_each_launch()) SK_CUDA(cudaDeviceSynchronize());
+            return true;
+        }
+#endif
+    (void)out0, (void)out1, (void)inp, (void)w0, (void)w1, (void)BT, (void)C, (void)OC;
+    return false;
+}
+
+// and their weight gradients, dw0 += dout0^T @ inp and dw1 += dout1^T @ inp, as one strided-batched call
+template <typename F>
+static bool matmul_backward_weights_pair(F* dw0, F* dw1, const F* dout0, const F* dout1, const F* inp, int BT, int C,
+                                         int OC) {
+#ifdef __CUDACC__
+    if constexpr (std::is_same<F, float>::value)
+        if (matmul_fast_precision >= 0 && BT > 0 &&
+            gemm_cublas_pair(dw0, dw1, linear_weight_grad_gemm(dout0, inp, BT, C, OC),
+                             linear_weight_grad_gemm(dout1, inp, BT, C, OC), true, matmul_fast_precision)) {
+            if (sk_sync_each_launch()) SK_CUDA(cudaDeviceSynchronize());
+            return true;
+        }
+#endif
+    (void)dw0, (void)dw1, (void)dout0, (void)dout1, (void)inp, (void)BT, (void)C, (void)OC;
+    return false;
+}
+
 // backward of: out = inp @ weight^T + bias, the parameters' part
 //   dweight += dout^T @ inp                (sum over bt in order)
 //   dbias   += sum_bt dout                 (sum over bt in order)
@@ -247,12 +281,14 @@ static void matmul_backward_weights(F* dweight, F* dbias, const F* dout, const F
 //   dinp    += dout @ weight               (sum over o in order)
 //   and the parameters' part (matmul_backward_weights)
 template <typename F>
+static void matmul_backward_input(F* dinp, const F* dout, const F* weight, int BT, int C, int OC) {
+    SK_PROFILE_SCOPE(PROF_MATMUL);
+    gemm(dinp, dout, OC, false, weight, C, false, BT, OC, C, (const F*)nullptr, true);
+}
+template <typename F>
 static void matmul_backward(F* dinp, F* dweight, F* dbias, const F* dout, const F* inp, const F* weight,
                             int BT, int C, int OC) {
-    {
-        SK_PROFILE_SCOPE(PROF_MATMUL);
-        gemm(dinp, dout, OC, false, weight, C, false, BT, OC, C, (const F*)nullptr, true);
-    }
+    matmul_backward_input(dinp, dout, weight, BT, C, OC);
     matmul_backward_weights(dweight, dbias, dout, inp, BT, C, OC);
 }
 
@@ -2059,8 +2095,10 @@ static void ffn_block_forward(const Model<F>* m, Acts<F>* a, const LayerView<F>&
     int BT = a->B * a->T, C = c.channels, FF = c.ffn_hidden;
     const F* ffn_in = subblock_in(c, v.ln2, v.ln2_mean, v.ln2_rstd, v.residual2, v.ln2w, v.ln2b, BT);
     if (!(c.ffn == FFN_GELU && matmul_forward_gelu(v.fcact, v.fch, ffn_in, v.fcw, v.fcb, BT, C, FF))) {
-        matmul_forward(v.fch, ffn_in, v.fcw, v.fcb, BT, C, FF);
-        if (v.fch2) matmul_forward(v.fch2, ffn_in, v.fcw2, v.fcb2, BT, C, FF);
+        if (!(v.fch2 && !v.fcb && matmul_forward_pair(v.fch, v.fch2, ffn_in, v.fcw, v.fcw2, BT, C, FF))) {
+            matmul_forward(v.fch, ffn_in, v.fcw, v.fcb, BT, C, FF);
+            if (v.fch2) matmul_forward(v.fch2, ffn_in, v.fcw2, v.fcb2, BT, C, FF);
+        }
         ffn_act_forward(v.fcact, v.fch, (const F*)v.fch2, (size_t)BT * FF, c.ffn);
     }
     matmul_forward(a->branch_out, v.fcact, v.fcprojw, v.fcprojb, BT, FF, C);
@@ -2292,8 +2330,14 @@ static void ffn_block_backward(const Model<F>* m, Acts<F>* a, const LayerView<F>
         matmul_backward(v.dfcact, v.dfcprojw, v.dfcprojb, dbranch, v.fcact, v.fcprojw, BT, FF, C);
         ffn_act_backward(v.dfch, v.dfch2, v.dfcact, v.fch, (const F*)v.fch2, (size_t)BT * FF, c.ffn);
     }
-    matmul_backward(dffn_in, v.dfcw, v.dfcb, v.dfch, ffn_in, v.fcw, BT, C, FF);
-    if (v.fch2) matmul_backward(dffn_in, v.dfcw2, v.dfcb2, v.dfch2, ffn_in, v.fcw2, BT, C, FF);
+    if (v.fch2 && !v.dfcb &&
+        matmul_backward_weights_pair(v.dfcw, v.dfcw2, (const F*)v.dfch, (const F*)v.dfch2, ffn_in, BT, C, FF)) {
+        matmul_backward_input(dffn_in, (const F*)v.dfch, v.fcw, BT, C, FF);
+        matmul_backward_input(dffn_in, (const F*)v.dfch2, v.fcw2, BT, C, FF);
+    } else {
+        matmul_backward(dffn_in, v.dfcw, v.dfcb, v.dfch, ffn_in, v.fcw, BT, C, FF);
+        if (v.fch2) matmul_backward(dffn_in, v.dfcw2, v.dfcb2, v.dfch2, ffn_in, v.fcw2, BT, C, FF);
+    }
     subblock_in_backward(c, v.dresidual2, v.dln2w, v.dln2b, v.dln2, v.residual2, v.ln2w, v.ln2_mean,
                          v.ln2_rstd, BT);
 }

@@ -20,8 +20,11 @@
 // gradient in the epilogue of the product after it in backward (LT_DGELU); a weight gradient with a bias takes the
 // bias gradient from its epilogue (LT_BGRADB; fp32 only, train_gpt_cpu.cpp), added to the gradients by one short pass. Each falls back to the plain
 // GEMM and the pass of its own where cuBLASLt has no algorithm, or under SK_CUBLASLT=0.
+// The gated FFN's two products of u, and their two weight gradients, go as one strided-batched call each
+// (gemm_cublas_pair) when the FFN has no biases.
 // What it is not: bf16 storage (still to come).
 #pragma once
+#include <stdint.h>
 
 // The column-major call (BLAS's convention) that computes the row-major product out = A B: the first operand is B,
 // the second A, each transposed when its row-major layout is not the column-major transpose wanted, and out^T is the
@@ -76,6 +79,34 @@ static inline ColumnMajorGemm<F> linear_input_grad_gemm(const F* dout, const F* 
 template <typename F>
 static inline ColumnMajorGemm<F> linear_weight_grad_gemm(const F* dout, const F* inp, int BT, int C, int OC) {
     return column_major_gemm(dout, OC, true, inp, C, false, OC, BT, C);
+}
+
+// Two products of the same shapes as one strided-batched call (the gated FFN's W1 u and W2 u, and their weight
+// gradients): batch i's matrices sit at i times a stride from batch 0's, each stride the distance between the two
+// products' pointers in elements (0 for an operand they share). ok is false when the two calls differ in anything
+// but their pointers, or a distance is not a whole number of elements.
+struct BatchStrides {
+    long long first = 0, second = 0, out = 0;
+    bool ok = false;
+};
+template <typename F>
+static inline BatchStrides batch_strides(const ColumnMajorGemm<F>& g0, const ColumnMajorGemm<F>& g1, const F* out0,
+                                         const F* out1) {
+    BatchStrides st;
+    if (g0.trans_first != g1.trans_first || g0.trans_second != g1.trans_second || g0.m != g1.m || g0.n != g1.n ||
+        g0.k != g1.k || g0.ld_first != g1.ld_first || g0.ld_second != g1.ld_second || g0.ldc != g1.ldc)
+        return st;
+    // distances of addresses, not pointer differences: the two may lie in different allocations
+    long long d[3] = {(long long)((intptr_t)g1.first - (intptr_t)g0.first),
+                      (long long)((intptr_t)g1.second - (intptr_t)g0.second),
+                      (long long)((intptr_t)out1 - (intptr_t)out0)};
+    for (long long x : d)
+        if (x % (long long)sizeof(F)) return st;
+    st.first = d[0] / (long long)sizeof(F);
+    st.second = d[1] / (long long)sizeof(F);
+    st.out = d[2] / (long long)sizeof(F);
+    st.ok = true;
+    return st;
 }
 
 // What cuBLASLt's epilogue does as the GEMM writes out^T = op(first) op(second) (+ beta out^T) (cuBLAS's own terms:
@@ -244,5 +275,20 @@ static bool gemm_cublas_bgrad(float* dweight, float* dbias_sums, const float* do
                               int OC, int precision) {
     return gemm_cublaslt(dweight, linear_weight_grad_gemm(dout, inp, BT, C, OC), LT_BGRADB, dbias_sums, nullptr, 1.0f,
                          precision);
+}
+
+// out0 (+)= op(first0) op(second0) and out1 (+)= op(first1) op(second1), the same shapes, in one strided-batched
+// cublasGemmEx (batch_strides). False, having done nothing, where the two do not fit one batch.
+static bool gemm_cublas_pair(float* out0, float* out1, const ColumnMajorGemm<float>& g0, const ColumnMajorGemm<float>& g1,
+                             bool accumulate, int precision) {
+    BatchStrides st = batch_strides(g0, g1, (const float*)out0, (const float*)out1);
+    if (!st.ok || g0.m == 0 || g0.n == 0) return false;
+    const float alpha = 1.0f, beta = accumulate ? 1.0f : 0.0f;
+    SK_CUBLAS(cublasGemmStridedBatchedEx(sk_cublas_handle(), g0.trans_first ? CUBLAS_OP_T : CUBLAS_OP_N,
+                                         g0.trans_second ? CUBLAS_OP_T : CUBLAS_OP_N, g0.m, g0.n, g0.k, &alpha,
+                                         g0.first, CUDA_R_32F, g0.ld_first, st.first, g0.second, CUDA_R_32F,
+                                         g0.ld_second, st.second, &beta, out0, CUDA_R_32F, g0.ldc, st.out, 2,
+                                         sk_cublas_compute(precision), CUBLAS_GEMM_DEFAULT));
+    return true;
 }
 #endif

@@ -431,6 +431,59 @@ TEST_CASE("cuBLASLt's epilogues as the trainer calls them: the GELU's pre-activa
             }
 }
 
+// cublasGemmStridedBatchedEx by its definition: batch i is the call g0 with each matrix i strides further on.
+template <typename F>
+static void strided_batch_reference(F* out0, const ColumnMajorGemm<F>& g0, const BatchStrides& st, int batches) {
+    for (int i = 0; i < batches; i++) {
+        ColumnMajorGemm<F> g = g0;
+        g.first += i * st.first;
+        g.second += i * st.second;
+        column_major_reference(out0 + i * st.out, g, (const F*)nullptr);
+    }
+}
+
+TEST_CASE("the gated FFN's two products as one strided batch: each batch is its own product, forward and weight "
+          "gradient; calls of other shapes are refused", "[engine]") {
+    std::mt19937_64 rng(23);
+    for (int BT : {1, 7, 16})
+        for (int C : {1, 5})
+            for (int FF : {1, 6}) {
+                INFO("BT " << BT << " C " << C << " FF " << FF);
+                // the two weights in one array with a gap between them (as W1 and W2 sit in the parameters), the two
+                // outputs likewise
+                std::vector<double> w = random_vec((size_t)2 * FF * C + 3, rng), inp = random_vec((size_t)BT * C, rng);
+                const double *w0 = w.data(), *w1 = w.data() + FF * C + 3;
+                std::vector<double> out((size_t)2 * BT * FF + 5, 0.0), ref0((size_t)BT * FF, 0.0), ref1 = ref0;
+                double *out0 = out.data(), *out1 = out.data() + BT * FF + 5;
+                auto g0 = linear_forward_gemm(inp.data(), w0, BT, C, FF), g1 = linear_forward_gemm(inp.data(), w1, BT, C, FF);
+                BatchStrides st = batch_strides(g0, g1, (const double*)out0, (const double*)out1);
+                REQUIRE(st.ok);
+                CHECK(st.second == 0);  // the shared input
+                strided_batch_reference(out0, g0, st, 2);
+                gemm_by_element(ref0.data(), inp.data(), C, false, w0, C, true, BT, C, FF, (const double*)nullptr, false);
+                gemm_by_element(ref1.data(), inp.data(), C, false, w1, C, true, BT, C, FF, (const double*)nullptr, false);
+                CHECK(std::vector<double>(out0, out0 + BT * FF) == ref0);
+                CHECK(std::vector<double>(out1, out1 + BT * FF) == ref1);
+                // weight gradients: dw_i += dout_i^T inp, the input shared, the douts and dws apart
+                std::vector<double> douts = random_vec((size_t)2 * BT * FF + 1, rng), dws = random_vec((size_t)2 * FF * C, rng);
+                const double *d0 = douts.data(), *d1 = douts.data() + BT * FF + 1;
+                double *dw0 = dws.data(), *dw1 = dws.data() + FF * C;
+                std::vector<double> rdw0(dw0, dw0 + FF * C), rdw1(dw1, dw1 + FF * C);
+                auto h0 = linear_weight_grad_gemm(d0, inp.data(), BT, C, FF), h1 = linear_weight_grad_gemm(d1, inp.data(), BT, C, FF);
+                BatchStrides sw = batch_strides(h0, h1, (const double*)dw0, (const double*)dw1);
+                REQUIRE(sw.ok);
+                CHECK(sw.first == 0);
+                strided_batch_reference(dw0, h0, sw, 2);
+                gemm_by_element(rdw0.data(), d0, FF, true, inp.data(), C, false, FF, BT, C, (const double*)nullptr, true);
+                gemm_by_element(rdw1.data(), d1, FF, true, inp.data(), C, false, FF, BT, C, (const double*)nullptr, true);
+                CHECK(std::vector<double>(dw0, dw0 + FF * C) == rdw0);
+                CHECK(std::vector<double>(dw1, dw1 + FF * C) == rdw1);
+                // two products of different shapes are not one batch
+                CHECK(!batch_strides(g0, linear_forward_gemm(inp.data(), w1, BT, C, FF + 1), (const double*)out0,
+                                     (const double*)out1).ok);
+            }
+}
+
 TEST_CASE("the fast engine passes every PyTorch fixture at --check-state's tolerance", "[engine][reference]") {
     EngineOptions fast;
     fast.kind = ENGINE_FAST;
