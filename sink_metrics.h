@@ -157,7 +157,8 @@ struct SinkHeadStats {
 // One head's attention weights: a Tm x Tm matrix, Tm = T + slot_column, row t holding the weights of the keys query t
 // sees (zero elsewhere); v says which those are (default: causal). r gives T, the slot column and the proxy reading.
 template <typename F>
-static inline SinkHeadStats sink_head_stats(const SinkReport& r, const F* W, const SinkVisibility& v = SinkVisibility()) {
+static inline SinkHeadStats sink_head_stats(const SinkReport& r, const F* W,
+                                            const SinkVisibility& v = SinkVisibility()) {
     SinkHeadStats st;
     int Tm = r.T + r.slot_column;
     for (int t = r.slot_column; t < Tm; t++)
@@ -189,7 +190,8 @@ static inline void sink_add_head_stats(SinkAccumulator* a, int l, int h, const S
 }
 
 template <typename F>
-static inline void sink_add_head(SinkAccumulator* a, int l, int h, const F* W, const SinkVisibility& v = SinkVisibility()) {
+static inline void sink_add_head(SinkAccumulator* a, int l, int h, const F* W,
+                                 const SinkVisibility& v = SinkVisibility()) {
     sink_add_head_stats(a, l, h, sink_head_stats(a->r, W, v));
 }
 

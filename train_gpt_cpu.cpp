@@ -277,14 +277,15 @@ static void matmul_backward_weights(F* dweight, F* dbias, const F* dout, const F
     if (dbias) column_sums(dbias, dout, BT, OC);
 }
 
-// backward of: out = inp @ weight^T + bias
+// backward of: out = inp @ weight^T + bias, the input's part
 //   dinp    += dout @ weight               (sum over o in order)
-//   and the parameters' part (matmul_backward_weights)
 template <typename F>
 static void matmul_backward_input(F* dinp, const F* dout, const F* weight, int BT, int C, int OC) {
     SK_PROFILE_SCOPE(PROF_MATMUL);
     gemm(dinp, dout, OC, false, weight, C, false, BT, OC, C, (const F*)nullptr, true);
 }
+
+// backward of: out = inp @ weight^T + bias, both parts
 template <typename F>
 static void matmul_backward(F* dinp, F* dweight, F* dbias, const F* dout, const F* inp, const F* weight,
                             int BT, int C, int OC) {

@@ -82,7 +82,8 @@ static void say(const char* fmt, ...) {
 }
 
 // SIGINT and SIGTERM ask the training loop to save a checkpoint at the end of the current step (after the next
-// step's measurements, when its intervals ask for any) and stop; a second one stops at once. SIGPIPE is ignored, so a closed stdout is an error of a write (see say), not a silent death.
+// step's measurements, when its intervals ask for any) and stop; a second one stops at once. SIGPIPE is ignored, so
+// a closed stdout is an error of a write (see say), not a silent death.
 static void on_stop_signal(int sig) {
     if (stop_requested && stop_requested != SIGPIPE) _exit(128 + sig);
     stop_requested = sig;
@@ -803,8 +804,8 @@ static void log_line(Run* r, const std::string& json) {
     if (r->sink_job && r->saved_step >= 0) {
         // a checkpoint past the step the thread is measuring would leave that step's record out of the log for good
         // (a resumed run measures only the steps after its checkpoint): the older checkpoint measures it again
-        fprintf(stderr, "note: the sink metrics of step %d were not logged yet, so the run keeps its checkpoint of step "
-                "%d, which measures them again\n", r->sink_job->step, r->saved_step);
+        fprintf(stderr, "note: the sink metrics of step %d were not logged yet, so the run keeps its checkpoint of "
+                "step %d, which measures them again\n", r->sink_job->step, r->saved_step);
     } else if (r->steps_done != r->saved_step) {
         save(r, r->steps_done);
     }
@@ -1042,9 +1043,11 @@ static void collect_sinks(Run* r, bool wait) {
     double t0 = now_ms();
     r->sink_job->worker.join();
     double waited = now_ms() - t0;
-    std::unique_ptr<SinkJob> job = std::move(r->sink_job);
     r->sink_ms += waited;
-    log_sinks(r, job->step, job->report, job->main_ms + waited, job->thread_ms);
+    // the job stays the run's until its record is written: a log that cannot take it keeps the older checkpoint
+    const SinkJob& job = *r->sink_job;
+    log_sinks(r, job.step, job.report, job.main_ms + waited, job.thread_ms);
+    r->sink_job.reset();
 }
 
 // Validation, sink metrics, a text sample and a checkpoint, each when its interval (or the last step) says so.

@@ -18,8 +18,9 @@
 // beta = 1, as before.
 // The tanh-GELU FFN (gpt2) takes its activation in the epilogue of the product before it (LT_GELU_BIAS) and its
 // gradient in the epilogue of the product after it in backward (LT_DGELU); a weight gradient with a bias takes the
-// bias gradient from its epilogue (LT_BGRADB; fp32 only, train_gpt_cpu.cpp), added to the gradients by one short pass. Each falls back to the plain
-// GEMM and the pass of its own where cuBLASLt has no algorithm, or under SK_CUBLASLT=0.
+// bias gradient from its epilogue (LT_BGRADB; fp32 only, train_gpt_cpu.cpp), added to the gradients by one short
+// pass. Each falls back to the plain GEMM and the pass of its own where cuBLASLt has no algorithm, or under
+// SK_CUBLASLT=0.
 // The gated FFN's two products of u, and their two weight gradients, go as one strided-batched call each
 // (gemm_cublas_pair) when the FFN has no biases.
 // What it is not: bf16 storage (still to come).
@@ -188,10 +189,10 @@ static bool gemm_cublaslt(float* out, const ColumnMajorGemm<float>& g, LtEpilogu
     cublasLtMatmulPreference_t pref = nullptr;
     SK_CUBLAS(cublasLtMatmulDescCreate(&op, sk_cublas_compute(precision), CUDA_R_32F));
     cublasOperation_t ta = g.trans_first ? CUBLAS_OP_T : CUBLAS_OP_N, tb = g.trans_second ? CUBLAS_OP_T : CUBLAS_OP_N;
-    cublasLtEpilogue_t epilogue = kind == LT_BGRADB ? CUBLASLT_EPILOGUE_BGRADB
-                                  : kind == LT_DGELU ? CUBLASLT_EPILOGUE_DGELU
-                                  : kind == LT_GELU_BIAS ? (bias ? CUBLASLT_EPILOGUE_GELU_AUX_BIAS : CUBLASLT_EPILOGUE_GELU_AUX)
-                                                         : CUBLASLT_EPILOGUE_BIAS;
+    cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_BIAS;
+    if (kind == LT_BGRADB) epilogue = CUBLASLT_EPILOGUE_BGRADB;
+    if (kind == LT_DGELU) epilogue = CUBLASLT_EPILOGUE_DGELU;
+    if (kind == LT_GELU_BIAS) epilogue = bias ? CUBLASLT_EPILOGUE_GELU_AUX_BIAS : CUBLASLT_EPILOGUE_GELU_AUX;
     SK_CUBLAS(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
     SK_CUBLAS(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
     SK_CUBLAS(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof epilogue));
@@ -279,8 +280,8 @@ static bool gemm_cublas_bgrad(float* dweight, float* dbias_sums, const float* do
 
 // out0 (+)= op(first0) op(second0) and out1 (+)= op(first1) op(second1), the same shapes, in one strided-batched
 // cublasGemmEx (batch_strides). False, having done nothing, where the two do not fit one batch.
-static bool gemm_cublas_pair(float* out0, float* out1, const ColumnMajorGemm<float>& g0, const ColumnMajorGemm<float>& g1,
-                             bool accumulate, int precision) {
+static bool gemm_cublas_pair(float* out0, float* out1, const ColumnMajorGemm<float>& g0,
+                             const ColumnMajorGemm<float>& g1, bool accumulate, int precision) {
     BatchStrides st = batch_strides(g0, g1, (const float*)out0, (const float*)out1);
     if (!st.ok || g0.m == 0 || g0.n == 0) return false;
     const float alpha = 1.0f, beta = accumulate ? 1.0f : 0.0f;

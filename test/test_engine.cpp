@@ -363,8 +363,12 @@ TEST_CASE("the cuBLAS calls' column-major arguments and cuBLASLt's layouts compu
 template <typename F>
 static void column_major_epilogue(F* D, const ColumnMajorGemm<F>& g, LtEpilogue kind, F* bias, F* aux, bool beta) {
     LtLayout a = cublaslt_layout(g, 0), b = cublaslt_layout(g, 1), c = cublaslt_layout(g, 2);
-    auto first = [&](int i, int p) { return g.trans_first ? g.first[(size_t)i * a.ld + p] : g.first[(size_t)p * a.ld + i]; };
-    auto second = [&](int p, int j) { return g.trans_second ? g.second[(size_t)p * b.ld + j] : g.second[(size_t)j * b.ld + p]; };
+    auto first = [&](int i, int p) {
+        return g.trans_first ? g.first[(size_t)i * a.ld + p] : g.first[(size_t)p * a.ld + i];
+    };
+    auto second = [&](int p, int j) {
+        return g.trans_second ? g.second[(size_t)p * b.ld + j] : g.second[(size_t)j * b.ld + p];
+    };
     for (int j = 0; j < c.cols; j++) {
         if (kind == LT_BGRADB) {
             F sum = 0;
@@ -419,7 +423,8 @@ TEST_CASE("cuBLASLt's epilogues as the trainer calls them: the GELU's pre-activa
                     worst = std::max(worst, fabs(dpre[i] - ref_dact[i] * act_grad(FFN_GELU, ref_pre[i])));
                 CHECK(worst < 1e-13);
                 // the weight gradient dw += dout^T @ inp with the bias gradient's sums (matmul_backward_weights_fused)
-                std::vector<double> dw = random_vec((size_t)OC * C, rng), ref_dw = dw, sums(OC, -1.0), ref_sums(OC, 0.0);
+                std::vector<double> dw = random_vec((size_t)OC * C, rng), ref_dw = dw;
+                std::vector<double> sums(OC, -1.0), ref_sums(OC, 0.0);
                 auto gw = linear_weight_grad_gemm(dout.data(), inp.data(), BT, C, OC);
                 REQUIRE(cublaslt_layout(gw, 2).cols == OC);  // one sum per column of D: per output channel
                 column_major_epilogue(dw.data(), gw, LT_BGRADB, sums.data(), (double*)nullptr, true);
@@ -455,27 +460,31 @@ TEST_CASE("the gated FFN's two products as one strided batch: each batch is its 
                 const double *w0 = w.data(), *w1 = w.data() + FF * C + 3;
                 std::vector<double> out((size_t)2 * BT * FF + 5, 0.0), ref0((size_t)BT * FF, 0.0), ref1 = ref0;
                 double *out0 = out.data(), *out1 = out.data() + BT * FF + 5;
-                auto g0 = linear_forward_gemm(inp.data(), w0, BT, C, FF), g1 = linear_forward_gemm(inp.data(), w1, BT, C, FF);
+                auto g0 = linear_forward_gemm(inp.data(), w0, BT, C, FF);
+                auto g1 = linear_forward_gemm(inp.data(), w1, BT, C, FF);
                 BatchStrides st = batch_strides(g0, g1, (const double*)out0, (const double*)out1);
                 REQUIRE(st.ok);
                 CHECK(st.second == 0);  // the shared input
                 strided_batch_reference(out0, g0, st, 2);
-                gemm_by_element(ref0.data(), inp.data(), C, false, w0, C, true, BT, C, FF, (const double*)nullptr, false);
-                gemm_by_element(ref1.data(), inp.data(), C, false, w1, C, true, BT, C, FF, (const double*)nullptr, false);
+                const double* none = nullptr;
+                gemm_by_element(ref0.data(), inp.data(), C, false, w0, C, true, BT, C, FF, none, false);
+                gemm_by_element(ref1.data(), inp.data(), C, false, w1, C, true, BT, C, FF, none, false);
                 CHECK(std::vector<double>(out0, out0 + BT * FF) == ref0);
                 CHECK(std::vector<double>(out1, out1 + BT * FF) == ref1);
                 // weight gradients: dw_i += dout_i^T inp, the input shared, the douts and dws apart
-                std::vector<double> douts = random_vec((size_t)2 * BT * FF + 1, rng), dws = random_vec((size_t)2 * FF * C, rng);
+                std::vector<double> douts = random_vec((size_t)2 * BT * FF + 1, rng);
+                std::vector<double> dws = random_vec((size_t)2 * FF * C, rng);
                 const double *d0 = douts.data(), *d1 = douts.data() + BT * FF + 1;
                 double *dw0 = dws.data(), *dw1 = dws.data() + FF * C;
                 std::vector<double> rdw0(dw0, dw0 + FF * C), rdw1(dw1, dw1 + FF * C);
-                auto h0 = linear_weight_grad_gemm(d0, inp.data(), BT, C, FF), h1 = linear_weight_grad_gemm(d1, inp.data(), BT, C, FF);
+                auto h0 = linear_weight_grad_gemm(d0, inp.data(), BT, C, FF);
+                auto h1 = linear_weight_grad_gemm(d1, inp.data(), BT, C, FF);
                 BatchStrides sw = batch_strides(h0, h1, (const double*)dw0, (const double*)dw1);
                 REQUIRE(sw.ok);
                 CHECK(sw.first == 0);
                 strided_batch_reference(dw0, h0, sw, 2);
-                gemm_by_element(rdw0.data(), d0, FF, true, inp.data(), C, false, FF, BT, C, (const double*)nullptr, true);
-                gemm_by_element(rdw1.data(), d1, FF, true, inp.data(), C, false, FF, BT, C, (const double*)nullptr, true);
+                gemm_by_element(rdw0.data(), d0, FF, true, inp.data(), C, false, FF, BT, C, none, true);
+                gemm_by_element(rdw1.data(), d1, FF, true, inp.data(), C, false, FF, BT, C, none, true);
                 CHECK(std::vector<double>(dw0, dw0 + FF * C) == rdw0);
                 CHECK(std::vector<double>(dw1, dw1 + FF * C) == rdw1);
                 // two products of different shapes are not one batch

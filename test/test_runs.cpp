@@ -266,7 +266,8 @@ TEST_CASE("sink metrics on a host thread beside training: the same records under
     // the thread measured all but the last (which comes before the summary); the records at their step say nothing
     // of a thread
     size_t with_thread = 0;
-    for (size_t p = log1.find("\"thread_ms\":"); p != std::string::npos; p = log1.find("\"thread_ms\":", p + 1)) with_thread++;
+    for (size_t p = log1.find("\"thread_ms\":"); p != std::string::npos; p = log1.find("\"thread_ms\":", p + 1))
+        with_thread++;
     CHECK(with_thread == a.size() - 1);
     CHECK(log0.find("\"thread_ms\":") == std::string::npos);
     // a record before the checkpoint after its step: the sink record of step 2 before the train record of step 4
@@ -281,7 +282,8 @@ TEST_CASE("sink metrics on a host thread beside training: the same records under
     CHECK(log0.find("\"type\":\"sink\",\"step\":0,") < log0.find("\"type\":\"train\",\"step\":1,"));
     CHECK(log1.rfind("\"type\":\"sink\"") < log1.find("\"type\":\"done\""));
     for (int step : {3, 6, 9})
-        CHECK(slurp(ckpt_path(at_step.dir + "/run", "model", step)) == slurp(ckpt_path(beside.dir + "/run", "model", step)));
+        CHECK(slurp(ckpt_path(at_step.dir + "/run", "model", step)) ==
+              slurp(ckpt_path(beside.dir + "/run", "model", step)));
     // a value that is not 1, 0 or auto is refused, naming the variable
     SinkThreadEnv bad("yes");
     TinyRun r = tiny_run(2);
@@ -297,7 +299,8 @@ TEST_CASE("sink metrics on a host thread beside training: the same records under
 TEST_CASE("a log that cannot be written while the thread still measures keeps the older checkpoint, which measures "
           "that step again on resume", "[runs][sink-thread][disk-full]") {
     // sink metrics every 3 steps, checkpoints every 2: the measurement of step 3 is still on the thread (it waits
-    // 300 ms) when the record of step 4's training is written, and that write fails
+    // 300 ms) when the record of step 4's training is written; that write fails, or the sink record's own (logged
+    // when the checkpoint of step 4 waits for it)
     auto setup = [](TinyRun* r) {
         r->cl.train.sink_every = 3;
         r->cl.train.save_every = 2;
@@ -309,25 +312,31 @@ TEST_CASE("a log that cannot be written while the thread still measures keeps th
     setup(&straight);
     REQUIRE(train(&straight.cl) == 0);
     std::string full = slurp(straight.dir + "/run/log.jsonl");
-    size_t at = full.find("\"type\":\"train\",\"step\":4,");
-    REQUIRE(at != std::string::npos);
-    REQUIRE(full.find("\"type\":\"sink\",\"step\":3,") > at);  // step 3's record came after: still measuring
-    TinyRun r = tiny_run(8);
-    setup(&r);
-    std::string msg = train_on_a_full_disk(&r.cl, (long long)at + 60);  // inside step 4's train record
+    size_t train4 = full.find("\"type\":\"train\",\"step\":4,"), sink3 = full.find("\"type\":\"sink\",\"step\":3,");
+    REQUIRE(train4 != std::string::npos);
+    REQUIRE(sink3 != std::string::npos);
+    REQUIRE(sink3 > train4);  // step 3's record came after: still measuring
+    for (size_t at : {train4, sink3}) {
+        INFO("the write that fails: " << (at == train4 ? "step 4's train record" : "step 3's sink record"));
+        TinyRun r = tiny_run(8);
+        setup(&r);
+        sink_thread_delay_ms = 300;
+        std::string msg = train_on_a_full_disk(&r.cl, (long long)at + 60);  // inside that record
+        sink_thread_delay_ms = 0;
+        CHECK(msg.find("could not be written") != std::string::npos);
+        CHECK(latest_checkpoint(r.dir + "/run") == 2);  // not 4: step 3 is measured by the run that resumes
+        CommandLine again = r.cl;
+        again.train.resume_dir = r.dir + "/run";
+        again.given = {"--resume"};
+        REQUIRE(train(&again) == 0);
+        std::vector<int> steps;
+        for (auto& rec : sink_records(slurp(r.dir + "/run/log.jsonl"))) steps.push_back(rec.first);
+        CHECK(std::count(steps.begin(), steps.end(), 3) >= 1);
+        CHECK(std::count(steps.begin(), steps.end(), 6) == 1);
+        CHECK(steps.back() == 8);
+        CHECK(slurp(r.dir + "/run/model_00000008.bin") == slurp(straight.dir + "/run/model_00000008.bin"));
+    }
     sink_thread_delay_ms = 0;
-    CHECK(msg.find("could not be written") != std::string::npos);
-    CHECK(latest_checkpoint(r.dir + "/run") == 2);  // not 4: step 3 is measured by the run that resumes
-    CommandLine again = r.cl;
-    again.train.resume_dir = r.dir + "/run";
-    again.given = {"--resume"};
-    REQUIRE(train(&again) == 0);
-    std::vector<int> steps;
-    for (auto& rec : sink_records(slurp(r.dir + "/run/log.jsonl"))) steps.push_back(rec.first);
-    CHECK(std::count(steps.begin(), steps.end(), 3) >= 1);
-    CHECK(std::count(steps.begin(), steps.end(), 6) == 1);
-    CHECK(steps.back() == 8);
-    CHECK(slurp(r.dir + "/run/model_00000008.bin") == slurp(straight.dir + "/run/model_00000008.bin"));
 }
 
 TEST_CASE("Ctrl-C with sink metrics on the thread: the measurement under way is logged before the checkpoint",

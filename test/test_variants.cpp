@@ -625,7 +625,8 @@ TEST_CASE("sink_visible_count is the count of sink_visible over the keys", "[var
                 }
                 int n = 0;
                 for (int k = 0; k < T; k++) n += sink_visible(v, t, k);
-                INFO("T " << T << " t " << t << " lo " << lo << " hi " << hi << " slot0 " << slot0 << " causal " << causal);
+                INFO("T " << T << " t " << t << " lo " << lo << " hi " << hi << " slot0 " << slot0 << " causal "
+                          << causal);
                 REQUIRE(sink_visible_count(v, t, T) == n);
             }
     }
@@ -677,9 +678,11 @@ TEST_CASE("measure_sinks, heads and layers measured in parallel, gives the one-a
     for (int& x : probe) x = (int)(rng() % 16);
     for (const VariantCase& vc : all_variants()) {
         INFO(vc.name);
-        ModelConfig c = make_config(16, 16, 2, 3, 12, 16, NORM_RMSNORM, PLACE_PRE, FFN_SWIGLU, POS_ROPE, 0, 0, INIT_LLAMA);
+        ModelConfig c =
+            make_config(16, 16, 2, 3, 12, 16, NORM_RMSNORM, PLACE_PRE, FFN_SWIGLU, POS_ROPE, 0, 0, INIT_LLAMA);
         c.attn = vc.spec;
-        if (std::isnan(c.attn.sigmoid_bias)) c.attn.sigmoid_bias = -logf((float)T);  // as model_from_flags resolves them
+        // resolved as model_from_flags resolves them
+        if (std::isnan(c.attn.sigmoid_bias)) c.attn.sigmoid_bias = -logf((float)T);
         if (c.attn.variant == ATTN_CLIPPED && c.attn.clip_len == 0) c.attn.clip_len = T + c.attn.sink_token;
         config_finalize(&c);
         ModelEngine e(c, EngineOptions());
@@ -691,8 +694,9 @@ TEST_CASE("measure_sinks, heads and layers measured in parallel, gives the one-a
         CHECK(a.seqs == S);
         CHECK(memcmp(a.sink, b.sink, sizeof a.sink) == 0);
         CHECK(memcmp(&a.sink_star, &b.sink_star, sizeof a.sink_star) == 0);
-        for (auto field : {&SinkReport::alpha1, &SinkReport::alpha_star, &SinkReport::norm_ratio, &SinkReport::top1_median,
-                           &SinkReport::k1_ratio, &SinkReport::v1_ratio, &SinkReport::entropy, &SinkReport::row_mass}) {
+        for (auto field : {&SinkReport::alpha1, &SinkReport::alpha_star, &SinkReport::norm_ratio,
+                           &SinkReport::top1_median, &SinkReport::k1_ratio, &SinkReport::v1_ratio, &SinkReport::entropy,
+                           &SinkReport::row_mass}) {
             const std::vector<double>&x = a.*field, &y = b.*field;
             CHECK((x.size() == y.size() && (x.empty() || memcmp(x.data(), y.data(), x.size() * sizeof(double)) == 0)));
         }
