@@ -23,8 +23,8 @@ The exact engine's attention runs as passes of one thread per score, weight or o
 (attention_forward_passes; the CPU's row form gives the same bits), its matmuls as gemm_exact_tiled. The fast engine
 adds flash-style attention blocks, a warp per norm row and chunked row sums (docs/gpu.md has the table).
 
-What it is not (yet): tuned. No fused matmul epilogues, no bf16 storage (--precision bf16 rounds only the matmul
-inputs). Kernel launches are queued on one stream and the host waits only where it reads a result: once per training
+What it is not (yet): tuned. The fast engine's matmuls fuse the bias, the GELU and its gradient, and the bias
+gradient into cuBLASLt's epilogues, but there is no bf16 storage (--precision bf16 rounds only the matmul inputs). Kernel launches are queued on one stream and the host waits only where it reads a result: once per training
 step, at its end, and for an upload buffer 8 uploads back (the loss, the gradient norm and the non-finite guard's
 verdict are computed on the device, and the batches go up from pinned staging buffers);
 SK_SYNC=1 synchronises after every launch to locate a fault.

@@ -176,20 +176,28 @@ static void column_sums(F* dsum, const F* x, int BT, int OC) {
     });
 }
 
-// The fast engine's fused products on a GPU (kernels/matmul_cublas.cuh: cuBLASLt epilogues). Each returns false,
-// having done nothing, in the exact engine, on the CPU and where cuBLASLt has no algorithm; the caller then runs the
-// plain product and the pass of its own.
+// The fast engine's fused products on a GPU (kernels/matmul_cublas.cuh: cuBLASLt epilogues, strided batches). Each
+// returns false, having done nothing, in the exact engine, on the CPU and where cuBLAS cannot; the caller then runs
+// the plain products and the passes of their own.
+#ifdef __CUDACC__
+// Runs `call` (a product that returns whether it ran) when the fast engine computes; under SK_SYNC=1 it is then
+// waited for, like every launch.
+template <typename Call>
+static bool fused_product(int BT, Call call) {
+    if (matmul_fast_precision < 0 || BT <= 0 || !call()) return false;
+    if (sk_sync_each_launch()) SK_CUDA(cudaDeviceSynchronize());
+    return true;
+}
+#endif
 
 // out = gelu(inp @ weight^T + bias) and pre = inp @ weight^T + bias (the tanh GELU of FFN_GELU)
 template <typename F>
 static bool matmul_forward_gelu(F* out, F* pre, const F* inp, const F* weight, const F* bias, int BT, int C, int OC) {
 #ifdef __CUDACC__
     if constexpr (std::is_same<F, float>::value)
-        if (matmul_fast_precision >= 0 &&
-            BT > 0 && gemm_cublas_gelu(out, pre, inp, weight, bias, BT, C, OC, matmul_fast_precision)) {
-            if (sk_sync_each_launch()) SK_CUDA(cudaDeviceSynchronize());
-            return true;
-        }
+        return fused_product(BT, [&] {
+            return gemm_cublas_gelu(out, pre, inp, weight, bias, BT, C, OC, matmul_fast_precision);
+        });
 #endif
     (void)out, (void)pre, (void)inp, (void)weight, (void)bias, (void)BT, (void)C, (void)OC;
     return false;
@@ -202,30 +210,27 @@ template <typename F>
 static bool matmul_backward_input_gelu(F* dpre, const F* dout, const F* weight, const F* pre, int BT, int C, int OC) {
 #ifdef __CUDACC__
     if constexpr (std::is_same<F, float>::value)
-        if (matmul_fast_precision >= 0 &&
-            BT > 0 && gemm_cublas_dgelu(dpre, pre, dout, weight, BT, C, OC, matmul_fast_precision)) {
-            if (sk_sync_each_launch()) SK_CUDA(cudaDeviceSynchronize());
-            return true;
-        }
+        return fused_product(BT, [&] {
+            return gemm_cublas_dgelu(dpre, pre, dout, weight, BT, C, OC, matmul_fast_precision);
+        });
 #endif
     (void)dpre, (void)dout, (void)weight, (void)pre, (void)BT, (void)C, (void)OC;
     return false;
 }
 
-// dweight += dout^T @ inp with dbias's sums of dout from the same GEMM's epilogue, then added to dbias
+// dweight += dout^T @ inp with dbias's sums of dout from the same GEMM's epilogue, then added to dbias. fp32 only:
+// with tf32 or bf16 inputs the epilogue may sum the rounded operand; the bias gradient then keeps its fp32 sums of
+// dout (column_sums)
 template <typename F>
 static bool matmul_backward_weights_fused(F* dweight, F* dbias, const F* dout, const F* inp, int BT, int C, int OC) {
 #ifdef __CUDACC__
     if constexpr (std::is_same<F, float>::value) {
-        // fp32 only: with tf32 or bf16 inputs the epilogue may sum the rounded operand; the bias gradient then keeps
-        // its fp32 sums of dout (column_sums)
-        if (matmul_fast_precision == PRECISION_FP32 && BT > 0) {
-            float* sums = row_sum_scratch<float>(OC);
-            if (gemm_cublas_bgrad(dweight, sums, dout, inp, BT, C, OC, matmul_fast_precision)) {
-                sk_for(OC, SK_LAMBDA(size_t o) { dbias[o] += sums[o]; });
-                return true;
-            }
-        }
+        if (matmul_fast_precision != PRECISION_FP32) return false;
+        float* sums = row_sum_scratch<float>(OC);
+        if (!fused_product(BT, [&] { return gemm_cublas_bgrad(dweight, sums, dout, inp, BT, C, OC, PRECISION_FP32); }))
+            return false;
+        sk_for(OC, SK_LAMBDA(size_t o) { dbias[o] += sums[o]; });
+        return true;
     }
 #endif
     (void)dweight, (void)dbias, (void)dout, (void)inp, (void)BT, (void)C, (void)OC;
@@ -238,12 +243,10 @@ template <typename F>
 static bool matmul_forward_pair(F* out0, F* out1, const F* inp, const F* w0, const F* w1, int BT, int C, int OC) {
 #ifdef __CUDACC__
     if constexpr (std::is_same<F, float>::value)
-        if (matmul_fast_precision >= 0 && BT > 0 &&
-            gemm_cublas_pair(out0, out1, linear_forward_gemm(inp, w0, BT, C, OC),
-                             linear_forward_gemm(inp, w1, BT, C, OC), false, matmul_fast_precision)) {
-            if (sk_sync_each_launch()) SK_CUDA(cudaDeviceSynchronize());
-            return true;
-        }
+        return fused_product(BT, [&] {
+            return gemm_cublas_pair(out0, out1, linear_forward_gemm(inp, w0, BT, C, OC),
+                                    linear_forward_gemm(inp, w1, BT, C, OC), false, matmul_fast_precision);
+        });
 #endif
     (void)out0, (void)out1, (void)inp, (void)w0, (void)w1, (void)BT, (void)C, (void)OC;
     return false;
@@ -255,12 +258,10 @@ static bool matmul_backward_weights_pair(F* dw0, F* dw1, const F* dout0, const F
                                          int OC) {
 #ifdef __CUDACC__
     if constexpr (std::is_same<F, float>::value)
-        if (matmul_fast_precision >= 0 && BT > 0 &&
-            gemm_cublas_pair(dw0, dw1, linear_weight_grad_gemm(dout0, inp, BT, C, OC),
-                             linear_weight_grad_gemm(dout1, inp, BT, C, OC), true, matmul_fast_precision)) {
-            if (sk_sync_each_launch()) SK_CUDA(cudaDeviceSynchronize());
-            return true;
-        }
+        return fused_product(BT, [&] {
+            return gemm_cublas_pair(dw0, dw1, linear_weight_grad_gemm(dout0, inp, BT, C, OC),
+                                    linear_weight_grad_gemm(dout1, inp, BT, C, OC), true, matmul_fast_precision);
+        });
 #endif
     (void)dw0, (void)dw1, (void)dout0, (void)dout1, (void)inp, (void)BT, (void)C, (void)OC;
     return false;

@@ -444,21 +444,6 @@ static void sk_fill(F* p, size_t n, F v) {
     sk_for(n, SK_LAMBDA(size_t i) { p[i] = v; });
 }
 
-// n values at device pointer p, readable by the host: p itself on the CPU, a copy in *staging on the GPU. Valid until
-// the memory behind p changes (CPU) or *staging is reused (GPU).
-template <typename T>
-static const T* sk_host_view(const T* p, size_t n, std::vector<T>* staging) {
-#ifdef __CUDACC__
-    staging->resize(n);
-    sk_download_bytes(staging->data(), p, n * sizeof(T));
-    return staging->data();
-#else
-    (void)n;
-    (void)staging;
-    return p;
-#endif
-}
-
 // n values at device pointer p copied into host memory `dst` (resized to n): a download on the GPU, a copy on the CPU.
 template <typename T>
 static const T* sk_host_copy(const T* p, size_t n, std::vector<T>* dst) {
@@ -469,6 +454,19 @@ static const T* sk_host_copy(const T* p, size_t n, std::vector<T>* dst) {
     if (n) memcpy(dst->data(), p, n * sizeof(T));
 #endif
     return dst->data();
+}
+
+// n values at device pointer p, readable by the host: p itself on the CPU, a copy in *staging on the GPU. Valid until
+// the memory behind p changes (CPU) or *staging is reused (GPU).
+template <typename T>
+static const T* sk_host_view(const T* p, size_t n, std::vector<T>* staging) {
+#ifdef __CUDACC__
+    return sk_host_copy(p, n, staging);
+#else
+    (void)n;
+    (void)staging;
+    return p;
+#endif
 }
 
 // An owning array of n values of a trivially copyable T in device memory. Fills run on the device (sk_fill); the host
