@@ -4,9 +4,11 @@
 // Layout: a 256 x int32 little-endian header [0] 20240528 [1] 2 [2] step [3] B [4] T [5] total batch [6..7] seed
 // [8..9] loader epoch [10..11] loader index [12..13] rng [14..15] num_params [16..17] the checksum of the model file
 // saved with it (FNV-1a 64 of its parameter bytes) [18..19] this file's own checksum (FNV-1a 64 of everything after
-// the header) [20] the length of the config text (64-bit values as low, high int32); then AdamW's m and v as
-// float32[num_params] each, then the config text: the run's config record (its flags as JSON, the first line of its
-// log), which --resume restores. Version 1 (no checksums, no config) is still read.
+// the header) [20] the length of the config text [21] the length of the unlogged records (64-bit values as low, high
+// int32); then AdamW's m and v as float32[num_params] each, then the config text: the run's config record (its flags
+// as JSON, the first line of its log), which --resume restores, then the unlogged records: log lines the run could
+// not write (a full disk) before this checkpoint, which the run that resumes it writes first (usually none: [21] is 0,
+// and the file is what it was before the field existed). Version 1 (no checksums, no config) is still read.
 // What it is not: the weights (model_%08d.bin, saved beside it).
 // Readers: parse_train_state takes a ByteSource (a file, or memory for dev/fuzz/fuzz_train_state.cpp); every header
 // field is range-checked, the parameter count must be the model's and the length must match before anything is read;
@@ -20,6 +22,7 @@
 
 #define TRAIN_STATE_VERSION 2
 #define TRAIN_STATE_MAX_CONFIG (1 << 20)
+#define TRAIN_STATE_MAX_UNLOGGED (1 << 26)
 
 struct TrainState {
     int step = 0, B = 0, T = 0, total_batch = 0;
@@ -27,6 +30,7 @@ struct TrainState {
     int version = TRAIN_STATE_VERSION;
     uint64_t model_checksum = 0;  // version 2: of the model file's parameters
     std::string config;           // version 2: the run's config record (JSON)
+    std::string unlogged;         // version 2: whole log lines ('\n' after each) the log lacks, up to this step
 };
 
 // The checksum a state records for its model file: of the parameters as stored (float32, file order).
@@ -65,11 +69,16 @@ static inline TrainState parse_train_state(const ByteSource& src, const ModelCon
     if (config_len < 0 || config_len > TRAIN_STATE_MAX_CONFIG)
         fail("training state '%s': config length (header[20]) is %d, expected 0..%d (corrupt header)", p, config_len,
              TRAIN_STATE_MAX_CONFIG);
-    uint64_t moments = 2 * (uint64_t)num_params * sizeof(float), expect = 1024 + moments + config_len;
+    int unlogged_len = s.version >= 2 ? h[21] : 0;
+    if (unlogged_len < 0 || unlogged_len > TRAIN_STATE_MAX_UNLOGGED)
+        fail("training state '%s': unlogged records length (header[21]) is %d, expected 0..%d (corrupt header)", p,
+             unlogged_len, TRAIN_STATE_MAX_UNLOGGED);
+    uint64_t moments = 2 * (uint64_t)num_params * sizeof(float),
+             expect = 1024 + moments + config_len + (uint64_t)unlogged_len;
     if (src.size != expect)
         fail("training state '%s': %zu bytes, expected %llu = header + AdamW m and v for %zu parameters + %d bytes of "
-             "config (truncated; resume from an earlier checkpoint)", p, src.size, (unsigned long long)expect,
-             num_params, config_len);
+             "config + %d bytes of unlogged records (truncated; resume from an earlier checkpoint)", p, src.size,
+             (unsigned long long)expect, num_params, config_len, unlogged_len);
     source_read(src, 1024, adam_m, num_params * sizeof(float), "AdamW m");
     source_read(src, 1024 + num_params * sizeof(float), adam_v, num_params * sizeof(float), "AdamW v");
     std::string bad = first_nonfinite_param(c, adam_m);
@@ -87,13 +96,19 @@ static inline TrainState parse_train_state(const ByteSource& src, const ModelCon
     if (s.version >= 2) {
         s.config.resize(config_len);
         source_read(src, 1024 + moments, &s.config[0], config_len, "the config");
+        s.unlogged.resize(unlogged_len);
+        source_read(src, 1024 + moments + config_len, &s.unlogged[0], unlogged_len, "the unlogged records");
         s.model_checksum = header_get_u64(h, 16);
         uint64_t sum = fnv1a64(adam_m, num_params * sizeof(float));
         sum = fnv1a64(adam_v, num_params * sizeof(float), sum);
         sum = fnv1a64(s.config.data(), s.config.size(), sum);
+        sum = fnv1a64(s.unlogged.data(), s.unlogged.size(), sum);
         if (sum != header_get_u64(h, 18))
             fail("training state '%s': its checksum (header[18..19]) does not match its contents (the file was "
                  "changed or damaged after it was written; resume from an earlier checkpoint)", p);
+        if (!s.unlogged.empty() && s.unlogged.back() != '\n')
+            fail("training state '%s': its unlogged records do not end a line (corrupt file; resume from an earlier "
+                 "checkpoint)", p);
     }
     return s;
 }
@@ -119,14 +134,20 @@ static inline void write_train_state(const std::string& path, const TrainState& 
     header_put_u64(h, 12, s.rng); header_put_u64(h, 14, num_params);
     if (s.config.size() > TRAIN_STATE_MAX_CONFIG)
         fail("internal: a config record of %zu bytes does not fit a training state", s.config.size());
+    if (s.unlogged.size() > TRAIN_STATE_MAX_UNLOGGED)
+        fail("cannot save '%s': %zu bytes of log records the log could not take do not fit a training state (at most "
+             "%d); the previous checkpoints are untouched", path.c_str(), s.unlogged.size(), TRAIN_STATE_MAX_UNLOGGED);
     uint64_t sum = fnv1a64(adam_m, num_params * sizeof(float));
     sum = fnv1a64(adam_v, num_params * sizeof(float), sum);
     sum = fnv1a64(s.config.data(), s.config.size(), sum);
+    sum = fnv1a64(s.unlogged.data(), s.unlogged.size(), sum);
     header_put_u64(h, 16, s.model_checksum); header_put_u64(h, 18, sum); h[20] = (int32_t)s.config.size();
+    h[21] = (int32_t)s.unlogged.size();
     AtomicWriter w = atomic_open(path);
     atomic_write(&w, h, sizeof h);
     atomic_write(&w, adam_m, num_params * sizeof(float));
     atomic_write(&w, adam_v, num_params * sizeof(float));
     atomic_write(&w, s.config.data(), s.config.size());
+    atomic_write(&w, s.unlogged.data(), s.unlogged.size());
     atomic_commit(&w);
 }

@@ -767,6 +767,15 @@ struct Run {
     int best_val_step = 0;
     bool sink_thread = false;           // the sink metrics beside training (sink_thread_wanted)
     std::unique_ptr<SinkJob> sink_job;  // the measurement on that thread, until its record is logged
+    // A log write that failed (a full disk) closes the log to this run: that record and every one after it wait here,
+    // in order, and go into every checkpoint saved from then on (the training state's unlogged records); the run
+    // stops at the end of the step, and the run that resumes it writes them before its own. Nothing is lost, and
+    // nothing is measured twice.
+    bool log_broken = false;
+    int log_errno = 0;
+    std::string unlogged;
+    size_t saved_unlogged = 0;  // how much of unlogged the newest checkpoint holds
+    std::string replay;         // a resumed run: the unlogged records of its checkpoint, written before its own
 
     ~Run() {
         if (log_fd >= 0) close(log_fd);
@@ -781,17 +790,18 @@ static void save(Run* r, int step);
 
 // The log's own simulated disk (tests; common/file_io.h write_budget).
 static long long log_write_budget = -1;
+// Tests: how many more log writes succeed before the disk fills (-1: no limit).
+static int log_writes_left = -1;
 
-// Appends one record to the log, the run's id added as its last field, with one write. A write that fails or falls
-// short (a full disk) is cut back off, so the log never holds a torn line; the run then saves what it can and stops,
-// saying how to continue.
-static void log_line(Run* r, const std::string& json) {
-    std::string line = json.substr(0, json.size() - 1) + ",\"run\":\"" + r->run_id + "\"}\n";
-    size_t ok = write_allowance(line.size(), &log_write_budget);
-    ssize_t n = ok ? write(r->log_fd, line.data(), ok) : 0;
-    if (n == (ssize_t)line.size()) {
+// Appends text (whole lines) to the log with one write. A write that fails or falls short (a full disk) is cut back
+// off, so the log never holds a torn line. Returns 0, or the error.
+static int log_append(Run* r, const std::string& text) {
+    size_t ok = log_writes_left == 0 ? 0 : write_allowance(text.size(), &log_write_budget);
+    if (log_writes_left > 0) log_writes_left--;
+    ssize_t n = ok ? write(r->log_fd, text.data(), ok) : 0;
+    if (n == (ssize_t)text.size()) {
         r->log_size += n;
-        return;
+        return 0;
     }
     int err = n < 0 ? errno : ENOSPC;
     if (ftruncate(r->log_fd, r->log_size) != 0) {
@@ -799,25 +809,56 @@ static void log_line(Run* r, const std::string& json) {
         fprintf(stderr, "error: could not cut a partial record off '%s/log.jsonl': %s\n", r->out_dir.c_str(),
                 strerror(errno));
     }
-    std::string where = r->out_dir + "/log.jsonl";
-    fprintf(stderr, "error: writing '%s' failed: %s\n", where.c_str(), strerror(err));
-    if (r->sink_job && r->saved_step >= 0) {
-        // a checkpoint past the step the thread is measuring would leave that step's record out of the log for good
-        // (a resumed run measures only the steps after its checkpoint): the older checkpoint measures it again
-        fprintf(stderr, "note: the sink metrics of step %d were not logged yet, so the run keeps its checkpoint of "
-                "step %d, which measures them again\n", r->sink_job->step, r->saved_step);
-    } else if (r->steps_done != r->saved_step) {
-        save(r, r->steps_done);
+    return err;
+}
+
+// Appends one record to the log, the run's id added as its last field. When the write fails, the record and every
+// one after it wait in r->unlogged instead (see Run), and the run stops at the end of the step (stop_run).
+static void log_line(Run* r, const std::string& json) {
+    std::string line = json.substr(0, json.size() - 1) + ",\"run\":\"" + r->run_id + "\"}\n";
+    if (!r->log_broken) {
+        int err = log_append(r, line);
+        if (err == 0) return;
+        r->log_broken = true;
+        r->log_errno = err;
+        fprintf(stderr, "error: writing '%s/log.jsonl' failed: %s; the run stops at the end of this step, keeping "
+                "the records it cannot write in its checkpoint\n", r->out_dir.c_str(), strerror(err));
     }
-    fail("the run stopped at step %d because its log '%s' could not be written (%s); every record before stayed "
-         "whole. Free disk space, then continue it with --resume %s", r->steps_done, where.c_str(), strerror(err),
-         r->out_dir.c_str());
+    r->unlogged += line;
+}
+
+// The number of records (lines) in text.
+static int count_records(const std::string& text) { return (int)std::count(text.begin(), text.end(), '\n'); }
+
+// The unlogged records of the checkpoint a run resumes, into the log before the run's own records, in one write.
+// A log that already holds them (an earlier resume of the same checkpoint wrote them) is left as it is.
+static void replay_unlogged(Run* r) {
+    if (r->replay.empty()) return;
+    std::string path = r->out_dir + "/log.jsonl";
+    std::string log;
+    if (FILE* f = fopen(path.c_str(), "rb")) {
+        char buf[1 << 16];
+        for (size_t n; (n = fread(buf, 1, sizeof buf, f)) > 0;) log.append(buf, n);
+        fclose(f);
+    }
+    int n = count_records(r->replay);
+    if (log.find(r->replay) == std::string::npos) {
+        int err = log_append(r, r->replay);
+        if (err)
+            fail("cannot write '%s': %s. The %d records the run before could not log are still in the checkpoint of "
+                 "step %d; free disk space, then continue with --resume %s", path.c_str(), strerror(err), n,
+                 r->state.step, r->out_dir.c_str());
+        say("note: wrote the %d log record%s that the run before could not write (kept in the checkpoint of step "
+            "%d)\n", n, n == 1 ? "" : "s", r->state.step);
+    }
+    r->replay.clear();
 }
 
 // The training state to save at `step`: the loader's position and the random state as they are now.
 static TrainState state_at(const Run* r, int step) {
     TrainState s = r->state;
     s.step = step;
+    s.unlogged = r->unlogged;
     s.epoch = r->train_data.epoch;
     s.index = r->train_data.index;
     return s;
@@ -826,6 +867,7 @@ static TrainState state_at(const Run* r, int step) {
 static void save(Run* r, int step) {
     save_checkpoint(*r->engine, r->out_dir, state_at(r, step), r->tc.keep_last);
     r->saved_step = step;
+    r->saved_unlogged = r->unlogged.size();
     say("step %6d | saved %s (and its state)\n", step, ckpt_path(r->out_dir, "model", step).c_str());
 }
 
@@ -867,6 +909,8 @@ static void start_engine(CommandLine* cl, Run* r) {
         r->preset = "resume";
         r->resumed = true;
         r->state = ck.state;
+        r->replay = std::move(r->state.unlogged);  // written into the log before this run's records
+        r->state.unlogged.clear();
         r->saved_step = step;
         r->engine = make_engine(ck.config, engine_options(cl->train));
         r->engine->set_params(ck.params.data());
@@ -1007,6 +1051,7 @@ static void start_run(CommandLine* cl, Run* r) {
     r->log_size = lseek(r->log_fd, 0, SEEK_END);
     std::string config = config_json(c, tc, r->preset, r->engine->num_params(), omp_get_max_threads());
     r->state.config = config;
+    replay_unlogged(r);
     log_line(r, config);
     say("sinkscope %s trainer (%s) | %zu parameters | L %d C %d NH %d FF %d | %s %s %s %s | B %d T %d accum %d | "
         "%d threads | engine %s\n", SK_BACKEND_NAME, sk_device_name(), r->engine->num_params(), c.num_layers,
@@ -1044,7 +1089,6 @@ static void collect_sinks(Run* r, bool wait) {
     r->sink_job->worker.join();
     double waited = now_ms() - t0;
     r->sink_ms += waited;
-    // the job stays the run's until its record is written: a log that cannot take it keeps the older checkpoint
     const SinkJob& job = *r->sink_job;
     log_sinks(r, job.step, job.report, job.main_ms + waited, job.thread_ms);
     r->sink_job.reset();
@@ -1149,15 +1193,30 @@ static void train_step(Run* r, int step) {
     }
 }
 
-// After a stop request: a checkpoint of the last finished step, a record, and how to continue. Returns the exit
-// status: 128 + the signal (130 for Ctrl-C, 143 for SIGTERM, 141 for a closed stdout).
+// A checkpoint of the last finished step, unless the newest one is of it and holds every unlogged record.
+static void save_if_behind(Run* r) {
+    if (r->steps_done != r->saved_step || r->unlogged.size() != r->saved_unlogged) save(r, r->steps_done);
+}
+
+// After a stop request or a log that could not be written: a checkpoint of the last finished step (with the records
+// the log could not take), a record, and how to continue. Returns the exit status: 128 + the signal (130 for Ctrl-C,
+// 143 for SIGTERM, 141 for a closed stdout); a log that could not be written fails (exit 1).
 static int stop_run(Run* r) {
     int sig = stop_requested;
     collect_sinks(r, true);
-    if (r->steps_done != r->saved_step) save(r, r->steps_done);
+    save_if_behind(r);
     const char* why = sig == SIGINT ? "SIGINT (Ctrl-C)" : sig == SIGTERM ? "SIGTERM" : sig == SIGPIPE ? "closed stdout"
                                                                                                     : "a signal";
-    log_line(r, JsonRecord("stopped").integer("step", r->steps_done).str("reason", why).str());
+    if (!r->log_broken) {
+        log_line(r, JsonRecord("stopped").integer("step", r->steps_done).str("reason", why).str());
+        save_if_behind(r);  // when that record was the write that failed
+    }
+    if (r->log_broken)
+        fail("the run stopped at step %d because its log '%s/log.jsonl' could not be written (%s); every record "
+             "before stayed whole, and the %d after it are kept in the checkpoint of step %d, which writes them into "
+             "the log when it resumes. Free disk space, then continue it with --resume %s", r->steps_done,
+             r->out_dir.c_str(), strerror(r->log_errno), count_records(r->unlogged), r->saved_step,
+             r->out_dir.c_str());
     fprintf(stderr, "stopped by %s at step %d of %d; checkpoint %s. Continue with: %s --resume %s\n", why,
             r->steps_done, r->tc.steps, ckpt_path(r->out_dir, "model", r->steps_done).c_str(), SK_PROGRAM,
             r->out_dir.c_str());
@@ -1196,6 +1255,11 @@ static int finish_run(Run* r) {
         say(" other %.1f%% (of %.0f ms)\n", total > 0 ? 100.0 * (total - known) / total : 0.0, total);
         log_line(r, rec.str());
     }
+    if (r->log_broken)  // the done record (or the profile's): the resumed run, at its last step, writes its own
+        fail("the run finished (its final checkpoint %s is saved), but its log '%s/log.jsonl' could not be written "
+             "(%s), so its summary record is missing. Free disk space, then run --resume %s, which writes it",
+             ckpt_path(r->out_dir, "model", tc.steps).c_str(), r->out_dir.c_str(), strerror(r->log_errno),
+             r->out_dir.c_str());
     if (r->skipped > 0 && 2 * r->skipped > steps) {
         fprintf(stderr, "error: %d of %d updates were skipped for non-finite values (--on-nonfinite skip): the run "
                 "diverged; lower --lr, raise --warmup or set --grad-clip\n", r->skipped, steps);
@@ -1219,7 +1283,7 @@ static int train(CommandLine* cl) {
             measure_and_save(&r, step, last);
         // a stop comes after the step's measurements, so the checkpoint it saves has them in the log (the run that
         // resumes it does not measure its step again)
-        if (stop_requested) return stop_run(&r);
+        if (stop_requested || r.log_broken) return stop_run(&r);
         if (last) break;
         train_step(&r, step);
     }

@@ -249,6 +249,7 @@ TEST_CASE("training state: every corruption is refused with the file and the fie
     s.step = 7; s.B = 4; s.T = 16; s.total_batch = 128; s.seed = 5; s.epoch = 2; s.index = 9; s.rng = 1ull << 40;
     s.model_checksum = 0x123456789abcdefull;
     s.config = "{\"type\":\"config\",\"lr\":0.003}";
+    s.unlogged = "{\"type\":\"val\",\"step\":7,\"val_loss\":2.5}\n";  // a record the log could not take
     write_train_state(good_path, s, c, n, m.data(), v.data());
     const std::string good = slurp(good_path);
     auto load = [&] { read_train_state(bad, c, n, m2.data(), v2.data()); };
@@ -267,6 +268,8 @@ TEST_CASE("training state: every corruption is refused with the file and the fie
     mutated([](std::string* b) { set_i32(b, 1, 3); }, {"version (header[1]) is 3"});
     mutated([](std::string* b) { set_i32(b, 20, -5); }, {"config length (header[20]) is -5"});
     mutated([](std::string* b) { set_i32(b, 20, 5); }, {"bytes, expected", "config"});
+    mutated([](std::string* b) { set_i32(b, 21, -1); }, {"unlogged records length (header[21]) is -1"});
+    mutated([](std::string* b) { set_i32(b, 21, 3); }, {"bytes, expected", "unlogged records"});
     // a changed moment that is still a valid number: only the checksum can tell
     mutated([&](std::string* b) { set_f32(b, 256 + 3, 0.5f); }, {"checksum (header[18..19]) does not match"});
     mutated([&](std::string* b) { (*b)[b->size() - 1] ^= 1; }, {"checksum (header[18..19]) does not match"});
@@ -290,6 +293,7 @@ TEST_CASE("training state: every corruption is refused with the file and the fie
     CHECK(back.step == 7); CHECK(back.B == 4); CHECK(back.T == 16); CHECK(back.total_batch == 128);
     CHECK(back.seed == 5); CHECK(back.epoch == 2); CHECK(back.index == 9); CHECK(back.rng == (1ull << 40));
     CHECK(back.version == 2); CHECK(back.model_checksum == s.model_checksum); CHECK(back.config == s.config);
+    CHECK(back.unlogged == s.unlogged);
     CHECK(m2 == m);
     CHECK(v2 == v);
     ByteSource mem("in-memory", "training state", good.data(), good.size());
@@ -297,11 +301,21 @@ TEST_CASE("training state: every corruption is refused with the file and the fie
     // a version-1 state (no checksums, no config: written by earlier versions) still reads
     std::string v1 = good.substr(0, 1024 + 8 * n);
     set_i32(&v1, 1, 1);
-    for (int i = 16; i <= 20; i++) set_i32(&v1, i, 0);
+    for (int i = 16; i <= 21; i++) set_i32(&v1, i, 0);
     ByteSource old("in-memory v1", "training state", v1.data(), v1.size());
     TrainState back1 = parse_train_state(old, c, n, m2.data(), v2.data());
-    CHECK(back1.version == 1); CHECK(back1.index == 9); CHECK(back1.config.empty());
+    CHECK(back1.version == 1); CHECK(back1.index == 9); CHECK(back1.config.empty()); CHECK(back1.unlogged.empty());
     CHECK(m2 == m);
+    // unlogged records that stop mid-line (the checksum matches: written so) are refused
+    s.unlogged.pop_back();
+    write_train_state(bad, s, c, n, m.data(), v.data());
+    require_fails(load, {bad, "unlogged records do not end a line"});
+    // without unlogged records, the file is what it was before the field existed: header[21] 0, nothing after config
+    s.unlogged.clear();
+    write_train_state(bad, s, c, n, m.data(), v.data());
+    std::string plain = slurp(bad);
+    CHECK(plain.size() == 1024 + 8 * n + s.config.size());
+    CHECK(plain.substr(84, 4) == std::string(4, '\0'));
 }
 
 // argv from a list of arguments (argv[0] is the program).

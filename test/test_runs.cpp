@@ -11,6 +11,7 @@
 #include <sys/wait.h>
 
 #include <regex>
+#include <set>
 #include <sstream>
 
 // A child process running a shell command, its stdout and stderr on one pipe.
@@ -296,8 +297,8 @@ TEST_CASE("sink metrics on a host thread beside training: the same records under
     CHECK(msg.find("SK_SINK_THREAD 'yes' is not 1, 0 or auto") != std::string::npos);
 }
 
-TEST_CASE("a log that cannot be written while the thread still measures keeps the older checkpoint, which measures "
-          "that step again on resume", "[runs][sink-thread][disk-full]") {
+TEST_CASE("a log that cannot be written while the thread still measures: the checkpoint keeps that measurement's "
+          "record, and the resumed run logs it once", "[runs][sink-thread][disk-full]") {
     // sink metrics every 3 steps, checkpoints every 2: the measurement of step 3 is still on the thread (it waits
     // 300 ms) when the record of step 4's training is written; that write fails, or the sink record's own (logged
     // when the checkpoint of step 4 waits for it)
@@ -324,19 +325,102 @@ TEST_CASE("a log that cannot be written while the thread still measures keeps th
         std::string msg = train_on_a_full_disk(&r.cl, (long long)at + 60);  // inside that record
         sink_thread_delay_ms = 0;
         CHECK(msg.find("could not be written") != std::string::npos);
-        CHECK(latest_checkpoint(r.dir + "/run") == 2);  // not 4: step 3 is measured by the run that resumes
+        REQUIRE(latest_checkpoint(r.dir + "/run") == 4);  // the newest step: its state holds step 3's record
+        Checkpoint ck = read_checkpoint(r.dir + "/run", 4);
+        CHECK(ck.state.unlogged.find("\"type\":\"sink\",\"step\":3,") != std::string::npos);
+        CHECK(slurp(r.dir + "/run/log.jsonl").find("\"type\":\"sink\",\"step\":3,") == std::string::npos);
         CommandLine again = r.cl;
         again.train.resume_dir = r.dir + "/run";
         again.given = {"--resume"};
         REQUIRE(train(&again) == 0);
         std::vector<int> steps;
         for (auto& rec : sink_records(slurp(r.dir + "/run/log.jsonl"))) steps.push_back(rec.first);
-        CHECK(std::count(steps.begin(), steps.end(), 3) >= 1);
-        CHECK(std::count(steps.begin(), steps.end(), 6) == 1);
-        CHECK(steps.back() == 8);
+        CHECK(steps == std::vector<int>({0, 3, 6, 8}));
         CHECK(slurp(r.dir + "/run/model_00000008.bin") == slurp(straight.dir + "/run/model_00000008.bin"));
     }
     sink_thread_delay_ms = 0;
+}
+
+// A log's records without what differs between two runs that computed the same (timings, thread counts, the run's
+// id), and without the records of an invocation (config, done, stopped): one line each, in order.
+static std::vector<std::string> computed_records(const std::string& log) {
+    std::vector<std::string> out;
+    std::istringstream in(log);
+    std::regex timing(",\"(ms|tok_per_s|threads|thread_ms|run)\":(\"[^\"]*\"|[^,}]*)");
+    for (std::string line; std::getline(in, line);) {
+        if (line.find("\"type\":\"config\"") != std::string::npos || line.find("\"type\":\"done\"") != std::string::npos ||
+            line.find("\"type\":\"stopped\"") != std::string::npos)
+            continue;
+        out.push_back(std::regex_replace(line, timing, ""));
+    }
+    return out;
+}
+
+TEST_CASE("wherever the log's disk fills, the failed run and the run that resumes it log every record exactly once",
+          "[runs][disk-full]") {
+    auto setup = [](TinyRun* r) {
+        r->cl.train.save_every = 3;
+        r->cl.train.sample_every = 2;
+        r->cl.train.sample_len = 6;
+    };
+    TinyRun straight = tiny_run(6);
+    setup(&straight);
+    REQUIRE(train(&straight.cl) == 0);
+    std::string full = slurp(straight.dir + "/run/log.jsonl");
+    std::vector<std::string> want = computed_records(full);
+    int lines = (int)std::count(full.begin(), full.end(), '\n');
+    std::set<std::string> failed_types;
+    for (int k = 0; k < lines; k++) {  // write k + 1 fails, and every one after it would
+        std::istringstream in(full);
+        std::string line;
+        for (int i = 0; i <= k; i++) std::getline(in, line);
+        std::smatch type;
+        REQUIRE(std::regex_search(line, type, std::regex("\"type\":\"([a-z]+)\"")));
+        INFO("the first write that fails: record " << k << ", " << type[1]);
+        failed_types.insert(type[1]);
+        TinyRun r = tiny_run(6);
+        setup(&r);
+        log_writes_left = k;
+        std::string msg;
+        try {
+            train(&r.cl);
+        } catch (const SkError& e) {
+            msg = e.what();
+        }
+        log_writes_left = -1;
+        INFO(msg);
+        CHECK(msg.find("could not be written") != std::string::npos);
+        CHECK(msg.find("--resume " + r.dir + "/run") != std::string::npos);
+        std::string log = slurp(r.dir + "/run/log.jsonl");
+        CHECK((int)std::count(log.begin(), log.end(), '\n') == k);  // the records before it, whole
+        int saved = latest_checkpoint(r.dir + "/run");
+        REQUIRE(saved >= 0);
+        CommandLine again = r.cl;
+        again.train.resume_dir = r.dir + "/run";
+        again.given = {"--resume"};
+        REQUIRE(train(&again) == 0);
+        CHECK(!file_exists(r.dir + "/run/run.lock"));
+        log = slurp(r.dir + "/run/log.jsonl");
+        check_log_lines_whole(log);
+        CHECK(computed_records(log) == want);  // every record of the straight run, once each, in its order
+        size_t done = 0;
+        for (size_t p = log.find("\"type\":\"done\""); p != std::string::npos; p = log.find("\"type\":\"done\"", p + 1))
+            done++;
+        CHECK(done == 1);
+        CHECK(slurp(r.dir + "/run/model_00000006.bin") == slurp(straight.dir + "/run/model_00000006.bin"));
+        // a second resume of the same checkpoint writes nothing twice
+        if (saved < 6) {
+            std::string before = slurp(r.dir + "/run/log.jsonl");
+            CommandLine third = again;
+            third.train.from_step = saved;
+            third.given = {"--resume", "--from-step", "--steps"};
+            third.train.steps = saved;
+            REQUIRE(train(&third) == 0);
+            std::string after = slurp(r.dir + "/run/log.jsonl");
+            CHECK(computed_records(after) == computed_records(before));
+        }
+    }
+    for (const char* t : {"config", "train", "val", "sink", "sample", "done"}) CHECK(failed_types.count(t) == 1);
 }
 
 TEST_CASE("Ctrl-C with sink metrics on the thread: the measurement under way is logged before the checkpoint",
