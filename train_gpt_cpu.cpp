@@ -92,8 +92,32 @@ static void gemm_by_element(F* out, const F* A, int lda, bool a_t, const F* B, i
 }
 
 // The fast engine's matmuls on a GPU go to cuBLAS in this precision (kernels/matmul_cublas.cuh; not bit for bit);
-// -1, the exact engine's, keeps the formula's bits. ModelEngine sets it for each call into the model.
+// -1, the exact engine's, keeps the formula's bits. On the CPU, fp32 keeps them too, and tf32 or bf16 round the
+// inputs as a tensor core would (gemm_rounded_inputs). ModelEngine sets it for each call into the model.
 static int matmul_fast_precision = -1;
+
+#ifndef __CUDACC__
+// The CPU's stand-in for a tensor-core product at --precision tf32 or bf16: A and B rounded to the precision's
+// mantissa (round_mantissa: to nearest, ties to even), then the product as always, fp32 accumulation; the bias is
+// added unrounded, as cuBLAS's epilogue adds it. On a GPU cuBLAS rounds inside the GEMM, its ties possibly broken
+// otherwise, so this measures the precision's effect (./train_gpt_cpu --engine fast --precision bf16 --check-fast),
+// not the GPU's bits.
+static void gemm_rounded_inputs(float* out, const float* A, int lda, bool a_t, const float* B, int ldb, bool b_t, int M,
+                                int K, int N, const float* bias, bool accumulate, int precision) {
+    static std::vector<float> ra, rb;  // the model runs on one host thread
+    int bits = precision_mantissa_bits[precision];
+    auto rounded = [bits](std::vector<float>* dst, const float* src, size_t rows, size_t cols, size_t ld) {
+        size_t span = rows && cols ? (rows - 1) * ld + cols : 0;  // the operand's elements, first to last
+        if (dst->size() < span) dst->resize(span);
+        float* d = dst->data();
+        sk_for(span, SK_LAMBDA(size_t i) { d[i] = round_mantissa(src[i], bits); });
+        return (const float*)d;
+    };
+    const float* a = a_t ? rounded(&ra, A, K, M, lda) : rounded(&ra, A, M, K, lda);
+    const float* b = b_t ? rounded(&rb, B, N, K, ldb) : rounded(&rb, B, K, N, ldb);
+    gemm_blocked(out, a, lda, a_t, b, ldb, b_t, M, K, N, bias, accumulate);
+}
+#endif
 
 template <typename F>
 static void gemm(F* out, const F* A, int lda, bool a_t, const F* B, int ldb, bool b_t, int M, int K, int N,
@@ -106,6 +130,10 @@ static void gemm(F* out, const F* A, int lda, bool a_t, const F* B, int ldb, boo
     if (!fast) gemm_exact_tiled(out, A, lda, a_t, B, ldb, b_t, M, K, N, bias, accumulate);
     if (sk_sync_each_launch()) SK_CUDA(cudaDeviceSynchronize());
 #else
+    if constexpr (std::is_same<F, float>::value)
+        if (matmul_fast_precision > PRECISION_FP32)
+            return gemm_rounded_inputs(out, A, lda, a_t, B, ldb, b_t, M, K, N, bias, accumulate,
+                                       matmul_fast_precision);
     gemm_blocked(out, A, lda, a_t, B, ldb, b_t, M, K, N, bias, accumulate);
 #endif
 }
@@ -2540,9 +2568,14 @@ class ModelEngine final : public Engine {
         std::string attn = acts_.streamed
                                ? "streamed attention"
                                : "row-form attention (no streamed form for head size " + std::to_string(hs) + ")";
-        std::string mm = matmul_precision() >= 0
-                             ? std::string("cuBLAS ") + precision_names[matmul_precision()] + " matmuls"
-                             : "exact matmuls";
+#ifdef __CUDACC__
+        std::string mm = std::string("cuBLAS ") + precision_names[options_.precision] + " matmuls";
+#else
+        std::string mm = options_.precision == PRECISION_FP32
+                             ? "exact matmuls"
+                             : std::string("exact matmuls on ") + precision_names[options_.precision] +
+                                   "-rounded inputs (the tensor cores' rounding, emulated)";
+#endif
         return "fast: " + attn + ", " + mm + ", row sums in chunks, norms a warp per row, loss from row statistics";
     }
     size_t num_params() const override { return model.num_params; }
@@ -2642,13 +2675,9 @@ class ModelEngine final : public Engine {
         }
     };
     EngineOptions options_;
-    // the precision of cuBLAS's matmuls: the fast engine's on a GPU, else -1 (the exact matmul)
-    int matmul_precision() const {
-#ifdef __CUDACC__
-        if (options_.kind == ENGINE_FAST) return options_.precision;
-#endif
-        return -1;
-    }
+    // the fast engine's matmul precision (on the CPU: fp32, the exact matmul, or rounded inputs), else -1 (the exact
+    // matmul)
+    int matmul_precision() const { return options_.kind == ENGINE_FAST ? options_.precision : -1; }
     Acts<float> acts_, probe_;
     std::vector<float> staging_[5];  // the GPU build's host copies of a probe
     ProbeCopy unused_copy_;          // stands in for probe's keep when none is given (never written)

@@ -189,12 +189,14 @@ static const char* const nonfinite_names[NONFINITE_NUM_KINDS] = {"stop", "skip"}
 // Which engine computes the model (--engine, --precision; docs/gpu.md):
 //   exact  the reference: every element in a fixed order, the same bits on the CPU and a GPU.
 //   fast   attention streamed key tile by key tile (no T x T matrices; equal up to rounding), and on a GPU the matmuls
-//          by cuBLAS in the chosen precision (fp32, or tensor cores on tf32 or bf16 inputs, fp32 accumulation).
+//          by cuBLAS in the chosen precision (fp32, or tensor cores on tf32 or bf16 inputs, fp32 accumulation; the CPU
+//          emulates those two by rounding the inputs).
 //   auto   exact on the CPU, fast on a GPU.
 enum EngineKind { ENGINE_AUTO, ENGINE_EXACT, ENGINE_FAST, ENGINE_NUM_KINDS };
 static const char* const engine_names[ENGINE_NUM_KINDS] = {"auto", "exact", "fast"};
 enum MatmulPrecision { PRECISION_FP32, PRECISION_TF32, PRECISION_BF16, PRECISION_NUM_KINDS };
 static const char* const precision_names[PRECISION_NUM_KINDS] = {"fp32", "tf32", "bf16"};
+static const int precision_mantissa_bits[PRECISION_NUM_KINDS] = {23, 10, 7};  // what a tensor core multiplies
 
 struct TrainConfig {
     std::string train_glob = "data/brown/brown_train.bin";

@@ -162,8 +162,9 @@ static inline FlagTable make_flag_table(CommandLine* cl) {
     add_flag(&t, "--engine", FLAG_CHOICE, &r->engine, "exact: the reference bits; fast: streamed attention (and cuBLAS on a "
              "GPU); auto: exact on the CPU, fast on a GPU", 0, 0, engine_names, ENGINE_NUM_KINDS);
     add_flag(&t, "--exact", FLAG_SWITCH, &r->exact, "(no value) the same as --engine exact");
-    add_flag(&t, "--precision", FLAG_CHOICE, &r->precision, "the fast engine's matmuls on a GPU: fp32, or tensor cores on "
-             "tf32 or bf16 inputs (fp32 accumulation and storage)", 0, 0, precision_names, PRECISION_NUM_KINDS);
+    add_flag(&t, "--precision", FLAG_CHOICE, &r->precision, "the fast engine's matmuls: fp32, or tensor cores on tf32 "
+             "or bf16 inputs (fp32 accumulation and storage; the CPU rounds the inputs so)", 0, 0, precision_names,
+             PRECISION_NUM_KINDS);
     flag_section(&t, "batch and optimizer");
     add_flag(&t, "--batch", FLAG_INT, &r->batch_size, "B, sequences per micro-batch", 1, 1 << 20);
     add_flag(&t, "--seq-len", FLAG_INT, &r->seq_len, "T, tokens per sequence (0 = max-seq-len)", 0, 1 << 20);

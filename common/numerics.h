@@ -24,6 +24,21 @@
 #define SK_HD
 #endif
 
+// x with its mantissa rounded to `bits` bits (of float's 23), to nearest, ties to even, as IEEE rounding into a
+// narrower format does: 10 bits is tf32's mantissa, 7 bf16's. The exponent range stays float's, so a value rounded
+// past the largest finite float of that mantissa becomes infinite; NaN and infinities stay as they are. The CPU's fast
+// engine rounds the matmul inputs with it at --precision tf32 and bf16 (train_gpt_cpu.cpp, gemm).
+inline float round_mantissa(float x, int bits) {
+    uint32_t u;
+    memcpy(&u, &x, 4);
+    if (bits >= 23 || (u & 0x7f800000u) == 0x7f800000u) return x;
+    int drop = 23 - bits;
+    uint32_t half = (1u << (drop - 1)) - 1 + ((u >> drop) & 1u);  // below one half, or at it for an odd last bit
+    u = (u + half) & ~((1u << drop) - 1);
+    memcpy(&x, &u, 4);
+    return x;
+}
+
 SK_HD inline float sk_sqrt(float x) { return sqrtf(x); }
 SK_HD inline double sk_sqrt(double x) { return sqrt(x); }
 SK_HD inline float sk_fma(float a, float b, float c) { return fmaf(a, b, c); }

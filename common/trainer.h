@@ -120,12 +120,10 @@ static EngineOptions engine_options(const TrainConfig& tc) {
     EngineOptions o;
     o.kind = tc.engine == ENGINE_AUTO ? (gpu ? ENGINE_FAST : ENGINE_EXACT) : tc.engine;
     o.precision = tc.precision;
-    if (o.precision != PRECISION_FP32 && !gpu)
-        fail("flag --precision %s: the CPU computes in fp32; tensor-core precisions need the GPU trainer (./train_gpt)",
-             precision_names[o.precision]);
     if (o.precision != PRECISION_FP32 && o.kind == ENGINE_EXACT)
-        fail("flag --precision %s applies to the fast engine; the exact engine computes in fp32 (drop --precision or "
-             "--engine exact)", precision_names[o.precision]);
+        fail("flag --precision %s applies to the fast engine (--engine fast%s); the exact engine computes in fp32 "
+             "(drop --precision or --engine exact)", precision_names[o.precision],
+             gpu ? "" : ", which on the CPU emulates the tensor cores' rounding");
     return o;
 }
 
@@ -642,6 +640,7 @@ static std::string sample_text(Engine& e, TextCodec* codec, const TrainConfig& t
 struct CheckResult {
     int failures = 0;
     double worst = 0;  // largest error / allowed
+    int sensitive = 0;  // --check-fast: items beyond their fixed allowance, within the model's own sensitivity's
 };
 
 // A tensor's errors against its reference: max error / max |ref|, relative L2 and the cosine of the two (each
@@ -1321,7 +1320,8 @@ static void print_sink_report(const SinkReport& s) {
 // Allowed errors by --precision (provisional, from the issue that asked for this check; to be set at about 10x what
 // the first GPU run measures): fp32 1e-4 per tensor and 1e-3 on the losses and alpha_1, tf32 5e-3 and 1e-2, bf16
 // 5e-2 and 5e-2. On the CPU (streamed against row-form attention, fp32) the fixtures measure about 1e-6
-// (test_engine.cpp).
+// (test_engine.cpp). A model that is itself sensitive to rounding (softpick's kink, linear attention's cancelling
+// sums) may get more for its gradients, alpha_1 and curve: SENSITIVITY_FACTOR below.
 
 #define CHECK_FAST_STEPS 5
 
@@ -1349,10 +1349,134 @@ static void check_fast_tensor(CheckResult* r, const char* name, const float* fas
     check_fast_value(r, name, e.rel_l2, allowed, detail, verbose);
 }
 
+// What --check-fast compares of one engine: one forward/backward on the batch (the loss, the first sequence's logits,
+// every gradient), alpha_1 on the probe, and the losses of CHECK_FAST_STEPS AdamW steps from fresh moments.
+struct FastCheckRun {
+    float loss = 0;
+    std::vector<float> logits, grads;
+    double alpha1 = 0;
+    std::vector<double> curve;
+};
+
+struct FastCheckInput {
+    std::vector<int> x, y, probe;
+    int B = 0, T = 0, probe_seqs = 0;
+};
+
+static FastCheckRun fast_check_run(Engine& e, const std::vector<float>& params, const FastCheckInput& in,
+                                   const TrainConfig& tc) {
+    FastCheckRun run;
+    size_t n = params.size();
+    int V = e.config().vocab_size;
+    e.set_params(params.data());
+    std::vector<float> zeros(n, 0.0f);
+    e.set_adam(zeros.data(), zeros.data());
+    run.loss = (float)e.forward(in.x.data(), in.y.data(), in.B, in.T);
+    run.logits.resize((size_t)in.T * V);
+    for (int t = 0; t < in.T; t++) e.logits_row(0, t, &run.logits[(size_t)t * V]);
+    e.zero_grad();
+    e.backward(1.0f);
+    run.grads.resize(n);
+    e.get_grads(run.grads.data());
+    run.alpha1 = measure_sinks(e, in.probe, in.probe_seqs, tc.probe_len, tc.sink_eps).alpha1_mean;
+    for (int step = 0; step < CHECK_FAST_STEPS; step++) {
+        e.zero_grad();
+        run.curve.push_back(e.forward(in.x.data(), in.y.data(), in.B, in.T));
+        e.backward(1.0f);
+        e.update(adamw_step(tc, tc.lr, step, e.grad_norm()));
+    }
+    return run;
+}
+
+// The errors of a run against the exact engine's, in --check-fast's order: the loss, the logits, each gradient tensor
+// (relative L2), alpha_1 (absolute), the curve (the largest relative error of a step's loss).
+struct FastCheckItem {
+    std::string name, detail;
+    double err = 0;
+    bool curve_kind = false;  // judged by the curve's allowance (alpha_1, the curve)
+};
+
+static std::vector<FastCheckItem> fast_check_items(const FastCheckRun& got, const FastCheckRun& ref,
+                                                   const ModelConfig& c, const TrainConfig& tc, const char* label) {
+    std::vector<FastCheckItem> items;
+    char detail[200];
+    auto tensor = [&](const char* name, const float* a, const float* b, size_t n) {
+        TensorError e = tensor_error(a, b, n);
+        snprintf(detail, sizeof detail, "rel L2 %.3e  max err / max |exact| %.3e  cosine %.9f", e.rel_l2, e.rel_max,
+                 e.cosine);
+        items.push_back({name, detail, e.rel_l2, false});
+    };
+    tensor("loss", &got.loss, &ref.loss, 1);
+    tensor("logits", got.logits.data(), ref.logits.data(), ref.logits.size());
+    size_t sizes[NUM_PARAM_TENSORS], off = 0;
+    param_sizes(c, sizes);
+    for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
+        if (sizes[i]) tensor(param_names[i], got.grads.data() + off, ref.grads.data() + off, sizes[i]);
+        off += sizes[i];
+    }
+    double da = fabs(got.alpha1 - ref.alpha1);
+    snprintf(detail, sizeof detail, "%s %.6f  exact %.6f  difference %.3e", label, got.alpha1, ref.alpha1, da);
+    items.push_back({"alpha_1", detail, std::isfinite(got.alpha1) ? da : INFINITY, true});
+    double worst_step = 0;
+    for (int step = 0; step < CHECK_FAST_STEPS; step++) {
+        double e = fabs(got.curve[step] - ref.curve[step]) / fabs(ref.curve[step]);
+        worst_step = std::isfinite(e) ? std::max(worst_step, e) : INFINITY;
+    }
+    snprintf(detail, sizeof detail, "%d AdamW steps at lr %g: %s %.6f -> %.6f, exact %.6f -> %.6f, max rel err %.3e",
+             CHECK_FAST_STEPS, tc.lr, label, got.curve[0], got.curve.back(), ref.curve[0], ref.curve.back(),
+             worst_step);
+    items.push_back({"curve", detail, worst_step, true});
+    return items;
+}
+
+// The exact engine's own sensitivity: its run from parameters each moved by a rounding-sized step (p (1 + u nudge),
+// u uniform in [-1, 1]) against its run from the parameters themselves. A well-conditioned model barely moves; where a
+// row map has a kink (softpick's relu at 0: a score that rounding moves across 0 changes its gradient by a jump) or
+// a sum cancels (linear attention), a rounding-sized change moves gradients and curves far more, and so does any
+// reordering of a sum in the fast engine, or rounding to tf32 or bf16. --check-fast then allows the gradients,
+// alpha_1 and the curve SENSITIVITY_FACTOR times this change where that is more than their fixed allowance; the loss
+// and the logits (the forward, well-conditioned in every variant) keep theirs, so the nudge, which grows with the
+// logits' error, cannot hide a bug in the forward. Computed only when something fails the fixed allowance.
+#define SENSITIVITY_FACTOR 10
+static std::vector<float> nudged_params(const std::vector<float>& params, double scale, uint64_t seed) {
+    std::vector<float> out(params);
+    uint64_t rng = seed ^ 0x5eed5eed5eedull;
+    for (float& p : out) {
+        double u = (double)(splitmix64(&rng) >> 11) * 0x1p-53 * 2 - 1;
+        p = (float)(p * (1 + u * scale));
+    }
+    return out;
+}
+
+// The verdict on each item (fast_check_items' order: loss, logits, gradients, alpha_1, curve): its fixed allowance, or
+// for a gradient, alpha_1 and the curve SENSITIVITY_FACTOR times the exact engine's own change (own, when measured)
+// where that is larger.
+static CheckResult judge_fast_check(const std::vector<FastCheckItem>& items, const std::vector<FastCheckItem>& own,
+                                    const FastTolerance& tol, bool verbose) {
+    CheckResult r;
+    for (size_t i = 0; i < items.size(); i++) {
+        const FastCheckItem& it = items[i];
+        double fixed = it.curve_kind ? tol.curve : tol.tensor, allowed = fixed;
+        std::string detail = it.detail;
+        bool forward = it.name == "loss" || it.name == "logits";
+        if (!forward && i < own.size() && std::isfinite(own[i].err) && SENSITIVITY_FACTOR * own[i].err > fixed) {
+            allowed = SENSITIVITY_FACTOR * own[i].err;
+            char more[120];
+            snprintf(more, sizeof more, "  [exact engine's own change %.3e: allowed %d x that]", own[i].err,
+                     SENSITIVITY_FACTOR);
+            detail += more;
+            r.sensitive += it.err > fixed && it.err <= allowed;
+        }
+        check_fast_value(&r, it.name.c_str(), it.err, allowed, detail, verbose);
+    }
+    return r;
+}
+
 static CheckResult check_fast(const CommandLine* cl, bool verbose) {
     const TrainConfig& tc = cl->train;
-    EngineOptions fast = engine_options(tc), exact;
-    fast.kind = ENGINE_FAST;
+    TrainConfig fast_flags = tc;
+    fast_flags.engine = ENGINE_FAST;  // the engine checked, whatever --engine says
+    EngineOptions fast = engine_options(fast_flags), exact;
     std::vector<float> params;
     ModelConfig c;
     if (!tc.load_path.empty()) {
@@ -1363,67 +1487,47 @@ static CheckResult check_fast(const CommandLine* cl, bool verbose) {
         init_params(c, tc.seed, params.data());
     }
     std::unique_ptr<Engine> engines[2] = {make_engine(c, exact), make_engine(c, fast)};
-    for (auto& e : engines) e->set_params(params.data());
-    int B = tc.batch_size, T = tc.seq_len ? tc.seq_len : c.max_seq_len - c.attn.sink_token, V = c.vocab_size;
-    check_seq_len("flag --seq-len", T, c);
-    validate_data_manipulations(tc, V, T, "--seq-len");
+    FastCheckInput in;
+    in.B = tc.batch_size;
+    in.T = tc.seq_len ? tc.seq_len : c.max_seq_len - c.attn.sink_token;
+    int V = c.vocab_size;
+    check_seq_len("flag --seq-len", in.T, c);
+    validate_data_manipulations(tc, V, in.T, "--seq-len");
     DataLoader data;
-    loader_init(&data, tc.train_glob, "--train", T, V, tc.seed, false);
-    std::vector<int> x((size_t)B * T), y((size_t)B * T);
-    loader_next_batch(&data, B, x.data(), y.data());
+    loader_init(&data, tc.train_glob, "--train", in.T, V, tc.seed, false);
+    in.x.resize((size_t)in.B * in.T);
+    in.y.resize((size_t)in.B * in.T);
+    loader_next_batch(&data, in.B, in.x.data(), in.y.data());
     uint64_t rng = EVAL_DATA_SEED;
-    apply_data_manipulations(tc, x.data(), y.data(), B, T, V, &rng);
-    const FastTolerance& tol = fast_tolerances[fast.precision];
-    say("--check-fast: %s, against the exact engine | %zu parameters | B %d T %d\n", engines[1]->describe().c_str(),
-        params.size(), B, T);
-    CheckResult r;
-    float loss[2];
-    std::vector<float> logits[2], grads[2];
-    for (int i = 0; i < 2; i++) {
-        loss[i] = (float)engines[i]->forward(x.data(), y.data(), B, T);
-        logits[i].resize((size_t)T * V);
-        for (int t = 0; t < T; t++) engines[i]->logits_row(0, t, &logits[i][(size_t)t * V]);
-        engines[i]->zero_grad();
-        engines[i]->backward(1.0f);
-        grads[i].resize(params.size());
-        engines[i]->get_grads(grads[i].data());
-    }
-    check_fast_tensor(&r, "loss", &loss[1], &loss[0], 1, tol.tensor, verbose);
-    check_fast_tensor(&r, "logits", logits[1].data(), logits[0].data(), logits[0].size(), tol.tensor, verbose);
-    size_t sizes[NUM_PARAM_TENSORS], off = 0;
-    param_sizes(c, sizes);
-    for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
-        if (sizes[i])
-            check_fast_tensor(&r, param_names[i], grads[1].data() + off, grads[0].data() + off, sizes[i], tol.tensor,
-                              verbose);
-        off += sizes[i];
-    }
+    apply_data_manipulations(tc, in.x.data(), in.y.data(), in.B, in.T, V, &rng);
     std::string probe_path = tc.probe_path.empty() ? expand_glob(tc.val_glob, "--val")[0] : tc.probe_path;
     check_seq_len("flag --probe-len", tc.probe_len, c);
     validate_data_manipulations(tc, V, tc.probe_len, "--probe-len");
-    int seqs = 0;
-    std::vector<int> probe = load_probe(tc, c, probe_path, &seqs);
-    double alpha[2];
-    for (int i = 0; i < 2; i++) alpha[i] = measure_sinks(*engines[i], probe, seqs, tc.probe_len, tc.sink_eps).alpha1_mean;
-    char detail[160];
-    snprintf(detail, sizeof detail, "fast %.6f  exact %.6f  difference %.3e  (%d x %d probe)", alpha[1], alpha[0],
-             fabs(alpha[1] - alpha[0]), seqs, tc.probe_len);
-    check_fast_value(&r, "alpha_1", fabs(alpha[1] - alpha[0]), tol.curve, detail, verbose);
-    std::vector<double> curve[2];
-    for (int i = 0; i < 2; i++)
-        for (int step = 0; step < CHECK_FAST_STEPS; step++) {
-            Engine& e = *engines[i];
-            e.zero_grad();
-            curve[i].push_back(e.forward(x.data(), y.data(), B, T));
-            e.backward(1.0f);
-            e.update(adamw_step(tc, tc.lr, step, e.grad_norm()));
-        }
-    double worst_step = 0;
-    for (int step = 0; step < CHECK_FAST_STEPS; step++)
-        worst_step = std::max(worst_step, fabs(curve[1][step] - curve[0][step]) / fabs(curve[0][step]));
-    snprintf(detail, sizeof detail, "%d AdamW steps at lr %g: fast %.6f -> %.6f, exact %.6f -> %.6f, max rel err %.3e",
-             CHECK_FAST_STEPS, tc.lr, curve[1][0], curve[1].back(), curve[0][0], curve[0].back(), worst_step);
-    check_fast_value(&r, "curve", worst_step, tol.curve, detail, verbose);
+    in.probe = load_probe(tc, c, probe_path, &in.probe_seqs);
+    const FastTolerance& tol = fast_tolerances[fast.precision];
+    say("--check-fast: %s, against the exact engine | %zu parameters | B %d T %d | probe %d x %d\n",
+        engines[1]->describe().c_str(), params.size(), in.B, in.T, in.probe_seqs, tc.probe_len);
+    FastCheckRun ref = fast_check_run(*engines[0], params, in, tc);
+    FastCheckRun got = fast_check_run(*engines[1], params, in, tc);
+    std::vector<FastCheckItem> items = fast_check_items(got, ref, c, tc, "fast");
+    bool beyond = false;
+    for (const FastCheckItem& it : items) beyond |= !(it.err <= (it.curve_kind ? tol.curve : tol.tensor));
+    std::vector<FastCheckItem> own;  // the exact engine's sensitivity, when something needs it
+    double nudge = 0;
+    if (beyond) {
+        // about one rounding of the precision, or as far as the fast engine's logits are from the exact ones (its
+        // forward's own rounding) up to a tenth of their allowance
+        nudge = std::max(ldexp(1.0, -precision_mantissa_bits[fast.precision]), std::min(items[1].err, tol.tensor / 10));
+        FastCheckRun nudged = fast_check_run(*engines[0], nudged_params(params, nudge, tc.seed), in, tc);
+        own = fast_check_items(nudged, ref, c, tc, "nudged");
+    }
+    CheckResult r = judge_fast_check(items, own, tol, verbose);
+    if (!own.empty())
+        say("note: some errors were beyond the fixed allowance, so the exact engine was also run from parameters moved "
+            "by up to %.1e of themselves (a rounding's size at %s): where that moves a gradient, alpha_1 or the curve "
+            "by more than a tenth of its allowance, the model itself is that sensitive (a kink like softpick's, or "
+            "cancelling sums), and %d x its change is allowed; a bug smaller than that cannot be told from rounding "
+            "here (docs/gpu.md)\n", nudge, precision_names[fast.precision], SENSITIVITY_FACTOR);
     return r;
 }
 
@@ -1459,7 +1563,9 @@ static int trainer_main(int argc, char** argv) {
     CommandLine cl;
     parse_command_line(argc, argv, &cl);
     thread_governor().start(cl.train.threads);
-    engine_options(cl.train);  // a --precision the engine cannot take stops here
+    TrainConfig engine_flags = cl.train;
+    if (engine_flags.check_fast) engine_flags.engine = ENGINE_FAST;  // the engine --check-fast checks
+    engine_options(engine_flags);  // a --precision the engine cannot take stops here
     sk_backend_init();         // the GPU build stops here with a clear message when no GPU exists
     if (cl.train.sample) return eval_sample(&cl);
     if (cl.train.eval_sink) return eval_sink(&cl);
