@@ -1,14 +1,15 @@
 // data/train_state.h: the training state file state_%08d.bin, the half of a checkpoint that --resume needs besides the
 // weights (model_%08d.bin, data/model_file.h). Shared by both trainers.
 //
-// Layout: a 256 x int32 little-endian header [0] 20240528 [1] 2 [2] step [3] B [4] T [5] total batch [6..7] seed
+// Layout: a 256 x int32 little-endian header [0] 20240528 [1] 2 (3 with unlogged records) [2] step [3] B [4] T [5] total batch [6..7] seed
 // [8..9] loader epoch [10..11] loader index [12..13] rng [14..15] num_params [16..17] the checksum of the model file
 // saved with it (FNV-1a 64 of its parameter bytes) [18..19] this file's own checksum (FNV-1a 64 of everything after
 // the header) [20] the length of the config text [21] the length of the unlogged records (64-bit values as low, high
 // int32); then AdamW's m and v as float32[num_params] each, then the config text: the run's config record (its flags
 // as JSON, the first line of its log), which --resume restores, then the unlogged records: log lines the run could
-// not write (a full disk) before this checkpoint, which the run that resumes it writes first (usually none: [21] is 0,
-// and the file is what it was before the field existed). Version 1 (no checksums, no config) is still read.
+// not write (a full disk) before this checkpoint, which the run that resumes it writes first (version 3; usually there
+// are none, and the file is version 2, byte for byte what it was before the field existed). Version 1 (no checksums,
+// no config) is still read.
 // What it is not: the weights (model_%08d.bin, saved beside it).
 // Readers: parse_train_state takes a ByteSource (a file, or memory for dev/fuzz/fuzz_train_state.cpp); every header
 // field is range-checked, the parameter count must be the model's and the length must match before anything is read;
@@ -20,7 +21,7 @@
 
 #include "model_file.h"
 
-#define TRAIN_STATE_VERSION 2
+#define TRAIN_STATE_VERSION 3  // written only when there are unlogged records; 2 otherwise
 #define TRAIN_STATE_MAX_CONFIG (1 << 20)
 #define TRAIN_STATE_MAX_UNLOGGED (1 << 26)
 
@@ -30,7 +31,7 @@ struct TrainState {
     int version = TRAIN_STATE_VERSION;
     uint64_t model_checksum = 0;  // version 2: of the model file's parameters
     std::string config;           // version 2: the run's config record (JSON)
-    std::string unlogged;         // version 2: whole log lines ('\n' after each) the log lacks, up to this step
+    std::string unlogged;         // version 3: whole log lines ('\n' after each) the log lacks, up to this step
 };
 
 // The checksum a state records for its model file: of the parameters as stored (float32, file order).
@@ -45,8 +46,8 @@ static inline TrainState parse_train_state(const ByteSource& src, const ModelCon
     if (h[0] != TRAIN_STATE_MAGIC)
         fail("training state '%s': magic (header[0]) is %d, expected %d (%s)", p, h[0], TRAIN_STATE_MAGIC,
              describe_magic(h[0]));
-    if (h[1] != 1 && h[1] != TRAIN_STATE_VERSION)
-        fail("training state '%s': version (header[1]) is %d, expected 1 or %d (written by another sinkscope "
+    if (h[1] < 1 || h[1] > TRAIN_STATE_VERSION)
+        fail("training state '%s': version (header[1]) is %d, expected 1 to %d (written by another sinkscope "
              "version?)", p, h[1], TRAIN_STATE_VERSION);
     TrainState s;
     s.version = h[1];
@@ -69,7 +70,7 @@ static inline TrainState parse_train_state(const ByteSource& src, const ModelCon
     if (config_len < 0 || config_len > TRAIN_STATE_MAX_CONFIG)
         fail("training state '%s': config length (header[20]) is %d, expected 0..%d (corrupt header)", p, config_len,
              TRAIN_STATE_MAX_CONFIG);
-    int unlogged_len = s.version >= 2 ? h[21] : 0;
+    int unlogged_len = s.version >= 3 ? h[21] : 0;
     if (unlogged_len < 0 || unlogged_len > TRAIN_STATE_MAX_UNLOGGED)
         fail("training state '%s': unlogged records length (header[21]) is %d, expected 0..%d (corrupt header)", p,
              unlogged_len, TRAIN_STATE_MAX_UNLOGGED);
@@ -129,7 +130,7 @@ static inline void write_train_state(const std::string& path, const TrainState& 
                  "the previous checkpoints are untouched)", path.c_str(), x == adam_m ? "m" : "v", bad.c_str());
     }
     int32_t h[256] = {0};
-    h[0] = TRAIN_STATE_MAGIC; h[1] = TRAIN_STATE_VERSION; h[2] = s.step; h[3] = s.B; h[4] = s.T; h[5] = s.total_batch;
+    h[0] = TRAIN_STATE_MAGIC; h[1] = s.unlogged.empty() ? 2 : 3; h[2] = s.step; h[3] = s.B; h[4] = s.T; h[5] = s.total_batch;
     header_put_u64(h, 6, s.seed); header_put_u64(h, 8, s.epoch); header_put_u64(h, 10, s.index);
     header_put_u64(h, 12, s.rng); header_put_u64(h, 14, num_params);
     if (s.config.size() > TRAIN_STATE_MAX_CONFIG)

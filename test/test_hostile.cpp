@@ -265,7 +265,7 @@ TEST_CASE("training state: every corruption is refused with the file and the fie
         require_fails(load, {bad, "bytes, expected", "truncated"});
     }
     mutated([](std::string* b) { set_i32(b, 0, MODEL_MAGIC); }, {"magic (header[0]) is 20240326", "model file"});
-    mutated([](std::string* b) { set_i32(b, 1, 3); }, {"version (header[1]) is 3"});
+    mutated([](std::string* b) { set_i32(b, 1, 4); }, {"version (header[1]) is 4", "expected 1 to 3"});
     mutated([](std::string* b) { set_i32(b, 20, -5); }, {"config length (header[20]) is -5"});
     mutated([](std::string* b) { set_i32(b, 20, 5); }, {"bytes, expected", "config"});
     mutated([](std::string* b) { set_i32(b, 21, -1); }, {"unlogged records length (header[21]) is -1"});
@@ -292,7 +292,7 @@ TEST_CASE("training state: every corruption is refused with the file and the fie
     TrainState back = read_train_state(good_path, c, n, m2.data(), v2.data());
     CHECK(back.step == 7); CHECK(back.B == 4); CHECK(back.T == 16); CHECK(back.total_batch == 128);
     CHECK(back.seed == 5); CHECK(back.epoch == 2); CHECK(back.index == 9); CHECK(back.rng == (1ull << 40));
-    CHECK(back.version == 2); CHECK(back.model_checksum == s.model_checksum); CHECK(back.config == s.config);
+    CHECK(back.version == 3); CHECK(back.model_checksum == s.model_checksum); CHECK(back.config == s.config);
     CHECK(back.unlogged == s.unlogged);
     CHECK(m2 == m);
     CHECK(v2 == v);
@@ -310,12 +310,14 @@ TEST_CASE("training state: every corruption is refused with the file and the fie
     s.unlogged.pop_back();
     write_train_state(bad, s, c, n, m.data(), v.data());
     require_fails(load, {bad, "unlogged records do not end a line"});
-    // without unlogged records, the file is what it was before the field existed: header[21] 0, nothing after config
+    // without unlogged records, the file is what it was before the field existed: version 2, header[21] 0, nothing
+    // after the config
     s.unlogged.clear();
     write_train_state(bad, s, c, n, m.data(), v.data());
     std::string plain = slurp(bad);
     CHECK(plain.size() == 1024 + 8 * n + s.config.size());
     CHECK(plain.substr(84, 4) == std::string(4, '\0'));
+    CHECK(read_train_state(bad, c, n, m2.data(), v2.data()).version == 2);
 }
 
 // argv from a list of arguments (argv[0] is the program).

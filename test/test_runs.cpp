@@ -423,6 +423,36 @@ TEST_CASE("wherever the log's disk fills, the failed run and the run that resume
     for (const char* t : {"config", "train", "val", "sink", "sample", "done"}) CHECK(failed_types.count(t) == 1);
 }
 
+TEST_CASE("a stop request in the step whose log write fails: its stopped record is kept with the other records",
+          "[runs][disk-full][signal]") {
+    TinyRun r = tiny_run(6);
+    stop_requested = SIGINT;  // as if Ctrl-C came during step 0's measurements
+    log_writes_left = 1;      // the config record is written, step 0's validation record is not
+    std::string msg;
+    try {
+        train(&r.cl);
+    } catch (const SkError& e) {
+        msg = e.what();
+    }
+    log_writes_left = -1;
+    stop_requested = 0;
+    CHECK(msg.find("could not be written") != std::string::npos);
+    REQUIRE(latest_checkpoint(r.dir + "/run") == 0);
+    Checkpoint ck = read_checkpoint(r.dir + "/run", 0);
+    CHECK(ck.state.version == 3);
+    CHECK(ck.state.unlogged.find("{\"type\":\"val\",\"step\":0,") == 0);  // the first record it kept
+    CHECK(ck.state.unlogged.find("\"type\":\"stopped\",\"step\":0,\"reason\":\"SIGINT (Ctrl-C)\"") !=
+          std::string::npos);
+    CommandLine again = r.cl;
+    again.train.resume_dir = r.dir + "/run";
+    again.given = {"--resume"};
+    REQUIRE(train(&again) == 0);
+    std::string log = slurp(r.dir + "/run/log.jsonl");
+    check_log_lines_whole(log);
+    CHECK(log.find("\"type\":\"stopped\"") < log.find("\"type\":\"train\",\"step\":1,"));
+    CHECK(read_checkpoint(r.dir + "/run", 6).state.version == 2);  // no unlogged records: the old format
+}
+
 TEST_CASE("Ctrl-C with sink metrics on the thread: the measurement under way is logged before the checkpoint",
           "[runs][sink-thread][signal]") {
     REQUIRE(file_exists("./train_gpt_cpu"));
