@@ -104,7 +104,9 @@ static int matmul_fast_precision = -1;
 // not the GPU's bits.
 static void gemm_rounded_inputs(float* out, const float* A, int lda, bool a_t, const float* B, int ldb, bool b_t, int M,
                                 int K, int N, const float* bias, bool accumulate, int precision) {
-    static std::vector<float> ra, rb;  // the model runs on one host thread
+    // the rounded copies, kept between calls (the model runs on one host thread): as large as the largest operand,
+    // up to the B x T x Vp logits gradient, which this emulation holds twice
+    static std::vector<float> ra, rb;
     int bits = precision_mantissa_bits[precision];
     auto rounded = [bits](std::vector<float>* dst, const float* src, size_t rows, size_t cols, size_t ld) {
         size_t span = rows && cols ? (rows - 1) * ld + cols : 0;  // the operand's elements, first to last

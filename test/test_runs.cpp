@@ -98,9 +98,11 @@ static void check_log_lines_whole(const std::string& log) {
     }
 }
 
-// A run whose log's disk holds `budget` bytes: the error it stops with.
-static std::string train_on_a_full_disk(CommandLine* cl, long long budget) {
+// A run whose log's disk fills after `budget` bytes, or after `writes` records (-1: no such limit): the error it
+// stops with.
+static std::string train_on_a_full_disk(CommandLine* cl, long long budget, int writes = -1) {
     log_write_budget = budget;
+    log_writes_left = writes;
     std::string msg;
     try {
         train(cl);
@@ -108,6 +110,7 @@ static std::string train_on_a_full_disk(CommandLine* cl, long long budget) {
         msg = e.what();
     }
     log_write_budget = -1;
+    log_writes_left = -1;
     return msg;
 }
 
@@ -380,14 +383,7 @@ TEST_CASE("wherever the log's disk fills, the failed run and the run that resume
         failed_types.insert(type[1]);
         TinyRun r = tiny_run(6);
         setup(&r);
-        log_writes_left = k;
-        std::string msg;
-        try {
-            train(&r.cl);
-        } catch (const SkError& e) {
-            msg = e.what();
-        }
-        log_writes_left = -1;
+        std::string msg = train_on_a_full_disk(&r.cl, -1, k);
         INFO(msg);
         CHECK(msg.find("could not be written") != std::string::npos);
         CHECK(msg.find("--resume " + r.dir + "/run") != std::string::npos);
@@ -427,14 +423,7 @@ TEST_CASE("a stop request in the step whose log write fails: its stopped record 
           "[runs][disk-full][signal]") {
     TinyRun r = tiny_run(6);
     stop_requested = SIGINT;  // as if Ctrl-C came during step 0's measurements
-    log_writes_left = 1;      // the config record is written, step 0's validation record is not
-    std::string msg;
-    try {
-        train(&r.cl);
-    } catch (const SkError& e) {
-        msg = e.what();
-    }
-    log_writes_left = -1;
+    std::string msg = train_on_a_full_disk(&r.cl, -1, 1);  // the config record is written, step 0's validation not
     stop_requested = 0;
     CHECK(msg.find("could not be written") != std::string::npos);
     REQUIRE(latest_checkpoint(r.dir + "/run") == 0);
