@@ -442,6 +442,21 @@ TEST_CASE("a stop request in the step whose log write fails: its stopped record 
     CHECK(read_checkpoint(r.dir + "/run", 6).state.version == 2);  // no unlogged records: the old format
 }
 
+TEST_CASE("a log that takes the done record but not the profile record after it says only that", "[runs][disk-full]") {
+    TinyRun straight = tiny_run(2);
+    REQUIRE(train(&straight.cl) == 0);
+    std::string full = slurp(straight.dir + "/run/log.jsonl");
+    int lines = (int)std::count(full.begin(), full.end(), '\n');  // through the done record
+    TinyRun r = tiny_run(2);
+    profile().on = true;  // SK_PROFILE=1: a profile record follows the done record
+    std::string msg = train_on_a_full_disk(&r.cl, -1, lines);
+    profile().on = false;
+    CHECK(msg.find("its log holds its summary, but the profile record could not be written") != std::string::npos);
+    std::string log = slurp(r.dir + "/run/log.jsonl");
+    CHECK((int)std::count(log.begin(), log.end(), '\n') == lines);
+    CHECK(log.find("\"type\":\"done\"") != std::string::npos);
+}
+
 TEST_CASE("Ctrl-C with sink metrics on the thread: the measurement under way is logged before the checkpoint",
           "[runs][sink-thread][signal]") {
     REQUIRE(file_exists("./train_gpt_cpu"));
