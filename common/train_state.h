@@ -1,11 +1,11 @@
 // data/train_state.h: the training state file state_%08d.bin, the half of a checkpoint that --resume needs besides the
 // weights (model_%08d.bin, data/model_file.h). Shared by both trainers.
 //
-// Layout: a 256 x int32 little-endian header [0] 20240528 [1] 2 (3 with unlogged records) [2] step [3] B [4] T [5] total batch [6..7] seed
-// [8..9] loader epoch [10..11] loader index [12..13] rng [14..15] num_params [16..17] the checksum of the model file
-// saved with it (FNV-1a 64 of its parameter bytes) [18..19] this file's own checksum (FNV-1a 64 of everything after
-// the header) [20] the length of the config text [21] the length of the unlogged records (64-bit values as low, high
-// int32); then AdamW's m and v as float32[num_params] each, then the config text: the run's config record (its flags
+// Layout: a 256 x int32 little-endian header [0] 20240528 [1] 2 (3 with unlogged records) [2] step [3] B [4] T
+// [5] total batch [6..7] seed [8..9] loader epoch [10..11] loader index [12..13] rng [14..15] num_params [16..17] the
+// checksum of the model file saved with it (FNV-1a 64 of its parameter bytes) [18..19] this file's own checksum
+// (FNV-1a 64 of everything after the header) [20] the length of the config text [21] the length of the unlogged
+// records (64-bit values as low, high int32); then AdamW's m and v as float32[num_params] each, then the config text: the run's config record (its flags
 // as JSON, the first line of its log), which --resume restores, then the unlogged records: log lines the run could
 // not write (a full disk) before this checkpoint, which the run that resumes it writes first (version 3; usually there
 // are none, and the file is version 2, byte for byte what it was before the field existed). Version 1 (no checksums,
@@ -130,7 +130,8 @@ static inline void write_train_state(const std::string& path, const TrainState& 
                  "the previous checkpoints are untouched)", path.c_str(), x == adam_m ? "m" : "v", bad.c_str());
     }
     int32_t h[256] = {0};
-    h[0] = TRAIN_STATE_MAGIC; h[1] = s.unlogged.empty() ? 2 : 3; h[2] = s.step; h[3] = s.B; h[4] = s.T; h[5] = s.total_batch;
+    h[0] = TRAIN_STATE_MAGIC; h[1] = s.unlogged.empty() ? 2 : 3;
+    h[2] = s.step; h[3] = s.B; h[4] = s.T; h[5] = s.total_batch;
     header_put_u64(h, 6, s.seed); header_put_u64(h, 8, s.epoch); header_put_u64(h, 10, s.index);
     header_put_u64(h, 12, s.rng); header_put_u64(h, 14, num_params);
     if (s.config.size() > TRAIN_STATE_MAX_CONFIG)

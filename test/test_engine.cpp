@@ -614,8 +614,8 @@ TEST_CASE("--precision tf32 and bf16 on the CPU: matmul inputs rounded to neares
             std::vector<float> ra = A, rb = Bm, got = start, want = start, plain = start;
             for (float& x : ra) x = round_mantissa(x, precision_mantissa_bits[precision]);
             for (float& x : rb) x = round_mantissa(x, precision_mantissa_bits[precision]);
-            gemm_rounded_inputs(got.data(), A.data(), lda, a_t, Bm.data(), ldb, b_t, M, K, N, acc ? nullptr : bias.data(),
-                                acc, precision);
+            gemm_rounded_inputs(got.data(), A.data(), lda, a_t, Bm.data(), ldb, b_t, M, K, N,
+                                acc ? nullptr : bias.data(), acc, precision);
             gemm_by_element(want.data(), ra.data(), lda, a_t, rb.data(), ldb, b_t, M, K, N, acc ? nullptr : bias.data(),
                             acc);
             gemm_by_element(plain.data(), A.data(), lda, a_t, Bm.data(), ldb, b_t, M, K, N, acc ? nullptr : bias.data(),

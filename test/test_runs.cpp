@@ -351,9 +351,10 @@ static std::vector<std::string> computed_records(const std::string& log) {
     std::istringstream in(log);
     std::regex timing(",\"(ms|tok_per_s|threads|thread_ms|run)\":(\"[^\"]*\"|[^,}]*)");
     for (std::string line; std::getline(in, line);) {
-        if (line.find("\"type\":\"config\"") != std::string::npos || line.find("\"type\":\"done\"") != std::string::npos ||
-            line.find("\"type\":\"stopped\"") != std::string::npos)
-            continue;
+        bool invocation = false;
+        for (const char* t : {"config", "done", "stopped"})
+            invocation |= line.find("\"type\":\"" + std::string(t) + "\"") != std::string::npos;
+        if (invocation) continue;
         out.push_back(std::regex_replace(line, timing, ""));
     }
     return out;
