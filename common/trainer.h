@@ -118,7 +118,8 @@ static std::string one_line(const std::string& text) {
 static EngineOptions engine_options(const TrainConfig& tc) {
     bool gpu = strcmp(SK_BACKEND_NAME, "GPU") == 0;
     EngineOptions o;
-    o.kind = tc.engine == ENGINE_AUTO ? (gpu ? ENGINE_FAST : ENGINE_EXACT) : tc.engine;
+    o.kind = tc.check_fast ? ENGINE_FAST  // the engine --check-fast checks, whatever --engine says
+             : tc.engine == ENGINE_AUTO ? (gpu ? ENGINE_FAST : ENGINE_EXACT) : tc.engine;
     o.precision = tc.precision;
     if (o.precision != PRECISION_FP32 && o.kind == ENGINE_EXACT)
         fail("flag --precision %s applies to the fast engine (--engine fast%s); the exact engine computes in fp32 "
@@ -774,7 +775,6 @@ struct Run {
     int log_errno = 0;
     std::string unlogged;
     size_t saved_unlogged = 0;  // how much of unlogged the newest checkpoint holds
-    std::string replay;         // a resumed run: the unlogged records of its checkpoint, written before its own
 
     ~Run() {
         if (log_fd >= 0) close(log_fd);
@@ -832,7 +832,8 @@ static int count_records(const std::string& text) { return (int)std::count(text.
 // The unlogged records of the checkpoint a run resumes, into the log before the run's own records, in one write.
 // A log that already holds them (an earlier resume of the same checkpoint wrote them) is left as it is.
 static void replay_unlogged(Run* r) {
-    if (r->replay.empty()) return;
+    std::string& replay = r->state.unlogged;  // a resumed run's, from its checkpoint (saves take r->unlogged)
+    if (replay.empty()) return;
     std::string path = r->out_dir + "/log.jsonl";
     std::string log;
     if (FILE* f = fopen(path.c_str(), "rb")) {
@@ -840,9 +841,9 @@ static void replay_unlogged(Run* r) {
         for (size_t n; (n = fread(buf, 1, sizeof buf, f)) > 0;) log.append(buf, n);
         fclose(f);
     }
-    int n = count_records(r->replay);
-    if (log.find(r->replay) == std::string::npos) {
-        int err = log_append(r, r->replay);
+    int n = count_records(replay);
+    if (log.find(replay) == std::string::npos) {
+        int err = log_append(r, replay);
         if (err)
             fail("cannot write '%s': %s. The %d records the run before could not log are still in the checkpoint of "
                  "step %d; free disk space, then continue with --resume %s", path.c_str(), strerror(err), n,
@@ -850,7 +851,7 @@ static void replay_unlogged(Run* r) {
         say("note: wrote the %d log record%s that the run before could not write (kept in the checkpoint of step "
             "%d)\n", n, n == 1 ? "" : "s", r->state.step);
     }
-    r->replay.clear();
+    replay.clear();
 }
 
 // The training state to save at `step`: the loader's position and the random state as they are now.
@@ -908,8 +909,6 @@ static void start_engine(CommandLine* cl, Run* r) {
         r->preset = "resume";
         r->resumed = true;
         r->state = ck.state;
-        r->replay = std::move(r->state.unlogged);  // written into the log before this run's records
-        r->state.unlogged.clear();
         r->saved_step = step;
         r->engine = make_engine(ck.config, engine_options(cl->train));
         r->engine->set_params(ck.params.data());
@@ -1344,13 +1343,26 @@ static void check_fast_value(CheckResult* r, const char* name, double err, doubl
     if (verbose || !ok) printf("%-10s %-4s %s (allowed %.0e)\n", name, ok ? "ok" : "FAIL", detail.c_str(), allowed);
 }
 
-static void check_fast_tensor(CheckResult* r, const char* name, const float* fast, const float* exact, size_t n,
-                              double allowed, bool verbose) {
+// One compared result of --check-fast: its error (a tensor's relative L2; alpha_1's absolute difference; the curve's
+// largest relative error of a step's loss) and the line that shows it.
+struct FastCheckItem {
+    std::string name, detail;
+    double err = 0;
+    bool curve_kind = false;  // judged by the curve's allowance (alpha_1, the curve)
+};
+
+static FastCheckItem fast_check_tensor_item(const char* name, const float* fast, const float* exact, size_t n) {
     TensorError e = tensor_error(fast, exact, n);
     char detail[160];
     snprintf(detail, sizeof detail, "rel L2 %.3e  max err / max |exact| %.3e  cosine %.9f", e.rel_l2, e.rel_max,
              e.cosine);
-    check_fast_value(r, name, e.rel_l2, allowed, detail, verbose);
+    return {name, detail, e.rel_l2, false};
+}
+
+static void check_fast_tensor(CheckResult* r, const char* name, const float* fast, const float* exact, size_t n,
+                              double allowed, bool verbose) {
+    FastCheckItem it = fast_check_tensor_item(name, fast, exact, n);
+    check_fast_value(r, name, it.err, allowed, it.detail, verbose);
 }
 
 // What --check-fast compares of one engine: one forward/backward on the batch (the loss, the first sequence's logits,
@@ -1392,30 +1404,20 @@ static FastCheckRun fast_check_run(Engine& e, const std::vector<float>& params, 
     return run;
 }
 
-// The errors of a run against the exact engine's, in --check-fast's order: the loss, the logits, each gradient tensor
-// (relative L2), alpha_1 (absolute), the curve (the largest relative error of a step's loss).
-struct FastCheckItem {
-    std::string name, detail;
-    double err = 0;
-    bool curve_kind = false;  // judged by the curve's allowance (alpha_1, the curve)
-};
-
+// The errors of a run against the exact engine's, in --check-fast's order: the loss, the logits, each gradient
+// tensor, alpha_1, the curve.
 static std::vector<FastCheckItem> fast_check_items(const FastCheckRun& got, const FastCheckRun& ref,
                                                    const ModelConfig& c, const TrainConfig& tc, const char* label) {
     std::vector<FastCheckItem> items;
     char detail[200];
-    auto tensor = [&](const char* name, const float* a, const float* b, size_t n) {
-        TensorError e = tensor_error(a, b, n);
-        snprintf(detail, sizeof detail, "rel L2 %.3e  max err / max |exact| %.3e  cosine %.9f", e.rel_l2, e.rel_max,
-                 e.cosine);
-        items.push_back({name, detail, e.rel_l2, false});
-    };
-    tensor("loss", &got.loss, &ref.loss, 1);
-    tensor("logits", got.logits.data(), ref.logits.data(), ref.logits.size());
+    items.push_back(fast_check_tensor_item("loss", &got.loss, &ref.loss, 1));
+    items.push_back(fast_check_tensor_item("logits", got.logits.data(), ref.logits.data(), ref.logits.size()));
     size_t sizes[NUM_PARAM_TENSORS], off = 0;
     param_sizes(c, sizes);
     for (int i = 0; i < NUM_PARAM_TENSORS; i++) {
-        if (sizes[i]) tensor(param_names[i], got.grads.data() + off, ref.grads.data() + off, sizes[i]);
+        if (sizes[i])
+            items.push_back(fast_check_tensor_item(param_names[i], got.grads.data() + off, ref.grads.data() + off,
+                                                   sizes[i]));
         off += sizes[i];
     }
     double da = fabs(got.alpha1 - ref.alpha1);
@@ -1482,9 +1484,7 @@ static CheckResult judge_fast_check(const std::vector<FastCheckItem>& items, con
 
 static CheckResult check_fast(const CommandLine* cl, bool verbose) {
     const TrainConfig& tc = cl->train;
-    TrainConfig fast_flags = tc;
-    fast_flags.engine = ENGINE_FAST;  // the engine checked, whatever --engine says
-    EngineOptions fast = engine_options(fast_flags), exact;
+    EngineOptions fast = engine_options(tc), exact;
     std::vector<float> params;
     ModelConfig c;
     if (!tc.load_path.empty()) {
@@ -1571,9 +1571,7 @@ static int trainer_main(int argc, char** argv) {
     CommandLine cl;
     parse_command_line(argc, argv, &cl);
     thread_governor().start(cl.train.threads);
-    TrainConfig engine_flags = cl.train;
-    if (engine_flags.check_fast) engine_flags.engine = ENGINE_FAST;  // the engine --check-fast checks
-    engine_options(engine_flags);  // a --precision the engine cannot take stops here
+    engine_options(cl.train);  // a --precision the engine cannot take stops here
     sk_backend_init();         // the GPU build stops here with a clear message when no GPU exists
     if (cl.train.sample) return eval_sample(&cl);
     if (cl.train.eval_sink) return eval_sink(&cl);

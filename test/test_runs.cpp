@@ -114,6 +114,14 @@ static std::string train_on_a_full_disk(CommandLine* cl, long long budget, int w
     return msg;
 }
 
+// Resumes the run of cl in dir with --resume alone (the flags come from its checkpoint): train()'s status.
+static int resume_run(const CommandLine& cl, const std::string& dir) {
+    CommandLine again = cl;
+    again.train.resume_dir = dir;
+    again.given = {"--resume"};
+    return train(&again);
+}
+
 TEST_CASE("a log that cannot be written stops the run with a checkpoint, no torn record, and it resumes",
           "[runs][disk-full]") {
     TinyRun straight = tiny_run(6);
@@ -132,10 +140,7 @@ TEST_CASE("a log that cannot be written stops the run with a checkpoint, no torn
         REQUIRE(saved >= 0);
         CHECK(saved <= 6);  // the last budget fails at the done record, after the final checkpoint
         CHECK(!file_exists(r.dir + "/run/run.lock"));  // released by the failed run
-        CommandLine again = r.cl;
-        again.train.resume_dir = r.dir + "/run";
-        again.given = {"--resume"};
-        REQUIRE(train(&again) == 0);
+        REQUIRE(resume_run(r.cl, r.dir + "/run") == 0);
         CHECK(slurp(r.dir + "/run/model_00000006.bin") == slurp(straight.dir + "/run/model_00000006.bin"));
     }
 }
@@ -332,10 +337,7 @@ TEST_CASE("a log that cannot be written while the thread still measures: the che
         Checkpoint ck = read_checkpoint(r.dir + "/run", 4);
         CHECK(ck.state.unlogged.find("\"type\":\"sink\",\"step\":3,") != std::string::npos);
         CHECK(slurp(r.dir + "/run/log.jsonl").find("\"type\":\"sink\",\"step\":3,") == std::string::npos);
-        CommandLine again = r.cl;
-        again.train.resume_dir = r.dir + "/run";
-        again.given = {"--resume"};
-        REQUIRE(train(&again) == 0);
+        REQUIRE(resume_run(r.cl, r.dir + "/run") == 0);
         std::vector<int> steps;
         for (auto& rec : sink_records(slurp(r.dir + "/run/log.jsonl"))) steps.push_back(rec.first);
         CHECK(steps == std::vector<int>({0, 3, 6, 8}));
@@ -392,10 +394,7 @@ TEST_CASE("wherever the log's disk fills, the failed run and the run that resume
         CHECK((int)std::count(log.begin(), log.end(), '\n') == k);  // the records before it, whole
         int saved = latest_checkpoint(r.dir + "/run");
         REQUIRE(saved >= 0);
-        CommandLine again = r.cl;
-        again.train.resume_dir = r.dir + "/run";
-        again.given = {"--resume"};
-        REQUIRE(train(&again) == 0);
+        REQUIRE(resume_run(r.cl, r.dir + "/run") == 0);
         CHECK(!file_exists(r.dir + "/run/run.lock"));
         log = slurp(r.dir + "/run/log.jsonl");
         check_log_lines_whole(log);
@@ -408,7 +407,8 @@ TEST_CASE("wherever the log's disk fills, the failed run and the run that resume
         // a second resume of the same checkpoint writes nothing twice
         if (saved < 6) {
             std::string before = slurp(r.dir + "/run/log.jsonl");
-            CommandLine third = again;
+            CommandLine third = r.cl;
+            third.train.resume_dir = r.dir + "/run";
             third.train.from_step = saved;
             third.given = {"--resume", "--from-step", "--steps"};
             third.train.steps = saved;
@@ -433,10 +433,7 @@ TEST_CASE("a stop request in the step whose log write fails: its stopped record 
     CHECK(ck.state.unlogged.find("{\"type\":\"val\",\"step\":0,") == 0);  // the first record it kept
     CHECK(ck.state.unlogged.find("\"type\":\"stopped\",\"step\":0,\"reason\":\"SIGINT (Ctrl-C)\"") !=
           std::string::npos);
-    CommandLine again = r.cl;
-    again.train.resume_dir = r.dir + "/run";
-    again.given = {"--resume"};
-    REQUIRE(train(&again) == 0);
+    REQUIRE(resume_run(r.cl, r.dir + "/run") == 0);
     std::string log = slurp(r.dir + "/run/log.jsonl");
     check_log_lines_whole(log);
     CHECK(log.find("\"type\":\"stopped\"") < log.find("\"type\":\"train\",\"step\":1,"));
