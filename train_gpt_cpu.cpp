@@ -415,10 +415,11 @@ static void norm_backward_params_chunked(F* dw, F* db, const F* dout, const F* i
 //   dw += sum_bt dy * n,  db += sum_bt dy                (sums over bt in order, one thread per channel; the fast
 //                                                         engine: in chunks, norm_backward_params_chunked)
 // norm_backward's dx in the fast engine (fast_row_kernels): a warp per row, its two sums over the row by lanes and
-// the butterfly, as norm_forward_warp
+// the butterfly, as norm_forward_warp. With `add`, dx += add first, in the same pass (a pre-norm sub-block's residual
+// gradient: the bits of residual_backward before it).
 template <typename F>
 static void norm_backward_dx_warp(F* dinp, const F* dout, const F* inp, const F* w, const F* mean, const F* rstd,
-                                  int BT, int C, int kind) {
+                                  int BT, int C, int kind, const F* add = nullptr) {
     sk_for_warps(BT, SK_LAMBDA(size_t bt, SkWarp & warp) {
         const F* x = inp + bt * C;
         const F* dy = dout + bt * C;
@@ -434,19 +435,23 @@ static void norm_backward_dx_warp(F* dinp, const F* dout, const F* inp, const F*
         }
         warp.lane_dots(&part, C, dn, n);
         F dn_n_mean = warp.sum(part) / C;
-        warp.each_index(C, [&](int i) { dx[i] += s * (dy[i] * w[i] - dn_mean - n(i) * dn_n_mean); });
+        warp.each_index(C, [&](int i) {
+            F base = add ? dx[i] + add[bt * C + i] : dx[i];
+            dx[i] = base + s * (dy[i] * w[i] - dn_mean - n(i) * dn_n_mean);
+        });
     });
 }
 
 template <typename F>
 static void norm_backward(F* dinp, F* dw, F* db, const F* dout, const F* inp, const F* w, const F* mean,
-                          const F* rstd, int BT, int C, int kind) {
+                          const F* rstd, int BT, int C, int kind, const F* dadd = nullptr) {
     SK_PROFILE_SCOPE(PROF_NORM);
-    if (fast_row_kernels) {
-        norm_backward_dx_warp(dinp, dout, inp, w, mean, rstd, BT, C, kind);
+    if (fast_row_kernels) {  // dadd: dinp += dadd in the same pass
+        norm_backward_dx_warp(dinp, dout, inp, w, mean, rstd, BT, C, kind, dadd);
         norm_backward_params_chunked(dw, db, dout, inp, mean, rstd, BT, C);
         return;
     }
+    if (dadd) sk_for((size_t)BT * C, SK_LAMBDA(size_t i) { dinp[i] += dadd[i]; });  // residual_backward's bits
     sk_for(BT, SK_LAMBDA(size_t bt) {
         const F* x = inp + bt * C;
         const F* dy = dout + bt * C;
@@ -2033,21 +2038,44 @@ static void feature_map_forward(const Model<F>* m, Acts<F>* a, const LayerView<F
 
 // Both blocks of a layer are residual sub-blocks around a branch f, with their norm N before or after it:
 //   pre-norm:  out = x + f(N(x))           post-norm: out = N(sum), sum = x + f(x)
-// subblock_in returns f's input: N(x), written to `normed` (pre-norm), or x itself (post-norm).
+// subblock_in returns f's input: N(x), written to `normed` (pre-norm), or x itself (post-norm). normed_already: the
+// sub-block before wrote N(x) in the pass that wrote x (NextNorm).
 template <typename F>
 static const F* subblock_in(const ModelConfig& c, F* normed, F* mean, F* rstd, const F* x, const F* w,
-                            const F* b, int BT) {
+                            const F* b, int BT, bool normed_already) {
     if (c.placement != PLACE_PRE) return x;
-    norm_forward(normed, mean, rstd, x, w, b, BT, c.channels, c.norm, c.norm_eps);
+    if (!normed_already) norm_forward(normed, mean, rstd, x, w, b, BT, c.channels, c.norm, c.norm_eps);
     return normed;
 }
 
-// subblock_out writes the sub-block's output from x and the branch's output (post-norm also the sum N reads).
+// Pre-norm, what reads a sub-block's output first is the norm of the sub-block after it (or the final norm). The fast
+// engine writes both in one pass over the rows (norm_forward_warp with `add`, as post-norm does), which saves a read
+// of the residual stream and a launch per sub-block, in the forward and in the backward (the residual's gradient
+// added in the norm backward's pass). The bits are those of the two passes: the same sums in the same order.
+// NextNorm is that norm (out null: none, as after the probe's last layer or in the exact engine).
+template <typename F>
+struct NextNorm {
+    F *out = nullptr, *mean = nullptr, *rstd = nullptr;
+    const F *w = nullptr, *b = nullptr;
+};
+static bool residual_norm_one_pass = true;  // false: the two passes (test_engine.cpp compares the bits)
+static inline bool residual_norm_fused(const ModelConfig& c) {
+    return fast_row_kernels && residual_norm_one_pass && c.placement == PLACE_PRE;
+}
+
+// subblock_out writes the sub-block's output from x and the branch's output (post-norm also the sum N reads;
+// pre-norm in the fast engine also `next`, the norm after it).
 template <typename F>
 static void subblock_out(const ModelConfig& c, F* out, F* sum, F* mean, F* rstd, const F* x, const F* branch,
-                         const F* w, const F* b, int BT) {
+                         const F* w, const F* b, int BT, const NextNorm<F>& next) {
     size_t n = (size_t)BT * c.channels;
     if (c.placement == PLACE_PRE) {
+        if (next.out) {  // out = x + branch on the way into the next norm
+            SK_PROFILE_SCOPE(PROF_NORM);
+            norm_forward_warp(next.out, next.mean, next.rstd, x, next.w, next.b, BT, c.channels, c.norm, c.norm_eps,
+                              branch, out);
+            return;
+        }
         residual_forward(out, x, branch, n);
         return;
     }
@@ -2083,13 +2111,14 @@ static StreamAttn<F> stream_attn(const ModelConfig& c, const LayerView<F>& v, co
 // The attention block of layer l: residual2 = the sub-block around attention(u), where
 // attention(u) = proj(gate(core(q, k, v))), q | k | v = u Wqkv^T + b, then RoPE and the feature map on q, k.
 template <typename F>
-static void attention_block_forward(const Model<F>* m, Acts<F>* a, const LayerView<F>& v) {
+static void attention_block_forward(const Model<F>* m, Acts<F>* a, const LayerView<F>& v, bool normed_already,
+                                    const NextNorm<F>& next) {
     const ModelConfig& c = m->config;
     const AttnSpec& at = c.attn;
     int B = a->B, T = a->T, C = c.channels, NH = c.num_heads, BT = B * T;
     int G = at.gate == GATE_ELEMENTWISE ? C : NH;
     size_t BTC = (size_t)BT * C;
-    const F* attn_in = subblock_in(c, v.ln1, v.ln1_mean, v.ln1_rstd, v.x, v.ln1w, v.ln1b, BT);
+    const F* attn_in = subblock_in(c, v.ln1, v.ln1_mean, v.ln1_rstd, v.x, v.ln1w, v.ln1b, BT, normed_already);
     matmul_forward(v.qkv, attn_in, v.qkvw, v.qkvb, BT, C, 3 * C);
     if (c.positions == POS_ROPE)
         rope_apply(v.qkv, m->rope_cos.data(), m->rope_sin.data(), B, T, C, NH, false);
@@ -2116,16 +2145,17 @@ static void attention_block_forward(const Model<F>* m, Acts<F>* a, const LayerVi
         gate_forward(v.atty, v.gate, core, a->gate_logits, BT, C, G);
     }
     matmul_forward(a->branch_out, v.atty, v.attprojw, v.attprojb, BT, C, C);
-    subblock_out(c, v.residual2, v.attn_sum, v.ln1_mean, v.ln1_rstd, v.x, a->branch_out, v.ln1w, v.ln1b, BT);
+    subblock_out(c, v.residual2, v.attn_sum, v.ln1_mean, v.ln1_rstd, v.x, a->branch_out, v.ln1w, v.ln1b, BT, next);
 }
 
 // The FFN block of layer l: residual3 = the sub-block around ffn(u) = W3 (act(W1 u + b1) (* (W2 u + b2) when
 // gated)) + b3, over residual2.
 template <typename F>
-static void ffn_block_forward(const Model<F>* m, Acts<F>* a, const LayerView<F>& v) {
+static void ffn_block_forward(const Model<F>* m, Acts<F>* a, const LayerView<F>& v, bool normed_already,
+                              const NextNorm<F>& next) {
     const ModelConfig& c = m->config;
     int BT = a->B * a->T, C = c.channels, FF = c.ffn_hidden;
-    const F* ffn_in = subblock_in(c, v.ln2, v.ln2_mean, v.ln2_rstd, v.residual2, v.ln2w, v.ln2b, BT);
+    const F* ffn_in = subblock_in(c, v.ln2, v.ln2_mean, v.ln2_rstd, v.residual2, v.ln2w, v.ln2b, BT, normed_already);
     if (!(c.ffn == FFN_GELU && matmul_forward_gelu(v.fcact, v.fch, ffn_in, v.fcw, v.fcb, BT, C, FF))) {
         if (!(v.fch2 && !v.fcb && matmul_forward_pair(v.fch, v.fch2, ffn_in, v.fcw, v.fcw2, BT, C, FF))) {
             matmul_forward(v.fch, ffn_in, v.fcw, v.fcb, BT, C, FF);
@@ -2135,7 +2165,7 @@ static void ffn_block_forward(const Model<F>* m, Acts<F>* a, const LayerView<F>&
     }
     matmul_forward(a->branch_out, v.fcact, v.fcprojw, v.fcprojb, BT, FF, C);
     subblock_out(c, v.residual3, v.ffn_sum, v.ln2_mean, v.ln2_rstd, v.residual2, a->branch_out, v.ln2w,
-                 v.ln2b, BT);
+                 v.ln2b, BT, next);
 }
 
 template <typename F>
@@ -2181,16 +2211,28 @@ static void model_forward_pass(Model<F>* m, Acts<F>* a, const int* inputs, const
                    : c.positions == POS_SINUSOIDAL ? m->pos_table.data()
                                                    : nullptr;
     embedding_forward(a->encoded, a->inputs.data(), m->p[P_WTE], m->p[P_SINKTOK], pos, B, T, C);
+    bool fused = residual_norm_fused(c);  // each sub-block's output and the norm after it in one pass
     for (int l = 0; l < c.num_layers; l++) {
         LayerView<F> v = layer_view(m, a, l);
-        attention_block_forward(m, a, v);
-        ffn_block_forward(m, a, v);
+        NextNorm<F> after_attention, after_ffn;
+        if (fused) {
+            after_attention = {v.ln2, v.ln2_mean, v.ln2_rstd, v.ln2w, v.ln2b};
+            if (l + 1 < c.num_layers) {
+                LayerView<F> n = layer_view(m, a, l + 1);
+                after_ffn = {n.ln1, n.ln1_mean, n.ln1_rstd, n.ln1w, n.ln1b};
+            } else if (with_head) {
+                after_ffn = {a->lnf, a->lnf_mean, a->lnf_rstd, m->p[P_LNFW], m->p[P_LNFB]};
+            }
+        }
+        attention_block_forward(m, a, v, fused && l > 0, after_attention);
+        ffn_block_forward(m, a, v, fused, after_ffn);
     }
     if (!with_head) return;
     const F* h = layer_slice(a->residual3, c.num_layers - 1, (size_t)BT * C);
     if (c.placement == PLACE_PRE) {
-        norm_forward(a->lnf, a->lnf_mean, a->lnf_rstd, h, m->p[P_LNFW], m->p[P_LNFB], BT, C, c.norm,
-                     c.norm_eps);
+        if (!fused)
+            norm_forward(a->lnf, a->lnf_mean, a->lnf_rstd, h, m->p[P_LNFW], m->p[P_LNFB], BT, C, c.norm,
+                         c.norm_eps);
         h = a->lnf;
     }
     {
@@ -2283,16 +2325,18 @@ static const F* subblock_out_backward(const ModelConfig& c, F* dx, F* dsum, F* d
         norm_backward(dsum, dw, db, dout, sum, w, mean, rstd, BT, c.channels, c.norm);
         dbranch = dsum;
     }
-    residual_backward(dx, dbranch, (size_t)BT * c.channels);
+    if (!residual_norm_fused(c)) residual_backward(dx, dbranch, (size_t)BT * c.channels);  // else in subblock_in's
     return dbranch;
 }
 
-// backward of subblock_in: pre-norm, dx += N's backward of dnormed (post-norm, the branch added into dx).
+// backward of subblock_in: pre-norm, dx += N's backward of dnormed (post-norm, the branch added into dx); dout, the
+// sub-block's output gradient, goes into dx in the same pass where the forward fused the residual and the norm.
 template <typename F>
 static void subblock_in_backward(const ModelConfig& c, F* dx, F* dw, F* db, const F* dnormed, const F* x,
-                                 const F* w, const F* mean, const F* rstd, int BT) {
+                                 const F* w, const F* mean, const F* rstd, int BT, const F* dout) {
     if (c.placement == PLACE_PRE)
-        norm_backward(dx, dw, db, dnormed, x, w, mean, rstd, BT, c.channels, c.norm);
+        norm_backward(dx, dw, db, dnormed, x, w, mean, rstd, BT, c.channels, c.norm,
+                      residual_norm_fused(c) ? dout : (const F*)nullptr);
 }
 
 // backward of attention_block_forward: dx from dresidual2, and every parameter gradient of the block.
@@ -2343,7 +2387,8 @@ static void attention_block_backward(const Model<F>* m, Acts<F>* a, const LayerV
     if (c.positions == POS_ROPE)
         rope_apply(v.dqkv, m->rope_cos.data(), m->rope_sin.data(), B, T, C, NH, true);
     matmul_backward(dattn_in, v.dqkvw, v.dqkvb, v.dqkv, attn_in, v.qkvw, BT, C, 3 * C);
-    subblock_in_backward(c, v.dx, v.dln1w, v.dln1b, v.dln1, v.x, v.ln1w, v.ln1_mean, v.ln1_rstd, BT);
+    subblock_in_backward(c, v.dx, v.dln1w, v.dln1b, v.dln1, v.x, v.ln1w, v.ln1_mean, v.ln1_rstd, BT,
+                         (const F*)v.dresidual2);
 }
 
 // backward of ffn_block_forward: dresidual2 from dresidual3, and every parameter gradient of the block.
@@ -2371,7 +2416,7 @@ static void ffn_block_backward(const Model<F>* m, Acts<F>* a, const LayerView<F>
         if (v.fch2) matmul_backward(dffn_in, v.dfcw2, v.dfcb2, v.dfch2, ffn_in, v.fcw2, BT, C, FF);
     }
     subblock_in_backward(c, v.dresidual2, v.dln2w, v.dln2b, v.dln2, v.residual2, v.ln2w, v.ln2_mean,
-                         v.ln2_rstd, BT);
+                         v.ln2_rstd, BT, (const F*)v.dresidual3);
 }
 
 // Backward pass of the last forward. Gradients accumulate (+=) into m->grads scaled by `scale`

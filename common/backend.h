@@ -37,6 +37,8 @@
 //       exists) and the memory the activations must fit in.
 //   sk_memory_use(): the bytes every SkBuffer holds now and at most so far (the model's memory: parameters,
 //       gradients, moments, activations; not CUDA's own), which the trainer prints at the end of a run.
+//   sk_launch_count(): how many loops the five sk_for forms have run (on a GPU each is one kernel launch), so a test
+//       can count the passes a step takes.
 // What it is not: a kernel library. Under nvcc this is the exact path: the CPU reference's per-element bodies, one
 // thread each, simple and slow, and the CPU's bits.
 // Rules for a body: capture by value (SK_LAMBDA is [=]), only pointers into SkBuffers and plain values (an AttnSpec,
@@ -45,6 +47,8 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <atomic>
 #include <vector>
 
 #include "errors.h"
@@ -54,6 +58,11 @@
 
 // The bytes allocated through sk_alloc_bytes: now, and the most at any time. One count per program (an inline
 // function, not a static one: SkBuffer's members are shared by every file that includes this header, the tests' too).
+inline std::atomic<size_t>& sk_launch_count() {
+    static std::atomic<size_t> n{0};
+    return n;
+}
+
 struct SkMemoryUse {
     size_t now = 0, peak = 0;
 };
@@ -104,6 +113,7 @@ __global__ void sk_for_kernel(size_t n, Body body) {
 template <typename Body>
 static void sk_for(size_t n, Body body) {
     if (n == 0) return;
+    sk_launch_count()++;
     const size_t threads = 256, max_blocks = 1 << 20;
     size_t blocks = (n + threads - 1) / threads;
     sk_for_kernel<<<(unsigned)(blocks < max_blocks ? blocks : max_blocks), (unsigned)threads>>>(n, body);
@@ -200,6 +210,7 @@ static void sk_for_blocks(int nx, int ny, int threads, size_t shared_bytes, Body
     if (nx <= 0 || ny <= 0) return;
     if (shared_bytes > 48 * 1024 || ny > 65535)
         fail("internal: sk_for_blocks with %zu bytes of shared memory and %d blocks in y", shared_bytes, ny);
+    sk_launch_count()++;
     sk_for_blocks_kernel<State><<<dim3((unsigned)nx, (unsigned)ny), (unsigned)threads, shared_bytes>>>(body);
     sk_launched();
 }
@@ -216,6 +227,7 @@ __global__ void sk_for_warps_kernel(size_t n, Body body) {
 template <typename Body>
 static void sk_for_warps(size_t n, Body body) {
     if (n == 0) return;
+    sk_launch_count()++;
     const size_t threads = 256, per_block = threads / SK_WARP, max_blocks = 1 << 20;
     size_t blocks = (n + per_block - 1) / per_block;
     sk_for_warps_kernel<<<(unsigned)(blocks < max_blocks ? blocks : max_blocks), (unsigned)threads>>>(n, body);
@@ -317,12 +329,14 @@ static inline double sk_memory_bytes() {
 
 template <typename Body>
 static inline void sk_for(size_t n, Body body) {
+    if (n) sk_launch_count()++;
 #pragma omp parallel for schedule(static)
     for (size_t i = 0; i < n; i++) body(i);
 }
 
 template <typename Body>
 static inline void sk_for_2d(size_t rows, int cols, Body body) {
+    if (rows && cols > 0) sk_launch_count()++;
 #pragma omp parallel for schedule(static)
     for (size_t r = 0; r < rows; r++)
         for (int c = 0; c < cols; c++) body(r, c);
@@ -332,6 +346,7 @@ static inline void sk_for_2d(size_t rows, int cols, Body body) {
 // thread reuses one scratch of its own (it stays in cache), and `work` is unused: sk_scratch_size is 0.
 template <typename F, typename Body>
 static inline void sk_for_scratch(size_t n, size_t per, F*, Body body) {
+    if (n) sk_launch_count()++;
 #pragma omp parallel
     {
         std::vector<F> scratch(per);
@@ -399,6 +414,7 @@ struct SkBlock {
 template <typename State, typename Body>
 static inline void sk_for_blocks(int nx, int ny, int threads, size_t shared_bytes, Body body) {
     if (nx <= 0 || ny <= 0) return;
+    sk_launch_count()++;
 #pragma omp parallel
     {
         std::vector<State> states(threads);
@@ -411,6 +427,7 @@ static inline void sk_for_blocks(int nx, int ny, int threads, size_t shared_byte
 
 template <typename Body>
 static inline void sk_for_warps(size_t n, Body body) {
+    if (n) sk_launch_count()++;
 #pragma omp parallel for schedule(static)
     for (size_t i = 0; i < n; i++) {
         SkWarp w;

@@ -309,6 +309,77 @@ TEST_CASE("the fast engine's norms (a warp per row) equal the exact ones up to r
         }
 }
 
+// One forward (the training one, or the sink probe's: no head) and backward of the fast engine in float, the
+// residual add and the norm after it in one pass or two (residual_norm_one_pass): the loss, the logits, the stream,
+// every norm's output and every gradient, and how many loops (kernels on a GPU) the forward and the backward ran.
+struct FastPass {
+    float loss = 0;
+    std::vector<float> logits, acts, grads;
+    size_t forward_loops = 0, backward_loops = 0;
+};
+static FastPass fast_pass(Model<float>* m, const DebugState& s, bool one_pass, bool with_head) {
+    residual_norm_one_pass = one_pass;
+    Acts<float> a;
+    a.streamed = a.fast_loss = fast_row_kernels = true;
+    sk_fill(m->grads.data(), m->num_params, 0.0f);
+    FastPass r;
+    size_t n0 = sk_launch_count();
+    if (with_head) {
+        r.loss = (float)model_forward(m, &a, s.inputs.data(), s.targets.data(), s.B, s.T);
+    } else {
+        model_forward_pass(m, &a, s.inputs.data(), (const int*)nullptr, s.B, s.T, false);
+    }
+    r.forward_loops = sk_launch_count() - n0;
+    const ModelConfig& c = m->config;
+    size_t LBTC = (size_t)c.num_layers * a.B * a.T * c.channels, BTC = (size_t)a.B * a.T * c.channels;
+    for (const float* p : {a.residual2, a.residual3, a.ln1, a.ln2})  // (post-norm: no ln1, ln2)
+        if (p) r.acts.insert(r.acts.end(), p, p + LBTC);
+    if (with_head) {
+        r.logits.assign(a.logits, a.logits + (size_t)a.B * a.T * c.padded_vocab_size);
+        if (a.lnf) r.acts.insert(r.acts.end(), a.lnf, a.lnf + BTC);
+        n0 = sk_launch_count();
+        model_backward(m, &a, 1.0f);
+        r.backward_loops = sk_launch_count() - n0;
+        r.grads = m->grads.to_host();
+    }
+    fast_row_kernels = false;
+    residual_norm_one_pass = true;
+    return r;
+}
+
+TEST_CASE("pre-norm fast engine: each residual add runs in the next norm's pass, forward and backward, with the two "
+          "passes' bits in 4 L fewer loops", "[engine]") {
+    struct Case {
+        const char* flags;
+        bool pre;
+    };
+    const Case cases[] = {{"", true},  // the tiny preset's: RMSNorm, SwiGLU, RoPE, no biases
+                          {"--norm layernorm --ffn gelu --bias 1 --pos learned", true},
+                          {"--gate elementwise --slot kv --heads 4 --channels 32", true},
+                          {"--placement post --norm layernorm", false}};
+    for (const Case& k : cases) {
+        INFO("flags: " << k.flags);
+        Model<float> m;
+        DebugState s;
+        variant_model(&m, Variant{k.flags, 47}, &s);
+        int L = m.config.num_layers;
+        REQUIRE((m.config.placement == PLACE_PRE) == k.pre);
+        for (bool with_head : {true, false}) {
+            INFO("with head " << with_head);
+            FastPass two = fast_pass(&m, s, false, with_head), one = fast_pass(&m, s, true, with_head);
+            CHECK(memcmp(&one.loss, &two.loss, sizeof(float)) == 0);
+            CHECK(same_bits(one.logits, two.logits));
+            CHECK(same_bits(one.acts, two.acts));
+            CHECK(same_bits(one.grads, two.grads));
+            // pre-norm, a forward saves a residual pass per sub-block but the probe's last (nothing norms it), and a
+            // backward a residual pass per sub-block; post-norm already had the one pass
+            size_t fewer_forward = k.pre ? (with_head ? 2 * L : 2 * L - 1) : 0;
+            CHECK(two.forward_loops - one.forward_loops == fewer_forward);
+            CHECK(two.backward_loops - one.backward_loops == (k.pre && with_head ? 2 * (size_t)L : 0));
+        }
+    }
+}
+
 // BLAS's column-major product, the definition cuBLAS and cuBLASLt implement, each matrix read through its
 // cublaslt_layout (element (r, c) of a stored matrix at r + c ld): C (m x n) += op(X) op(Y), p in order, one fma per
 // term; with a bias, C = op(X) op(Y) + the bias broadcast over C's columns, after the sum (cuBLASLt's epilogue).
