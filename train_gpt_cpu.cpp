@@ -1769,6 +1769,7 @@ struct Acts {
     int B = 0, T = 0, tok_offset = 0;
     bool streamed = false;  // attention streamed (attention_forward_stream: no att), set before the first pass
     bool fast_loss = false;  // cross-entropy from row statistics (crossentropy_forward_stats: no probs), likewise
+    bool headless = false;   // passes without the head only (the sink probe's): no final norm, logits or loss buffers
     SkBuffer<F> mem;     // every field below points into it
     F* encoded;          // (B, T, C) token + position embedding: the residual stream entering layer 0
     F* ln1;              // (L, B, T, C) N1(x), the attention input (pre-norm)
@@ -1869,6 +1870,7 @@ static void acts_alloc(Acts<F>* a, const ModelConfig& c, int B, int T) {
     if (a->B == B && a->T == T && a->passes == attention_passes) return;
     ActShapes s = act_shapes(c, B, T);
     size_t BT = s.BT, C = s.C, L = s.L, FF = s.FF, rows = (size_t)B * s.NH * T, st = a->streamed, ex = !st;
+    size_t head = !a->headless, fast_loss = head && a->fast_loss, probs = head && !a->fast_loss;
     // the attention matrices, L B NH T^2, checked in double first: with extreme flags size_t would wrap
     if (ex && (double)L * B * s.NH * T * T * sizeof(F) > 0.9 * sk_memory_bytes())
         fail("attention matrices for B %d x T %d need %.0f GiB, more than this machine's memory (or SK_MEMORY_GIB): "
@@ -1884,9 +1886,9 @@ static void acts_alloc(Acts<F>* a, const ModelConfig& c, int B, int T) {
         {&a->attn_sum, s.post * L * BT * C}, {&a->residual2, L * BT * C}, {&a->ln2_mean, L * BT},
         {&a->ln2_rstd, L * BT}, {&a->ln2, s.pre * L * BT * C}, {&a->fch, L * BT * FF},
         {&a->fch2, s.gated * L * BT * FF}, {&a->fcact, L * BT * FF}, {&a->ffn_sum, s.post * L * BT * C},
-        {&a->residual3, L * BT * C}, {&a->lnf, s.pre * BT * C}, {&a->lnf_mean, s.pre * BT},
-        {&a->lnf_rstd, s.pre * BT}, {&a->logits, BT * s.Vp}, {&a->probs, !a->fast_loss * BT * s.Vp},
-        {&a->loss_stats, a->fast_loss * BT * 2}, {&a->loss_lanes, a->fast_loss * BT * 2 * CE_LANES}, {&a->losses, BT},
+        {&a->residual3, L * BT * C}, {&a->lnf, head * s.pre * BT * C}, {&a->lnf_mean, head * s.pre * BT},
+        {&a->lnf_rstd, head * s.pre * BT}, {&a->logits, head * BT * s.Vp}, {&a->probs, probs * BT * s.Vp},
+        {&a->loss_stats, fast_loss * BT * 2}, {&a->loss_lanes, fast_loss * BT * 2 * CE_LANES}, {&a->losses, head * BT},
         {&a->branch_out, BT * C}, {&a->gate_logits, BT * s.G},
         {&a->att_work, ex * attention_work_size(rows, T)}};
     place_regions(&a->mem, regions, "activations", B, T);
@@ -2184,6 +2186,7 @@ static void model_forward_pass(Model<F>* m, Acts<F>* a, const int* inputs, const
     const AttnSpec& at = c.attn;
     int off = at.sink_token, T = T_data + off;
     check_seq_len("forward pass: sequence length", T_data, c);
+    if (with_head && a->headless) fail("internal: a forward pass with the head on headless activations (the probe's)");
     if (at.phi == PHI_MLP && (int64_t)2 * B * T * c.num_heads > INT32_MAX)
         fail("--phi mlp maps 2 x B %d x T %d x %d heads = %lld head vectors per layer, more than 2^31 (lower "
              "--batch or --seq-len)", B, T, c.num_heads, (long long)2 * B * T * c.num_heads);
@@ -2607,6 +2610,7 @@ class ModelEngine final : public Engine {
         int hs = c.channels / c.num_heads;
         acts_.streamed = o.kind == ENGINE_FAST && attention_stream_supports(hs);
         acts_.fast_loss = o.kind == ENGINE_FAST;
+        probe_.headless = true;  // the probe stops after the last block (GPT-2 at 100 x 64: 2.6 GB of logits unheld)
     }
     const ModelConfig& config() const override { return model.config; }
     std::string describe() const override {

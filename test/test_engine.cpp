@@ -815,6 +815,57 @@ TEST_CASE("the fast engine holds no T x T matrices: its training memory is small
          << used[1] / 1048576.0 << " MiB (the attention matrices alone: " << att / 1048576.0 << " MiB)");
 }
 
+TEST_CASE("the sink probe's activations hold no head (final norm, logits, probabilities, losses) and give the same "
+          "hidden states and weights", "[engine]") {
+    for (const char* flags : {"", "--placement post --norm layernorm"})
+        for (int fast = 0; fast < 2; fast++) {
+            INFO("flags: " << flags << " fast " << fast);
+            Model<float> m;
+            DebugState s;
+            variant_model(&m, Variant{flags, 47}, &s);
+            const ModelConfig& c = m.config;
+            Acts<float> full, probe;
+            probe.headless = true;
+            full.fast_loss = probe.fast_loss = fast_row_kernels = fast;  // the probe materialises its attention
+            model_forward_pass(&m, &full, s.inputs.data(), (const int*)nullptr, s.B, s.T, false);
+            model_forward_pass(&m, &probe, s.inputs.data(), (const int*)nullptr, s.B, s.T, false);
+            fast_row_kernels = false;
+            size_t BT = (size_t)s.B * s.T, L = c.num_layers, C = c.channels, Vp = c.padded_vocab_size;
+            size_t rows = L * s.B * c.num_heads * s.T;
+            CHECK(memcmp(full.residual3, probe.residual3, L * BT * C * sizeof(float)) == 0);
+            CHECK(memcmp(full.att, probe.att, rows * s.T * sizeof(float)) == 0);
+            CHECK((probe.logits == nullptr && probe.probs == nullptr && probe.losses == nullptr &&
+                   probe.lnf == nullptr && probe.loss_stats == nullptr));
+            // what the head holds: the logits, then the probabilities (exact) or the row statistics and their lanes
+            // (fast), the losses, and pre-norm the final norm's output, mean and rstd
+            size_t head = BT * Vp + (fast ? BT * 2 + BT * 2 * CE_LANES : BT * Vp) + BT +
+                          (c.placement == PLACE_PRE ? BT * C + 2 * BT : 0);
+            CHECK(full.mem.size() - probe.mem.size() == head);
+        }
+    // the engines' probe is headless: a probe one sequence longer costs them one headless sequence's activations
+    CommandLine cl = parse_args({"train_gpt_cpu", "--seq-len", "64"});
+    ModelConfig c = model_from_flags(&cl);
+    auto headless_values = [&](int B) {
+        Acts<float> a;
+        a.headless = true;
+        acts_alloc(&a, c, B, 64);
+        return a.mem.size();
+    };
+    for (int fast = 0; fast < 2; fast++) {
+        INFO("fast " << fast);
+        EngineOptions o;
+        o.kind = fast ? ENGINE_FAST : ENGINE_EXACT;
+        size_t used[2];
+        for (int probe_B = 1; probe_B <= 2; probe_B++) {
+            std::unique_ptr<Engine> e = make_engine(c, o);
+            size_t before = sk_memory_use().now;
+            e->reserve(2, 64, probe_B, 64, 0);
+            used[probe_B - 1] = sk_memory_use().now - before;
+        }
+        CHECK(used[1] - used[0] == (headless_values(2) - headless_values(1)) * sizeof(float));
+    }
+}
+
 TEST_CASE("engine flags: auto is exact on the CPU; contradictions and a precision for the exact engine are refused",
           "[engine]") {
     std::string out;
