@@ -110,19 +110,6 @@ SK_HD static inline float slot_score(const AttnSpec& spec, const float* qt, cons
     return spec.slot == SLOT_LOGIT ? logit[h] : 0.0f;
 }
 
-// fn(bh) for every head (b, h), spread over the CPU's cores: the heads share nothing
-template <typename Fn>
-static void for_each_head(int BH, Fn fn) {
-    int workers = (int)std::thread::hardware_concurrency();
-    workers = workers < 1 ? 1 : workers > BH ? BH : workers;
-    std::vector<std::thread> pool;
-    for (int w = 0; w < workers; w++)
-        pool.emplace_back([&fn, w, workers, BH] {
-            for (int bh = w; bh < BH; bh += workers) fn(bh);
-        });
-    for (std::thread& th : pool) th.join();
-}
-
 // ---------------------------------------------------------------------------------------------------------------
 // the inputs and the CPU reference
 

@@ -89,11 +89,12 @@ __host__ __device__ static void attention_row(float* y, float* s, float* p, cons
 
 static void attention_cpu(float* y, const float* qkv, const float* kstar, const float* vstar, const float* sink_logit,
                           const Problem& pr) {
-    std::vector<float> s(pr.T + 1), p(pr.T + 1);
-    for (int b = 0; b < pr.B; b++)
+    for_each_head(pr.B * pr.NH, [&](int bh) {  // a row writes only its own output
+        std::vector<float> s(pr.T + 1), p(pr.T + 1);
         for (int t = 0; t < pr.T; t++)
-            for (int h = 0; h < pr.NH; h++)
-                attention_row(y, s.data(), p.data(), qkv, kstar, vstar, sink_logit, pr.spec, pr.NH, pr.T, b, h, t);
+            attention_row(y, s.data(), p.data(), qkv, kstar, vstar, sink_logit, pr.spec, pr.NH, pr.T, bh / pr.NH,
+                          bh % pr.NH, t);
+    });
 }
 
 // ---------------------------------------------------------------------------------------------------------------

@@ -1,12 +1,15 @@
 // dev/cuda/ladder.cuh: what the kernel ladders of dev/cuda share: the CUDA error check, the lookup of a named choice,
-// the timing of a version, and the attention ladders' problem (the variant, B, heads, T) with the flags that set it and
-// the (query, key) pairs it visits.
+// the timing of a version, the attention ladders' problem (the variant, B, heads, T) with the flags that set it and
+// the (query, key) pairs it visits, and the spreading of a CPU reference's heads over the cores (for_each_head).
 // What it is not: a kernel, or anything the trainers use (they have common/backend.h).
 #pragma once
 #include <cuda_runtime.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <thread>
+#include <vector>
 
 #include "../../attention_variants.cuh"
 
@@ -97,4 +100,17 @@ static double visible_pairs(const Problem& pr) {
         pairs += hi - lo;
     }
     return pairs;
+}
+
+// fn(bh) for every head (b, h), spread over the CPU's cores: the heads share nothing
+template <typename Fn>
+static void for_each_head(int BH, Fn fn) {
+    int workers = (int)std::thread::hardware_concurrency();
+    workers = workers < 1 ? 1 : workers > BH ? BH : workers;
+    std::vector<std::thread> pool;
+    for (int w = 0; w < workers; w++)
+        pool.emplace_back([&fn, w, workers, BH] {
+            for (int bh = w; bh < BH; bh += workers) fn(bh);
+        });
+    for (std::thread& th : pool) th.join();
 }
