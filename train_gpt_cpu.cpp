@@ -1577,7 +1577,9 @@ static void crossentropy_forward(F* losses, F* probs, const F* logits, const int
     });
 }
 
-// backward of: loss = dloss * sum_bt losses[bt]  ->  dlogits[bt,i] += dloss (probs[i] - [i == target]), i < V
+// backward of: loss = dloss * sum_bt losses[bt]  ->  dlogits[bt,i] = dloss (probs[i] - [i == target]), i < V, and 0
+// for the padding and for positions without a loss. dlogits may be the logits themselves (the trainer writes them
+// there: the backward needs only probs). Each value is 0 + the term, the bits of adding it to a zeroed buffer.
 template <typename F>
 static void crossentropy_backward(F* dlogits, const F* probs, const int* targets, F dloss, int BT, int V,
                                   int Vp) {
@@ -1585,8 +1587,9 @@ static void crossentropy_backward(F* dlogits, const F* probs, const int* targets
     sk_for(BT, SK_LAMBDA(size_t bt) {
         F* d = dlogits + bt * Vp;
         const F* p = probs + bt * Vp;
-        if (targets[bt] < 0) return;
-        for (int i = 0; i < V; i++) d[i] += dloss * (p[i] - (i == targets[bt] ? F(1) : F(0)));
+        bool loss = targets[bt] >= 0;
+        for (int i = 0; i < Vp; i++)
+            d[i] = loss && i < V ? F(0) + dloss * (p[i] - (i == targets[bt] ? F(1) : F(0))) : F(0);
     });
 }
 
@@ -1594,7 +1597,8 @@ static void crossentropy_backward(F* dlogits, const F* probs, const int* targets
 //   forward:  lane l of row bt (l < CE_LANES) takes the logits i = l, l + CE_LANES, ... < V: its max m_l and
 //             s_l = sum e^{z_i - m_l}; the row combines its lanes in order: m = max_l m_l, Z = sum_l s_l e^{m_l - m},
 //             keeps (m, Z) and losses[bt] = log Z - (z_target - m)
-//   backward: dlogits[bt,i] += dloss (e^{z_i - m} / Z - [i == target]), one thread per logit
+//   backward: dlogits[bt,i] = dloss (e^{z_i - m} / Z - [i == target]), one thread per logit, which reads its logit
+//             and may write the gradient over it
 // The same function as crossentropy_forward/backward, summed in another order: not the exact engine's bits.
 #define CE_LANES 32
 
@@ -1630,9 +1634,12 @@ static void crossentropy_backward_stats(F* dlogits, const F* logits, const F* st
     sk_for((size_t)BT * Vp, SK_LAMBDA(size_t k) {
         size_t bt = k / Vp;
         int i = (int)(k % Vp);
-        if (i >= V || targets[bt] < 0) return;
+        if (i >= V || targets[bt] < 0) {
+            dlogits[k] = F(0);
+            return;
+        }
         F p = sk_exp(logits[k] - stats[2 * bt]) / stats[2 * bt + 1];
-        dlogits[k] += dloss * (p - (i == targets[bt] ? F(1) : F(0)));
+        dlogits[k] = F(0) + dloss * (p - (i == targets[bt] ? F(1) : F(0)));  // (0 +: a zeroed buffer's bits)
     });
 }
 
@@ -1753,7 +1760,7 @@ struct GradActs {
     F* ffn_sum;
     F* residual3;
     F* lnf;
-    F* logits;
+    // (the logits' gradient has no buffer of its own: model_backward writes it over the logits)
     // scratch of the attention backward, written (not accumulated) layer by layer
     F* att_ds;        // (B, NH, T, T+1) ds of every attention row, for the keys and slot-parameter passes
     F* att_D;         // (B, NH, T) D = dO . O of every row (streamed attention)
@@ -1911,7 +1918,6 @@ static void grad_acts_alloc(GradActs<F>* g, const ModelConfig& c, int B, int T, 
         {&g->attn_sum, s.post * L * BT * C}, {&g->residual2, L * BT * C}, {&g->ln2, s.pre * L * BT * C},
         {&g->fch, L * BT * FF}, {&g->fch2, s.gated * L * BT * FF}, {&g->fcact, L * BT * FF},
         {&g->ffn_sum, s.post * L * BT * C}, {&g->residual3, L * BT * C}, {&g->lnf, s.pre * BT * C},
-        {&g->logits, BT * s.Vp},
         // scratch: after the gradients, so the per-backward zeroing skips it
         {&g->att_ds, ex * rows * (T + 1)}, {&g->att_D, st * rows}, {&g->att_ds_slot, st * s.slot * rows},
         {&g->slot_partial, partial * B * s.NH * (3 * s.hs + 1)}};
@@ -2431,13 +2437,15 @@ static void model_backward(Model<F>* m, Acts<F>* a, F scale) {
     GradActs<F>* g = &a->grad;
     grad_acts_alloc(g, c, B, T, a->streamed);
     sk_fill(g->mem.data(), g->accumulated, F(0));
-    // loss = scale * mean over the positions with a loss
+    // loss = scale * mean over the positions with a loss. The logits' gradient is written over the logits (as llm.c
+    // does): nothing reads the logits after this, and the classifier then holds one B x T x Vp buffer, not two
     F dloss = scale / F(std::max(1, a->num_targets));
+    F* dlogits = a->logits;
     if (a->fast_loss)
-        crossentropy_backward_stats(g->logits, (const F*)a->logits, (const F*)a->loss_stats, a->targets.data(), dloss,
+        crossentropy_backward_stats(dlogits, (const F*)a->logits, (const F*)a->loss_stats, a->targets.data(), dloss,
                                     BT, c.vocab_size, c.padded_vocab_size);
     else
-        crossentropy_backward(g->logits, a->probs, a->targets.data(), dloss, BT, c.vocab_size, c.padded_vocab_size);
+        crossentropy_backward(dlogits, a->probs, a->targets.data(), dloss, BT, c.vocab_size, c.padded_vocab_size);
     // logits = h @ W_out^T, h = Nf(residual3 of the last layer) (pre-norm) or that residual3 (post-norm)
     const F* h_last = layer_slice(a->residual3, L - 1, (size_t)BT * C);
     F* dh_last = layer_slice(g->residual3, L - 1, (size_t)BT * C);
@@ -2445,14 +2453,14 @@ static void model_backward(Model<F>* m, Acts<F>* a, F scale) {
     if (c.placement == PLACE_PRE) {
         {
             SK_PROFILE_SCOPE(PROF_CLASSIFIER);
-            matmul_backward(g->lnf, dW_out, (F*)nullptr, g->logits, a->lnf, lm_head_weight(*m), BT, C,
+            matmul_backward(g->lnf, dW_out, (F*)nullptr, dlogits, a->lnf, lm_head_weight(*m), BT, C,
                             c.padded_vocab_size);
         }
         norm_backward(dh_last, m->g[P_LNFW], m->g[P_LNFB], g->lnf, h_last, m->p[P_LNFW], a->lnf_mean,
                       a->lnf_rstd, BT, C, c.norm);
     } else {
         SK_PROFILE_SCOPE(PROF_CLASSIFIER);
-        matmul_backward(dh_last, dW_out, (F*)nullptr, g->logits, h_last, lm_head_weight(*m), BT, C,
+        matmul_backward(dh_last, dW_out, (F*)nullptr, dlogits, h_last, lm_head_weight(*m), BT, C,
                         c.padded_vocab_size);
     }
     for (int l = L - 1; l >= 0; l--) {

@@ -64,7 +64,8 @@ class Engine {
     virtual std::string describe() const = 0;  // "exact", or what the fast engine runs
     virtual size_t num_params() const = 0;
     // A forward pass over B sequences of T tokens; the mean loss over the positions with a loss when targets is given
-    // (else 0). The logits stay for logits_row, the activations for backward.
+    // (else 0). The logits stay for logits_row until backward (which writes their gradient over them), the activations
+    // for backward.
     virtual double forward(const int* inputs, const int* targets, int B, int T) = 0;
     // Logits of sequence b, data position t of the last forward: the first V values into out.
     virtual void logits_row(int b, int t, float* out) = 0;

@@ -866,6 +866,21 @@ TEST_CASE("the sink probe's activations hold no head (final norm, logits, probab
     }
 }
 
+TEST_CASE("the logits' gradient has no buffer of its own (written over the logits): a large vocabulary's activation "
+          "gradients hold less than one B x T x Vp", "[engine]") {
+    CommandLine cl = parse_args({"train_gpt_cpu", "--vocab", "5000", "--layers", "1", "--channels", "16", "--heads",
+                                 "2", "--ffn-hidden", "32", "--seq-len", "8"});
+    ModelConfig c = model_from_flags(&cl);
+    const int B = 2, T = 8;
+    for (bool streamed : {false, true}) {
+        GradActs<float> g;
+        grad_acts_alloc(&g, c, B, T, streamed);
+        size_t BTVp = (size_t)B * T * c.padded_vocab_size;
+        INFO("streamed " << streamed << ": " << g.mem.size() << " values, B x T x Vp = " << BTVp);
+        CHECK(g.mem.size() < BTVp / 4);
+    }
+}
+
 TEST_CASE("engine flags: auto is exact on the CPU; contradictions and a precision for the exact engine are refused",
           "[engine]") {
     std::string out;

@@ -270,6 +270,50 @@ TEST_CASE("embedding and cross-entropy backward match finite differences", "[lay
         for (int i = V; i < Vp; i++) CHECK(dl[bt * Vp + i] == 0.0);  // padded columns take no gradient
 }
 
+// The trainer writes the logits' gradient over the logits (model_backward): both backward forms must write every value
+// (whatever the buffer held), 0 for the padding and for positions without a loss, and give in place the bits they give
+// into a zeroed buffer of their own.
+TEST_CASE("cross-entropy backward writes every logit's gradient, in place over the logits too", "[layers]") {
+    std::mt19937_64 rng(12);
+    const int BT = 6, V = 37, Vp = 40;
+    std::vector<int> tok = {3, -1, 36, 0, -1, 17};  // -1: a position without a loss
+    std::vector<double> drawn = random_vec(BT * Vp, rng, 2.0);
+    std::vector<float> logits(drawn.begin(), drawn.end()), probs(BT * Vp), losses(BT), stats(2 * BT),
+        lanes(2 * BT * CE_LANES);
+    crossentropy_forward(losses.data(), probs.data(), logits.data(), tok.data(), BT, V, Vp);
+    crossentropy_forward_stats(losses.data(), stats.data(), lanes.data(), logits.data(), tok.data(), BT, V, Vp);
+    for (int fast = 0; fast < 2; fast++) {
+        INFO("fast " << fast);
+        auto backward = [&](float* d) {
+            if (fast)
+                crossentropy_backward_stats(d, logits.data(), stats.data(), tok.data(), 0.25f, BT, V, Vp);
+            else
+                crossentropy_backward(d, probs.data(), tok.data(), 0.25f, BT, V, Vp);
+        };
+        std::vector<float> zeroed(BT * Vp, 0.0f), garbage(BT * Vp, NAN), in_place = logits;
+        backward(zeroed.data());
+        backward(garbage.data());
+        if (fast) {  // in place: each thread reads its logit, then writes its gradient there
+            const std::vector<float> saved = logits;
+            backward(logits.data());
+            in_place = logits;
+            logits = saved;
+        } else {
+            backward(in_place.data());  // (the exact form reads only probs)
+        }
+        CHECK(memcmp(garbage.data(), zeroed.data(), zeroed.size() * sizeof(float)) == 0);
+        CHECK(memcmp(in_place.data(), zeroed.data(), zeroed.size() * sizeof(float)) == 0);
+        int nonzero = 0;
+        for (int bt = 0; bt < BT; bt++)
+            for (int i = 0; i < Vp; i++) {
+                float d = zeroed[bt * Vp + i];
+                if (i >= V || tok[bt] < 0) CHECK(d == 0.0f);
+                nonzero += d != 0.0f;
+            }
+        CHECK(nonzero == 4 * V);  // the four positions with a loss have a gradient on every real logit
+    }
+}
+
 // The whole model in double, for every combination of norm, placement, FFN, positions, tying and biases: the gradient
 // of every parameter tensor against finite differences at sampled entries.
 TEST_CASE("whole-model backward matches finite differences for every architecture option", "[layers][model]") {
