@@ -1733,15 +1733,23 @@ static void model_init(Model<F>* m, uint64_t seed) {
 }
 
 // Gradients of the activations (d loss / d activation), for the backward pass of the last forward. Allocated
-// at the first backward (a forward-only pass, such as the sink probe, never needs them), zeroed at the start
-// of every backward; then every backward function adds into them. Shapes as in Acts; null where Acts's field
-// is null.
+// at the first backward (a forward-only pass, such as the sink probe, never needs them); then every backward function
+// adds into them. Two kinds: the residual stream's gradients (encoded, residual3 of every layer, lnf), which pass
+// from layer to layer and are zeroed at the start of every backward; and the gradients inside a layer (ln1 to
+// ffn_sum), held for one layer only (B x T, not L x B x T: layer l's backward is done with them before layer l - 1's
+// starts) and zeroed before each layer's backward, so each sum starts from 0 as before. Shapes as in Acts, less the
+// layer dimension inside a layer; null where Acts's field is null.
 template <typename F>
 struct GradActs {
     int B = 0, T = 0;
     SkBuffer<F> mem;
-    size_t accumulated = 0;  // values at the start of mem that are gradients (zeroed per backward)
+    size_t accumulated = 0;  // values at the start of mem: the residual stream's (zeroed per backward)
+    size_t layer_values = 0;  // the values after them: one layer's gradients (zeroed per layer)
+    F* layer_mem = nullptr;   // where those start
     F* encoded;
+    F* residual3;
+    F* lnf;
+    // one layer's
     F* ln1;
     F* qkv;
     F* phi_in;
@@ -1749,7 +1757,7 @@ struct GradActs {
     F* phi_relu;
     F* phi_out;
     F* atty_core;
-    F* gate_logits;  // (L, B, T, G) dz of the gate's logits
+    F* gate_logits;  // (B, T, G) dz of the gate's logits
     F* atty;
     F* attn_sum;
     F* residual2;
@@ -1758,8 +1766,6 @@ struct GradActs {
     F* fch2;
     F* fcact;
     F* ffn_sum;
-    F* residual3;
-    F* lnf;
     // (the logits' gradient has no buffer of its own: model_backward writes it over the logits)
     // scratch of the attention backward, written (not accumulated) layer by layer
     F* att_ds;        // (B, NH, T, T+1) ds of every attention row, for the keys and slot-parameter passes
@@ -1910,20 +1916,25 @@ static void grad_acts_alloc(GradActs<F>* g, const ModelConfig& c, int B, int T, 
     ActShapes s = act_shapes(c, B, T);
     size_t BT = s.BT, C = s.C, L = s.L, FF = s.FF, rows = (size_t)B * s.NH * T, st = streamed, ex = !streamed;
     size_t partial = c.attn.slot == SLOT_KV || c.attn.slot == SLOT_LOGIT || c.attn.value_bias;
+    size_t stream = BT * C + L * BT * C + s.pre * BT * C;  // encoded, residual3, lnf
     Region<F> regions[] = {
-        {&g->encoded, BT * C}, {&g->ln1, s.pre * L * BT * C}, {&g->qkv, L * BT * 3 * C},
-        {&g->phi_in, s.phi * L * 2 * BT * C}, {&g->phi_hidden, s.mlp * L * 2 * BT * C},
-        {&g->phi_relu, s.mlp * L * 2 * BT * C}, {&g->phi_out, s.phi * L * 2 * BT * C},
-        {&g->atty_core, s.gate * L * BT * C}, {&g->gate_logits, L * BT * s.G}, {&g->atty, L * BT * C},
-        {&g->attn_sum, s.post * L * BT * C}, {&g->residual2, L * BT * C}, {&g->ln2, s.pre * L * BT * C},
-        {&g->fch, L * BT * FF}, {&g->fch2, s.gated * L * BT * FF}, {&g->fcact, L * BT * FF},
-        {&g->ffn_sum, s.post * L * BT * C}, {&g->residual3, L * BT * C}, {&g->lnf, s.pre * BT * C},
-        // scratch: after the gradients, so the per-backward zeroing skips it
+        {&g->encoded, BT * C}, {&g->residual3, L * BT * C}, {&g->lnf, s.pre * BT * C},
+        // one layer's
+        {&g->ln1, s.pre * BT * C}, {&g->qkv, BT * 3 * C},
+        {&g->phi_in, s.phi * 2 * BT * C}, {&g->phi_hidden, s.mlp * 2 * BT * C},
+        {&g->phi_relu, s.mlp * 2 * BT * C}, {&g->phi_out, s.phi * 2 * BT * C},
+        {&g->atty_core, s.gate * BT * C}, {&g->gate_logits, BT * s.G}, {&g->atty, BT * C},
+        {&g->attn_sum, s.post * BT * C}, {&g->residual2, BT * C}, {&g->ln2, s.pre * BT * C},
+        {&g->fch, BT * FF}, {&g->fch2, s.gated * BT * FF}, {&g->fcact, BT * FF},
+        {&g->ffn_sum, s.post * BT * C},
+        // scratch: after the gradients, so no zeroing touches it
         {&g->att_ds, ex * rows * (T + 1)}, {&g->att_D, st * rows}, {&g->att_ds_slot, st * s.slot * rows},
         {&g->slot_partial, partial * B * s.NH * (3 * s.hs + 1)}};
     size_t total = place_regions(&g->mem, regions, "activation gradients", B, T);
     size_t scratch = ex * rows * (T + 1) + st * rows + st * s.slot * rows + partial * B * s.NH * (3 * s.hs + 1);
-    g->accumulated = total - scratch;
+    g->accumulated = stream;
+    g->layer_values = total - scratch - stream;
+    g->layer_mem = g->mem.data() + stream;
     g->B = B;
     g->T = T;
 }
@@ -1999,22 +2010,18 @@ static LayerView<F> layer_view(Model<F>* m, Acts<F>* a, int l) {
     v.fcact = layer_slice(a->fcact, l, BTF);
     v.ffn_sum = layer_slice(a->ffn_sum, l, BTC); v.residual3 = layer_slice(a->residual3, l, BTC);
     GradActs<F>* g = a->grad.B == a->B && a->grad.T == a->T ? &a->grad : nullptr;
-    auto dslice = [&](F* GradActs<F>::*field, size_t per) {
-        return g ? layer_slice(g->*field, l, per) : nullptr;
+    auto dlayer = [&](F* GradActs<F>::*field) {  // one layer's gradients: the same memory for every layer
+        return g ? g->*field : nullptr;
     };
     v.dx = !g ? nullptr : l == 0 ? g->encoded : layer_slice(g->residual3, l - 1, BTC);
-    v.dln1 = dslice(&GradActs<F>::ln1, BTC); v.dqkv = dslice(&GradActs<F>::qkv, 3 * BTC);
-    v.dphi_in = dslice(&GradActs<F>::phi_in, 2 * BTC);
-    v.dphi_hidden = dslice(&GradActs<F>::phi_hidden, 2 * BTC);
-    v.dphi_relu = dslice(&GradActs<F>::phi_relu, 2 * BTC);
-    v.dphi_out = dslice(&GradActs<F>::phi_out, 2 * BTC);
-    v.datty_core = dslice(&GradActs<F>::atty_core, BTC);
-    v.dgate_logits = dslice(&GradActs<F>::gate_logits, s.BT * s.G);
-    v.datty = dslice(&GradActs<F>::atty, BTC); v.dattn_sum = dslice(&GradActs<F>::attn_sum, BTC);
-    v.dresidual2 = dslice(&GradActs<F>::residual2, BTC); v.dln2 = dslice(&GradActs<F>::ln2, BTC);
-    v.dfch = dslice(&GradActs<F>::fch, BTF); v.dfch2 = dslice(&GradActs<F>::fch2, BTF);
-    v.dfcact = dslice(&GradActs<F>::fcact, BTF); v.dffn_sum = dslice(&GradActs<F>::ffn_sum, BTC);
-    v.dresidual3 = dslice(&GradActs<F>::residual3, BTC);
+    using G = GradActs<F>;
+    v.dln1 = dlayer(&G::ln1); v.dqkv = dlayer(&G::qkv); v.dphi_in = dlayer(&G::phi_in);
+    v.dphi_hidden = dlayer(&G::phi_hidden); v.dphi_relu = dlayer(&G::phi_relu); v.dphi_out = dlayer(&G::phi_out);
+    v.datty_core = dlayer(&G::atty_core); v.dgate_logits = dlayer(&G::gate_logits); v.datty = dlayer(&G::atty);
+    v.dattn_sum = dlayer(&G::attn_sum); v.dresidual2 = dlayer(&G::residual2); v.dln2 = dlayer(&G::ln2);
+    v.dfch = dlayer(&G::fch); v.dfch2 = dlayer(&G::fch2); v.dfcact = dlayer(&G::fcact);
+    v.dffn_sum = dlayer(&G::ffn_sum);
+    v.dresidual3 = !g ? nullptr : layer_slice(g->residual3, l, BTC);
     return v;
 }
 
@@ -2465,6 +2472,7 @@ static void model_backward(Model<F>* m, Acts<F>* a, F scale) {
     }
     for (int l = L - 1; l >= 0; l--) {
         LayerView<F> v = layer_view(m, a, l);
+        sk_fill(g->layer_mem, g->layer_values, F(0));  // this layer's gradients start from 0
         ffn_block_backward(m, a, v);
         attention_block_backward(m, a, v);
     }

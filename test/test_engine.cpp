@@ -881,6 +881,32 @@ TEST_CASE("the logits' gradient has no buffer of its own (written over the logit
     }
 }
 
+TEST_CASE("the gradients inside a layer are held for one layer: a deeper model adds only its residual stream's",
+          "[engine]") {
+    const int B = 2, T = 8;
+    for (const char* extra : {"--placement pre", "--placement post --gate elementwise --phi mlp --ffn swiglu"})
+        for (bool streamed : {false, true}) {
+            INFO(extra << " streamed " << streamed);
+            size_t values[2];
+            ModelConfig c;
+            for (int deep = 0; deep < 2; deep++) {
+                std::vector<std::string> args = {"train_gpt_cpu", "--layers", deep ? "5" : "1", "--channels", "16",
+                                                 "--heads", "2", "--ffn-hidden", "32", "--seq-len", "8"};
+                for (const char* p = extra; *p;) {
+                    const char* e = strchr(p, ' ');
+                    args.push_back(e ? std::string(p, e) : std::string(p));
+                    p = e ? e + 1 : p + strlen(p);
+                }
+                CommandLine cl = parse_args(args);
+                c = model_from_flags(&cl);
+                GradActs<float> g;
+                grad_acts_alloc(&g, c, B, T, streamed);
+                values[deep] = g.mem.size();
+            }
+            CHECK(values[1] - values[0] == 4 * (size_t)B * T * c.channels);  // residual3 of 4 more layers
+        }
+}
+
 TEST_CASE("engine flags: auto is exact on the CPU; contradictions and a precision for the exact engine are refused",
           "[engine]") {
     std::string out;
