@@ -1201,14 +1201,14 @@ static void attention_backward(F* dq, F* dk, int qk_stride, F* dv, const AttnPar
 
 // The head sizes the streamed attention is compiled for; other sizes take the row form.
 static inline bool attention_stream_supports(int hs) {
-    return hs == 4 || hs == 8 || hs == 16 || hs == 32 || hs == 64 || hs == 128;
+    return hs == 4 || hs == 8 || hs == 16 || hs == 32 || hs == 64 || hs == 96 || hs == 128;  // 96: llama-60m
 }
 
 // Threads per block (NT: query rows of a forward or dq block, keys of a key tile and of a dk/dv block) and query rows
 // per staged tile of a dk/dv block (QT), by head size: the shared memory of a float block stays under 48 KB.
 template <int HS>
 struct FlashShape {
-    static constexpr int NT = HS >= 128 ? 32 : 64, QT = HS >= 128 ? 8 : 16;
+    static constexpr int NT = HS > 64 ? 32 : 64, QT = HS > 64 ? 8 : 16;
 };
 
 // One layer's streamed attention: q, k (rows at qk_stride), v (rows at 3C) in; y, the row states and p_* out; in the
@@ -1472,6 +1472,7 @@ static void attention_stream_pass(int pass, const StreamAttn<F>& sa) {
     case 16: attention_stream_pass_hs<16>(pass, sa); break;
     case 32: attention_stream_pass_hs<32>(pass, sa); break;
     case 64: attention_stream_pass_hs<64>(pass, sa); break;
+    case 96: attention_stream_pass_hs<96>(pass, sa); break;
     case 128: attention_stream_pass_hs<128>(pass, sa); break;
     default: fail("internal: no streamed attention for head size %d", sa.C / sa.NH);
     }

@@ -33,8 +33,8 @@ static void fixture_model(Model<F>* m, const std::string& name, DebugState* batc
 
 // Model and attention variants beyond the fixtures' combinations: slots with every row map, and the masks with slots
 // and ALiBi; head size 8 at T 47 (one tile of the streamed attention's blocks), then longer rows over several query
-// and key tiles (blocks of 64 rows or keys, 32 at head size 128), windows and prefixes that start mid-tile, head sizes
-// 32 and 128.
+// and key tiles (blocks of 64 rows or keys, 32 at head sizes 96 and 128), windows and prefixes that start mid-tile,
+// head sizes 32, 96 and 128.
 struct Variant {
     const char* flags;
     int T;
@@ -52,6 +52,8 @@ static const Variant engine_variants[] = {
     {"--attn sigmoid --attn-norm sum --mask prefix --mask-param 80 --value-bias 1", 150},
     {"--slot kv --vstar learn --heads 1 --channels 128", 150},
     {"--pos alibi --attn sigmoid --mask window --mask-param 33 --heads 1 --channels 128", 100},
+    {"--slot kv --heads 1 --channels 96", 100},  // llama-60m's head size (768 / 8)
+    {"--attn clipped --mask window --mask-param 45 --value-bias 1 --heads 1 --channels 96", 150},
 };
 
 // The model of variant v (2 layers, vocabulary 40, 2 heads of 8 unless v says otherwise), every parameter moved away
