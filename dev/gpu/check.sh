@@ -3,21 +3,21 @@
 # timeouts sum to 419 s (the table below), so a hung step cannot take the session's device time.
 #
 # What it does, on a machine with an NVIDIA GPU, from the repository root (each step's time limit in seconds):
-#    1. (84) the GPU tests of make test: both trainers over eight model/attention variants must agree, and train_gpt
+#    1. (104) the GPU tests of make test: both trainers over eight model/attention variants must agree, and train_gpt
 #       must pass --check-state on every PyTorch fixture (test/test_gpu.cpp);
-#    2. (30) a side-by-side run of the default model on the Brown data: train_gpt and train_gpt_cpu, the same flags,
+#    2. (24) a side-by-side run of the default model on the Brown data: train_gpt and train_gpt_cpu, the same flags,
 #       and their losses, tokens/s and a sample, from their logs;  3. (8) sampling from the GPU checkpoint;
 #    4. (30) the attention forward ladder (dev/cuda/attention_forward.cu) over the row maps, slots and masks: each
 #       version's error against the CPU row form, its time and TFLOP/s at B 2 x 12 heads of 64 x T 1024;
-#       (20) the matmul ladder (dev/cuda/matmul.cu): the exact kernels bit for bit, cuBLAS, their TFLOP/s;
+#       (16) the matmul ladder (dev/cuda/matmul.cu): the exact kernels bit for bit, cuBLAS, their TFLOP/s;
 #       (30) the attention backward ladder (dev/cuda/attention_backward.cu) over the same settings at B 2;
 #       (28) both ladders' version 2 at T 2048 (B 1) for the six row maps;
-#    5. (32) --check-fast on the GPT-2 124M shape (B 4 x T 256) in each precision: the fast engine against the exact
+#    5. (28) --check-fast on the GPT-2 124M shape (B 4 x T 256) in each precision: the fast engine against the exact
 #       one; then fp32 again with SK_CUBLASLT=0, a control for the epilogues (kernels/matmul_cublas.cuh);
-#    6. (57) GPT-2 124M on Brown: tokens/s and model memory of the fast engine (bf16, B 16 x T 1024, the sink metrics
+#    6. (54) GPT-2 124M on Brown: tokens/s and model memory of the fast engine (bf16, B 16 x T 1024, the sink metrics
 #       every 3 steps on the host thread and their share of training time), of the exact engine (B 1 x T 1024), and
 #       PyTorch's on the same GPU (dev/gpu/torch_gpt2.py: bf16 autocast, SDPA, fused AdamW, B 16 x T 1024), the ratio;
-#    7. (20) llama-60m (the paper's model) at T 2048, bf16, B 4: tokens/s, model memory, minutes per 1B tokens;
+#    7. (17) llama-60m (the paper's model) at T 2048, bf16, B 4: tokens/s, model memory, minutes per 1B tokens;
 #    8. (50) the exact engines of both trainers on GPT-2 124M at B 1 x T 128, 2 steps: checkpoints compared with cmp;
 #    9. (30) compute-sanitizer memcheck over a two-step toy run of each engine (skipped, and said, where the
 #       machine has no compute-sanitizer).
@@ -63,7 +63,7 @@ done
 RUNS=$(mktemp -d /tmp/sinkscope_check.XXXXXX)  # run directories and each step's output
 
 echo "== 1. GPU tests (test/test_gpu.cpp)"
-SK_GPU_BUILD=required timeout 84 "$TESTS" "[gpu]" > "$RUNS/tests.txt" 2>&1
+SK_GPU_BUILD=required timeout 104 "$TESTS" "[gpu]" > "$RUNS/tests.txt" 2>&1
 rc=$?
 cat "$RUNS/tests.txt"
 row "GPU tests ([gpu]: exact CPU = GPU bits on 8 variants, --check-state, --check-fast)" \
@@ -74,7 +74,7 @@ echo "== 2. default model on Brown, 40 steps, both trainers"
 steps=40
 for t in train_gpt train_gpt_cpu; do
     start=$(date +%s%N)
-    timeout 15 ./$t --steps $steps --val-every 20 --sink-every 20 --sample-every 20 --out "$RUNS/$t" > "$OUT/$t.txt" || status=1
+    timeout 12 ./$t --steps $steps --val-every 20 --sink-every 20 --sample-every 20 --out "$RUNS/$t" > "$OUT/$t.txt" || status=1
     cp "$RUNS/$t/log.jsonl" "$OUT/$t.log.jsonl" 2>/dev/null
     end=$(date +%s%N)
     echo "$t: $(( (end - start) / 1000000 )) ms wall; last lines:"
@@ -127,7 +127,7 @@ ${b:--} TFLOP/s ($(echo "${bl##*: }" | cut -d' ' -f2)), both ${both}"
 echo "== 4. attention forward ladder (dev/cuda/attention_forward.cu), B 2, 12 heads of 64, T 1024"
 run_ladder attention_forward 2 1024 30 "$RUNS/fwd1024.txt" "" "${SETTINGS[@]}"
 echo "== 4b. matmul ladder (dev/cuda/matmul.cu): exact by element, exact tiled, cuBLAS, GPT-2 124M shapes"
-timeout 20 "$(ladder matmul)" > "$RUNS/matmul.txt" 2>&1 || status=1
+timeout 16 "$(ladder matmul)" > "$RUNS/matmul.txt" 2>&1 || status=1
 cat "$RUNS/matmul.txt"
 echo "== 4c. attention backward ladder (dev/cuda/attention_backward.cu), B 2, 12 heads of 64, T 1024"
 run_ladder attention_backward 2 1024 30 "$RUNS/bwd1024.txt" "" "${SETTINGS[@]}"
@@ -144,13 +144,13 @@ row "matmul ladder (GPT-2 shapes): TFLOP/s of version 1 (exact, by element), 2 (
 
 echo "== 5. --check-fast, GPT-2 124M shape, B 4 x T 256, each precision"
 for p in fp32 tf32 bf16; do
-    timeout 8 ./train_gpt --preset gpt2 --check-fast --precision $p --batch 4 --seq-len 256 --probe-seqs 4 \
+    timeout 7 ./train_gpt --preset gpt2 --check-fast --precision $p --batch 4 --seq-len 256 --probe-seqs 4 \
         --probe-len 256 > "$RUNS/check_fast_$p.txt" 2>&1 || status=1
     grep -E "check-fast|FAIL|OK|logits|qkvw|fcb|fcprojb|curve|alpha_1|^note" "$RUNS/check_fast_$p.txt"
     row "--check-fast $p (GPT-2 shape, B 4 x T 256)" "$(grep -E "^(OK|FAIL)" "$RUNS/check_fast_$p.txt" | tail -1)"
 done
 echo "== 5b. the same at fp32 with SK_CUBLASLT=0 (every product through cublasGemmEx): a control for the epilogues"
-SK_CUBLASLT=0 timeout 8 ./train_gpt --preset gpt2 --check-fast --precision fp32 --batch 4 --seq-len 256 \
+SK_CUBLASLT=0 timeout 7 ./train_gpt --preset gpt2 --check-fast --precision fp32 --batch 4 --seq-len 256 \
     --probe-seqs 4 --probe-len 256 > "$RUNS/check_fast_nolt.txt" 2>&1 || status=1
 grep -E "check-fast|FAIL|OK|logits|qkvw|fcb|fcprojb" "$RUNS/check_fast_nolt.txt"
 row "--check-fast fp32, SK_CUBLASLT=0" "$(grep -E "^(OK|FAIL)" "$RUNS/check_fast_nolt.txt" | tail -1)"
@@ -170,7 +170,7 @@ timed_run() {
 echo "== 6. GPT-2 124M shape on Brown: the fast engine (bf16, B 16 x T 1024), the exact engine (B 1 x T 1024), PyTorch"
 timed_run gpt2_fast 20 --preset gpt2 --engine fast --precision bf16 --batch 16 --seq-len 1024 --steps 7 --sink-every 3
 fast_tps=$tps
-timed_run gpt2_exact 15 --preset gpt2 --engine exact --batch 1 --seq-len 1024 --steps 2 --sink-every 0 --probe-seqs 4
+timed_run gpt2_exact 12 --preset gpt2 --engine exact --batch 1 --seq-len 1024 --steps 2 --sink-every 0 --probe-seqs 4
 PY=python3  # the one with torch: the image's, or Debian's
 $PY -c "import torch" 2>/dev/null || PY=/usr/bin/python3
 torch_line=$(timeout 22 $PY dev/gpu/torch_gpt2.py --batch 16 --seq-len 1024 --steps 12) || status=1
@@ -182,7 +182,7 @@ row "fast engine / PyTorch tokens/s" \
     "$(awk -v f="${fast_tps:-0}" -v t="${torch_tps:-0}" 'BEGIN { if (t + 0 > 0 && f + 0 > 0) printf "%.3f", f / t; else print "-" }')"
 
 echo "== 7. llama-60m (the paper's 60M model) at T 2048, bf16, B 4"
-timed_run llama60m_fast 20 --preset llama-60m --engine fast --precision bf16 --batch 4 --seq-len 2048 --steps 6 \
+timed_run llama60m_fast 17 --preset llama-60m --engine fast --precision bf16 --batch 4 --seq-len 2048 --steps 6 \
     --sink-every 0 --probe-seqs 4
 row "llama-60m: minutes per 1B tokens at that rate" \
     "$(awk -v t="${tps:-0}" 'BEGIN { if (t + 0 > 0) printf "%.0f", 1e9 / t / 60; else print "-" }')"
