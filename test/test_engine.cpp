@@ -20,6 +20,15 @@ static CommandLine parse_args(std::vector<std::string> args) {
     return cl;
 }
 
+// The space-separated words of `flags` appended to args.
+static void append_words(std::vector<std::string>* args, const char* flags) {
+    for (const char* p = flags; *p;) {
+        const char* e = strchr(p, ' ');
+        args->push_back(e ? std::string(p, e) : std::string(p));
+        p = e ? e + 1 : p + strlen(p);
+    }
+}
+
 // The model of a fixture in float or double, its parameters from the fixture's floats.
 template <typename F>
 static void fixture_model(Model<F>* m, const std::string& name, DebugState* batch) {
@@ -64,11 +73,7 @@ static void variant_model(Model<F>* m, const Variant& v, DebugState* s) {
                                      "--layers", "2", "--ffn-hidden", "32", "--seq-len", std::to_string(v.T),
                                      "--probe-len", "16"};
     if (!strstr(v.flags, "--heads")) args.insert(args.end(), {"--heads", "2", "--channels", "16"});
-    for (const char* p = v.flags; *p;) {
-        const char* e = strchr(p, ' ');
-        args.push_back(e ? std::string(p, e) : std::string(p));
-        p = e ? e + 1 : p + strlen(p);
-    }
+    append_words(&args, v.flags);
     CommandLine cl = parse_args(args);
     model_build(m, model_from_flags(&cl));
     model_init(m, 7);
@@ -894,11 +899,7 @@ TEST_CASE("the gradients inside a layer are held for one layer: a deeper model a
             for (int deep = 0; deep < 2; deep++) {
                 std::vector<std::string> args = {"train_gpt_cpu", "--layers", deep ? "5" : "1", "--channels", "16",
                                                  "--heads", "2", "--ffn-hidden", "32", "--seq-len", "8"};
-                for (const char* p = extra; *p;) {
-                    const char* e = strchr(p, ' ');
-                    args.push_back(e ? std::string(p, e) : std::string(p));
-                    p = e ? e + 1 : p + strlen(p);
-                }
+                append_words(&args, extra);
                 CommandLine cl = parse_args(args);
                 c = model_from_flags(&cl);
                 GradActs<float> g;
