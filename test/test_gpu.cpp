@@ -5,7 +5,8 @@
 // before it writes anything. On a machine with a GPU: short runs of both trainers over a set of model and attention
 // variants give the same bits with --engine exact (checkpoints byte for byte; losses, gradient norms, validation
 // losses, sink metrics and sampled text in the logs); both engines pass --check-state on every PyTorch fixture; the
-// fast engine passes --check-fast over seven variants in fp32, and on the default model in tf32 and bf16.
+// fast engine passes --check-fast over ten variants in fp32 (head sizes 16, 64, 96 and 128), and on the default model
+// in tf32 and bf16.
 // The math of the GPU build is tested on the CPU by the other test files: its loop bodies are the CPU's, and its
 // matmul (gemm_by_element) equals the CPU's bit for bit (test_layers.cpp).
 // What it is not: a GPU speed test.
@@ -167,8 +168,9 @@ TEST_CASE("on a GPU, the fast engine passes --check-fast (variants in fp32, the 
     }
     TinyRun r = tiny_run(1);
     std::string common = " --train " + r.dir + "/train.bin --val " + r.dir + "/val.bin --vocab 32 --max-seq-len 65 "
-                         "--layers 2 --heads 4 --channels 64 --ffn-hidden 128 --batch 4 --seq-len 64 --probe-seqs 4 "
-                         "--probe-len 64";
+                         "--layers 2 --ffn-hidden 128 --batch 4 --seq-len 64 --probe-seqs 4 --probe-len 64";
+    // 4 heads of 16 unless the variant says otherwise; the last three take the streamed attention's other block
+    // shapes on the GPU: head sizes 64, 96 (llama-60m's) and 128
     const char* variants[] = {
         "",
         "--pos alibi --slot kv --value-bias 1 --gate headwise --mask window --mask-param 5",
@@ -177,13 +179,17 @@ TEST_CASE("on a GPU, the fast engine passes --check-fast (variants in fp32, the 
         "--attn clipped --phi elu1 --slot zero --ffn geglu",
         "--attn elu1 --attn-norm sum --sink-token 1",
         "--slot logit --pos sinusoidal --ffn reglu --gate elementwise",
+        "--heads 2 --channels 128 --mask window --mask-param 40",
+        "--heads 1 --channels 96 --slot kv",
+        "--heads 2 --channels 256 --attn sigmoid",
     };
     for (const char* v : variants)
         for (const char* precision : {"fp32", "tf32", "bf16"}) {
             if (v[0] && strcmp(precision, "fp32") != 0) continue;  // every variant in fp32, every precision once
-            std::string out;
+            std::string out, shape = strstr(v, "--heads") ? "" : " --heads 4 --channels 64";
             INFO("variant: " << v << " --precision " << precision);
-            int rc = run_command("./train_gpt --check-fast --precision " + std::string(precision) + common + " " + v, &out);
+            int rc = run_command("./train_gpt --check-fast --precision " + std::string(precision) + common + shape +
+                                     " " + v, &out);
             INFO(out);
             CHECK(rc == 0);
         }
