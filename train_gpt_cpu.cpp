@@ -1746,7 +1746,6 @@ struct GradActs {
     SkBuffer<F> mem;
     size_t accumulated = 0;  // values at the start of mem: the residual stream's (zeroed per backward)
     size_t layer_values = 0;  // the values after them: one layer's gradients (zeroed per layer)
-    F* layer_mem = nullptr;   // where those start
     F* encoded;
     F* residual3;
     F* lnf;
@@ -1935,7 +1934,6 @@ static void grad_acts_alloc(GradActs<F>* g, const ModelConfig& c, int B, int T, 
     size_t scratch = ex * rows * (T + 1) + st * rows + st * s.slot * rows + partial * B * s.NH * (3 * s.hs + 1);
     g->accumulated = stream;
     g->layer_values = total - scratch - stream;
-    g->layer_mem = g->mem.data() + stream;
     g->B = B;
     g->T = T;
 }
@@ -2229,20 +2227,21 @@ static void model_forward_pass(Model<F>* m, Acts<F>* a, const int* inputs, const
                                                    : nullptr;
     embedding_forward(a->encoded, a->inputs.data(), m->p[P_WTE], m->p[P_SINKTOK], pos, B, T, C);
     bool fused = residual_norm_fused(c);  // each sub-block's output and the norm after it in one pass
+    LayerView<F> v = layer_view(m, a, 0);
     for (int l = 0; l < c.num_layers; l++) {
-        LayerView<F> v = layer_view(m, a, l);
+        bool last = l + 1 == c.num_layers;
+        LayerView<F> next = last ? v : layer_view(m, a, l + 1);  // (each view built once)
         NextNorm<F> after_attention, after_ffn;
         if (fused) {
             after_attention = {v.ln2, v.ln2_mean, v.ln2_rstd, v.ln2w, v.ln2b};
-            if (l + 1 < c.num_layers) {
-                LayerView<F> n = layer_view(m, a, l + 1);
-                after_ffn = {n.ln1, n.ln1_mean, n.ln1_rstd, n.ln1w, n.ln1b};
-            } else if (with_head) {
+            if (!last)
+                after_ffn = {next.ln1, next.ln1_mean, next.ln1_rstd, next.ln1w, next.ln1b};
+            else if (with_head)
                 after_ffn = {a->lnf, a->lnf_mean, a->lnf_rstd, m->p[P_LNFW], m->p[P_LNFB]};
-            }
         }
         attention_block_forward(m, a, v, fused && l > 0, after_attention);
         ffn_block_forward(m, a, v, fused, after_ffn);
+        v = next;
     }
     if (!with_head) return;
     const F* h = layer_slice(a->residual3, c.num_layers - 1, (size_t)BT * C);
@@ -2473,7 +2472,7 @@ static void model_backward(Model<F>* m, Acts<F>* a, F scale) {
     }
     for (int l = L - 1; l >= 0; l--) {
         LayerView<F> v = layer_view(m, a, l);
-        sk_fill(g->layer_mem, g->layer_values, F(0));  // this layer's gradients start from 0
+        sk_fill(g->mem.data() + g->accumulated, g->layer_values, F(0));  // this layer's gradients start from 0
         ffn_block_backward(m, a, v);
         attention_block_backward(m, a, v);
     }
