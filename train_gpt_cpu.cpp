@@ -2685,15 +2685,16 @@ class ModelEngine final : public Engine {
         r.updated = s[STEP_OK] != 0;
         return r;
     }
-    void reserve(int B, int T, int probe_B, int probe_T, int sample_T) override {
+    void reserve(int B, int T, int probe_B, int probe_T, int sample_T, size_t keep_values = 0) override {
         const ModelConfig& c = model.config;
         int off = c.attn.sink_token;  // the engine's passes count the model's positions
         if (sample_T > 0) acts_alloc(&acts_, c, 1, sample_T + off);
         acts_alloc(&acts_, c, B, T + off);  // the larger of the two stays allocated
         grad_acts_alloc(&acts_.grad, c, B, T + off, acts_.streamed);
         acts_alloc(&probe_, c, probe_B, probe_T + off);
+        kept_.reserve(keep_values);
     }
-    ProbeView probe(const int* tokens, int B, int T, ProbeCopy* keep = nullptr) override {
+    ProbeView probe(const int* tokens, int B, int T, bool keep = false) override {
         Switches on(this);
         model_forward(&model, &probe_, tokens, (const int*)nullptr, B, T, false);
         const ModelConfig& c = model.config;
@@ -2701,19 +2702,20 @@ class ModelEngine final : public Engine {
         ProbeView pv;
         pv.B = B;
         pv.T = (int)Tm;
-        // the views: into keep's arrays when given, else the activations themselves (the GPU: their downloads)
-        auto view = [&](const float* p, size_t n, std::vector<float>* copy, std::vector<float>* staging) {
-            return keep ? sk_host_copy(p, n, copy) : sk_host_view(p, n, staging);
+        // the views: into the keep arena when kept, else the activations themselves (the GPU: their downloads)
+        int next_staging = 0;
+        auto view = [&](const float* p, size_t n) {
+            std::vector<float>* staging = &staging_[next_staging++];
+            return keep ? kept_.keep(p, n) : sk_host_view(p, n, staging);
         };
-        ProbeCopy& k = keep ? *keep : unused_copy_;
-        pv.att = view((const float*)probe_.att, L * B * NH * Tm * Tm, &k.att, &staging_[0]);
-        if (probe_.att_slot)
-            pv.att_slot = view((const float*)probe_.att_slot, L * B * NH * Tm, &k.att_slot, &staging_[1]);
-        pv.encoded = view((const float*)probe_.encoded, BTC, &k.encoded, &staging_[2]);
-        pv.residual = view((const float*)probe_.residual3, L * BTC, &k.residual, &staging_[3]);
-        pv.qkv = view((const float*)probe_.qkv, L * BTC * 3, &k.qkv, &staging_[4]);
+        pv.att = view((const float*)probe_.att, L * B * NH * Tm * Tm);
+        if (probe_.att_slot) pv.att_slot = view((const float*)probe_.att_slot, L * B * NH * Tm);
+        pv.encoded = view((const float*)probe_.encoded, BTC);
+        pv.residual = view((const float*)probe_.residual3, L * BTC);
+        pv.qkv = view((const float*)probe_.qkv, L * BTC * 3);
         return pv;
     }
+    SkDownloadArena::Fence probe_send() override { return kept_.send(); }
     void get_params(float* out) const override { model.params.download(out, model.num_params); }
     void set_params(const float* in) override { model.params.upload(in, model.num_params); }
     void get_grads(float* out) const override { model.grads.download(out, model.num_params); }
@@ -2747,7 +2749,7 @@ class ModelEngine final : public Engine {
     int matmul_precision() const { return options_.kind == ENGINE_FAST ? options_.precision : -1; }
     Acts<float> acts_, probe_;
     std::vector<float> staging_[5];  // the GPU build's host copies of a probe
-    ProbeCopy unused_copy_;          // stands in for probe's keep when none is given (never written)
+    SkDownloadArena kept_;           // the kept probes' copies
 };
 
 static std::unique_ptr<Engine> make_engine(const ModelConfig& c, const EngineOptions& o) {

@@ -31,8 +31,9 @@
 //       data in and out explicitly with upload/download; on the CPU build it may also index the array directly (the
 //       tests do), on the GPU build that does not compile, so no host code can read device memory by accident.
 //   sk_host_view(p, n, &staging)  n values at device pointer p as host memory: p itself on the CPU (no copy), a
-//       download into `staging` on the GPU. sk_host_copy(p, n, &dst): always a copy of its own (a download on the
-//       GPU).
+//       download into `staging` on the GPU.
+//   SkDownloadArena  host copies of device arrays that arrive while the computation goes on: on the GPU staged on
+//       the device, then downloaded on a second stream (the sink probe's copies for the metrics' thread).
 //   sk_backend_init(), sk_memory_bytes(), sk_device_name(), SK_BACKEND_NAME: start-up (a clear error when no GPU
 //       exists) and the memory the activations must fit in.
 //   sk_memory_use(): the bytes every SkBuffer holds now and at most so far (the model's memory: parameters,
@@ -461,24 +462,14 @@ static void sk_fill(F* p, size_t n, F v) {
     sk_for(n, SK_LAMBDA(size_t i) { p[i] = v; });
 }
 
-// n values at device pointer p copied into host memory `dst` (resized to n): a download on the GPU, a copy on the CPU.
-template <typename T>
-static const T* sk_host_copy(const T* p, size_t n, std::vector<T>* dst) {
-    dst->resize(n);
-#ifdef __CUDACC__
-    sk_download_bytes(dst->data(), p, n * sizeof(T));
-#else
-    if (n) memcpy(dst->data(), p, n * sizeof(T));
-#endif
-    return dst->data();
-}
-
 // n values at device pointer p, readable by the host: p itself on the CPU, a copy in *staging on the GPU. Valid until
 // the memory behind p changes (CPU) or *staging is reused (GPU).
 template <typename T>
 static const T* sk_host_view(const T* p, size_t n, std::vector<T>* staging) {
 #ifdef __CUDACC__
-    return sk_host_copy(p, n, staging);
+    staging->resize(n);
+    sk_download_bytes(staging->data(), p, n * sizeof(T));
+    return staging->data();
 #else
     (void)n;
     (void)staging;
@@ -544,4 +535,117 @@ class SkBuffer {
     }
     T* ptr_ = nullptr;
     size_t n_ = 0;
+};
+
+// Host copies of device arrays that arrive while the computation goes on (the sink probe's copies for the metrics'
+// thread). A series: keep(p, n) for each array, which queues a copy of the n values at device pointer p and says
+// where they will be on the host, then send(), whose fence says when they are there: wait on it before reading. The
+// copies stay until the next series' first keep. reserve(n) sizes the arena once (a series holds at most n values),
+// so a run too large for the memory stops before it starts.
+// GPU: keep copies device to device into a staging area in stream order (after the kernels that wrote p, before
+// those that overwrite it; a fast copy on the device), and send downloads the staging area into pinned host memory
+// on a second stream, so that the next kernels run while it travels. That stream is created non-blocking: the
+// legacy default stream, which every kernel here runs on, would otherwise wait for it and it for them. The next
+// series' first keep makes the default stream wait for this download before it overwrites the staging area.
+// CPU: keep copies straight into host memory; the fence is always passed.
+class SkDownloadArena {
+  public:
+    SkDownloadArena() = default;
+    SkDownloadArena(const SkDownloadArena&) = delete;
+    SkDownloadArena& operator=(const SkDownloadArena&) = delete;
+
+    // What send() returns: wait() returns once the series' copies are in host memory.
+    struct Fence {
+#ifdef __CUDACC__
+        cudaEvent_t arrived = nullptr;
+        void wait() const {
+            if (arrived) SK_CUDA(cudaEventSynchronize(arrived));
+        }
+#else
+        void wait() const {}
+#endif
+    };
+
+    void reserve(size_t n) {
+        if (n == cap_) return;
+        release();
+        cap_ = n;
+        if (!n) return;
+#ifdef __CUDACC__
+        staging_.reserve_exactly(n);
+        if (cudaMallocHost((void**)&host_, n * sizeof(float)) != cudaSuccess)
+            fail("cannot allocate %.2f GiB of pinned host memory for the sink probe's copies; lower --probe-seqs or "
+                 "--probe-len, or set SK_SINK_THREAD=0", n * sizeof(float) / 1073741824.0);
+        SK_CUDA(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+        SK_CUDA(cudaEventCreateWithFlags(&staged_, cudaEventDisableTiming));
+        SK_CUDA(cudaEventCreateWithFlags(&fence_.arrived, cudaEventDisableTiming));
+#else
+        host_ = (float*)malloc(n * sizeof(float));
+        if (!host_)
+            fail("cannot allocate %.2f GiB for the sink probe's copies (out of memory); lower --probe-seqs or "
+                 "--probe-len, or set SK_SINK_THREAD=0", n * sizeof(float) / 1073741824.0);
+#endif
+    }
+    size_t capacity() const { return cap_; }
+    // Queues the copy of n values at device pointer p; returns where they will be on the host. The first keep after
+    // a send starts a new series: the previous one's copies are then no longer read.
+    const float* keep(const float* p, size_t n) {
+        if (sent_) used_ = 0;
+        sent_ = false;
+        if (used_ + n > cap_)
+            fail("internal: the probe's copies need %zu values, the arena holds %zu", used_ + n, cap_);
+        float* dst = host_ + used_;
+#ifdef __CUDACC__
+        if (used_ == 0) SK_CUDA(cudaStreamWaitEvent(0, fence_.arrived, 0));  // the previous download is done
+        if (n) SK_CUDA(cudaMemcpyAsync(staging_.data() + used_, p, n * sizeof(float), cudaMemcpyDeviceToDevice, 0));
+#else
+        if (n) memcpy(dst, p, n * sizeof(float));
+#endif
+        used_ += n;
+        return dst;
+    }
+    // Starts the download of the series kept since the last send.
+    Fence send() {
+        sent_ = true;
+#ifdef __CUDACC__
+        if (!used_) return Fence();
+        SK_CUDA(cudaEventRecord(staged_, 0));  // the staging copies queued so far
+        SK_CUDA(cudaStreamWaitEvent(stream_, staged_, 0));
+        SK_CUDA(cudaMemcpyAsync(host_, staging_.data(), used_ * sizeof(float), cudaMemcpyDeviceToHost, stream_));
+        SK_CUDA(cudaEventRecord(fence_.arrived, stream_));
+#endif
+        return fence_;
+    }
+    ~SkDownloadArena() { release(); }
+
+  private:
+    void release() {
+#ifdef __CUDACC__
+        if (stream_) {
+            cudaStreamSynchronize(stream_);
+            cudaStreamDestroy(stream_);
+        }
+        if (staged_) cudaEventDestroy(staged_);
+        if (fence_.arrived) cudaEventDestroy(fence_.arrived);
+        if (host_) cudaFreeHost(host_);
+        stream_ = nullptr;
+        staged_ = nullptr;
+        fence_ = Fence();
+        staging_.clear();
+#else
+        free(host_);
+#endif
+        host_ = nullptr;
+        cap_ = used_ = 0;
+        sent_ = false;
+    }
+#ifdef __CUDACC__
+    SkBuffer<float> staging_;
+    cudaStream_t stream_ = nullptr;
+    cudaEvent_t staged_ = nullptr;
+#endif
+    Fence fence_;
+    float* host_ = nullptr;
+    size_t cap_ = 0, used_ = 0;
+    bool sent_ = false;
 };

@@ -16,6 +16,7 @@
 #include <memory>
 #include <string>
 
+#include "backend.h"
 #include "config.h"
 #include "numerics.h"
 
@@ -50,13 +51,6 @@ struct ProbeView {
     const float* qkv = nullptr;       // (L, B, T, 3C) q | k | v of each layer (k after RoPE)
 };
 
-// Host arrays a probe's views can be placed in (Engine::probe's `keep`): the views then point into them and stay
-// valid for as long as they do, whatever the engine does next (the sink metrics' thread reads them while training
-// goes on).
-struct ProbeCopy {
-    std::vector<float> att, att_slot, encoded, residual, qkv;
-};
-
 class Engine {
   public:
     virtual ~Engine() = default;
@@ -83,13 +77,18 @@ class Engine {
     virtual void train_micro(const int* inputs, const int* targets, int B, int T, int accum) = 0;
     virtual void guarded_update(const AdamWStep& step, float grad_clip) = 0;
     virtual StepResult step_result() = 0;
-    // A forward pass without the head for the sink metrics; with `keep`, its views in keep's arrays (on a GPU
-    // downloaded straight into them, on the CPU copied).
-    virtual ProbeView probe(const int* tokens, int B, int T, ProbeCopy* keep = nullptr) = 0;
+    // A forward pass without the head for the sink metrics. Its views are valid until the next call, or with `keep`
+    // they point into the engine's keep arena (the copies a host thread measures while the engine trains on), where
+    // the probes kept since the last probe_send follow one another: they stay until the first kept probe after the
+    // next probe_send. probe_send starts their download (on a GPU beside the next kernels) and gives the fence to
+    // wait on before reading them.
+    virtual ProbeView probe(const int* tokens, int B, int T, bool keep = false) = 0;
+    virtual SkDownloadArena::Fence probe_send() = 0;
     // Allocates now what a run's passes will hold: forward and backward over B x T, probe chunks of probe_B x
-    // probe_T, samples of up to sample_T tokens (0: none). A run too large for the memory then stops before it
-    // starts, with the sizes, rather than at its first measurement or its first backward.
-    virtual void reserve(int B, int T, int probe_B, int probe_T, int sample_T) = 0;
+    // probe_T, samples of up to sample_T tokens (0: none), and a keep arena of keep_values values (0: none). A run too
+    // large for the memory then stops before it starts, with the sizes, rather than at its first measurement or its
+    // first backward.
+    virtual void reserve(int B, int T, int probe_B, int probe_T, int sample_T, size_t keep_values = 0) = 0;
     virtual void get_params(float* out) const = 0;
     virtual void set_params(const float* in) = 0;
     virtual void get_grads(float* out) const = 0;

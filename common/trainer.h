@@ -360,23 +360,24 @@ static SinkReport measure_sinks(Engine& e, const std::vector<int>& probe, int S,
 
 // ----------------------------------------------------------------------------------------------------------------
 // the sink metrics beside training (SK_SINK_THREAD; docs/output.md). The engine runs the probe's forward passes at
-// the step they measure; copies of what they hold go to a host thread, which measures them while the engine trains
-// on; the record is logged when the thread is done (checked between steps), or waited for before the next probe, a
-// checkpoint or the end. The same code and order as measure_sinks, so the same numbers. Worth it where the engine
-// is a GPU and the host's cores are idle while it trains; on a CPU the thread would take the training's cores.
+// the step they measure and keeps copies of what they hold in its keep arena (SkDownloadArena: on a GPU a copy on
+// the device, then a download on a second stream while training goes on); a host thread waits for the download and
+// measures them while the engine trains on. The record is logged when the thread is done (checked between steps),
+// or waited for before the next probe (which reuses the arena), a checkpoint or the end. The same code and order as
+// measure_sinks, so the same numbers. Worth it where the engine is a GPU and the host's cores are idle while it
+// trains; on a CPU the thread would take the training's cores.
 
-#define SINK_HOLD_GIB 4.0  // the most host memory the held chunks take (and at most 1/8 of the machine's); the rest
-                           // of a probe is measured at once, as without the thread (GPT-2 124M's default probe of
-                           // 100 x 64: about 1.2 GB)
+#define SINK_HOLD_GIB 4.0  // the most host memory the held chunks take (and at most 1/8 of the machine's; on a GPU
+                           // as much again on the device, staged); the rest of a probe is measured at once, as
+                           // without the thread (GPT-2 124M's default probe of 100 x 64: about 1.2 GB)
 
 // Tests: the thread sleeps this long before it measures, so that training is sure to run on meanwhile.
 static int sink_thread_delay_ms = 0;
 
-// A probe chunk copied out of the engine for the thread (Engine::probe's keep), then its stats.
+// A probe chunk kept in the engine's arena for the thread (Engine::probe's keep), then its stats.
 struct HeldProbeChunk {
-    int B = 0, T = 0;
-    bool held = false;  // the copies are here (else the stats were measured at once)
-    ProbeCopy copy;
+    bool held = false;  // the copies are in the arena (else the stats were measured at once)
+    ProbeView kept;     // the views into them
     std::vector<ProbeSequenceStats> stats;
 
     // the bytes of the copies of a chunk of B sequences of the model's T positions
@@ -385,19 +386,21 @@ struct HeldProbeChunk {
         bool slot = attn_has_slot(c.attn);
         return sizeof(float) * (rows * T + (slot ? rows : 0) + (1 + 4 * L) * BTC);
     }
-    ProbeView view() const {
-        ProbeView pv;
-        pv.B = B;
-        pv.T = T;
-        pv.att = copy.att.data();
-        pv.att_slot = copy.att_slot.empty() ? nullptr : copy.att_slot.data();
-        pv.encoded = copy.encoded.data();
-        pv.residual = copy.residual.data();
-        pv.qkv = copy.qkv.data();
-        return pv;
-    }
-    void release() { copy = ProbeCopy(); }
 };
+
+// Which chunks of a probe of S sequences of the model's Tm positions the thread holds: from the first, while their
+// copies fit in the budget (the rest are measured at once). Returns the values they take, the keep arena's size.
+static size_t sink_held_chunks(const ModelConfig& c, int S, int Tm, std::vector<bool>* held = nullptr) {
+    double budget = std::min(SINK_HOLD_GIB * 1073741824.0, host_memory_bytes() / 8), bytes = 0;
+    if (held) held->clear();
+    for (int s0 = 0; s0 < S; s0 += SINK_PROBE_CHUNK) {
+        size_t b = HeldProbeChunk::bytes(c, std::min(SINK_PROBE_CHUNK, S - s0), Tm);
+        bool fits = bytes + b <= budget;
+        if (fits) bytes += b;
+        if (held) held->push_back(fits);
+    }
+    return (size_t)bytes / sizeof(float);
+}
 
 // A measurement on the thread: started at `step`, done when `done` is set (the report is then the thread's to give).
 struct SinkJob {
@@ -406,6 +409,7 @@ struct SinkJob {
     double thread_ms = 0;  // the thread's time
     SinkMeasurement m;
     std::vector<HeldProbeChunk> chunks;
+    SkDownloadArena::Fence arrived;  // the held chunks' copies are in host memory
     SinkReport report;
     std::atomic<bool> done{false};
     std::thread worker;
@@ -433,33 +437,29 @@ static std::unique_ptr<SinkJob> start_sink_job(Engine& e, const std::vector<int>
     double t0 = now_ms();
     std::unique_ptr<SinkJob> job(new SinkJob(e.config(), T, eps));
     job->step = step;
-    double budget = std::min(SINK_HOLD_GIB * 1073741824.0, host_memory_bytes() / 8), held = 0;
-    for (int s0 = 0; s0 < S; s0 += SINK_PROBE_CHUNK) {
+    std::vector<bool> held;
+    sink_held_chunks(job->m.c, S, T + job->m.c.attn.sink_token, &held);
+    for (int s0 = 0, i = 0; s0 < S; s0 += SINK_PROBE_CHUNK, i++) {
         int n = std::min(SINK_PROBE_CHUNK, S - s0);
         job->chunks.emplace_back();
         HeldProbeChunk& ch = job->chunks.back();
-        size_t bytes = HeldProbeChunk::bytes(job->m.c, n, T + job->m.c.attn.sink_token);
-        if (held + bytes <= budget) {  // the views straight into the chunk's own arrays
-            ProbeView pv = e.probe(probe.data() + (size_t)s0 * T, n, T, &ch.copy);
-            ch.B = pv.B;
-            ch.T = pv.T;
+        if (held[i]) {  // the views into the engine's keep arena
+            ch.kept = e.probe(probe.data() + (size_t)s0 * T, n, T, true);
             ch.held = true;
-            held += bytes;
         } else {
             job->m.measure(e.probe(probe.data() + (size_t)s0 * T, n, T), &ch.stats);
         }
     }
+    job->arrived = e.probe_send();
     SinkJob* j = job.get();
     int threads = std::max(1, thread_governor().max_threads - 1);  // one core left to the thread driving the engine
     j->worker = std::thread([j, threads] {
         if (sink_thread_delay_ms > 0) usleep(1000 * sink_thread_delay_ms);
         double t1 = now_ms();
         omp_set_num_threads(threads);
+        j->arrived.wait();
         for (HeldProbeChunk& ch : j->chunks) {
-            if (ch.held) {
-                j->m.measure(ch.view(), &ch.stats);
-                ch.release();
-            }
+            if (ch.held) j->m.measure(ch.kept, &ch.stats);
             j->m.add(ch.stats);
         }
         j->report = sink_finish(&j->m.acc);
@@ -1039,7 +1039,8 @@ static void start_run(CommandLine* cl, Run* r) {
     r->x.resize((size_t)B * T);
     r->y.resize((size_t)B * T);
     // all the memory the run's passes need, now: a run that does not fit stops before it claims --out
-    r->engine->reserve(B, T, std::min(SINK_PROBE_CHUNK, r->probe_seqs), tc.probe_len, sample_T);
+    size_t keep = r->sink_thread ? sink_held_chunks(c, r->probe_seqs, tc.probe_len + c.attn.sink_token) : 0;
+    r->engine->reserve(B, T, std::min(SINK_PROBE_CHUNK, r->probe_seqs), tc.probe_len, sample_T, keep);
 
     claim_out_dir(r);
     r->run_id = new_run_id();
@@ -1059,8 +1060,9 @@ static void start_run(CommandLine* cl, Run* r) {
         r->train_data.num_windows, T, r->val_data.num_windows, r->probe_seqs, tc.probe_len, r->probe_path.c_str(),
         log_path.c_str());
     if (r->sink_thread)
-        say("note: sink metrics on a host thread beside training (SK_SINK_THREAD=0: at their step); a sink record "
-            "can come a few steps late in the log, under its own step\n");
+        say("note: sink metrics on a host thread beside training (SK_SINK_THREAD=0: at their step), the probe's copies "
+            "%.2f GB; a sink record can come a few steps late in the log, under its own step\n",
+            keep * sizeof(float) / 1e9);
 }
 
 // The sink record of step `step` into the log, and its line on the console. ms: what the measurement held training

@@ -98,7 +98,7 @@ TEST_CASE("on a GPU, train_gpt and train_gpt_cpu train, measure and sample bit f
     TinyRun r = tiny_run(6);
     std::string common = " --train " + r.dir + "/train.bin --val " + r.dir + "/val.bin --vocab 32 --max-seq-len 17 "
                          "--layers 2 --heads 4 --channels 16 --ffn-hidden 32 --batch 4 --seq-len 16 --steps 6 "
-                         "--warmup 2 --val-every 3 --val-batches 2 --sink-every 3 --probe-seqs 4 --probe-len 16 "
+                         "--warmup 2 --val-every 3 --val-batches 2 --sink-every 3 --probe-seqs 12 --probe-len 16 "
                          "--sample-every 3 --sample-len 12 --temperature 0.8";
     const char* variants[] = {
         "",
@@ -115,8 +115,12 @@ TEST_CASE("on a GPU, train_gpt and train_gpt_cpu train, measure and sample bit f
         std::string out, logs[2], model[2], state[2];
         for (int gpu = 0; gpu < 2; gpu++) {
             std::string dir = r.dir + (gpu ? "/gpu" : "/cpu");
-            REQUIRE(run_command(std::string(gpu ? "./train_gpt --engine exact" : "./train_gpt_cpu") + common + " " + v +
-                                " --out " + dir, &out) == 0);
+            // the GPU's sink records from the host thread (two probe chunks kept on the device, downloaded on the
+            // second stream), the CPU's measured at their step
+            REQUIRE(run_command(std::string(gpu ? "env SK_SINK_THREAD=1 ./train_gpt --engine exact"
+                                                : "env SK_SINK_THREAD=0 ./train_gpt_cpu") +
+                                    common + " " + v + " --out " + dir,
+                                &out) == 0);
             logs[gpu] = slurp(dir + "/log.jsonl");
             model[gpu] = slurp(dir + "/model_00000006.bin");
             state[gpu] = slurp(dir + "/state_00000006.bin");

@@ -701,23 +701,31 @@ TEST_CASE("measure_sinks, heads and layers measured in parallel, gives the one-a
             CHECK((x.size() == y.size() && (x.empty() || memcmp(x.data(), y.data(), x.size() * sizeof(double)) == 0)));
         }
         CHECK(sink_report_json_fields(a) == sink_report_json_fields(b));
-        // a probe kept in arrays of its own (the thread's copies) holds the views' values, in the bytes the thread's
-        // memory budget counts
-        ProbeCopy keep;
-        ProbeView kept = e.probe(probe.data(), 8, T, &keep), pv = e.probe(probe.data(), 8, T);
-        int Tm = pv.T;
-        CHECK(Tm == T + c.attn.sink_token);
-        size_t L = c.num_layers, rows = L * 8 * c.num_heads * Tm, BTC = (size_t)8 * Tm * c.channels;
-        CHECK(memcmp(kept.att, pv.att, rows * Tm * sizeof(float)) == 0);
-        CHECK((pv.att_slot == nullptr) == (kept.att_slot == nullptr));
-        if (pv.att_slot) CHECK(memcmp(kept.att_slot, pv.att_slot, rows * sizeof(float)) == 0);
-        CHECK(memcmp(kept.encoded, pv.encoded, BTC * sizeof(float)) == 0);
-        CHECK(memcmp(kept.residual, pv.residual, L * BTC * sizeof(float)) == 0);
-        CHECK(memcmp(kept.qkv, pv.qkv, 3 * L * BTC * sizeof(float)) == 0);
-        CHECK(kept.att == keep.att.data());
-        size_t held = sizeof(float) * (keep.att.size() + keep.att_slot.size() + keep.encoded.size() +
-                                       keep.residual.size() + keep.qkv.size());
-        CHECK(HeldProbeChunk::bytes(c, 8, Tm) == held);
+        // probes kept in the engine's arena (the thread's copies) hold the views' values, one after the other in
+        // the bytes the thread's memory budget counts; after a send the next kept probe starts again at the front
+        int Tm = T + c.attn.sink_token;
+        size_t first = HeldProbeChunk::bytes(c, 8, Tm) / sizeof(float), second = HeldProbeChunk::bytes(c, 3, Tm) / 4;
+        e.reserve(8, T, 8, T, 0, first + second);
+        ProbeView kept[2] = {e.probe(probe.data(), 8, T, true), e.probe(probe.data() + 8 * T, 3, T, true)};
+        e.probe_send().wait();
+        for (int i = 0; i < 2; i++) {
+            int n = i ? 3 : 8;
+            ProbeView pv = e.probe(probe.data() + (i ? 8 * T : 0), n, T);
+            CHECK(pv.T == Tm);
+            size_t L = c.num_layers, rows = L * n * c.num_heads * Tm, BTC = (size_t)n * Tm * c.channels;
+            CHECK(memcmp(kept[i].att, pv.att, rows * Tm * sizeof(float)) == 0);
+            CHECK((pv.att_slot == nullptr) == (kept[i].att_slot == nullptr));
+            if (pv.att_slot) CHECK(memcmp(kept[i].att_slot, pv.att_slot, rows * sizeof(float)) == 0);
+            CHECK(memcmp(kept[i].encoded, pv.encoded, BTC * sizeof(float)) == 0);
+            CHECK(memcmp(kept[i].residual, pv.residual, L * BTC * sizeof(float)) == 0);
+            CHECK(memcmp(kept[i].qkv, pv.qkv, 3 * L * BTC * sizeof(float)) == 0);
+            CHECK((size_t)(kept[i].qkv + 3 * L * BTC - kept[i].att) == (i ? second : first));
+        }
+        CHECK(kept[1].att == kept[0].qkv + 3 * (size_t)c.num_layers * 8 * Tm * c.channels);
+        e.probe(probe.data(), 8, T, true);  // a new series: one probe of 8 fits, a second one not
+        CHECK_THROWS_WITH(e.probe(probe.data(), 8, T, true), Catch::Contains("internal: the probe's copies need"));
+        e.probe_send();
+        CHECK(e.probe(probe.data(), 3, T, true).att == kept[0].att);
     }
 }
 
