@@ -116,6 +116,16 @@ TEST_CASE("resume continues bit-identically to an uninterrupted run", "[checkpoi
     CHECK(log.find("\"alpha1\":[[") != std::string::npos);
 }
 
+// test_gpu.cpp runs the same check on train_gpt, where cuBLAS's choices could break it
+TEST_CASE("fast engine: the same bits run to run, and a resumed run continues bit for bit (fp32 and bf16)",
+          "[checkpoint][resume][fast]") {
+    TinyRun r = tiny_run(1);
+    for (const char* precision : {"fp32", "bf16"}) {
+        INFO("--precision " << precision);
+        check_repeat_and_resume("./train_gpt_cpu", tiny_run_flags(r) + " --engine fast --precision " + precision);
+    }
+}
+
 TEST_CASE("results do not depend on the OpenMP thread count (1 vs 2 threads, same bits)", "[determinism]") {
     std::string out[2];
     for (int threads = 1; threads <= 2; threads++) {

@@ -96,10 +96,7 @@ TEST_CASE("on a GPU, train_gpt and train_gpt_cpu train, measure and sample bit f
         return;
     }
     TinyRun r = tiny_run(6);
-    std::string common = " --train " + r.dir + "/train.bin --val " + r.dir + "/val.bin --vocab 32 --max-seq-len 17 "
-                         "--layers 2 --heads 4 --channels 16 --ffn-hidden 32 --batch 4 --seq-len 16 --steps 6 "
-                         "--warmup 2 --val-every 3 --val-batches 2 --sink-every 3 --probe-seqs 12 --probe-len 16 "
-                         "--sample-every 3 --sample-len 12 --temperature 0.8";
+    std::string common = tiny_run_flags(r) + " --steps 6";
     const char* variants[] = {
         "",
         "--norm layernorm --placement post --ffn gelu --pos learned --tied 1 --bias 1",
@@ -161,6 +158,19 @@ TEST_CASE("on a GPU, both engines of train_gpt pass --check-state on every PyTor
             CHECK(run_command("./train_gpt --engine " + std::string(engine) + " --load " + model + " --check-state " + s,
                               &out) == 0);
         }
+}
+
+TEST_CASE("on a GPU, the fast engine gives the same bits run to run and resumes bit for bit (fp32 and bf16)", "[gpu]") {
+    if (!gpu_binary_present()) return;
+    if (!gpu_present()) {
+        WARN("skipped: no GPU on this machine");
+        return;
+    }
+    TinyRun r = tiny_run(1);
+    for (const char* precision : {"fp32", "bf16"}) {
+        INFO("--precision " << precision);
+        check_repeat_and_resume("./train_gpt", tiny_run_flags(r) + " --engine fast --precision " + precision);
+    }
 }
 
 TEST_CASE("on a GPU, the fast engine passes --check-fast (variants in fp32, the default model in every precision)",

@@ -3,8 +3,9 @@
 # timeouts sum to 419 s (the table below), so a hung step cannot take the session's device time.
 #
 # What it does, on a machine with an NVIDIA GPU, from the repository root (each step's time limit in seconds):
-#    1. (104) the GPU tests of make test: both trainers over eight model/attention variants must agree, and train_gpt
-#       must pass --check-state on every PyTorch fixture (test/test_gpu.cpp);
+#    1. (110) the GPU tests of make test: both trainers over eight model/attention variants must agree, train_gpt
+#       must pass --check-state on every PyTorch fixture, and its fast engine must repeat its bits run to run and
+#       resume bit for bit (test/test_gpu.cpp);
 #    2. (24) a side-by-side run of the default model on the Brown data: train_gpt and train_gpt_cpu, the same flags,
 #       and their losses, tokens/s and a sample, from their logs;  3. (8) sampling from the GPU checkpoint;
 #    4. (30) the attention forward ladder (dev/cuda/attention_forward.cu) over the row maps, slots and masks: each
@@ -18,7 +19,7 @@
 #       every 3 steps on the host thread and their share of training time), of the exact engine (B 1 x T 1024), and
 #       PyTorch's on the same GPU (dev/gpu/torch_gpt2.py: bf16 autocast, SDPA, fused AdamW, B 16 x T 1024), the ratio;
 #    7. (17) llama-60m (the paper's model) at T 2048, bf16, B 4: tokens/s, model memory, minutes per 1B tokens;
-#    8. (50) the exact engines of both trainers on GPT-2 124M at B 1 x T 128, 2 steps: checkpoints compared with cmp;
+#    8. (44) the exact engines of both trainers on GPT-2 124M at B 1 x T 128, 2 steps: checkpoints compared with cmp;
 #    9. (30) compute-sanitizer memcheck over a two-step toy run of each engine (skipped, and said, where the
 #       machine has no compute-sanitizer).
 # Every figure also goes to $OUT/summary.md, one table (the results file). It uses the binaries of `make gpu-bundle`
@@ -63,7 +64,7 @@ done
 RUNS=$(mktemp -d /tmp/sinkscope_check.XXXXXX)  # run directories and each step's output
 
 echo "== 1. GPU tests (test/test_gpu.cpp)"
-SK_GPU_BUILD=required timeout 104 "$TESTS" "[gpu]" > "$RUNS/tests.txt" 2>&1
+SK_GPU_BUILD=required timeout 110 "$TESTS" "[gpu]" > "$RUNS/tests.txt" 2>&1
 rc=$?
 cat "$RUNS/tests.txt"
 row "GPU tests ([gpu]: exact CPU = GPU bits on 8 variants, --check-state, --check-fast)" \
@@ -190,7 +191,7 @@ row "llama-60m: minutes per 1B tokens at that rate" \
 echo "== 8. GPT-2 124M, B 1 x T 128, 2 steps: train_gpt --exact and train_gpt_cpu, checkpoints compared with cmp"
 same="not compared"
 for t in train_gpt train_gpt_cpu; do
-    timeout 25 ./$t --preset gpt2 --engine exact --batch 1 --seq-len 128 --steps 2 --val-every 0 --sink-every 0 \
+    timeout 22 ./$t --preset gpt2 --engine exact --batch 1 --seq-len 128 --steps 2 --val-every 0 --sink-every 0 \
         --probe-seqs 2 --val-batches 1 --sample-len 0 --out "$RUNS/g2_$t" > "$RUNS/g2_$t.txt" 2>&1 ||
         { status=1; tail -3 "$RUNS/g2_$t.txt"; }
 done
