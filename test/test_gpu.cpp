@@ -31,6 +31,14 @@ static bool gpu_present() {
     return run_command("nvidia-smi -L", &out) == 0 && out.find("GPU") != std::string::npos;
 }
 
+// Whether a test that runs train_gpt on a GPU can run here: the binary and a GPU (else it says which is missing)
+static bool gpu_run_possible() {
+    if (!gpu_binary_present()) return false;
+    if (gpu_present()) return true;
+    WARN("skipped: no GPU on this machine (nvidia-smi -L lists none); this test runs where one exists");
+    return false;
+}
+
 TEST_CASE("train_gpt prints the CPU trainer's usage under its own name", "[gpu]") {
     if (!gpu_binary_present()) return;
     std::string gpu, cpu;
@@ -90,11 +98,7 @@ static std::vector<std::string> log_samples(const std::string& log) {
 }
 
 TEST_CASE("on a GPU, train_gpt and train_gpt_cpu train, measure and sample bit for bit alike", "[gpu]") {
-    if (!gpu_binary_present()) return;
-    if (!gpu_present()) {
-        WARN("skipped: no GPU on this machine (nvidia-smi -L lists none); the GPU comparison runs where one exists");
-        return;
-    }
+    if (!gpu_run_possible()) return;
     TinyRun r = tiny_run(6);
     std::string common = tiny_run_flags(r) + " --steps 6";
     const char* variants[] = {
@@ -144,11 +148,7 @@ TEST_CASE("on a GPU, train_gpt and train_gpt_cpu train, measure and sample bit f
 }
 
 TEST_CASE("on a GPU, both engines of train_gpt pass --check-state on every PyTorch fixture", "[gpu]") {
-    if (!gpu_binary_present()) return;
-    if (!gpu_present()) {
-        WARN("skipped: no GPU on this machine");
-        return;
-    }
+    if (!gpu_run_possible()) return;
     std::vector<std::string> states = expand_glob(fixture("*_state.bin"), "fixtures");
     REQUIRE(states.size() >= 30);
     for (const std::string& s : states)
@@ -161,11 +161,7 @@ TEST_CASE("on a GPU, both engines of train_gpt pass --check-state on every PyTor
 }
 
 TEST_CASE("on a GPU, the fast engine gives the same bits run to run and resumes bit for bit (fp32 and bf16)", "[gpu]") {
-    if (!gpu_binary_present()) return;
-    if (!gpu_present()) {
-        WARN("skipped: no GPU on this machine");
-        return;
-    }
+    if (!gpu_run_possible()) return;
     TinyRun r = tiny_run(1);
     for (const char* precision : {"fp32", "bf16"}) {
         INFO("--precision " << precision);
@@ -175,11 +171,7 @@ TEST_CASE("on a GPU, the fast engine gives the same bits run to run and resumes 
 
 TEST_CASE("on a GPU, the fast engine passes --check-fast (variants in fp32, the default model in every precision)",
           "[gpu]") {
-    if (!gpu_binary_present()) return;
-    if (!gpu_present()) {
-        WARN("skipped: no GPU on this machine");
-        return;
-    }
+    if (!gpu_run_possible()) return;
     TinyRun r = tiny_run(1);
     std::string common = " --train " + r.dir + "/train.bin --val " + r.dir + "/val.bin --vocab 32 --max-seq-len 65 "
                          "--layers 2 --ffn-hidden 128 --batch 4 --seq-len 64 --probe-seqs 4 --probe-len 64";
