@@ -2685,14 +2685,14 @@ class ModelEngine final : public Engine {
         r.updated = s[STEP_OK] != 0;
         return r;
     }
-    void reserve(int B, int T, int probe_B, int probe_T, int sample_T, size_t keep_values = 0) override {
+    size_t reserve(int B, int T, int probe_B, int probe_T, int sample_T, size_t keep_values = 0) override {
         const ModelConfig& c = model.config;
         int off = c.attn.sink_token;  // the engine's passes count the model's positions
         if (sample_T > 0) acts_alloc(&acts_, c, 1, sample_T + off);
         acts_alloc(&acts_, c, B, T + off);  // the larger of the two stays allocated
         grad_acts_alloc(&acts_.grad, c, B, T + off, acts_.streamed);
         acts_alloc(&probe_, c, probe_B, probe_T + off);
-        kept_.reserve(keep_values);
+        return kept_.reserve(keep_values);
     }
     ProbeView probe(const int* tokens, int B, int T, bool keep = false) override {
         Switches on(this);

@@ -49,6 +49,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <algorithm>
 #include <atomic>
 #include <vector>
 
@@ -554,37 +555,54 @@ class SkDownloadArena {
     SkDownloadArena(const SkDownloadArena&) = delete;
     SkDownloadArena& operator=(const SkDownloadArena&) = delete;
 
-    // What send() returns: wait() returns once the series' copies are in host memory.
+    // What send() returns: wait() returns once the series' copies are in host memory, with null, or with what went
+    // wrong (a thread other than the one driving the device waits on it, so it reports rather than fails).
     struct Fence {
 #ifdef __CUDACC__
         cudaEvent_t arrived = nullptr;
-        void wait() const {
-            if (arrived) SK_CUDA(cudaEventSynchronize(arrived));
+        const char* wait() const {
+            cudaError_t err = arrived ? cudaEventSynchronize(arrived) : cudaSuccess;
+            return err == cudaSuccess ? nullptr : cudaGetErrorString(err);
         }
 #else
-        void wait() const {}
+        const char* wait() const { return nullptr; }
 #endif
     };
 
-    void reserve(size_t n) {
-        if (n == cap_) return;
+    // Room for a series of n values, or of as many as the device can spare beside what it holds (half its free memory
+    // less 1 GiB): returns the values granted. A GPU's pinned host memory is as large again.
+    size_t reserve(size_t n) {
+#ifdef __CUDACC__
+        if (n > cap_) {
+            size_t free_b = 0, total_b = 0;
+            SK_CUDA(cudaMemGetInfo(&free_b, &total_b));
+            size_t spare = (free_b + cap_ * sizeof(float)) / 2;  // what this arena holds now would be freed first
+            spare = spare > ((size_t)1 << 30) ? spare - ((size_t)1 << 30) : 0;
+            n = std::min(n, spare / sizeof(float));
+        }
+#endif
+        if (n == cap_) return n;
         release();
-        cap_ = n;
-        if (!n) return;
+        if (!n) return 0;
 #ifdef __CUDACC__
         staging_.reserve_exactly(n);
-        if (cudaMallocHost((void**)&host_, n * sizeof(float)) != cudaSuccess)
+        if (cudaMallocHost((void**)&host_, n * sizeof(float)) != cudaSuccess) {
+            release();
             fail("cannot allocate %.2f GiB of pinned host memory for the sink probe's copies; lower --probe-seqs or "
                  "--probe-len, or set SK_SINK_THREAD=0", n * sizeof(float) / 1073741824.0);
+        }
         SK_CUDA(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
         SK_CUDA(cudaEventCreateWithFlags(&staged_, cudaEventDisableTiming));
-        SK_CUDA(cudaEventCreateWithFlags(&fence_.arrived, cudaEventDisableTiming));
+        // the thread that waits on it sleeps instead of spinning on a core
+        SK_CUDA(cudaEventCreateWithFlags(&fence_.arrived, cudaEventDisableTiming | cudaEventBlockingSync));
 #else
         host_ = (float*)malloc(n * sizeof(float));
         if (!host_)
             fail("cannot allocate %.2f GiB for the sink probe's copies (out of memory); lower --probe-seqs or "
                  "--probe-len, or set SK_SINK_THREAD=0", n * sizeof(float) / 1073741824.0);
 #endif
+        cap_ = n;
+        return n;
     }
     size_t capacity() const { return cap_; }
     // Queues the copy of n values at device pointer p; returns where they will be on the host. The first keep after
@@ -621,10 +639,8 @@ class SkDownloadArena {
   private:
     void release() {
 #ifdef __CUDACC__
-        if (stream_) {
-            cudaStreamSynchronize(stream_);
-            cudaStreamDestroy(stream_);
-        }
+        if (host_ || staging_.size()) cudaDeviceSynchronize();  // no copy into or out of the arena is still queued
+        if (stream_) cudaStreamDestroy(stream_);
         if (staged_) cudaEventDestroy(staged_);
         if (fence_.arrived) cudaEventDestroy(fence_.arrived);
         if (host_) cudaFreeHost(host_);

@@ -85,10 +85,10 @@ class Engine {
     virtual ProbeView probe(const int* tokens, int B, int T, bool keep = false) = 0;
     virtual SkDownloadArena::Fence probe_send() = 0;
     // Allocates now what a run's passes will hold: forward and backward over B x T, probe chunks of probe_B x
-    // probe_T, samples of up to sample_T tokens (0: none), and a keep arena of keep_values values (0: none). A run too
-    // large for the memory then stops before it starts, with the sizes, rather than at its first measurement or its
-    // first backward.
-    virtual void reserve(int B, int T, int probe_B, int probe_T, int sample_T, size_t keep_values = 0) = 0;
+    // probe_T, samples of up to sample_T tokens (0: none), and a keep arena of keep_values values (0: none; on a GPU
+    // fewer where the device cannot spare them: the values granted are returned). A run too large for the memory then
+    // stops before it starts, with the sizes, rather than at its first measurement or its first backward.
+    virtual size_t reserve(int B, int T, int probe_B, int probe_T, int sample_T, size_t keep_values = 0) = 0;
     virtual void get_params(float* out) const = 0;
     virtual void set_params(const float* in) = 0;
     virtual void get_grads(float* out) const = 0;

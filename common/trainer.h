@@ -389,17 +389,17 @@ struct HeldProbeChunk {
 };
 
 // Which chunks of a probe of S sequences of the model's Tm positions the thread holds: from the first, while their
-// copies fit in the budget (the rest are measured at once). Returns the values they take, the keep arena's size.
-static size_t sink_held_chunks(const ModelConfig& c, int S, int Tm, std::vector<bool>* held = nullptr) {
-    double budget = std::min(SINK_HOLD_GIB * 1073741824.0, host_memory_bytes() / 8), bytes = 0;
+// copies fit in `budget` values (the rest are measured at once). Returns the values they take.
+static size_t sink_held_chunks(const ModelConfig& c, int S, int Tm, size_t budget, std::vector<bool>* held = nullptr) {
+    size_t values = 0;
     if (held) held->clear();
     for (int s0 = 0; s0 < S; s0 += SINK_PROBE_CHUNK) {
-        size_t b = HeldProbeChunk::bytes(c, std::min(SINK_PROBE_CHUNK, S - s0), Tm);
-        bool fits = bytes + b <= budget;
-        if (fits) bytes += b;
+        size_t v = HeldProbeChunk::bytes(c, std::min(SINK_PROBE_CHUNK, S - s0), Tm) / sizeof(float);
+        bool fits = values + v <= budget;
+        if (fits) values += v;
         if (held) held->push_back(fits);
     }
-    return (size_t)bytes / sizeof(float);
+    return values;
 }
 
 // A measurement on the thread: started at `step`, done when `done` is set (the report is then the thread's to give).
@@ -410,6 +410,7 @@ struct SinkJob {
     SinkMeasurement m;
     std::vector<HeldProbeChunk> chunks;
     SkDownloadArena::Fence arrived;  // the held chunks' copies are in host memory
+    const char* error = nullptr;     // what went wrong in their download (the driving thread reports it)
     SinkReport report;
     std::atomic<bool> done{false};
     std::thread worker;
@@ -429,16 +430,24 @@ static bool sink_thread_wanted() {
          "the default: on with a GPU)", v);
 }
 
+// Whether a run measuring from step `first` to its last will measure a step beside training: a sink step before the
+// last (the last step's record comes before the summary, measured at once).
+static bool sink_thread_steps(const TrainConfig& tc, int first) {
+    if (tc.sink_every <= 0) return false;
+    long next = ((long)first + tc.sink_every - 1) / tc.sink_every * tc.sink_every;  // the first sink step from `first`
+    return next < tc.steps;
+}
+
 // Runs the probe's forward passes now and hands their copies to a thread.
 static std::unique_ptr<SinkJob> start_sink_job(Engine& e, const std::vector<int>& probe, int S, int T, float eps,
-                                               int step) {
+                                               int step, size_t keep_values) {
     SK_PROFILE_WINDOW();
     SK_PROFILE_SCOPE(PROF_PROBE);
     double t0 = now_ms();
     std::unique_ptr<SinkJob> job(new SinkJob(e.config(), T, eps));
     job->step = step;
     std::vector<bool> held;
-    sink_held_chunks(job->m.c, S, T + job->m.c.attn.sink_token, &held);
+    sink_held_chunks(job->m.c, S, T + job->m.c.attn.sink_token, keep_values, &held);
     for (int s0 = 0, i = 0; s0 < S; s0 += SINK_PROBE_CHUNK, i++) {
         int n = std::min(SINK_PROBE_CHUNK, S - s0);
         job->chunks.emplace_back();
@@ -457,12 +466,14 @@ static std::unique_ptr<SinkJob> start_sink_job(Engine& e, const std::vector<int>
         if (sink_thread_delay_ms > 0) usleep(1000 * sink_thread_delay_ms);
         double t1 = now_ms();
         omp_set_num_threads(threads);
-        j->arrived.wait();
-        for (HeldProbeChunk& ch : j->chunks) {
-            if (ch.held) j->m.measure(ch.kept, &ch.stats);
-            j->m.add(ch.stats);
+        j->error = j->arrived.wait();
+        if (!j->error) {
+            for (HeldProbeChunk& ch : j->chunks) {
+                if (ch.held) j->m.measure(ch.kept, &ch.stats);
+                j->m.add(ch.stats);
+            }
+            j->report = sink_finish(&j->m.acc);
         }
-        j->report = sink_finish(&j->m.acc);
         j->thread_ms = now_ms() - t1;
         j->done.store(true, std::memory_order_release);
     });
@@ -767,6 +778,7 @@ struct Run {
     int best_val_step = 0;
     bool sink_thread = false;           // the sink metrics beside training (sink_thread_wanted)
     std::unique_ptr<SinkJob> sink_job;  // the measurement on that thread, until its record is logged
+    size_t keep_values = 0;             // the engine's keep arena for that thread's copies (0: none)
     // A log write that failed (a full disk) closes the log to this run: that record and every one after it wait here,
     // in order, and go into every checkpoint saved from then on (the training state's unlogged records); the run
     // stops at the end of the step, and the run that resumes it writes them before its own. Nothing is lost, and
@@ -1039,8 +1051,14 @@ static void start_run(CommandLine* cl, Run* r) {
     r->x.resize((size_t)B * T);
     r->y.resize((size_t)B * T);
     // all the memory the run's passes need, now: a run that does not fit stops before it claims --out
-    size_t keep = r->sink_thread ? sink_held_chunks(c, r->probe_seqs, tc.probe_len + c.attn.sink_token) : 0;
-    r->engine->reserve(B, T, std::min(SINK_PROBE_CHUNK, r->probe_seqs), tc.probe_len, sample_T, keep);
+    // the keep arena, where the thread will measure: as many of the probe's chunks as the host's budget takes
+    size_t keep = 0;
+    bool beside = r->sink_thread && sink_thread_steps(tc, r->start_step + (r->resumed ? 1 : 0));
+    if (beside) {
+        double budget = std::min(SINK_HOLD_GIB * 1073741824.0, host_memory_bytes() / 8);
+        keep = sink_held_chunks(c, r->probe_seqs, tc.probe_len + c.attn.sink_token, (size_t)(budget / sizeof(float)));
+    }
+    r->keep_values = r->engine->reserve(B, T, std::min(SINK_PROBE_CHUNK, r->probe_seqs), tc.probe_len, sample_T, keep);
 
     claim_out_dir(r);
     r->run_id = new_run_id();
@@ -1059,10 +1077,10 @@ static void start_run(CommandLine* cl, Run* r) {
     say("train: %zu windows of %d tokens | val: %zu windows | probe: %d x %d from %s | log: %s\n",
         r->train_data.num_windows, T, r->val_data.num_windows, r->probe_seqs, tc.probe_len, r->probe_path.c_str(),
         log_path.c_str());
-    if (r->sink_thread)
+    if (beside)
         say("note: sink metrics on a host thread beside training (SK_SINK_THREAD=0: at their step), the probe's copies "
-            "%.2f GB; a sink record can come a few steps late in the log, under its own step\n",
-            keep * sizeof(float) / 1e9);
+            "%.1f MB; a sink record can come a few steps late in the log, under its own step\n",
+            r->keep_values * sizeof(float) / 1e6);
 }
 
 // The sink record of step `step` into the log, and its line on the console. ms: what the measurement held training
@@ -1087,6 +1105,9 @@ static void collect_sinks(Run* r, bool wait) {
     if (!r->sink_job || (!wait && !r->sink_job->done.load(std::memory_order_acquire))) return;
     double t0 = now_ms();
     r->sink_job->worker.join();
+    if (r->sink_job->error)
+        fail("the download of the sink probe's copies of step %d failed: %s (SK_SYNC=1 names the kernel that caused a "
+             "fault; SK_SINK_THREAD=0 measures at the step instead)", r->sink_job->step, r->sink_job->error);
     double waited = now_ms() - t0;
     r->sink_ms += waited;
     const SinkJob& job = *r->sink_job;
@@ -1113,7 +1134,7 @@ static void measure_and_save(Run* r, int step, bool last) {
         collect_sinks(r, true);
         double t0 = now_ms();
         if (r->sink_thread && !last) {  // the last step's record comes before the summary: no thread to wait for
-            r->sink_job = start_sink_job(e, r->probe, r->probe_seqs, tc.probe_len, tc.sink_eps, step);
+            r->sink_job = start_sink_job(e, r->probe, r->probe_seqs, tc.probe_len, tc.sink_eps, step, r->keep_values);
             r->sink_ms += r->sink_job->main_ms;
         } else {
             SinkReport s = measure_sinks(e, r->probe, r->probe_seqs, tc.probe_len, tc.sink_eps);

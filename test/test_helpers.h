@@ -119,12 +119,13 @@ static TinyRun tiny_run(int steps) {
 }
 
 
-// tiny_run's data and model as trainer flags (steps, engine and --out left to the caller), its sink metrics and
-// samples every 3 steps
-static std::string tiny_run_flags(const TinyRun& r) {
+// tiny_run's data and model as trainer flags (steps, engine and --out left to the caller), its sink metrics every
+// sink_every steps and samples every 3
+static std::string tiny_run_flags(const TinyRun& r, int sink_every = 3) {
     return " --train " + r.dir + "/train.bin --val " + r.dir + "/val.bin --vocab 32 --max-seq-len 17 --layers 2 "
            "--heads 4 --channels 16 --ffn-hidden 32 --batch 4 --seq-len 16 --warmup 2 --val-every 3 --val-batches 2 "
-           "--sink-every 3 --probe-seqs 12 --probe-len 16 --sample-every 3 --sample-len 12 --temperature 0.8";
+           "--sink-every " + std::to_string(sink_every) + " --probe-seqs 12 --probe-len 16 --sample-every 3 "
+           "--sample-len 12 --temperature 0.8";
 }
 
 // SK_SINK_THREAD (the sink metrics on a host thread) set for the length of a scope.

@@ -455,6 +455,36 @@ TEST_CASE("a log that takes the done record but not the profile record after it 
     CHECK(log.find("\"type\":\"done\"") != std::string::npos);
 }
 
+TEST_CASE("the sink thread's keep arena is sized only where a step before the last measures beside training",
+          "[runs][sink-thread]") {
+    TrainConfig t;
+    t.steps = 6;
+    t.sink_every = 3;
+    CHECK(sink_thread_steps(t, 0));   // steps 0 and 3
+    CHECK(!sink_thread_steps(t, 4));  // only 6, the last, measured at once
+    t.steps = 7;
+    CHECK(sink_thread_steps(t, 4));  // 6
+    t.steps = 3;
+    CHECK(sink_thread_steps(t, 0));
+    CHECK(!sink_thread_steps(t, 1));
+    t.sink_every = 0;
+    CHECK(!sink_thread_steps(t, 0));
+    // the console's note gives the arena's size: the probe's two chunks (8 and 4 sequences of 16 positions)
+    TinyRun r = tiny_run(1);
+    char expect[64];
+    snprintf(expect, sizeof expect, "the probe's copies %.1f MB;",
+             (HeldProbeChunk::bytes(r.cl.model, 8, 16) + HeldProbeChunk::bytes(r.cl.model, 4, 16)) / 1e6);
+    for (int every : {3, 0}) {
+        std::string out, cmd = "env SK_SINK_THREAD=1 ./train_gpt_cpu" + tiny_run_flags(r, every) + " --steps 4 --out " +
+                               r.dir + "/run" + std::to_string(every);
+        int rc = run_command(cmd, &out);
+        INFO(cmd << "\n" << out);
+        REQUIRE(rc == 0);
+        CHECK((out.find(expect) != std::string::npos) == (every == 3));
+        CHECK((out.find("note: sink metrics on a host thread") != std::string::npos) == (every == 3));
+    }
+}
+
 TEST_CASE("Ctrl-C with sink metrics on the thread: the measurement under way is logged before the checkpoint",
           "[runs][sink-thread][signal]") {
     REQUIRE(file_exists("./train_gpt_cpu"));

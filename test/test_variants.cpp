@@ -705,7 +705,7 @@ TEST_CASE("measure_sinks, heads and layers measured in parallel, gives the one-a
         // the bytes the thread's memory budget counts; after a send the next kept probe starts again at the front
         int Tm = T + c.attn.sink_token;
         size_t first = HeldProbeChunk::bytes(c, 8, Tm) / sizeof(float), second = HeldProbeChunk::bytes(c, 3, Tm) / 4;
-        e.reserve(8, T, 8, T, 0, first + second);
+        CHECK(e.reserve(8, T, 8, T, 0, first + second) == first + second);  // the CPU grants what is asked
         ProbeView kept[2] = {e.probe(probe.data(), 8, T, true), e.probe(probe.data() + 8 * T, 3, T, true)};
         e.probe_send().wait();
         for (int i = 0; i < 2; i++) {
