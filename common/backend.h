@@ -26,7 +26,8 @@
 //       blk.sync() is the barrier between two steps. CUDA: a block of threads, the States in registers, `shared` in
 //       shared memory (at most 48 KB). CPU: one thread per block runs each step for every i in turn, the States and
 //       `shared` in arrays. A body whose steps communicate only through `shared`, across a sync, gives the same
-//       results on both; so the CPU runs a GPU kernel's own code.
+//       results on both; so the CPU runs a GPU kernel's own code. A test can set sk_block_threads to run a block's
+//       threads as a GPU may instead (each to its next sync()), so that a missing sync changes the numbers.
 //   SkBuffer<T>  an owning array of device memory (plain cudaMalloc on the GPU, the heap on the CPU). The host moves
 //       data in and out explicitly with upload/download; on the CPU build it may also index the array directly (the
 //       tests do), on the GPU build that does not compile, so no host code can read device memory by accident.
@@ -326,6 +327,10 @@ static inline double sk_memory_bytes() {
 
 #else  // the CPU reference
 
+#include <ucontext.h>
+
+#include <functional>
+
 #define SK_LAMBDA [=]
 #define SK_BACKEND_NAME "CPU"
 
@@ -402,21 +407,102 @@ struct SkWarp {
 };
 
 // The block of sk_for_blocks on the CPU: the block's threads one after another, each step for every thread in turn.
+// Tests can run a block's threads as a GPU may instead (sk_block_threads, below): then `me` is the thread running.
+struct SkBlockThreads;
 template <typename State>
 struct SkBlock {
     State* states;  // one per thread
     int threads;
+    int me = -1;                      // sk_block_threads: the thread running the body now
+    SkBlockThreads* runner = nullptr;  // sk_block_threads: where sync() waits for the block's other threads
     template <typename Step>
     void each(Step step) {
+        if (me >= 0) {
+            step(me, states[me]);
+            return;
+        }
         for (int i = 0; i < threads; i++) step(i, states[i]);
     }
-    void sync() {}
+    inline void sync();
 };
+
+// Tests: sk_block_threads = 1 (or -1) runs each block's threads as a GPU may, to find what only a GPU would show.
+// Every thread runs the whole body on a stack of its own (a ucontext), from one sync() to the next, before the next
+// thread starts (threads in order, or in reverse order at -1); the block's States and shared memory start as NaN
+// bytes, as a GPU's start undefined; blocks run one after another. A body whose threads exchange values without a
+// sync() between the write and the read (a race on a GPU), or that reads shared memory or a State it did not write,
+// then gives other numbers than in the default order, step by step for every thread.
+static int sk_block_threads = 0;
+
+struct SkBlockThreads {
+    std::vector<ucontext_t> ctx;
+    std::vector<std::vector<char>> stacks;
+    ucontext_t scheduler;
+    std::function<void()> run;  // the body of the block now running, for the thread `me`
+    bool finished = false;      // the thread that ran last returned from the body
+    void wait_at_barrier(int me) { swapcontext(&ctx[me], &scheduler); }
+};
+static SkBlockThreads* sk_block_threads_now = nullptr;
+static void sk_block_thread_entry() {
+    sk_block_threads_now->run();
+    sk_block_threads_now->finished = true;  // then uc_link returns to the scheduler
+}
+
+// Thread t of the block at the start of the body (getcontext returns twice, so it stays out of the scheduler's frame)
+__attribute__((noinline)) static void sk_block_thread_prepare(SkBlockThreads* r, int t) {
+    getcontext(&r->ctx[t]);
+    r->ctx[t].uc_stack.ss_sp = r->stacks[t].data();
+    r->ctx[t].uc_stack.ss_size = r->stacks[t].size();
+    r->ctx[t].uc_link = &r->scheduler;
+    makecontext(&r->ctx[t], sk_block_thread_entry, 0);
+}
+
+template <typename State>
+inline void SkBlock<State>::sync() {
+    if (runner) runner->wait_at_barrier(me);
+}
+
+template <typename State, typename Body>
+static void sk_for_blocks_as_threads(int nx, int ny, int threads, size_t shared_bytes, Body body) {
+    std::vector<State> states(threads);
+    std::vector<double> shared((shared_bytes + sizeof(double) - 1) / sizeof(double));
+    SkBlockThreads r;
+    r.ctx.resize(threads);
+    r.stacks.assign(threads, std::vector<char>(1 << 18));
+    SkBlockThreads* outer = sk_block_threads_now;
+    sk_block_threads_now = &r;
+    for (long k = 0; k < (long)nx * ny; k++) {
+        memset((void*)states.data(), 0xff, states.size() * sizeof(State));
+        memset((void*)shared.data(), 0xff, shared.size() * sizeof(double));
+        SkBlock<State> blk{states.data(), threads};
+        blk.runner = &r;
+        int x = (int)(k % nx), y = (int)(k / nx);
+        r.run = [&] { body(blk, x, y, (void*)shared.data()); };
+        for (int t = 0; t < threads; t++) sk_block_thread_prepare(&r, t);
+        // rounds: every thread runs to its next sync() (or its end), one after the other
+        for (int done = 0; done < threads;) {
+            int ended = 0;
+            for (int n = 0; n < threads; n++) {
+                int t = sk_block_threads < 0 ? threads - 1 - n : n;
+                r.finished = false;
+                blk.me = t;
+                swapcontext(&r.scheduler, &r.ctx[t]);
+                ended += r.finished;
+            }
+            if (ended != 0 && ended != threads)
+                fail("internal: in a block of %d threads, %d returned while the others wait at a sync()", threads,
+                     ended);
+            done += ended;
+        }
+    }
+    sk_block_threads_now = outer;
+}
 
 template <typename State, typename Body>
 static inline void sk_for_blocks(int nx, int ny, int threads, size_t shared_bytes, Body body) {
     if (nx <= 0 || ny <= 0) return;
     sk_launch_count()++;
+    if (sk_block_threads) return sk_for_blocks_as_threads<State>(nx, ny, threads, shared_bytes, body);
 #pragma omp parallel
     {
         std::vector<State> states(threads);

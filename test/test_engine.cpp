@@ -910,6 +910,61 @@ TEST_CASE("the gradients inside a layer are held for one layer: a deeper model a
         }
 }
 
+// What only a GPU would show in the streamed attention's blocks: a race between two sync()s, or a read of shared
+// memory or a State before it was written. sk_block_threads runs each block's threads as a GPU may (each thread to
+// its next sync() before the next starts, in order or reversed, from NaN-filled States and shared memory); the
+// forward and backward must keep the default order's bits.
+TEST_CASE("block threads as a GPU may run them: the streamed attention keeps its bits, in order and reversed",
+          "[engine][blocks]") {
+    const int B = 2, T = 80;  // query and key tiles of 64 (32 at head sizes 96 and 128), the last ones partial
+    const char* variants[] = {
+        "--heads 2 --channels 32",
+        "--heads 2 --channels 32 --attn clipped --mask window --mask-param 40 --value-bias 1",
+        "--heads 2 --channels 32 --slot kv --pos alibi --attn sigmoid --attn-norm sum",
+        "--heads 1 --channels 96 --slot logit --mask prefix --mask-param 20 --gate headwise",
+        "--heads 1 --channels 128 --attn softpick --sink-token 1",
+    };
+    for (const char* v : variants) {
+        INFO(v);
+        std::vector<std::string> args = {"train_gpt_cpu", "--vocab", "40", "--max-seq-len", "81", "--seq-len", "80",
+                                         "--probe-len", "16", "--layers", "1", "--ffn-hidden", "64"};
+        append_words(&args, v);
+        CommandLine cl = parse_args(args);
+        ModelConfig c = model_from_flags(&cl);
+        REQUIRE(attention_stream_supports(c.channels / c.num_heads));
+        EngineOptions o;
+        o.kind = ENGINE_FAST;
+        std::unique_ptr<Engine> e = make_engine(c, o);
+        std::vector<float> p(e->num_params());
+        init_params(c, 11, p.data());
+        for (float& w : p) w *= 3;  // sharper attention than at initialisation
+        e->set_params(p.data());
+        std::vector<int> x(B * T), y(B * T);
+        uint64_t seed = 5;
+        for (int i = 0; i < B * T; i++) {
+            x[i] = (int)(splitmix64(&seed) % 40);
+            y[i] = (int)(splitmix64(&seed) % 40);
+        }
+        double loss[3];
+        std::vector<float> grads[3];
+        for (int mode : {0, 1, -1}) {
+            sk_block_threads = mode;
+            e->zero_grad();
+            loss[mode + 1] = e->forward(x.data(), y.data(), B, T);
+            e->backward(1.0f);
+            sk_block_threads = 0;
+            grads[mode + 1].resize(e->num_params());
+            e->get_grads(grads[mode + 1].data());
+        }
+        REQUIRE(std::isfinite(loss[1]));
+        for (int mode : {0, 2}) {
+            INFO("sk_block_threads " << (mode == 0 ? -1 : 1));
+            CHECK(memcmp(&loss[mode], &loss[1], sizeof(double)) == 0);
+            CHECK(memcmp(grads[mode].data(), grads[1].data(), grads[1].size() * sizeof(float)) == 0);
+        }
+    }
+}
+
 TEST_CASE("engine flags: auto is exact on the CPU; contradictions and a precision for the exact engine are refused",
           "[engine]") {
     std::string out;
