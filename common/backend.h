@@ -329,7 +329,9 @@ static inline double sk_memory_bytes() {
 
 #include <ucontext.h>
 
+#include <exception>
 #include <functional>
+#include <type_traits>
 
 #define SK_LAMBDA [=]
 #define SK_BACKEND_NAME "CPU"
@@ -413,25 +415,25 @@ template <typename State>
 struct SkBlock {
     State* states;  // one per thread
     int threads;
-    int me = -1;                      // sk_block_threads: the thread running the body now
+    int me = -1;                       // sk_block_threads: the thread running the body now
     SkBlockThreads* runner = nullptr;  // sk_block_threads: where sync() waits for the block's other threads
     template <typename Step>
     void each(Step step) {
-        if (me >= 0) {
-            step(me, states[me]);
-            return;
-        }
-        for (int i = 0; i < threads; i++) step(i, states[i]);
+        int lo = me >= 0 ? me : 0, hi = me >= 0 ? me + 1 : threads;  // one call site: inlined as before
+        for (int i = lo; i < hi; i++) step(i, states[i]);
     }
     inline void sync();
 };
 
+#ifdef TESTING
 // Tests: sk_block_threads = 1 (or -1) runs each block's threads as a GPU may, to find what only a GPU would show.
 // Every thread runs the whole body on a stack of its own (a ucontext), from one sync() to the next, before the next
-// thread starts (threads in order, or in reverse order at -1); the block's States and shared memory start as NaN
-// bytes, as a GPU's start undefined; blocks run one after another. A body whose threads exchange values without a
-// sync() between the write and the read (a race on a GPU), or that reads shared memory or a State it did not write,
-// then gives other numbers than in the default order, step by step for every thread.
+// thread starts (threads in order, or in reverse order at -1, and then the blocks too); the block's States and shared
+// memory start as NaN bytes, as a GPU's start undefined. A body whose threads exchange values without a sync()
+// between the write and the read (a race on a GPU), or that reads shared memory or a State it did not write, then
+// gives other numbers than in the default order, step by step for every thread. Threads that return while others
+// wait at a sync() stop it (a barrier not every thread reaches); two sync()s at different places are not told apart.
+// Only test programs (TESTING) compile it, so the trainer's code is what it was.
 static int sk_block_threads = 0;
 
 struct SkBlockThreads {
@@ -440,11 +442,16 @@ struct SkBlockThreads {
     ucontext_t scheduler;
     std::function<void()> run;  // the body of the block now running, for the thread `me`
     bool finished = false;      // the thread that ran last returned from the body
+    std::exception_ptr thrown;  // what it threw (an exception cannot unwind out of a ucontext)
     void wait_at_barrier(int me) { swapcontext(&ctx[me], &scheduler); }
 };
 static SkBlockThreads* sk_block_threads_now = nullptr;
 static void sk_block_thread_entry() {
-    sk_block_threads_now->run();
+    try {
+        sk_block_threads_now->run();
+    } catch (...) {
+        sk_block_threads_now->thrown = std::current_exception();
+    }
     sk_block_threads_now->finished = true;  // then uc_link returns to the scheduler
 }
 
@@ -457,21 +464,22 @@ __attribute__((noinline)) static void sk_block_thread_prepare(SkBlockThreads* r,
     makecontext(&r->ctx[t], sk_block_thread_entry, 0);
 }
 
-template <typename State>
-inline void SkBlock<State>::sync() {
-    if (runner) runner->wait_at_barrier(me);
-}
-
 template <typename State, typename Body>
 static void sk_for_blocks_as_threads(int nx, int ny, int threads, size_t shared_bytes, Body body) {
+    static_assert(std::is_trivially_copyable<State>::value, "a State is filled with NaN bytes");
     std::vector<State> states(threads);
     std::vector<double> shared((shared_bytes + sizeof(double) - 1) / sizeof(double));
     SkBlockThreads r;
     r.ctx.resize(threads);
     r.stacks.assign(threads, std::vector<char>(1 << 18));
-    SkBlockThreads* outer = sk_block_threads_now;
-    sk_block_threads_now = &r;
-    for (long k = 0; k < (long)nx * ny; k++) {
+    struct Now {  // sk_block_threads_now for this call, restored however it ends
+        SkBlockThreads* outer;
+        explicit Now(SkBlockThreads* r) : outer(sk_block_threads_now) { sk_block_threads_now = r; }
+        ~Now() { sk_block_threads_now = outer; }
+    } now(&r);
+    long blocks = (long)nx * ny;
+    for (long b = 0; b < blocks; b++) {
+        long k = sk_block_threads < 0 ? blocks - 1 - b : b;
         memset((void*)states.data(), 0xff, states.size() * sizeof(State));
         memset((void*)shared.data(), 0xff, shared.size() * sizeof(double));
         SkBlock<State> blk{states.data(), threads};
@@ -487,6 +495,7 @@ static void sk_for_blocks_as_threads(int nx, int ny, int threads, size_t shared_
                 r.finished = false;
                 blk.me = t;
                 swapcontext(&r.scheduler, &r.ctx[t]);
+                if (r.thrown) std::rethrow_exception(r.thrown);  // the other threads' stacks are dropped with r
                 ended += r.finished;
             }
             if (ended != 0 && ended != threads)
@@ -495,14 +504,23 @@ static void sk_for_blocks_as_threads(int nx, int ny, int threads, size_t shared_
             done += ended;
         }
     }
-    sk_block_threads_now = outer;
+}
+#endif
+
+template <typename State>
+inline void SkBlock<State>::sync() {
+#ifdef TESTING
+    if (runner) runner->wait_at_barrier(me);
+#endif
 }
 
 template <typename State, typename Body>
 static inline void sk_for_blocks(int nx, int ny, int threads, size_t shared_bytes, Body body) {
     if (nx <= 0 || ny <= 0) return;
     sk_launch_count()++;
+#ifdef TESTING
     if (sk_block_threads) return sk_for_blocks_as_threads<State>(nx, ny, threads, shared_bytes, body);
+#endif
 #pragma omp parallel
     {
         std::vector<State> states(threads);

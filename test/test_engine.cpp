@@ -948,11 +948,13 @@ TEST_CASE("block threads as a GPU may run them: the streamed attention keeps its
         double loss[3];
         std::vector<float> grads[3];
         for (int mode : {0, 1, -1}) {
-            sk_block_threads = mode;
+            struct Mode {  // sk_block_threads for this pass, 0 again however it ends
+                explicit Mode(int m) { sk_block_threads = m; }
+                ~Mode() { sk_block_threads = 0; }
+            } as_threads(mode);
             e->zero_grad();
             loss[mode + 1] = e->forward(x.data(), y.data(), B, T);
             e->backward(1.0f);
-            sk_block_threads = 0;
             grads[mode + 1].resize(e->num_params());
             e->get_grads(grads[mode + 1].data());
         }
