@@ -708,7 +708,6 @@ class SkDownloadArena {
         cap_ = n;
         return n;
     }
-    size_t capacity() const { return cap_; }
     // Queues the copy of n values at device pointer p; returns where they will be on the host. The first keep after
     // a send starts a new series: the previous one's copies are then no longer read.
     const float* keep(const float* p, size_t n) {

@@ -376,8 +376,8 @@ static int sink_thread_delay_ms = 0;
 
 // A probe chunk kept in the engine's arena for the thread (Engine::probe's keep), then its stats.
 struct HeldProbeChunk {
-    bool held = false;  // the copies are in the arena (else the stats were measured at once)
-    ProbeView kept;     // the views into them
+    ProbeView kept;  // the views into the copies in the arena (none: the stats were measured at once)
+    bool held() const { return kept.att != nullptr; }
     std::vector<ProbeSequenceStats> stats;
 
     // the bytes of the copies of a chunk of B sequences of the model's T positions
@@ -454,7 +454,6 @@ static std::unique_ptr<SinkJob> start_sink_job(Engine& e, const std::vector<int>
         HeldProbeChunk& ch = job->chunks.back();
         if (held[i]) {  // the views into the engine's keep arena
             ch.kept = e.probe(probe.data() + (size_t)s0 * T, n, T, true);
-            ch.held = true;
         } else {
             job->m.measure(e.probe(probe.data() + (size_t)s0 * T, n, T), &ch.stats);
         }
@@ -469,7 +468,7 @@ static std::unique_ptr<SinkJob> start_sink_job(Engine& e, const std::vector<int>
         j->error = j->arrived.wait();
         if (!j->error) {
             for (HeldProbeChunk& ch : j->chunks) {
-                if (ch.held) j->m.measure(ch.kept, &ch.stats);
+                if (ch.held()) j->m.measure(ch.kept, &ch.stats);
                 j->m.add(ch.stats);
             }
             j->report = sink_finish(&j->m.acc);
