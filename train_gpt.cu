@@ -24,7 +24,10 @@ The exact engine's attention runs as passes of one thread per score, weight or o
 adds flash-style attention blocks, a warp per norm row and chunked row sums (docs/gpu.md has the table).
 
 What it is not (yet): tuned. The fast engine's matmuls fuse the bias, the GELU and its gradient, and the bias
-gradient into cuBLASLt's epilogues, but there is no bf16 storage (--precision bf16 rounds only the matmul inputs). Kernel launches are queued on one stream and the host waits only where it reads a result: once per training
+gradient into cuBLASLt's epilogues. --precision bf16 keeps fp32 master weights and a bf16 copy of them that AdamW
+writes in the same pass; the matmuls multiply bf16 operands (the copy, and the activations and gradients rounded as
+each product starts), but activations are still stored in fp32. Kernel launches are queued on one stream and the
+host waits only where it reads a result: once per training
 step, at its end, and for an upload buffer 8 uploads back (the loss, the gradient norm and the non-finite guard's
 verdict are computed on the device, and the batches go up from pinned staging buffers);
 SK_SYNC=1 synchronises after every launch to locate a fault.

@@ -96,28 +96,135 @@ static void gemm_by_element(F* out, const F* A, int lda, bool a_t, const F* B, i
 // inputs as a tensor core would (gemm_rounded_inputs). ModelEngine sets it for each call into the model.
 static int matmul_fast_precision = -1;
 
+// bf16 with fp32 master weights (--precision bf16). AdamW updates the fp32 weights and writes their bf16 copy
+// (Model::params_bf16) in the same pass; a product whose operand lies within the weights reads that copy, and any
+// other operand (an activation or a gradient) is rounded to bf16 as its product starts (bf16_operands). So the
+// tensor cores multiply bf16 and accumulate in fp32, the weights are rounded once per step instead of at every
+// product, and the numbers are those of rounding every operand (round_mantissa) at every product: the copy is the
+// weights rounded. ModelEngine sets matmul_bf16_weights with matmul_fast_precision for each call into the model;
+// left empty, every operand is rounded when its product runs. One activation is stored in bf16 outright: act(fch),
+// the FFN's activation, which only its two products read (Acts::fcact16); it is rounded where it is written.
+struct Bf16Copy {
+    const float* master = nullptr;  // the fp32 weights
+    const bf16* copy = nullptr;     // their bf16 copy, element for element
+    size_t n = 0;
+};
+static Bf16Copy matmul_bf16_weights;
+
+// One operand of a product at bf16: the `span` values (an operand's first to last element) from p, or already in
+// bf16 at p16; out: where they are as bf16.
+struct Bf16Operand {
+    const float* p;
+    size_t span;
+    const bf16* out;
+    const bf16* p16 = nullptr;
+};
+static inline size_t operand_span(size_t rows, size_t cols, size_t ld) { return rows && cols ? (rows - 1) * ld + cols : 0; }
+// the two operands of gemm's out = A B (M x K times K x N, as gemm reads them)
+static inline void gemm_operands(Bf16Operand* ops, const float* A, int lda, bool a_t, const float* B, int ldb, bool b_t,
+                                 int M, int K, int N) {
+    ops[0] = {A, a_t ? operand_span(K, M, lda) : operand_span(M, K, lda), nullptr};
+    ops[1] = {B, b_t ? operand_span(N, K, ldb) : operand_span(K, N, ldb), nullptr};
+}
+
+// The rounded operands' memory, kept between calls. ModelEngine::reserve sizes it for the classifier's products (the
+// largest in a language model) before training starts; a larger product grows it.
+static SkBuffer<bf16>& bf16_scratch() {
+    static SkBuffer<bf16> scratch;
+    return scratch;
+}
+
+// Where each of the n operands of one product is as bf16: where it is when stored so, in the weights' copy when it
+// lies within the weights, else rounded into bf16_scratch (valid until the next call), each operand there starting
+// on a 256-byte boundary (BF16_SLOT_ALIGN values), as cuBLAS's fastest kernels want their operands.
+#define BF16_SLOT_ALIGN 128
+static inline size_t bf16_slot(size_t span) { return (span + BF16_SLOT_ALIGN - 1) / BF16_SLOT_ALIGN * BF16_SLOT_ALIGN; }
+static void bf16_operands(Bf16Operand* ops, int n) {
+    SkBuffer<bf16>& scratch = bf16_scratch();
+    const Bf16Copy& w = matmul_bf16_weights;
+    auto in_copy = [&w](const Bf16Operand& o) -> const bf16* {
+        if (o.p16) return o.p16;
+        uintptr_t a = (uintptr_t)o.p, lo = (uintptr_t)w.master, hi = (uintptr_t)(w.master + w.n);
+        if (!w.copy || a < lo || a + o.span * sizeof(float) > hi) return nullptr;
+        return w.copy + (o.p - w.master);
+    };
+    size_t need = 0;
+    for (int i = 0; i < n; i++)
+        if (!in_copy(ops[i])) need += bf16_slot(ops[i].span);
+    if (scratch.size() < need) scratch.reserve_exactly(need);
+    bf16* next = scratch.data();
+    for (int i = 0; i < n; i++) {
+        ops[i].out = in_copy(ops[i]);
+        if (ops[i].out) continue;
+        const float* src = ops[i].p;
+        bf16* dst = next;
+        sk_for(ops[i].span, SK_LAMBDA(size_t k) { dst[k] = bf16_from_float(src[k]); });
+        ops[i].out = dst;
+        next += bf16_slot(ops[i].span);
+    }
+}
+
+// out = A B (gemm's shapes) at --precision bf16: the two operands (ops, as gemm_operands describes them) as bf16
+// (bf16_operands), multiplied with fp32 accumulation into fp32: by cuBLAS on a GPU; on the CPU by gemm_blocked on
+// their values widened back to float (exact), the bias added unrounded, as cuBLAS's epilogue adds it. cuBLAS sums in
+// an order of its own, so the CPU's are not the GPU's bits.
+static void gemm_bf16(float* out, Bf16Operand* ops, int lda, bool a_t, int ldb, bool b_t, int M, int K, int N,
+                      const float* bias, bool accumulate) {
+    bf16_operands(ops, 2);
+#ifdef __CUDACC__
+    gemm_cublas(out, ops[0].out, lda, a_t, ops[1].out, ldb, b_t, M, K, N, bias, accumulate, PRECISION_BF16);
+    if (sk_sync_each_launch()) SK_CUDA(cudaDeviceSynchronize());
+#else
+    // the widened operands, kept between calls (the model runs on one host thread)
+    static std::vector<float> wide[2];
+    for (int i = 0; i < 2; i++) {
+        if (wide[i].size() < ops[i].span) wide[i].resize(ops[i].span);
+        float* d = wide[i].data();
+        const bf16* src = ops[i].out;
+        sk_for(ops[i].span, SK_LAMBDA(size_t k) { d[k] = float_from_bf16(src[k]); });
+    }
+    gemm_blocked(out, wide[0].data(), lda, a_t, wide[1].data(), ldb, b_t, M, K, N, bias, accumulate);
+#endif
+}
+
 #ifndef __CUDACC__
 // The CPU's stand-in for a tensor-core product at --precision tf32 or bf16: A and B rounded to the precision's
-// mantissa (round_mantissa: to nearest, ties to even), then the product as always, fp32 accumulation; the bias is
-// added unrounded, as cuBLAS's epilogue adds it. On a GPU cuBLAS rounds inside the GEMM, its ties possibly broken
-// otherwise, so this measures the precision's effect (./train_gpt_cpu --engine fast --precision bf16 --check-fast),
-// not the GPU's bits.
+// mantissa (round_mantissa: to nearest, ties to even; bf16 through gemm_bf16, the GPU's own operands), then the
+// product as always, fp32 accumulation; the bias is added unrounded, as cuBLAS's epilogue adds it. On a GPU cuBLAS
+// sums in an order of its own (and at tf32 rounds inside the GEMM, its ties possibly broken otherwise), so this
+// measures the precision's effect (./train_gpt_cpu --engine fast --precision bf16 --check-fast), not the GPU's bits.
 static void gemm_rounded_inputs(float* out, const float* A, int lda, bool a_t, const float* B, int ldb, bool b_t, int M,
                                 int K, int N, const float* bias, bool accumulate, int precision) {
-    // the rounded copies, kept between calls (the model runs on one host thread): as large as the largest operand,
-    // up to the B x T x Vp logits gradient, which this emulation holds twice
-    static std::vector<float> ra, rb;
+    Bf16Operand ops[2];
+    gemm_operands(ops, A, lda, a_t, B, ldb, b_t, M, K, N);
+    if (precision == PRECISION_BF16) return gemm_bf16(out, ops, lda, a_t, ldb, b_t, M, K, N, bias, accumulate);
+    // the rounded copies, kept between calls (the model runs on one host thread)
+    static std::vector<float> rounded[2];
     int bits = precision_mantissa_bits[precision];
-    auto rounded = [bits](std::vector<float>* dst, const float* src, size_t rows, size_t cols, size_t ld) {
-        size_t span = rows && cols ? (rows - 1) * ld + cols : 0;  // the operand's elements, first to last
-        if (dst->size() < span) dst->resize(span);
-        float* d = dst->data();
-        sk_for(span, SK_LAMBDA(size_t i) { d[i] = round_mantissa(src[i], bits); });
-        return (const float*)d;
-    };
-    const float* a = a_t ? rounded(&ra, A, K, M, lda) : rounded(&ra, A, M, K, lda);
-    const float* b = b_t ? rounded(&rb, B, N, K, ldb) : rounded(&rb, B, K, N, ldb);
-    gemm_blocked(out, a, lda, a_t, b, ldb, b_t, M, K, N, bias, accumulate);
+    for (int i = 0; i < 2; i++) {
+        if (rounded[i].size() < ops[i].span) rounded[i].resize(ops[i].span);
+        float* d = rounded[i].data();
+        const float* src = ops[i].p;
+        sk_for(ops[i].span, SK_LAMBDA(size_t k) { d[k] = round_mantissa(src[k], bits); });
+    }
+    gemm_blocked(out, rounded[0].data(), lda, a_t, rounded[1].data(), ldb, b_t, M, K, N, bias, accumulate);
+}
+#endif
+
+#ifdef __CUDACC__
+// Runs product(p) on the N operands as cuBLAS multiplies them in the fast engine's precision: p[i] their bf16 forms
+// at bf16 (bf16_operands), else the fp32 arrays themselves. Returns what product returns.
+template <int N, typename Product>
+static bool in_precision(Bf16Operand (&ops)[N], Product product) {
+    if (matmul_fast_precision != PRECISION_BF16) {
+        const float* p[N];
+        for (int i = 0; i < N; i++) p[i] = ops[i].p;
+        return product(p);
+    }
+    bf16_operands(ops, N);
+    const bf16* p[N];
+    for (int i = 0; i < N; i++) p[i] = ops[i].out;
+    return product(p);
 }
 #endif
 
@@ -128,7 +235,14 @@ static void gemm(F* out, const F* A, int lda, bool a_t, const F* B, int ldb, boo
     bool fast = false;
     if constexpr (std::is_same<F, float>::value) fast = matmul_fast_precision >= 0;
     if constexpr (std::is_same<F, float>::value)
-        if (fast) gemm_cublas(out, A, lda, a_t, B, ldb, b_t, M, K, N, bias, accumulate, matmul_fast_precision);
+        if (fast) {
+            Bf16Operand ops[2];
+            gemm_operands(ops, A, lda, a_t, B, ldb, b_t, M, K, N);
+            if (matmul_fast_precision == PRECISION_BF16)
+                gemm_bf16(out, ops, lda, a_t, ldb, b_t, M, K, N, bias, accumulate);
+            else
+                gemm_cublas(out, A, lda, a_t, B, ldb, b_t, M, K, N, bias, accumulate, matmul_fast_precision);
+        }
     if (!fast) gemm_exact_tiled(out, A, lda, a_t, B, ldb, b_t, M, K, N, bias, accumulate);
     if (sk_sync_each_launch()) SK_CUDA(cudaDeviceSynchronize());
 #else
@@ -226,7 +340,10 @@ static bool matmul_forward_gelu(F* out, F* pre, const F* inp, const F* weight, c
 #ifdef __CUDACC__
     if constexpr (std::is_same<F, float>::value)
         return fused_product(BT, [&] {
-            return gemm_cublas_gelu(out, pre, inp, weight, bias, BT, C, OC, matmul_fast_precision);
+            Bf16Operand ops[2] = {{inp, (size_t)BT * C, nullptr}, {weight, (size_t)OC * C, nullptr}};
+            return in_precision(ops, [&](auto& p) {
+                return gemm_cublas_gelu(out, pre, p[0], p[1], bias, BT, C, OC, matmul_fast_precision);
+            });
         });
 #endif
     (void)out, (void)pre, (void)inp, (void)weight, (void)bias, (void)BT, (void)C, (void)OC;
@@ -241,7 +358,10 @@ static bool matmul_backward_input_gelu(F* dpre, const F* dout, const F* weight, 
 #ifdef __CUDACC__
     if constexpr (std::is_same<F, float>::value)
         return fused_product(BT, [&] {
-            return gemm_cublas_dgelu(dpre, pre, dout, weight, BT, C, OC, matmul_fast_precision);
+            Bf16Operand ops[2] = {{dout, (size_t)BT * OC, nullptr}, {weight, (size_t)OC * C, nullptr}};
+            return in_precision(ops, [&](auto& p) {
+                return gemm_cublas_dgelu(dpre, pre, p[0], p[1], BT, C, OC, matmul_fast_precision);
+            });
         });
 #endif
     (void)dpre, (void)dout, (void)weight, (void)pre, (void)BT, (void)C, (void)OC;
@@ -274,8 +394,12 @@ static bool matmul_forward_pair(F* out0, F* out1, const F* inp, const F* w0, con
 #ifdef __CUDACC__
     if constexpr (std::is_same<F, float>::value)
         return fused_product(BT, [&] {
-            return gemm_cublas_pair(out0, out1, linear_forward_gemm(inp, w0, BT, C, OC),
-                                    linear_forward_gemm(inp, w1, BT, C, OC), false, matmul_fast_precision);
+            Bf16Operand ops[3] = {{inp, (size_t)BT * C, nullptr}, {w0, (size_t)OC * C, nullptr},
+                                  {w1, (size_t)OC * C, nullptr}};
+            return in_precision(ops, [&](auto& p) {
+                return gemm_cublas_pair(out0, out1, linear_forward_gemm(p[0], p[1], BT, C, OC),
+                                        linear_forward_gemm(p[0], p[2], BT, C, OC), false, matmul_fast_precision);
+            });
         });
 #endif
     (void)out0, (void)out1, (void)inp, (void)w0, (void)w1, (void)BT, (void)C, (void)OC;
@@ -289,8 +413,12 @@ static bool matmul_backward_weights_pair(F* dw0, F* dw1, const F* dout0, const F
 #ifdef __CUDACC__
     if constexpr (std::is_same<F, float>::value)
         return fused_product(BT, [&] {
-            return gemm_cublas_pair(dw0, dw1, linear_weight_grad_gemm(dout0, inp, BT, C, OC),
-                                    linear_weight_grad_gemm(dout1, inp, BT, C, OC), true, matmul_fast_precision);
+            Bf16Operand ops[3] = {{dout0, (size_t)BT * OC, nullptr}, {dout1, (size_t)BT * OC, nullptr},
+                                  {inp, (size_t)BT * C, nullptr}};
+            return in_precision(ops, [&](auto& p) {
+                return gemm_cublas_pair(dw0, dw1, linear_weight_grad_gemm(p[0], p[2], BT, C, OC),
+                                        linear_weight_grad_gemm(p[1], p[2], BT, C, OC), true, matmul_fast_precision);
+            });
         });
 #endif
     (void)dw0, (void)dw1, (void)dout0, (void)dout1, (void)inp, (void)BT, (void)C, (void)OC;
@@ -322,6 +450,53 @@ static void matmul_backward(F* dinp, F* dweight, F* dbias, const F* dout, const 
                             int BT, int C, int OC) {
     matmul_backward_input(dinp, dout, weight, BT, C, OC);
     matmul_backward_weights(dweight, dbias, dout, inp, BT, C, OC);
+}
+
+// The classifier's backward products, dh += dlogits @ W and dW += dlogits^T @ h (BT rows, Vp the padded vocabulary).
+// At --precision bf16 they run on chunks of bf16_chunk_rows rows at a time, so that dlogits' rounded copy holds a
+// chunk (about bf16_chunk_values values), not B x T x Vp: the same sums in the same order on the CPU (dW adds the
+// rows in order, chunk after chunk), and on a GPU the rows of dh split and dW's sums in chunks.
+static size_t bf16_chunk_values = (size_t)1 << 26;  // 128 MB of bf16
+static inline int bf16_chunk_rows(int BT, int Vp) {
+    size_t rows = std::max((size_t)1, bf16_chunk_values / (size_t)Vp);
+    return (int)std::min((size_t)BT, rows);
+}
+template <typename F>
+static void classifier_backward(F* dh, F* dW, const F* dlogits, const F* h, const F* W, int BT, int C, int Vp) {
+    SK_PROFILE_SCOPE(PROF_CLASSIFIER);
+    int rows = matmul_fast_precision == PRECISION_BF16 ? bf16_chunk_rows(BT, Vp) : BT;
+    for (int r0 = 0; r0 < BT; r0 += rows) {
+        int n = std::min(rows, BT - r0);
+        matmul_backward(dh + (size_t)r0 * C, dW, (F*)nullptr, dlogits + (size_t)r0 * Vp, h + (size_t)r0 * C, W, n, C,
+                        Vp);
+    }
+}
+
+// The same layer with its input stored in bf16 (the FFN's activation at --precision bf16, Acts::fcact16; float
+// models only): out = inp @ weight^T + bias, and dweight += dout^T @ inp, dbias += sum_bt dout. Their products run
+// as gemm_bf16 with inp as it is stored.
+template <typename F>
+static void matmul_forward(F* out, const bf16* inp, const F* weight, const F* bias, int BT, int C, int OC) {
+    SK_PROFILE_SCOPE(PROF_MATMUL);
+    if constexpr (!std::is_same<F, float>::value) fail("internal: a bf16 activation in a model of %zu-byte values", sizeof(F));
+    else {
+        Bf16Operand ops[2];
+        gemm_operands(ops, nullptr, C, false, weight, C, true, BT, C, OC);
+        ops[0].p16 = inp;
+        gemm_bf16(out, ops, C, false, C, true, BT, C, OC, bias, false);
+    }
+}
+template <typename F>
+static void matmul_backward_weights(F* dweight, F* dbias, const F* dout, const bf16* inp, int BT, int C, int OC) {
+    SK_PROFILE_SCOPE(PROF_MATMUL);
+    if constexpr (!std::is_same<F, float>::value) fail("internal: a bf16 activation in a model of %zu-byte values", sizeof(F));
+    else {
+        Bf16Operand ops[2];
+        gemm_operands(ops, dout, OC, true, nullptr, C, false, OC, BT, C);
+        ops[1].p16 = inp;
+        gemm_bf16(dweight, ops, OC, true, C, false, OC, BT, C, nullptr, true);
+        if (dbias) column_sums(dbias, dout, BT, OC);
+    }
 }
 
 // -----------------------------------------------------------------------------------------------------------
@@ -517,17 +692,17 @@ SK_HD static inline F act_grad(int ffn, F x) {
 
 // act = gated ? act(h1) * h2 : act(h1), elementwise over N values. On the CPU the swish and GELU families take their
 // exps and tanhs a block at a time (cpu/activations.h, the same bits).
-template <typename F>
-static void ffn_act_forward(F* out, const F* h1, const F* h2, size_t N, int ffn) {
+template <typename F, typename O>
+static void ffn_act_forward(O* out, const F* h1, const F* h2, size_t N, int ffn) {
     SK_PROFILE_SCOPE(PROF_ACTIVATION);
 #ifndef __CUDACC__
-    if constexpr (std::is_same<F, float>::value) {
+    if constexpr (std::is_same<F, float>::value && std::is_same<O, float>::value) {
         if (ffn == FFN_SWISH || ffn == FFN_SWIGLU) return swish_forward_blocked(out, h1, h2, N);
         if (ffn == FFN_GELU || ffn == FFN_GEGLU) return gelu_forward_blocked(out, h1, h2, N);
     }
 #endif
     sk_for(N, SK_LAMBDA(size_t i) {
-        out[i] = h2 ? act_forward(ffn, h1[i]) * h2[i] : act_forward(ffn, h1[i]);
+        sk_store(out + i, h2 ? act_forward(ffn, h1[i]) * h2[i] : act_forward(ffn, h1[i]));
     });
 }
 
@@ -1660,6 +1835,7 @@ struct Model {
     size_t sizes[NUM_PARAM_TENSORS];
     size_t num_params = 0;
     SkBuffer<F> params, grads, adam_m, adam_v;  // (num_params) each, tensors in file order
+    SkBuffer<bf16> params_bf16;                 // the matmuls' bf16 copy of params at --precision bf16, else empty
     F* p[NUM_PARAM_TENSORS];                    // tensor i of params, null when absent
     F* g[NUM_PARAM_TENSORS];                    // tensor i of grads
     SkBuffer<F> pos_table;                      // (maxT, C) sinusoidal positions
@@ -1783,6 +1959,9 @@ struct Acts {
     bool streamed = false;  // attention streamed (attention_forward_stream: no att), set before the first pass
     bool fast_loss = false;  // cross-entropy from row statistics (crossentropy_forward_stats: no probs), likewise
     bool headless = false;   // passes without the head only (the sink probe's): no final norm, logits or loss buffers
+    bool bf16_fcact = false; // act(fch) stored in bf16 (fcact16: the fast engine at --precision bf16), likewise
+    SkBuffer<bf16> mem16;    // fcact16's memory
+    bf16* fcact16 = nullptr; // (L, B, T, FF) act(fch) in bf16, which only the FFN's output products read
     SkBuffer<F> mem;     // every field below points into it
     F* encoded;          // (B, T, C) token + position embedding: the residual stream entering layer 0
     F* ln1;              // (L, B, T, C) N1(x), the attention input (pre-norm)
@@ -1806,7 +1985,7 @@ struct Acts {
     F* ln2;              // (L, B, T, C) N2(residual2), the FFN input (pre-norm)
     F* fch;              // (L, B, T, FF) W1 x + b1
     F* fch2;             // (L, B, T, FF) W2 x + b2 (gated FFN)
-    F* fcact;            // (L, B, T, FF) act(fch) (* fch2 when gated)
+    F* fcact;            // (L, B, T, FF) act(fch) (* fch2 when gated); none when fcact16 holds it
     F* ffn_sum;          // (L, B, T, C) residual2 + FFN branch, N2's input (post-norm)
     F* residual3;        // (L, B, T, C) the residual stream leaving the layer
     F* lnf;              // (B, T, C) Nf(residual3 of the last layer) (pre-norm)
@@ -1883,7 +2062,7 @@ static void acts_alloc(Acts<F>* a, const ModelConfig& c, int B, int T) {
     if (a->B == B && a->T == T && a->passes == attention_passes) return;
     ActShapes s = act_shapes(c, B, T);
     size_t BT = s.BT, C = s.C, L = s.L, FF = s.FF, rows = (size_t)B * s.NH * T, st = a->streamed, ex = !st;
-    size_t head = !a->headless, fast_loss = head && a->fast_loss, probs = head && !a->fast_loss;
+    size_t head = !a->headless, fast_loss = head && a->fast_loss, probs = head && !a->fast_loss, f16 = a->bf16_fcact;
     // the attention matrices, L B NH T^2, checked in double first: with extreme flags size_t would wrap
     if (ex && (double)L * B * s.NH * T * T * sizeof(F) > 0.9 * sk_memory_bytes())
         fail("attention matrices for B %d x T %d need %.0f GiB, more than this machine's memory (or SK_MEMORY_GIB): "
@@ -1898,12 +2077,17 @@ static void acts_alloc(Acts<F>* a, const ModelConfig& c, int B, int T) {
         {&a->atty_core, s.gate * L * BT * C}, {&a->gate, L * BT * s.G}, {&a->atty, L * BT * C},
         {&a->attn_sum, s.post * L * BT * C}, {&a->residual2, L * BT * C}, {&a->ln2_mean, L * BT},
         {&a->ln2_rstd, L * BT}, {&a->ln2, s.pre * L * BT * C}, {&a->fch, L * BT * FF},
-        {&a->fch2, s.gated * L * BT * FF}, {&a->fcact, L * BT * FF}, {&a->ffn_sum, s.post * L * BT * C},
+        {&a->fch2, s.gated * L * BT * FF}, {&a->fcact, !f16 * L * BT * FF}, {&a->ffn_sum, s.post * L * BT * C},
         {&a->residual3, L * BT * C}, {&a->lnf, head * s.pre * BT * C}, {&a->lnf_mean, head * s.pre * BT},
         {&a->lnf_rstd, head * s.pre * BT}, {&a->logits, head * BT * s.Vp}, {&a->probs, probs * BT * s.Vp},
         {&a->loss_stats, fast_loss * BT * 2}, {&a->loss_lanes, fast_loss * BT * 2 * CE_LANES}, {&a->losses, head * BT},
         {&a->branch_out, BT * C}, {&a->gate_logits, BT * s.G},
         {&a->att_work, ex * attention_work_size(rows, T)}};
+    if (f16 && a->mem16.size() < L * BT * FF) {  // first, so that place_regions counts it as held
+        a->mem16.clear();
+        a->mem16.reserve_exactly(L * BT * FF);
+    }
+    a->fcact16 = f16 ? a->mem16.data() : nullptr;
     place_regions(&a->mem, regions, "activations", B, T);
     a->B = B;
     a->T = T;
@@ -1962,6 +2146,7 @@ struct LayerView {
     F *ln1, *ln1_mean, *ln1_rstd, *qkv, *phi_in, *phi_hidden, *phi_relu, *phi_out, *att, *att_state, *att_slot,
         *atty_core, *gate, *atty, *attn_sum, *residual2, *ln2, *ln2_mean, *ln2_rstd, *fch, *fch2, *fcact,
         *ffn_sum, *residual3;
+    bf16* fcact16;  // act(fch) in bf16 (Acts::fcact16), else null
     F *dx, *dln1, *dqkv, *dphi_in, *dphi_hidden, *dphi_relu, *dphi_out, *datty_core, *dgate_logits, *datty,
         *dattn_sum, *dresidual2, *dln2, *dfch, *dfch2, *dfcact, *dffn_sum, *dresidual3;
 };
@@ -2007,6 +2192,7 @@ static LayerView<F> layer_view(Model<F>* m, Acts<F>* a, int l) {
     v.ln2_mean = layer_slice(a->ln2_mean, l, s.BT); v.ln2_rstd = layer_slice(a->ln2_rstd, l, s.BT);
     v.fch = layer_slice(a->fch, l, BTF); v.fch2 = layer_slice(a->fch2, l, BTF);
     v.fcact = layer_slice(a->fcact, l, BTF);
+    v.fcact16 = layer_slice(a->fcact16, l, BTF);
     v.ffn_sum = layer_slice(a->ffn_sum, l, BTC); v.residual3 = layer_slice(a->residual3, l, BTC);
     GradActs<F>* g = a->grad.B == a->B && a->grad.T == a->T ? &a->grad : nullptr;
     auto dlayer = [&](F* GradActs<F>::*field) {  // one layer's gradients: the same memory for every layer
@@ -2170,14 +2356,17 @@ static void ffn_block_forward(const Model<F>* m, Acts<F>* a, const LayerView<F>&
     const ModelConfig& c = m->config;
     int BT = a->B * a->T, C = c.channels, FF = c.ffn_hidden;
     const F* ffn_in = subblock_in(c, v.ln2, v.ln2_mean, v.ln2_rstd, v.residual2, v.ln2w, v.ln2b, BT, normed_already);
-    if (!(c.ffn == FFN_GELU && matmul_forward_gelu(v.fcact, v.fch, ffn_in, v.fcw, v.fcb, BT, C, FF))) {
+    // the activation in bf16 (fcact16) is written by its own pass, not by the GELU's epilogue
+    if (!(c.ffn == FFN_GELU && !v.fcact16 && matmul_forward_gelu(v.fcact, v.fch, ffn_in, v.fcw, v.fcb, BT, C, FF))) {
         if (!(v.fch2 && !v.fcb && matmul_forward_pair(v.fch, v.fch2, ffn_in, v.fcw, v.fcw2, BT, C, FF))) {
             matmul_forward(v.fch, ffn_in, v.fcw, v.fcb, BT, C, FF);
             if (v.fch2) matmul_forward(v.fch2, ffn_in, v.fcw2, v.fcb2, BT, C, FF);
         }
-        ffn_act_forward(v.fcact, v.fch, (const F*)v.fch2, (size_t)BT * FF, c.ffn);
+        if (v.fcact16) ffn_act_forward(v.fcact16, (const F*)v.fch, (const F*)v.fch2, (size_t)BT * FF, c.ffn);
+        else ffn_act_forward(v.fcact, (const F*)v.fch, (const F*)v.fch2, (size_t)BT * FF, c.ffn);
     }
-    matmul_forward(a->branch_out, v.fcact, v.fcprojw, v.fcprojb, BT, FF, C);
+    if (v.fcact16) matmul_forward(a->branch_out, (const bf16*)v.fcact16, v.fcprojw, v.fcprojb, BT, FF, C);
+    else matmul_forward(a->branch_out, (const F*)v.fcact, v.fcprojw, v.fcprojb, BT, FF, C);
     subblock_out(c, v.residual3, v.ffn_sum, v.ln2_mean, v.ln2_rstd, v.residual2, a->branch_out, v.ln2w,
                  v.ln2b, BT, next);
 }
@@ -2417,12 +2606,12 @@ static void ffn_block_backward(const Model<F>* m, Acts<F>* a, const LayerView<F>
                                              v.ffn_sum, v.ln2w, v.ln2_mean, v.ln2_rstd, BT);
     const F* ffn_in = pre ? v.ln2 : v.residual2;
     F* dffn_in = pre ? v.dln2 : v.dresidual2;
-    if (c.ffn == FFN_GELU && matmul_backward_input_gelu(v.dfch, dbranch, v.fcprojw, (const F*)v.fch, BT, FF, C)) {
-        matmul_backward_weights(v.dfcprojw, v.dfcprojb, dbranch, (const F*)v.fcact, BT, FF, C);
-    } else {
-        matmul_backward(v.dfcact, v.dfcprojw, v.dfcprojb, dbranch, v.fcact, v.fcprojw, BT, FF, C);
-        ffn_act_backward(v.dfch, v.dfch2, v.dfcact, v.fch, (const F*)v.fch2, (size_t)BT * FF, c.ffn);
-    }
+    bool fused_gelu =
+        c.ffn == FFN_GELU && matmul_backward_input_gelu(v.dfch, dbranch, v.fcprojw, (const F*)v.fch, BT, FF, C);
+    if (!fused_gelu) matmul_backward_input(v.dfcact, dbranch, v.fcprojw, BT, FF, C);
+    if (v.fcact16) matmul_backward_weights(v.dfcprojw, v.dfcprojb, dbranch, (const bf16*)v.fcact16, BT, FF, C);
+    else matmul_backward_weights(v.dfcprojw, v.dfcprojb, dbranch, (const F*)v.fcact, BT, FF, C);
+    if (!fused_gelu) ffn_act_backward(v.dfch, v.dfch2, v.dfcact, v.fch, (const F*)v.fch2, (size_t)BT * FF, c.ffn);
     if (v.fch2 && !v.dfcb &&
         matmul_backward_weights_pair(v.dfcw, v.dfcw2, (const F*)v.dfch, (const F*)v.dfch2, ffn_in, BT, C, FF)) {
         matmul_backward_input(dffn_in, (const F*)v.dfch, v.fcw, BT, C, FF);
@@ -2458,17 +2647,11 @@ static void model_backward(Model<F>* m, Acts<F>* a, F scale) {
     F* dh_last = layer_slice(g->residual3, L - 1, (size_t)BT * C);
     F* dW_out = c.tied ? m->g[P_WTE] : m->g[P_LMHEAD];
     if (c.placement == PLACE_PRE) {
-        {
-            SK_PROFILE_SCOPE(PROF_CLASSIFIER);
-            matmul_backward(g->lnf, dW_out, (F*)nullptr, dlogits, a->lnf, lm_head_weight(*m), BT, C,
-                            c.padded_vocab_size);
-        }
+        classifier_backward(g->lnf, dW_out, dlogits, (const F*)a->lnf, lm_head_weight(*m), BT, C, c.padded_vocab_size);
         norm_backward(dh_last, m->g[P_LNFW], m->g[P_LNFB], g->lnf, h_last, m->p[P_LNFW], a->lnf_mean,
                       a->lnf_rstd, BT, C, c.norm);
     } else {
-        SK_PROFILE_SCOPE(PROF_CLASSIFIER);
-        matmul_backward(dh_last, dW_out, (F*)nullptr, dlogits, h_last, lm_head_weight(*m), BT, C,
-                        c.padded_vocab_size);
+        classifier_backward(dh_last, dW_out, dlogits, h_last, lm_head_weight(*m), BT, C, c.padded_vocab_size);
     }
     for (int l = L - 1; l >= 0; l--) {
         LayerView<F> v = layer_view(m, a, l);
@@ -2531,7 +2714,7 @@ static void guard_step(Model<F>* m, float grad_clip) {
 // AdamW (decoupled weight decay), t = number of this update (1-based):
 //   m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2;  p -= lr (m/(1-b1^t) / (sqrt(v/(1-b2^t)) + eps) + wd p)
 // with g = the gradient times s.grad_scale (clipping), and wd = 0 for the tensors exempt from decay (--wd-exempt).
-// Elementwise, so thread-count independent. On the GPU one launch over every parameter, each element finding its
+// At --precision bf16 the same pass writes the updated weight's bf16 copy (Model::params_bf16). Elementwise, so thread-count independent. On the GPU one launch over every parameter, each element finding its
 // tensor's decay in a table of the tensors' ends (the parameters are one buffer, the tensors in ParamId order); on
 // the CPU a loop per tensor (the same element updates, without the search).
 template <typename F>
@@ -2552,7 +2735,7 @@ SK_HD static inline int adamw_tensor_of(const AdamWConstants<F>& a, size_t k) {
 
 template <typename F>
 SK_HD static inline void adamw_element(const AdamWConstants<F>& a, F decay, F* p, F* am, F* av, const F* grads,
-                                       size_t k) {
+                                       bf16* p16, size_t k) {
     F scale = a.grad_scale;
     if (a.guard) {
         if (a.guard[STEP_OK] == 0) return;  // a non-finite step: weights and moments stay as they are
@@ -2565,6 +2748,7 @@ SK_HD static inline void adamw_element(const AdamWConstants<F>& a, F decay, F* p
     av[k] = vv;
     F mhat = mm / a.bc1, vhat = vv / a.bc2;
     p[k] -= a.lr * (mhat / (sk_sqrt(vhat) + a.eps) + decay * p[k]);
+    if (p16) p16[k] = bf16_from_float((float)p[k]);
 }
 
 template <typename F>
@@ -2597,15 +2781,16 @@ static void adamw_update(Model<F>* m, const AdamWStep& s, const double* guard = 
     a.guard = guard;
     F *p = m->params.data(), *am = m->adam_m.data(), *av = m->adam_v.data();
     const F* grads = m->grads.data();
+    bf16* p16 = m->params_bf16.empty() ? nullptr : m->params_bf16.data();
 #ifdef __CUDACC__
     sk_for(m->num_params, SK_LAMBDA(size_t k) {
-        adamw_element(a, a.decay[adamw_tensor_of(a, k)], p, am, av, grads, k);
+        adamw_element(a, a.decay[adamw_tensor_of(a, k)], p, am, av, grads, p16, k);
     });
 #else
     for (int id = 0; id < NUM_PARAM_TENSORS; id++) {
         size_t first = a.end[id] - m->sizes[id];
         F decay = a.decay[id];
-        sk_for(m->sizes[id], SK_LAMBDA(size_t k) { adamw_element(a, decay, p, am, av, grads, first + k); });
+        sk_for(m->sizes[id], SK_LAMBDA(size_t k) { adamw_element(a, decay, p, am, av, grads, p16, first + k); });
     }
 #endif
 }
@@ -2626,6 +2811,10 @@ class ModelEngine final : public Engine {
         int hs = c.channels / c.num_heads;
         acts_.streamed = o.kind == ENGINE_FAST && attention_stream_supports(hs);
         acts_.fast_loss = o.kind == ENGINE_FAST;
+        if (matmul_precision() == PRECISION_BF16) {
+            model.params_bf16.assign(model.num_params, bf16{0});  // params are 0
+            acts_.bf16_fcact = probe_.bf16_fcact = true;
+        }
         probe_.headless = true;  // the probe stops after the last block (GPT-2, a chunk of 8 x 64: 0.21 GB unheld)
     }
     const ModelConfig& config() const override { return model.config; }
@@ -2636,12 +2825,16 @@ class ModelEngine final : public Engine {
                                ? "streamed attention"
                                : "row-form attention (no streamed form for head size " + std::to_string(hs) + ")";
 #ifdef __CUDACC__
-        std::string mm = std::string("cuBLAS ") + precision_names[options_.precision] + " matmuls";
+        std::string mm = options_.precision == PRECISION_BF16
+                             ? std::string("cuBLAS matmuls on bf16 operands (the weights' bf16 copy, fp32 masters)")
+                             : std::string("cuBLAS ") + precision_names[options_.precision] + " matmuls";
 #else
         std::string mm = options_.precision == PRECISION_FP32
                              ? "exact matmuls"
                              : std::string("exact matmuls on ") + precision_names[options_.precision] +
-                                   "-rounded inputs (the tensor cores' rounding, emulated)";
+                                   "-rounded inputs (the tensor cores' rounding, emulated" +
+                                   (options_.precision == PRECISION_BF16 ? "; the weights' bf16 copy, fp32 masters)"
+                                                                         : ")");
 #endif
         return "fast: " + attn + ", " + mm + ", row sums in chunks, norms a warp per row, loss from row statistics";
     }
@@ -2692,6 +2885,13 @@ class ModelEngine final : public Engine {
         acts_alloc(&acts_, c, B, T + off);  // the larger of the two stays allocated
         grad_acts_alloc(&acts_.grad, c, B, T + off, acts_.streamed);
         acts_alloc(&probe_, c, probe_B, probe_T + off);
+        if (!model.params_bf16.empty()) {  // the largest rounded operands: a classifier chunk's, or an FFN's gradients
+            size_t BT = (size_t)B * (T + off), rows = bf16_chunk_rows((int)BT, c.padded_vocab_size);
+            size_t head = bf16_slot(rows * c.padded_vocab_size) + bf16_slot(rows * c.channels);
+            size_t ffn = 2 * bf16_slot(BT * c.ffn_hidden) + bf16_slot(BT * c.channels);
+            size_t n = std::max(head, ffn);
+            if (bf16_scratch().size() < n) bf16_scratch().reserve_exactly(n);
+        }
         return kept_.reserve(keep_values);
     }
     ProbeView probe(const int* tokens, int B, int T, bool keep = false) override {
@@ -2717,7 +2917,14 @@ class ModelEngine final : public Engine {
     }
     SkDownloadArena::Fence probe_send() override { return kept_.send(); }
     void get_params(float* out) const override { model.params.download(out, model.num_params); }
-    void set_params(const float* in) override { model.params.upload(in, model.num_params); }
+    void set_params(const float* in) override {
+        model.params.upload(in, model.num_params);
+        if (!model.params_bf16.empty()) {  // the bf16 copy follows the weights, as after every update
+            bf16* p16 = model.params_bf16.data();
+            const float* p = model.params.data();
+            sk_for(model.num_params, SK_LAMBDA(size_t k) { p16[k] = bf16_from_float(p[k]); });
+        }
+    }
     void get_grads(float* out) const override { model.grads.download(out, model.num_params); }
     void get_adam(float* m, float* v) const override {
         model.adam_m.download(m, model.num_params);
@@ -2729,17 +2936,24 @@ class ModelEngine final : public Engine {
     }
 
   private:
-    // this engine's matmul_fast_precision and fast_row_kernels, for the length of one call into the model
+    // this engine's matmul_fast_precision, matmul_bf16_weights and fast_row_kernels, for the length of one call into
+    // the model
     struct Switches {
         int saved_precision;
+        Bf16Copy saved_weights;
         bool saved_chunked;
         explicit Switches(const ModelEngine* e)
-            : saved_precision(matmul_fast_precision), saved_chunked(fast_row_kernels) {
+            : saved_precision(matmul_fast_precision), saved_weights(matmul_bf16_weights),
+              saved_chunked(fast_row_kernels) {
             matmul_fast_precision = e->matmul_precision();
+            const Model<float>& m = e->model;
+            matmul_bf16_weights = m.params_bf16.empty() ? Bf16Copy{}
+                                                        : Bf16Copy{m.params.data(), m.params_bf16.data(), m.num_params};
             fast_row_kernels = e->options_.kind == ENGINE_FAST;
         }
         ~Switches() {
             matmul_fast_precision = saved_precision;
+            matmul_bf16_weights = saved_weights;
             fast_row_kernels = saved_chunked;
         }
     };

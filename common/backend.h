@@ -255,6 +255,9 @@ static inline void* sk_alloc_bytes(size_t bytes) {
     return p;
 }
 static inline void sk_free_bytes(void* p, size_t bytes) {
+    // cudaFree "may" synchronise (the runtime's words): wait for the kernels that may still read p first. Frees are
+    // rare (a buffer that grows, the end of a run), so the wait costs nothing that matters.
+    cudaDeviceSynchronize();
     cudaFree(p);
     sk_memory_count(bytes, false);
 }

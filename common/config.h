@@ -189,8 +189,9 @@ static const char* const nonfinite_names[NONFINITE_NUM_KINDS] = {"stop", "skip"}
 // Which engine computes the model (--engine, --precision; docs/gpu.md):
 //   exact  the reference: every element in a fixed order, the same bits on the CPU and a GPU.
 //   fast   attention streamed key tile by key tile (no T x T matrices; equal up to rounding), and on a GPU the matmuls
-//          by cuBLAS in the chosen precision (fp32, or tensor cores on tf32 or bf16 inputs, fp32 accumulation; the CPU
-//          emulates those two by rounding the inputs).
+//          by cuBLAS in the chosen precision (fp32, or tensor cores on tf32 or bf16 inputs, fp32 accumulation; at bf16
+//          the weights' bf16 copy, written by AdamW beside the fp32 masters; the CPU emulates those two by rounding
+//          the inputs, at bf16 through the same copy).
 //   auto   exact on the CPU, fast on a GPU.
 enum EngineKind { ENGINE_AUTO, ENGINE_EXACT, ENGINE_FAST, ENGINE_NUM_KINDS };
 static const char* const engine_names[ENGINE_NUM_KINDS] = {"auto", "exact", "fast"};

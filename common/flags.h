@@ -163,7 +163,8 @@ static inline FlagTable make_flag_table(CommandLine* cl) {
              "GPU); auto: exact on the CPU, fast on a GPU", 0, 0, engine_names, ENGINE_NUM_KINDS);
     add_flag(&t, "--exact", FLAG_SWITCH, &r->exact, "(no value) the same as --engine exact");
     add_flag(&t, "--precision", FLAG_CHOICE, &r->precision, "the fast engine's matmuls: fp32, or tensor cores on tf32 "
-             "or bf16 inputs (fp32 accumulation and storage; the CPU rounds the inputs so)", 0, 0, precision_names,
+             "or bf16 inputs (fp32 accumulation; bf16: the weights' bf16 copy beside fp32 masters; the CPU rounds the "
+             "inputs so)", 0, 0, precision_names,
              PRECISION_NUM_KINDS);
     flag_section(&t, "batch and optimizer");
     add_flag(&t, "--batch", FLAG_INT, &r->batch_size, "B, sequences per micro-batch", 1, 1 << 20);

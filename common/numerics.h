@@ -39,6 +39,32 @@ inline float round_mantissa(float x, int bits) {
     return x;
 }
 
+// bfloat16 as stored: a float's upper 16 bits (sign, the 8 exponent bits, 7 mantissa bits), the layout of CUDA's
+// __nv_bfloat16, so cuBLAS reads an array of them as CUDA_R_16BF. From a float: rounded to nearest, ties to even, the
+// upper half of round_mantissa(x, 7) (a NaN stays a NaN: its top mantissa bit is set); to a float: exact. The fast
+// engine's matmuls at --precision bf16 read their operands in it (train_gpt_cpu.cpp: the weights' bf16 copy).
+struct bf16 {
+    uint16_t bits;
+};
+SK_HD inline bf16 bf16_from_float(float x) {
+    uint32_t u;
+    memcpy(&u, &x, 4);
+    if ((u & 0x7f800000u) == 0x7f800000u) return bf16{(uint16_t)((u >> 16) | ((u & 0x007fffffu) ? 0x0040u : 0u))};
+    u += 0x7fffu + ((u >> 16) & 1u);  // below one half of the last kept bit, or at it for an odd last bit
+    return bf16{(uint16_t)(u >> 16)};
+}
+SK_HD inline float float_from_bf16(bf16 b) {
+    uint32_t u = (uint32_t)b.bits << 16;
+    float x;
+    memcpy(&x, &u, 4);
+    return x;
+}
+
+// *p = x in p's format: a float or double as it is, a bf16 rounded (bf16_from_float)
+SK_HD inline void sk_store(float* p, float x) { *p = x; }
+SK_HD inline void sk_store(double* p, double x) { *p = x; }
+SK_HD inline void sk_store(bf16* p, float x) { *p = bf16_from_float(x); }
+
 SK_HD inline float sk_sqrt(float x) { return sqrtf(x); }
 SK_HD inline double sk_sqrt(double x) { return sqrt(x); }
 SK_HD inline float sk_fma(float a, float b, float c) { return fmaf(a, b, c); }

@@ -11,7 +11,7 @@
 //
 // What it is: one cuBLAS call per product. cuBLAS is column-major, and a row-major matrix is its transpose seen
 // column-major, so out^T (N x M) = B^T A^T is computed with each operand's transpose flag read off a_t and b_t and no
-// copy made. Storage is fp32; the precision is the compute type. A product with a bias goes to cuBLASLt, whose
+// copy made. Outputs are fp32, operands fp32 or bf16 (below). A product with a bias goes to cuBLASLt, whose
 // epilogue adds the bias as the GEMM writes out (CUBLASLT_EPILOGUE_BIAS: out^T's rows are the bias's N entries), so
 // no separate pass writes the bias first; the others go to cublasGemmEx. Where cuBLASLt offers no algorithm for the
 // pointers' alignment, or SK_CUBLASLT=0 is in the environment, the bias is written into out first and kept with
@@ -23,7 +23,12 @@
 // SK_CUBLASLT=0.
 // The gated FFN's two products of u, and their two weight gradients, go as one strided-batched call each
 // (gemm_cublas_pair) when the FFN has no biases.
-// What it is not: bf16 storage (still to come).
+// At --precision bf16 the operands are bf16 arrays (CUDA_R_16BF; train_gpt_cpu.cpp's bf16_operands: the weights'
+// bf16 copy that AdamW writes, the other operands rounded as their product starts), multiplied by the tensor cores
+// with fp32 accumulation (CUBLAS_COMPUTE_32F) into fp32 outputs; at tf32 the operands are fp32 and the tensor cores
+// round them inside the GEMM (CUBLAS_COMPUTE_32F_FAST_TF32).
+// What it is not: bf16 activation storage (activations and gradients stay fp32 in memory; a bf16 operand is made
+// from them for each product).
 #pragma once
 #include <stdint.h>
 
@@ -84,15 +89,15 @@ static inline ColumnMajorGemm<F> linear_weight_grad_gemm(const F* dout, const F*
 
 // Two products of the same shapes as one strided-batched call (the gated FFN's W1 u and W2 u, and their weight
 // gradients): batch i's matrices sit at i times a stride from batch 0's, each stride the distance between the two
-// products' pointers in elements (0 for an operand they share). ok is false when the two calls differ in anything
-// but their pointers, or a distance is not a whole number of elements.
+// products' pointers in elements (0 for an operand they share): of the operands' type F, or of the outputs' O. ok is
+// false when the two calls differ in anything but their pointers, or a distance is not a whole number of elements.
 struct BatchStrides {
     long long first = 0, second = 0, out = 0;
     bool ok = false;
 };
-template <typename F>
-static inline BatchStrides batch_strides(const ColumnMajorGemm<F>& g0, const ColumnMajorGemm<F>& g1, const F* out0,
-                                         const F* out1) {
+template <typename F, typename O>
+static inline BatchStrides batch_strides(const ColumnMajorGemm<F>& g0, const ColumnMajorGemm<F>& g1, const O* out0,
+                                         const O* out1) {
     BatchStrides st;
     if (g0.trans_first != g1.trans_first || g0.trans_second != g1.trans_second || g0.m != g1.m || g0.n != g1.n ||
         g0.k != g1.k || g0.ld_first != g1.ld_first || g0.ld_second != g1.ld_second || g0.ldc != g1.ldc)
@@ -101,11 +106,10 @@ static inline BatchStrides batch_strides(const ColumnMajorGemm<F>& g0, const Col
     long long d[3] = {(long long)((intptr_t)g1.first - (intptr_t)g0.first),
                       (long long)((intptr_t)g1.second - (intptr_t)g0.second),
                       (long long)((intptr_t)out1 - (intptr_t)out0)};
-    for (long long x : d)
-        if (x % (long long)sizeof(F)) return st;
+    if (d[0] % (long long)sizeof(F) || d[1] % (long long)sizeof(F) || d[2] % (long long)sizeof(O)) return st;
     st.first = d[0] / (long long)sizeof(F);
     st.second = d[1] / (long long)sizeof(F);
-    st.out = d[2] / (long long)sizeof(F);
+    st.out = d[2] / (long long)sizeof(O);
     st.ok = true;
     return st;
 }
@@ -127,6 +131,8 @@ enum LtEpilogue { LT_BIAS, LT_GELU_BIAS, LT_DGELU, LT_BGRADB };
 #include <stdlib.h>
 #include <string.h>
 
+#include <type_traits>
+
 #include "../common/backend.h"
 #include "../common/config.h"
 
@@ -143,7 +149,17 @@ static inline cublasHandle_t sk_cublas_handle() {
     return handle;
 }
 
+// An operand's type as cuBLAS names it, and the compute type of a product of such operands in a precision: bf16
+// operands are multiplied as they are (fp32 accumulation); fp32 operands at tf32 are rounded by the tensor cores
+// (and at bf16, which only a caller that made no bf16 operands asks, too).
+template <typename T>
+static inline cudaDataType_t sk_cuda_type() {
+    static_assert(std::is_same<T, float>::value || std::is_same<T, bf16>::value, "operands are float or bf16");
+    return std::is_same<T, bf16>::value ? CUDA_R_16BF : CUDA_R_32F;
+}
+template <typename T>
 static inline cublasComputeType_t sk_cublas_compute(int precision) {
+    if (std::is_same<T, bf16>::value) return CUBLAS_COMPUTE_32F;
     return precision == PRECISION_BF16   ? CUBLAS_COMPUTE_32F_FAST_16BF
            : precision == PRECISION_TF32 ? CUBLAS_COMPUTE_32F_FAST_TF32
                                          : CUBLAS_COMPUTE_32F;
@@ -177,17 +193,19 @@ static inline uint32_t sk_alignment(const void* p) {
     return a;
 }
 
-// One cuBLASLt product with an epilogue. bias: LT_BIAS's and LT_GELU_BIAS's input (null: none), LT_BGRADB's output;
-// aux: a matrix shaped like out^T with leading dimension g.ldc. Returns false, having done nothing, where cuBLASLt has
-// no algorithm for these shapes and alignments (or SK_CUBLASLT=0): the caller then computes the same another way.
-static bool gemm_cublaslt(float* out, const ColumnMajorGemm<float>& g, LtEpilogue kind, const float* bias, float* aux,
+// One cuBLASLt product with an epilogue, operands of type T (float or bf16), out, bias and aux fp32. bias:
+// LT_BIAS's and LT_GELU_BIAS's input (null: none), LT_BGRADB's output; aux: a matrix shaped like out^T with leading
+// dimension g.ldc. Returns false, having done nothing, where cuBLASLt has no algorithm for these types, shapes and
+// alignments (or SK_CUBLASLT=0): the caller then computes the same another way.
+template <typename T>
+static bool gemm_cublaslt(float* out, const ColumnMajorGemm<T>& g, LtEpilogue kind, const float* bias, float* aux,
                           float beta, int precision) {
     if (!sk_cublaslt_enabled()) return false;
     if (aux && (g.ldc % 8 != 0 || sk_alignment(aux) < 16)) return false;  // what the aux matrix needs
     cublasLtMatmulDesc_t op = nullptr;
     cublasLtMatrixLayout_t la = nullptr, lb = nullptr, lc = nullptr;
     cublasLtMatmulPreference_t pref = nullptr;
-    SK_CUBLAS(cublasLtMatmulDescCreate(&op, sk_cublas_compute(precision), CUDA_R_32F));
+    SK_CUBLAS(cublasLtMatmulDescCreate(&op, sk_cublas_compute<T>(precision), CUDA_R_32F));
     cublasOperation_t ta = g.trans_first ? CUBLAS_OP_T : CUBLAS_OP_N, tb = g.trans_second ? CUBLAS_OP_T : CUBLAS_OP_N;
     cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_BIAS;
     if (kind == LT_BGRADB) epilogue = CUBLASLT_EPILOGUE_BGRADB;
@@ -203,8 +221,8 @@ static bool gemm_cublaslt(float* out, const ColumnMajorGemm<float>& g, LtEpilogu
         SK_CUBLAS(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, &ld, sizeof ld));
     }
     LtLayout a = cublaslt_layout(g, 0), b = cublaslt_layout(g, 1), c = cublaslt_layout(g, 2);
-    SK_CUBLAS(cublasLtMatrixLayoutCreate(&la, CUDA_R_32F, a.rows, a.cols, a.ld));
-    SK_CUBLAS(cublasLtMatrixLayoutCreate(&lb, CUDA_R_32F, b.rows, b.cols, b.ld));
+    SK_CUBLAS(cublasLtMatrixLayoutCreate(&la, sk_cuda_type<T>(), a.rows, a.cols, a.ld));
+    SK_CUBLAS(cublasLtMatrixLayoutCreate(&lb, sk_cuda_type<T>(), b.rows, b.cols, b.ld));
     SK_CUBLAS(cublasLtMatrixLayoutCreate(&lc, CUDA_R_32F, c.rows, c.cols, c.ld));
     SK_CUBLAS(cublasLtMatmulPreferenceCreate(&pref));
     uint64_t ws = SK_CUBLASLT_WORKSPACE;
@@ -236,10 +254,11 @@ static bool gemm_cublaslt(float* out, const ColumnMajorGemm<float>& g, LtEpilogu
     return ok;
 }
 
-static void gemm_cublas(float* out, const float* A, int lda, bool a_t, const float* B, int ldb, bool b_t, int M, int K,
-                        int N, const float* bias, bool accumulate, int precision) {
+template <typename T>
+static void gemm_cublas(float* out, const T* A, int lda, bool a_t, const T* B, int ldb, bool b_t, int M, int K, int N,
+                        const float* bias, bool accumulate, int precision) {
     if (M == 0 || N == 0) return;
-    ColumnMajorGemm<float> g = column_major_gemm(A, lda, a_t, B, ldb, b_t, M, K, N);
+    ColumnMajorGemm<T> g = column_major_gemm(A, lda, a_t, B, ldb, b_t, M, K, N);
     if (!accumulate && bias && gemm_cublaslt(out, g, LT_BIAS, bias, nullptr, 0.0f, precision)) return;
     float beta = accumulate ? 1.0f : 0.0f;
     if (!accumulate && bias) {
@@ -248,24 +267,27 @@ static void gemm_cublas(float* out, const float* A, int lda, bool a_t, const flo
     }
     const float alpha = 1.0f;
     SK_CUBLAS(cublasGemmEx(sk_cublas_handle(), g.trans_first ? CUBLAS_OP_T : CUBLAS_OP_N,
-                           g.trans_second ? CUBLAS_OP_T : CUBLAS_OP_N, g.m, g.n, g.k, &alpha, g.first, CUDA_R_32F,
-                           g.ld_first, g.second, CUDA_R_32F, g.ld_second, &beta, out, CUDA_R_32F, g.ldc,
-                           sk_cublas_compute(precision), CUBLAS_GEMM_DEFAULT));
+                           g.trans_second ? CUBLAS_OP_T : CUBLAS_OP_N, g.m, g.n, g.k, &alpha, g.first,
+                           sk_cuda_type<T>(), g.ld_first, g.second, sk_cuda_type<T>(), g.ld_second, &beta, out,
+                           CUDA_R_32F, g.ldc, sk_cublas_compute<T>(precision), CUBLAS_GEMM_DEFAULT));
 }
 
-// The fused products of a linear layer (shapes as linear_forward_gemm's). Each returns false, having done nothing,
-// where cuBLASLt cannot; the caller then runs the plain product and the pass of its own.
+// The fused products of a linear layer (shapes as linear_forward_gemm's; operands float or bf16, out fp32). Each
+// returns false, having done nothing, where cuBLASLt cannot; the caller then runs the plain product and the pass of
+// its own.
 
 // out = gelu(inp @ weight^T + bias) and pre = inp @ weight^T + bias (bias may be null), in one call (LT_GELU_BIAS)
-static bool gemm_cublas_gelu(float* out, float* pre, const float* inp, const float* weight, const float* bias, int BT,
-                             int C, int OC, int precision) {
+template <typename T>
+static bool gemm_cublas_gelu(float* out, float* pre, const T* inp, const T* weight, const float* bias, int BT, int C,
+                             int OC, int precision) {
     return gemm_cublaslt(out, linear_forward_gemm(inp, weight, BT, C, OC), LT_GELU_BIAS, bias, pre, 0.0f, precision);
 }
 
 // dinp = (dout @ weight) * gelu'(pre), pre (BT x C) the pre-activation of this layer's input: the input gradient
 // through the GELU before the layer (LT_DGELU; dinp is written, not added to)
-static bool gemm_cublas_dgelu(float* dinp, const float* pre, const float* dout, const float* weight, int BT, int C,
-                              int OC, int precision) {
+template <typename T>
+static bool gemm_cublas_dgelu(float* dinp, const float* pre, const T* dout, const T* weight, int BT, int C, int OC,
+                              int precision) {
     return gemm_cublaslt(dinp, linear_input_grad_gemm(dout, weight, BT, C, OC), LT_DGELU, nullptr, (float*)pre, 0.0f,
                          precision);
 }
@@ -280,16 +302,17 @@ static bool gemm_cublas_bgrad(float* dweight, float* dbias_sums, const float* do
 
 // out0 (+)= op(first0) op(second0) and out1 (+)= op(first1) op(second1), the same shapes, in one strided-batched
 // cublasGemmEx (batch_strides). False, having done nothing, where the two do not fit one batch.
-static bool gemm_cublas_pair(float* out0, float* out1, const ColumnMajorGemm<float>& g0,
-                             const ColumnMajorGemm<float>& g1, bool accumulate, int precision) {
+template <typename T>
+static bool gemm_cublas_pair(float* out0, float* out1, const ColumnMajorGemm<T>& g0, const ColumnMajorGemm<T>& g1,
+                             bool accumulate, int precision) {
     BatchStrides st = batch_strides(g0, g1, (const float*)out0, (const float*)out1);
     if (!st.ok || g0.m == 0 || g0.n == 0) return false;
     const float alpha = 1.0f, beta = accumulate ? 1.0f : 0.0f;
     SK_CUBLAS(cublasGemmStridedBatchedEx(sk_cublas_handle(), g0.trans_first ? CUBLAS_OP_T : CUBLAS_OP_N,
                                          g0.trans_second ? CUBLAS_OP_T : CUBLAS_OP_N, g0.m, g0.n, g0.k, &alpha,
-                                         g0.first, CUDA_R_32F, g0.ld_first, st.first, g0.second, CUDA_R_32F,
-                                         g0.ld_second, st.second, &beta, out0, CUDA_R_32F, g0.ldc, st.out, 2,
-                                         sk_cublas_compute(precision), CUBLAS_GEMM_DEFAULT));
+                                         g0.first, sk_cuda_type<T>(), g0.ld_first, st.first, g0.second,
+                                         sk_cuda_type<T>(), g0.ld_second, st.second, &beta, out0, CUDA_R_32F, g0.ldc,
+                                         st.out, 2, sk_cublas_compute<T>(precision), CUBLAS_GEMM_DEFAULT));
     return true;
 }
 #endif

@@ -738,6 +738,227 @@ TEST_CASE("--precision tf32 and bf16 on the CPU: matmul inputs rounded to neares
     CHECK(softpick.sensitive == 0);
 }
 
+TEST_CASE("bf16 as stored: a float's upper half rounded to nearest even (round_mantissa's bits), back exactly",
+          "[engine]") {
+    // every 997th bit pattern of the 2^32 (all exponents, both signs, subnormals, ties among them), then edges
+    size_t off = 0, back = 0, tried = 0;
+    for (uint64_t u64 = 0; u64 < ((uint64_t)1 << 32); u64 += 997) {
+        uint32_t u = (uint32_t)u64;
+        float x;
+        memcpy(&x, &u, 4);
+        if (std::isnan(x)) continue;
+        tried++;
+        float want = round_mantissa(x, 7);
+        uint32_t w;
+        memcpy(&w, &want, 4);
+        bf16 b = bf16_from_float(x);
+        off += b.bits != (uint16_t)(w >> 16) || (w & 0xffffu) != 0;
+        float wide = float_from_bf16(b);
+        back += memcmp(&want, &wide, 4) != 0;
+    }
+    CHECK(tried > 4000000);
+    CHECK(off == 0);
+    CHECK(back == 0);
+    auto f = [](double x) { return (float)x; };
+    CHECK(bf16_from_float(1.0f).bits == 0x3f80);
+    CHECK(bf16_from_float(f(1 + ldexp(1, -8))).bits == 0x3f80);                 // a tie, to even (down)
+    CHECK(bf16_from_float(f(1 + 3 * ldexp(1, -8))).bits == 0x3f82);             // a tie, to even (up)
+    CHECK(bf16_from_float(-2.0f).bits == 0xc000);
+    CHECK(bf16_from_float(std::numeric_limits<float>::max()).bits == 0x7f80);  // past the largest: infinite
+    CHECK(bf16_from_float(INFINITY).bits == 0x7f80);
+    CHECK(bf16_from_float(-INFINITY).bits == 0xff80);
+    uint32_t quiet_low = 0x7f800001u;  // a NaN whose payload lies below the kept bits stays a NaN
+    float nan_low;
+    memcpy(&nan_low, &quiet_low, 4);
+    CHECK(std::isnan(float_from_bf16(bf16_from_float(nan_low))));
+    CHECK(std::isnan(float_from_bf16(bf16_from_float(NAN))));
+    CHECK(float_from_bf16(bf16{0x0001}) == f(ldexp(1, -133)));  // the smallest subnormal
+}
+
+TEST_CASE("bf16 products read the weights' bf16 copy and round every other operand as it comes", "[engine]") {
+    std::mt19937_64 rng(5);
+    std::normal_distribution<float> nd(0.0f, 1.0f);
+    const int M = 9, K = 40, N = 11;
+    std::vector<float> weights((size_t)N * K + 64), inp((size_t)M * K);  // the weights: a product's B, and more
+    for (auto* v : {&weights, &inp})
+        for (float& x : *v) x = nd(rng);
+    std::vector<bf16> copy(weights.size());
+    for (size_t k = 0; k < weights.size(); k++) copy[k] = bf16_from_float(weights[k]);
+    const float* w = weights.data() + 32;  // B (N x K, transposed) inside the weights
+    auto product = [&](const Bf16Copy& c) {
+        int saved = matmul_fast_precision;
+        Bf16Copy saved_copy = matmul_bf16_weights;
+        matmul_fast_precision = PRECISION_BF16;
+        matmul_bf16_weights = c;
+        std::vector<float> out((size_t)M * N);
+        gemm(out.data(), inp.data(), K, false, w, K, true, M, K, N, (const float*)nullptr, false);
+        matmul_fast_precision = saved;
+        matmul_bf16_weights = saved_copy;
+        return out;
+    };
+    std::vector<float> rounded = product(Bf16Copy{});  // no copy: both operands rounded at the product
+    Bf16Copy c{weights.data(), copy.data(), weights.size()};
+    CHECK(same_bits(product(c), rounded));  // the copy is the weights rounded: the same bits
+    // the copy is what is read: one of B's values changed in the copy alone moves the products of its column
+    bf16 was = copy[32 + 3 * K + 5];
+    copy[32 + 3 * K + 5] = bf16_from_float(float_from_bf16(was) * 2 + 1);
+    std::vector<float> moved = product(c);
+    int changed = 0, elsewhere = 0;
+    for (int m = 0; m < M; m++)
+        for (int n = 0; n < N; n++) (n == 3 ? changed : elsewhere) += moved[m * N + n] != rounded[m * N + n];
+    CHECK(changed == M);
+    CHECK(elsewhere == 0);
+    // an operand reaching past the weights' end is rounded, not read from the copy
+    Bf16Copy short_copy{weights.data(), copy.data(), (size_t)(32 + N * K - 1)};
+    CHECK(same_bits(product(short_copy), rounded));
+    copy[32 + 3 * K + 5] = was;
+}
+
+TEST_CASE("--precision bf16: the FFN's activation is stored in bf16, rounded where it is written, and its two "
+          "products read it as stored",
+          "[engine]") {
+    std::mt19937_64 rng(9);
+    std::normal_distribution<float> nd(0.0f, 2.0f);
+    const int BT = 37, FF = 48, C = 20;
+    std::vector<float> h1((size_t)BT * FF), h2(h1.size()), w((size_t)C * FF), b(C), dout((size_t)BT * C);
+    for (auto* v : {&h1, &h2, &w, &b, &dout})
+        for (float& x : *v) x = nd(rng);
+    int saved = matmul_fast_precision;
+    matmul_fast_precision = PRECISION_BF16;
+    for (int ffn : {(int)FFN_GELU, (int)FFN_RELU, (int)FFN_SWIGLU, (int)FFN_GEGLU}) {
+        INFO("ffn " << ffn_names[ffn]);
+        const float* gate = ffn_is_gated(ffn) ? h2.data() : nullptr;
+        std::vector<float> act(h1.size()), widened(h1.size());
+        std::vector<bf16> act16(h1.size());
+        ffn_act_forward(act.data(), h1.data(), gate, act.size(), ffn);
+        ffn_act_forward(act16.data(), h1.data(), gate, act.size(), ffn);
+        size_t off = 0;
+        for (size_t i = 0; i < act.size(); i++) {
+            off += act16[i].bits != bf16_from_float(act[i]).bits;
+            widened[i] = float_from_bf16(act16[i]);
+        }
+        CHECK(off == 0);
+        // out = act @ w^T + b and dw += dout^T @ act, the activation as stored, against the fp32 path on its values
+        std::vector<float> out16((size_t)BT * C), out32(out16.size()), dw16(w.size(), 0.5f), dw32 = dw16,
+            db16(C, 0.25f), db32 = db16;
+        matmul_forward(out16.data(), (const bf16*)act16.data(), w.data(), b.data(), BT, FF, C);
+        matmul_forward(out32.data(), (const float*)widened.data(), w.data(), b.data(), BT, FF, C);
+        matmul_backward_weights(dw16.data(), db16.data(), dout.data(), (const bf16*)act16.data(), BT, FF, C);
+        matmul_backward_weights(dw32.data(), db32.data(), dout.data(), (const float*)widened.data(), BT, FF, C);
+        CHECK(same_bits(out16, out32));
+        CHECK(same_bits(dw16, dw32));
+        CHECK(same_bits(db16, db32));
+        std::vector<float> plain(out32.size());  // and the fp32 activation, unrounded, gives other numbers
+        matmul_forward(plain.data(), (const float*)act.data(), w.data(), b.data(), BT, FF, C);
+        matmul_fast_precision = PRECISION_FP32;
+        matmul_forward(plain.data(), (const float*)act.data(), w.data(), b.data(), BT, FF, C);
+        matmul_fast_precision = PRECISION_BF16;
+        CHECK(!same_bits(plain, out32));
+    }
+    matmul_fast_precision = saved;
+    // the activations: act(fch) in 2 bytes a value instead of 4, in the probe's too
+    CommandLine cl = parse_args({"train_gpt_cpu", "--layers", "2", "--channels", "16", "--heads", "2", "--ffn-hidden",
+                                 "48", "--max-seq-len", "32", "--seq-len", "32", "--probe-len", "32"});
+    ModelConfig c = model_from_flags(&cl);
+    Acts<float> a32, a16;
+    a16.bf16_fcact = true;
+    acts_alloc(&a32, c, 3, 32);
+    acts_alloc(&a16, c, 3, 32);
+    size_t n = (size_t)2 * 3 * 32 * 48;
+    CHECK(a16.fcact == nullptr);
+    CHECK(a16.fcact16 != nullptr);
+    CHECK(a16.mem16.size() == n);
+    CHECK(a32.mem.size() - a16.mem.size() == n);
+    CHECK(a32.fcact16 == nullptr);
+}
+
+TEST_CASE("--precision bf16: AdamW keeps the weights' bf16 copy, and training with it (and the classifier's gradient "
+          "in chunks of rows) gives the bits of rounding every product's weights",
+          "[engine]") {
+    for (const char* ffn : {"swiglu", "gelu"}) {
+        INFO("ffn " << ffn);
+        CommandLine cl = parse_args({"train_gpt_cpu", "--vocab", "40", "--max-seq-len", "24", "--seq-len", "24",
+                                     "--probe-len", "16", "--layers", "2", "--heads", "2", "--channels", "16",
+                                     "--ffn-hidden", "32", "--ffn", ffn, "--bias", "1"});
+        ModelConfig c = model_from_flags(&cl);
+        EngineOptions o;
+        o.kind = ENGINE_FAST;
+        o.precision = PRECISION_BF16;
+        std::unique_ptr<Engine> e[2] = {make_engine(c, o), make_engine(c, o)};
+        ModelEngine* with = dynamic_cast<ModelEngine*>(e[0].get());
+        ModelEngine* without = dynamic_cast<ModelEngine*>(e[1].get());
+        REQUIRE(with->model.params_bf16.size() == with->model.num_params);
+        without->model.params_bf16.clear();  // every product rounds its weights itself
+        Model<float> init;
+        model_build(&init, c);
+        model_init(&init, 5);
+        std::vector<float> p0 = init.params.to_host();
+        const int B = 2, T = 24;
+        std::vector<int> x(B * T), y(B * T);
+        uint64_t seed = 23;
+        for (size_t i = 0; i < x.size(); i++) {
+            x[i] = (int)(splitmix64(&seed) % 40);
+            y[i] = (int)(splitmix64(&seed) % 40);
+        }
+        TrainConfig tc;
+        auto copy_is_fresh = [&] {
+            const Model<float>& m = with->model;
+            size_t off = 0;
+            for (size_t k = 0; k < m.num_params; k++) off += m.params_bf16[k].bits != bf16_from_float(m.params[k]).bits;
+            return off == 0;
+        };
+        for (int i = 0; i < 2; i++) {
+            e[i]->reserve(B, T, B, T, 0);
+            e[i]->set_params(p0.data());
+        }
+        CHECK(copy_is_fresh());
+        double loss[2] = {0, 0};
+        size_t whole = bf16_chunk_values;
+        for (int step = 0; step < 3; step++)
+            for (int i = 0; i < 2; i++) {
+                // the copy's engine takes the classifier's gradient 5 rows at a time (10 chunks), the other whole
+                bf16_chunk_values = i == 0 ? 5 * (size_t)c.padded_vocab_size + 3 : whole;
+                REQUIRE(bf16_chunk_rows(B * T, c.padded_vocab_size) == (i == 0 ? 5 : B * T));
+                e[i]->zero_grad();
+                e[i]->train_micro(x.data(), y.data(), B, T, 1);
+                e[i]->guarded_update(adamw_step(tc, 1e-2f, step, 0.0), tc.grad_clip);
+                loss[i] = e[i]->step_result().loss;
+            }
+        bf16_chunk_values = whole;
+        CHECK(copy_is_fresh());
+        CHECK(memcmp(&loss[0], &loss[1], sizeof(double)) == 0);
+        size_t n = e[0]->num_params();
+        std::vector<float> p[2], g[2];
+        for (int i = 0; i < 2; i++) {
+            p[i].resize(n), g[i].resize(n);
+            e[i]->get_params(p[i].data());
+            e[i]->get_grads(g[i].data());
+        }
+        CHECK(same_bits(p[0], p[1]));
+        CHECK(same_bits(g[0], g[1]));
+        CHECK(!same_bits(p[0], p0));
+        // the probe reads the copy too
+        ProbeView v[2] = {e[0]->probe(x.data(), B, T), e[1]->probe(x.data(), B, T)};
+        CHECK(memcmp(v[0].residual, v[1].residual, (size_t)c.num_layers * B * T * c.channels * sizeof(float)) == 0);
+        // and the products read it: a copy one value off changes the loss
+        size_t at = with->model.p[P_QKVW] - with->model.params.data() + 7;  // a value of the first qkv weight
+        bf16 was = with->model.params_bf16[at];
+        with->model.params_bf16[at] = bf16_from_float(float_from_bf16(was) + 1);
+        double moved = e[0]->forward(x.data(), y.data(), B, T), kept = e[1]->forward(x.data(), y.data(), B, T);
+        CHECK(moved != kept);
+        with->model.params_bf16[at] = was;
+    }
+    // fp32 and tf32 keep no copy
+    for (int precision : {PRECISION_FP32, PRECISION_TF32}) {
+        EngineOptions o;
+        o.kind = ENGINE_FAST;
+        o.precision = precision;
+        CommandLine cl = parse_args({"train_gpt_cpu", "--layers", "1", "--channels", "16", "--heads", "2"});
+        std::unique_ptr<Engine> e = make_engine(model_from_flags(&cl), o);
+        CHECK(dynamic_cast<ModelEngine*>(e.get())->model.params_bf16.empty());
+    }
+}
+
 TEST_CASE("--check-fast allows a sensitive model its own change under a rounding-sized nudge, but never the forward",
           "[engine]") {
     auto item = [](const char* name, double err, bool curve) { return FastCheckItem{name, "", err, curve}; };
@@ -1045,11 +1266,15 @@ TEST_CASE("the GPU's AdamW in one launch (each element finds its tensor's decay)
     std::vector<float> p = m.params.to_host(), am = m.adam_m.to_host(), av = m.adam_v.to_host();
     const std::vector<float> grads = m.grads.to_host();
     for (size_t k = 0; k < m.num_params; k++)
-        adamw_element(a, a.decay[adamw_tensor_of(a, k)], p.data(), am.data(), av.data(), grads.data(), k);
+        adamw_element(a, a.decay[adamw_tensor_of(a, k)], p.data(), am.data(), av.data(), grads.data(), nullptr, k);
+    m.params_bf16.assign(m.num_params, bf16{0});  // at bf16 the same pass writes the weights' copy
     adamw_update(&m, s);
     CHECK(m.params.to_host() == p);
     CHECK(m.adam_m.to_host() == am);
     CHECK(m.adam_v.to_host() == av);
+    size_t off = 0;
+    for (size_t k = 0; k < m.num_params; k++) off += m.params_bf16[k].bits != bf16_from_float(p[k]).bits;
+    CHECK(off == 0);
 }
 
 // The guarded step (train_micro, guarded_update, step_result: the host reads nothing until the step is queued) against
