@@ -103,7 +103,8 @@ static int matmul_fast_precision = -1;
 // product, and the numbers are those of rounding every operand (round_mantissa) at every product: the copy is the
 // weights rounded. ModelEngine sets matmul_bf16_weights with matmul_fast_precision for each call into the model;
 // left empty, every operand is rounded when its product runs. One activation is stored in bf16 outright: act(fch),
-// the FFN's activation, which only its two products read (Acts::fcact16); it is rounded where it is written.
+// the FFN's activation, which only its two products read (Acts::fcact16); it is rounded where it is written. The
+// classifier's gradient is rounded a chunk of rows at a time (classifier_backward).
 struct Bf16Copy {
     const float* master = nullptr;  // the fp32 weights
     const bf16* copy = nullptr;     // their bf16 copy, element for element
@@ -119,7 +120,9 @@ struct Bf16Operand {
     const bf16* out;
     const bf16* p16 = nullptr;
 };
-static inline size_t operand_span(size_t rows, size_t cols, size_t ld) { return rows && cols ? (rows - 1) * ld + cols : 0; }
+static inline size_t operand_span(size_t rows, size_t cols, size_t ld) {
+    return rows && cols ? (rows - 1) * ld + cols : 0;
+}
 // the two operands of gemm's out = A B (M x K times K x N, as gemm reads them)
 static inline void gemm_operands(Bf16Operand* ops, const float* A, int lda, bool a_t, const float* B, int ldb, bool b_t,
                                  int M, int K, int N) {
@@ -127,8 +130,8 @@ static inline void gemm_operands(Bf16Operand* ops, const float* A, int lda, bool
     ops[1] = {B, b_t ? operand_span(N, K, ldb) : operand_span(K, N, ldb), nullptr};
 }
 
-// The rounded operands' memory, kept between calls. ModelEngine::reserve sizes it for the classifier's products (the
-// largest in a language model) before training starts; a larger product grows it.
+// The rounded operands' memory, kept between calls. ModelEngine::reserve sizes it for the FFN's products before
+// training starts (the classifier's gradient has a chunk of its own: classifier_backward); a larger product grows it.
 static SkBuffer<bf16>& bf16_scratch() {
     static SkBuffer<bf16> scratch;
     return scratch;
@@ -453,23 +456,43 @@ static void matmul_backward(F* dinp, F* dweight, F* dbias, const F* dout, const 
 }
 
 // The classifier's backward products, dh += dlogits @ W and dW += dlogits^T @ h (BT rows, Vp the padded vocabulary).
-// At --precision bf16 they run on chunks of bf16_chunk_rows rows at a time, so that dlogits' rounded copy holds a
-// chunk (about bf16_chunk_values values), not B x T x Vp: the same sums in the same order on the CPU (dW adds the
-// rows in order, chunk after chunk), and on a GPU the rows of dh split and dW's sums in chunks.
+// At --precision bf16 they run on chunks of bf16_chunk_rows rows at a time, each chunk of dlogits rounded to bf16
+// once for both products (into bf16_logit_chunk: about bf16_chunk_values values, not B x T x Vp): the same sums in
+// the same order on the CPU (dW adds the rows in order, chunk after chunk), and on a GPU the rows of dh split and
+// dW's sums in chunks.
 static size_t bf16_chunk_values = (size_t)1 << 26;  // 128 MB of bf16
 static inline int bf16_chunk_rows(int BT, int Vp) {
     size_t rows = std::max((size_t)1, bf16_chunk_values / (size_t)Vp);
     return (int)std::min((size_t)BT, rows);
 }
+static SkBuffer<bf16>& bf16_logit_chunk() {
+    static SkBuffer<bf16> chunk;
+    return chunk;
+}
 template <typename F>
 static void classifier_backward(F* dh, F* dW, const F* dlogits, const F* h, const F* W, int BT, int C, int Vp) {
     SK_PROFILE_SCOPE(PROF_CLASSIFIER);
-    int rows = matmul_fast_precision == PRECISION_BF16 ? bf16_chunk_rows(BT, Vp) : BT;
-    for (int r0 = 0; r0 < BT; r0 += rows) {
-        int n = std::min(rows, BT - r0);
-        matmul_backward(dh + (size_t)r0 * C, dW, (F*)nullptr, dlogits + (size_t)r0 * Vp, h + (size_t)r0 * C, W, n, C,
-                        Vp);
+    if constexpr (std::is_same<F, float>::value) {
+        if (matmul_fast_precision == PRECISION_BF16) {
+            int rows = bf16_chunk_rows(BT, Vp);
+            SkBuffer<bf16>& chunk = bf16_logit_chunk();
+            if (chunk.size() < (size_t)rows * Vp) chunk.reserve_exactly((size_t)rows * Vp);
+            for (int r0 = 0; r0 < BT; r0 += rows) {
+                int n = std::min(rows, BT - r0);
+                const float* src = dlogits + (size_t)r0 * Vp;
+                bf16* d16 = chunk.data();
+                sk_for((size_t)n * Vp, SK_LAMBDA(size_t i) { d16[i] = bf16_from_float(src[i]); });
+                Bf16Operand in[2], wg[2];  // matmul_backward_input's and matmul_backward_weights's products
+                gemm_operands(in, nullptr, Vp, false, W, C, false, n, Vp, C);
+                gemm_operands(wg, nullptr, Vp, true, h + (size_t)r0 * C, C, false, Vp, n, C);
+                in[0].p16 = wg[0].p16 = d16;
+                gemm_bf16(dh + (size_t)r0 * C, in, Vp, false, C, false, n, Vp, C, nullptr, true);
+                gemm_bf16(dW, wg, Vp, true, C, false, Vp, n, C, nullptr, true);
+            }
+            return;
+        }
     }
+    matmul_backward(dh, dW, (F*)nullptr, dlogits, h, W, BT, C, Vp);
 }
 
 // The same layer with its input stored in bf16 (the FFN's activation at --precision bf16, Acts::fcact16; float
@@ -478,8 +501,9 @@ static void classifier_backward(F* dh, F* dW, const F* dlogits, const F* h, cons
 template <typename F>
 static void matmul_forward(F* out, const bf16* inp, const F* weight, const F* bias, int BT, int C, int OC) {
     SK_PROFILE_SCOPE(PROF_MATMUL);
-    if constexpr (!std::is_same<F, float>::value) fail("internal: a bf16 activation in a model of %zu-byte values", sizeof(F));
-    else {
+    if constexpr (!std::is_same<F, float>::value) {
+        fail("internal: a bf16 activation in a model of %zu-byte values", sizeof(F));
+    } else {
         Bf16Operand ops[2];
         gemm_operands(ops, nullptr, C, false, weight, C, true, BT, C, OC);
         ops[0].p16 = inp;
@@ -489,8 +513,9 @@ static void matmul_forward(F* out, const bf16* inp, const F* weight, const F* bi
 template <typename F>
 static void matmul_backward_weights(F* dweight, F* dbias, const F* dout, const bf16* inp, int BT, int C, int OC) {
     SK_PROFILE_SCOPE(PROF_MATMUL);
-    if constexpr (!std::is_same<F, float>::value) fail("internal: a bf16 activation in a model of %zu-byte values", sizeof(F));
-    else {
+    if constexpr (!std::is_same<F, float>::value) {
+        fail("internal: a bf16 activation in a model of %zu-byte values", sizeof(F));
+    } else {
         Bf16Operand ops[2];
         gemm_operands(ops, dout, OC, true, nullptr, C, false, OC, BT, C);
         ops[1].p16 = inp;
@@ -2714,7 +2739,8 @@ static void guard_step(Model<F>* m, float grad_clip) {
 // AdamW (decoupled weight decay), t = number of this update (1-based):
 //   m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2;  p -= lr (m/(1-b1^t) / (sqrt(v/(1-b2^t)) + eps) + wd p)
 // with g = the gradient times s.grad_scale (clipping), and wd = 0 for the tensors exempt from decay (--wd-exempt).
-// At --precision bf16 the same pass writes the updated weight's bf16 copy (Model::params_bf16). Elementwise, so thread-count independent. On the GPU one launch over every parameter, each element finding its
+// At --precision bf16 the same pass writes the updated weight's bf16 copy (Model::params_bf16).
+// Elementwise, so thread-count independent. On the GPU one launch over every parameter, each element finding its
 // tensor's decay in a table of the tensors' ends (the parameters are one buffer, the tensors in ParamId order); on
 // the CPU a loop per tensor (the same element updates, without the search).
 template <typename F>
@@ -2885,11 +2911,11 @@ class ModelEngine final : public Engine {
         acts_alloc(&acts_, c, B, T + off);  // the larger of the two stays allocated
         grad_acts_alloc(&acts_.grad, c, B, T + off, acts_.streamed);
         acts_alloc(&probe_, c, probe_B, probe_T + off);
-        if (!model.params_bf16.empty()) {  // the largest rounded operands: a classifier chunk's, or an FFN's gradients
+        if (!model.params_bf16.empty()) {  // the rounded operands: a classifier chunk, and the largest others (FFN's)
             size_t BT = (size_t)B * (T + off), rows = bf16_chunk_rows((int)BT, c.padded_vocab_size);
-            size_t head = bf16_slot(rows * c.padded_vocab_size) + bf16_slot(rows * c.channels);
-            size_t ffn = 2 * bf16_slot(BT * c.ffn_hidden) + bf16_slot(BT * c.channels);
-            size_t n = std::max(head, ffn);
+            size_t n = 2 * bf16_slot(BT * c.ffn_hidden) + bf16_slot(BT * c.channels);
+            if (bf16_logit_chunk().size() < rows * c.padded_vocab_size)
+                bf16_logit_chunk().reserve_exactly(rows * c.padded_vocab_size);
             if (bf16_scratch().size() < n) bf16_scratch().reserve_exactly(n);
         }
         return kept_.reserve(keep_values);

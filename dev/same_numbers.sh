@@ -10,7 +10,8 @@
 #     JSON line);
 #   - short runs (6 steps, checkpoints at 3 and 6, validation, sink metrics and samples every 3) of variants that
 #     together take every branch of the model: post-norm, every FFN and position kind, biases and tying, every row map
-#     and normaliser, feature maps, slots, gates, masks, the sink token, data manipulations, accumulation.
+#     and normaliser, feature maps, slots, gates, masks, the sink token, data manipulations, accumulation; and the
+#     fast engine (--engine fast) at each --precision, bf16 with the FFN kinds, tying, gates and slots.
 # Without REV it prints the fingerprint of ./train_gpt_cpu. With REV it builds REV's trainer in a temporary worktree,
 # fingerprints both binaries on this tree's data and fixtures, and prints the lines that differ (exit 1) or "same".
 # Run from the repository root after `make train_gpt_cpu data`. About 4 minutes per binary on 2 cores.
@@ -71,6 +72,12 @@ fingerprint() {  # $1 = binary
 --gate elementwise --mask prefix --mask-param 5
 --sink-token 1 --mask prefix --mask-param 3
 --value-bias 1 --slot-shared 1 --data-fraction 0.5
+--engine fast
+--engine fast --precision tf32 --placement post --norm layernorm --ffn gelu --bias 1
+--engine fast --precision bf16
+--engine fast --precision bf16 --ffn gelu --bias 1 --tied 1 --pos learned
+--engine fast --precision bf16 --ffn swiglu --gate elementwise --slot kv
+--engine fast --precision bf16 --placement post --ffn geglu --attn sigmoid
 EOF
     rm -rf "$tmp"
 }

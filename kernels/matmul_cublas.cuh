@@ -27,8 +27,8 @@
 // bf16 copy that AdamW writes, the other operands rounded as their product starts), multiplied by the tensor cores
 // with fp32 accumulation (CUBLAS_COMPUTE_32F) into fp32 outputs; at tf32 the operands are fp32 and the tensor cores
 // round them inside the GEMM (CUBLAS_COMPUTE_32F_FAST_TF32).
-// What it is not: bf16 activation storage (activations and gradients stay fp32 in memory; a bf16 operand is made
-// from them for each product).
+// What it is not: bf16 storage of most activations (but the FFN's, Acts::fcact16, activations and gradients stay
+// fp32 in memory, and a bf16 operand is made from them for each product).
 #pragma once
 #include <stdint.h>
 

@@ -390,15 +390,19 @@ TEST_CASE("pre-norm fast engine: each residual add runs in the next norm's pass,
 // BLAS's column-major product, the definition cuBLAS and cuBLASLt implement, each matrix read through its
 // cublaslt_layout (element (r, c) of a stored matrix at r + c ld): C (m x n) += op(X) op(Y), p in order, one fma per
 // term; with a bias, C = op(X) op(Y) + the bias broadcast over C's columns, after the sum (cuBLASLt's epilogue).
+// Operands of type T (float, double, or bf16 read as float) into outputs of type F.
+static inline float operand_value(bf16 x) { return float_from_bf16(x); }
 template <typename F>
-static void column_major_reference(F* C, const ColumnMajorGemm<F>& g, const F* bias) {
+static inline F operand_value(F x) { return x; }
+template <typename T, typename F>
+static void column_major_reference(F* C, const ColumnMajorGemm<T>& g, const F* bias) {
     LtLayout a = cublaslt_layout(g, 0), b = cublaslt_layout(g, 1), c = cublaslt_layout(g, 2);
     for (int j = 0; j < c.cols; j++)
         for (int i = 0; i < c.rows; i++) {
             F acc = bias ? F(0) : C[(size_t)j * c.ld + i];
             for (int p = 0; p < g.k; p++) {
-                F x = g.trans_first ? g.first[(size_t)i * a.ld + p] : g.first[(size_t)p * a.ld + i];
-                F y = g.trans_second ? g.second[(size_t)p * b.ld + j] : g.second[(size_t)j * b.ld + p];
+                F x = operand_value(g.trans_first ? g.first[(size_t)i * a.ld + p] : g.first[(size_t)p * a.ld + i]);
+                F y = operand_value(g.trans_second ? g.second[(size_t)p * b.ld + j] : g.second[(size_t)j * b.ld + p]);
                 acc = sk_fma(x, y, acc);
             }
             C[(size_t)j * c.ld + i] = bias ? acc + bias[i] : acc;
@@ -515,10 +519,10 @@ TEST_CASE("cuBLASLt's epilogues as the trainer calls them: the GELU's pre-activa
 }
 
 // cublasGemmStridedBatchedEx by its definition: batch i is the call g0 with each matrix i strides further on.
-template <typename F>
-static void strided_batch_reference(F* out0, const ColumnMajorGemm<F>& g0, const BatchStrides& st, int batches) {
+template <typename T, typename F>
+static void strided_batch_reference(F* out0, const ColumnMajorGemm<T>& g0, const BatchStrides& st, int batches) {
     for (int i = 0; i < batches; i++) {
-        ColumnMajorGemm<F> g = g0;
+        ColumnMajorGemm<T> g = g0;
         g.first += i * st.first;
         g.second += i * st.second;
         column_major_reference(out0 + i * st.out, g, (const F*)nullptr);
@@ -569,6 +573,69 @@ TEST_CASE("the gated FFN's two products as one strided batch: each batch is its 
                 CHECK(!batch_strides(g0, linear_forward_gemm(inp.data(), w1, BT, C, FF + 1), (const double*)out0,
                                      (const double*)out1).ok);
             }
+}
+
+TEST_CASE("at bf16 the gated FFN's strided batch takes its operands as the trainer makes them: the weights' copy, "
+          "and the gradients rounded into consecutive slots", "[engine]") {
+    std::mt19937_64 rng(29);
+    std::normal_distribution<float> nd(0.0f, 1.0f);
+    int saved = matmul_fast_precision;
+    Bf16Copy saved_copy = matmul_bf16_weights;
+    matmul_fast_precision = PRECISION_BF16;
+    for (int BT : {1, 7, 40})
+        for (int FF : {3, 130}) {  // 130: a gradient's slot is padded past its span
+            INFO("BT " << BT << " FF " << FF);
+            const int C = 5;
+            auto randn = [&](size_t n) {
+                std::vector<float> v(n);
+                for (float& x : v) x = nd(rng);
+                return v;
+            };
+            std::vector<float> W = randn((size_t)2 * FF * C + 3), inp = randn((size_t)BT * C);
+            std::vector<float> d0 = randn((size_t)BT * FF), d1 = randn((size_t)BT * FF);  // apart, as dfch and dfch2
+            std::vector<bf16> copy(W.size());
+            for (size_t k = 0; k < W.size(); k++) copy[k] = bf16_from_float(W[k]);
+            matmul_bf16_weights = Bf16Copy{W.data(), copy.data(), W.size()};
+            const float *w0 = W.data(), *w1 = W.data() + FF * C + 3;
+            // forward: out_i = inp @ w_i^T, as matmul_forward_pair hands it to gemm_cublas_pair
+            Bf16Operand f[3] = {{inp.data(), (size_t)BT * C, nullptr}, {w0, (size_t)FF * C, nullptr},
+                                {w1, (size_t)FF * C, nullptr}};
+            bf16_operands(f, 3);
+            CHECK(f[1].out == copy.data());
+            CHECK(f[2].out == copy.data() + FF * C + 3);
+            std::vector<float> out((size_t)2 * BT * FF + 7, 0.0f);
+            float *out0 = out.data(), *out1 = out.data() + BT * FF + 7;
+            auto g0 = linear_forward_gemm(f[0].out, f[1].out, BT, C, FF), g1 = linear_forward_gemm(f[0].out, f[2].out,
+                                                                                                  BT, C, FF);
+            BatchStrides st = batch_strides(g0, g1, (const float*)out0, (const float*)out1);
+            REQUIRE(st.ok);
+            REQUIRE(st.out == BT * FF + 7);  // in the outputs' floats
+            strided_batch_reference(out0, g0, st, 2);
+            // weight gradients: dw_i += d_i^T @ inp, as matmul_backward_weights_pair hands them over
+            std::vector<float> dws = randn((size_t)2 * FF * C), dws_start = dws;
+            Bf16Operand b[3] = {{d0.data(), (size_t)BT * FF, nullptr}, {d1.data(), (size_t)BT * FF, nullptr},
+                                {inp.data(), (size_t)BT * C, nullptr}};
+            bf16_operands(b, 3);
+            CHECK(b[1].out - b[0].out == (ptrdiff_t)bf16_slot((size_t)BT * FF));
+            auto h0 = linear_weight_grad_gemm(b[0].out, b[2].out, BT, C, FF),
+                 h1 = linear_weight_grad_gemm(b[1].out, b[2].out, BT, C, FF);
+            BatchStrides sw = batch_strides(h0, h1, (const float*)dws.data(), (const float*)dws.data() + FF * C);
+            REQUIRE(sw.ok);
+            strided_batch_reference(dws.data(), h0, sw, 2);
+            // each against its own product on the CPU's bf16 path (which rounds the operands anew)
+            std::vector<float> ref((size_t)BT * FF), rdw(dws_start);
+            for (int i = 0; i < 2; i++) {
+                std::fill(ref.begin(), ref.end(), 0.0f);
+                gemm_rounded_inputs(ref.data(), inp.data(), C, false, i ? w1 : w0, C, true, BT, C, FF, nullptr, false,
+                                    PRECISION_BF16);
+                CHECK(memcmp(ref.data(), i ? out1 : out0, ref.size() * sizeof(float)) == 0);
+                gemm_rounded_inputs(rdw.data() + i * FF * C, (i ? d1 : d0).data(), FF, true, inp.data(), C, false, FF,
+                                    BT, C, nullptr, true, PRECISION_BF16);
+            }
+            CHECK(same_bits(rdw, dws));
+        }
+    matmul_fast_precision = saved;
+    matmul_bf16_weights = saved_copy;
 }
 
 TEST_CASE("the fast engine passes every PyTorch fixture at --check-state's tolerance", "[engine][reference]") {
@@ -870,6 +937,38 @@ TEST_CASE("--precision bf16: the FFN's activation is stored in bf16, rounded whe
     CHECK(a16.mem16.size() == n);
     CHECK(a32.mem.size() - a16.mem.size() == n);
     CHECK(a32.fcact16 == nullptr);
+}
+
+TEST_CASE("--precision bf16: the classifier's gradient, in chunks of rows rounded once, gives the fp32 products of the "
+          "rounded operands",
+          "[engine]") {
+    std::mt19937_64 rng(13);
+    std::normal_distribution<float> nd(0.0f, 1.0f);
+    const int BT = 23, C = 12, Vp = 40;
+    std::vector<float> dlogits((size_t)BT * Vp), h((size_t)BT * C), W((size_t)Vp * C), dh0(h.size()), dW0(W.size());
+    for (auto* v : {&dlogits, &h, &W, &dh0, &dW0})
+        for (float& x : *v) x = nd(rng);
+    // the reference: every operand rounded (round_mantissa), then the exact products in fp32
+    auto rounded = [](std::vector<float> v) {
+        for (float& x : v) x = round_mantissa(x, 7);
+        return v;
+    };
+    std::vector<float> rl = rounded(dlogits), rh = rounded(h), rw = rounded(W), dh_want = dh0, dW_want = dW0;
+    int saved = matmul_fast_precision;
+    size_t whole = bf16_chunk_values;
+    matmul_fast_precision = -1;
+    matmul_backward(dh_want.data(), dW_want.data(), (float*)nullptr, rl.data(), rh.data(), rw.data(), BT, C, Vp);
+    matmul_fast_precision = PRECISION_BF16;
+    for (size_t chunk_rows : {1, 5, 23, 100}) {
+        INFO("chunks of " << chunk_rows << " rows");
+        bf16_chunk_values = chunk_rows * Vp;
+        std::vector<float> dh = dh0, dW = dW0;
+        classifier_backward(dh.data(), dW.data(), dlogits.data(), h.data(), W.data(), BT, C, Vp);
+        CHECK(same_bits(dh, dh_want));
+        CHECK(same_bits(dW, dW_want));
+    }
+    bf16_chunk_values = whole;
+    matmul_fast_precision = saved;
 }
 
 TEST_CASE("--precision bf16: AdamW keeps the weights' bf16 copy, and training with it (and the classifier's gradient "
