@@ -102,9 +102,10 @@ static int matmul_fast_precision = -1;
 // tensor cores multiply bf16 and accumulate in fp32, the weights are rounded once per step instead of at every
 // product, and the numbers are those of rounding every operand (round_mantissa) at every product: the copy is the
 // weights rounded. ModelEngine sets matmul_bf16_weights with matmul_fast_precision for each call into the model;
-// left empty, every operand is rounded when its product runs. One activation is stored in bf16 outright: act(fch),
-// the FFN's activation, which only its two products read (Acts::fcact16); it is rounded where it is written. The
-// classifier's gradient is rounded a chunk of rows at a time (classifier_backward).
+// left empty, every operand is rounded when its product runs. The activations that only products read are stored in
+// bf16 outright, rounded where they are written (Acts::bf16_acts): the pre-norm outputs (ln1, ln2, lnf), which feed
+// the qkv, gate, FFN and classifier products, and act(fch), the FFN's activation. The classifier's gradient is
+// rounded a chunk of rows at a time (classifier_backward).
 struct Bf16Copy {
     const float* master = nullptr;  // the fp32 weights
     const bf16* copy = nullptr;     // their bf16 copy, element for element
@@ -119,6 +120,13 @@ struct Bf16Operand {
     size_t span;
     const bf16* out;
     const bf16* p16 = nullptr;
+};
+// A product's input as its layer stored it: fp32 values (f), or, where the fast engine at --precision bf16 stores
+// it so (Acts::bf16_acts), bf16 values (h; f is then null). Exactly one is set.
+template <typename F>
+struct ProductIn {
+    const F* f = nullptr;
+    const bf16* h = nullptr;
 };
 static inline size_t operand_span(size_t rows, size_t cols, size_t ld) {
     return rows && cols ? (rows - 1) * ld + cols : 0;
@@ -393,11 +401,11 @@ static bool matmul_backward_weights_fused(F* dweight, F* dbias, const F* dout, c
 // The gated FFN's two products of one input, out0 = inp @ w0^T and out1 = inp @ w1^T (no biases), as one
 // strided-batched call
 template <typename F>
-static bool matmul_forward_pair(F* out0, F* out1, const F* inp, const F* w0, const F* w1, int BT, int C, int OC) {
+static bool matmul_forward_pair(F* out0, F* out1, ProductIn<F> inp, const F* w0, const F* w1, int BT, int C, int OC) {
 #ifdef __CUDACC__
     if constexpr (std::is_same<F, float>::value)
         return fused_product(BT, [&] {
-            Bf16Operand ops[3] = {{inp, (size_t)BT * C, nullptr}, {w0, (size_t)OC * C, nullptr},
+            Bf16Operand ops[3] = {{inp.f, (size_t)BT * C, nullptr, inp.h}, {w0, (size_t)OC * C, nullptr},
                                   {w1, (size_t)OC * C, nullptr}};
             return in_precision(ops, [&](auto& p) {
                 return gemm_cublas_pair(out0, out1, linear_forward_gemm(p[0], p[1], BT, C, OC),
@@ -411,13 +419,13 @@ static bool matmul_forward_pair(F* out0, F* out1, const F* inp, const F* w0, con
 
 // and their weight gradients, dw0 += dout0^T @ inp and dw1 += dout1^T @ inp, as one strided-batched call
 template <typename F>
-static bool matmul_backward_weights_pair(F* dw0, F* dw1, const F* dout0, const F* dout1, const F* inp, int BT, int C,
-                                         int OC) {
+static bool matmul_backward_weights_pair(F* dw0, F* dw1, const F* dout0, const F* dout1, ProductIn<F> inp, int BT,
+                                         int C, int OC) {
 #ifdef __CUDACC__
     if constexpr (std::is_same<F, float>::value)
         return fused_product(BT, [&] {
             Bf16Operand ops[3] = {{dout0, (size_t)BT * OC, nullptr}, {dout1, (size_t)BT * OC, nullptr},
-                                  {inp, (size_t)BT * C, nullptr}};
+                                  {inp.f, (size_t)BT * C, nullptr, inp.h}};
             return in_precision(ops, [&](auto& p) {
                 return gemm_cublas_pair(dw0, dw1, linear_weight_grad_gemm(p[0], p[2], BT, C, OC),
                                         linear_weight_grad_gemm(p[1], p[2], BT, C, OC), true, matmul_fast_precision);
@@ -455,47 +463,7 @@ static void matmul_backward(F* dinp, F* dweight, F* dbias, const F* dout, const 
     matmul_backward_weights(dweight, dbias, dout, inp, BT, C, OC);
 }
 
-// The classifier's backward products, dh += dlogits @ W and dW += dlogits^T @ h (BT rows, Vp the padded vocabulary).
-// At --precision bf16 they run on chunks of bf16_chunk_rows rows at a time, each chunk of dlogits rounded to bf16
-// once for both products (into bf16_logit_chunk: about bf16_chunk_values values, not B x T x Vp): the same sums in
-// the same order on the CPU (dW adds the rows in order, chunk after chunk), and on a GPU the rows of dh split and
-// dW's sums in chunks.
-static size_t bf16_chunk_values = (size_t)1 << 26;  // 128 MB of bf16
-static inline int bf16_chunk_rows(int BT, int Vp) {
-    size_t rows = std::max((size_t)1, bf16_chunk_values / (size_t)Vp);
-    return (int)std::min((size_t)BT, rows);
-}
-static SkBuffer<bf16>& bf16_logit_chunk() {
-    static SkBuffer<bf16> chunk;
-    return chunk;
-}
-template <typename F>
-static void classifier_backward(F* dh, F* dW, const F* dlogits, const F* h, const F* W, int BT, int C, int Vp) {
-    SK_PROFILE_SCOPE(PROF_CLASSIFIER);
-    if constexpr (std::is_same<F, float>::value) {
-        if (matmul_fast_precision == PRECISION_BF16) {
-            int rows = bf16_chunk_rows(BT, Vp);
-            SkBuffer<bf16>& chunk = bf16_logit_chunk();
-            if (chunk.size() < (size_t)rows * Vp) chunk.reserve_exactly((size_t)rows * Vp);
-            for (int r0 = 0; r0 < BT; r0 += rows) {
-                int n = std::min(rows, BT - r0);
-                const float* src = dlogits + (size_t)r0 * Vp;
-                bf16* d16 = chunk.data();
-                sk_for((size_t)n * Vp, SK_LAMBDA(size_t i) { d16[i] = bf16_from_float(src[i]); });
-                Bf16Operand in[2], wg[2];  // matmul_backward_input's and matmul_backward_weights's products
-                gemm_operands(in, nullptr, Vp, false, W, C, false, n, Vp, C);
-                gemm_operands(wg, nullptr, Vp, true, h + (size_t)r0 * C, C, false, Vp, n, C);
-                in[0].p16 = wg[0].p16 = d16;
-                gemm_bf16(dh + (size_t)r0 * C, in, Vp, false, C, false, n, Vp, C, nullptr, true);
-                gemm_bf16(dW, wg, Vp, true, C, false, Vp, n, C, nullptr, true);
-            }
-            return;
-        }
-    }
-    matmul_backward(dh, dW, (F*)nullptr, dlogits, h, W, BT, C, Vp);
-}
-
-// The same layer with its input stored in bf16 (the FFN's activation at --precision bf16, Acts::fcact16; float
+// The same layer with its input stored in bf16 (the fast engine at --precision bf16, Acts::bf16_acts; float
 // models only): out = inp @ weight^T + bias, and dweight += dout^T @ inp, dbias += sum_bt dout. Their products run
 // as gemm_bf16 with inp as it is stored.
 template <typename F>
@@ -524,19 +492,79 @@ static void matmul_backward_weights(F* dweight, F* dbias, const F* dout, const b
     }
 }
 
+// and with its input as its layer stored it (ProductIn): fp32 or bf16
+template <typename F>
+static void matmul_forward(F* out, ProductIn<F> inp, const F* weight, const F* bias, int BT, int C, int OC) {
+    if (inp.h) matmul_forward(out, inp.h, weight, bias, BT, C, OC);
+    else matmul_forward(out, inp.f, weight, bias, BT, C, OC);
+}
+template <typename F>
+static void matmul_backward_weights(F* dweight, F* dbias, const F* dout, ProductIn<F> inp, int BT, int C, int OC) {
+    if (inp.h) matmul_backward_weights(dweight, dbias, dout, inp.h, BT, C, OC);
+    else matmul_backward_weights(dweight, dbias, dout, inp.f, BT, C, OC);
+}
+template <typename F>
+static void matmul_backward(F* dinp, F* dweight, F* dbias, const F* dout, ProductIn<F> inp, const F* weight, int BT,
+                            int C, int OC) {
+    matmul_backward_input(dinp, dout, weight, BT, C, OC);
+    matmul_backward_weights(dweight, dbias, dout, inp, BT, C, OC);
+}
+
+// The classifier's backward products, dh += dlogits @ W and dW += dlogits^T @ h (BT rows, Vp the padded vocabulary).
+// At --precision bf16 they run on chunks of bf16_chunk_rows rows at a time, each chunk of dlogits rounded to bf16
+// once for both products (into bf16_logit_chunk: about bf16_chunk_values values, not B x T x Vp): the same sums in
+// the same order on the CPU (dW adds the rows in order, chunk after chunk), and on a GPU the rows of dh split and
+// dW's sums in chunks. h, the classifier's input, as the model stored it (ProductIn).
+static size_t bf16_chunk_values = (size_t)1 << 26;  // 128 MB of bf16
+static inline int bf16_chunk_rows(int BT, int Vp) {
+    size_t rows = std::max((size_t)1, bf16_chunk_values / (size_t)Vp);
+    return (int)std::min((size_t)BT, rows);
+}
+static SkBuffer<bf16>& bf16_logit_chunk() {
+    static SkBuffer<bf16> chunk;
+    return chunk;
+}
+template <typename F>
+static void classifier_backward(F* dh, F* dW, const F* dlogits, ProductIn<F> h, const F* W, int BT, int C, int Vp) {
+    SK_PROFILE_SCOPE(PROF_CLASSIFIER);
+    if constexpr (std::is_same<F, float>::value) {
+        if (matmul_fast_precision == PRECISION_BF16) {
+            int rows = bf16_chunk_rows(BT, Vp);
+            SkBuffer<bf16>& chunk = bf16_logit_chunk();
+            if (chunk.size() < (size_t)rows * Vp) chunk.reserve_exactly((size_t)rows * Vp);
+            for (int r0 = 0; r0 < BT; r0 += rows) {
+                int n = std::min(rows, BT - r0);
+                const float* src = dlogits + (size_t)r0 * Vp;
+                bf16* d16 = chunk.data();
+                sk_for((size_t)n * Vp, SK_LAMBDA(size_t i) { d16[i] = bf16_from_float(src[i]); });
+                Bf16Operand in[2], wg[2];  // matmul_backward_input's and matmul_backward_weights's products
+                gemm_operands(in, nullptr, Vp, false, W, C, false, n, Vp, C);
+                gemm_operands(wg, nullptr, Vp, true, h.f ? h.f + (size_t)r0 * C : nullptr, C, false, Vp, n, C);
+                in[0].p16 = wg[0].p16 = d16;
+                if (h.h) wg[1].p16 = h.h + (size_t)r0 * C;
+                gemm_bf16(dh + (size_t)r0 * C, in, Vp, false, C, false, n, Vp, C, nullptr, true);
+                gemm_bf16(dW, wg, Vp, true, C, false, Vp, n, C, nullptr, true);
+            }
+            return;
+        }
+    }
+    matmul_backward(dh, dW, (F*)nullptr, dlogits, h, W, BT, C, Vp);
+}
+
 // -----------------------------------------------------------------------------------------------------------
 // normalisation. LayerNorm: y = (x - mean) * rstd * w + b, rstd = 1/sqrt(var + eps) (biased variance).
 // RMSNorm: y = x * rstd * w, rstd = 1/sqrt(mean(x^2) + eps). mean is unused (0) for RMSNorm.
 
 // The fast engine's norm_forward (fast_row_kernels): a warp per row, the same formulas with every sum over the row
 // taken by 32 lanes (channels i = lane mod 32, i in order) and then the warp's butterfly. With `add`, the input is
-// inp + add, written to sum_out on the way (a residual and the norm after it in one pass over the row).
-template <typename F>
-static void norm_forward_warp(F* out, F* mean, F* rstd, const F* inp, const F* w, const F* b, int BT, int C, int kind,
+// inp + add, written to sum_out on the way (a residual and the norm after it in one pass over the row). out is F, or
+// bf16 where the fast engine at --precision bf16 stores the norm's output so (Acts::bf16_acts), rounded as written.
+template <typename F, typename O>
+static void norm_forward_warp(O* out, F* mean, F* rstd, const F* inp, const F* w, const F* b, int BT, int C, int kind,
                               float eps, const F* add = nullptr, F* sum_out = nullptr) {
     sk_for_warps(BT, SK_LAMBDA(size_t bt, SkWarp & warp) {
         const F* x = add ? sum_out + bt * C : inp + bt * C;
-        F* y = out + bt * C;
+        O* y = out + bt * C;
         if (add) warp.each_index(C, [&](int i) { sum_out[bt * C + i] = inp[bt * C + i] + add[bt * C + i]; });
         SkWarpLanes<F> part;
         F m = 0;
@@ -547,7 +575,7 @@ static void norm_forward_warp(F* out, F* mean, F* rstd, const F* inp, const F* w
         auto centred = [&](int i) { return x[i] - m; };
         warp.lane_dots(&part, C, centred, centred);
         F s = F(1) / sk_sqrt(warp.sum(part) / C + F(eps));
-        warp.each_index(C, [&](int i) { y[i] = (x[i] - m) * s * w[i] + (b ? b[i] : F(0)); });
+        warp.each_index(C, [&](int i) { sk_store(y + i, (x[i] - m) * s * w[i] + (b ? b[i] : F(0))); });
         warp.once([&] {
             mean[bt] = m;
             rstd[bt] = s;
@@ -579,6 +607,15 @@ static void norm_forward(F* out, F* mean, F* rstd, const F* inp, const F* w, con
         mean[bt] = m;
         rstd[bt] = s;
     });
+}
+
+// N(x) stored in bf16 (Acts::bf16_acts, the fast engine's only): its pass, the output rounded as it is written
+template <typename F>
+static void norm_forward(bf16* out, F* mean, F* rstd, const F* inp, const F* w, const F* b, int BT, int C, int kind,
+                         float eps) {
+    SK_PROFILE_SCOPE(PROF_NORM);
+    if (!fast_row_kernels) fail("internal: a norm's output stored in bf16 outside the fast engine");
+    norm_forward_warp(out, mean, rstd, inp, w, b, BT, C, kind, eps);
 }
 
 // dw += sum_bt dy * n and db += sum_bt dy in chunks of ROW_CHUNK rows (the fast engine's; see column_sums_chunked)
@@ -1984,12 +2021,17 @@ struct Acts {
     bool streamed = false;  // attention streamed (attention_forward_stream: no att), set before the first pass
     bool fast_loss = false;  // cross-entropy from row statistics (crossentropy_forward_stats: no probs), likewise
     bool headless = false;   // passes without the head only (the sink probe's): no final norm, logits or loss buffers
-    bool bf16_fcact = false; // act(fch) stored in bf16 (fcact16: the fast engine at --precision bf16), likewise
-    SkBuffer<bf16> mem16;    // fcact16's memory
-    bf16* fcact16 = nullptr; // (L, B, T, FF) act(fch) in bf16, which only the FFN's output products read
+    // The activations that only products read, stored in bf16 (the fast engine at --precision bf16), likewise: the
+    // pre-norm outputs and act(fch) then live in mem16 (ln1_16, ln2_16, lnf_16, fcact_16), and their F fields are null
+    bool bf16_acts = false;
+    SkBuffer<bf16> mem16;      // the bf16 fields' memory
+    bf16* ln1_16 = nullptr;    // (L, B, T, C) N1(x), read by the qkv and gate products
+    bf16* ln2_16 = nullptr;    // (L, B, T, C) N2(residual2), read by the FFN's first products
+    bf16* fcact_16 = nullptr;  // (L, B, T, FF) act(fch), read by the FFN's output products
+    bf16* lnf_16 = nullptr;    // (B, T, C) Nf, read by the classifier's products
     SkBuffer<F> mem;     // every field below points into it
     F* encoded;          // (B, T, C) token + position embedding: the residual stream entering layer 0
-    F* ln1;              // (L, B, T, C) N1(x), the attention input (pre-norm)
+    F* ln1;              // (L, B, T, C) N1(x), the attention input (pre-norm; none when ln1_16 holds it)
     F* ln1_mean;         // (L, B, T) N1's mean (0 for RMSNorm)
     F* ln1_rstd;         // (L, B, T) N1's 1/sqrt(variance + eps)
     F* qkv;              // (L, B, T, 3C) q | k | v, q and k after RoPE
@@ -2007,13 +2049,13 @@ struct Acts {
     F* residual2;        // (L, B, T, C) the residual stream between attention and FFN
     F* ln2_mean;         // (L, B, T)
     F* ln2_rstd;         // (L, B, T)
-    F* ln2;              // (L, B, T, C) N2(residual2), the FFN input (pre-norm)
+    F* ln2;              // (L, B, T, C) N2(residual2), the FFN input (pre-norm; none when ln2_16 holds it)
     F* fch;              // (L, B, T, FF) W1 x + b1
     F* fch2;             // (L, B, T, FF) W2 x + b2 (gated FFN)
-    F* fcact;            // (L, B, T, FF) act(fch) (* fch2 when gated); none when fcact16 holds it
+    F* fcact;            // (L, B, T, FF) act(fch) (* fch2 when gated); none when fcact_16 holds it
     F* ffn_sum;          // (L, B, T, C) residual2 + FFN branch, N2's input (post-norm)
     F* residual3;        // (L, B, T, C) the residual stream leaving the layer
-    F* lnf;              // (B, T, C) Nf(residual3 of the last layer) (pre-norm)
+    F* lnf;              // (B, T, C) Nf(residual3 of the last layer) (pre-norm; none when lnf_16 holds it)
     F* lnf_mean;         // (B, T)
     F* lnf_rstd;         // (B, T)
     F* logits;           // (B, T, Vp)
@@ -2055,7 +2097,7 @@ static size_t place_regions(SkBuffer<F>* mem, const Region<F> (&regions)[N], con
                  "GiB it may use (the machine's memory, or SK_MEMORY_GIB). Lower --batch or --seq-len (--total-batch "
                  "keeps the tokens per step), or train with --engine fast, which keeps no T x T attention matrices",
                  what, B, T, gib, held_gib, mem_gib);
-        mem->assign(total, 0);
+        mem->assign(total, F{});
     }
     F* base = mem->data();
     for (const Region<F>& r : regions) {
@@ -2087,32 +2129,31 @@ static void acts_alloc(Acts<F>* a, const ModelConfig& c, int B, int T) {
     if (a->B == B && a->T == T && a->passes == attention_passes) return;
     ActShapes s = act_shapes(c, B, T);
     size_t BT = s.BT, C = s.C, L = s.L, FF = s.FF, rows = (size_t)B * s.NH * T, st = a->streamed, ex = !st;
-    size_t head = !a->headless, fast_loss = head && a->fast_loss, probs = head && !a->fast_loss, f16 = a->bf16_fcact;
+    size_t head = !a->headless, fast_loss = head && a->fast_loss, probs = head && !a->fast_loss;
+    size_t f16 = a->bf16_acts, f32 = !f16;  // where the activations that only products read are stored
     // the attention matrices, L B NH T^2, checked in double first: with extreme flags size_t would wrap
     if (ex && (double)L * B * s.NH * T * T * sizeof(F) > 0.9 * sk_memory_bytes())
         fail("attention matrices for B %d x T %d need %.0f GiB, more than this machine's memory (or SK_MEMORY_GIB): "
              "lower --batch or --seq-len (--total-batch keeps the tokens per step), or train with --engine fast, "
              "which keeps no T x T matrices", B, T, (double)L * B * s.NH * T * T * sizeof(F) / (1 << 30));
     Region<F> regions[] = {
-        {&a->encoded, BT * C}, {&a->ln1, s.pre * L * BT * C}, {&a->ln1_mean, L * BT}, {&a->ln1_rstd, L * BT},
+        {&a->encoded, BT * C}, {&a->ln1, f32 * s.pre * L * BT * C}, {&a->ln1_mean, L * BT}, {&a->ln1_rstd, L * BT},
         {&a->qkv, L * BT * 3 * C}, {&a->phi_in, s.phi * L * 2 * BT * C},
         {&a->phi_hidden, s.mlp * L * 2 * BT * C}, {&a->phi_relu, s.mlp * L * 2 * BT * C},
         {&a->phi_out, s.phi * L * 2 * BT * C},
         {&a->att, ex * L * rows * T}, {&a->att_state, st * L * rows * 2}, {&a->att_slot, s.slot * L * rows},
         {&a->atty_core, s.gate * L * BT * C}, {&a->gate, L * BT * s.G}, {&a->atty, L * BT * C},
         {&a->attn_sum, s.post * L * BT * C}, {&a->residual2, L * BT * C}, {&a->ln2_mean, L * BT},
-        {&a->ln2_rstd, L * BT}, {&a->ln2, s.pre * L * BT * C}, {&a->fch, L * BT * FF},
-        {&a->fch2, s.gated * L * BT * FF}, {&a->fcact, !f16 * L * BT * FF}, {&a->ffn_sum, s.post * L * BT * C},
-        {&a->residual3, L * BT * C}, {&a->lnf, head * s.pre * BT * C}, {&a->lnf_mean, head * s.pre * BT},
+        {&a->ln2_rstd, L * BT}, {&a->ln2, f32 * s.pre * L * BT * C}, {&a->fch, L * BT * FF},
+        {&a->fch2, s.gated * L * BT * FF}, {&a->fcact, f32 * L * BT * FF}, {&a->ffn_sum, s.post * L * BT * C},
+        {&a->residual3, L * BT * C}, {&a->lnf, f32 * head * s.pre * BT * C}, {&a->lnf_mean, head * s.pre * BT},
         {&a->lnf_rstd, head * s.pre * BT}, {&a->logits, head * BT * s.Vp}, {&a->probs, probs * BT * s.Vp},
         {&a->loss_stats, fast_loss * BT * 2}, {&a->loss_lanes, fast_loss * BT * 2 * CE_LANES}, {&a->losses, head * BT},
         {&a->branch_out, BT * C}, {&a->gate_logits, BT * s.G},
         {&a->att_work, ex * attention_work_size(rows, T)}};
-    if (f16 && a->mem16.size() < L * BT * FF) {  // first, so that place_regions counts it as held
-        a->mem16.clear();
-        a->mem16.reserve_exactly(L * BT * FF);
-    }
-    a->fcact16 = f16 ? a->mem16.data() : nullptr;
+    Region<bf16> regions16[] = {{&a->ln1_16, f16 * s.pre * L * BT * C}, {&a->ln2_16, f16 * s.pre * L * BT * C},
+                                {&a->fcact_16, f16 * L * BT * FF}, {&a->lnf_16, f16 * head * s.pre * BT * C}};
+    place_regions(&a->mem16, regions16, "bf16 activations", B, T);  // first, so that the next counts it as held
     place_regions(&a->mem, regions, "activations", B, T);
     a->B = B;
     a->T = T;
@@ -2171,7 +2212,7 @@ struct LayerView {
     F *ln1, *ln1_mean, *ln1_rstd, *qkv, *phi_in, *phi_hidden, *phi_relu, *phi_out, *att, *att_state, *att_slot,
         *atty_core, *gate, *atty, *attn_sum, *residual2, *ln2, *ln2_mean, *ln2_rstd, *fch, *fch2, *fcact,
         *ffn_sum, *residual3;
-    bf16* fcact16;  // act(fch) in bf16 (Acts::fcact16), else null
+    bf16 *ln1_16, *ln2_16, *fcact_16;  // stored in bf16 (Acts::bf16_acts), else null
     F *dx, *dln1, *dqkv, *dphi_in, *dphi_hidden, *dphi_relu, *dphi_out, *datty_core, *dgate_logits, *datty,
         *dattn_sum, *dresidual2, *dln2, *dfch, *dfch2, *dfcact, *dffn_sum, *dresidual3;
 };
@@ -2217,7 +2258,8 @@ static LayerView<F> layer_view(Model<F>* m, Acts<F>* a, int l) {
     v.ln2_mean = layer_slice(a->ln2_mean, l, s.BT); v.ln2_rstd = layer_slice(a->ln2_rstd, l, s.BT);
     v.fch = layer_slice(a->fch, l, BTF); v.fch2 = layer_slice(a->fch2, l, BTF);
     v.fcact = layer_slice(a->fcact, l, BTF);
-    v.fcact16 = layer_slice(a->fcact16, l, BTF);
+    v.ln1_16 = layer_slice(a->ln1_16, l, BTC); v.ln2_16 = layer_slice(a->ln2_16, l, BTC);
+    v.fcact_16 = layer_slice(a->fcact_16, l, BTF);
     v.ffn_sum = layer_slice(a->ffn_sum, l, BTC); v.residual3 = layer_slice(a->residual3, l, BTC);
     GradActs<F>* g = a->grad.B == a->B && a->grad.T == a->T ? &a->grad : nullptr;
     auto dlayer = [&](F* GradActs<F>::*field) {  // one layer's gradients: the same memory for every layer
@@ -2263,25 +2305,31 @@ static void feature_map_forward(const Model<F>* m, Acts<F>* a, const LayerView<F
 
 // Both blocks of a layer are residual sub-blocks around a branch f, with their norm N before or after it:
 //   pre-norm:  out = x + f(N(x))           post-norm: out = N(sum), sum = x + f(x)
-// subblock_in returns f's input: N(x), written to `normed` (pre-norm), or x itself (post-norm). normed_already: the
-// sub-block before wrote N(x) in the pass that wrote x (NextNorm).
+// subblock_in returns f's input: N(x), written to `normed` or, stored in bf16 (Acts::bf16_acts), to normed16
+// (pre-norm), or x itself (post-norm). normed_already: the sub-block before wrote N(x) in the pass that wrote x
+// (NextNorm). The head's input is one too: Nf(x) pre-norm, x post-norm.
 template <typename F>
-static const F* subblock_in(const ModelConfig& c, F* normed, F* mean, F* rstd, const F* x, const F* w,
-                            const F* b, int BT, bool normed_already) {
-    if (c.placement != PLACE_PRE) return x;
-    if (!normed_already) norm_forward(normed, mean, rstd, x, w, b, BT, c.channels, c.norm, c.norm_eps);
-    return normed;
+static ProductIn<F> subblock_in(const ModelConfig& c, F* normed, bf16* normed16, F* mean, F* rstd, const F* x,
+                                const F* w, const F* b, int BT, bool normed_already) {
+    if (c.placement != PLACE_PRE) return {x, nullptr};
+    if (!normed_already) {
+        if (normed16) norm_forward(normed16, mean, rstd, x, w, b, BT, c.channels, c.norm, c.norm_eps);
+        else norm_forward(normed, mean, rstd, x, w, b, BT, c.channels, c.norm, c.norm_eps);
+    }
+    return {normed, normed16};
 }
 
 // Pre-norm, what reads a sub-block's output first is the norm of the sub-block after it (or the final norm). The fast
 // engine writes both in one pass over the rows (norm_forward_warp with `add`, as post-norm does), which saves a read
 // of the residual stream and a launch per sub-block, in the forward and in the backward (the residual's gradient
 // added in the norm backward's pass). The bits are those of the two passes: the same sums in the same order.
-// NextNorm is that norm (out null: none, as after the probe's last layer or in the exact engine).
+// NextNorm is that norm (out and out16 null: none, as after the probe's last layer or in the exact engine; out16: its
+// output stored in bf16).
 template <typename F>
 struct NextNorm {
     F *out = nullptr, *mean = nullptr, *rstd = nullptr;
     const F *w = nullptr, *b = nullptr;
+    bf16* out16 = nullptr;
 };
 static bool residual_norm_one_pass = true;  // false: the two passes (test_engine.cpp compares the bits)
 static inline bool residual_norm_fused(const ModelConfig& c) {
@@ -2295,10 +2343,14 @@ static void subblock_out(const ModelConfig& c, F* out, F* sum, F* mean, F* rstd,
                          const F* w, const F* b, int BT, const NextNorm<F>& next) {
     size_t n = (size_t)BT * c.channels;
     if (c.placement == PLACE_PRE) {
-        if (next.out) {  // out = x + branch on the way into the next norm
+        if (next.out || next.out16) {  // out = x + branch on the way into the next norm
             SK_PROFILE_SCOPE(PROF_NORM);
-            norm_forward_warp(next.out, next.mean, next.rstd, x, next.w, next.b, BT, c.channels, c.norm, c.norm_eps,
-                              branch, out);
+            if (next.out16)
+                norm_forward_warp(next.out16, next.mean, next.rstd, x, next.w, next.b, BT, c.channels, c.norm,
+                                  c.norm_eps, branch, out);
+            else
+                norm_forward_warp(next.out, next.mean, next.rstd, x, next.w, next.b, BT, c.channels, c.norm,
+                                  c.norm_eps, branch, out);
             return;
         }
         residual_forward(out, x, branch, n);
@@ -2343,7 +2395,8 @@ static void attention_block_forward(const Model<F>* m, Acts<F>* a, const LayerVi
     int B = a->B, T = a->T, C = c.channels, NH = c.num_heads, BT = B * T;
     int G = at.gate == GATE_ELEMENTWISE ? C : NH;
     size_t BTC = (size_t)BT * C;
-    const F* attn_in = subblock_in(c, v.ln1, v.ln1_mean, v.ln1_rstd, v.x, v.ln1w, v.ln1b, BT, normed_already);
+    ProductIn<F> attn_in =
+        subblock_in(c, v.ln1, v.ln1_16, v.ln1_mean, v.ln1_rstd, v.x, v.ln1w, v.ln1b, BT, normed_already);
     matmul_forward(v.qkv, attn_in, v.qkvw, v.qkvb, BT, C, 3 * C);
     if (c.positions == POS_ROPE)
         rope_apply(v.qkv, m->rope_cos.data(), m->rope_sin.data(), B, T, C, NH, false);
@@ -2380,18 +2433,20 @@ static void ffn_block_forward(const Model<F>* m, Acts<F>* a, const LayerView<F>&
                               const NextNorm<F>& next) {
     const ModelConfig& c = m->config;
     int BT = a->B * a->T, C = c.channels, FF = c.ffn_hidden;
-    const F* ffn_in = subblock_in(c, v.ln2, v.ln2_mean, v.ln2_rstd, v.residual2, v.ln2w, v.ln2b, BT, normed_already);
-    // the activation in bf16 (fcact16) is written by its own pass, not by the GELU's epilogue
-    if (!(c.ffn == FFN_GELU && !v.fcact16 && matmul_forward_gelu(v.fcact, v.fch, ffn_in, v.fcw, v.fcb, BT, C, FF))) {
+    ProductIn<F> ffn_in =
+        subblock_in(c, v.ln2, v.ln2_16, v.ln2_mean, v.ln2_rstd, v.residual2, v.ln2w, v.ln2b, BT, normed_already);
+    // the activation in bf16 (fcact_16) is written by its own pass, not by the GELU's epilogue (without it, the
+    // input is fp32 too)
+    if (!(c.ffn == FFN_GELU && !v.fcact_16 &&
+          matmul_forward_gelu(v.fcact, v.fch, ffn_in.f, v.fcw, v.fcb, BT, C, FF))) {
         if (!(v.fch2 && !v.fcb && matmul_forward_pair(v.fch, v.fch2, ffn_in, v.fcw, v.fcw2, BT, C, FF))) {
             matmul_forward(v.fch, ffn_in, v.fcw, v.fcb, BT, C, FF);
             if (v.fch2) matmul_forward(v.fch2, ffn_in, v.fcw2, v.fcb2, BT, C, FF);
         }
-        if (v.fcact16) ffn_act_forward(v.fcact16, (const F*)v.fch, (const F*)v.fch2, (size_t)BT * FF, c.ffn);
+        if (v.fcact_16) ffn_act_forward(v.fcact_16, (const F*)v.fch, (const F*)v.fch2, (size_t)BT * FF, c.ffn);
         else ffn_act_forward(v.fcact, (const F*)v.fch, (const F*)v.fch2, (size_t)BT * FF, c.ffn);
     }
-    if (v.fcact16) matmul_forward(a->branch_out, (const bf16*)v.fcact16, v.fcprojw, v.fcprojb, BT, FF, C);
-    else matmul_forward(a->branch_out, (const F*)v.fcact, v.fcprojw, v.fcprojb, BT, FF, C);
+    matmul_forward(a->branch_out, ProductIn<F>{v.fcact, v.fcact_16}, v.fcprojw, v.fcprojb, BT, FF, C);
     subblock_out(c, v.residual3, v.ffn_sum, v.ln2_mean, v.ln2_rstd, v.residual2, a->branch_out, v.ln2w,
                  v.ln2b, BT, next);
 }
@@ -2447,24 +2502,20 @@ static void model_forward_pass(Model<F>* m, Acts<F>* a, const int* inputs, const
         LayerView<F> next = last ? v : layer_view(m, a, l + 1);  // (each view built once)
         NextNorm<F> after_attention, after_ffn;
         if (fused) {
-            after_attention = {v.ln2, v.ln2_mean, v.ln2_rstd, v.ln2w, v.ln2b};
+            after_attention = {v.ln2, v.ln2_mean, v.ln2_rstd, v.ln2w, v.ln2b, v.ln2_16};
             if (!last)
-                after_ffn = {next.ln1, next.ln1_mean, next.ln1_rstd, next.ln1w, next.ln1b};
+                after_ffn = {next.ln1, next.ln1_mean, next.ln1_rstd, next.ln1w, next.ln1b, next.ln1_16};
             else if (with_head)
-                after_ffn = {a->lnf, a->lnf_mean, a->lnf_rstd, m->p[P_LNFW], m->p[P_LNFB]};
+                after_ffn = {a->lnf, a->lnf_mean, a->lnf_rstd, m->p[P_LNFW], m->p[P_LNFB], a->lnf_16};
         }
         attention_block_forward(m, a, v, fused && l > 0, after_attention);
         ffn_block_forward(m, a, v, fused, after_ffn);
         v = next;
     }
     if (!with_head) return;
-    const F* h = layer_slice(a->residual3, c.num_layers - 1, (size_t)BT * C);
-    if (c.placement == PLACE_PRE) {
-        if (!fused)
-            norm_forward(a->lnf, a->lnf_mean, a->lnf_rstd, h, m->p[P_LNFW], m->p[P_LNFB], BT, C, c.norm,
-                         c.norm_eps);
-        h = a->lnf;
-    }
+    const F* last = layer_slice(a->residual3, c.num_layers - 1, (size_t)BT * C);
+    ProductIn<F> h = subblock_in(c, a->lnf, a->lnf_16, a->lnf_mean, a->lnf_rstd, last, m->p[P_LNFW], m->p[P_LNFB], BT,
+                                 fused);
     {
         SK_PROFILE_SCOPE(PROF_CLASSIFIER);  // (the classifier's product counts here, not under matmul)
         matmul_forward(a->logits, h, lm_head_weight(*m), (const F*)nullptr, BT, C, c.padded_vocab_size);
@@ -2580,7 +2631,7 @@ static void attention_block_backward(const Model<F>* m, Acts<F>* a, const LayerV
     bool pre = c.placement == PLACE_PRE;
     const F* dbranch = subblock_out_backward(c, v.dx, v.dattn_sum, v.dln1w, v.dln1b, v.dresidual2, v.attn_sum,
                                              v.ln1w, v.ln1_mean, v.ln1_rstd, BT);
-    const F* attn_in = pre ? v.ln1 : v.x;
+    ProductIn<F> attn_in = pre ? ProductIn<F>{v.ln1, v.ln1_16} : ProductIn<F>{v.x, nullptr};
     F* dattn_in = pre ? v.dln1 : v.dx;
     matmul_backward(v.datty, v.dattprojw, v.dattprojb, dbranch, v.atty, v.attprojw, BT, C, C);
     const F *core = v.atty, *dcore = v.datty;
@@ -2629,13 +2680,12 @@ static void ffn_block_backward(const Model<F>* m, Acts<F>* a, const LayerView<F>
     bool pre = c.placement == PLACE_PRE;
     const F* dbranch = subblock_out_backward(c, v.dresidual2, v.dffn_sum, v.dln2w, v.dln2b, v.dresidual3,
                                              v.ffn_sum, v.ln2w, v.ln2_mean, v.ln2_rstd, BT);
-    const F* ffn_in = pre ? v.ln2 : v.residual2;
+    ProductIn<F> ffn_in = pre ? ProductIn<F>{v.ln2, v.ln2_16} : ProductIn<F>{v.residual2, nullptr};
     F* dffn_in = pre ? v.dln2 : v.dresidual2;
     bool fused_gelu =
         c.ffn == FFN_GELU && matmul_backward_input_gelu(v.dfch, dbranch, v.fcprojw, (const F*)v.fch, BT, FF, C);
     if (!fused_gelu) matmul_backward_input(v.dfcact, dbranch, v.fcprojw, BT, FF, C);
-    if (v.fcact16) matmul_backward_weights(v.dfcprojw, v.dfcprojb, dbranch, (const bf16*)v.fcact16, BT, FF, C);
-    else matmul_backward_weights(v.dfcprojw, v.dfcprojb, dbranch, (const F*)v.fcact, BT, FF, C);
+    matmul_backward_weights(v.dfcprojw, v.dfcprojb, dbranch, ProductIn<F>{v.fcact, v.fcact_16}, BT, FF, C);
     if (!fused_gelu) ffn_act_backward(v.dfch, v.dfch2, v.dfcact, v.fch, (const F*)v.fch2, (size_t)BT * FF, c.ffn);
     if (v.fch2 && !v.dfcb &&
         matmul_backward_weights_pair(v.dfcw, v.dfcw2, (const F*)v.dfch, (const F*)v.dfch2, ffn_in, BT, C, FF)) {
@@ -2672,11 +2722,13 @@ static void model_backward(Model<F>* m, Acts<F>* a, F scale) {
     F* dh_last = layer_slice(g->residual3, L - 1, (size_t)BT * C);
     F* dW_out = c.tied ? m->g[P_WTE] : m->g[P_LMHEAD];
     if (c.placement == PLACE_PRE) {
-        classifier_backward(g->lnf, dW_out, dlogits, (const F*)a->lnf, lm_head_weight(*m), BT, C, c.padded_vocab_size);
+        classifier_backward(g->lnf, dW_out, dlogits, ProductIn<F>{a->lnf, a->lnf_16}, lm_head_weight(*m), BT, C,
+                            c.padded_vocab_size);
         norm_backward(dh_last, m->g[P_LNFW], m->g[P_LNFB], g->lnf, h_last, m->p[P_LNFW], a->lnf_mean,
                       a->lnf_rstd, BT, C, c.norm);
     } else {
-        classifier_backward(dh_last, dW_out, dlogits, h_last, lm_head_weight(*m), BT, C, c.padded_vocab_size);
+        classifier_backward(dh_last, dW_out, dlogits, ProductIn<F>{h_last, nullptr}, lm_head_weight(*m), BT, C,
+                            c.padded_vocab_size);
     }
     for (int l = L - 1; l >= 0; l--) {
         LayerView<F> v = layer_view(m, a, l);
@@ -2839,7 +2891,7 @@ class ModelEngine final : public Engine {
         acts_.fast_loss = o.kind == ENGINE_FAST;
         if (matmul_precision() == PRECISION_BF16) {
             model.params_bf16.assign(model.num_params, bf16{0});  // params are 0
-            acts_.bf16_fcact = probe_.bf16_fcact = true;
+            acts_.bf16_acts = probe_.bf16_acts = true;
         }
         probe_.headless = true;  // the probe stops after the last block (GPT-2, a chunk of 8 x 64: 0.21 GB unheld)
     }
@@ -2911,9 +2963,12 @@ class ModelEngine final : public Engine {
         acts_alloc(&acts_, c, B, T + off);  // the larger of the two stays allocated
         grad_acts_alloc(&acts_.grad, c, B, T + off, acts_.streamed);
         acts_alloc(&probe_, c, probe_B, probe_T + off);
-        if (!model.params_bf16.empty()) {  // the rounded operands: a classifier chunk, and the largest others (FFN's)
+        if (!model.params_bf16.empty()) {
+            // the rounded operands: a classifier chunk, and the largest others: the gated FFN's two gradients or
+            // qkv's, and post-norm their layer's input (pre-norm, the norm's output is stored in bf16)
             size_t BT = (size_t)B * (T + off), rows = bf16_chunk_rows((int)BT, c.padded_vocab_size);
-            size_t n = 2 * bf16_slot(BT * c.ffn_hidden) + bf16_slot(BT * c.channels);
+            size_t n = std::max(2 * bf16_slot(BT * c.ffn_hidden), bf16_slot(3 * BT * c.channels)) +
+                       (c.placement == PLACE_PRE ? 0 : bf16_slot(BT * c.channels));
             if (bf16_logit_chunk().size() < rows * c.padded_vocab_size)
                 bf16_logit_chunk().reserve_exactly(rows * c.padded_vocab_size);
             if (bf16_scratch().size() < n) bf16_scratch().reserve_exactly(n);

@@ -65,6 +65,16 @@ static const Variant engine_variants[] = {
     {"--attn clipped --mask window --mask-param 45 --value-bias 1 --heads 1 --channels 96", 150},
 };
 
+// n inputs and n targets, token ids below 40, drawn alternately from splitmix64(seed)
+static void random_tokens(std::vector<int>* x, std::vector<int>* y, size_t n, uint64_t seed) {
+    x->resize(n);
+    y->resize(n);
+    for (size_t i = 0; i < n; i++) {
+        (*x)[i] = (int)(splitmix64(&seed) % 40);
+        (*y)[i] = (int)(splitmix64(&seed) % 40);
+    }
+}
+
 // The model of variant v (2 layers, vocabulary 40, 2 heads of 8 unless v says otherwise), every parameter moved away
 // from its init (the slot vectors and sink logits too), and a batch of 2 random sequences of v.T tokens.
 template <typename F>
@@ -84,11 +94,7 @@ static void variant_model(Model<F>* m, const Variant& v, DebugState* s) {
     m->params.upload(p.data(), p.size());
     s->B = 2;
     s->T = v.T;
-    uint64_t seed = 13;
-    for (int i = 0; i < s->B * s->T; i++) {
-        s->inputs.push_back((int)(splitmix64(&seed) % 40));
-        s->targets.push_back((int)(splitmix64(&seed) % 40));
-    }
+    random_tokens(&s->inputs, &s->targets, (size_t)s->B * s->T, 13);
 }
 
 // The gradients of the batch's loss by the exact model or the fast engine's (streamed attention, loss from row
@@ -923,20 +929,35 @@ TEST_CASE("--precision bf16: the FFN's activation is stored in bf16, rounded whe
         CHECK(!same_bits(plain, out32));
     }
     matmul_fast_precision = saved;
-    // the activations: act(fch) in 2 bytes a value instead of 4, in the probe's too
-    CommandLine cl = parse_args({"train_gpt_cpu", "--layers", "2", "--channels", "16", "--heads", "2", "--ffn-hidden",
-                                 "48", "--max-seq-len", "32", "--seq-len", "32", "--probe-len", "32"});
-    ModelConfig c = model_from_flags(&cl);
-    Acts<float> a32, a16;
-    a16.bf16_fcact = true;
-    acts_alloc(&a32, c, 3, 32);
-    acts_alloc(&a16, c, 3, 32);
-    size_t n = (size_t)2 * 3 * 32 * 48;
-    CHECK(a16.fcact == nullptr);
-    CHECK(a16.fcact16 != nullptr);
-    CHECK(a16.mem16.size() == n);
-    CHECK(a32.mem.size() - a16.mem.size() == n);
-    CHECK(a32.fcact16 == nullptr);
+    // the activations: act(fch) and the pre-norm outputs in 2 bytes a value instead of 4 (post-norm: act(fch) only),
+    // and the probe's (headless: no final norm)
+    for (const char* placement : {"pre", "post"})
+        for (bool headless : {false, true}) {
+            INFO(placement << (headless ? ", headless" : ""));
+            CommandLine cl = parse_args({"train_gpt_cpu", "--layers", "2", "--channels", "16", "--heads", "2",
+                                         "--ffn-hidden", "48", "--max-seq-len", "32", "--seq-len", "32",
+                                         "--probe-len", "32", "--placement", placement});
+            ModelConfig c = model_from_flags(&cl);
+            Acts<float> a32, a16;
+            a16.bf16_acts = true;
+            a32.headless = a16.headless = headless;
+            acts_alloc(&a32, c, 3, 32);
+            acts_alloc(&a16, c, 3, 32);
+            bool pre = c.placement == PLACE_PRE;
+            size_t BTC = (size_t)3 * 32 * 16, n = (size_t)2 * 3 * 32 * 48 + pre * (2 * 2 * BTC + !headless * BTC);
+            CHECK(a16.mem16.size() == n);
+            CHECK(a32.mem.size() - a16.mem.size() == n);
+            CHECK(a16.fcact == nullptr);
+            CHECK(a16.ln1 == nullptr);
+            CHECK(a16.ln2 == nullptr);
+            CHECK(a16.lnf == nullptr);
+            CHECK(a16.fcact_16 != nullptr);
+            CHECK((a16.ln1_16 != nullptr) == pre);
+            CHECK((a16.ln2_16 != nullptr) == pre);
+            CHECK((a16.lnf_16 != nullptr) == (pre && !headless));
+            CHECK(a32.mem16.size() == 0);
+            CHECK((a32.fcact_16 == nullptr && a32.ln1_16 == nullptr && a32.ln2_16 == nullptr && a32.lnf_16 == nullptr));
+        }
 }
 
 TEST_CASE("--precision bf16: the classifier's gradient, in chunks of rows rounded once, gives the fp32 products of the "
@@ -963,12 +984,106 @@ TEST_CASE("--precision bf16: the classifier's gradient, in chunks of rows rounde
         INFO("chunks of " << chunk_rows << " rows");
         bf16_chunk_values = chunk_rows * Vp;
         std::vector<float> dh = dh0, dW = dW0;
-        classifier_backward(dh.data(), dW.data(), dlogits.data(), h.data(), W.data(), BT, C, Vp);
+        classifier_backward(dh.data(), dW.data(), dlogits.data(), ProductIn<float>{h.data()}, W.data(), BT, C, Vp);
+        CHECK(same_bits(dh, dh_want));
+        CHECK(same_bits(dW, dW_want));
+        // and with h stored in bf16 (Acts::lnf_16), each chunk reading its own rows of it
+        std::vector<bf16> h16(h.size());
+        for (size_t i = 0; i < h.size(); i++) h16[i] = bf16_from_float(h[i]);
+        dh = dh0, dW = dW0;
+        classifier_backward(dh.data(), dW.data(), dlogits.data(), ProductIn<float>{nullptr, h16.data()}, W.data(), BT,
+                            C, Vp);
         CHECK(same_bits(dh, dh_want));
         CHECK(same_bits(dW, dW_want));
     }
     bf16_chunk_values = whole;
     matmul_fast_precision = saved;
+}
+
+// One fast-engine pass at --precision bf16 on activations a (bf16_acts or not): with the head, the forward and
+// backward (the loss, the logits, every gradient); without, the probe's headless forward. And the residual stream.
+struct Bf16Pass {
+    double loss = 0;
+    std::vector<float> logits, residual, grads;
+};
+static Bf16Pass bf16_pass(Model<float>* m, Acts<float>* a, const std::vector<int>& x, const std::vector<int>& y, int B,
+                          int T, bool with_head) {
+    const ModelConfig& c = m->config;
+    int saved = matmul_fast_precision;
+    matmul_fast_precision = PRECISION_BF16;
+    fast_row_kernels = true;
+    a->streamed = a->fast_loss = true;
+    a->headless = !with_head;
+    sk_fill(m->grads.data(), m->num_params, 0.0f);
+    Bf16Pass r;
+    if (with_head) {
+        r.loss = model_forward(m, a, x.data(), y.data(), B, T);
+        r.logits.assign(a->logits, a->logits + (size_t)B * T * c.padded_vocab_size);
+    } else {
+        model_forward_pass(m, a, x.data(), (const int*)nullptr, B, T, false);
+    }
+    r.residual.assign(a->residual3, a->residual3 + (size_t)c.num_layers * B * T * c.channels);
+    if (with_head) {
+        model_backward(m, a, 1.0f);
+        r.grads = m->grads.to_host();
+    }
+    fast_row_kernels = false;
+    matmul_fast_precision = saved;
+    return r;
+}
+
+TEST_CASE("--precision bf16: the norms' outputs and act(fch) stored in bf16 give the bits of rounding them at every "
+          "product, with the residual add in the norm's pass or not, in training and in the probe",
+          "[engine]") {
+    const std::vector<std::vector<std::string>> variants = {
+        {"--ffn", "gelu", "--bias", "1"},
+        {"--ffn", "swiglu", "--gate", "elementwise", "--norm", "rmsnorm"},
+        {"--ffn", "geglu", "--gate", "headwise", "--tied", "0", "--bias", "1"},
+        {"--placement", "post", "--ffn", "gelu", "--gate", "elementwise"}};
+    for (const auto& variant : variants) {
+        std::vector<std::string> args = {"train_gpt_cpu", "--vocab", "40", "--max-seq-len", "24", "--seq-len", "24",
+                                         "--probe-len", "24", "--layers", "2", "--heads", "2", "--channels", "16",
+                                         "--ffn-hidden", "32"};
+        std::string name;
+        for (const std::string& f : variant) args.push_back(f), name += f + " ";
+        CommandLine cl = parse_args(args);
+        ModelConfig c = model_from_flags(&cl);
+        Model<float> m;
+        model_build(&m, c);
+        model_init(&m, 5);
+        const int B = 2, T = 24;
+        std::vector<int> x, y;
+        random_tokens(&x, &y, B * T, 31);
+        size_t LBTC = (size_t)c.num_layers * B * T * c.channels, BTC = (size_t)B * T * c.channels;
+        // the stored values: the fp32 ones rounded
+        auto rounded_from = [](const float* f32, const bf16* f16, size_t n) {
+            size_t off = 0;
+            for (size_t i = 0; i < n; i++) off += f16[i].bits != bf16_from_float(f32[i]).bits;
+            return off;
+        };
+        for (bool one_pass : {true, false})
+            for (bool with_head : {true, false}) {
+                INFO(name << (one_pass ? "one pass" : "two passes") << (with_head ? "" : ", the probe's pass"));
+                residual_norm_one_pass = one_pass;
+                Acts<float> a32, a16;
+                a16.bf16_acts = true;
+                Bf16Pass r32 = bf16_pass(&m, &a32, x, y, B, T, with_head);
+                Bf16Pass r16 = bf16_pass(&m, &a16, x, y, B, T, with_head);
+                residual_norm_one_pass = true;
+                CHECK(memcmp(&r16.loss, &r32.loss, sizeof(double)) == 0);
+                CHECK(same_bits(r16.logits, r32.logits));
+                CHECK(same_bits(r16.residual, r32.residual));
+                CHECK(same_bits(r16.grads, r32.grads));
+                if (c.placement == PLACE_PRE) {
+                    REQUIRE(a16.ln1_16);
+                    REQUIRE(a16.ln2_16);
+                    CHECK(rounded_from(a32.ln1, a16.ln1_16, LBTC) == 0);
+                    CHECK(rounded_from(a32.ln2, a16.ln2_16, LBTC) == 0);
+                    if (with_head) CHECK(rounded_from(a32.lnf, a16.lnf_16, BTC) == 0);
+                }
+                CHECK(rounded_from(a32.fcact, a16.fcact_16, (size_t)c.num_layers * B * T * c.ffn_hidden) == 0);
+            }
+    }
 }
 
 TEST_CASE("--precision bf16: AdamW keeps the weights' bf16 copy, and training with it (and the classifier's gradient "
@@ -993,12 +1108,8 @@ TEST_CASE("--precision bf16: AdamW keeps the weights' bf16 copy, and training wi
         model_init(&init, 5);
         std::vector<float> p0 = init.params.to_host();
         const int B = 2, T = 24;
-        std::vector<int> x(B * T), y(B * T);
-        uint64_t seed = 23;
-        for (size_t i = 0; i < x.size(); i++) {
-            x[i] = (int)(splitmix64(&seed) % 40);
-            y[i] = (int)(splitmix64(&seed) % 40);
-        }
+        std::vector<int> x, y;
+        random_tokens(&x, &y, B * T, 23);
         TrainConfig tc;
         auto copy_is_fresh = [&] {
             const Model<float>& m = with->model;
@@ -1259,12 +1370,8 @@ TEST_CASE("block threads as a GPU may run them: the streamed attention keeps its
         init_params(c, 11, p.data());
         for (float& w : p) w *= 3;  // sharper attention than at initialisation
         e->set_params(p.data());
-        std::vector<int> x(B * T), y(B * T);
-        uint64_t seed = 5;
-        for (int i = 0; i < B * T; i++) {
-            x[i] = (int)(splitmix64(&seed) % 40);
-            y[i] = (int)(splitmix64(&seed) % 40);
-        }
+        std::vector<int> x, y;
+        random_tokens(&x, &y, B * T, 5);
         double loss[3];
         std::vector<float> grads[3];
         for (int mode : {0, 1, -1}) {
@@ -1394,12 +1501,8 @@ TEST_CASE("the guarded training step gives the host-driven step's bits, and a no
         model_init(&init, 5);
         std::vector<float> p0 = init.params.to_host();
         const int B = 2, T = 24, accum = 3;
-        std::vector<int> x(B * T * accum), y(B * T * accum);
-        uint64_t seed = 21;
-        for (size_t i = 0; i < x.size(); i++) {
-            x[i] = (int)(splitmix64(&seed) % 40);
-            y[i] = (int)(splitmix64(&seed) % 40);
-        }
+        std::vector<int> x, y;
+        random_tokens(&x, &y, B * T * accum, 21);
         TrainConfig tc;
         tc.grad_clip = 0.05f;  // below the norm: the clip scale matters
         double loss[2], gn[2];
