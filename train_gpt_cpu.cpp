@@ -102,10 +102,10 @@ static int matmul_fast_precision = -1;
 // tensor cores multiply bf16 and accumulate in fp32, the weights are rounded once per step instead of at every
 // product, and the numbers are those of rounding every operand (round_mantissa) at every product: the copy is the
 // weights rounded. ModelEngine sets matmul_bf16_weights with matmul_fast_precision for each call into the model;
-// left empty, every operand is rounded when its product runs. The activations that only products read are stored in
-// bf16 outright, rounded where they are written (Acts::bf16_acts): the pre-norm outputs (ln1, ln2, lnf), which feed
-// the qkv, gate, FFN and classifier products, and act(fch), the FFN's activation. The classifier's gradient is
-// rounded a chunk of rows at a time (classifier_backward).
+// left empty, every operand is rounded when its product runs. Two kinds of activation, read only by products, are
+// stored in bf16 outright, rounded where they are written (Acts::bf16_acts): the pre-norm outputs (ln1, ln2, lnf),
+// which feed the qkv, gate, FFN and classifier products, and act(fch), the FFN's activation. The classifier's
+// gradient is rounded a chunk of rows at a time (classifier_backward).
 struct Bf16Copy {
     const float* master = nullptr;  // the fp32 weights
     const bf16* copy = nullptr;     // their bf16 copy, element for element
@@ -138,7 +138,7 @@ static inline void gemm_operands(Bf16Operand* ops, const float* A, int lda, bool
     ops[1] = {B, b_t ? operand_span(N, K, ldb) : operand_span(K, N, ldb), nullptr};
 }
 
-// The rounded operands' memory, kept between calls. ModelEngine::reserve sizes it for the FFN's products before
+// The rounded operands' memory, kept between calls. ModelEngine::reserve sizes it for the largest products before
 // training starts (the classifier's gradient has a chunk of its own: classifier_backward); a larger product grows it.
 static SkBuffer<bf16>& bf16_scratch() {
     static SkBuffer<bf16> scratch;
@@ -229,7 +229,11 @@ template <int N, typename Product>
 static bool in_precision(Bf16Operand (&ops)[N], Product product) {
     if (matmul_fast_precision != PRECISION_BF16) {
         const float* p[N];
-        for (int i = 0; i < N; i++) p[i] = ops[i].p;
+        for (int i = 0; i < N; i++) {
+            if (ops[i].p16)
+                fail("internal: an operand stored in bf16 at --precision %s", precision_names[matmul_fast_precision]);
+            p[i] = ops[i].p;
+        }
         return product(p);
     }
     bf16_operands(ops, N);
@@ -2021,8 +2025,8 @@ struct Acts {
     bool streamed = false;  // attention streamed (attention_forward_stream: no att), set before the first pass
     bool fast_loss = false;  // cross-entropy from row statistics (crossentropy_forward_stats: no probs), likewise
     bool headless = false;   // passes without the head only (the sink probe's): no final norm, logits or loss buffers
-    // The activations that only products read, stored in bf16 (the fast engine at --precision bf16), likewise: the
-    // pre-norm outputs and act(fch) then live in mem16 (ln1_16, ln2_16, lnf_16, fcact_16), and their F fields are null
+    // The pre-norm outputs and act(fch), which only products read, stored in bf16 (the fast engine at --precision
+    // bf16), likewise: they then live in mem16 (ln1_16, ln2_16, lnf_16, fcact_16), and their F fields are null
     bool bf16_acts = false;
     SkBuffer<bf16> mem16;      // the bf16 fields' memory
     bf16* ln1_16 = nullptr;    // (L, B, T, C) N1(x), read by the qkv and gate products
@@ -2130,7 +2134,7 @@ static void acts_alloc(Acts<F>* a, const ModelConfig& c, int B, int T) {
     ActShapes s = act_shapes(c, B, T);
     size_t BT = s.BT, C = s.C, L = s.L, FF = s.FF, rows = (size_t)B * s.NH * T, st = a->streamed, ex = !st;
     size_t head = !a->headless, fast_loss = head && a->fast_loss, probs = head && !a->fast_loss;
-    size_t f16 = a->bf16_acts, f32 = !f16;  // where the activations that only products read are stored
+    size_t f16 = a->bf16_acts, f32 = !f16;  // where the pre-norm outputs and act(fch) are stored
     // the attention matrices, L B NH T^2, checked in double first: with extreme flags size_t would wrap
     if (ex && (double)L * B * s.NH * T * T * sizeof(F) > 0.9 * sk_memory_bytes())
         fail("attention matrices for B %d x T %d need %.0f GiB, more than this machine's memory (or SK_MEMORY_GIB): "
@@ -2435,9 +2439,8 @@ static void ffn_block_forward(const Model<F>* m, Acts<F>* a, const LayerView<F>&
     int BT = a->B * a->T, C = c.channels, FF = c.ffn_hidden;
     ProductIn<F> ffn_in =
         subblock_in(c, v.ln2, v.ln2_16, v.ln2_mean, v.ln2_rstd, v.residual2, v.ln2w, v.ln2b, BT, normed_already);
-    // the activation in bf16 (fcact_16) is written by its own pass, not by the GELU's epilogue (without it, the
-    // input is fp32 too)
-    if (!(c.ffn == FFN_GELU && !v.fcact_16 &&
+    // the GELU's epilogue writes an fp32 activation from an fp32 input; in bf16 (fcact_16) it has a pass of its own
+    if (!(c.ffn == FFN_GELU && !v.fcact_16 && !ffn_in.h &&
           matmul_forward_gelu(v.fcact, v.fch, ffn_in.f, v.fcw, v.fcb, BT, C, FF))) {
         if (!(v.fch2 && !v.fcb && matmul_forward_pair(v.fch, v.fch2, ffn_in, v.fcw, v.fcw2, BT, C, FF))) {
             matmul_forward(v.fch, ffn_in, v.fcw, v.fcb, BT, C, FF);
@@ -2964,11 +2967,18 @@ class ModelEngine final : public Engine {
         grad_acts_alloc(&acts_.grad, c, B, T + off, acts_.streamed);
         acts_alloc(&probe_, c, probe_B, probe_T + off);
         if (!model.params_bf16.empty()) {
-            // the rounded operands: a classifier chunk, and the largest others: the gated FFN's two gradients or
-            // qkv's, and post-norm their layer's input (pre-norm, the norm's output is stored in bf16)
+            // the rounded operands: a classifier chunk, and the largest weight gradient's: the FFN's gradient (both
+            // of a gated FFN's at once in its strided pair, a GPU's without biases), qkv's, or the feature map's
+            // (--phi mlp: its gradient and input), with, post-norm, the layer's input (pre-norm, the norm's output is
+            // stored in bf16)
             size_t BT = (size_t)B * (T + off), rows = bf16_chunk_rows((int)BT, c.padded_vocab_size);
-            size_t n = std::max(2 * bf16_slot(BT * c.ffn_hidden), bf16_slot(3 * BT * c.channels)) +
-                       (c.placement == PLACE_PRE ? 0 : bf16_slot(BT * c.channels));
+            size_t C = c.channels, pair = 1;
+#ifdef __CUDACC__
+            if (ffn_is_gated(c.ffn) && !c.bias) pair = 2;
+#endif
+            size_t n = std::max({pair * bf16_slot(BT * c.ffn_hidden), bf16_slot(3 * BT * C),
+                                 c.attn.phi == PHI_MLP ? 2 * bf16_slot(2 * BT * C) : 0}) +
+                       (c.placement == PLACE_PRE ? 0 : bf16_slot(BT * C));
             if (bf16_logit_chunk().size() < rows * c.padded_vocab_size)
                 bf16_logit_chunk().reserve_exactly(rows * c.padded_vocab_size);
             if (bf16_scratch().size() < n) bf16_scratch().reserve_exactly(n);

@@ -639,6 +639,18 @@ TEST_CASE("at bf16 the gated FFN's strided batch takes its operands as the train
                                     BT, C, nullptr, true, PRECISION_BF16);
             }
             CHECK(same_bits(rdw, dws));
+            // the input stored in bf16 (a norm's output: ProductIn's h, no fp32 values) goes in as it is
+            std::vector<bf16> inp16(inp.size());
+            for (size_t k = 0; k < inp.size(); k++) inp16[k] = bf16_from_float(inp[k]);
+            Bf16Operand sf[3] = {{nullptr, (size_t)BT * C, nullptr, inp16.data()}, {w0, (size_t)FF * C, nullptr},
+                                 {w1, (size_t)FF * C, nullptr}};
+            Bf16Operand sb[3] = {{d0.data(), (size_t)BT * FF, nullptr}, {d1.data(), (size_t)BT * FF, nullptr},
+                                 {nullptr, (size_t)BT * C, nullptr, inp16.data()}};
+            bf16_operands(sf, 3);
+            CHECK((sf[0].out == inp16.data() && sf[1].out == f[1].out && sf[2].out == f[2].out));
+            bf16_operands(sb, 3);
+            CHECK(sb[2].out == inp16.data());
+            CHECK(sb[1].out - sb[0].out == (ptrdiff_t)bf16_slot((size_t)BT * FF));
         }
     matmul_fast_precision = saved;
     matmul_bf16_weights = saved_copy;
@@ -1001,7 +1013,8 @@ TEST_CASE("--precision bf16: the classifier's gradient, in chunks of rows rounde
 }
 
 // One fast-engine pass at --precision bf16 on activations a (bf16_acts or not): with the head, the forward and
-// backward (the loss, the logits, every gradient); without, the probe's headless forward. And the residual stream.
+// backward (the loss, the logits, every gradient); without, the probe's headless forward, its attention materialised.
+// And the residual stream.
 struct Bf16Pass {
     double loss = 0;
     std::vector<float> logits, residual, grads;
@@ -1012,17 +1025,17 @@ static Bf16Pass bf16_pass(Model<float>* m, Acts<float>* a, const std::vector<int
     int saved = matmul_fast_precision;
     matmul_fast_precision = PRECISION_BF16;
     fast_row_kernels = true;
-    a->streamed = a->fast_loss = true;
+    a->streamed = a->fast_loss = with_head;
     a->headless = !with_head;
     sk_fill(m->grads.data(), m->num_params, 0.0f);
     Bf16Pass r;
     if (with_head) {
         r.loss = model_forward(m, a, x.data(), y.data(), B, T);
-        r.logits.assign(a->logits, a->logits + (size_t)B * T * c.padded_vocab_size);
+        r.logits.assign(a->logits, a->logits + (size_t)a->B * a->T * c.padded_vocab_size);
     } else {
         model_forward_pass(m, a, x.data(), (const int*)nullptr, B, T, false);
     }
-    r.residual.assign(a->residual3, a->residual3 + (size_t)c.num_layers * B * T * c.channels);
+    r.residual.assign(a->residual3, a->residual3 + (size_t)c.num_layers * a->B * a->T * c.channels);
     if (with_head) {
         model_backward(m, a, 1.0f);
         r.grads = m->grads.to_host();
@@ -1039,10 +1052,11 @@ TEST_CASE("--precision bf16: the norms' outputs and act(fch) stored in bf16 give
         {"--ffn", "gelu", "--bias", "1"},
         {"--ffn", "swiglu", "--gate", "elementwise", "--norm", "rmsnorm"},
         {"--ffn", "geglu", "--gate", "headwise", "--tied", "0", "--bias", "1"},
-        {"--placement", "post", "--ffn", "gelu", "--gate", "elementwise"}};
+        {"--placement", "post", "--ffn", "gelu", "--gate", "elementwise"},
+        {"--phi", "mlp", "--sink-token", "1", "--ffn", "relu"}};
     for (const auto& variant : variants) {
-        std::vector<std::string> args = {"train_gpt_cpu", "--vocab", "40", "--max-seq-len", "24", "--seq-len", "24",
-                                         "--probe-len", "24", "--layers", "2", "--heads", "2", "--channels", "16",
+        std::vector<std::string> args = {"train_gpt_cpu", "--vocab", "40", "--max-seq-len", "24", "--seq-len", "23",
+                                         "--probe-len", "23", "--layers", "2", "--heads", "2", "--channels", "16",
                                          "--ffn-hidden", "32"};
         std::string name;
         for (const std::string& f : variant) args.push_back(f), name += f + " ";
@@ -1051,10 +1065,11 @@ TEST_CASE("--precision bf16: the norms' outputs and act(fch) stored in bf16 give
         Model<float> m;
         model_build(&m, c);
         model_init(&m, 5);
-        const int B = 2, T = 24;
+        const int B = 2, T = 23;  // (24 positions with the sink token)
         std::vector<int> x, y;
         random_tokens(&x, &y, B * T, 31);
-        size_t LBTC = (size_t)c.num_layers * B * T * c.channels, BTC = (size_t)B * T * c.channels;
+        int P = T + c.attn.sink_token;  // the model's positions
+        size_t LBTC = (size_t)c.num_layers * B * P * c.channels, BTC = (size_t)B * P * c.channels;
         // the stored values: the fp32 ones rounded
         auto rounded_from = [](const float* f32, const bf16* f16, size_t n) {
             size_t off = 0;
@@ -1069,6 +1084,7 @@ TEST_CASE("--precision bf16: the norms' outputs and act(fch) stored in bf16 give
                 a16.bf16_acts = true;
                 Bf16Pass r32 = bf16_pass(&m, &a32, x, y, B, T, with_head);
                 Bf16Pass r16 = bf16_pass(&m, &a16, x, y, B, T, with_head);
+                size_t n16 = a16.mem16.size();
                 residual_norm_one_pass = true;
                 CHECK(memcmp(&r16.loss, &r32.loss, sizeof(double)) == 0);
                 CHECK(same_bits(r16.logits, r32.logits));
@@ -1081,7 +1097,16 @@ TEST_CASE("--precision bf16: the norms' outputs and act(fch) stored in bf16 give
                     CHECK(rounded_from(a32.ln2, a16.ln2_16, LBTC) == 0);
                     if (with_head) CHECK(rounded_from(a32.lnf, a16.lnf_16, BTC) == 0);
                 }
-                CHECK(rounded_from(a32.fcact, a16.fcact_16, (size_t)c.num_layers * B * T * c.ffn_hidden) == 0);
+                CHECK(rounded_from(a32.fcact, a16.fcact_16, (size_t)c.num_layers * B * P * c.ffn_hidden) == 0);
+                // the same activations again at a smaller B x T (a probe chunk, a sampled prefix), in their memory
+                Acts<float> fresh32;
+                Bf16Pass s32 = bf16_pass(&m, &fresh32, x, y, 1, 13, with_head);
+                Bf16Pass s16 = bf16_pass(&m, &a16, x, y, 1, 13, with_head);
+                CHECK(a16.mem16.size() == n16);
+                CHECK(memcmp(&s16.loss, &s32.loss, sizeof(double)) == 0);
+                CHECK(same_bits(s16.logits, s32.logits));
+                CHECK(same_bits(s16.residual, s32.residual));
+                CHECK(same_bits(s16.grads, s32.grads));
             }
     }
 }
