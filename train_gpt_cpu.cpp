@@ -102,10 +102,10 @@ static int matmul_fast_precision = -1;
 // tensor cores multiply bf16 and accumulate in fp32, the weights are rounded once per step instead of at every
 // product, and the numbers are those of rounding every operand (round_mantissa) at every product: the copy is the
 // weights rounded. ModelEngine sets matmul_bf16_weights with matmul_fast_precision for each call into the model;
-// left empty, every operand is rounded when its product runs. Two kinds of activation, read only by products, are
+// left empty, every operand is rounded when its product runs. Three kinds of activation, read only by products, are
 // stored in bf16 outright, rounded where they are written (Acts::bf16_acts): the pre-norm outputs (ln1, ln2, lnf),
-// which feed the qkv, gate, FFN and classifier products, and act(fch), the FFN's activation. The classifier's
-// gradient is rounded a chunk of rows at a time (classifier_backward).
+// which feed the qkv, gate, FFN and classifier products, act(fch), the FFN's activation, and the gated attention
+// output. The classifier's gradient is rounded a chunk of rows at a time (classifier_backward).
 struct Bf16Copy {
     const float* master = nullptr;  // the fp32 weights
     const bf16* copy = nullptr;     // their bf16 copy, element for element
@@ -1773,14 +1773,15 @@ static void phi_elu1_backward(F* dx, const F* dy, const F* x, size_t N) {
 }
 
 // Gated attention (G1): y = core * sigmoid(z), z = x W_g^T, a gate per channel (G = C) or per head (G = NH).
-template <typename F>
-static void gate_forward(F* y, F* gate, const F* core, const F* z, int BT, int C, int G) {
+// y is F, or bf16 where the fast engine at --precision bf16 stores it so (Acts::bf16_acts), rounded as written.
+template <typename F, typename Y>
+static void gate_forward(Y* y, F* gate, const F* core, const F* z, int BT, int C, int G) {
     SK_PROFILE_SCOPE(PROF_ACTIVATION);
     int per = C / G;
     sk_for_2d(BT, C, SK_LAMBDA(size_t bt, int i) {
         F gv = attn_sigmoid(z[bt * G + i / per]);
         if (i % per == 0) gate[bt * G + i / per] = gv;
-        y[bt * C + i] = core[bt * C + i] * gv;
+        sk_store(y + bt * C + i, core[bt * C + i] * gv);
     });
 }
 
@@ -2025,11 +2026,13 @@ struct Acts {
     bool streamed = false;  // attention streamed (attention_forward_stream: no att), set before the first pass
     bool fast_loss = false;  // cross-entropy from row statistics (crossentropy_forward_stats: no probs), likewise
     bool headless = false;   // passes without the head only (the sink probe's): no final norm, logits or loss buffers
-    // The pre-norm outputs and act(fch), which only products read, stored in bf16 (the fast engine at --precision
-    // bf16), likewise: they then live in mem16 (ln1_16, ln2_16, lnf_16, fcact_16), and their F fields are null
+    // The pre-norm outputs, act(fch) and the gated attention output, which only products read, stored in bf16 (the
+    // fast engine at --precision bf16), likewise: they then live in mem16 (ln1_16, ln2_16, lnf_16, fcact_16,
+    // atty_16), and their F fields are null
     bool bf16_acts = false;
     SkBuffer<bf16> mem16;      // the bf16 fields' memory
     bf16* ln1_16 = nullptr;    // (L, B, T, C) N1(x), read by the qkv and gate products
+    bf16* atty_16 = nullptr;   // (L, B, T, C) the attention output after its gate (--gate), read by the projection's
     bf16* ln2_16 = nullptr;    // (L, B, T, C) N2(residual2), read by the FFN's first products
     bf16* fcact_16 = nullptr;  // (L, B, T, FF) act(fch), read by the FFN's output products
     bf16* lnf_16 = nullptr;    // (B, T, C) Nf, read by the classifier's products
@@ -2048,7 +2051,7 @@ struct Acts {
     F* att_slot;         // (L, B, NH, T) the slot's weight (--slot)
     F* atty_core;        // (L, B, T, C) attention output before the gate (--gate)
     F* gate;             // (L, B, T, G) sigmoid(x W_g^T) (--gate; G = C elementwise, NH headwise)
-    F* atty;             // (L, B, T, C) attention output, heads side by side (after the gate)
+    F* atty;             // (L, B, T, C) attention output, heads side by side, after the gate (atty_16 may hold it)
     F* attn_sum;         // (L, B, T, C) x + attention branch, N1's input (post-norm)
     F* residual2;        // (L, B, T, C) the residual stream between attention and FFN
     F* ln2_mean;         // (L, B, T)
@@ -2134,7 +2137,7 @@ static void acts_alloc(Acts<F>* a, const ModelConfig& c, int B, int T) {
     ActShapes s = act_shapes(c, B, T);
     size_t BT = s.BT, C = s.C, L = s.L, FF = s.FF, rows = (size_t)B * s.NH * T, st = a->streamed, ex = !st;
     size_t head = !a->headless, fast_loss = head && a->fast_loss, probs = head && !a->fast_loss;
-    size_t f16 = a->bf16_acts, f32 = !f16;  // where the pre-norm outputs and act(fch) are stored
+    size_t f16 = a->bf16_acts, f32 = !f16;  // where the pre-norm outputs, act(fch) and the gated atty are stored
     // the attention matrices, L B NH T^2, checked in double first: with extreme flags size_t would wrap
     if (ex && (double)L * B * s.NH * T * T * sizeof(F) > 0.9 * sk_memory_bytes())
         fail("attention matrices for B %d x T %d need %.0f GiB, more than this machine's memory (or SK_MEMORY_GIB): "
@@ -2146,7 +2149,7 @@ static void acts_alloc(Acts<F>* a, const ModelConfig& c, int B, int T) {
         {&a->phi_hidden, s.mlp * L * 2 * BT * C}, {&a->phi_relu, s.mlp * L * 2 * BT * C},
         {&a->phi_out, s.phi * L * 2 * BT * C},
         {&a->att, ex * L * rows * T}, {&a->att_state, st * L * rows * 2}, {&a->att_slot, s.slot * L * rows},
-        {&a->atty_core, s.gate * L * BT * C}, {&a->gate, L * BT * s.G}, {&a->atty, L * BT * C},
+        {&a->atty_core, s.gate * L * BT * C}, {&a->gate, L * BT * s.G}, {&a->atty, (f32 || !s.gate) * L * BT * C},
         {&a->attn_sum, s.post * L * BT * C}, {&a->residual2, L * BT * C}, {&a->ln2_mean, L * BT},
         {&a->ln2_rstd, L * BT}, {&a->ln2, f32 * s.pre * L * BT * C}, {&a->fch, L * BT * FF},
         {&a->fch2, s.gated * L * BT * FF}, {&a->fcact, f32 * L * BT * FF}, {&a->ffn_sum, s.post * L * BT * C},
@@ -2156,7 +2159,8 @@ static void acts_alloc(Acts<F>* a, const ModelConfig& c, int B, int T) {
         {&a->branch_out, BT * C}, {&a->gate_logits, BT * s.G},
         {&a->att_work, ex * attention_work_size(rows, T)}};
     Region<bf16> regions16[] = {{&a->ln1_16, f16 * s.pre * L * BT * C}, {&a->ln2_16, f16 * s.pre * L * BT * C},
-                                {&a->fcact_16, f16 * L * BT * FF}, {&a->lnf_16, f16 * head * s.pre * BT * C}};
+                                {&a->fcact_16, f16 * L * BT * FF}, {&a->lnf_16, f16 * head * s.pre * BT * C},
+                                {&a->atty_16, f16 * s.gate * L * BT * C}};
     place_regions(&a->mem16, regions16, "bf16 activations", B, T);  // first, so that the next counts it as held
     place_regions(&a->mem, regions, "activations", B, T);
     a->B = B;
@@ -2216,7 +2220,7 @@ struct LayerView {
     F *ln1, *ln1_mean, *ln1_rstd, *qkv, *phi_in, *phi_hidden, *phi_relu, *phi_out, *att, *att_state, *att_slot,
         *atty_core, *gate, *atty, *attn_sum, *residual2, *ln2, *ln2_mean, *ln2_rstd, *fch, *fch2, *fcact,
         *ffn_sum, *residual3;
-    bf16 *ln1_16, *ln2_16, *fcact_16;  // stored in bf16 (Acts::bf16_acts), else null
+    bf16 *ln1_16, *atty_16, *ln2_16, *fcact_16;  // stored in bf16 (Acts::bf16_acts), else null
     F *dx, *dln1, *dqkv, *dphi_in, *dphi_hidden, *dphi_relu, *dphi_out, *datty_core, *dgate_logits, *datty,
         *dattn_sum, *dresidual2, *dln2, *dfch, *dfch2, *dfcact, *dffn_sum, *dresidual3;
 };
@@ -2263,6 +2267,7 @@ static LayerView<F> layer_view(Model<F>* m, Acts<F>* a, int l) {
     v.fch = layer_slice(a->fch, l, BTF); v.fch2 = layer_slice(a->fch2, l, BTF);
     v.fcact = layer_slice(a->fcact, l, BTF);
     v.ln1_16 = layer_slice(a->ln1_16, l, BTC); v.ln2_16 = layer_slice(a->ln2_16, l, BTC);
+    v.atty_16 = layer_slice(a->atty_16, l, BTC);
     v.fcact_16 = layer_slice(a->fcact_16, l, BTF);
     v.ffn_sum = layer_slice(a->ffn_sum, l, BTC); v.residual3 = layer_slice(a->residual3, l, BTC);
     GradActs<F>* g = a->grad.B == a->B && a->grad.T == a->T ? &a->grad : nullptr;
@@ -2424,9 +2429,10 @@ static void attention_block_forward(const Model<F>* m, Acts<F>* a, const LayerVi
     }
     if (at.gate != GATE_NONE) {  // atty = core * sigmoid(attn_in W_g^T)
         matmul_forward(a->gate_logits, attn_in, v.gatew, (const F*)nullptr, BT, C, G);
-        gate_forward(v.atty, v.gate, core, a->gate_logits, BT, C, G);
+        if (v.atty_16) gate_forward(v.atty_16, v.gate, (const F*)core, (const F*)a->gate_logits, BT, C, G);
+        else gate_forward(v.atty, v.gate, (const F*)core, (const F*)a->gate_logits, BT, C, G);
     }
-    matmul_forward(a->branch_out, v.atty, v.attprojw, v.attprojb, BT, C, C);
+    matmul_forward(a->branch_out, ProductIn<F>{v.atty, v.atty_16}, v.attprojw, v.attprojb, BT, C, C);
     subblock_out(c, v.residual2, v.attn_sum, v.ln1_mean, v.ln1_rstd, v.x, a->branch_out, v.ln1w, v.ln1b, BT, next);
 }
 
@@ -2636,7 +2642,8 @@ static void attention_block_backward(const Model<F>* m, Acts<F>* a, const LayerV
                                              v.ln1w, v.ln1_mean, v.ln1_rstd, BT);
     ProductIn<F> attn_in = pre ? ProductIn<F>{v.ln1, v.ln1_16} : ProductIn<F>{v.x, nullptr};
     F* dattn_in = pre ? v.dln1 : v.dx;
-    matmul_backward(v.datty, v.dattprojw, v.dattprojb, dbranch, v.atty, v.attprojw, BT, C, C);
+    matmul_backward(v.datty, v.dattprojw, v.dattprojb, dbranch, ProductIn<F>{v.atty, v.atty_16}, v.attprojw, BT, C,
+                    C);
     const F *core = v.atty, *dcore = v.datty;
     if (at.gate != GATE_NONE) {  // atty = core * sigmoid(z), z = attn_in W_g^T
         core = v.atty_core;
