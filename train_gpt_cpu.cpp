@@ -250,13 +250,12 @@ static void gemm(F* out, const F* A, int lda, bool a_t, const F* B, int ldb, boo
     bool fast = false;
     if constexpr (std::is_same<F, float>::value) fast = matmul_fast_precision >= 0;
     if constexpr (std::is_same<F, float>::value)
-        if (fast) {
+        if (fast && matmul_fast_precision == PRECISION_BF16) {
             Bf16Operand ops[2];
             gemm_operands(ops, A, lda, a_t, B, ldb, b_t, M, K, N);
-            if (matmul_fast_precision == PRECISION_BF16)
-                gemm_bf16(out, ops, lda, a_t, ldb, b_t, M, K, N, bias, accumulate);
-            else
-                gemm_cublas(out, A, lda, a_t, B, ldb, b_t, M, K, N, bias, accumulate, matmul_fast_precision);
+            gemm_bf16(out, ops, lda, a_t, ldb, b_t, M, K, N, bias, accumulate);
+        } else if (fast) {
+            gemm_cublas(out, A, lda, a_t, B, ldb, b_t, M, K, N, bias, accumulate, matmul_fast_precision);
         }
     if (!fast) gemm_exact_tiled(out, A, lda, a_t, B, ldb, b_t, M, K, N, bias, accumulate);
     if (sk_sync_each_launch()) SK_CUDA(cudaDeviceSynchronize());
@@ -2032,7 +2031,7 @@ struct Acts {
     bool bf16_acts = false;
     SkBuffer<bf16> mem16;      // the bf16 fields' memory
     bf16* ln1_16 = nullptr;    // (L, B, T, C) N1(x), read by the qkv and gate products
-    bf16* atty_16 = nullptr;   // (L, B, T, C) the attention output after its gate (--gate), read by the projection's
+    bf16* atty_16 = nullptr;   // (L, B, T, C) the gated attention output (--gate), read by the projection's products
     bf16* ln2_16 = nullptr;    // (L, B, T, C) N2(residual2), read by the FFN's first products
     bf16* fcact_16 = nullptr;  // (L, B, T, FF) act(fch), read by the FFN's output products
     bf16* lnf_16 = nullptr;    // (B, T, C) Nf, read by the classifier's products
