@@ -26,7 +26,8 @@ adds flash-style attention blocks, a warp per norm row and chunked row sums (doc
 What it is not (yet): tuned. The fast engine's matmuls fuse the bias, the GELU and its gradient, and the bias
 gradient into cuBLASLt's epilogues. --precision bf16 keeps fp32 master weights and a bf16 copy of them that AdamW
 writes in the same pass; the matmuls multiply bf16 operands (the copy, and the activations and gradients rounded as
-each product starts); the pre-norm outputs, the FFN's activation and the gated attention output are stored in bf16.
+each product starts); the activations that only products read are stored in bf16 (the pre-norm outputs, the FFN's
+activation, the gated attention output, the --phi mlp map's input and hidden activation).
 Kernel launches are queued on one stream and the host waits only where it reads a result: once per training step, at
 its end, and for an upload buffer 8 uploads back (the loss, the gradient norm and the non-finite guard's verdict are
 computed on the device, and the batches go up from pinned staging buffers); SK_SYNC=1 synchronises after every launch

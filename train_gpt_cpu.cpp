@@ -102,10 +102,11 @@ static int matmul_fast_precision = -1;
 // tensor cores multiply bf16 and accumulate in fp32, the weights are rounded once per step instead of at every
 // product, and the numbers are those of rounding every operand (round_mantissa) at every product: the copy is the
 // weights rounded. ModelEngine sets matmul_bf16_weights with matmul_fast_precision for each call into the model;
-// left empty, every operand is rounded when its product runs. Three kinds of activation, read only by products, are
-// stored in bf16 outright, rounded where they are written (Acts::bf16_acts): the pre-norm outputs (ln1, ln2, lnf),
-// which feed the qkv, gate, FFN and classifier products, act(fch), the FFN's activation, and the gated attention
-// output. The classifier's gradient is rounded a chunk of rows at a time (classifier_backward).
+// left empty, every operand is rounded when its product runs. The activations that only products read are stored
+// in bf16 outright, rounded where they are written (Acts::bf16_acts): the pre-norm outputs (ln1, ln2, lnf), which
+// feed the qkv, gate, FFN and classifier products, act(fch), the FFN's activation, the gated attention output, and
+// the --phi mlp map's input and hidden activation. The classifier's gradient is rounded a chunk of rows at a time
+// (classifier_backward).
 struct Bf16Copy {
     const float* master = nullptr;  // the fp32 weights
     const bf16* copy = nullptr;     // their bf16 copy, element for element
@@ -788,9 +789,10 @@ static void ffn_act_backward(F* dh1, F* dh2, const F* dout, const F* h1, const F
     });
 }
 
-template <typename F>
-static void relu_forward(F* y, const F* x, size_t N) {
-    sk_for(N, SK_LAMBDA(size_t i) { y[i] = x[i] > 0 ? x[i] : F(0); });
+// y is F, or bf16 where the fast engine at --precision bf16 stores it so (Acts::bf16_acts), rounded as written
+template <typename F, typename Y>
+static void relu_forward(Y* y, const F* x, size_t N) {
+    sk_for(N, SK_LAMBDA(size_t i) { sk_store(y + i, x[i] > 0 ? x[i] : F(0)); });
 }
 
 // backward of: y = relu(x)  ->  dx += dy * [x > 0]
@@ -1737,13 +1739,13 @@ static void attention_backward_stream(const StreamAttn<F>& sa, const AttnParamGr
 // -----------------------------------------------------------------------------------------------------------
 // Feature maps on q and k (paper Table 6), after RoPE. q and k of every position and head are first gathered
 // into one contiguous (2, B*T, C) block: q rows then k rows, so the block is a (2*B*T*NH, hs) matrix of head
-// vectors.
-template <typename F>
-static void phi_gather(F* qk, const F* qkv, int BT, int C) {
+// vectors. qk is F, or bf16 where the fast engine at --precision bf16 stores it so (--phi mlp, Acts::bf16_acts).
+template <typename F, typename O>
+static void phi_gather(O* qk, const F* qkv, int BT, int C) {
     sk_for(BT, SK_LAMBDA(size_t bt) {
         for (int i = 0; i < C; i++) {
-            qk[bt * C + i] = qkv[bt * 3 * C + i];
-            qk[((size_t)BT + bt) * C + i] = qkv[bt * 3 * C + C + i];
+            sk_store(qk + bt * C + i, qkv[bt * 3 * C + i]);
+            sk_store(qk + ((size_t)BT + bt) * C + i, qkv[bt * 3 * C + C + i]);
         }
     });
 }
@@ -2025,9 +2027,10 @@ struct Acts {
     bool streamed = false;  // attention streamed (attention_forward_stream: no att), set before the first pass
     bool fast_loss = false;  // cross-entropy from row statistics (crossentropy_forward_stats: no probs), likewise
     bool headless = false;   // passes without the head only (the sink probe's): no final norm, logits or loss buffers
-    // The pre-norm outputs, act(fch) and the gated attention output, which only products read, stored in bf16 (the
-    // fast engine at --precision bf16), likewise: they then live in mem16 (ln1_16, ln2_16, lnf_16, fcact_16,
-    // atty_16), and their F fields are null
+    // The pre-norm outputs, act(fch), the gated attention output and the --phi mlp map's input and hidden
+    // activation, which only products read, stored in bf16 (the fast engine at --precision bf16), likewise: they
+    // then live in mem16 (ln1_16, ln2_16, lnf_16, fcact_16, atty_16, phi_in_16, phi_relu_16), and their F fields are
+    // null
     bool bf16_acts = false;
     SkBuffer<bf16> mem16;      // the bf16 fields' memory
     bf16* ln1_16 = nullptr;    // (L, B, T, C) N1(x), read by the qkv and gate products
@@ -2035,15 +2038,17 @@ struct Acts {
     bf16* ln2_16 = nullptr;    // (L, B, T, C) N2(residual2), read by the FFN's first products
     bf16* fcact_16 = nullptr;  // (L, B, T, FF) act(fch), read by the FFN's output products
     bf16* lnf_16 = nullptr;    // (B, T, C) Nf, read by the classifier's products
+    bf16* phi_in_16 = nullptr;    // (L, 2, B, T, C) the gathered q and k rows (--phi mlp), read by W1's products
+    bf16* phi_relu_16 = nullptr;  // (L, 2, B, T, C) relu(W1 phi_in) (--phi mlp), read by W2's products
     SkBuffer<F> mem;     // every field below points into it
     F* encoded;          // (B, T, C) token + position embedding: the residual stream entering layer 0
     F* ln1;              // (L, B, T, C) N1(x), the attention input (pre-norm; none when ln1_16 holds it)
     F* ln1_mean;         // (L, B, T) N1's mean (0 for RMSNorm)
     F* ln1_rstd;         // (L, B, T) N1's 1/sqrt(variance + eps)
     F* qkv;              // (L, B, T, 3C) q | k | v, q and k after RoPE
-    F* phi_in;           // (L, 2, B, T, C) q rows then k rows, gathered for the feature map (--phi)
+    F* phi_in;           // (L, 2, B, T, C) q rows then k rows, gathered for the feature map (--phi; phi_in_16 may)
     F* phi_hidden;       // (L, 2, B, T, C) W1 phi_in (--phi mlp)
-    F* phi_relu;         // (L, 2, B, T, C) relu(phi_hidden) (--phi mlp)
+    F* phi_relu;         // (L, 2, B, T, C) relu(phi_hidden) (--phi mlp; none when phi_relu_16 holds it)
     F* phi_out;          // (L, 2, B, T, C) phi(q) rows then phi(k) rows (--phi)
     F* att;              // (L, B, NH, T, T) attention weights of the keys, 0 where masked (not streamed)
     F* att_state;        // (L, B, NH, T, 2) each attention row's final (m, l) (streamed)
@@ -2136,7 +2141,7 @@ static void acts_alloc(Acts<F>* a, const ModelConfig& c, int B, int T) {
     ActShapes s = act_shapes(c, B, T);
     size_t BT = s.BT, C = s.C, L = s.L, FF = s.FF, rows = (size_t)B * s.NH * T, st = a->streamed, ex = !st;
     size_t head = !a->headless, fast_loss = head && a->fast_loss, probs = head && !a->fast_loss;
-    size_t f16 = a->bf16_acts, f32 = !f16;  // where the pre-norm outputs, act(fch) and the gated atty are stored
+    size_t f16 = a->bf16_acts, f32 = !f16;  // where the activations that bf16_acts names are stored
     // the attention matrices, L B NH T^2, checked in double first: with extreme flags size_t would wrap
     if (ex && (double)L * B * s.NH * T * T * sizeof(F) > 0.9 * sk_memory_bytes())
         fail("attention matrices for B %d x T %d need %.0f GiB, more than this machine's memory (or SK_MEMORY_GIB): "
@@ -2144,8 +2149,8 @@ static void acts_alloc(Acts<F>* a, const ModelConfig& c, int B, int T) {
              "which keeps no T x T matrices", B, T, (double)L * B * s.NH * T * T * sizeof(F) / (1 << 30));
     Region<F> regions[] = {
         {&a->encoded, BT * C}, {&a->ln1, f32 * s.pre * L * BT * C}, {&a->ln1_mean, L * BT}, {&a->ln1_rstd, L * BT},
-        {&a->qkv, L * BT * 3 * C}, {&a->phi_in, s.phi * L * 2 * BT * C},
-        {&a->phi_hidden, s.mlp * L * 2 * BT * C}, {&a->phi_relu, s.mlp * L * 2 * BT * C},
+        {&a->qkv, L * BT * 3 * C}, {&a->phi_in, s.phi * (f32 || !s.mlp) * L * 2 * BT * C},
+        {&a->phi_hidden, s.mlp * L * 2 * BT * C}, {&a->phi_relu, f32 * s.mlp * L * 2 * BT * C},
         {&a->phi_out, s.phi * L * 2 * BT * C},
         {&a->att, ex * L * rows * T}, {&a->att_state, st * L * rows * 2}, {&a->att_slot, s.slot * L * rows},
         {&a->atty_core, s.gate * L * BT * C}, {&a->gate, L * BT * s.G}, {&a->atty, (f32 || !s.gate) * L * BT * C},
@@ -2159,7 +2164,9 @@ static void acts_alloc(Acts<F>* a, const ModelConfig& c, int B, int T) {
         {&a->att_work, ex * attention_work_size(rows, T)}};
     Region<bf16> regions16[] = {{&a->ln1_16, f16 * s.pre * L * BT * C}, {&a->ln2_16, f16 * s.pre * L * BT * C},
                                 {&a->fcact_16, f16 * L * BT * FF}, {&a->lnf_16, f16 * head * s.pre * BT * C},
-                                {&a->atty_16, f16 * s.gate * L * BT * C}};
+                                {&a->atty_16, f16 * s.gate * L * BT * C},
+                                {&a->phi_in_16, f16 * s.mlp * L * 2 * BT * C},
+                                {&a->phi_relu_16, f16 * s.mlp * L * 2 * BT * C}};
     place_regions(&a->mem16, regions16, "bf16 activations", B, T);  // first, so that the next counts it as held
     place_regions(&a->mem, regions, "activations", B, T);
     a->B = B;
@@ -2219,7 +2226,7 @@ struct LayerView {
     F *ln1, *ln1_mean, *ln1_rstd, *qkv, *phi_in, *phi_hidden, *phi_relu, *phi_out, *att, *att_state, *att_slot,
         *atty_core, *gate, *atty, *attn_sum, *residual2, *ln2, *ln2_mean, *ln2_rstd, *fch, *fch2, *fcact,
         *ffn_sum, *residual3;
-    bf16 *ln1_16, *atty_16, *ln2_16, *fcact_16;  // stored in bf16 (Acts::bf16_acts), else null
+    bf16 *ln1_16, *phi_in_16, *phi_relu_16, *atty_16, *ln2_16, *fcact_16;  // in bf16 (Acts::bf16_acts), else null
     F *dx, *dln1, *dqkv, *dphi_in, *dphi_hidden, *dphi_relu, *dphi_out, *datty_core, *dgate_logits, *datty,
         *dattn_sum, *dresidual2, *dln2, *dfch, *dfch2, *dfcact, *dffn_sum, *dresidual3;
 };
@@ -2267,6 +2274,7 @@ static LayerView<F> layer_view(Model<F>* m, Acts<F>* a, int l) {
     v.fcact = layer_slice(a->fcact, l, BTF);
     v.ln1_16 = layer_slice(a->ln1_16, l, BTC); v.ln2_16 = layer_slice(a->ln2_16, l, BTC);
     v.atty_16 = layer_slice(a->atty_16, l, BTC);
+    v.phi_in_16 = layer_slice(a->phi_in_16, l, 2 * BTC); v.phi_relu_16 = layer_slice(a->phi_relu_16, l, 2 * BTC);
     v.fcact_16 = layer_slice(a->fcact_16, l, BTF);
     v.ffn_sum = layer_slice(a->ffn_sum, l, BTC); v.residual3 = layer_slice(a->residual3, l, BTC);
     GradActs<F>* g = a->grad.B == a->B && a->grad.T == a->T ? &a->grad : nullptr;
@@ -2301,14 +2309,18 @@ template <typename F>
 static void feature_map_forward(const Model<F>* m, Acts<F>* a, const LayerView<F>& v) {
     const ModelConfig& c = m->config;
     int BT = a->B * a->T, C = c.channels, hs = C / c.num_heads, rows = 2 * BT * c.num_heads;
-    phi_gather(v.phi_in, v.qkv, BT, C);
     if (c.attn.phi == PHI_ELU1) {
+        phi_gather(v.phi_in, v.qkv, BT, C);
         phi_elu1_forward(v.phi_out, v.phi_in, (size_t)2 * BT * C);
         return;
     }
-    matmul_forward(v.phi_hidden, v.phi_in, v.phiw1, (const F*)nullptr, rows, hs, hs);
-    relu_forward(v.phi_relu, v.phi_hidden, (size_t)2 * BT * C);
-    matmul_forward(v.phi_out, v.phi_relu, v.phiw2, (const F*)nullptr, rows, hs, hs);
+    // mlp: only products read phi_in and phi_relu, so at bf16 they are stored in bf16 (Acts::bf16_acts)
+    if (v.phi_in_16) phi_gather(v.phi_in_16, (const F*)v.qkv, BT, C);
+    else phi_gather(v.phi_in, (const F*)v.qkv, BT, C);
+    matmul_forward(v.phi_hidden, ProductIn<F>{v.phi_in, v.phi_in_16}, v.phiw1, (const F*)nullptr, rows, hs, hs);
+    if (v.phi_relu_16) relu_forward(v.phi_relu_16, (const F*)v.phi_hidden, (size_t)2 * BT * C);
+    else relu_forward(v.phi_relu, (const F*)v.phi_hidden, (size_t)2 * BT * C);
+    matmul_forward(v.phi_out, ProductIn<F>{v.phi_relu, v.phi_relu_16}, v.phiw2, (const F*)nullptr, rows, hs, hs);
 }
 
 // Both blocks of a layer are residual sub-blocks around a branch f, with their norm N before or after it:
@@ -2597,9 +2609,11 @@ static void feature_map_backward(const Model<F>* m, Acts<F>* a, const LayerView<
     if (c.attn.phi == PHI_ELU1) {
         phi_elu1_backward(v.dphi_in, v.dphi_out, v.phi_in, (size_t)2 * BT * C);
     } else {
-        matmul_backward(v.dphi_relu, v.dphiw2, (F*)nullptr, v.dphi_out, v.phi_relu, v.phiw2, rows, hs, hs);
+        matmul_backward(v.dphi_relu, v.dphiw2, (F*)nullptr, v.dphi_out, ProductIn<F>{v.phi_relu, v.phi_relu_16},
+                        v.phiw2, rows, hs, hs);
         relu_backward(v.dphi_hidden, v.dphi_relu, v.phi_hidden, (size_t)2 * BT * C);
-        matmul_backward(v.dphi_in, v.dphiw1, (F*)nullptr, v.dphi_hidden, v.phi_in, v.phiw1, rows, hs, hs);
+        matmul_backward(v.dphi_in, v.dphiw1, (F*)nullptr, v.dphi_hidden, ProductIn<F>{v.phi_in, v.phi_in_16},
+                        v.phiw1, rows, hs, hs);
     }
     phi_scatter_grad(v.dqkv, v.dphi_in, BT, C);
 }
@@ -2974,16 +2988,15 @@ class ModelEngine final : public Engine {
         acts_alloc(&probe_, c, probe_B, probe_T + off);
         if (!model.params_bf16.empty()) {
             // the rounded operands: a classifier chunk, and the largest weight gradient's: the FFN's gradient (both
-            // of a gated FFN's at once in its strided pair, a GPU's without biases), qkv's, or the feature map's
-            // (--phi mlp: its gradient and input), with, post-norm, the layer's input (pre-norm, the norm's output is
-            // stored in bf16)
+            // of a gated FFN's at once in its strided pair, a GPU's without biases) or qkv's, with, post-norm, the
+            // layer's input (pre-norm, the norm's output is stored in bf16). The --phi mlp map's gradients are
+            // smaller than qkv's, 2 B T C values, and its inputs are stored in bf16.
             size_t BT = (size_t)B * (T + off), rows = bf16_chunk_rows((int)BT, c.padded_vocab_size);
             size_t C = c.channels, pair = 1;
 #ifdef __CUDACC__
             if (ffn_is_gated(c.ffn) && !c.bias) pair = 2;
 #endif
-            size_t n = std::max({pair * bf16_slot(BT * c.ffn_hidden), bf16_slot(3 * BT * C),
-                                 c.attn.phi == PHI_MLP ? 2 * bf16_slot(2 * BT * C) : 0}) +
+            size_t n = std::max(pair * bf16_slot(BT * c.ffn_hidden), bf16_slot(3 * BT * C)) +
                        (c.placement == PLACE_PRE ? 0 : bf16_slot(BT * C));
             if (bf16_logit_chunk().size() < rows * c.padded_vocab_size)
                 bf16_logit_chunk().reserve_exactly(rows * c.padded_vocab_size);

@@ -27,9 +27,10 @@
 // bf16 copy that AdamW writes, the other operands rounded as their product starts), multiplied by the tensor cores
 // with fp32 accumulation (CUBLAS_COMPUTE_32F) into fp32 outputs; at tf32 the operands are fp32 and the tensor cores
 // round them inside the GEMM (CUBLAS_COMPUTE_32F_FAST_TF32).
-// At bf16 the pre-norm outputs, the FFN's activation and the gated attention output, which only products read,
-// are stored in bf16 (Acts::bf16_acts) and go in as they are. What it is not: bf16 storage of the rest: the other
-// activations and the gradients stay fp32 in memory, and a bf16 operand is made from them for each product.
+// At bf16 the activations that only products read (the pre-norm outputs, the FFN's activation, the gated attention
+// output, the --phi mlp map's input and hidden activation) are stored in bf16 (Acts::bf16_acts) and go in as they are.
+// What it is not: bf16 storage of the rest: the other activations and the gradients stay fp32 in memory, and a bf16
+// operand is made from them for each product.
 #pragma once
 #include <stdint.h>
 

@@ -941,40 +941,50 @@ TEST_CASE("--precision bf16: the FFN's activation is stored in bf16, rounded whe
         CHECK(!same_bits(plain, out32));
     }
     matmul_fast_precision = saved;
-    // the activations: act(fch), the pre-norm outputs and the gated attention output in 2 bytes a value instead of 4
-    // (post-norm: no norm outputs; no gate: the attention output stays fp32), and the probe's (headless: no final norm)
+    // the activations: act(fch), the pre-norm outputs, the gated attention output and the --phi mlp map's input and
+    // hidden activation in 2 bytes a value instead of 4 (post-norm: no norm outputs; no gate: the attention output
+    // stays fp32; --phi elu1: its input stays fp32, its backward reads it), and the probe's (headless: no final norm)
     for (const char* placement : {"pre", "post"})
         for (const char* gate : {"none", "headwise"})
-            for (bool headless : {false, true}) {
-                INFO(placement << ", gate " << gate << (headless ? ", headless" : ""));
-                CommandLine cl = parse_args({"train_gpt_cpu", "--layers", "2", "--channels", "16", "--heads", "2",
-                                             "--ffn-hidden", "48", "--max-seq-len", "32", "--seq-len", "32",
-                                             "--probe-len", "32", "--placement", placement, "--gate", gate});
-                ModelConfig c = model_from_flags(&cl);
-                Acts<float> a32, a16;
-                a16.bf16_acts = true;
-                a32.headless = a16.headless = headless;
-                acts_alloc(&a32, c, 3, 32);
-                acts_alloc(&a16, c, 3, 32);
-                bool pre = c.placement == PLACE_PRE, gated = c.attn.gate != GATE_NONE;
-                size_t BTC = (size_t)3 * 32 * 16,
-                       n = (size_t)2 * 3 * 32 * 48 + pre * (2 * 2 * BTC + !headless * BTC) + gated * 2 * BTC;
-                CHECK(a16.mem16.size() == n);
-                CHECK(a32.mem.size() - a16.mem.size() == n);
-                CHECK(a16.fcact == nullptr);
-                CHECK(a16.ln1 == nullptr);
-                CHECK(a16.ln2 == nullptr);
-                CHECK(a16.lnf == nullptr);
-                CHECK(a16.fcact_16 != nullptr);
-                CHECK((a16.ln1_16 != nullptr) == pre);
-                CHECK((a16.ln2_16 != nullptr) == pre);
-                CHECK((a16.lnf_16 != nullptr) == (pre && !headless));
-                CHECK((a16.atty_16 != nullptr) == gated);
-                CHECK((a16.atty != nullptr) == !gated);
-                CHECK(a32.mem16.size() == 0);
-                CHECK((a32.fcact_16 == nullptr && a32.ln1_16 == nullptr && a32.ln2_16 == nullptr &&
-                       a32.lnf_16 == nullptr && a32.atty_16 == nullptr));
-            }
+            for (const char* phi : {"none", "elu1", "mlp"})
+                for (bool headless : {false, true}) {
+                    INFO(placement << ", gate " << gate << ", phi " << phi << (headless ? ", headless" : ""));
+                    CommandLine cl = parse_args({"train_gpt_cpu", "--layers", "2", "--channels", "16", "--heads", "2",
+                                                 "--ffn-hidden", "48", "--max-seq-len", "32", "--seq-len", "32",
+                                                 "--probe-len", "32", "--placement", placement, "--gate", gate,
+                                                 "--phi", phi});
+                    ModelConfig c = model_from_flags(&cl);
+                    Acts<float> a32, a16;
+                    a16.bf16_acts = true;
+                    a32.headless = a16.headless = headless;
+                    acts_alloc(&a32, c, 3, 32);
+                    acts_alloc(&a16, c, 3, 32);
+                    bool pre = c.placement == PLACE_PRE, gated = c.attn.gate != GATE_NONE, mlp = c.attn.phi == PHI_MLP;
+                    size_t BTC = (size_t)3 * 32 * 16,
+                           n = (size_t)2 * 3 * 32 * 48 + pre * (2 * 2 * BTC + !headless * BTC) + gated * 2 * BTC +
+                               mlp * 2 * (2 * 2 * BTC);
+                    CHECK(a16.mem16.size() == n);
+                    CHECK(a32.mem.size() - a16.mem.size() == n);
+                    CHECK(a16.fcact == nullptr);
+                    CHECK(a16.ln1 == nullptr);
+                    CHECK(a16.ln2 == nullptr);
+                    CHECK(a16.lnf == nullptr);
+                    CHECK(a16.fcact_16 != nullptr);
+                    CHECK((a16.ln1_16 != nullptr) == pre);
+                    CHECK((a16.ln2_16 != nullptr) == pre);
+                    CHECK((a16.lnf_16 != nullptr) == (pre && !headless));
+                    CHECK((a16.atty_16 != nullptr) == gated);
+                    CHECK((a16.atty != nullptr) == !gated);
+                    CHECK((a16.phi_in_16 != nullptr) == mlp);
+                    CHECK((a16.phi_relu_16 != nullptr) == mlp);
+                    CHECK((a16.phi_in != nullptr) == (c.attn.phi == PHI_ELU1));
+                    CHECK(a16.phi_relu == nullptr);
+                    CHECK((a16.phi_hidden != nullptr) == mlp);
+                    CHECK(a32.mem16.size() == 0);
+                    CHECK((a32.fcact_16 == nullptr && a32.ln1_16 == nullptr && a32.ln2_16 == nullptr &&
+                           a32.lnf_16 == nullptr && a32.atty_16 == nullptr && a32.phi_in_16 == nullptr &&
+                           a32.phi_relu_16 == nullptr));
+                }
 }
 
 TEST_CASE("--precision bf16: the classifier's gradient, in chunks of rows rounded once, gives the fp32 products of the "
@@ -1050,9 +1060,9 @@ static Bf16Pass bf16_pass(Model<float>* m, Acts<float>* a, const std::vector<int
     return r;
 }
 
-TEST_CASE("--precision bf16: the norms' outputs, act(fch) and the gated attention output stored in bf16 give the bits "
-          "of rounding them at every product, with the residual add in the norm's pass or not, in training and in the "
-          "probe",
+TEST_CASE("--precision bf16: the norms' outputs, act(fch), the gated attention output and the --phi mlp map's "
+          "activations stored in bf16 give the bits of rounding them at every product, with the residual add in the "
+          "norm's pass or not, in training and in the probe",
           "[engine]") {
     const std::vector<std::vector<std::string>> variants = {
         {"--ffn", "gelu", "--bias", "1"},
@@ -1106,6 +1116,12 @@ TEST_CASE("--precision bf16: the norms' outputs, act(fch) and the gated attentio
                 CHECK(rounded_from(a32.fcact, a16.fcact_16, (size_t)c.num_layers * B * P * c.ffn_hidden) == 0);
                 if (c.attn.gate != GATE_NONE) CHECK(rounded_from(a32.atty, a16.atty_16, LBTC) == 0);
                 CHECK((a16.atty_16 != nullptr) == (c.attn.gate != GATE_NONE));
+                if (c.attn.phi == PHI_MLP) {
+                    REQUIRE(a16.phi_in_16);
+                    REQUIRE(a16.phi_relu_16);
+                    CHECK(rounded_from(a32.phi_in, a16.phi_in_16, 2 * LBTC) == 0);
+                    CHECK(rounded_from(a32.phi_relu, a16.phi_relu_16, 2 * LBTC) == 0);
+                }
                 // the same activations again at a smaller B x T (a probe chunk, a sampled prefix), in their memory
                 Acts<float> fresh32;
                 Bf16Pass s32 = bf16_pass(&m, &fresh32, x, y, 1, 13, with_head);
