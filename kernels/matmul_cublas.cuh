@@ -204,6 +204,9 @@ static bool gemm_cublaslt(float* out, const ColumnMajorGemm<T>& g, LtEpilogue ki
                           float beta, int precision) {
     if (!sk_cublaslt_enabled()) return false;
     if (aux && (g.ldc % 8 != 0 || sk_alignment(aux) < 16)) return false;  // what the aux matrix needs
+    // the bias vector: the heuristic is told only the matrices' alignments, and an epilogue may read the bias in
+    // 16-byte vectors, so a bias that is not 16-byte aligned takes the fallback
+    if (bias && sk_alignment(bias) < 16) return false;
     cublasLtMatmulDesc_t op = nullptr;
     cublasLtMatrixLayout_t la = nullptr, lb = nullptr, lc = nullptr;
     cublasLtMatmulPreference_t pref = nullptr;

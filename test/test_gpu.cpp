@@ -31,12 +31,42 @@ static bool gpu_present() {
     return run_command("nvidia-smi -L", &out) == 0 && out.find("GPU") != std::string::npos;
 }
 
-// Whether a test that runs train_gpt on a GPU can run here: the binary and a GPU (else it says which is missing)
+// Whether a test that runs train_gpt on a GPU can run here: the binary and a GPU (else it says which is missing).
+// Those tests carry the tag [device] as well, which dev/gpu/check.sh runs.
 static bool gpu_run_possible() {
     if (!gpu_binary_present()) return false;
     if (gpu_present()) return true;
     WARN("skipped: no GPU on this machine (nvidia-smi -L lists none); this test runs where one exists");
     return false;
+}
+
+// How many of the GPU tests' processes start side by side: one a core, at most 8 (a tiny run on a GPU is mostly its
+// start: a CUDA context, cuBLAS, the model)
+static int gpu_jobs() { return (int)std::min(8u, std::max(1u, std::thread::hardware_concurrency())); }
+
+// The GPU tests start their processes side by side (run_commands, test_util.h): each command's status and output come
+// back in order, and the commands do run at once: each of four waits (up to 10 s) until all four have started, which
+// one at a time they never have.
+TEST_CASE("run_commands runs commands side by side and returns each one's status and output in order", "[gpu]") {
+    std::vector<std::string> cmds;
+    for (int i = 0; i < 11; i++) cmds.push_back("echo line " + std::to_string(i) + "; exit " + std::to_string(i % 3));
+    std::vector<CommandResult> r = run_commands(cmds, 3);
+    REQUIRE(r.size() == cmds.size());
+    for (int i = 0; i < 11; i++) {
+        CHECK(r[i].rc == i % 3);
+        CHECK(r[i].out == "line " + std::to_string(i) + "\n");
+    }
+    std::string dir = temp_dir();
+    cmds.clear();
+    for (int i = 0; i < 4; i++)
+        cmds.push_back("touch " + dir + "/" + std::to_string(i) + "; for k in $(seq 200); do [ $(ls " + dir +
+                       " | wc -l) -ge 4 ] && echo met " + std::to_string(i) + " && exit 0; sleep 0.05; done; exit 1");
+    r = run_commands(cmds, 4);
+    for (int i = 0; i < 4; i++) {
+        CHECK(r[i].rc == 0);
+        CHECK(r[i].out == "met " + std::to_string(i) + "\n");
+    }
+    CHECK(run_commands({}, 4).empty());
 }
 
 TEST_CASE("train_gpt prints the CPU trainer's usage under its own name", "[gpu]") {
@@ -85,19 +115,22 @@ static std::vector<double> log_numbers(const std::string& log, const std::string
     return v;
 }
 
+// Each sample record's "text" field, without the run id that differs from run to run
 static std::vector<std::string> log_samples(const std::string& log) {
     std::vector<std::string> v;
     size_t pos = 0;
     while ((pos = log.find("{\"type\":\"sample\"", pos)) != std::string::npos) {
-        size_t end = log.find('\n', pos);
-        size_t t = log.find("\"text\":", pos);
-        v.push_back(log.substr(t, end - t));
+        size_t end = log.find('\n', pos), t = log.find("\"text\":\"", pos);
+        if (t >= end) break;
+        size_t i = t + strlen("\"text\":\"");
+        while (i < end && log[i] != '"') i += log[i] == '\\' ? 2 : 1;  // to the string's closing quote
+        v.push_back(log.substr(t, i + 1 - t));
         pos = end;
     }
     return v;
 }
 
-TEST_CASE("on a GPU, train_gpt and train_gpt_cpu train, measure and sample bit for bit alike", "[gpu]") {
+TEST_CASE("on a GPU, train_gpt and train_gpt_cpu train, measure and sample bit for bit alike", "[gpu][device]") {
     if (!gpu_run_possible()) return;
     TinyRun r = tiny_run(6);
     std::string common = tiny_run_flags(r) + " --steps 6";
@@ -111,20 +144,28 @@ TEST_CASE("on a GPU, train_gpt and train_gpt_cpu train, measure and sample bit f
         "--attn clipped --phi elu1 --slot zero --ffn geglu",
         "--attn elu1 --sink-token 1 --fixed-token 0 --random-from 5 --random-to 9",
     };
-    for (const char* v : variants) {
-        INFO("variant: " << v);
-        std::string out, logs[2], model[2], state[2];
-        for (int gpu = 0; gpu < 2; gpu++) {
-            std::string dir = r.dir + (gpu ? "/gpu" : "/cpu");
+    // every variant's two runs side by side, each in a directory of its own
+    std::vector<std::string> cmds;
+    for (size_t i = 0; i < std::size(variants); i++)
+        for (int gpu = 0; gpu < 2; gpu++)
             // the GPU's sink records from the host thread (two probe chunks kept on the device, downloaded on the
             // second stream), the CPU's measured at their step
-            REQUIRE(run_command(std::string(gpu ? "env SK_SINK_THREAD=1 ./train_gpt --engine exact"
-                                                : "env SK_SINK_THREAD=0 ./train_gpt_cpu") +
-                                    common + " " + v + " --out " + dir,
-                                &out) == 0);
+            cmds.push_back(std::string(gpu ? "env SK_SINK_THREAD=1 ./train_gpt --engine exact"
+                                           : "env SK_SINK_THREAD=0 ./train_gpt_cpu") +
+                           common + " " + variants[i] + " --out " + r.dir + "/v" + std::to_string(i) +
+                           (gpu ? "/gpu" : "/cpu"));
+    std::vector<CommandResult> runs = run_commands(cmds, gpu_jobs());
+    for (size_t i = 0; i < std::size(variants); i++) {
+        const char* v = variants[i];
+        INFO("variant: " << v);
+        std::string logs[2], model[2], state[2];
+        for (int gpu = 0; gpu < 2; gpu++) {
+            std::string dir = r.dir + "/v" + std::to_string(i) + (gpu ? "/gpu" : "/cpu");
+            INFO(runs[2 * i + gpu].out);
+            CHECK(runs[2 * i + gpu].rc == 0);
             logs[gpu] = slurp(dir + "/log.jsonl");
             model[gpu] = slurp(dir + "/model_00000006.bin");
-            state[gpu] = slurp(dir + "/state_00000006.bin");
+            state[gpu] = state_numbers(dir + "/state_00000006.bin");  // the numbers, not the saved flags
             REQUIRE(system(("rm -rf " + dir).c_str()) == 0);
         }
         // the same statements in the same order, IEEE operations only (numerics.h): the same bits
@@ -147,20 +188,24 @@ TEST_CASE("on a GPU, train_gpt and train_gpt_cpu train, measure and sample bit f
     }
 }
 
-TEST_CASE("on a GPU, both engines of train_gpt pass --check-state on every PyTorch fixture", "[gpu]") {
+TEST_CASE("on a GPU, both engines of train_gpt pass --check-state on every PyTorch fixture", "[gpu][device]") {
     if (!gpu_run_possible()) return;
-    std::vector<std::string> states = expand_glob(fixture("*_state.bin"), "fixtures");
+    std::vector<std::string> states = expand_glob(fixture("*_state.bin"), "fixtures"), cmds;
     REQUIRE(states.size() >= 30);
     for (const std::string& s : states)
         for (const char* engine : {"exact", "fast"}) {
-            std::string model = s.substr(0, s.size() - strlen("_state.bin")) + "_model.bin", out;
-            INFO(s << " --engine " << engine);
-            CHECK(run_command("./train_gpt --engine " + std::string(engine) + " --load " + model + " --check-state " + s,
-                              &out) == 0);
+            std::string model = s.substr(0, s.size() - strlen("_state.bin")) + "_model.bin";
+            cmds.push_back("./train_gpt --engine " + std::string(engine) + " --load " + model + " --check-state " + s);
         }
+    std::vector<CommandResult> runs = run_commands(cmds, gpu_jobs());
+    for (size_t i = 0; i < cmds.size(); i++) {
+        INFO(cmds[i] << "\n" << runs[i].out);
+        CHECK(runs[i].rc == 0);
+    }
 }
 
-TEST_CASE("on a GPU, the fast engine gives the same bits run to run and resumes bit for bit (fp32 and bf16)", "[gpu]") {
+TEST_CASE("on a GPU, the fast engine gives the same bits run to run and resumes bit for bit (fp32 and bf16)",
+          "[gpu][device]") {
     if (!gpu_run_possible()) return;
     TinyRun r = tiny_run(1);
     for (const char* precision : {"fp32", "bf16"}) {
@@ -170,7 +215,7 @@ TEST_CASE("on a GPU, the fast engine gives the same bits run to run and resumes 
 }
 
 TEST_CASE("on a GPU, the fast engine passes --check-fast (variants in fp32, the default model in every precision)",
-          "[gpu]") {
+          "[gpu][device]") {
     if (!gpu_run_possible()) return;
     TinyRun r = tiny_run(1);
     std::string common = " --train " + r.dir + "/train.bin --val " + r.dir + "/val.bin --vocab 32 --max-seq-len 65 "
@@ -189,16 +234,18 @@ TEST_CASE("on a GPU, the fast engine passes --check-fast (variants in fp32, the 
         "--heads 1 --channels 96 --slot kv",
         "--heads 2 --channels 256 --attn sigmoid",
     };
+    std::vector<std::string> cmds;
     for (const char* v : variants)
         for (const char* precision : {"fp32", "tf32", "bf16"}) {
             if (v[0] && strcmp(precision, "fp32") != 0) continue;  // every variant in fp32, every precision once
-            std::string out, shape = strstr(v, "--heads") ? "" : " --heads 4 --channels 64";
-            INFO("variant: " << v << " --precision " << precision);
-            int rc = run_command("./train_gpt --check-fast --precision " + std::string(precision) + common + shape +
-                                     " " + v, &out);
-            INFO(out);
-            CHECK(rc == 0);
+            std::string shape = strstr(v, "--heads") ? "" : " --heads 4 --channels 64";
+            cmds.push_back("./train_gpt --check-fast --precision " + std::string(precision) + common + shape + " " + v);
         }
+    std::vector<CommandResult> runs = run_commands(cmds, gpu_jobs());
+    for (size_t i = 0; i < cmds.size(); i++) {
+        INFO(cmds[i] << "\n" << runs[i].out);
+        CHECK(runs[i].rc == 0);
+    }
 }
 
 // dev/cuda/attention_backward.cu runs its kernels' block code on the CPU with --cpu-check (each thread's step in turn,

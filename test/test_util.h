@@ -8,7 +8,10 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <algorithm>
+#include <atomic>
 #include <string>
+#include <thread>
 #include <vector>
 
 #ifndef SK_FIXTURES
@@ -62,14 +65,42 @@ static inline bool file_exists(const std::string& path) {
     return stat(path.c_str(), &st) == 0;
 }
 
-// Runs a shell command; returns its exit status (-1 when a signal ended it) and stores stdout + stderr in *out.
-static inline int run_command(const std::string& cmd, std::string* out) {
+// Runs a shell command; returns its exit status (-1 when a signal ended it, -2 when no shell could be started) and
+// stores stdout + stderr in *out. No Catch2 macro, so that run_commands' threads may call it.
+static inline int run_command_status(const std::string& cmd, std::string* out) {
+    out->clear();
     FILE* p = popen((cmd + " 2>&1").c_str(), "r");
-    REQUIRE(p != nullptr);
+    if (!p) return -2;
     char buf[4096];
     size_t n;
-    out->clear();
     while ((n = fread(buf, 1, sizeof buf, p)) > 0) out->append(buf, n);
     int status = pclose(p);
     return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+// The same, from a test: a shell that cannot start fails the test.
+static inline int run_command(const std::string& cmd, std::string* out) {
+    int rc = run_command_status(cmd, out);
+    REQUIRE(rc != -2);
+    return rc;
+}
+
+// Runs independent shell commands `jobs` at a time, each as run_command_status does; returns their exit statuses
+// and outputs in the commands' order. For the GPU tests, whose processes spend most of their time starting (a CUDA
+// context, cuBLAS, the model): started side by side they take a fraction of the time. The caller checks the results.
+struct CommandResult {
+    int rc = -2;
+    std::string out;
+};
+static inline std::vector<CommandResult> run_commands(const std::vector<std::string>& cmds, int jobs) {
+    std::vector<CommandResult> results(cmds.size());
+    std::atomic<size_t> next{0};
+    auto worker = [&]() {
+        for (size_t i; (i = next++) < cmds.size();) results[i].rc = run_command_status(cmds[i], &results[i].out);
+    };
+    std::vector<std::thread> threads;
+    for (int j = 0; j < std::max(1, jobs); j++) threads.emplace_back(worker);
+    for (std::thread& t : threads) t.join();
+    for (const CommandResult& r : results) REQUIRE(r.rc != -2);
+    return results;
 }

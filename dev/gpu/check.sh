@@ -1,11 +1,12 @@
 #!/bin/bash
 # dev/gpu/check.sh: the one prepared GPU session for sinkscope, under 7 minutes on one H100/H200-class GPU: its
-# timeouts sum to 419 s (the table below), so a hung step cannot take the session's device time.
+# timeouts sum to 420 s (the table below), so a hung step cannot take the session's device time.
 #
 # What it does, on a machine with an NVIDIA GPU, from the repository root (each step's time limit in seconds):
-#    1. (110) the GPU tests of make test: both trainers over eight model/attention variants must agree, train_gpt
-#       must pass --check-state on every PyTorch fixture, and its fast engine must repeat its bits run to run and
-#       resume bit for bit (test/test_gpu.cpp);
+#    1. (95) the tests of make test that need a GPU (test/test_gpu.cpp, tag [device]; the rest ran where the bundle
+#       was built): both trainers over eight model/attention variants must agree, train_gpt must pass --check-state
+#       on every PyTorch fixture and --check-fast over ten variants, and its fast engine must repeat its bits run to
+#       run and resume bit for bit. The tests start their processes up to 8 at a time;
 #    2. (24) a side-by-side run of the default model on the Brown data: train_gpt and train_gpt_cpu, the same flags,
 #       and their losses, tokens/s and a sample, from their logs;  3. (8) sampling from the GPU checkpoint;
 #    4. (30) the attention forward ladder (dev/cuda/attention_forward.cu) over the row maps, slots and masks: each
@@ -13,13 +14,15 @@
 #       (16) the matmul ladder (dev/cuda/matmul.cu): the exact kernels bit for bit, cuBLAS, their TFLOP/s;
 #       (30) the attention backward ladder (dev/cuda/attention_backward.cu) over the same settings at B 2;
 #       (28) both ladders' version 2 at T 2048 (B 1) for the six row maps;
-#    5. (28) --check-fast on the GPT-2 124M shape (B 4 x T 256) in each precision: the fast engine against the exact
-#       one; then fp32 again with SK_CUBLASLT=0, a control for the epilogues (kernels/matmul_cublas.cuh);
-#    6. (54) GPT-2 124M on Brown: tokens/s and model memory of the fast engine (bf16, B 16 x T 1024, the sink metrics
+#    5. (40) --check-fast on the GPT-2 124M shape (B 4 x T 256) in each precision: the fast engine against the exact
+#       one; and fp32 again with SK_CUBLASLT=0, a control for the epilogues (kernels/matmul_cublas.cuh); the four side
+#       by side (each sets up GPT-2 on the host, about 15 s of a 2-core machine's time before the GPU works);
+#    6. (62) GPT-2 124M on Brown: tokens/s and model memory of the fast engine (bf16, B 16 x T 1024, the sink metrics
 #       every 3 steps on the host thread and their share of training time), of the exact engine (B 1 x T 1024), and
 #       PyTorch's on the same GPU (dev/gpu/torch_gpt2.py: bf16 autocast, SDPA, fused AdamW, B 16 x T 1024), the ratio;
 #    7. (17) llama-60m (the paper's model) at T 2048, bf16, B 4: tokens/s, model memory, minutes per 1B tokens;
-#    8. (44) the exact engines of both trainers on GPT-2 124M at B 1 x T 128, 2 steps: checkpoints compared with cmp;
+#    8. (40) the exact engines of both trainers on GPT-2 124M at B 1 x T 128, 2 steps, side by side: checkpoints
+#       compared with cmp;
 #    9. (30) compute-sanitizer memcheck over a two-step toy run of each engine (skipped, and said, where the
 #       machine has no compute-sanitizer).
 # Every figure also goes to $OUT/summary.md, one table (the results file). It uses the binaries of `make gpu-bundle`
@@ -63,11 +66,11 @@ done
 
 RUNS=$(mktemp -d /tmp/sinkscope_check.XXXXXX)  # run directories and each step's output
 
-echo "== 1. GPU tests (test/test_gpu.cpp)"
-SK_GPU_BUILD=required timeout 110 "$TESTS" "[gpu]" > "$RUNS/tests.txt" 2>&1
+echo "== 1. GPU tests (test/test_gpu.cpp, [device])"
+SK_GPU_BUILD=required timeout 95 "$TESTS" "[device]" --durations yes > "$RUNS/tests.txt" 2>&1
 rc=$?
 cat "$RUNS/tests.txt"
-row "GPU tests ([gpu]: exact CPU = GPU bits on 8 variants, --check-state, --check-fast)" \
+row "GPU tests ([device]: exact CPU = GPU bits on 8 variants, --check-state, --check-fast, repeat and resume)" \
     "exit $rc: $(grep -E "^(All tests passed|test cases:)" "$RUNS/tests.txt" | tail -1)"
 [ $rc -eq 0 ] || status=1
 
@@ -143,26 +146,32 @@ done
 row "matmul ladder (GPT-2 shapes): TFLOP/s of version 1 (exact, by element), 2 (exact, tiled), 3 (cuBLAS fp32)" \
     "$(awk '/^[a-z-]+: M / {shape = $1} /^ *version [0-9]:/ {printf "%s v%s %s %s; ", shape, substr($2, 1, 1), $(NF - 1), $3}' "$RUNS/matmul.txt")"
 
-echo "== 5. --check-fast, GPT-2 124M shape, B 4 x T 256, each precision"
-for p in fp32 tf32 bf16; do
-    timeout 7 ./train_gpt --preset gpt2 --check-fast --precision $p --batch 4 --seq-len 256 --probe-seqs 4 \
-        --probe-len 256 > "$RUNS/check_fast_$p.txt" 2>&1 || status=1
-    grep -E "check-fast|FAIL|OK|logits|qkvw|fcb|fcprojb|curve|alpha_1|^note" "$RUNS/check_fast_$p.txt"
-    row "--check-fast $p (GPT-2 shape, B 4 x T 256)" "$(grep -E "^(OK|FAIL)" "$RUNS/check_fast_$p.txt" | tail -1)"
+echo "== 5. --check-fast, GPT-2 124M shape, B 4 x T 256, each precision, and fp32 with SK_CUBLASLT=0 (every product"
+echo "      through cublasGemmEx: a control for the epilogues), the four side by side"
+pids=()
+for p in fp32 tf32 bf16 nolt; do
+    lt=1 prec=$p
+    if [ $p = nolt ]; then lt=0 prec=fp32; fi
+    SK_CUBLASLT=$lt timeout 40 ./train_gpt --preset gpt2 --check-fast --precision $prec --batch 4 --seq-len 256 \
+        --probe-seqs 4 --probe-len 256 > "$RUNS/check_fast_$p.txt" 2>&1 &
+    pids+=($!)
 done
-echo "== 5b. the same at fp32 with SK_CUBLASLT=0 (every product through cublasGemmEx): a control for the epilogues"
-SK_CUBLASLT=0 timeout 7 ./train_gpt --preset gpt2 --check-fast --precision fp32 --batch 4 --seq-len 256 \
-    --probe-seqs 4 --probe-len 256 > "$RUNS/check_fast_nolt.txt" 2>&1 || status=1
-grep -E "check-fast|FAIL|OK|logits|qkvw|fcb|fcprojb" "$RUNS/check_fast_nolt.txt"
-row "--check-fast fp32, SK_CUBLASLT=0" "$(grep -E "^(OK|FAIL)" "$RUNS/check_fast_nolt.txt" | tail -1)"
+for pid in "${pids[@]}"; do wait "$pid" || status=1; done
+for p in fp32 tf32 bf16 nolt; do
+    echo "-- $p"
+    grep -E "check-fast|FAIL|OK|logits|qkvw|fcb|fcprojb|curve|alpha_1|^note|rror" "$RUNS/check_fast_$p.txt"
+    what="--check-fast $p (GPT-2 shape, B 4 x T 256)"
+    if [ $p = nolt ]; then what="--check-fast fp32, SK_CUBLASLT=0"; fi
+    row "$what" "$(grep -E "^(OK|FAIL)" "$RUNS/check_fast_$p.txt" | tail -1)"
+done
 
 # A training run on Brown: name, time limit, flags. Its console to $RUNS/NAME.txt; its figures to the summary.
 timed_run() {
     local name=$1 limit=$2
     shift 2
     local dir="$RUNS/$name"
-    timeout "$limit" ./train_gpt "$@" --val-every 0 --sample-len 0 --save-every 0 --out "$dir" > "$dir.txt" 2>&1 ||
-        { status=1; tail -3 "$dir.txt"; }
+    timeout "$limit" ./train_gpt "$@" --val-every 0 --val-batches 1 --sample-len 0 --save-every 0 --out "$dir" \
+        > "$dir.txt" 2>&1 || { status=1; tail -3 "$dir.txt"; }
     head -1 "$dir.txt"
     tps=$(log_tps "$dir/log.jsonl")
     row "$name: tok/s (median of steps), model memory, sink metrics' share" \
@@ -171,7 +180,7 @@ timed_run() {
 echo "== 6. GPT-2 124M shape on Brown: the fast engine (bf16, B 16 x T 1024), the exact engine (B 1 x T 1024), PyTorch"
 timed_run gpt2_fast 20 --preset gpt2 --engine fast --precision bf16 --batch 16 --seq-len 1024 --steps 7 --sink-every 3
 fast_tps=$tps
-timed_run gpt2_exact 12 --preset gpt2 --engine exact --batch 1 --seq-len 1024 --steps 2 --sink-every 0 --probe-seqs 4
+timed_run gpt2_exact 20 --preset gpt2 --engine exact --batch 1 --seq-len 1024 --steps 2 --sink-every 0 --probe-seqs 4
 PY=python3  # the one with torch: the image's, or Debian's
 $PY -c "import torch" 2>/dev/null || PY=/usr/bin/python3
 torch_line=$(timeout 22 $PY dev/gpu/torch_gpt2.py --batch 16 --seq-len 1024 --steps 12) || status=1
@@ -188,18 +197,32 @@ timed_run llama60m_fast 17 --preset llama-60m --engine fast --precision bf16 --b
 row "llama-60m: minutes per 1B tokens at that rate" \
     "$(awk -v t="${tps:-0}" 'BEGIN { if (t + 0 > 0) printf "%.0f", 1e9 / t / 60; else print "-" }')"
 
-echo "== 8. GPT-2 124M, B 1 x T 128, 2 steps: train_gpt --exact and train_gpt_cpu, checkpoints compared with cmp"
+echo "== 8. GPT-2 124M, B 1 x T 128, 2 steps: train_gpt --exact and train_gpt_cpu side by side, checkpoints compared"
+echo "      with cmp"
 same="not compared"
+pids=()
 for t in train_gpt train_gpt_cpu; do
-    timeout 22 ./$t --preset gpt2 --engine exact --batch 1 --seq-len 128 --steps 2 --val-every 0 --sink-every 0 \
-        --probe-seqs 2 --val-batches 1 --sample-len 0 --out "$RUNS/g2_$t" > "$RUNS/g2_$t.txt" 2>&1 ||
-        { status=1; tail -3 "$RUNS/g2_$t.txt"; }
+    timeout 40 ./$t --preset gpt2 --engine exact --batch 1 --seq-len 128 --steps 2 --val-every 0 --sink-every 0 \
+        --probe-seqs 2 --val-batches 1 --sample-len 0 --save-every 0 --out "$RUNS/g2_$t" > "$RUNS/g2_$t.txt" 2>&1 &
+    pids+=($!)
 done
+for pid in "${pids[@]}"; do wait "$pid" || status=1; done
+for t in train_gpt train_gpt_cpu; do tail -2 "$RUNS/g2_$t.txt"; done
+# A training state's numbers: header[2..15] (step, data position, random state, the parameter count n at byte 56) and
+# AdamW's moments (8 n bytes from byte 1024), not the saved flags at its end, which differ by --out
+state_numbers() {
+    local n
+    n=$(od -An -t u8 -j 56 -N 8 "$1" | tr -d ' ')
+    head -c 64 "$1" | tail -c 56
+    tail -c +1025 "$1" | head -c $((8 * n))
+}
 if [ -f "$RUNS/g2_train_gpt/model_00000002.bin" ] && [ -f "$RUNS/g2_train_gpt_cpu/model_00000002.bin" ]; then
-    same="model and training state identical"
-    for f in model_00000002.bin state_00000002.bin; do
-        cmp "$RUNS/g2_train_gpt/$f" "$RUNS/g2_train_gpt_cpu/$f" || { same="$f differs"; status=1; }
-    done
+    same="model and training state's numbers identical"
+    cmp "$RUNS/g2_train_gpt/model_00000002.bin" "$RUNS/g2_train_gpt_cpu/model_00000002.bin" ||
+        { same="model_00000002.bin differs"; status=1; }
+    cmp <(state_numbers "$RUNS/g2_train_gpt/state_00000002.bin") \
+        <(state_numbers "$RUNS/g2_train_gpt_cpu/state_00000002.bin") ||
+        { same="$same; state_00000002.bin's numbers differ"; status=1; }
 fi
 row "GPT-2 124M exact, B 1 x T 128, 2 steps: GPU against CPU checkpoints (cmp)" "$same"
 rm -rf "$RUNS"/g2_*
