@@ -98,7 +98,7 @@ build/test/run_tests: $(TEST_OBJS)
 HAVE_NVCC := $(shell command -v $(NVCC) 2>/dev/null)
 GPU_BUILD := $(if $(HAVE_NVCC),train_gpt $(DEV_CUDA_BINS))
 # the tokenizer tests read the whole Brown corpus (decode(encode(x)) == x), so the tests need `make data` first
-test: build/test/run_tests train_gpt_cpu $(GPU_BUILD) data
+test: build/test/run_tests train_gpt_cpu build/make_shards $(GPU_BUILD) data
 	@$(if $(HAVE_NVCC),,echo "note: $(NVCC) not found, so the GPU trainer is not built and its tests are skipped")
 	SK_GPU_BUILD=$(if $(HAVE_NVCC),required,absent) ./build/test/run_tests
 
@@ -111,7 +111,7 @@ build/asan/%.o: test/%.cpp test/test_helpers.h train_gpt_cpu.cpp $(HEADERS) | de
 build/asan/run_tests: $(ASAN_OBJS)
 	$(CXX) $(CXXFLAGS) $(ASAN_FLAGS) -o $@ $^ $(CATCH_MAIN) -lm $(TEST_LDLIBS)
 build/asan/test_tokenizer.o build/test/test_tokenizer.o: dev/data/make_shards.h
-test-asan: build/asan/run_tests train_gpt_cpu data
+test-asan: build/asan/run_tests train_gpt_cpu build/make_shards data
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 ./build/asan/run_tests
 
 # a bounded libFuzzer run of every file and flag parser (clang; dev/fuzz/README.md)

@@ -1008,6 +1008,10 @@ static void check_vocabulary(const Run* r) {
 
 static void start_run(CommandLine* cl, Run* r) {
     r->start_ms = now_ms();
+    if (cl->train.resume_dir.empty()) {  // a missing data file stops the run before the model is built (GPT-2: seconds)
+        expand_glob(cl->train.train_glob, "--train");
+        expand_glob(cl->train.val_glob, "--val");
+    }
     start_engine(cl, r);
     TrainConfig& tc = r->tc;
     const ModelConfig& c = r->engine->config();
@@ -1509,15 +1513,9 @@ static CheckResult check_fast(const CommandLine* cl, bool verbose) {
     EngineOptions fast = engine_options(tc), exact;
     std::vector<float> params;
     ModelConfig c;
-    if (!tc.load_path.empty()) {
-        c = read_model_file(tc.load_path, &params);
-    } else {
-        c = model_from_flags(cl);
-        params.resize(param_count(c));
-        init_params(c, tc.seed, params.data());
-    }
-    std::unique_ptr<Engine> engines[2] = {make_engine(c, exact), make_engine(c, fast)};
-    FastCheckInput in;
+    if (!tc.load_path.empty()) c = read_model_file(tc.load_path, &params);
+    else c = model_from_flags(cl);
+    FastCheckInput in;  // the batch and the probe first: a missing data file stops it before the model is built
     in.B = tc.batch_size;
     in.T = tc.seq_len ? tc.seq_len : c.max_seq_len - c.attn.sink_token;
     int V = c.vocab_size;
@@ -1534,6 +1532,11 @@ static CheckResult check_fast(const CommandLine* cl, bool verbose) {
     check_seq_len("flag --probe-len", tc.probe_len, c);
     validate_data_manipulations(tc, V, tc.probe_len, "--probe-len");
     in.probe = load_probe(tc, c, probe_path, &in.probe_seqs);
+    if (tc.load_path.empty()) {
+        params.resize(param_count(c));
+        init_params(c, tc.seed, params.data());
+    }
+    std::unique_ptr<Engine> engines[2] = {make_engine(c, exact), make_engine(c, fast)};
     const FastTolerance& tol = fast_tolerances[fast.precision];
     say("--check-fast: %s, against the exact engine | %zu parameters | B %d T %d | probe %d x %d\n",
         engines[1]->describe().c_str(), params.size(), in.B, in.T, in.probe_seqs, tc.probe_len);

@@ -521,6 +521,26 @@ TEST_CASE("a run too large for the memory stops before it starts, counting what 
     unsetenv("SK_MEMORY_GIB");
 }
 
+TEST_CASE("a missing data file stops a run, and --check-fast, before the model is built", "[hostile][memory]") {
+    // under a memory limit that GPT-2's weights, gradients and moments exceed, the data's error comes first: the run
+    // looked for its files before it built the model (which takes seconds at GPT-2's size)
+    std::string dir = temp_dir(), limit = "ulimit -v 1500000; ";
+    for (const char* mode : {" --steps 1", " --check-fast --batch 1 --seq-len 16"}) {
+        INFO(mode);
+        std::string out;
+        int rc = run_command(limit + "./train_gpt_cpu --preset gpt2 --train " + dir + "/none_*.bin --out " + dir +
+                                 "/run" + mode, &out);
+        INFO(out);
+        CHECK(rc == 1);
+        CHECK(out.find("--train '" + dir + "/none_*.bin' matches no file") != std::string::npos);
+        CHECK(out.find("cannot allocate") == std::string::npos);
+        // with the data there, the same limit stops it at the model: the limit bites
+        rc = run_command(limit + "./train_gpt_cpu --preset gpt2 --out " + dir + "/run" + mode, &out);
+        CHECK(rc == 1);
+        CHECK(out.find("cannot allocate") != std::string::npos);
+    }
+}
+
 TEST_CASE("--on-nonfinite skip skips exactly the steps whose loss is NaN, leaving weights and moments untouched",
           "[hostile][nonfinite]") {
     std::string dir = temp_dir();

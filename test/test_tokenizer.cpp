@@ -375,6 +375,25 @@ TEST_CASE("make_shards: text, directories and JSON lines into byte-level shards,
     CHECK(t.eot == BYTE_TOKENIZER_EOT);
 }
 
+// The command line around make_shards (build/make_shards, which make test builds): it once stopped compiling while
+// every test of the library above passed.
+TEST_CASE("make_shards: the command line writes the shards, prints its flags, and refuses a bad one") {
+    TempDir d;
+    put_file(d / "book.txt", "one paragraph\n\nanother one\n\nand a third");
+    std::string out;
+    REQUIRE(run_command("./build/make_shards --input " + d / "book.txt" + " --name book --tokenizer byte --val-every 2 "
+                        "--out " + d / "out", &out) == 0);
+    INFO(out);
+    CHECK(shard_as_text(read_token_shard(d / "out/book_val.bin", 256)) == "one paragraph\n\nand a third");
+    CHECK(shard_as_text(read_token_shard(d / "out/book_train.bin", 256)) == "another one");
+    CHECK(run_command("./build/make_shards --help", &out) == 0);
+    CHECK(out.find("--split-docs") != std::string::npos);
+    CHECK(run_command("./build/make_shards --input " + d / "book.txt" + " --name b --val-every 1", &out) == 1);
+    CHECK(out.find("--val-every") != std::string::npos);
+    CHECK(run_command("./build/make_shards --name b", &out) == 1);
+    CHECK(out.find("--input and --name are required") != std::string::npos);
+}
+
 TEST_CASE("make_shards: GPT-2 shards put <|endoftext|> between documents only") {
     TempDir d;
     std::string docs[5] = {"One. <|endoftext|> stays text", "Two\n", " three", "Four, 4", "five"};

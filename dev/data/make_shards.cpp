@@ -9,6 +9,7 @@
 //   ./build/make_shards --input mybook.txt --name mybook --tokenizer byte --split-docs blank-lines
 #include <chrono>
 
+#include "../../common/flags.h"
 #include "make_shards.h"
 
 static void print_make_shards_usage(FlagTable* t) {

@@ -30,8 +30,10 @@
 # cuBLAS: the CUDA toolkit's (found under /usr/local/cuda* when the loader does not know it) or the system's.
 # Results go to $OUT (or ./gpu_check_out): six files (this log, summary.md, both trainers' console output and
 # log.jsonl of step 2); the run directories, with their checkpoints, stay in /tmp.
-# How to run it through the device tool: make gpu-bundle data here, then run
-#   bash dev/gpu/check.sh          with carry: ["build/gpu", "data/brown"]
+# How to run it through the device tool: make gpu-bundle data data-brown-gpt2 here, then run
+#   bash dev/gpu/check.sh          with carry: ["build/gpu", "data/brown", "data/brown_gpt2"]
+# The GPT-2-vocabulary runs (GPT-2 124M, llama-60m) read the GPT-2 tokens of data/brown_gpt2 where it is there, else
+# the byte-level data/brown (the same tokens/s; losses that are not GPT-2's, and a warning).
 set -uo pipefail
 OUT=${OUT:-gpu_check_out}
 mkdir -p "$OUT"
@@ -65,6 +67,10 @@ for b in ./train_gpt ./train_gpt_cpu "$TESTS"; do
 done
 
 RUNS=$(mktemp -d /tmp/sinkscope_check.XXXXXX)  # run directories and each step's output
+GPT2_DATA=""  # the data flags of the GPT-2-vocabulary runs (word-split where used)
+if [ -f data/brown_gpt2/brown_train.bin ]; then
+    GPT2_DATA="--train data/brown_gpt2/brown_train.bin --val data/brown_gpt2/brown_val.bin"
+fi
 
 echo "== 1. GPU tests (test/test_gpu.cpp, [device])"
 SK_GPU_BUILD=required timeout 95 "$TESTS" "[device]" --durations yes > "$RUNS/tests.txt" 2>&1
@@ -152,8 +158,8 @@ pids=()
 for p in fp32 tf32 bf16 nolt; do
     lt=1 prec=$p
     if [ $p = nolt ]; then lt=0 prec=fp32; fi
-    SK_CUBLASLT=$lt timeout 40 ./train_gpt --preset gpt2 --check-fast --precision $prec --batch 4 --seq-len 256 \
-        --probe-seqs 4 --probe-len 256 > "$RUNS/check_fast_$p.txt" 2>&1 &
+    SK_CUBLASLT=$lt timeout 40 ./train_gpt --preset gpt2 $GPT2_DATA --check-fast --precision $prec --batch 4 \
+        --seq-len 256 --probe-seqs 4 --probe-len 256 > "$RUNS/check_fast_$p.txt" 2>&1 &
     pids+=($!)
 done
 for pid in "${pids[@]}"; do wait "$pid" || status=1; done
@@ -178,9 +184,11 @@ timed_run() {
         "$tps, $(grep -o "model memory at most [0-9.]* GiB" "$dir.txt" | sed 's/model memory at most //'), $(grep -o "sink metrics [0-9.]*% of training time" "$dir.txt" | sed 's/sink metrics //')"
 }
 echo "== 6. GPT-2 124M shape on Brown: the fast engine (bf16, B 16 x T 1024), the exact engine (B 1 x T 1024), PyTorch"
-timed_run gpt2_fast 20 --preset gpt2 --engine fast --precision bf16 --batch 16 --seq-len 1024 --steps 7 --sink-every 3
+timed_run gpt2_fast 20 --preset gpt2 $GPT2_DATA --engine fast --precision bf16 --batch 16 --seq-len 1024 --steps 7 \
+    --sink-every 3
 fast_tps=$tps
-timed_run gpt2_exact 20 --preset gpt2 --engine exact --batch 1 --seq-len 1024 --steps 2 --sink-every 0 --probe-seqs 4
+timed_run gpt2_exact 20 --preset gpt2 $GPT2_DATA --engine exact --batch 1 --seq-len 1024 --steps 2 --sink-every 0 \
+    --probe-seqs 4
 PY=python3  # the one with torch: the image's, or Debian's
 $PY -c "import torch" 2>/dev/null || PY=/usr/bin/python3
 torch_line=$(timeout 22 $PY dev/gpu/torch_gpt2.py --batch 16 --seq-len 1024 --steps 12) || status=1
@@ -192,7 +200,7 @@ row "fast engine / PyTorch tokens/s" \
     "$(awk -v f="${fast_tps:-0}" -v t="${torch_tps:-0}" 'BEGIN { if (t + 0 > 0 && f + 0 > 0) printf "%.3f", f / t; else print "-" }')"
 
 echo "== 7. llama-60m (the paper's 60M model) at T 2048, bf16, B 4"
-timed_run llama60m_fast 17 --preset llama-60m --engine fast --precision bf16 --batch 4 --seq-len 2048 --steps 6 \
+timed_run llama60m_fast 17 --preset llama-60m $GPT2_DATA --engine fast --precision bf16 --batch 4 --seq-len 2048 --steps 6 \
     --sink-every 0 --probe-seqs 4
 row "llama-60m: minutes per 1B tokens at that rate" \
     "$(awk -v t="${tps:-0}" 'BEGIN { if (t + 0 > 0) printf "%.0f", 1e9 / t / 60; else print "-" }')"
@@ -202,8 +210,9 @@ echo "      with cmp"
 same="not compared"
 pids=()
 for t in train_gpt train_gpt_cpu; do
-    timeout 40 ./$t --preset gpt2 --engine exact --batch 1 --seq-len 128 --steps 2 --val-every 0 --sink-every 0 \
-        --probe-seqs 2 --val-batches 1 --sample-len 0 --save-every 0 --out "$RUNS/g2_$t" > "$RUNS/g2_$t.txt" 2>&1 &
+    timeout 40 ./$t --preset gpt2 $GPT2_DATA --engine exact --batch 1 --seq-len 128 --steps 2 --val-every 0 \
+        --sink-every 0 --probe-seqs 2 --val-batches 1 --sample-len 0 --save-every 0 --out "$RUNS/g2_$t" \
+        > "$RUNS/g2_$t.txt" 2>&1 &
     pids+=($!)
 done
 for pid in "${pids[@]}"; do wait "$pid" || status=1; done

@@ -21,6 +21,7 @@ trap 'rm -rf "$dir"' EXIT
 mkdir -p "$dir/build/test" "$dir/stub" "$dir/data"
 cp -r dev test "$dir/"
 cp -r data/brown "$dir/data/"
+[ -d data/brown_gpt2 ] && cp -r data/brown_gpt2 "$dir/data/"
 cp train_gpt_cpu "$dir/train_gpt_cpu"
 cp train_gpt_cpu "$dir/train_gpt.real"
 cp build/test/run_tests "$dir/build/test/"
