@@ -40,8 +40,8 @@ static bool gpu_run_possible() {
     return false;
 }
 
-// How many of the GPU tests' processes start side by side: one a core, at most 8 (a tiny run on a GPU is mostly its
-// start: a CUDA context, cuBLAS, the model)
+// How many of the GPU tests' processes start side by side: one a core, at most 8 (so that their starts, a CUDA
+// context, cuBLAS, the model, overlap)
 static int gpu_jobs() { return (int)std::min(8u, std::max(1u, std::thread::hardware_concurrency())); }
 
 // The GPU tests start their processes side by side (run_commands, test_util.h): each command's status and output come

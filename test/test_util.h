@@ -86,8 +86,8 @@ static inline int run_command(const std::string& cmd, std::string* out) {
 }
 
 // Runs independent shell commands `jobs` at a time, each as run_command_status does; returns their exit statuses
-// and outputs in the commands' order. For the GPU tests, whose processes spend most of their time starting (a CUDA
-// context, cuBLAS, the model): started side by side they take a fraction of the time. The caller checks the results.
+// and outputs in the commands' order. For the GPU tests, whose tiny runs are mostly their start (a CUDA context,
+// cuBLAS, the model): side by side, those starts overlap. The caller checks the results.
 struct CommandResult {
     int rc = -2;
     std::string out;
