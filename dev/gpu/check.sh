@@ -16,13 +16,13 @@
 #       (28) both ladders' version 2 at T 2048 (B 1) for the six row maps;
 #    5. (40) --check-fast on the GPT-2 124M shape (B 4 x T 256) in each precision: the fast engine against the exact
 #       one; and fp32 again with SK_CUBLASLT=0, a control for the epilogues (kernels/matmul_cublas.cuh); the four side
-#       by side (each sets up GPT-2 on the host, about 15 s of a 2-core machine's time before the GPU works);
+#       by side (each first sets up GPT-2 on the host: 12 s on a 2-core development machine);
 #    6. (62) GPT-2 124M on Brown: tokens/s and model memory of the fast engine (bf16, B 16 x T 1024, the sink metrics
 #       every 3 steps on the host thread and their share of training time), of the exact engine (B 1 x T 1024), and
 #       PyTorch's on the same GPU (dev/gpu/torch_gpt2.py: bf16 autocast, SDPA, fused AdamW, B 16 x T 1024), the ratio;
 #    7. (17) llama-60m (the paper's model) at T 2048, bf16, B 4: tokens/s, model memory, minutes per 1B tokens;
-#    8. (40) the exact engines of both trainers on GPT-2 124M at B 1 x T 128, 2 steps, side by side: checkpoints
-#       compared with cmp;
+#    8. (40) the exact engines of both trainers on GPT-2 124M at B 1 x T 128, 2 steps, side by side: the models
+#       compared with cmp, and the training states' numbers (their saved flags differ by --out);
 #    9. (30) compute-sanitizer memcheck over a two-step toy run of each engine (skipped, and said, where the
 #       machine has no compute-sanitizer).
 # Every figure also goes to $OUT/summary.md, one table (the results file). It uses the binaries of `make gpu-bundle`
@@ -200,13 +200,13 @@ row "fast engine / PyTorch tokens/s" \
     "$(awk -v f="${fast_tps:-0}" -v t="${torch_tps:-0}" 'BEGIN { if (t + 0 > 0 && f + 0 > 0) printf "%.3f", f / t; else print "-" }')"
 
 echo "== 7. llama-60m (the paper's 60M model) at T 2048, bf16, B 4"
-timed_run llama60m_fast 17 --preset llama-60m $GPT2_DATA --engine fast --precision bf16 --batch 4 --seq-len 2048 --steps 6 \
-    --sink-every 0 --probe-seqs 4
+timed_run llama60m_fast 17 --preset llama-60m $GPT2_DATA --engine fast --precision bf16 --batch 4 --seq-len 2048 \
+    --steps 6 --sink-every 0 --probe-seqs 4
 row "llama-60m: minutes per 1B tokens at that rate" \
     "$(awk -v t="${tps:-0}" 'BEGIN { if (t + 0 > 0) printf "%.0f", 1e9 / t / 60; else print "-" }')"
 
-echo "== 8. GPT-2 124M, B 1 x T 128, 2 steps: train_gpt --exact and train_gpt_cpu side by side, checkpoints compared"
-echo "      with cmp"
+echo "== 8. GPT-2 124M, B 1 x T 128, 2 steps: train_gpt --exact and train_gpt_cpu side by side, the models compared"
+echo "      with cmp, the training states by their numbers"
 same="not compared"
 pids=()
 for t in train_gpt train_gpt_cpu; do
@@ -233,7 +233,7 @@ if [ -f "$RUNS/g2_train_gpt/model_00000002.bin" ] && [ -f "$RUNS/g2_train_gpt_cp
         <(state_numbers "$RUNS/g2_train_gpt_cpu/state_00000002.bin") ||
         { same="$same; state_00000002.bin's numbers differ"; status=1; }
 fi
-row "GPT-2 124M exact, B 1 x T 128, 2 steps: GPU against CPU checkpoints (cmp)" "$same"
+row "GPT-2 124M exact, B 1 x T 128, 2 steps: GPU against CPU checkpoints (model: cmp; training state: its numbers)" "$same"
 rm -rf "$RUNS"/g2_*
 
 echo "== 9. compute-sanitizer memcheck, a two-step toy run of each engine"
