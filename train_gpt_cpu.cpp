@@ -129,6 +129,13 @@ struct ProductIn {
     const F* f = nullptr;
     const bf16* h = nullptr;
 };
+// The writing side: write(out) with out where the layer stores this activation, h (bf16, rounded as written) where
+// it is set, else f. write is generic in out's type, so one call names each pass that writes such an activation.
+template <typename F, typename Write>
+static inline void write_stored(F* f, bf16* h, Write write) {
+    if (h) write(h);
+    else write(f);
+}
 static inline size_t operand_span(size_t rows, size_t cols, size_t ld) {
     return rows && cols ? (rows - 1) * ld + cols : 0;
 }
@@ -2315,11 +2322,10 @@ static void feature_map_forward(const Model<F>* m, Acts<F>* a, const LayerView<F
         return;
     }
     // mlp: only products read phi_in and phi_relu, so at bf16 they are stored in bf16 (Acts::bf16_acts)
-    if (v.phi_in_16) phi_gather(v.phi_in_16, (const F*)v.qkv, BT, C);
-    else phi_gather(v.phi_in, (const F*)v.qkv, BT, C);
+    write_stored(v.phi_in, v.phi_in_16, [&](auto* out) { phi_gather(out, (const F*)v.qkv, BT, C); });
     matmul_forward(v.phi_hidden, ProductIn<F>{v.phi_in, v.phi_in_16}, v.phiw1, (const F*)nullptr, rows, hs, hs);
-    if (v.phi_relu_16) relu_forward(v.phi_relu_16, (const F*)v.phi_hidden, (size_t)2 * BT * C);
-    else relu_forward(v.phi_relu, (const F*)v.phi_hidden, (size_t)2 * BT * C);
+    write_stored(v.phi_relu, v.phi_relu_16,
+                 [&](auto* out) { relu_forward(out, (const F*)v.phi_hidden, (size_t)2 * BT * C); });
     matmul_forward(v.phi_out, ProductIn<F>{v.phi_relu, v.phi_relu_16}, v.phiw2, (const F*)nullptr, rows, hs, hs);
 }
 
@@ -2332,10 +2338,10 @@ template <typename F>
 static ProductIn<F> subblock_in(const ModelConfig& c, F* normed, bf16* normed16, F* mean, F* rstd, const F* x,
                                 const F* w, const F* b, int BT, bool normed_already) {
     if (c.placement != PLACE_PRE) return {x, nullptr};
-    if (!normed_already) {
-        if (normed16) norm_forward(normed16, mean, rstd, x, w, b, BT, c.channels, c.norm, c.norm_eps);
-        else norm_forward(normed, mean, rstd, x, w, b, BT, c.channels, c.norm, c.norm_eps);
-    }
+    if (!normed_already)
+        write_stored(normed, normed16, [&](auto* out) {
+            norm_forward(out, mean, rstd, x, w, b, BT, c.channels, c.norm, c.norm_eps);
+        });
     return {normed, normed16};
 }
 
@@ -2365,12 +2371,10 @@ static void subblock_out(const ModelConfig& c, F* out, F* sum, F* mean, F* rstd,
     if (c.placement == PLACE_PRE) {
         if (next.out || next.out16) {  // out = x + branch on the way into the next norm
             SK_PROFILE_SCOPE(PROF_NORM);
-            if (next.out16)
-                norm_forward_warp(next.out16, next.mean, next.rstd, x, next.w, next.b, BT, c.channels, c.norm,
-                                  c.norm_eps, branch, out);
-            else
-                norm_forward_warp(next.out, next.mean, next.rstd, x, next.w, next.b, BT, c.channels, c.norm,
-                                  c.norm_eps, branch, out);
+            write_stored(next.out, next.out16, [&](auto* y) {
+                norm_forward_warp(y, next.mean, next.rstd, x, next.w, next.b, BT, c.channels, c.norm, c.norm_eps,
+                                  branch, out);
+            });
             return;
         }
         residual_forward(out, x, branch, n);
@@ -2440,8 +2444,9 @@ static void attention_block_forward(const Model<F>* m, Acts<F>* a, const LayerVi
     }
     if (at.gate != GATE_NONE) {  // atty = core * sigmoid(attn_in W_g^T)
         matmul_forward(a->gate_logits, attn_in, v.gatew, (const F*)nullptr, BT, C, G);
-        if (v.atty_16) gate_forward(v.atty_16, v.gate, (const F*)core, (const F*)a->gate_logits, BT, C, G);
-        else gate_forward(v.atty, v.gate, (const F*)core, (const F*)a->gate_logits, BT, C, G);
+        write_stored(v.atty, v.atty_16, [&](auto* out) {
+            gate_forward(out, v.gate, (const F*)core, (const F*)a->gate_logits, BT, C, G);
+        });
     }
     matmul_forward(a->branch_out, ProductIn<F>{v.atty, v.atty_16}, v.attprojw, v.attprojb, BT, C, C);
     subblock_out(c, v.residual2, v.attn_sum, v.ln1_mean, v.ln1_rstd, v.x, a->branch_out, v.ln1w, v.ln1b, BT, next);
@@ -2463,8 +2468,9 @@ static void ffn_block_forward(const Model<F>* m, Acts<F>* a, const LayerView<F>&
             matmul_forward(v.fch, ffn_in, v.fcw, v.fcb, BT, C, FF);
             if (v.fch2) matmul_forward(v.fch2, ffn_in, v.fcw2, v.fcb2, BT, C, FF);
         }
-        if (v.fcact_16) ffn_act_forward(v.fcact_16, (const F*)v.fch, (const F*)v.fch2, (size_t)BT * FF, c.ffn);
-        else ffn_act_forward(v.fcact, (const F*)v.fch, (const F*)v.fch2, (size_t)BT * FF, c.ffn);
+        write_stored(v.fcact, v.fcact_16, [&](auto* out) {
+            ffn_act_forward(out, (const F*)v.fch, (const F*)v.fch2, (size_t)BT * FF, c.ffn);
+        });
     }
     matmul_forward(a->branch_out, ProductIn<F>{v.fcact, v.fcact_16}, v.fcprojw, v.fcprojb, BT, FF, C);
     subblock_out(c, v.residual3, v.ffn_sum, v.ln2_mean, v.ln2_rstd, v.residual2, a->branch_out, v.ln2w,

@@ -44,6 +44,15 @@ static bool gpu_run_possible() {
 // context, cuBLAS, the model, overlap)
 static int gpu_jobs() { return (int)std::min(8u, std::max(1u, std::thread::hardware_concurrency())); }
 
+// Runs the commands gpu_jobs() at a time; each must exit 0 (a failure shows its command and output)
+static void check_all_pass(const std::vector<std::string>& cmds) {
+    std::vector<CommandResult> runs = run_commands(cmds, gpu_jobs());
+    for (size_t i = 0; i < cmds.size(); i++) {
+        INFO(cmds[i] << "\n" << runs[i].out);
+        CHECK(runs[i].rc == 0);
+    }
+}
+
 // The GPU tests start their processes side by side (run_commands, test_util.h): each command's status and output come
 // back in order, and the commands do run at once: each of four waits (up to 10 s) until all four have started, which
 // one at a time they never have.
@@ -197,11 +206,7 @@ TEST_CASE("on a GPU, both engines of train_gpt pass --check-state on every PyTor
             std::string model = s.substr(0, s.size() - strlen("_state.bin")) + "_model.bin";
             cmds.push_back("./train_gpt --engine " + std::string(engine) + " --load " + model + " --check-state " + s);
         }
-    std::vector<CommandResult> runs = run_commands(cmds, gpu_jobs());
-    for (size_t i = 0; i < cmds.size(); i++) {
-        INFO(cmds[i] << "\n" << runs[i].out);
-        CHECK(runs[i].rc == 0);
-    }
+    check_all_pass(cmds);
 }
 
 TEST_CASE("on a GPU, the fast engine gives the same bits run to run and resumes bit for bit (fp32 and bf16)",
@@ -241,11 +246,7 @@ TEST_CASE("on a GPU, the fast engine passes --check-fast (variants in fp32, the 
             std::string shape = strstr(v, "--heads") ? "" : " --heads 4 --channels 64";
             cmds.push_back("./train_gpt --check-fast --precision " + std::string(precision) + common + shape + " " + v);
         }
-    std::vector<CommandResult> runs = run_commands(cmds, gpu_jobs());
-    for (size_t i = 0; i < cmds.size(); i++) {
-        INFO(cmds[i] << "\n" << runs[i].out);
-        CHECK(runs[i].rc == 0);
-    }
+    check_all_pass(cmds);
 }
 
 // dev/cuda/attention_backward.cu runs its kernels' block code on the CPU with --cpu-check (each thread's step in turn,
