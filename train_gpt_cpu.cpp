@@ -170,7 +170,7 @@ static void bf16_operands(Bf16Operand* ops, int n) {
     size_t need = 0;
     for (int i = 0; i < n; i++)
         if (!in_copy(ops[i])) need += bf16_slot(ops[i].span);
-    if (scratch.size() < need) scratch.reserve_exactly(need);
+    scratch.fit(need);
     bf16* next = scratch.data();
     for (int i = 0; i < n; i++) {
         ops[i].out = in_copy(ops[i]);
@@ -299,7 +299,7 @@ static bool fast_row_kernels = false;
 template <typename F>
 static F* row_sum_scratch(size_t n) {
     static SkBuffer<F> scratch;
-    if (scratch.size() < n) scratch.reserve_exactly(n);
+    scratch.fit(n);
     return scratch.data();
 }
 
@@ -542,7 +542,7 @@ static void classifier_backward(F* dh, F* dW, const F* dlogits, ProductIn<F> h, 
         if (matmul_fast_precision == PRECISION_BF16) {
             int rows = bf16_chunk_rows(BT, Vp);
             SkBuffer<bf16>& chunk = bf16_logit_chunk();
-            if (chunk.size() < (size_t)rows * Vp) chunk.reserve_exactly((size_t)rows * Vp);
+            chunk.fit((size_t)rows * Vp);
             for (int r0 = 0; r0 < BT; r0 += rows) {
                 int n = std::min(rows, BT - r0);
                 const float* src = dlogits + (size_t)r0 * Vp;
@@ -2511,11 +2511,15 @@ static void model_forward_pass(Model<F>* m, Acts<F>* a, const int* inputs, const
                 a->num_targets++;
             }
         }
-    a->inputs.upload(in);
-    a->targets.upload(tg);
+    // the buffers fit the largest pass so far (fit), so that the shorter passes of a sample or of a probe's last
+    // chunk allocate nothing: on a GPU an allocation's cudaFree waits for the device
+    a->inputs.fit(BT);
+    a->inputs.upload(in.data(), BT);
+    a->targets.fit(BT);
+    a->targets.upload(tg.data(), BT);
     std::vector<int> groups;
     a->num_token_groups = group_positions_by_token(in.data(), BT, &groups);
-    if (a->token_groups.size() != 3 * (size_t)BT + 1) a->token_groups.reserve_exactly(3 * (size_t)BT + 1);  // the most
+    a->token_groups.fit(3 * (size_t)BT + 1);  // the most groups.size() can be
     a->token_groups.upload(groups.data(), groups.size());
     const F* pos = c.positions == POS_LEARNED      ? m->p[P_WPE]
                    : c.positions == POS_SINUSOIDAL ? m->pos_table.data()
@@ -3004,9 +3008,8 @@ class ModelEngine final : public Engine {
 #endif
             size_t n = std::max(pair * bf16_slot(BT * c.ffn_hidden), bf16_slot(3 * BT * C)) +
                        (c.placement == PLACE_PRE ? 0 : bf16_slot(BT * C));
-            if (bf16_logit_chunk().size() < rows * c.padded_vocab_size)
-                bf16_logit_chunk().reserve_exactly(rows * c.padded_vocab_size);
-            if (bf16_scratch().size() < n) bf16_scratch().reserve_exactly(n);
+            bf16_logit_chunk().fit(rows * c.padded_vocab_size);
+            bf16_scratch().fit(n);
         }
         return kept_.reserve(keep_values);
     }

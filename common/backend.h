@@ -38,7 +38,9 @@
 //   sk_backend_init(), sk_memory_bytes(), sk_device_name(), SK_BACKEND_NAME: start-up (a clear error when no GPU
 //       exists) and the memory the activations must fit in.
 //   sk_memory_use(): the bytes every SkBuffer holds now and at most so far (the model's memory: parameters,
-//       gradients, moments, activations; not CUDA's own), which the trainer prints at the end of a run.
+//       gradients, moments, activations; not CUDA's own), which the trainer prints at the end of a run, and how many
+//       allocations there have been (on a GPU each is a cudaMalloc, and its cudaFree waits for the device), so a test
+//       can require that a run allocates nothing after its first step.
 //   sk_launch_count(): how many loops the five sk_for forms have run (on a GPU each is one kernel launch), so a test
 //       can count the passes a step takes.
 // What it is not: a kernel library. Under nvcc this is the exact path: the CPU reference's per-element bodies, one
@@ -59,15 +61,17 @@
 
 #define SK_WARP 32  // lanes of a warp (sk_for_warps)
 
-// The bytes allocated through sk_alloc_bytes: now, and the most at any time. One count per program (an inline
-// function, not a static one: SkBuffer's members are shared by every file that includes this header, the tests' too).
+// The loops the sk_for forms have run (kernel launches on a GPU).
 inline std::atomic<size_t>& sk_launch_count() {
     static std::atomic<size_t> n{0};
     return n;
 }
 
+// The bytes allocated through sk_alloc_bytes: now, and the most at any time; and the allocations so far. One count
+// per program (an inline function, not a static one: SkBuffer's members are shared by every file that includes this
+// header, the tests' too).
 struct SkMemoryUse {
-    size_t now = 0, peak = 0;
+    size_t now = 0, peak = 0, allocations = 0;
 };
 inline SkMemoryUse& sk_memory_use() {
     static SkMemoryUse use;
@@ -77,6 +81,7 @@ static inline void sk_memory_count(size_t bytes, bool alloc) {
     SkMemoryUse& u = sk_memory_use();
     u.now = alloc ? u.now + bytes : u.now - bytes;
     u.peak = u.now > u.peak ? u.now : u.peak;
+    u.allocations += alloc;
 }
 
 #ifdef __CUDACC__
@@ -601,6 +606,11 @@ class SkBuffer {
     }
     // room for n values, contents undefined when the size changes (callers fill what they use)
     void reserve_exactly(size_t n) { reallocate(n); }
+    // room for at least n values: grows (contents undefined then), never shrinks. For a buffer whose use varies in
+    // size, such as the token ids of a sample's growing context: it is allocated once, for the largest use.
+    void fit(size_t n) {
+        if (n > n_) reallocate(n);
+    }
     void clear() { reallocate(0); }
     // host -> device: n values into [offset, offset + n)
     void upload(const T* host, size_t n, size_t offset = 0) {

@@ -1484,6 +1484,31 @@ TEST_CASE("a fast-engine run resumes bit for bit and keeps its engine", "[engine
     CHECK(slurp(r.cl.train.out_dir + "/model_00000004.bin") == full);
 }
 
+TEST_CASE("a run allocates nothing after its first steps: validation, sink probes (a shorter last chunk), samples "
+          "(a growing context) and checkpoints reuse what it holds", "[engine]") {
+    // Two runs whose every step measures everything; the longer one's extra steps must add no allocation (on a GPU
+    // each is a cudaMalloc, and its cudaFree waits for the device).
+    for (int kind : {0, 1, 2}) {  // exact, fast fp32, fast bf16
+        INFO("engine " << (kind ? "fast" : "exact") << (kind == 2 ? " bf16" : ""));
+        auto allocations = [&](int steps) {
+            TinyRun r = tiny_run(steps);
+            TrainConfig& t = r.cl.train;
+            t.engine = kind ? ENGINE_FAST : ENGINE_EXACT;
+            t.precision = kind == 2 ? PRECISION_BF16 : PRECISION_FP32;
+            t.val_every = t.sink_every = t.sample_every = t.save_every = 1;
+            t.probe_seqs = 11;  // chunks of 8 and 3
+            t.sample_len = 20;  // from 1 token to the context's 16: every length
+            size_t before = sk_memory_use().allocations;
+            REQUIRE(train(&r.cl) == 0);
+            return sk_memory_use().allocations - before;
+        };
+        allocations(2);  // the first run in this process sizes the trainers' kept scratch buffers
+        size_t two = allocations(2), seven = allocations(7);
+        CHECK(two > 0);
+        CHECK(seven == two);
+    }
+}
+
 TEST_CASE("the GPU's AdamW in one launch (each element finds its tensor's decay) gives the CPU's per-tensor bits",
           "[engine]") {
     // a model with tensors of every decay kind and empty ones between them (no slot, no gate: size 0)
