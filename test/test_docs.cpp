@@ -4,7 +4,6 @@
 // (make results-table).
 #include "test_helpers.h"
 
-#include <regex>
 
 // The usage text as --help prints it (the defaults of the default preset).
 static std::string usage_text() {
@@ -23,7 +22,6 @@ static std::string usage_text() {
 
 TEST_CASE("every environment variable the sources read is in docs/flags.md's table", "[docs]") {
     std::string doc = slurp("docs/flags.md");
-    std::regex read("getenv\\(\"(SK_[A-Z_]+)\"\\)");
     int found = 0;
     std::vector<std::string> files;
     for (const char* dir : {".", "common", "cpu", "kernels"}) {
@@ -39,9 +37,9 @@ TEST_CASE("every environment variable the sources read is in docs/flags.md's tab
     }
     for (const std::string& f : files) {
         std::string src = slurp(f);
-        for (std::sregex_iterator it(src.begin(), src.end(), read), end; it != end; ++it) {
-            INFO(f << " reads " << (*it)[1]);
-            CHECK(doc.find("| `" + (*it)[1].str()) != std::string::npos);
+        for (const std::vector<std::string>& m : regex_all("getenv\\(\"(SK_[A-Z_]+)\"\\)", src)) {
+            INFO(f << " reads " << m[1]);
+            CHECK(doc.find("| `" + m[1]) != std::string::npos);
             found++;
         }
     }
@@ -74,15 +72,14 @@ TEST_CASE("README.md and docs/ link only to files of the repository", "[docs]") 
     std::vector<std::string> pages = {"README.md"};
     for (const std::string& p : expand_glob("docs/*.md", "docs")) pages.push_back(p);
     CHECK(pages.size() >= 10);
-    std::regex link(R"(\]\(([^)#\s]+)(#[^)]*)?\))");
     int links = 0;
     for (const std::string& page : pages) {
         std::string text = slurp(page), dir = page.find('/') == std::string::npos ? "." : "docs";
         INFO("page " << page);
         CHECK(text.find("../shared") == std::string::npos);
         CHECK(text.find("paper.md") == std::string::npos);
-        for (std::sregex_iterator it(text.begin(), text.end(), link), end; it != end; ++it) {
-            std::string target = (*it)[1];
+        for (const std::vector<std::string>& m : regex_all(R"(\]\(([^)#\s]+)(#[^)]*)?\))", text)) {
+            const std::string& target = m[1];
             if (target.rfind("http", 0) == 0) continue;
             INFO("link " << target);
             struct stat st;
@@ -102,4 +99,18 @@ TEST_CASE("the results tables of README.md and docs/results.md are what docs/res
         REQUIRE(table.size() > 200);
         CHECK(slurp(*which ? "README.md" : "docs/results.md").find(table) != std::string::npos);
     }
+}
+
+TEST_CASE("the tests' regular expressions (test_util.h): every match with its groups, and erasing them", "[docs]") {
+    std::vector<std::vector<std::string>> m = regex_all("(a+)(x)?", "caaab a ax");
+    REQUIRE(m.size() == 3);
+    CHECK(m[0] == std::vector<std::string>{"aaa", "aaa", ""});  // an unset group is ""
+    CHECK(m[1] == std::vector<std::string>{"a", "a", ""});
+    CHECK(m[2] == std::vector<std::string>{"ax", "a", "x"});
+    CHECK(regex_all("z", "abc").empty());
+    CHECK(regex_all("b*", "abc").size() == 4);  // empty matches move on: "", "b", "", ""
+    CHECK(regex_erase(R"({"type":"train","ms":12.5,"loss":2,"run":"x1"})", R"re(,"(ms|run)":("[^"]*"|[^,}]*))re") ==
+          R"({"type":"train","loss":2})");
+    CHECK(regex_erase("abcabc", "b") == "acac");
+    CHECK(regex_erase("abc", "z") == "abc");
 }

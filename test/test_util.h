@@ -8,6 +8,10 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#ifndef PCRE2_CODE_UNIT_WIDTH
+#define PCRE2_CODE_UNIT_WIDTH 8
+#endif
+#include <pcre2.h>
 #include <algorithm>
 #include <atomic>
 #include <string>
@@ -103,4 +107,48 @@ static inline std::vector<CommandResult> run_commands(const std::vector<std::str
     for (std::thread& t : threads) t.join();
     for (const CommandResult& r : results) REQUIRE(r.rc != -2);
     return results;
+}
+
+// Regular expressions (PCRE2's Perl syntax, the library the GPT-2 tokenizer uses; std::regex makes libstdc++ warn
+// under the sanitizers' -O1). regex_all: every non-overlapping match of `pattern` in `text`, each as its whole match
+// then its groups (an unset group is ""). regex_erase: `text` without those matches.
+struct RegexMatch {
+    size_t begin, end;                // the whole match: text[begin, end)
+    std::vector<std::string> groups;  // groups[0] the whole match, then each group
+};
+static inline std::vector<RegexMatch> regex_matches(const std::string& pattern, const std::string& text) {
+    int err = 0;
+    PCRE2_SIZE at = 0;
+    pcre2_code* re = pcre2_compile((PCRE2_SPTR)pattern.c_str(), pattern.size(), 0, &err, &at, nullptr);
+    if (!re) FAIL("test regex '" << pattern << "' does not compile (error " << err << " at " << at << ")");
+    pcre2_match_data* md = pcre2_match_data_create_from_pattern(re, nullptr);
+    std::vector<RegexMatch> out;
+    for (PCRE2_SIZE pos = 0; pos <= text.size();) {
+        int rc = pcre2_match(re, (PCRE2_SPTR)text.data(), text.size(), pos, 0, md, nullptr);
+        if (rc < 0) break;  // no further match (or a matching error, which the tests' patterns cannot reach)
+        const PCRE2_SIZE* ov = pcre2_get_ovector_pointer(md);
+        RegexMatch m{ov[0], ov[1], {}};
+        for (int g = 0; g < (int)pcre2_get_ovector_count(md); g++)
+            m.groups.push_back(g < rc && ov[2 * g] != PCRE2_UNSET ? text.substr(ov[2 * g], ov[2 * g + 1] - ov[2 * g])
+                                                                  : std::string());
+        out.push_back(m);
+        pos = ov[1] > ov[0] ? ov[1] : ov[1] + 1;  // an empty match moves on by one
+    }
+    pcre2_match_data_free(md);
+    pcre2_code_free(re);
+    return out;
+}
+static inline std::vector<std::vector<std::string>> regex_all(const std::string& pattern, const std::string& text) {
+    std::vector<std::vector<std::string>> out;
+    for (const RegexMatch& m : regex_matches(pattern, text)) out.push_back(m.groups);
+    return out;
+}
+static inline std::string regex_erase(const std::string& text, const std::string& pattern) {
+    std::string out;
+    size_t from = 0;
+    for (const RegexMatch& m : regex_matches(pattern, text)) {
+        out.append(text, from, m.begin - from);
+        from = m.end;
+    }
+    return out.append(text, from, std::string::npos);
 }
