@@ -2,12 +2,13 @@
 // CPU reference (train_gpt_cpu.cpp), the GPU kernels and the tests. The user-facing table, with the papers each
 // variant comes from, is docs/variants.md.
 //
-// What it is: for every row map, its forward formula, the derivative the backward pass uses and what the sink metric
-// reads, as one entry of attn_variant_table plus one case in attn_row_forward / attn_row_backward; the normalisers,
-// feature maps, slots, gates and masks as small enums with their visible-key rule. Plain C++ usable from host code;
-// the functions are __host__ __device__ under nvcc.
-// What it is not: the attention layer (scores, values, RoPE, ALiBi, slot parameters, the gate and feature-map
-// layers live in the trainers); nothing here allocates or knows about batches and heads.
+// What it is: for every row map, its forward formula and the derivative the backward pass uses (one case in
+// attn_row_forward / attn_row_backward and in the streaming forms), its traits (attn_variant_table: whether it takes
+// the normaliser, whether its backward needs the scores) and what the sink metric reads (attn_is_probability); the
+// normalisers, feature maps, slots, gates and masks as small enums with their visible-key rule; ALiBi's score bias.
+// Plain C++ usable from host code; the functions are __host__ __device__ under nvcc.
+// What it is not: the attention layer (scores, values, RoPE, slot parameters, the gate and feature-map layers live in
+// the trainers); nothing here allocates or knows about batches and heads.
 //
 // The contract of a row map. One query row has n entries: the optional slot score first, then the visible keys.
 //   forward:  p[0..n) = map(s[0..n))                 s = tau * phi(q).phi(k) (+ ALiBi); the slot's s_* as defined below
@@ -18,8 +19,9 @@
 // Streaming forms (the end of this file): the same maps key tile by key tile, from a two-number row state, for kernels
 // that never hold a whole row; equal to the row forms up to rounding.
 //
-// Adding a variant: one enum value, one row in attn_variant_table, one case in each switch (the row forms' two and the
-// streaming forms'), its tests.
+// Adding a variant: one enum value, its name in attn_variant_names, one row in attn_variant_table, one case in each
+// switch on the variant (attn_is_probability, attn_pointwise for a pointwise map, the row forms' two, the streaming
+// forms' three), its tests.
 #pragma once
 #include "common/numerics.h"
 

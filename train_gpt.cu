@@ -1,5 +1,5 @@
 /*
-train_gpt.cu: the GPU trainer of sinkscope. CUDA, one NVIDIA GPU (sm_80 or newer), fp32 storage.
+train_gpt.cu: the GPU trainer of sinkscope. CUDA, one NVIDIA GPU (sm_80 or newer), fp32 (or bf16 at --precision bf16).
 
 What it is: the CPU reference trainer, train_gpt_cpu.cpp, compiled by nvcc. Its layers are loops over output
 elements, sk_for (common/backend.h); here every such loop is a CUDA kernel with one thread per element, the exact

@@ -1,5 +1,6 @@
 /*
-train_gpt_cpu.cpp: the CPU reference trainer of sinkscope. fp32, OpenMP, one file of model math.
+train_gpt_cpu.cpp: the CPU reference trainer of sinkscope. fp32 (the fast engine's --precision rounds as a GPU's
+tensor cores do), OpenMP, one file of model math.
 
 What it is: a GPT/LLaMA-family language model (common/config.h: LayerNorm or RMSNorm, pre- or post-norm, six
 FFN kinds, five kinds of positions, tied or untied embeddings, biases on or off, and every attention variant
@@ -985,7 +986,8 @@ static void attention_backward_causal(F* dqkv, F* ds_rows, const F* dout, const 
 }
 
 // What the model calls: on the CPU the plain attention runs a head at a time with its sums side by side
-// (cpu/attention.h), tested equal to the per-row form above bit for bit; the GPU runs the per-row form.
+// (cpu/attention.h), tested equal to the per-row form above bit for bit; in double (the tests) the per-row form runs.
+// A GPU never calls it: its exact engine runs the general form's per-element passes (attention_is_plain).
 template <typename F>
 static void attention_forward_plain(F* out, F* att, const F* qkv, int B, int T, int C, int NH) {
     SK_PROFILE_SCOPE(PROF_ATTENTION);

@@ -43,8 +43,9 @@
 //       can require that a run allocates nothing after its first step.
 //   sk_launch_count(): how many loops the five sk_for forms have run (on a GPU each is one kernel launch), so a test
 //       can count the passes a step takes.
-// What it is not: a kernel library. Under nvcc this is the exact path: the CPU reference's per-element bodies, one
-// thread each, simple and slow, and the CPU's bits.
+// What it is not: a kernel library. Under nvcc sk_for runs the CPU reference's per-element bodies, one thread each:
+// simple, slow where a body is a whole row, and the CPU's bits; sk_for_warps and sk_for_blocks give the fast engine's
+// rows a warp and its attention a block of threads sharing memory.
 // Rules for a body: capture by value (SK_LAMBDA is [=]), only pointers into SkBuffers and plain values (an AttnSpec,
 // not a ModelConfig pointer), call only SK_HD functions, no allocation, no fail().
 #pragma once

@@ -15,7 +15,7 @@
 #include "random.h"
 
 // ----------------------------------------------------------------------------------------------------------------
-// model config. The integer codes are the ones stored in the version-4 model file header (data/model_file.h).
+// model config. The integer codes are the ones stored in the version-4 model file header (common/model_file.h).
 
 enum NormKind { NORM_LAYERNORM = 0, NORM_RMSNORM = 1, NORM_NUM_KINDS };
 enum NormPlacement { PLACE_PRE = 0, PLACE_POST = 1, PLACE_NUM_KINDS };

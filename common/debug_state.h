@@ -1,4 +1,4 @@
-// data/debug_state.h: the debug state, one reference forward/backward for --check-state and the tests.
+// common/debug_state.h: the debug state, one reference forward/backward for --check-state and the tests.
 //
 // version 2 = llm.c's format (train_gpt2.py write_state), byte for byte: 256 x int32 header [0] 20240327 [1] 2 [2] B
 //   [3] T; then inputs int32[B*T], targets int32[B*T], logits float32[B*T*V] (unpadded V), loss float32, and the

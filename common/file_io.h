@@ -20,11 +20,11 @@
 
 #include "errors.h"
 
-#define SHARD_MAGIC 20240520         // llm.c token shard, uint16 tokens (data/token_shards.h)
+#define SHARD_MAGIC 20240520         // llm.c token shard, uint16 tokens (common/token_shards.h)
 #define SHARD_MAGIC_LLMC_U32 20240801  // llm.c's LLaMA-3 token shard, uint32 tokens: not read by sinkscope
-#define MODEL_MAGIC 20240326         // model file (data/model_file.h)
-#define STATE_MAGIC 20240327         // debug state (data/debug_state.h)
-#define TRAIN_STATE_MAGIC 20240528   // training state (data/train_state.h)
+#define MODEL_MAGIC 20240326         // model file (common/model_file.h)
+#define STATE_MAGIC 20240327         // debug state (common/debug_state.h)
+#define TRAIN_STATE_MAGIC 20240528   // training state (common/train_state.h)
 
 // What a file with this magic number is, for the hint of a "wrong magic" error.
 static inline const char* describe_magic(int32_t magic) {

@@ -1,4 +1,4 @@
-// data/gpt2_tokenizer.h: the GPT-2 byte-level BPE tokenizer, encoder and decoder, giving exactly OpenAI's ids.
+// common/gpt2_tokenizer.h: the GPT-2 byte-level BPE tokenizer, encoder and decoder, giving exactly OpenAI's ids.
 //
 // What it is: OpenAI's GPT-2 encoder (gpt-2's src/encoder.py; tiktoken's "gpt2" gives the same ids) in C++17:
 //   1. Pre-tokenisation: the UTF-8 text is cut into pieces by GPT-2's pattern
@@ -9,8 +9,9 @@
 //      a merge. Token ids come from encoder.json.
 //   3. <|endoftext|> (50256) is one token only where the caller allows it (gpt2_encode(..., true), tiktoken's
 //      allowed_special); otherwise it is ordinary text, as in encoder.py and tiktoken's encode_ordinary.
-// Decoding concatenates the tokens' bytes. Trainers that only decode read the same table from the tokenizer file
-// (data/tokenizer_file.h) and need neither PCRE2 nor this header.
+// Decoding concatenates the tokens' bytes. A program that only decodes can read the same table from the tokenizer
+// file (common/tokenizer_file.h) and need neither PCRE2 nor this header; the trainers include it (common/text_codec.h)
+// to encode --prompt.
 //
 // Exactness, where it could differ from OpenAI and why it does not:
 //   - \s is written \p{White_Space}: Python's regex module (encoder.py) and Rust's regex (tiktoken) use the Unicode

@@ -1,4 +1,4 @@
-// data/json_read.h: the little JSON reading sinkscope's data tools need, over a byte buffer with a cursor.
+// common/json_read.h: the little JSON reading sinkscope's data tools need, over a byte buffer with a cursor.
 //
 // What it is: strings with every escape (\" \\ \/ \b \f \n \r \t \uXXXX, surrogate pairs joined into one code point,
 // written out as UTF-8), integers, and skipping any value, so that gpt2_tokenizer.h can read encoder.json (one flat

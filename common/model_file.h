@@ -1,4 +1,4 @@
-// data/model_file.h: the model file (checkpoint weights), llm.c-compatible, shared by both trainers.
+// common/model_file.h: the model file (checkpoint weights), llm.c-compatible, shared by both trainers.
 //
 // Layout: a 256 x int32 little-endian header, then every parameter tensor as float32 in the order of config.h's
 // ParamId table (absent tensors take no space).

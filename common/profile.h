@@ -2,10 +2,10 @@
 //
 // What it is: a scope timer (SK_PROFILE_SCOPE(PROF_MATMUL)) at the top of each layer function of the CPU trainer, the
 // totals per kind, and a one-line table that a run prints at its end (and logs as a "profile" record) for
-// dev/bench.sh. Off (the default) each scope costs one branch. The kinds: matmul (every linear layer but the
-// classifier), attention (the core and its variants), norms, activations (FFN, feature maps, the gate, RoPE,
-// embeddings and residual adds), classifier (the product with the output embedding, softmax and cross-entropy over
-// the vocabulary), optimizer (gradient norm, AdamW, zeroing), probe (the sink metrics), other (the rest of the step:
+// dev/bench/bench.py (make bench). Off (the default) each scope costs one branch. The kinds: matmul (every linear layer
+// but the classifier), attention (the core and its variants), norms, activations (FFN, feature maps, the gate, RoPE,
+// embeddings and residual adds), classifier (the product with the output embedding, softmax and cross-entropy over the
+// vocabulary), optimizer (gradient norm, AdamW, zeroing), probe (the sink metrics), other (the rest of the step:
 // zeroing the activation gradients, data, host work).
 // What it is not: a GPU profiler. In train_gpt the scopes are empty (kernels run asynchronously; use nsys or ncu).
 #pragma once

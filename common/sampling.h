@@ -4,7 +4,7 @@
 // are the top_k largest logits (all V when top_k is 0 or >= V), ordered by logit, larger first, and by id on ties,
 // which makes the candidate set and its order independent of how the sort is implemented. Their probabilities are
 // softmax(logit / temperature) over the candidates, computed in double; one uniform number u in [0, 1) from the
-// project's generator (splitmix64, data/token_shards.h) picks the first candidate whose cumulative probability exceeds
+// project's generator (splitmix64, common/random.h) picks the first candidate whose cumulative probability exceeds
 // u. Temperature 0 is greedy decoding: the largest logit (the lowest id among equal ones).
 // Reproducibility: every call draws exactly one number from *rng, temperature 0 included, so the generator's state
 // after n tokens depends only on n; the same logits, settings and state give the same id on every machine whose exp()

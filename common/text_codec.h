@@ -1,13 +1,13 @@
-// data/text_codec.h: text in and out of a trainer: encoding a prompt and decoding sampled ids, for both trainers.
+// common/text_codec.h: text in and out of a trainer: encoding a prompt and decoding sampled ids, for both trainers.
 //
 // What it is: the choice of tokenizer for a model of vocabulary V, made once:
-//   - `--tokenizer FILE` (llm.c's tokenizer file, data/tokenizer_file.h) when given;
+//   - `--tokenizer FILE` (llm.c's tokenizer file, common/tokenizer_file.h) when given;
 //   - else the byte vocabulary when V = 256 (a token is a byte; the default Brown data);
 //   - else the one *_tokenizer.bin beside the first training shard (dev/data/make_shards writes it there);
 //   - else none: generated ids are logged as ids, and a prompt is refused.
 // A tokenizer file must have exactly the model's vocabulary: a smaller one could not decode every id the model can
 // draw, a larger one holds ids the model has no row for.
-// Prompts are encoded with the byte vocabulary, or with GPT-2's BPE (data/gpt2_tokenizer.h, from --bpe-dir) when the
+// Prompts are encoded with the byte vocabulary, or with GPT-2's BPE (common/gpt2_tokenizer.h, from --bpe-dir) when the
 // tokenizer has GPT-2's 50257 tokens. An empty prompt starts from the end-of-text token, as llm.c does.
 // What it is not: the sampler (sampling.h) or the generation loop (the trainers).
 #pragma once

@@ -1,4 +1,4 @@
-// data/token_shards.h: llm.c token shards and the reproducible data loader shared by both trainers.
+// common/token_shards.h: llm.c token shards and the reproducible data loader shared by both trainers.
 //
 // Format (llm.c, dev/data/data_common.py): a 256 x int32 little-endian header, [0] = 20240520 (magic), [1] = 1
 // (version), [2] = number of tokens; then that many uint16 tokens. llm.c's FineWeb/TinyStories shards and ours are the

@@ -1,15 +1,15 @@
-// data/tokenizer_file.h: llm.c's tokenizer file, so a trainer can turn sampled ids back into text.
+// common/tokenizer_file.h: llm.c's tokenizer file, so a trainer can turn sampled ids back into text.
 //
 // Format (llm.c's train_gpt2.py write_tokenizer, read by llm.c's tokenizer.h): a 256 x int32 little-endian header,
 // [0] = 20240328 (magic), [1] = 2 (version), [2] = vocabulary size V, [3] = id of the end-of-text token, the rest 0;
 // then for each id 0..V-1 its bytes as a uint8 length (1..255) followed by that many bytes.
 // Version 1 (older llm.c files) has no [3]; llm.c then assumes GPT-2 (V = 50257, end of text 50256), and so do we.
 // Two vocabularies are written by dev/data/make_shards:
-//   - GPT-2: the 50257 tokens of data/gpt2_tokenizer.h, [3] = 50256 (<|endoftext|>, stored as its 13 bytes of text).
+//   - GPT-2: the 50257 tokens of common/gpt2_tokenizer.h, [3] = 50256 (<|endoftext|>, stored as its 13 bytes of text).
 //   - byte level: V = 256, token i is the single byte i, and [3] = 10 ('\n'). Byte-level data has no end-of-text
 //     token (documents are separated by "\n\n"), but llm.c's reader requires a valid id there and its sampler starts
 //     generating from it, so we store the newline: a generation then starts like a new line of text.
-// What it is not: an encoder (data/gpt2_tokenizer.h). Reading needs no PCRE2.
+// What it is not: an encoder (common/gpt2_tokenizer.h). Reading needs no PCRE2.
 // Build: header-only, nothing to link.
 #pragma once
 #include <string>

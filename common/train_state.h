@@ -1,5 +1,5 @@
-// data/train_state.h: the training state file state_%08d.bin, the half of a checkpoint that --resume needs besides the
-// weights (model_%08d.bin, data/model_file.h). Shared by both trainers.
+// common/train_state.h: the training state file state_%08d.bin, the half of a checkpoint that --resume needs besides
+// the weights (model_%08d.bin, common/model_file.h). Shared by both trainers.
 //
 // Layout: a 256 x int32 little-endian header [0] 20240528 [1] 2 (3 with unlogged records) [2] step [3] B [4] T
 // [5] total batch [6..7] seed [8..9] loader epoch [10..11] loader index [12..13] rng [14..15] num_params [16..17] the

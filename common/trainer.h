@@ -8,7 +8,7 @@
 // What it is not: model math, or a second copy of any of it.
 //
 // The log (DIR/log.jsonl, one JSON record per line; docs/output.md): config, then train / val / sink / sample /
-// nonfinite records as they happen, then done.
+// nonfinite records as they happen, then done (and profile, with SK_PROFILE=1), or stopped when a signal ends it.
 #pragma once
 #include <dirent.h>
 #include <fcntl.h>

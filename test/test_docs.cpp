@@ -1,7 +1,8 @@
 // test/test_docs.cpp: the manuals against the code they describe. docs/flags.md must hold exactly the trainer's
 // --help (it is generated from the flag table: make docs), and every link between README.md and docs/ must lead to
 // a file of the repository (none outside it). The results tables must be what docs/results.tsv says
-// (make results-table).
+// (make results-table), and every SK_* environment variable the sources read must be in docs/flags.md. Also the
+// regular-expression helpers these checks use (test_util.h).
 #include "test_helpers.h"
 
 

@@ -8,7 +8,7 @@
 // fast engine passes --check-fast over ten variants in fp32 (head sizes 16, 64, 96 and 128), and on the default model
 // in tf32 and bf16.
 // The math of the GPU build is tested on the CPU by the other test files: its loop bodies are the CPU's, and its
-// matmul (gemm_by_element) equals the CPU's bit for bit (test_layers.cpp).
+// exact matmul (gemm_exact_tiled) equals gemm_by_element, and so the CPU's, bit for bit (test_gemm_exact.cpp).
 // What it is not: a GPU speed test.
 // Needs: ./train_gpt and ./train_gpt_cpu in the working directory (make test builds both when nvcc exists and sets
 // SK_GPU_BUILD=required; without nvcc these tests say they are skipped).

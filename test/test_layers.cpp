@@ -1,5 +1,7 @@
 // Every layer's backward against central finite differences in double precision: loss = sum(out * R) for a random R,
-// so d loss / d out = R is fed to the backward pass and every input and weight gradient is compared.
+// so d loss / d out = R is fed to the backward pass and every input and weight gradient is compared. Also the
+// correctly rounded math of common/numerics.h, and the CPU's fast twins (cpu/: gemm, attention, activations) against
+// their plain code, bit for bit.
 #include "test_helpers.h"
 
 static const double FD_TOL = 1e-6;  // relative; double-precision central differences with h = 1e-5 reach ~1e-9
@@ -53,9 +55,10 @@ TEST_CASE("matmul backward matches finite differences", "[layers]") {
     }
 }
 
-// The CPU's gemm (cpu/gemm.h: packed, cache-blocked, AVX-512 for float) and the GPU build's gemm_by_element must both
-// give exactly the documented sum, acc = fma(A(m,k), B(k,n), acc) for k in order from the init, for every layout of A
-// and B, ragged tiles and blocks (K across the KC = 256 blocks, N across the NC = 1024 blocks), bias and accumulate.
+// The CPU's gemm (cpu/gemm.h: packed, cache-blocked, AVX-512 for float) and gemm_by_element (the definition, which the
+// GPU build's gemm_exact_tiled equals: test_gemm_exact.cpp) must both give exactly the documented sum, acc =
+// fma(A(m,k), B(k,n), acc) for k in order from the init, for every layout of A and B, ragged tiles and blocks (K across
+// the KC = 256 blocks, N across the NC = 1024 blocks), bias and accumulate.
 template <typename F>
 static void check_gemm_exact(std::mt19937_64& rng) {
     auto draw = [&](size_t n) { std::vector<F> v(n); for (F& x : v) x = (F)random_vec(1, rng)[0]; return v; };
@@ -87,7 +90,7 @@ static void check_gemm_exact(std::mt19937_64& rng) {
     CHECK(cases > 300);
 }
 
-TEST_CASE("gemm (CPU, blocked) and gemm_by_element (GPU build) give the exact sequential fma sum", "[layers]") {
+TEST_CASE("gemm (CPU, blocked) and gemm_by_element give the exact sequential fma sum", "[layers]") {
     std::mt19937_64 rng(21);
     check_gemm_exact<float>(rng);
     check_gemm_exact<double>(rng);

@@ -1,5 +1,6 @@
 // dev/experiments/plot.py: a small run's log turned into figures. What a figure shows is checked through the series
-// the script also writes (--data), against the log's own records; the PNGs must exist and be PNGs.
+// the script also writes (--data), against the log's own records; the PNGs must exist and be PNGs. And
+// dev/experiments/run.py: its catalogue's runs start (check) and its results rows are what the runs' logs say.
 #include "test_helpers.h"
 
 #include <sstream>

@@ -1,6 +1,8 @@
 // The attention-variant catalogue: every row map, normaliser, slot, feature map, gate and mask against central finite
 // differences in double precision (layer by layer and through the whole model), metrics of slots and proxies on
 // hand-built matrices, and a short training run of every variant that must end finite and below its starting loss.
+// Also the streaming forms and the flash kernel's per-row work against the row forms, the data manipulations (fixed
+// token, random positions) and text generation's reproducibility.
 #include "test_helpers.h"
 
 // One named variant configuration (the flags a user would type).

@@ -23,7 +23,8 @@ GPU; a version that sums in another order moves every entry. So a query row with
 (row_near_kink: 5 times the worst float rounding or more) gets a new query, drawn until it has none; the first line
 of the report counts them (68 of 4096 rows for clipped at T 1024).
 
-  version 1  the row form, the exact engine's body: one thread per query row computes its scores, weights, dp and ds
+  version 1  the row form (the exact engine runs its arithmetic as passes of a thread per element,
+             attention_backward_passes): one thread per query row computes its scores, weights, dp and ds
              in global scratch (4 (T + 1) floats per row) and its dq; then one thread per key sums its dk and dv
              from the stored ds and p of the rows that see it. Slow, T x T scratch.
   version 2  flash-style, SIMT, from the forward's state: nothing of size T x T. The per-row work is the backward's

@@ -10,7 +10,8 @@ reference here is that row form in float, one row at a time; the GPU versions mu
 and a max error (over max |ref|) of 1e-5 (the streaming form reorders sums: test_variants.cpp measures 2e-6 per row).
 
   version 1  one thread per query row, the row form: scores and weights of the whole row in global scratch (2 T
-             floats per row), then the weighted sum of the values. The exact engine's body: slow, T x T scratch.
+             floats per row), then the weighted sum of the values. The row form's body (the exact engine runs the
+             same arithmetic as passes of a thread per element, attention_forward_passes): slow, T x T scratch.
   version 2  flash-style, SIMT: one block of 64 threads per (b, h, tile of 64 queries); the block walks the key tiles
              its rows can see (a sliding window visits O(w) keys, not O(T)); each tile of K and V (64 x hs) goes
              through shared memory; every thread keeps its query, its output accumulator and its row state (the

@@ -10,12 +10,13 @@ minutes). Versions 1 and 2 are exact: they must equal it bit for bit there, and 
 every element. Version 3 sums in its own order and must match to a relative L2 error of 1e-5 on the sample. Every
 multiply-add of versions 1 and 2 is an explicit fmaf, so their bits do not depend on nvcc's -fmad.
 
-  version 1  one thread per output element: gemm_by_element's body, the exact GPU engine's matmul today. Every
-             thread reads its row of A and its column of B from global memory (through the caches).
-  version 2  kernels/gemm_exact.cuh: a block of 256 threads owns a 128 x 128 tile of out and walks k in slices of
-             16, each slice of A and B loaded once, coalesced, into shared memory (the next slice's loads in flight
-             while this one's fmas run); every thread keeps an 8 x 8 micro-tile of out in registers. The same sums in
-             the same order as version 1: the same bits.
+  version 1  one thread per output element: gemm_by_element's body, the exact GPU engine's first matmul (version 2
+             replaced it). Every thread reads its row of A and its column of B from global memory (through the
+             caches).
+  version 2  kernels/gemm_exact.cuh, the exact GPU engine's matmul (gemm_exact_tiled): a block of 256 threads owns a
+             128 x 128 tile of out and walks k in slices of 16, each slice of A and B loaded once, coalesced, into
+             shared memory (the next slice's loads in flight while this one's fmas run); every thread keeps an 8 x 8
+             micro-tile of out in registers. The same sums in the same order as version 1: the same bits.
   version 3  cuBLAS (cublasGemmEx, fp32 in and out, CUBLAS_COMPUTE_32F: no TF32), what exactness costs. Not exact.
              libcublas.so is loaded when the program runs: where it is missing (a machine with only a GPU driver),
              version 3 says so and the others still run.

@@ -1,4 +1,4 @@
-// dev/data/bench_tokenizer.cpp: throughput of the GPT-2 tokenizer (data/gpt2_tokenizer.h) on one core, as a table.
+// dev/data/bench_tokenizer.cpp: throughput of the GPT-2 tokenizer (common/gpt2_tokenizer.h) on one core, as a table.
 //
 // What it is: encodes an English text (default: the Brown corpus's training text, read back from the byte-level
 // shard that `make data` writes) with a fresh tokenizer (cold word cache) and again (warm cache), encodes two
