@@ -87,7 +87,7 @@ TEST_LDLIBS := -lpcre2-8
 TEST_OBJS := $(TEST_SRCS:test/%.cpp=build/test/%.o)
 CATCH_MAIN := /usr/lib/libCatch2WithMain.a
 
-build/test/%.o: test/%.cpp test/test_helpers.h train_gpt_cpu.cpp $(HEADERS) | deps-test
+build/test/%.o: test/%.cpp test/test_helpers.h test/test_util.h train_gpt_cpu.cpp $(HEADERS) | deps-test
 	@mkdir -p build/test
 	$(CXX) $(CXXFLAGS) -O2 -c -o $@ $<
 
@@ -105,7 +105,7 @@ test: build/test/run_tests train_gpt_cpu build/make_shards $(GPU_BUILD) data
 # the whole CPU test suite under AddressSanitizer + UndefinedBehaviorSanitizer (any report fails the run)
 ASAN_FLAGS := -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 ASAN_OBJS := $(TEST_SRCS:test/%.cpp=build/asan/%.o)
-build/asan/%.o: test/%.cpp test/test_helpers.h train_gpt_cpu.cpp $(HEADERS) | deps-test
+build/asan/%.o: test/%.cpp test/test_helpers.h test/test_util.h train_gpt_cpu.cpp $(HEADERS) | deps-test
 	@mkdir -p build/asan
 	$(CXX) $(CXXFLAGS) $(ASAN_FLAGS) -c -o $@ $<
 build/asan/run_tests: $(ASAN_OBJS)
