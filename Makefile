@@ -23,13 +23,17 @@ train_gpt_cpu: train_gpt_cpu.cpp $(HEADERS) | deps-train
 	$(CXX) $(CXXFLAGS) -o $@ $< -lm -lpcre2-8
 
 # The GPU trainer: the same program built by nvcc (train_gpt.cu). -fmad=false is nvcc's -ffp-contract=off. Machine code
-# for sm_80 (A100) and sm_90 (H100/H200), plus compute_90 PTX that newer GPUs compile when they load it.
+# for sm_80 (A100) and sm_90 (H100/H200), plus compute_90 PTX that newer GPUs compile when they load it. What ptxas
+# gives each kernel (registers, local memory, spills) goes to build/train_gpt_resources.txt, which test_gpu.cpp reads;
+# the console shows the rest (warnings, errors).
 NVCC ?= nvcc
 NVCCFLAGS ?= -O3 -std=c++17 --extended-lambda -fmad=false -Xcompiler -fopenmp,-ffp-contract=off \
 	-gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=[sm_90,compute_90]
 train_gpt: train_gpt.cu train_gpt_cpu.cpp $(HEADERS) | deps-train
 	@command -v $(NVCC) >/dev/null || { echo "error: $(NVCC) not found: the GPU trainer needs the CUDA toolkit (nvcc on PATH, or make NVCC=/path/to/nvcc); the CPU trainer is make train_gpt_cpu"; exit 1; }
-	$(NVCC) $(NVCCFLAGS) -o $@ $< -lm -lpcre2-8 -lcublasLt -lcublas
+	@mkdir -p build
+	$(NVCC) $(NVCCFLAGS) --resource-usage -o $@ $< -lm -lpcre2-8 -lcublasLt -lcublas 2> build/train_gpt_resources.txt; \
+	rc=$$?; grep -v -e '^ptxas info' -e 'bytes stack frame' build/train_gpt_resources.txt >&2; exit $$rc
 
 # dev/cuda/: kernel ladders, one family per file, numbered versions each checked against the CPU (they run on a GPU;
 # here they only compile). Plain nvcc settings: contraction allowed, these are the fast kernels.

@@ -311,6 +311,14 @@ static inline void sk_download_bytes(void* host, const void* device, size_t byte
 static inline void sk_backend_init() {
     int count = 0;
     cudaError_t err = cudaGetDeviceCount(&count);
+    int driver = 0, runtime = 0;  // CUDA versions, 1000 major + 10 minor; driver 0: no driver installed
+    cudaDriverGetVersion(&driver);
+    cudaRuntimeGetVersion(&runtime);
+    if (err == cudaErrorInsufficientDriver && driver > 0)
+        fail("the NVIDIA driver supports CUDA up to %d.%d, but train_gpt was built with CUDA %d.%d. Update the driver, or "
+             "rebuild train_gpt with a CUDA toolkit no newer than %d.%d (rm train_gpt; make train_gpt NVCC=its nvcc); "
+             "./train_gpt_cpu takes the same flags meanwhile",
+             driver / 1000, driver % 1000 / 10, runtime / 1000, runtime % 1000 / 10, driver / 1000, driver % 1000 / 10);
     if (err != cudaSuccess || count == 0)
         fail("no CUDA GPU is visible (%s). train_gpt needs an NVIDIA GPU (sm_80 or newer); on this machine run "
              "./train_gpt_cpu, which takes the same flags", err != cudaSuccess ? cudaGetErrorString(err) : "0 devices");

@@ -69,13 +69,24 @@ SK_HD inline void flash_row_begin(FlashRow<HS, F>* r, const AttnSpec& spec, cons
     r->slope = slope;
 }
 
+// The first (or only) pass over n scores s and their values v: the statistics, and in a one-pass map the accumulator
+// too. Two calls rather than one with `one_pass ? r->acc : nullptr`: a pointer chosen at run time keeps the compiler
+// from holding acc in registers (on a GPU it went to local memory).
+template <int HS, typename F>
+SK_HD inline void flash_stream_tile(FlashRow<HS, F>* r, const AttnSpec& spec, const F* s, const F* v, int n) {
+    if (attn_stream_one_pass(spec))
+        attn_stream_tile(spec, &r->st, s, v, HS, n, HS, r->acc);
+    else
+        attn_stream_tile(spec, &r->st, s, v, HS, n, HS, (F*)nullptr);
+}
+
 // The slot's entry (when the variant has one) in the given pass: 0 = the one pass (or the statistics pass of a
 // two-pass map), 1 = the weights pass of a two-pass map.
 template <int HS, typename F>
 SK_HD inline void flash_row_slot(FlashRow<HS, F>* r, const AttnSpec& spec, F s_slot, const F* v_slot, int pass,
                                  int T) {
     if (pass == 0)
-        attn_stream_tile(spec, &r->st, &s_slot, v_slot, HS, 1, HS, attn_stream_one_pass(spec) ? r->acc : nullptr);
+        flash_stream_tile<HS>(r, spec, &s_slot, v_slot, 1);
     else
         attn_stream_accumulate(spec, r->st, &s_slot, v_slot, HS, 1, HS, r->acc, T);
 }
@@ -92,7 +103,7 @@ SK_HD inline void flash_row_tile(FlashRow<HS, F>* r, const AttnSpec& spec, const
         s[j - j0] = flash_score<HS>(r->q, ks + (size_t)(j - k0) * HS, tau, r->slope, r->t, j);
     const F* v = vs + (size_t)(j0 - k0) * HS;
     if (pass == 0)
-        attn_stream_tile(spec, &r->st, s, v, HS, j1 - j0, HS, attn_stream_one_pass(spec) ? r->acc : nullptr);
+        flash_stream_tile<HS>(r, spec, s, v, j1 - j0);
     else
         attn_stream_accumulate(spec, r->st, s, v, HS, j1 - j0, HS, r->acc, T);
 }

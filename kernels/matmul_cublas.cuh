@@ -19,8 +19,8 @@
 // The tanh-GELU FFN (gpt2) takes its activation in the epilogue of the product before it (LT_GELU_BIAS) and its
 // gradient in the epilogue of the product after it in backward (LT_DGELU); a weight gradient with a bias takes the
 // bias gradient from its epilogue (LT_BGRADB; fp32 only, train_gpt_cpu.cpp), added to the gradients by one short
-// pass. Each falls back to the plain GEMM and the pass of its own where cuBLASLt has no algorithm, or under
-// SK_CUBLASLT=0.
+// pass. Each falls back to the plain GEMM and the pass of its own where cuBLASLt has no algorithm or refuses the
+// buffers (a note on stderr says so, once per epilogue and operand type), or under SK_CUBLASLT=0.
 // The gated FFN's two products of u, and their two weight gradients, go as one strided-batched call each
 // (gemm_cublas_pair) when the FFN has no biases.
 // At --precision bf16 the operands are bf16 arrays (CUDA_R_16BF; train_gpt_cpu.cpp's bf16_operands: the weights'
@@ -195,6 +195,21 @@ static inline uint32_t sk_alignment(const void* p) {
     return a;
 }
 
+// A product cuBLASLt declined (its heuristic found no algorithm, or the call said CUBLAS_STATUS_NOT_SUPPORTED), said
+// once per epilogue and operand type on stderr, so that a run shows which fusions it lost; the caller's fallback
+// computes the product.
+static inline void sk_cublaslt_declined(LtEpilogue kind, bool bf16_operands, int m, int n, int k, cublasStatus_t st) {
+    static bool said[4][2] = {};
+    if (said[kind][bf16_operands]) return;
+    said[kind][bf16_operands] = true;
+    static const char* names[4] = {"bias", "GELU", "GELU-gradient", "bias-gradient"};
+    fprintf(stderr,
+            "note: cuBLASLt declined the %s epilogue of a %s product (column-major m %d n %d k %d: %s); such products "
+            "run as a plain GEMM and a pass of their own\n",
+            names[kind], bf16_operands ? "bf16" : "fp32", m, n, k,
+            st == CUBLAS_STATUS_SUCCESS ? "no algorithm" : cublasGetStatusString(st));
+}
+
 // One cuBLASLt product with an epilogue, operands of type T (float or bf16), out, bias and aux fp32. bias:
 // LT_BIAS's and LT_GELU_BIAS's input (null: none), LT_BGRADB's output; aux: a matrix shaped like out^T with leading
 // dimension g.ldc. Returns false, having done nothing, where cuBLASLt has no algorithm for these types, shapes and
@@ -244,13 +259,19 @@ static bool gemm_cublaslt(float* out, const ColumnMajorGemm<T>& g, LtEpilogue ki
     cublasLtMatmulHeuristicResult_t heuristic = {};
     int found = 0;
     // the heuristic also reads the bias and aux pointers' alignment off the descriptor
-    bool ok = cublasLtMatmulAlgoGetHeuristic(sk_cublaslt_handle(), op, la, lb, lc, lc, pref, 1, &heuristic, &found) ==
-                  CUBLAS_STATUS_SUCCESS && found > 0;
+    cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(sk_cublaslt_handle(), op, la, lb, lc, lc, pref, 1, &heuristic,
+                                                       &found);
+    bool ok = st == CUBLAS_STATUS_SUCCESS && found > 0;
     if (ok) {
         const float alpha = 1.0f;
-        SK_CUBLAS(cublasLtMatmul(sk_cublaslt_handle(), op, &alpha, g.first, la, g.second, lb, &beta, out, lc, out, lc,
-                                 &heuristic.algo, sk_cublaslt_workspace(), SK_CUBLASLT_WORKSPACE, 0));
+        st = cublasLtMatmul(sk_cublaslt_handle(), op, &alpha, g.first, la, g.second, lb, &beta, out, lc, out, lc,
+                            &heuristic.algo, sk_cublaslt_workspace(), SK_CUBLASLT_WORKSPACE, 0);
+        // an algorithm the heuristic offered may still refuse these buffers before it writes anything (cuBLASLt's
+        // documentation says so of alignment): that is a fallback too; any other error stops the run
+        if (st == CUBLAS_STATUS_NOT_SUPPORTED) ok = false;
+        else SK_CUBLAS(st);
     }
+    if (!ok) sk_cublaslt_declined(kind, std::is_same<T, bf16>::value, g.m, g.n, g.k, st);
     cublasLtMatmulPreferenceDestroy(pref);
     cublasLtMatrixLayoutDestroy(lc);
     cublasLtMatrixLayoutDestroy(lb);

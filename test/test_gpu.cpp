@@ -6,7 +6,8 @@
 // variants give the same bits with --engine exact (checkpoints byte for byte; losses, gradient norms, validation
 // losses, sink metrics and sampled text in the logs); both engines pass --check-state on every PyTorch fixture; the
 // fast engine passes --check-fast over ten variants in fp32 (head sizes 16, 64, 96 and 128), and on the default model
-// in tf32 and bf16.
+// in tf32 and bf16. And, with nvcc alone, what the compiler gave the build's kernels: the streamed attention's rows
+// and the exact GEMM's tiles in registers.
 // The math of the GPU build is tested on the CPU by the other test files: its loop bodies are the CPU's, and its
 // exact matmul (gemm_exact_tiled) equals gemm_by_element, and so the CPU's, bit for bit (test_gemm_exact.cpp).
 // What it is not: a GPU speed test.
@@ -15,6 +16,8 @@
 #include "test_helpers.h"
 
 #include <sys/wait.h>
+
+#include <map>
 
 // false (with a note) when the GPU trainer was not built because this machine has no nvcc
 static bool gpu_binary_present() {
@@ -284,4 +287,46 @@ TEST_CASE("under nvcc, SkBuffer has no host element access, only explicit upload
     CHECK(!compiles("index", "    x = b[0];"));
     CHECK(out.find("operator[]") != std::string::npos);
     CHECK(!compiles("iterate", "    for (float v : b) x += v;"));
+}
+
+// What ptxas gave the GPU build's kernels (make train_gpt writes it to build/train_gpt_resources.txt;
+// dev/gpu/resources.py prints it as a table). At head sizes up to 64 a thread of the streamed attention keeps its rows
+// in registers: the forward its query and output accumulator, the dq block its query, dO and dq (local memory at most
+// one key tile's 64 scores, 256 bytes, and no spills), the dk/dv block its key's dk and dv (no local memory); and the
+// exact GEMM keeps its 8 x 8 micro-tile in registers (no local memory). A row in local memory costs a load and a store
+// per multiply-add on a GPU, and no CPU test can see it: these are the compiler's figures, so this needs only nvcc.
+TEST_CASE("the GPU build keeps the streamed attention's rows and the exact GEMM's tiles in registers", "[gpu]") {
+    if (!gpu_binary_present()) return;
+    const std::string path = "build/train_gpt_resources.txt";
+    INFO(path << " (written by make train_gpt)");
+    REQUIRE(file_exists(path));
+    // each kernel: its mangled name, its architecture, then its stack frame, spill stores and spill loads in bytes
+    auto kernels = regex_all("Compiling entry function '([^']+)' for '(sm_\\d+)'\\n[^\\n]*\\n\\s*(\\d+) bytes stack "
+                             "frame, (\\d+) bytes spill stores, (\\d+) bytes spill loads",
+                             slurp(path));
+    // the block kernels by their state type, and the local memory each may use at head sizes up to 64
+    const std::vector<std::pair<std::string, int>> rules = {
+        {"8FlashRow", 64 * (int)sizeof(float)}, {"12FlashGradRow", 64 * (int)sizeof(float)}, {"13StreamKeyGrad", 0}};
+    std::map<std::string, int> checked;  // by architecture and kind
+    for (const auto& k : kernels) {
+        const std::string &name = k[1], &arch = k[2];
+        int stack = std::stoi(k[3]), spilled = std::stoi(k[4]) + std::stoi(k[5]);
+        INFO(arch << " " << name << ": stack frame " << stack << " B, spills " << k[4] << " B stored, " << k[5]
+                  << " B loaded");
+        for (const auto& rule : rules) {
+            auto hs = regex_all("^_Z\\d+sk_for_blocks_kernelI" + rule.first + "ILi(\\d+)EfE", name);
+            if (hs.empty() || std::stoi(hs[0][1]) > 64) continue;
+            CHECK(stack <= rule.second);
+            CHECK(spilled == 0);
+            checked[arch + " " + rule.first]++;
+        }
+        if (name.find("gemm_exact_kernel") != std::string::npos) {
+            CHECK(stack + spilled == 0);
+            checked[arch + " gemm"]++;
+        }
+    }
+    for (std::string arch : {"sm_80", "sm_90"}) {
+        for (const auto& rule : rules) CHECK(checked[arch + " " + rule.first] == 5);  // head sizes 4, 8, 16, 32, 64
+        CHECK(checked[arch + " gemm"] == 1);
+    }
 }
