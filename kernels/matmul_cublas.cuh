@@ -92,7 +92,9 @@ static inline ColumnMajorGemm<F> linear_weight_grad_gemm(const F* dout, const F*
 // Two products of the same shapes as one strided-batched call (the gated FFN's W1 u and W2 u, and their weight
 // gradients): batch i's matrices sit at i times a stride from batch 0's, each stride the distance between the two
 // products' pointers in elements (0 for an operand they share): of the operands' type F, or of the outputs' O. ok is
-// false when the two calls differ in anything but their pointers, or a distance is not a whole number of elements.
+// false when the two calls differ in anything but their pointers, a distance is not a whole number of elements or is
+// negative (cuBLAS defines batches only forward), or the second output starts inside the first (batches' outputs must
+// not overlap).
 struct BatchStrides {
     long long first = 0, second = 0, out = 0;
     bool ok = false;
@@ -112,7 +114,8 @@ static inline BatchStrides batch_strides(const ColumnMajorGemm<F>& g0, const Col
     st.first = d[0] / (long long)sizeof(F);
     st.second = d[1] / (long long)sizeof(F);
     st.out = d[2] / (long long)sizeof(O);
-    st.ok = true;
+    long long out_extent = (long long)g0.ldc * (g0.n - 1) + g0.m;  // out^T: n columns of m, ldc apart
+    st.ok = st.first >= 0 && st.second >= 0 && st.out >= out_extent;
     return st;
 }
 

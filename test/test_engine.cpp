@@ -536,7 +536,7 @@ static void strided_batch_reference(F* out0, const ColumnMajorGemm<T>& g0, const
 }
 
 TEST_CASE("the gated FFN's two products as one strided batch: each batch is its own product, forward and weight "
-          "gradient; calls of other shapes are refused", "[engine]") {
+          "gradient; calls of other shapes, out of order or with overlapping outputs are refused", "[engine]") {
     std::mt19937_64 rng(23);
     for (int BT : {1, 7, 16})
         for (int C : {1, 5})
@@ -578,6 +578,14 @@ TEST_CASE("the gated FFN's two products as one strided batch: each batch is its 
                 // two products of different shapes are not one batch
                 CHECK(!batch_strides(g0, linear_forward_gemm(inp.data(), w1, BT, C, FF + 1), (const double*)out0,
                                      (const double*)out1).ok);
+                // nor two with an operand or the outputs in the wrong order (a negative stride), nor two whose outputs
+                // overlap by one element; outputs side by side are
+                CHECK(!batch_strides(g1, g0, (const double*)out0, (const double*)out1).ok);
+                CHECK(!batch_strides(g1, g0, (const double*)out1, (const double*)out0).ok);
+                CHECK(!batch_strides(g0, g1, (const double*)out0, (const double*)out0 + BT * FF - 1).ok);
+                CHECK(batch_strides(g0, g1, (const double*)out0, (const double*)out0 + BT * FF).ok);
+                CHECK(!batch_strides(h0, h1, (const double*)dw0, (const double*)dw0 + FF * C - 1).ok);
+                CHECK(batch_strides(h0, h1, (const double*)dw0, (const double*)dw0 + FF * C).ok);
             }
 }
 
