@@ -29,11 +29,12 @@ train_gpt_cpu: train_gpt_cpu.cpp $(HEADERS) | deps-train
 NVCC ?= nvcc
 NVCCFLAGS ?= -O3 -std=c++17 --extended-lambda -fmad=false -Xcompiler -fopenmp,-ffp-contract=off \
 	-gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=[sm_90,compute_90]
-train_gpt: train_gpt.cu train_gpt_cpu.cpp $(HEADERS) | deps-train
+train_gpt build/train_gpt_resources.txt &: train_gpt.cu train_gpt_cpu.cpp $(HEADERS) | deps-train
 	@command -v $(NVCC) >/dev/null || { echo "error: $(NVCC) not found: the GPU trainer needs the CUDA toolkit (nvcc on PATH, or make NVCC=/path/to/nvcc); the CPU trainer is make train_gpt_cpu"; exit 1; }
 	@mkdir -p build
-	$(NVCC) $(NVCCFLAGS) --resource-usage -o $@ $< -lm -lpcre2-8 -lcublasLt -lcublas 2> build/train_gpt_resources.txt; \
-	rc=$$?; grep -v -e '^ptxas info' -e 'bytes stack frame' build/train_gpt_resources.txt >&2; exit $$rc
+	$(NVCC) $(NVCCFLAGS) --resource-usage -o train_gpt $< -lm -lpcre2-8 -lcublasLt -lcublas \
+		2> build/train_gpt_resources.txt; \
+	rc=$$?; grep -v -e '^ptxas info' -e '^ *[0-9]* bytes stack frame' build/train_gpt_resources.txt >&2; exit $$rc
 
 # dev/cuda/: kernel ladders, one family per file, numbered versions each checked against the CPU (they run on a GPU;
 # here they only compile). Plain nvcc settings: contraction allowed, these are the fast kernels.

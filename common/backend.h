@@ -315,9 +315,9 @@ static inline void sk_backend_init() {
     cudaDriverGetVersion(&driver);
     cudaRuntimeGetVersion(&runtime);
     if (err == cudaErrorInsufficientDriver && driver > 0)
-        fail("the NVIDIA driver supports CUDA up to %d.%d, but train_gpt was built with CUDA %d.%d. Update the driver, or "
-             "rebuild train_gpt with a CUDA toolkit no newer than %d.%d (rm train_gpt; make train_gpt NVCC=its nvcc); "
-             "./train_gpt_cpu takes the same flags meanwhile",
+        fail("the NVIDIA driver supports CUDA up to %d.%d, but train_gpt was built with CUDA %d.%d. Update the "
+             "driver, or rebuild train_gpt with a CUDA toolkit no newer than %d.%d (rm train_gpt; make train_gpt "
+             "NVCC=its nvcc); ./train_gpt_cpu takes the same flags meanwhile",
              driver / 1000, driver % 1000 / 10, runtime / 1000, runtime % 1000 / 10, driver / 1000, driver % 1000 / 10);
     if (err != cudaSuccess || count == 0)
         fail("no CUDA GPU is visible (%s). train_gpt needs an NVIDIA GPU (sm_80 or newer); on this machine run "

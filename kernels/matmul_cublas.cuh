@@ -201,22 +201,24 @@ static inline uint32_t sk_alignment(const void* p) {
 // A product cuBLASLt declined (its heuristic found no algorithm, or the call said CUBLAS_STATUS_NOT_SUPPORTED), said
 // once per epilogue and operand type on stderr, so that a run shows which fusions it lost; the caller's fallback
 // computes the product.
-static inline void sk_cublaslt_declined(LtEpilogue kind, bool bf16_operands, int m, int n, int k, cublasStatus_t st) {
+static inline void sk_cublaslt_declined(LtEpilogue kind, bool bf16_operands, int m, int n, int k, const char* by,
+                                         cublasStatus_t st) {
     static bool said[4][2] = {};
     if (said[kind][bf16_operands]) return;
     said[kind][bf16_operands] = true;
     static const char* names[4] = {"bias", "GELU", "GELU-gradient", "bias-gradient"};
     fprintf(stderr,
-            "note: cuBLASLt declined the %s epilogue of a %s product (column-major m %d n %d k %d: %s); such products "
-            "run as a plain GEMM and a pass of their own\n",
-            names[kind], bf16_operands ? "bf16" : "fp32", m, n, k,
+            "note: cuBLASLt declined the %s epilogue of a %s product (column-major m %d n %d k %d; %s: %s); such "
+            "products run as a plain GEMM and a pass of their own\n",
+            names[kind], bf16_operands ? "bf16" : "fp32", m, n, k, by,
             st == CUBLAS_STATUS_SUCCESS ? "no algorithm" : cublasGetStatusString(st));
 }
 
 // One cuBLASLt product with an epilogue, operands of type T (float or bf16), out, bias and aux fp32. bias:
 // LT_BIAS's and LT_GELU_BIAS's input (null: none), LT_BGRADB's output; aux: a matrix shaped like out^T with leading
 // dimension g.ldc. Returns false, having done nothing, where cuBLASLt has no algorithm for these types, shapes and
-// alignments (or SK_CUBLASLT=0): the caller then computes the same another way.
+// alignments, or its call refuses them (CUBLAS_STATUS_NOT_SUPPORTED), or SK_CUBLASLT=0: the caller then computes the
+// same another way.
 template <typename T>
 static bool gemm_cublaslt(float* out, const ColumnMajorGemm<T>& g, LtEpilogue kind, const float* bias, float* aux,
                           float beta, int precision) {
@@ -265,16 +267,17 @@ static bool gemm_cublaslt(float* out, const ColumnMajorGemm<T>& g, LtEpilogue ki
     cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(sk_cublaslt_handle(), op, la, lb, lc, lc, pref, 1, &heuristic,
                                                        &found);
     bool ok = st == CUBLAS_STATUS_SUCCESS && found > 0;
+    const char* by = "the heuristic";
     if (ok) {
         const float alpha = 1.0f;
         st = cublasLtMatmul(sk_cublaslt_handle(), op, &alpha, g.first, la, g.second, lb, &beta, out, lc, out, lc,
                             &heuristic.algo, sk_cublaslt_workspace(), SK_CUBLASLT_WORKSPACE, 0);
         // an algorithm the heuristic offered may still refuse these buffers before it writes anything (cuBLASLt's
         // documentation says so of alignment): that is a fallback too; any other error stops the run
-        if (st == CUBLAS_STATUS_NOT_SUPPORTED) ok = false;
+        if (st == CUBLAS_STATUS_NOT_SUPPORTED) ok = false, by = "the call";
         else SK_CUBLAS(st);
     }
-    if (!ok) sk_cublaslt_declined(kind, std::is_same<T, bf16>::value, g.m, g.n, g.k, st);
+    if (!ok) sk_cublaslt_declined(kind, std::is_same<T, bf16>::value, g.m, g.n, g.k, by, st);
     cublasLtMatmulPreferenceDestroy(pref);
     cublasLtMatrixLayoutDestroy(lc);
     cublasLtMatrixLayoutDestroy(lb);

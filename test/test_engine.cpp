@@ -580,8 +580,9 @@ TEST_CASE("the gated FFN's two products as one strided batch: each batch is its 
                                      (const double*)out1).ok);
                 // nor two with an operand or the outputs in the wrong order (a negative stride), nor two whose outputs
                 // overlap by one element; outputs side by side are
-                CHECK(!batch_strides(g1, g0, (const double*)out0, (const double*)out1).ok);
-                CHECK(!batch_strides(g1, g0, (const double*)out1, (const double*)out0).ok);
+                CHECK(!batch_strides(g1, g0, (const double*)out0, (const double*)out1).ok);  // the weights
+                CHECK(!batch_strides(h1, h0, (const double*)dw0, (const double*)dw1).ok);    // the output gradients
+                CHECK(!batch_strides(g0, g1, (const double*)out1, (const double*)out0).ok);  // the outputs
                 CHECK(!batch_strides(g0, g1, (const double*)out0, (const double*)out0 + BT * FF - 1).ok);
                 CHECK(batch_strides(g0, g1, (const double*)out0, (const double*)out0 + BT * FF).ok);
                 CHECK(!batch_strides(h0, h1, (const double*)dw0, (const double*)dw0 + FF * C - 1).ok);

@@ -6,8 +6,8 @@
 // variants give the same bits with --engine exact (checkpoints byte for byte; losses, gradient norms, validation
 // losses, sink metrics and sampled text in the logs); both engines pass --check-state on every PyTorch fixture; the
 // fast engine passes --check-fast over ten variants in fp32 (head sizes 16, 64, 96 and 128), and on the default model
-// in tf32 and bf16. And, with nvcc alone, what the compiler gave the build's kernels: the streamed attention's rows
-// and the exact GEMM's tiles in registers.
+// in tf32 and bf16. And, with nvcc alone, what the compiler said of the build: no warnings, and the streamed
+// attention's rows and the exact GEMM's tiles in registers.
 // The math of the GPU build is tested on the CPU by the other test files: its loop bodies are the CPU's, and its
 // exact matmul (gemm_exact_tiled) equals gemm_by_element, and so the CPU's, bit for bit (test_gemm_exact.cpp).
 // What it is not: a GPU speed test.
@@ -289,13 +289,14 @@ TEST_CASE("under nvcc, SkBuffer has no host element access, only explicit upload
     CHECK(!compiles("iterate", "    for (float v : b) x += v;"));
 }
 
-// What ptxas gave the GPU build's kernels (make train_gpt writes it to build/train_gpt_resources.txt;
-// dev/gpu/resources.py prints it as a table). At head sizes up to 64 a thread of the streamed attention keeps its rows
+// What nvcc said of the GPU build: make train_gpt writes its stderr, ptxas's figures for each kernel and nothing else
+// when the build is clean, to build/train_gpt_resources.txt (dev/gpu/resources.py prints the figures as a table). At head sizes up to 64 a thread of the streamed attention keeps its rows
 // in registers: the forward its query and output accumulator, the dq block its query, dO and dq (local memory at most
 // one key tile's 64 scores, 256 bytes, and no spills), the dk/dv block its key's dk and dv (no local memory); and the
 // exact GEMM keeps its 8 x 8 micro-tile in registers (no local memory). A row in local memory costs a load and a store
 // per multiply-add on a GPU, and no CPU test can see it: these are the compiler's figures, so this needs only nvcc.
-TEST_CASE("the GPU build keeps the streamed attention's rows and the exact GEMM's tiles in registers", "[gpu]") {
+TEST_CASE("the GPU build compiles without warnings and keeps the streamed attention's rows and the exact GEMM's tiles "
+          "in registers", "[gpu]") {
     if (!gpu_binary_present()) return;
     const std::string path = "build/train_gpt_resources.txt";
     INFO(path << " (written by make train_gpt)");
@@ -329,4 +330,9 @@ TEST_CASE("the GPU build keeps the streamed attention's rows and the exact GEMM'
         for (const auto& rule : rules) CHECK(checked[arch + " " + rule.first] == 5);  // head sizes 4, 8, 16, 32, 64
         CHECK(checked[arch + " gemm"] == 1);
     }
+    // The report is all that nvcc wrote to stderr: beside ptxas's figures, nothing (no warning of the host compiler,
+    // of nvcc or of ptxas). So the GPU build compiles without warnings.
+    std::string rest = regex_erase(slurp(path), "(?m)^(ptxas info[^\\n]*| *\\d+ bytes stack frame[^\\n]*)\\n");
+    INFO("what nvcc wrote besides ptxas's figures:\n" << rest);
+    CHECK(rest.empty());
 }

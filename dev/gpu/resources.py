@@ -66,10 +66,19 @@ def main():
     rows = kernels(text)
     if not rows:
         sys.exit(f"error: {args.file} holds no ptxas report (make train_gpt writes it with --resource-usage)")
-    names = subprocess.run(["c++filt"], input="\n".join(r[0] for r in rows), capture_output=True, text=True).stdout
-    names = names.splitlines() if names else [r[0] for r in rows]
+    try:  # c++filt (binutils) demangles; without it the names stay mangled
+        names = subprocess.run(["c++filt"], input="\n".join(r[0] for r in rows), capture_output=True,
+                               text=True).stdout.splitlines()
+    except OSError:
+        names = []
+    if len(names) != len(rows):
+        names = [r[0] for r in rows]
     print(f"{'arch':6} {'regs':>4} {'stack':>6} {'spilled':>8} {'loaded':>7}  kernel")
-    for r, dn in sorted(zip(rows, names), key=lambda x: (x[0][1], short_name(x[1]))):
+    def order(row_name):  # by architecture, then name, numbers as numbers (head size 4 before 16 before 128)
+        (row, dn) = row_name
+        return (row[1], [int(x) if x.isdigit() else x for x in re.split(r"(\d+)", short_name(dn))])
+
+    for r, dn in sorted(zip(rows, names), key=order):
         label = short_name(dn)
         if args.pattern and not re.search(args.pattern, label) and not re.search(args.pattern, dn):
             continue
