@@ -290,11 +290,12 @@ TEST_CASE("under nvcc, SkBuffer has no host element access, only explicit upload
 }
 
 // What nvcc said of the GPU build: make train_gpt writes its stderr, ptxas's figures for each kernel and nothing else
-// when the build is clean, to build/train_gpt_resources.txt (dev/gpu/resources.py prints the figures as a table). At head sizes up to 64 a thread of the streamed attention keeps its rows
-// in registers: the forward its query and output accumulator, the dq block its query, dO and dq (local memory at most
-// one key tile's 64 scores, 256 bytes, and no spills), the dk/dv block its key's dk and dv (no local memory); and the
-// exact GEMM keeps its 8 x 8 micro-tile in registers (no local memory). A row in local memory costs a load and a store
-// per multiply-add on a GPU, and no CPU test can see it: these are the compiler's figures, so this needs only nvcc.
+// when the build is clean, to build/train_gpt_resources.txt (dev/gpu/resources.py prints the figures as a table). At
+// head sizes up to 64 a thread of the streamed attention keeps its rows in registers: the forward its query and output
+// accumulator, the dq block its query, dO and dq (local memory at most one key tile's 64 scores, 256 bytes, and no
+// spills), the dk/dv block its key's dk and dv (no local memory); and the exact GEMM keeps its 8 x 8 micro-tile in
+// registers (no local memory). A row in local memory costs a load and a store per multiply-add on a GPU, and no CPU
+// test can see it: these are the compiler's figures, so this needs only nvcc.
 TEST_CASE("the GPU build compiles without warnings and keeps the streamed attention's rows and the exact GEMM's tiles "
           "in registers", "[gpu]") {
     if (!gpu_binary_present()) return;
