@@ -126,7 +126,7 @@ static inline BatchStrides batch_strides(const ColumnMajorGemm<F>& g0, const Col
 //                 is the tanh form of the trainer's act_forward (FFN_GELU), its rounding its own
 //   LT_DGELU      D = (AB + beta C) * gelu'(aux), aux the forward's pre-activation
 //   LT_BGRADB     D = AB + beta C, and bias = the sums of op(second) over k: one per column of D (out's rows)
-enum LtEpilogue { LT_BIAS, LT_GELU_BIAS, LT_DGELU, LT_BGRADB };
+enum LtEpilogue { LT_BIAS, LT_GELU_BIAS, LT_DGELU, LT_BGRADB, LT_NUM_EPILOGUES };
 // test_engine.cpp runs these definitions through the layouts on the CPU, for each call the trainer makes.
 
 #ifdef __CUDACC__
@@ -203,10 +203,10 @@ static inline uint32_t sk_alignment(const void* p) {
 // computes the product.
 static inline void sk_cublaslt_declined(LtEpilogue kind, bool bf16_operands, int m, int n, int k, const char* by,
                                          cublasStatus_t st) {
-    static bool said[4][2] = {};
+    static bool said[LT_NUM_EPILOGUES][2] = {};
     if (said[kind][bf16_operands]) return;
     said[kind][bf16_operands] = true;
-    static const char* names[4] = {"bias", "GELU", "GELU-gradient", "bias-gradient"};
+    static const char* const names[LT_NUM_EPILOGUES] = {"bias", "GELU", "GELU-gradient", "bias-gradient"};
     fprintf(stderr,
             "note: cuBLASLt declined the %s epilogue of a %s product (column-major m %d n %d k %d; %s: %s); such "
             "products run as a plain GEMM and a pass of their own\n",

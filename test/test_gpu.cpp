@@ -302,10 +302,11 @@ TEST_CASE("the GPU build compiles without warnings and keeps the streamed attent
     const std::string path = "build/train_gpt_resources.txt";
     INFO(path << " (written by make train_gpt)");
     REQUIRE(file_exists(path));
+    const std::string report = slurp(path);
     // each kernel: its mangled name, its architecture, then its stack frame, spill stores and spill loads in bytes
     auto kernels = regex_all("Compiling entry function '([^']+)' for '(sm_\\d+)'\\n[^\\n]*\\n\\s*(\\d+) bytes stack "
                              "frame, (\\d+) bytes spill stores, (\\d+) bytes spill loads",
-                             slurp(path));
+                             report);
     // the block kernels by their state type, and the local memory each may use at head sizes up to 64
     const std::vector<std::pair<std::string, int>> rules = {
         {"8FlashRow", 64 * (int)sizeof(float)}, {"12FlashGradRow", 64 * (int)sizeof(float)}, {"13StreamKeyGrad", 0}};
@@ -333,7 +334,7 @@ TEST_CASE("the GPU build compiles without warnings and keeps the streamed attent
     }
     // The report is all that nvcc wrote to stderr: beside ptxas's figures, nothing (no warning of the host compiler,
     // of nvcc or of ptxas). So the GPU build compiles without warnings.
-    std::string rest = regex_erase(slurp(path), "(?m)^(ptxas info[^\\n]*| *\\d+ bytes stack frame[^\\n]*)\\n");
+    std::string rest = regex_erase(report, "(?m)^(ptxas info[^\\n]*| *\\d+ bytes stack frame[^\\n]*)\\n");
     INFO("what nvcc wrote besides ptxas's figures:\n" << rest);
     CHECK(rest.empty());
 }
