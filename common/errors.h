@@ -1,8 +1,8 @@
 // common/errors.h: how sinkscope stops on an error, and the one question errors about size ask of the machine.
 //
-// What it is: fail(fmt, ...), which prints "error: ..." and exits 1, so every failure reads the same. Under TESTING, or
-// inside a FailCapture scope (code that wants to know whether something would fail, such as the search for the last
-// good checkpoint), it throws SkError instead. And host_memory_bytes(), the machine's physical memory (or the share
+// What it is: fail(fmt, ...), which prints "error: ..." and exits 1 (at once, threads and all), so every failure reads
+// the same. Under TESTING, or inside a FailCapture scope (code that wants to know whether something would fail, such
+// as the search for the last good checkpoint), it throws SkError instead. And host_memory_bytes(), the machine's physical memory (or the share
 // SK_MEMORY_GIB allows), which every "does this fit" check compares against.
 // What it is not: a logging library. Every message names the file, flag or value at fault and says what to do.
 #pragma once
@@ -37,7 +37,12 @@ struct FailCapture {
 #else
     if (fail_capture_depth > 0) throw SkError(msg);
     fprintf(stderr, "error: %s\n", msg);
-    exit(1);
+    // _exit after flushing, not exit: another thread may still be running (the sink metrics' thread, measuring or
+    // waiting for its download), and exit would destroy static objects and shut down the libraries under it (OpenMP,
+    // the CUDA runtime), so the run could crash after its message. Nothing is lost that exit would keep: stdio's
+    // buffers are flushed here, and a checkpoint is only real once renamed from its temporary file.
+    fflush(NULL);
+    _exit(1);
 #endif
 }
 

@@ -14,6 +14,7 @@
 // Needs: ./train_gpt and ./train_gpt_cpu in the working directory (make test builds both when nvcc exists and sets
 // SK_GPU_BUILD=required; without nvcc these tests say they are skipped).
 #include "test_helpers.h"
+#include "../dev/cuda/roofline.h"
 
 #include <sys/wait.h>
 
@@ -266,6 +267,33 @@ TEST_CASE("the attention backward ladder's kernel code, run on the CPU, matches 
         CHECK(rc == 0);
         CHECK(out.find("version 2: ok") != std::string::npos);
     }
+}
+
+// The ladders set each version's time against the card's roofline (dev/cuda/roofline.h), from the SM count and clocks
+// the driver reports. From the figures of an A100 SXM4 40GB and an H100 SXM5, its formulas must give NVIDIA's
+// published peaks: A100 fp32 19.5, tf32 156, bf16 312 TFLOP/s and 1555 GB/s; H100 fp32 66.9 TFLOP/s at its 1980 MHz
+// boost, tf32 494.7 and bf16 989.4 dense at the 1830 MHz its tensor figures are given for, and 3.35 TB/s.
+TEST_CASE("the ladders' roofline gives the published peaks of the A100 and the H100", "[gpu]") {
+    auto near = [](double got, double published) { return fabs(got / published - 1) < 0.005; };
+    Roofline a100 = roofline_of(8, 0, 108, 1410000, 1215000, 5120);
+    CHECK(near(a100.fp32_flops, 19.5e12));
+    CHECK(near(a100.tf32_flops, 156e12));
+    CHECK(near(a100.bf16_flops, 312e12));
+    CHECK(near(a100.bytes_per_s, 1555e9));
+    Roofline h100 = roofline_of(9, 0, 132, 1980000, 2619000, 5120);
+    CHECK(near(h100.fp32_flops, 66.9e12));
+    CHECK(near(h100.bytes_per_s, 3.35e12));
+    Roofline h100_tensor = roofline_of(9, 0, 132, 1830000, 2619000, 5120);
+    CHECK(near(h100_tensor.tf32_flops, 494.7e12));
+    CHECK(near(h100_tensor.bf16_flops, 989.4e12));
+    // a card without a tensor figure: none claimed; an sm_89 card's fp32 lanes are known (an L40S: 91.6 TFLOP/s)
+    Roofline l40s = roofline_of(8, 9, 142, 2520000, 2250000, 384);
+    CHECK(l40s.bf16_flops == 0);
+    CHECK(near(l40s.fp32_flops, 91.6e12));
+    // the time: the larger of compute and memory, in ms
+    CHECK(near(roofline_ms(h100, h100.fp32_flops, 66.9e9, 0), 1.0));         // 1 ms of flops
+    CHECK(near(roofline_ms(h100, h100.fp32_flops, 1e6, 3.352e9), 1.0));      // 1 ms of bytes
+    CHECK(roofline_ms(l40s, l40s.bf16_flops, 1e12, 1e9) == 0);              // no rate: no roofline
 }
 
 // The engine boundary holds in the GPU build: device memory has no host element access, so host code cannot read it

@@ -57,10 +57,11 @@ Build: make dev-cuda (nvcc, sm_80 and sm_90). Run on a GPU:
                                       [--slot none|kv|logit|zero] [--mask causal|window|prefix] [--mask-param N]
                                       [-B N] [--heads N] [-T N] [--cpu-check]
 Defaults: --version 0 (every version), softmax, none, no slot, causal, B 4, 12 heads, T 1024. It prints each version's
-errors against the CPU and its time and TFLOP/s, counting 10 B NH hs flops per visible (query, key) pair: the scores,
+errors against the CPU, its time and TFLOP/s, counting 10 B NH hs flops per visible (query, key) pair: the scores,
 dp, dq, dk and dv are each 2 hs per pair (version 2 computes the scores and dp twice, once per kernel; clipped softmax
-once more for D; the count is the algorithm's, as the FlashAttention papers count it). It exits 1 when a version is
-beyond the tolerance. --cpu-check needs no GPU: it runs the versions' per-thread code on the CPU, version 2 a block
+once more for D; the count is the algorithm's, as the FlashAttention papers count it), and the share of this GPU's
+fp32 roofline that is (roofline.h; at least the inputs read and the gradients written once). It exits 1 when a
+version is beyond the tolerance. --cpu-check needs no GPU: it runs the versions' per-thread code on the CPU, version 2 a block
 at a time with the shared-memory tiles as host arrays, and checks it the same way (use small sizes: -B 1 --heads 2
 -T 200 takes a second).
 */
@@ -610,6 +611,8 @@ int main(int argc, char** argv) {
     Inputs in = draw_inputs(pr);
     Reference ref = attention_backward_cpu(in, pr);
     double flops = 10.0 * pr.B * pr.NH * HS * visible_pairs(pr);
+    // at least: q, k, v, y, dy and the row states (m, l) read, dq, dk, dv, D and the slot's ds written, once each
+    double bytes = 4.0 * (2 * n_qkv + 2 * (n_qkv / 3) + 4 * rows);
     printf("attention backward%s: --attn %s --attn-norm %s --slot %s --mask %s (%d), B %d, heads %d of %d, T %d "
            "(%d rows drawn again away from a kink)\n",
            cpu_check ? " on the CPU (--cpu-check)" : "", attn_variant_names[pr.spec.variant],
@@ -659,6 +662,7 @@ int main(int argc, char** argv) {
     bool v1_fits = scratch_floats * sizeof(float) < free_b / 2;
     if (v1_fits) CUDA(cudaMalloc(&d_scratch, scratch_floats * sizeof(float)));
     BackwardArgs a = {d_qkv, d_dout, d_kstar, d_vstar, d_logit, d_m, d_l, d_out, d_dqkv, d_ds_slot, d_D, d_scratch};
+    Roofline roof = gpu_roofline();
     for (int ver = 1; ver <= 2; ver++) {
         if (version && ver != version) continue;
         if (ver == 1 && !v1_fits) {
@@ -674,8 +678,9 @@ int main(int argc, char** argv) {
         bool ok = check(dqkv.data(), ds_slot.data(), ref, pr, report, sizeof report);
         failures += !ok;
         float ms = time_ms(10, [&] { run_version(ver, a, pr); });
-        printf("version %d: %s  max err / max |ref|, rel L2:%s (allowed %.0e)  %.3f ms  %.2f TFLOP/s\n", ver,
-               ok ? "ok  " : "FAIL", report, TOLERANCE, ms, flops / (ms * 1e-3) / 1e12);
+        printf("version %d: %s  max err / max |ref|, rel L2:%s (allowed %.0e)  %.3f ms  %.2f TFLOP/s%s\n", ver,
+               ok ? "ok  " : "FAIL", report, TOLERANCE, ms, flops / (ms * 1e-3) / 1e12,
+               fp32_roofline_share(roof, flops, bytes, ms));
     }
     for (float* p : {d_qkv, d_dout, d_kstar, d_vstar, d_logit, d_m, d_l, d_out, d_dqkv, d_ds_slot, d_D}) cudaFree(p);
     if (d_scratch) cudaFree(d_scratch);

@@ -25,8 +25,9 @@ ALiBi and the feature maps are not here (they change the scores, not the kernel'
 Build: make dev-cuda (nvcc, sm_80 and sm_90). Run on a GPU:
     build/dev_cuda/attention_forward [--version 0|1|2] [--attn NAME] [--attn-norm none|sum|clamp] [--slot none|kv|logit|zero]
                                      [--mask causal|window|prefix] [--mask-param N] [-B N] [--heads N] [-T N]
---version 0 (the default) runs every version. It prints each version's error against the CPU and its time and TFLOP/s
-(4 B NH hs times the visible (query, key) pairs), and exits 1 when a version is beyond the tolerance.
+--version 0 (the default) runs every version. It prints each version's error against the CPU, its time and TFLOP/s
+(4 B NH hs times the visible (query, key) pairs) and the share of this GPU's fp32 roofline that is (roofline.h; at
+least q, k and v read and y written once), and exits 1 when a version is beyond the tolerance.
 */
 #include <cuda_runtime.h>
 #include <math.h>
@@ -198,7 +199,8 @@ int main(int argc, char** argv) {
     bool v1_fits = scratch_floats * sizeof(float) < free_b / 2;
     if (v1_fits) CUDA(cudaMalloc(&d_scratch, scratch_floats * sizeof(float)));
 
-    double flops = 4.0 * pr.B * pr.NH * HS * visible_pairs(pr);
+    double flops = 4.0 * pr.B * pr.NH * HS * visible_pairs(pr), bytes = 4.0 * (n_qkv + n_y);  // q, k, v in; y out
+    Roofline roof = gpu_roofline();
     printf("attention forward: --attn %s --attn-norm %s --slot %s --mask %s (%d), B %d, heads %d of %d, T %d\n",
            attn_variant_names[pr.spec.variant], attn_normaliser_names[pr.spec.normaliser],
            attn_slot_names[pr.spec.slot], attn_mask_names[pr.spec.mask], pr.spec.mask_param, pr.B, pr.NH, HS, pr.T);
@@ -225,8 +227,9 @@ int main(int argc, char** argv) {
         bool ok = rel_max <= TOLERANCE && rel_l2 <= TOLERANCE;
         failures += !ok;
         float ms = time_ms(10, [&] { run_version(ver, d_y, d_scratch, d_qkv, d_kstar, d_vstar, d_logit, pr); });
-        printf("version %d: %s  max err / max |ref| %.2e  rel L2 %.2e (allowed %.0e)  %.3f ms  %.2f TFLOP/s\n", ver,
-               ok ? "ok  " : "FAIL", rel_max, rel_l2, TOLERANCE, ms, flops / (ms * 1e-3) / 1e12);
+        printf("version %d: %s  max err / max |ref| %.2e  rel L2 %.2e (allowed %.0e)  %.3f ms  %.2f TFLOP/s%s\n", ver,
+               ok ? "ok  " : "FAIL", rel_max, rel_l2, TOLERANCE, ms, flops / (ms * 1e-3) / 1e12,
+               fp32_roofline_share(roof, flops, bytes, ms));
     }
     cudaFree(d_qkv);
     cudaFree(d_y);

@@ -1,6 +1,7 @@
 // dev/cuda/ladder.cuh: what the kernel ladders of dev/cuda share: the CUDA error check, the lookup of a named choice,
 // the timing of a version, the attention ladders' problem (the variant, B, heads, T) with the flags that set it and
-// the (query, key) pairs it visits, and the spreading of a CPU reference's heads over the cores (for_each_head).
+// the (query, key) pairs it visits, the spreading of a CPU reference's heads over the cores (for_each_head), and this
+// GPU's roofline (roofline.h), which every version's time is set against.
 // What it is not: a kernel, or anything the trainers use (they have common/backend.h).
 #pragma once
 #include <cuda_runtime.h>
@@ -12,6 +13,7 @@
 #include <vector>
 
 #include "../../attention_variants.cuh"
+#include "roofline.h"
 
 static void cuda_check(cudaError_t err, const char* what, int line) {
     if (err != cudaSuccess) {
@@ -46,6 +48,32 @@ static float time_ms(int reps, Run run) {
     CUDA(cudaEventDestroy(e0));
     CUDA(cudaEventDestroy(e1));
     return ms / reps;
+}
+
+// The roofline of GPU 0 (roofline.h), after a line on stdout that gives it and the figures it comes from.
+static Roofline gpu_roofline() {
+    int v[6];
+    const cudaDeviceAttr attrs[6] = {cudaDevAttrComputeCapabilityMajor, cudaDevAttrComputeCapabilityMinor,
+                                     cudaDevAttrMultiProcessorCount,     cudaDevAttrClockRate,
+                                     cudaDevAttrMemoryClockRate,         cudaDevAttrGlobalMemoryBusWidth};
+    for (int i = 0; i < 6; i++) CUDA(cudaDeviceGetAttribute(&v[i], attrs[i], 0));
+    cudaDeviceProp prop;
+    CUDA(cudaGetDeviceProperties(&prop, 0));
+    Roofline r = roofline_of(v[0], v[1], v[2], v[3], v[4], v[5]);
+    printf("roofline of %s (sm_%d%d, %d SMs at %.0f MHz, a %d-bit bus at %.0f MHz): fp32 %.1f, tf32 %.1f, bf16 %.1f "
+           "TFLOP/s peak (0: not known), memory %.2f TB/s\n", prop.name, v[0], v[1], v[2], v[3] / 1e3, v[5], v[4] / 1e3,
+           r.fp32_flops / 1e12, r.tf32_flops / 1e12, r.bf16_flops / 1e12, r.bytes_per_s / 1e12);
+    return r;
+}
+
+// What share of its fp32 roofline a version reached in `ms` for `flops` and at least `bytes` moved: "  41% of the
+// fp32 roofline (0.123 ms)", for the end of its line.
+static const char* fp32_roofline_share(const Roofline& r, double flops, double bytes, double ms) {
+    static char text[96];
+    double best = roofline_ms(r, r.fp32_flops, flops, bytes);
+    if (best > 0) snprintf(text, sizeof text, "  %.0f%% of the fp32 roofline (%.3f ms)", 100 * best / ms, best);
+    else snprintf(text, sizeof text, "  (no fp32 roofline known for this GPU)");
+    return text;
 }
 
 // One attention problem: the variant, and B sequences of T tokens over NH heads.

@@ -30,7 +30,8 @@ Shapes: GPT-2 124M's largest products at B T = 16 x 1024 (BT = 16384), C = 768, 
 Build: make dev-cuda (nvcc, sm_80 and sm_90). Run on a GPU:
     build/dev_cuda/matmul [--version 0|1|2|3] [--shape all|qkv|classifier|qkv-dinp|qkv-dweight]
 --version 0 and --shape all (the defaults) run everything. It prints each version's check, its time and TFLOP/s
-(2 M N K flops), and exits 1 when a version fails its check.
+(2 M N K flops) and the share of this GPU's fp32 roofline that is (roofline.h; at least A and B read and the output
+written once, and read too when the product accumulates), and exits 1 when a version fails its check.
 */
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
@@ -164,7 +165,7 @@ static void run_version(int version, const GemmExactArgs<float>& g, const Cublas
 }
 
 // Runs every requested version on one shape; returns the number that failed their check.
-static int run_shape(const Shape& s, int version, const Cublas& cb) {
+static int run_shape(const Shape& s, int version, const Cublas& cb, const Roofline& roof) {
     int lda = s.a_t ? s.M : s.K, ldb = s.b_t ? s.K : s.N;
     size_t n_a = (size_t)s.M * s.K, n_b = (size_t)s.K * s.N, n_out = (size_t)s.M * s.N;
     std::vector<float> A(n_a), B(n_b), bias(s.N), start(s.accumulate ? n_out : 0), got(n_out), exact;
@@ -193,6 +194,8 @@ static int run_shape(const Shape& s, int version, const Cublas& cb) {
     GemmExactArgs<float> g = {d_out, d_a, lda, s.a_t, d_b, ldb, s.b_t, s.M, s.K, s.N, s.bias ? d_bias : nullptr,
                               s.accumulate};
     double flops = 2.0 * s.M * s.N * s.K;
+    double bytes = 4.0 * ((double)s.M * s.K + (double)s.K * s.N + (s.accumulate ? 2.0 : 1.0) * s.M * s.N +
+                          (s.bias ? s.N : 0));
     printf("%s: M %d K %d N %d%s%s%s%s\n", s.name, s.M, s.K, s.N, s.a_t ? ", a_t" : "", s.b_t ? ", b_t" : "",
            s.bias ? ", bias" : "", s.accumulate ? ", accumulate" : "");
 
@@ -241,8 +244,8 @@ static int run_shape(const Shape& s, int version, const Cublas& cb) {
         float once = time_ms(1, [&] { run_version(ver, g, cb); });
         int reps = (int)fmin(20, fmax(1, 1000 / fmax(once, 1e-3)));
         float ms = time_ms(reps, [&] { run_version(ver, g, cb); });
-        printf("  version %d: %s  %s  %.3f ms  %.2f TFLOP/s\n", ver, ok ? "ok  " : "FAIL", check, ms,
-               flops / (ms * 1e-3) / 1e12);
+        printf("  version %d: %s  %s  %.3f ms  %.2f TFLOP/s%s\n", ver, ok ? "ok  " : "FAIL", check, ms,
+               flops / (ms * 1e-3) / 1e12, fp32_roofline_share(roof, flops, bytes, ms));
     }
     cudaFree(d_a);
     cudaFree(d_b);
@@ -279,10 +282,11 @@ int main(int argc, char** argv) {
         fprintf(stderr, "error: no CUDA GPU is visible: these kernels need one (sm_80 or newer)\n");
         return 1;
     }
+    Roofline roof = gpu_roofline();
     Cublas cb;
     if (!version || version == 3) cublas_load(&cb);
     int failures = 0;
     for (int i = 0; i < num_shapes; i++)
-        if (!strcmp(shape, "all") || !strcmp(shape, shapes[i].name)) failures += run_shape(shapes[i], version, cb);
+        if (!strcmp(shape, "all") || !strcmp(shape, shapes[i].name)) failures += run_shape(shapes[i], version, cb, roof);
     return failures ? 1 : 0;
 }

@@ -10,8 +10,9 @@
 #    2. (24) a side-by-side run of the default model on the Brown data: train_gpt and train_gpt_cpu, the same flags,
 #       and their losses, tokens/s and a sample, from their logs;  3. (8) sampling from the GPU checkpoint;
 #    4. (30) the attention forward ladder (dev/cuda/attention_forward.cu) over the row maps, slots and masks: each
-#       version's error against the CPU row form, its time and TFLOP/s at B 2 x 12 heads of 64 x T 1024;
-#       (16) the matmul ladder (dev/cuda/matmul.cu): the exact kernels bit for bit, cuBLAS, their TFLOP/s;
+#       version's error against the CPU row form, its time, TFLOP/s and share of the card's fp32 roofline
+#       (dev/cuda/roofline.h) at B 2 x 12 heads of 64 x T 1024;
+#       (16) the matmul ladder (dev/cuda/matmul.cu): the exact kernels bit for bit, cuBLAS, their TFLOP/s and share;
 #       (30) the attention backward ladder (dev/cuda/attention_backward.cu) over the same settings at B 2;
 #       (28) both ladders' version 2 at T 2048 (B 1) for the six row maps;
 #    5. (40) --check-fast on the GPT-2 124M shape (B 4 x T 256) in each precision: the fast engine against the exact
@@ -115,13 +116,16 @@ run_ladder() {
         "$extra" "$@" > "$file" 2>&1 || status=1
     cat "$file"
 }
-# From a ladder's output on stdin: "flags: TFLOP/s" of version 2 for each setting (its header's flags)
+# From a ladder's output on stdin: "flags: TFLOP/s ok|FAIL share-of-the-fp32-roofline" of version 2 for each setting
+# (its header's flags)
 version2_tflops() {
     awk '/^attention (forward|backward)/ { sub(/^[^-]*/, ""); sub(/, B [0-9]+.*/, ""); flags = $0 }
-         /^version 2:/ { for (i = 1; i < NF; i++) if ($(i + 1) == "TFLOP/s") print flags ": " $i " " $3 }'
+         /^version 2:/ { for (i = 1; i < NF; i++) if ($(i + 1) == "TFLOP/s")
+                             print flags ": " $i " " $3 " " ($(i + 2) ~ /%$/ ? $(i + 2) : "-") }'
 }
-# one summary row per setting: forward and backward TFLOP/s of version 2, and forward+backward = 14 / (4/f + 10/b)
-# (the ladders count 4 and 10 B NH hs flops per visible pair)
+# one summary row per setting: forward and backward TFLOP/s of version 2 (with the check's verdict and the share of
+# the fp32 roofline), and forward+backward = 14 / (4/f + 10/b) (the ladders count 4 and 10 B NH hs flops per
+# visible pair)
 attention_rows() {
     local T=$1 fwd=$2 bwd=$3
     while IFS= read -r line; do
@@ -130,8 +134,8 @@ attention_rows() {
         bl=$(grep -F -- "$key: " "$bwd" | head -1)
         b=$(echo "${bl##*: }" | cut -d' ' -f1)
         both=$(awk -v f="$f" -v b="${b:-0}" 'BEGIN { if (f + 0 > 0 && b + 0 > 0) printf "%.1f", 14 / (4 / f + 10 / b); else print "-" }')
-        row "attention T $T, version 2, $key" "forward ${f} TFLOP/s ($(echo "${line##*: }" | cut -d' ' -f2)), backward \
-${b:--} TFLOP/s ($(echo "${bl##*: }" | cut -d' ' -f2)), both ${both}"
+        row "attention T $T, version 2, $key" "forward ${f} TFLOP/s ($(echo "${line##*: }" | cut -d' ' -f2,3)), \
+backward ${b:--} TFLOP/s ($(echo "${bl##*: }" | cut -d' ' -f2,3)), both ${both}"
     done < "$fwd"
 }
 echo "== 4. attention forward ladder (dev/cuda/attention_forward.cu), B 2, 12 heads of 64, T 1024"
@@ -149,8 +153,12 @@ for T in 1024 2048; do
     version2_tflops < "$RUNS/bwd$T.txt" > "$RUNS/bwd$T.v2"
     attention_rows $T "$RUNS/fwd$T.v2" "$RUNS/bwd$T.v2"
 done
-row "matmul ladder (GPT-2 shapes): TFLOP/s of version 1 (exact, by element), 2 (exact, tiled), 3 (cuBLAS fp32)" \
-    "$(awk '/^[a-z-]+: M / {shape = $1} /^ *version [0-9]:/ {printf "%s v%s %s %s; ", shape, substr($2, 1, 1), $(NF - 1), $3}' "$RUNS/matmul.txt")"
+row "the roofline the ladders set their times against (dev/cuda/roofline.h)" \
+    "$(grep -h -m1 '^roofline of' "$RUNS/fwd1024.txt" "$RUNS/matmul.txt" | head -1 | sed 's/^roofline of //')"
+row "matmul ladder (GPT-2 shapes): TFLOP/s of version 1 (exact, by element), 2 (exact, tiled), 3 (cuBLAS fp32), \
+and the share of the fp32 roofline" \
+    "$(awk '/^[a-z-]+: M / {shape = $1} /^ *version [0-9]:/ {for (i = 1; i < NF; i++) if ($(i + 1) == "TFLOP/s")
+        printf "%s v%s %s %s %s; ", shape, substr($2, 1, 1), $i, $3, ($(i + 2) ~ /%$/ ? $(i + 2) : "-")}' "$RUNS/matmul.txt")"
 
 echo "== 5. --check-fast, GPT-2 124M shape, B 4 x T 256, each precision, and fp32 with SK_CUBLASLT=0 (every product"
 echo "      through cublasGemmEx: a control for the epilogues), the four side by side"
