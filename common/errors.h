@@ -1,9 +1,9 @@
 // common/errors.h: how sinkscope stops on an error, and the one question errors about size ask of the machine.
 //
 // What it is: fail(fmt, ...), which prints "error: ..." and exits 1 (at once, threads and all), so every failure reads
-// the same. Under TESTING, or inside a FailCapture scope (code that wants to know whether something would fail, such
-// as the search for the last good checkpoint), it throws SkError instead. And host_memory_bytes(), the machine's physical memory (or the share
-// SK_MEMORY_GIB allows), which every "does this fit" check compares against.
+// the same. Under TESTING, or inside a FailCapture scope (code that wants to know whether something would fail, such as
+// the search for the last good checkpoint), it throws SkError instead. And host_memory_bytes(), the machine's physical
+// memory (or the share SK_MEMORY_GIB allows), which every "does this fit" check compares against.
 // What it is not: a logging library. Every message names the file, flag or value at fault and says what to do.
 #pragma once
 #include <stdarg.h>

@@ -7,7 +7,7 @@
 // losses, sink metrics and sampled text in the logs); both engines pass --check-state on every PyTorch fixture; the
 // fast engine passes --check-fast over ten variants in fp32 (head sizes 16, 64, 96 and 128), and on the default model
 // in tf32 and bf16. And, with nvcc alone, what the compiler said of the build: no warnings, and the streamed
-// attention's rows and the exact GEMM's tiles in registers.
+// attention's rows and the exact GEMM's tiles in registers; and, with no tool at all, the ladders' roofline formulas.
 // The math of the GPU build is tested on the CPU by the other test files: its loop bodies are the CPU's, and its
 // exact matmul (gemm_exact_tiled) equals gemm_by_element, and so the CPU's, bit for bit (test_gemm_exact.cpp).
 // What it is not: a GPU speed test.
@@ -291,9 +291,9 @@ TEST_CASE("the ladders' roofline gives the published peaks of the A100 and the H
     CHECK(l40s.bf16_flops == 0);
     CHECK(near(l40s.fp32_flops, 91.6e12));
     // the time: the larger of compute and memory, in ms
-    CHECK(near(roofline_ms(h100, h100.fp32_flops, 66.9e9, 0), 1.0));         // 1 ms of flops
-    CHECK(near(roofline_ms(h100, h100.fp32_flops, 1e6, 3.352e9), 1.0));      // 1 ms of bytes
-    CHECK(roofline_ms(l40s, l40s.bf16_flops, 1e12, 1e9) == 0);              // no rate: no roofline
+    CHECK(near(roofline_ms(h100, h100.fp32_flops, 66.9e9, 0), 1.0));     // 1 ms of flops
+    CHECK(near(roofline_ms(h100, h100.fp32_flops, 1e6, 3.352e9), 1.0));  // 1 ms of bytes
+    CHECK(roofline_ms(l40s, l40s.bf16_flops, 1e12, 1e9) == 0);          // no rate: no roofline
 }
 
 // The engine boundary holds in the GPU build: device memory has no host element access, so host code cannot read it

@@ -287,6 +287,7 @@ int main(int argc, char** argv) {
     if (!version || version == 3) cublas_load(&cb);
     int failures = 0;
     for (int i = 0; i < num_shapes; i++)
-        if (!strcmp(shape, "all") || !strcmp(shape, shapes[i].name)) failures += run_shape(shapes[i], version, cb, roof);
+        if (!strcmp(shape, "all") || !strcmp(shape, shapes[i].name))
+            failures += run_shape(shapes[i], version, cb, roof);
     return failures ? 1 : 0;
 }
