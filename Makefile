@@ -41,7 +41,7 @@ train_gpt build/train_gpt_resources.txt &: train_gpt.cu train_gpt_cpu.cpp $(HEAD
 DEV_CUDA_FLAGS ?= -O3 -std=c++17 -Xptxas -warn-spills -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=[sm_90,compute_90]
 DEV_CUDA_BINS := $(patsubst dev/cuda/%.cu,build/dev_cuda/%,$(wildcard dev/cuda/*.cu))
 dev-cuda: $(DEV_CUDA_BINS)
-build/dev_cuda/%: dev/cuda/%.cu dev/cuda/ladder.cuh dev/cuda/roofline.h $(HEADERS) | deps-train
+build/dev_cuda/%: dev/cuda/%.cu dev/cuda/ladder.cuh $(HEADERS) | deps-train
 	@mkdir -p build/dev_cuda
 	$(NVCC) $(DEV_CUDA_FLAGS) -o $@ $<
 
@@ -90,7 +90,7 @@ results-table: | deps-test
 TEST_SRCS := $(wildcard test/test_*.cpp)
 TEST_LDLIBS := -lpcre2-8
 TEST_OBJS := $(TEST_SRCS:test/%.cpp=build/test/%.o)
-TEST_HEADERS := test/test_helpers.h test/test_util.h dev/data/make_shards.h dev/cuda/roofline.h
+TEST_HEADERS := test/test_helpers.h test/test_util.h dev/data/make_shards.h
 CATCH_MAIN := /usr/lib/libCatch2WithMain.a
 
 build/test/%.o: test/%.cpp $(TEST_HEADERS) train_gpt_cpu.cpp $(HEADERS) | deps-test

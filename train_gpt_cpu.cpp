@@ -1462,6 +1462,11 @@ struct FlashShape {
     static constexpr int NT = HS > 64 ? 32 : 64, QT = HS > 64 ? 8 : 16;
 };
 
+// The stack a GPU thread of the streamed attention needs, by head size: at 128 the dq block's thread keeps q, dO and
+// dq in local memory, a 1872-byte frame (dev/gpu/resources.py prints ptxas's figures) over CUDA's default 1 KiB, so
+// Engine::reserve sets it aside first (sk_reserve_thread_stack). test_gpu.cpp holds every kernel of the build to this.
+static inline size_t attention_stream_stack_bytes(int hs) { return hs > 96 ? 2048 : SK_DEFAULT_STACK_BYTES; }
+
 // One layer's streamed attention: q, k (rows at qk_stride), v (rows at 3C) in; y, the row states and p_* out; in the
 // backward dO in, dq, dk, dv accumulated, D and ds_* as scratch.
 template <typename F>
@@ -2994,6 +2999,11 @@ class ModelEngine final : public Engine {
     size_t reserve(int B, int T, int probe_B, int probe_T, int sample_T, size_t keep_values = 0) override {
         const ModelConfig& c = model.config;
         int off = c.attn.sink_token;  // the engine's passes count the model's positions
+        if (acts_.streamed) {  // before the arenas: see sk_reserve_thread_stack
+            int hs = c.channels / c.num_heads;
+            std::string why = "the streamed attention at head size " + std::to_string(hs);
+            sk_reserve_thread_stack(attention_stream_stack_bytes(hs), why.c_str());
+        }
         if (sample_T > 0) acts_alloc(&acts_, c, 1, sample_T + off);
         acts_alloc(&acts_, c, B, T + off);  // the larger of the two stays allocated
         grad_acts_alloc(&acts_.grad, c, B, T + off, acts_.streamed);
@@ -3082,6 +3092,12 @@ class ModelEngine final : public Engine {
     // the fast engine's matmul precision (on the CPU: fp32, the exact matmul, or rounded inputs), else -1 (the exact
     // matmul)
     int matmul_precision() const { return options_.kind == ENGINE_FAST ? options_.precision : -1; }
+    double peak_flops() const override {
+        const Roofline& r = sk_roofline();  // the exact engine's matmuls run on fp32 lanes
+        return matmul_precision() == PRECISION_BF16 ? r.bf16_flops
+               : matmul_precision() == PRECISION_TF32 ? r.tf32_flops
+                                                      : r.fp32_flops;
+    }
     Acts<float> acts_, probe_;
     std::vector<float> staging_[5];  // the GPU build's host copies of a probe
     SkDownloadArena kept_;           // the kept probes' copies

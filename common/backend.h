@@ -36,7 +36,9 @@
 //   SkDownloadArena  host copies of device arrays that arrive while the computation goes on: on the GPU staged on
 //       the device, then downloaded on a second stream (the sink probe's copies for the metrics' thread).
 //   sk_backend_init(), sk_memory_bytes(), sk_device_name(), SK_BACKEND_NAME: start-up (a clear error when no GPU
-//       exists) and the memory the activations must fit in.
+//       exists) and the memory the activations must fit in. sk_reserve_thread_stack(bytes, why): the GPU's local
+//       memory for a kernel with a large stack frame, set aside before the arenas. sk_roofline(): the GPU's peak flop
+//       rates (common/roofline.h; 0 on the CPU), for the trainer's MFU.
 //   sk_memory_use(): the bytes every SkBuffer holds now and at most so far (the model's memory: parameters,
 //       gradients, moments, activations; not CUDA's own), which the trainer prints at the end of a run, and how many
 //       allocations there have been (on a GPU each is a cudaMalloc, and its cudaFree waits for the device), so a test
@@ -59,8 +61,10 @@
 
 #include "errors.h"
 #include "numerics.h"
+#include "roofline.h"
 
 #define SK_WARP 32  // lanes of a warp (sk_for_warps)
+#define SK_DEFAULT_STACK_BYTES 1024  // CUDA's stack limit of a GPU thread until raised (sk_reserve_thread_stack)
 
 // The loops the sk_for forms have run (kernel launches on a GPU).
 inline std::atomic<size_t>& sk_launch_count() {
@@ -260,6 +264,24 @@ static inline void* sk_alloc_bytes(size_t bytes) {
     sk_memory_count(bytes, true);
     return p;
 }
+// Local memory. A thread's stack frame (the arrays a kernel keeps in local memory, its spills) comes from memory the
+// driver sets aside for every thread the card can hold at once: per thread, the context's stack limit (CUDA's default
+// is 1 KiB, SK_DEFAULT_STACK_BYTES). A launch whose kernel needs a larger frame makes the driver raise the limit there
+// and then, and keep it raised. On a card whose memory the arenas have already taken, that first launch, in step 0,
+// fails. sk_reserve_thread_stack raises the limit before the arenas are allocated instead (Engine::reserve), so the
+// memory is taken first and a card without room stops at once with a message. Its cost: SMs x threads per SM x bytes.
+static inline void sk_reserve_thread_stack(size_t bytes, const char* why) {
+    size_t now = 0;
+    SK_CUDA(cudaDeviceGetLimit(&now, cudaLimitStackSize));
+    if (bytes <= now) return;
+    cudaDeviceProp prop;
+    SK_CUDA(cudaGetDeviceProperties(&prop, 0));
+    double need = (double)prop.multiProcessorCount * prop.maxThreadsPerMultiProcessor * bytes;
+    cudaError_t err = cudaDeviceSetLimit(cudaLimitStackSize, bytes);
+    if (err != cudaSuccess)
+        fail("cannot set aside %zu bytes of local memory for each GPU thread (%.2f GiB in all), which %s needs (%s); "
+             "free GPU memory, or use a smaller head size", bytes, need / 1073741824.0, why, cudaGetErrorString(err));
+}
 static inline void sk_free_bytes(void* p, size_t bytes) {
     // cudaFree "may" synchronise (the runtime's words): wait for the kernels that may still read p first. Frees are
     // rare (a buffer that grows, the end of a run), so the wait costs nothing that matters.
@@ -328,6 +350,16 @@ static inline void sk_backend_init() {
         fail("GPU 0 (%s) has compute capability %d.%d; train_gpt is built for 8.0 and newer", prop.name, prop.major,
              prop.minor);
     SK_CUDA(cudaSetDevice(0));
+}
+
+// GPU 0's roofline (common/roofline.h: its peak flop rates and memory bandwidth), read from the driver once.
+static inline const Roofline& sk_roofline() {
+    static Roofline r = [] {
+        GpuFigures f;
+        SK_CUDA(gpu_figures(0, &f));
+        return roofline_of(f);
+    }();
+    return r;
 }
 
 static inline const char* sk_device_name() {
@@ -566,6 +598,7 @@ static inline void* sk_alloc_bytes(size_t bytes) {
     sk_memory_count(bytes, true);
     return p;
 }
+static inline void sk_reserve_thread_stack(size_t, const char*) {}  // a CPU thread's stack is the OS's
 static inline void sk_free_bytes(void* p, size_t bytes) {
     free(p);
     sk_memory_count(bytes, false);
@@ -574,6 +607,10 @@ static inline void sk_upload_bytes(void* device, const void* host, size_t bytes)
 static inline void sk_download_bytes(void* host, const void* device, size_t bytes) { memcpy(host, device, bytes); }
 static inline void sk_backend_init() {}
 static inline const char* sk_device_name() { return "CPU"; }
+static inline const Roofline& sk_roofline() {  // the CPU's peaks are not known here: 0
+    static Roofline r;
+    return r;
+}
 static inline double sk_memory_bytes() { return host_memory_bytes(); }
 
 #endif

@@ -57,6 +57,9 @@ class Engine {
     virtual const ModelConfig& config() const = 0;
     virtual std::string describe() const = 0;  // "exact", or what the fast engine runs
     virtual size_t num_params() const = 0;
+    // The peak flop rate of what the matmuls run on (the GPU's at the engine's precision), for the step line's MFU; 0
+    // where it is not known (the CPU).
+    virtual double peak_flops() const = 0;
     // A forward pass over B sequences of T tokens; the mean loss over the positions with a loss when targets is given
     // (else 0). The logits stay for logits_row until backward (which writes their gradient over them), the activations
     // for backward.

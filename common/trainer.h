@@ -107,6 +107,19 @@ static std::string clock_text(double ms) {
     return buf;
 }
 
+// A count of flops with its metric prefix, to three significant figures: "2.26 MFLOP", "79.4 GFLOP".
+static std::string flops_text(double flops) {
+    const char* prefix[] = {"", "k", "M", "G", "T", "P"};
+    int p = 0;
+    while (p < 5 && fabs(flops) >= 999.5) {
+        flops /= 1000;
+        p++;
+    }
+    char buf[32];
+    snprintf(buf, sizeof buf, "%.*f %sFLOP", fabs(flops) >= 99.95 ? 0 : fabs(flops) >= 9.995 ? 1 : 2, flops, prefix[p]);
+    return buf;
+}
+
 // Text on one console line: newlines and tabs shown as \n and \t.
 static std::string one_line(const std::string& text) {
     std::string out;
@@ -772,6 +785,7 @@ struct Run {
     off_t log_size = 0;
     // for the console and the summary
     double start_ms = 0, train_ms = 0, sink_ms = 0;
+    double step_flops = 0;           // the model's flops in a training step (model_flops_per_seq)
     int skipped = 0;                 // updates skipped for a non-finite loss or gradient (--on-nonfinite skip)
     double last_loss = NAN, last_val = NAN, best_val = NAN, first_sink = NAN, last_sink = NAN;
     int best_val_step = 0;
@@ -1073,8 +1087,10 @@ static void start_run(CommandLine* cl, Run* r) {
     r->state.config = config;
     replay_unlogged(r);
     log_line(r, config);
-    say("sinkscope %s trainer (%s) | %zu parameters | L %d C %d NH %d FF %d | %s %s %s %s | B %d T %d accum %d | "
-        "%d threads | engine %s\n", SK_BACKEND_NAME, sk_device_name(), r->engine->num_params(), c.num_layers,
+    r->step_flops = model_flops_per_seq(c, T) * ((double)tc.total_batch_size / T);
+    say("sinkscope %s trainer (%s) | %zu parameters, %s a token | L %d C %d NH %d FF %d | %s %s %s %s | B %d T %d "
+        "accum %d | %d threads | engine %s\n", SK_BACKEND_NAME, sk_device_name(), r->engine->num_params(),
+        flops_text(r->step_flops / tc.total_batch_size).c_str(), c.num_layers,
         c.channels, c.num_heads, c.ffn_hidden, norm_names[c.norm], placement_names[c.placement], ffn_names[c.ffn],
         pos_names[c.positions], B, T, r->accum, omp_get_max_threads(), r->engine->describe().c_str());
     say("train: %zu windows of %d tokens | val: %zu windows | probe: %d x %d from %s | log: %s\n",
@@ -1211,9 +1227,13 @@ static void train_step(Run* r, int step) {
     int done = step + 1 - r->start_step, left = tc.steps - step - 1;
     if ((step + 1) % tc.print_every == 0 || done == 1 || left == 0) {
         double elapsed = now_ms() - r->start_ms;
-        say("step %6d/%d | loss %.4f | lr %.2e | norm %6.3f | %6.0f ms | %7.0f tok/s | elapsed %s | eta %s\n",
-            step + 1, tc.steps, loss, lr, gn, dt, tok_s, clock_text(elapsed).c_str(),
-            clock_text(elapsed / done * left).c_str());
+        // the model's flops a second (model_flops_per_seq), and on a GPU their share of its peak (MFU)
+        double rate = r->step_flops / (dt / 1e3), peak = r->engine->peak_flops();
+        char mfu[32] = "";
+        if (peak > 0) snprintf(mfu, sizeof mfu, " %.1f%% MFU", 100 * rate / peak);
+        say("step %6d/%d | loss %.4f | lr %.2e | norm %6.3f | %6.0f ms | %7.0f tok/s | %s/s%s | elapsed %s | eta %s\n",
+            step + 1, tc.steps, loss, lr, gn, dt, tok_s, flops_text(rate).c_str(), mfu,
+            clock_text(elapsed).c_str(), clock_text(elapsed / done * left).c_str());
     }
 }
 

@@ -529,6 +529,18 @@ TEST_CASE("every log record names its run; the console shows progress, saves and
     CHECK(out.find("step     12/12 |") != std::string::npos);
     CHECK(out.find("| elapsed 0:00:") != std::string::npos);
     CHECK(out.find("| eta 0:00:") != std::string::npos);
+    // the header gives the model's flops a token, and every progress line their rate: tokens/s times that (to the
+    // three figures printed); no MFU on the CPU, whose peak is not known
+    double per_token = model_flops_per_seq(r.cl.model, 16) / 16;
+    CHECK(out.find("parameters, " + flops_text(per_token) + " a token |") != std::string::npos);
+    auto rates = regex_all("\\| +(\\d+) tok/s \\| ([0-9.]+) ([kMGT]?)FLOP/s \\| elapsed", out);
+    CHECK(rates.size() == 4);  // steps 1, 5, 10 and 12
+    for (const auto& m : rates) {
+        double scale = m[3].empty() ? 1 : pow(1000, 1 + std::string("kMGT").find(m[3]));
+        INFO(m[0]);
+        CHECK(std::stod(m[2]) * scale == Approx(std::stod(m[1]) * per_token).epsilon(0.01));
+    }
+    CHECK(out.find("MFU") == std::string::npos);
     CHECK(out.find("saved " + r.dir + "/run/model_00000008.bin") != std::string::npos);
     CHECK(out.find("done: 12 steps, 0.00154M tokens") != std::string::npos);
     CHECK(out.find("best ") != std::string::npos);
@@ -544,6 +556,72 @@ TEST_CASE("every log record names its run; the console shows progress, saves and
     size_t named = 0;
     for (size_t p = log.find(id); p != std::string::npos; p = log.find(id, p + 1)) named++;
     CHECK(named == lines);
+}
+
+// The model flops the console reports (model_flops_per_seq), against counts written out by hand from each
+// architecture: 6 a position per weight in a product, 12 C a layer per key seen, the classifier over the T targets.
+TEST_CASE("the model's flops a sequence: GPT-2 124M, llama-60m and each attention design's extra work, counted by hand",
+          "[runs][flops]") {
+    auto attention = [](double L, double C, double keys) { return 12 * L * C * keys; };
+    {   // GPT-2 124M at T 1024: a layer's qkv, projection and two FFN matrices, the tied classifier; causal keys
+        const ModelConfig& g = presets[3].cfg;
+        REQUIRE(std::string(presets[3].name) == "gpt2");
+        double L = 12, C = 768, FF = 3072, V = 50257, T = 1024;
+        double want = 6 * T * (L * (4 * C * C + 2 * C * FF) + V * C) + attention(L, C, T * (T + 1) / 2);
+        CHECK(want == 817019486208.0);
+        CHECK(model_flops_per_seq(g, 1024) == Approx(want).epsilon(1e-12));
+    }
+    {   // llama-60m at T 2048: a gated FFN has three matrices
+        const ModelConfig& m = presets[2].cfg;
+        REQUIRE(std::string(presets[2].name) == "llama-60m");
+        double L = 10, C = 768, FF = 1536, V = 50432, T = 2048;
+        double want = 6 * T * (L * (4 * C * C + 3 * C * FF) + V * C) + attention(L, C, T * (T + 1) / 2);
+        CHECK(model_flops_per_seq(m, 2048) == Approx(want).epsilon(1e-12));
+    }
+    // the attention designs on a small model: L 2, C 32, 4 heads of 8, FFN 64 (SwiGLU), V 50, T 24
+    const double L = 2, C = 32, NH = 4, hs = 8, FF = 64, V = 50, T = 24;
+    const ModelConfig small =
+        make_config(64, 50, 2, 4, 32, 64, NORM_RMSNORM, PLACE_PRE, FFN_SWIGLU, POS_ROPE, 0, 0, INIT_LLAMA);
+    const double layer = 4 * C * C + 3 * C * FF, causal = T * (T + 1) / 2;
+    auto plain = [&](double extra_layer, double keys) {
+        return 6 * T * (L * (layer + extra_layer) + V * C) + attention(L, C, keys);
+    };
+    ModelConfig c = small;
+    CHECK(model_flops_per_seq(c, 24) == Approx(plain(0, causal)).epsilon(1e-12));
+    c = small;
+    c.attn.mask = MASK_WINDOW;  // w 5: position t sees min(t + 1, 5) keys
+    c.attn.mask_param = 5;
+    CHECK(model_flops_per_seq(c, 24) == Approx(plain(0, (1 + 2 + 3 + 4) + 5 * (T - 4))).epsilon(1e-12));
+    c = small;
+    c.attn.mask = MASK_PREFIX;  // p 6: the first 6 positions see the 6 prefix keys, the rest t + 1
+    c.attn.mask_param = 6;
+    CHECK(model_flops_per_seq(c, 24) == Approx(plain(0, 6 * 6 + (causal - 21))).epsilon(1e-12));
+    c = small;
+    c.attn.slot = SLOT_KV;  // one more key for every position
+    CHECK(model_flops_per_seq(c, 24) == Approx(plain(0, causal + T)).epsilon(1e-12));
+    c = small;
+    c.attn.slot = SLOT_LOGIT;  // a logit, no product
+    CHECK(model_flops_per_seq(c, 24) == Approx(plain(0, causal)).epsilon(1e-12));
+    c = small;
+    c.attn.gate = GATE_ELEMENTWISE;  // a C x C gate
+    CHECK(model_flops_per_seq(c, 24) == Approx(plain(C * C, causal)).epsilon(1e-12));
+    c = small;
+    c.attn.gate = GATE_HEADWISE;  // a gate per head: NH x C
+    CHECK(model_flops_per_seq(c, 24) == Approx(plain(NH * C, causal)).epsilon(1e-12));
+    c = small;
+    c.attn.phi = PHI_MLP;  // two hs x hs matrices on q and on k of every head
+    CHECK(model_flops_per_seq(c, 24) == Approx(plain(2 * 2 * NH * hs * hs, causal)).epsilon(1e-12));
+    c = small;
+    c.attn.sink_token = 1;  // the blocks run over T + 1 positions, the classifier over T
+    double P = T + 1;
+    CHECK(model_flops_per_seq(c, 24) ==
+          Approx(6 * (P * L * layer + T * V * C) + attention(L, C, P * (P + 1) / 2)).epsilon(1e-12));
+    // and as the console writes them: three significant figures and a metric prefix
+    CHECK(flops_text(797870592) == "798 MFLOP");
+    CHECK(flops_text(2.2619e6) == "2.26 MFLOP");
+    CHECK(flops_text(94.04e9) == "94.0 GFLOP");
+    CHECK(flops_text(999.6e9) == "1.00 TFLOP");
+    CHECK(flops_text(12) == "12.0 FLOP");
 }
 
 TEST_CASE("--resume restores the run's flags, names what a flag changed, and refuses another model", "[runs][resume]") {

@@ -8,9 +8,9 @@ torch.set_num_threads(N)) on exactly the shape the trainer logged, so the two al
 noise. Each run reports the median of its step times (the first two steps, warm-up, left out); the table prints the
 median over the rounds:
   tokens/s          B * T / step time
-  GFLOP/s           tokens/s * (6 N + 6 L C T) / 1e9: N the weights that take part in a product (every linear layer
-                    and the classifier's V x C), 6 L C T the causal attention's score and value products (forward and
-                    backward)
+  GFLOP/s           tokens/s * the model's flops a token / 1e9, as the trainer counts them and prints them in its
+                    header (model_flops_per_seq, common/config.h: 6 a position per weight in a product, 12 C a layer
+                    per key a position sees; three significant figures)
   x torch           this trainer's tokens/s over PyTorch's
 Then: where this trainer's training step time goes (SK_PROFILE=1, common/profile.h), the sink probe's cost at the
 default interval (tiny preset), and config S alone against config S with a second copy of itself on the same cores
@@ -20,6 +20,7 @@ Speed is a ratio measured here and now: the machine is shared, read the ratios, 
 import argparse
 import json
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -50,12 +51,12 @@ def run_ours(flags, steps, out, threads, sink_every=0, env_extra=None):
                                                         "--out", out]
     if threads:
         cmd += ["--threads", str(threads)]
-    p = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    p = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     if p.returncode != 0:
         sys.exit("bench: %s failed (exit %d):\n%s" % (" ".join(cmd), p.returncode, p.stderr[-2000:]))
     recs = [json.loads(line) for line in open(os.path.join(out, "log.jsonl"))]
     ms = [r["ms"] for r in recs if r["type"] == "train"]
-    return {"ms": statistics.median(ms[2:] if len(ms) > 2 else ms), "recs": recs}
+    return {"ms": statistics.median(ms[2:] if len(ms) > 2 else ms), "recs": recs, "console": p.stdout}
 
 
 def run_torch(log, steps, threads):
@@ -66,11 +67,15 @@ def run_torch(log, steps, threads):
     return json.loads(p.stdout.strip().splitlines()[-1])
 
 
-def flops_per_token(cfg):
-    L, C, F, V, T = cfg["layers"], cfg["channels"], cfg["ffn-hidden"], cfg["vocab"], cfg["seq-len"]
-    gated = cfg["ffn"] in ("reglu", "geglu", "swiglu")
-    n_mm = L * (4 * C * C + (3 if gated else 2) * C * F) + V * C
-    return 6 * n_mm + 6 * L * C * T
+PREFIX = {"": 1, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15}
+
+
+def flops_per_token(console):
+    """The model's flops a token from the trainer's header: "| 393856 parameters, 2.26 MFLOP a token |"."""
+    m = re.search(r"parameters, ([0-9.]+) ([kMGTP]?)FLOP a token", console)
+    if not m:
+        sys.exit("bench: the trainer's header gives no flops a token:\n" + console[:2000])
+    return float(m.group(1)) * PREFIX[m.group(2)]
 
 
 def main():
@@ -102,6 +107,7 @@ def main():
                 prof = next((x for x in ours["recs"] if x["type"] == "profile"), None)
                 res = results[name]
                 res["cfg"] = cfg
+                res["flops"] = flops_per_token(ours["console"])
                 res["ours"].append(ours["ms"])
                 if prof:
                     for k, v in prof.items():
@@ -120,7 +126,7 @@ def main():
             cfg = res["cfg"]
             tokens = cfg["batch"] * cfg["seq-len"]
             ours, torch_ = statistics.median(res["ours"]), statistics.median(res["torch"])
-            f = flops_per_token(cfg)
+            f = res["flops"]
             t_ours, t_torch = tokens / (ours / 1e3), tokens / (torch_ / 1e3)
             print("%-42s %12.0f %12.0f %10.1f %10.1f %8.2f" % (name, t_ours, t_torch, t_ours * f / 1e9,
                                                              t_torch * f / 1e9, t_ours / t_torch))

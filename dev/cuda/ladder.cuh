@@ -1,7 +1,7 @@
 // dev/cuda/ladder.cuh: what the kernel ladders of dev/cuda share: the CUDA error check, the lookup of a named choice,
 // the timing of a version, the attention ladders' problem (the variant, B, heads, T) with the flags that set it and
 // the (query, key) pairs it visits, the spreading of a CPU reference's heads over the cores (for_each_head), and this
-// GPU's roofline (roofline.h), which every version's time is set against.
+// GPU's roofline (common/roofline.h), which every version's time is set against.
 // What it is not: a kernel, or anything the trainers use (they have common/backend.h).
 #pragma once
 #include <cuda_runtime.h>
@@ -13,7 +13,7 @@
 #include <vector>
 
 #include "../../attention_variants.cuh"
-#include "roofline.h"
+#include "../../common/roofline.h"
 
 static void cuda_check(cudaError_t err, const char* what, int line) {
     if (err != cudaSuccess) {
@@ -50,19 +50,17 @@ static float time_ms(int reps, Run run) {
     return ms / reps;
 }
 
-// The roofline of GPU 0 (roofline.h), after a line on stdout that gives it and the figures it comes from.
+// The roofline of GPU 0 (common/roofline.h), after a line on stdout that gives it and the figures it comes from.
 static Roofline gpu_roofline() {
-    int v[6];
-    const cudaDeviceAttr attrs[6] = {cudaDevAttrComputeCapabilityMajor, cudaDevAttrComputeCapabilityMinor,
-                                     cudaDevAttrMultiProcessorCount,     cudaDevAttrClockRate,
-                                     cudaDevAttrMemoryClockRate,         cudaDevAttrGlobalMemoryBusWidth};
-    for (int i = 0; i < 6; i++) CUDA(cudaDeviceGetAttribute(&v[i], attrs[i], 0));
+    GpuFigures f;
+    CUDA(gpu_figures(0, &f));
     cudaDeviceProp prop;
     CUDA(cudaGetDeviceProperties(&prop, 0));
-    Roofline r = roofline_of(v[0], v[1], v[2], v[3], v[4], v[5]);
+    Roofline r = roofline_of(f);
     printf("roofline of %s (sm_%d%d, %d SMs at %.0f MHz, a %d-bit bus at %.0f MHz): fp32 %.1f, tf32 %.1f, bf16 %.1f "
-           "TFLOP/s peak (0: not known), memory %.2f TB/s\n", prop.name, v[0], v[1], v[2], v[3] / 1e3, v[5], v[4] / 1e3,
-           r.fp32_flops / 1e12, r.tf32_flops / 1e12, r.bf16_flops / 1e12, r.bytes_per_s / 1e12);
+           "TFLOP/s peak (0: not known), memory %.2f TB/s\n", prop.name, f.major, f.minor, f.sms, f.clock_khz / 1e3,
+           f.bus_bits, f.mem_clock_khz / 1e3, r.fp32_flops / 1e12, r.tf32_flops / 1e12, r.bf16_flops / 1e12,
+           r.bytes_per_s / 1e12);
     return r;
 }
 

@@ -11,7 +11,7 @@
 #       and their losses, tokens/s and a sample, from their logs;  3. (8) sampling from the GPU checkpoint;
 #    4. (30) the attention forward ladder (dev/cuda/attention_forward.cu) over the row maps, slots and masks: each
 #       version's error against the CPU row form, its time, TFLOP/s and share of the card's fp32 roofline
-#       (dev/cuda/roofline.h) at B 2 x 12 heads of 64 x T 1024;
+#       (common/roofline.h) at B 2 x 12 heads of 64 x T 1024;
 #       (16) the matmul ladder (dev/cuda/matmul.cu): the exact kernels bit for bit, cuBLAS, their TFLOP/s and share;
 #       (30) the attention backward ladder (dev/cuda/attention_backward.cu) over the same settings at B 2;
 #       (28) both ladders' version 2 at T 2048 (B 1) for the six row maps;
@@ -153,7 +153,7 @@ for T in 1024 2048; do
     version2_tflops < "$RUNS/bwd$T.txt" > "$RUNS/bwd$T.v2"
     attention_rows $T "$RUNS/fwd$T.v2" "$RUNS/bwd$T.v2"
 done
-row "the roofline the ladders set their times against (dev/cuda/roofline.h)" \
+row "the roofline the ladders set their times against (common/roofline.h)" \
     "$(grep -h -m1 '^roofline of' "$RUNS/fwd1024.txt" "$RUNS/matmul.txt" | head -1 | sed 's/^roofline of //')"
 row "matmul ladder (GPT-2 shapes): TFLOP/s of version 1 (exact, by element), 2 (exact, tiled), 3 (cuBLAS fp32), \
 and the share of the fp32 roofline" \
@@ -188,8 +188,8 @@ timed_run() {
         > "$dir.txt" 2>&1 || { status=1; tail -3 "$dir.txt"; }
     head -1 "$dir.txt"
     tps=$(log_tps "$dir/log.jsonl")
-    row "$name: tok/s (median of steps), model memory, sink metrics' share" \
-        "$tps, $(grep -o "model memory at most [0-9.]* GiB" "$dir.txt" | sed 's/model memory at most //'), $(grep -o "sink metrics [0-9.]*% of training time" "$dir.txt" | sed 's/sink metrics //')"
+    row "$name: tok/s (median of steps), MFU (last step line), model memory, sink metrics' share" \
+        "$tps, $(grep -o "[0-9.]*% MFU" "$dir.txt" | tail -1), $(grep -o "model memory at most [0-9.]* GiB" "$dir.txt" | sed 's/model memory at most //'), $(grep -o "sink metrics [0-9.]*% of training time" "$dir.txt" | sed 's/sink metrics //')"
 }
 echo "== 6. GPT-2 124M shape on Brown: the fast engine (bf16, B 16 x T 1024), the exact engine (B 1 x T 1024), PyTorch"
 timed_run gpt2_fast 20 --preset gpt2 $GPT2_DATA --engine fast --precision bf16 --batch 16 --seq-len 1024 --steps 7 \

@@ -1,5 +1,6 @@
-// dev/cuda/roofline.h: the least time a GPU can take for a kernel's work (its roofline), from the figures the driver
-// reports, so that each version of a ladder can say how far it is from what the card allows.
+// common/roofline.h: the least time a GPU can take for a kernel's work (its roofline), from the figures the driver
+// reports, so that each version of a kernel ladder (dev/cuda/) can say how far it is from what the card allows, and
+// the GPU trainer can give a step's model flops utilisation (MFU: its model's flops over the peak of its precision).
 //
 //   fp32 flop rate    = SMs x fp32 lanes per SM x 2 (an fma is two flops) x SM clock
 //   tensor flop rate  = SMs x dense tensor-core flops per SM per clock x SM clock   (bf16 inputs, fp32 accumulation;
@@ -37,6 +38,29 @@ static inline Roofline roofline_of(int major, int minor, int sms, double clock_k
     r.bytes_per_s = 2.0 * mem_clock_khz * 1e3 * (bus_bits / 8.0);
     return r;
 }
+
+#ifdef __CUDACC__
+#include <cuda_runtime.h>
+
+// What the driver reports of GPU `device`: compute capability, SMs, the SM and memory clocks (kHz), the bus width.
+struct GpuFigures {
+    int major = 0, minor = 0, sms = 0, clock_khz = 0, mem_clock_khz = 0, bus_bits = 0;
+};
+static inline cudaError_t gpu_figures(int device, GpuFigures* f) {
+    const cudaDeviceAttr attrs[6] = {cudaDevAttrComputeCapabilityMajor, cudaDevAttrComputeCapabilityMinor,
+                                     cudaDevAttrMultiProcessorCount,     cudaDevAttrClockRate,
+                                     cudaDevAttrMemoryClockRate,         cudaDevAttrGlobalMemoryBusWidth};
+    int* out[6] = {&f->major, &f->minor, &f->sms, &f->clock_khz, &f->mem_clock_khz, &f->bus_bits};
+    for (int i = 0; i < 6; i++) {
+        cudaError_t err = cudaDeviceGetAttribute(out[i], attrs[i], device);
+        if (err != cudaSuccess) return err;
+    }
+    return cudaSuccess;
+}
+static inline Roofline roofline_of(const GpuFigures& f) {
+    return roofline_of(f.major, f.minor, f.sms, f.clock_khz, f.mem_clock_khz, f.bus_bits);
+}
+#endif
 
 // The least time in ms for `flops` at `flop_rate` and `bytes` at the card's bandwidth (0 when a rate is unknown).
 static inline double roofline_ms(const Roofline& r, double flop_rate, double flops, double bytes) {
