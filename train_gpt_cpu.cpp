@@ -1464,7 +1464,8 @@ struct FlashShape {
 
 // The stack a GPU thread of the streamed attention needs, by head size: at 128 the dq block's thread keeps q, dO and
 // dq in local memory, a 1872-byte frame (dev/gpu/resources.py prints ptxas's figures) over CUDA's default 1 KiB, so
-// Engine::reserve sets it aside first (sk_reserve_thread_stack). test_gpu.cpp holds every kernel of the build to this.
+// the fast engine sets it aside before the model's memory (sk_reserve_thread_stack). test_gpu.cpp holds every kernel
+// of the build to this.
 static inline size_t attention_stream_stack_bytes(int hs) { return hs > 96 ? 2048 : SK_DEFAULT_STACK_BYTES; }
 
 // One layer's streamed attention: q, k (rows at qk_stride), v (rows at 3C) in; y, the row states and p_* out; in the
@@ -2925,9 +2926,13 @@ class ModelEngine final : public Engine {
   public:
     Model<float> model;
     ModelEngine(const ModelConfig& c, const EngineOptions& o) : options_(o) {
-        model_build(&model, c);
         int hs = c.channels / c.num_heads;
         acts_.streamed = o.kind == ENGINE_FAST && attention_stream_supports(hs);
+        if (acts_.streamed) {  // before any of the model's memory: see sk_reserve_thread_stack
+            std::string why = "the streamed attention at head size " + std::to_string(hs);
+            sk_reserve_thread_stack(attention_stream_stack_bytes(hs), why.c_str());
+        }
+        model_build(&model, c);
         acts_.fast_loss = o.kind == ENGINE_FAST;
         if (matmul_precision() == PRECISION_BF16) {
             model.params_bf16.assign(model.num_params, bf16{0});  // params are 0
@@ -2999,11 +3004,6 @@ class ModelEngine final : public Engine {
     size_t reserve(int B, int T, int probe_B, int probe_T, int sample_T, size_t keep_values = 0) override {
         const ModelConfig& c = model.config;
         int off = c.attn.sink_token;  // the engine's passes count the model's positions
-        if (acts_.streamed) {  // before the arenas: see sk_reserve_thread_stack
-            int hs = c.channels / c.num_heads;
-            std::string why = "the streamed attention at head size " + std::to_string(hs);
-            sk_reserve_thread_stack(attention_stream_stack_bytes(hs), why.c_str());
-        }
         if (sample_T > 0) acts_alloc(&acts_, c, 1, sample_T + off);
         acts_alloc(&acts_, c, B, T + off);  // the larger of the two stays allocated
         grad_acts_alloc(&acts_.grad, c, B, T + off, acts_.streamed);

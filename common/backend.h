@@ -37,8 +37,8 @@
 //       the device, then downloaded on a second stream (the sink probe's copies for the metrics' thread).
 //   sk_backend_init(), sk_memory_bytes(), sk_device_name(), SK_BACKEND_NAME: start-up (a clear error when no GPU
 //       exists) and the memory the activations must fit in. sk_reserve_thread_stack(bytes, why): the GPU's local
-//       memory for a kernel with a large stack frame, set aside before the arenas. sk_roofline(): the GPU's peak flop
-//       rates (common/roofline.h; 0 on the CPU), for the trainer's MFU.
+//       memory for a kernel with a large stack frame, set aside before the model's buffers. sk_roofline(): the GPU's
+//       peak flop rates (common/roofline.h; 0 on the CPU), for the trainer's MFU.
 //   sk_memory_use(): the bytes every SkBuffer holds now and at most so far (the model's memory: parameters,
 //       gradients, moments, activations; not CUDA's own), which the trainer prints at the end of a run, and how many
 //       allocations there have been (on a GPU each is a cudaMalloc, and its cudaFree waits for the device), so a test
@@ -267,9 +267,10 @@ static inline void* sk_alloc_bytes(size_t bytes) {
 // Local memory. A thread's stack frame (the arrays a kernel keeps in local memory, its spills) comes from memory the
 // driver sets aside for every thread the card can hold at once: per thread, the context's stack limit (CUDA's default
 // is 1 KiB, SK_DEFAULT_STACK_BYTES). A launch whose kernel needs a larger frame makes the driver raise the limit there
-// and then, and keep it raised. On a card whose memory the arenas have already taken, that first launch, in step 0,
-// fails. sk_reserve_thread_stack raises the limit before the arenas are allocated instead (Engine::reserve), so the
-// memory is taken first and a card without room stops at once with a message. Its cost: SMs x threads per SM x bytes.
+// and then, and keep it raised. On a card whose memory the model's buffers have already taken, that first launch, in
+// step 0, fails. sk_reserve_thread_stack raises the limit before the engine allocates anything (ModelEngine's
+// constructor), so the memory is taken first and a card without room stops at once with a message. Its cost: about
+// SMs x threads per SM x bytes (the driver's own figure may be rounded up), outside sk_memory_use's count.
 static inline void sk_reserve_thread_stack(size_t bytes, const char* why) {
     size_t now = 0;
     SK_CUDA(cudaDeviceGetLimit(&now, cudaLimitStackSize));

@@ -170,11 +170,13 @@ static inline size_t param_count(const ModelConfig& c) {
 }
 
 // The floating-point operations of a training pass over one sequence of T tokens, forward and backward, counted as
-// for MFU (model flops utilisation; a multiply-add is 2): 6 a position for each weight that takes part in a product
-// (2 in the forward, 2 for the input's gradient, 2 for the weight's), and per layer 12 C for each key a position sees
-// (the forward's score and weighted value, 2 C each; the backward's four products: dp, dv, dq, dk). The blocks run over
-// the T positions and a sink token's, the classifier (V x C) over the T. Not counted: norms, activations, row maps, the
-// loss, the optimizer, and what the streamed attention's backward recomputes. GPT-2 124M at T 1024: 817.0 GFLOP.
+// for MFU (model flops utilisation; a multiply-add is 2): the useful work of the model, not what the kernels run.
+// 6 a position for each weight that takes part in a product (2 in the forward, 2 for the input's gradient, 2 for the
+// weight's), over the T positions and a sink token's; the classifier's V x C over the T positions that predict a
+// token (the kernels also run the sink token's row and the padded vocabulary). Per layer 12 C for each key a position
+// sees (the forward's score and weighted value, 2 C each; the backward's four products: dp, dv, dq, dk), and for a kv
+// slot 6 C for its score and 6 C for its value: 2 C with a fixed v* (no dv*), none with v* = 0. Not counted: norms,
+// activations, row maps, the loss, the optimizer, recomputed scores. GPT-2 124M at T 1024: 817.0 GFLOP.
 static inline double model_flops_per_seq(const ModelConfig& c, int T) {
     size_t s[NUM_PARAM_TENSORS];
     param_sizes(c, s);
@@ -183,14 +185,16 @@ static inline double model_flops_per_seq(const ModelConfig& c, int T) {
     double layer_weights = (double)s[P_QKVW] + s[P_ATTPROJW] + s[P_GATEW] + s[P_FCW] + s[P_FCW2] + s[P_FCPROJW] +
                            2.0 * c.num_heads * (s[P_PHIW1] + s[P_PHIW2]);
     int positions = T + a.sink_token;
-    double keys = 0;  // summed over the positions: the keys each sees, and a kv slot's
+    double keys = 0;  // summed over the positions: the keys each sees
     for (int t = 0; t < positions; t++) {
         int lo, hi;
         attn_visible_keys(a, t, positions, &lo, &hi);
-        keys += hi - lo + (a.slot == SLOT_KV ? 1 : 0);
+        keys += hi - lo;
     }
+    // a kv slot, in keys' worth of work: its score, and its value unless v* is 0 (fixed: no gradient of v*)
+    double slot = a.slot != SLOT_KV ? 0 : a.vstar == VSTAR_ZERO ? 0.5 : a.vstar == VSTAR_FIXED ? 10.0 / 12 : 1;
     return 6.0 * (layer_weights * positions + (double)c.vocab_size * c.channels * T) +
-           12.0 * c.num_layers * c.channels * keys;
+           12.0 * c.num_layers * c.channels * (keys + slot * positions);
 }
 
 // Tensors that AdamW leaves undecayed under --wd-exempt 1: norms, biases, embeddings.

@@ -1088,11 +1088,13 @@ static void start_run(CommandLine* cl, Run* r) {
     replay_unlogged(r);
     log_line(r, config);
     r->step_flops = model_flops_per_seq(c, T) * ((double)tc.total_batch_size / T);
+    std::string peak;  // what the step lines' MFU is measured against (a GPU's)
+    if (r->engine->peak_flops() > 0) peak = " | MFU against " + flops_text(r->engine->peak_flops()) + "/s";
     say("sinkscope %s trainer (%s) | %zu parameters, %s a token | L %d C %d NH %d FF %d | %s %s %s %s | B %d T %d "
-        "accum %d | %d threads | engine %s\n", SK_BACKEND_NAME, sk_device_name(), r->engine->num_params(),
+        "accum %d | %d threads | engine %s%s\n", SK_BACKEND_NAME, sk_device_name(), r->engine->num_params(),
         flops_text(r->step_flops / tc.total_batch_size).c_str(), c.num_layers,
         c.channels, c.num_heads, c.ffn_hidden, norm_names[c.norm], placement_names[c.placement], ffn_names[c.ffn],
-        pos_names[c.positions], B, T, r->accum, omp_get_max_threads(), r->engine->describe().c_str());
+        pos_names[c.positions], B, T, r->accum, omp_get_max_threads(), r->engine->describe().c_str(), peak.c_str());
     say("train: %zu windows of %d tokens | val: %zu windows | probe: %d x %d from %s | log: %s\n",
         r->train_data.num_windows, T, r->val_data.num_windows, r->probe_seqs, tc.probe_len, r->probe_path.c_str(),
         log_path.c_str());

@@ -559,7 +559,8 @@ TEST_CASE("every log record names its run; the console shows progress, saves and
 }
 
 // The model flops the console reports (model_flops_per_seq), against counts written out by hand from each
-// architecture: 6 a position per weight in a product, 12 C a layer per key seen, the classifier over the T targets.
+// architecture: 6 a position per weight in a product, 12 C a layer per key seen, the classifier over the T positions
+// that predict a token.
 TEST_CASE("the model's flops a sequence: GPT-2 124M, llama-60m and each attention design's extra work, counted by hand",
           "[runs][flops]") {
     auto attention = [](double L, double C, double keys) { return 12 * L * C * keys; };
@@ -599,6 +600,10 @@ TEST_CASE("the model's flops a sequence: GPT-2 124M, llama-60m and each attentio
     c = small;
     c.attn.slot = SLOT_KV;  // one more key for every position
     CHECK(model_flops_per_seq(c, 24) == Approx(plain(0, causal + T)).epsilon(1e-12));
+    c.attn.vstar = VSTAR_FIXED;  // v* fixed: its score (6 C) and value without dv* (4 C)
+    CHECK(model_flops_per_seq(c, 24) == Approx(plain(0, causal) + L * 10 * C * T).epsilon(1e-12));
+    c.attn.vstar = VSTAR_ZERO;  // v* = 0: its score only
+    CHECK(model_flops_per_seq(c, 24) == Approx(plain(0, causal) + L * 6 * C * T).epsilon(1e-12));
     c = small;
     c.attn.slot = SLOT_LOGIT;  // a logit, no product
     CHECK(model_flops_per_seq(c, 24) == Approx(plain(0, causal)).epsilon(1e-12));
