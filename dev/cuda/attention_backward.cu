@@ -60,10 +60,10 @@ Defaults: --version 0 (every version), softmax, none, no slot, causal, B 4, 12 h
 errors against the CPU, its time and TFLOP/s, counting 10 B NH hs flops per visible (query, key) pair: the scores, dp,
 dq, dk and dv are each 2 hs per pair (version 2 computes the scores and dp twice, once per kernel; clipped softmax once
 more for D; the count is the algorithm's, as the FlashAttention papers count it), and the share of this GPU's fp32
-roofline that is (common/roofline.h; at least the inputs read and the gradients written once). It exits 1 when a version is
-beyond the tolerance. --cpu-check needs no GPU: it runs the versions' per-thread code on the CPU, version 2 a block at a
-time with the shared-memory tiles as host arrays, and checks it the same way (use small sizes: -B 1 --heads 2 -T 200
-takes a second).
+roofline that is (common/roofline.h; at least the inputs read and the gradients written once). It exits 1 when a version
+is beyond the tolerance. --cpu-check needs no GPU: it runs the versions' per-thread code on the CPU, version 2 a block
+at a time with the shared-memory tiles as host arrays, and checks it the same way (use small sizes: -B 1 --heads 2 -T
+200 takes a second).
 */
 #include <cuda_runtime.h>
 #include <math.h>

@@ -26,8 +26,8 @@ Build: make dev-cuda (nvcc, sm_80 and sm_90). Run on a GPU:
     build/dev_cuda/attention_forward [--version 0|1|2] [--attn NAME] [--attn-norm none|sum|clamp] [--slot none|kv|logit|zero]
                                      [--mask causal|window|prefix] [--mask-param N] [-B N] [--heads N] [-T N]
 --version 0 (the default) runs every version. It prints each version's error against the CPU, its time and TFLOP/s
-(4 B NH hs times the visible (query, key) pairs) and the share of this GPU's fp32 roofline that is (common/roofline.h; at
-least q, k and v read and y written once), and exits 1 when a version is beyond the tolerance.
+(4 B NH hs times the visible (query, key) pairs) and the share of this GPU's fp32 roofline that is
+(common/roofline.h; at least q, k and v read and y written once), and exits 1 when a version is beyond the tolerance.
 */
 #include <cuda_runtime.h>
 #include <math.h>

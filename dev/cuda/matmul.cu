@@ -30,8 +30,8 @@ Shapes: GPT-2 124M's largest products at B T = 16 x 1024 (BT = 16384), C = 768, 
 Build: make dev-cuda (nvcc, sm_80 and sm_90). Run on a GPU:
     build/dev_cuda/matmul [--version 0|1|2|3] [--shape all|qkv|classifier|qkv-dinp|qkv-dweight]
 --version 0 and --shape all (the defaults) run everything. It prints each version's check, its time and TFLOP/s
-(2 M N K flops) and the share of this GPU's fp32 roofline that is (common/roofline.h; at least A and B read and the output
-written once, and read too when the product accumulates), and exits 1 when a version fails its check.
+(2 M N K flops) and the share of this GPU's fp32 roofline that is (common/roofline.h; at least A and B read and the
+output written once, and read too when the product accumulates), and exits 1 when a version fails its check.
 */
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
