@@ -36,6 +36,12 @@ train_gpt build/train_gpt_resources.txt &: train_gpt.cu train_gpt_cpu.cpp $(HEAD
 		2> build/train_gpt_resources.txt; \
 	rc=$$?; grep -v -e '^ptxas info' -e '^ *[0-9]* bytes stack frame' build/train_gpt_resources.txt >&2; exit $$rc
 
+# The trainer's PTX for sm_90 (no machine code): dev/gpu/resources.py --ptx counts each kernel's shared-memory reads
+# by width from it
+build/train_gpt.ptx: train_gpt.cu train_gpt_cpu.cpp $(HEADERS) | deps-train
+	@mkdir -p build
+	$(NVCC) $(filter-out -gencode arch=%,$(NVCCFLAGS)) -arch=compute_90 -ptx -o $@ $<
+
 # dev/cuda/: kernel ladders, one family per file, numbered versions each checked against the CPU (they run on a GPU;
 # here they only compile). Plain nvcc settings: contraction allowed, these are the fast kernels.
 DEV_CUDA_FLAGS ?= -O3 -std=c++17 -Xptxas -warn-spills -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=[sm_90,compute_90]

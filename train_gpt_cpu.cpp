@@ -1456,10 +1456,15 @@ static inline bool attention_stream_supports(int hs) {
 }
 
 // Threads per block (NT: query rows of a forward or dq block, keys of a key tile and of a dk/dv block) and query rows
-// per staged tile of a dk/dv block (QT), by head size: the shared memory of a float block stays under 48 KB.
+// per staged tile of a dk/dv block (QT), by head size: the shared memory of a float block stays under 48 KB. KS: the
+// stride of a staged key tile's rows (flash_stage_stride: read in 16-byte vectors without bank conflicts). OWN: the
+// stride of a dk/dv block's own K and V rows, which each thread reads for every query row: KS up to head size 64;
+// above, HS + 1 (one value a read, also free of conflicts), since the vectors' registers made the block spill at 96
+// (ptxas: dev/gpu/resources.py 'StreamKeyGrad').
 template <int HS>
 struct FlashShape {
-    static constexpr int NT = HS > 64 ? 32 : 64, QT = HS > 64 ? 8 : 16;
+    static constexpr int NT = HS > 64 ? 32 : 64, QT = HS > 64 ? 8 : 16, KS = flash_stage_stride(HS),
+                         OWN = HS > 64 ? HS + 1 : KS;
 };
 
 // The stack a GPU thread of the streamed attention needs, by head size: at 128 the dq block's thread keeps q, dO and
@@ -1508,16 +1513,17 @@ SK_HD static inline bool stream_stage_slot_value(F* vslot, const AttnParams<F>& 
     return true;
 }
 
-// The forward block of head bh = b * NH + h, query rows t0 .. t0 + NT - 1. shared: ks, vs (NT x HS each), v* (HS).
+// The forward block of head bh = b * NH + h, query rows t0 .. t0 + NT - 1. shared: ks, vs (NT rows each, KS values
+// apart: no bank conflicts when the rows' windows start at different keys), v* (HS).
 template <int HS, typename F>
 SK_HD static void stream_forward_block(SkBlock<FlashRow<HS, F>>& blk, const StreamAttn<F>& sa, int bh, int tile,
                                        void* shared) {
-    constexpr int NT = FlashShape<HS>::NT;
+    constexpr int NT = FlashShape<HS>::NT, KS = FlashShape<HS>::KS;
     const AttnParams<F>& ap = sa.ap;
     const AttnSpec& spec = ap.spec;
     int T = sa.T, C = sa.C, NH = sa.NH, b = bh / NH, h = bh % NH, t0 = tile * NT, t1 = t0 + NT < T ? t0 + NT : T;
     F tau = F(1) / sk_sqrt(F(HS)), slope = ap.alibi ? F(ap.alibi[h]) : F(0);
-    F *ks = (F*)shared, *vs = ks + NT * HS, *vslot = vs + NT * HS;
+    F *ks = (F*)shared, *vs = ks + NT * KS, *vslot = vs + NT * KS;
     bool slot = attn_has_slot(spec), has_value = false;
     blk.each([&](int i, FlashRow<HS, F>& row) {
         has_value = stream_stage_slot_value<HS>(vslot, ap, h, i);
@@ -1536,12 +1542,13 @@ SK_HD static void stream_forward_block(SkBlock<FlashRow<HS, F>>& blk, const Stre
         });
         for (int k0 = klo; k0 < khi; k0 += NT) {
             blk.sync();  // every thread is done with the previous tile
-            blk.each([&](int i, FlashRow<HS, F>&) { stream_stage_keys<HS>(ks, vs, HS, sa, b, h, k0, i); });
+            blk.each([&](int i, FlashRow<HS, F>&) { stream_stage_keys<HS>(ks, vs, KS, sa, b, h, k0, i); });
             blk.sync();
             blk.each([&](int i, FlashRow<HS, F>& row) {
                 F s[NT];
-                if (t0 + i < T) flash_row_tile(&row, spec, (const F*)ks, (const F*)vs, k0, T - k0 < NT ? T - k0 : NT,
-                                               tau, pass, T, s);
+                if (t0 + i < T)
+                    flash_row_tile<HS, KS>(&row, spec, (const F*)ks, (const F*)vs, k0, T - k0 < NT ? T - k0 : NT, tau,
+                                           pass, T, s);
             });
         }
     }
@@ -1560,16 +1567,17 @@ SK_HD static void stream_forward_block(SkBlock<FlashRow<HS, F>>& blk, const Stre
     });
 }
 
-// The dq block of head bh, query rows t0 .. t0 + NT - 1: D, ds_* and dq of each. shared: ks, vs (NT x HS), v* (HS).
+// The dq block of head bh, query rows t0 .. t0 + NT - 1: D, ds_* and dq of each. shared: ks, vs (NT rows each, KS
+// apart, as in the forward block), v* (HS).
 template <int HS, typename F>
 SK_HD static void stream_dq_block(SkBlock<FlashGradRow<HS, F>>& blk, const StreamAttn<F>& sa, int bh, int tile,
                                   void* shared) {
-    constexpr int NT = FlashShape<HS>::NT;
+    constexpr int NT = FlashShape<HS>::NT, KS = FlashShape<HS>::KS;
     const AttnParams<F>& ap = sa.ap;
     const AttnSpec& spec = ap.spec;
     int T = sa.T, C = sa.C, NH = sa.NH, b = bh / NH, h = bh % NH, t0 = tile * NT, t1 = t0 + NT < T ? t0 + NT : T;
     F tau = F(1) / sk_sqrt(F(HS)), slope = ap.alibi ? F(ap.alibi[h]) : F(0);
-    F *ks = (F*)shared, *vs = ks + NT * HS, *vslot = vs + NT * HS;
+    F *ks = (F*)shared, *vs = ks + NT * KS, *vslot = vs + NT * KS;
     const F* vb = ap.vbias ? ap.vbias + (size_t)(ap.shared ? 0 : h) * HS : nullptr;
     bool slot = attn_has_slot(spec), has_value = false;
     blk.each([&](int i, FlashGradRow<HS, F>& row) {
@@ -1595,11 +1603,12 @@ SK_HD static void stream_dq_block(SkBlock<FlashGradRow<HS, F>>& blk, const Strea
         });
         for (int k0 = klo; k0 < khi; k0 += NT) {
             blk.sync();
-            blk.each([&](int i, FlashGradRow<HS, F>&) { stream_stage_keys<HS>(ks, vs, HS, sa, b, h, k0, i); });
+            blk.each([&](int i, FlashGradRow<HS, F>&) { stream_stage_keys<HS>(ks, vs, KS, sa, b, h, k0, i); });
             blk.sync();
             blk.each([&](int i, FlashGradRow<HS, F>& row) {
                 if (t0 + i < T)
-                    flash_clipped_D_tile(&row, spec, (const F*)ks, (const F*)vs, k0, T - k0 < NT ? T - k0 : NT, tau, T);
+                    flash_clipped_D_tile<HS, KS>(&row, spec, (const F*)ks, (const F*)vs, k0, T - k0 < NT ? T - k0 : NT,
+                                                 tau, T);
             });
         }
     }
@@ -1615,12 +1624,12 @@ SK_HD static void stream_dq_block(SkBlock<FlashGradRow<HS, F>>& blk, const Strea
     });
     for (int k0 = klo; k0 < khi; k0 += NT) {
         blk.sync();
-        blk.each([&](int i, FlashGradRow<HS, F>&) { stream_stage_keys<HS>(ks, vs, HS, sa, b, h, k0, i); });
+        blk.each([&](int i, FlashGradRow<HS, F>&) { stream_stage_keys<HS>(ks, vs, KS, sa, b, h, k0, i); });
         blk.sync();
         blk.each([&](int i, FlashGradRow<HS, F>& row) {
             F g[NT];
             if (t0 + i < T)
-                flash_dq_tile(&row, spec, (const F*)ks, (const F*)vs, k0, T - k0 < NT ? T - k0 : NT, tau, T, g);
+                flash_dq_tile<HS, KS>(&row, spec, (const F*)ks, (const F*)vs, k0, T - k0 < NT ? T - k0 : NT, tau, T, g);
         });
     }
     blk.each([&](int i, FlashGradRow<HS, F>& row) {
@@ -1639,19 +1648,20 @@ struct StreamKeyGrad {
 };
 
 // The dk/dv block of head bh, keys j0 .. j0 + NT - 1, from the query rows that see them. shared: the block's K and V
-// rows (NT x (HS + 1) each: a stride of HS + 1 puts the 32 threads of a warp, reading one value of their own rows,
-// in 32 banks), then QT FlashGradRows (the staged query rows).
+// rows (NT rows each, OWN values apart: the 32 threads of a warp, each reading its own row, meet no bank conflict),
+// then QT FlashGradRows (the staged query rows, 16-byte aligned, which every thread reads at once).
 template <int HS, typename F>
 SK_HD static void stream_dkv_block(SkBlock<StreamKeyGrad<HS, F>>& blk, const StreamAttn<F>& sa, int bh, int tile,
                                    void* shared) {
-    constexpr int NT = FlashShape<HS>::NT, QT = FlashShape<HS>::QT;
+    constexpr int NT = FlashShape<HS>::NT, QT = FlashShape<HS>::QT, OWN = FlashShape<HS>::OWN;
     const AttnSpec& spec = sa.ap.spec;
     int T = sa.T, C = sa.C, NH = sa.NH, b = bh / NH, h = bh % NH, j0 = tile * NT, j1 = j0 + NT < T ? j0 + NT : T;
     F tau = F(1) / sk_sqrt(F(HS)), slope = sa.ap.alibi ? F(sa.ap.alibi[h]) : F(0);
-    F *kown = (F*)shared, *vown = kown + NT * (HS + 1);
-    FlashGradRow<HS, F>* rows = (FlashGradRow<HS, F>*)(vown + NT * (HS + 1));
+    F *kown = (F*)shared, *vown = kown + NT * OWN;
+    static_assert(2 * NT * OWN * sizeof(F) % alignof(FlashGradRow<HS, F>) == 0, "the rows after the keys, aligned");
+    FlashGradRow<HS, F>* rows = (FlashGradRow<HS, F>*)(vown + NT * OWN);
     blk.each([&](int i, StreamKeyGrad<HS, F>& g) {
-        stream_stage_keys<HS>(kown, vown, HS + 1, sa, b, h, j0, i);
+        stream_stage_keys<HS>(kown, vown, OWN, sa, b, h, j0, i);
         for (int d = 0; d < HS; d++) g.dk[d] = g.dv[d] = 0;
     });
     int qlo, qhi;
@@ -1680,7 +1690,7 @@ SK_HD static void stream_dkv_block(SkBlock<StreamKeyGrad<HS, F>>& blk, const Str
         blk.sync();
         blk.each([&](int i, StreamKeyGrad<HS, F>& g) {
             if (j0 + i < T)
-                flash_dkv_tile(g.dk, g.dv, spec, (const F*)kown + i * (HS + 1), (const F*)vown + i * (HS + 1), j0 + i,
+                flash_dkv_tile(g.dk, g.dv, spec, (const F*)kown + i * OWN, (const F*)vown + i * OWN, j0 + i,
                                (const FlashGradRow<HS, F>*)rows, T - t0 < QT ? T - t0 : QT, tau, T);
         });
     }
@@ -1695,27 +1705,36 @@ SK_HD static void stream_dkv_block(SkBlock<StreamKeyGrad<HS, F>>& blk, const Str
     });
 }
 
+// The shared memory of a pass's blocks: the forward's and the dq block's, the staged key tile (K and V, NT rows KS
+// apart) and v*; the dk/dv block's, its own K and V rows (OWN apart) and QT staged query rows. A GPU block has 48 KB
+// (test_engine.cpp holds every head size's float blocks to it; sk_for_blocks refuses more on a GPU).
+template <int HS, typename F>
+constexpr size_t stream_shared_bytes(int pass) {
+    using S = FlashShape<HS>;
+    return pass == STREAM_GRAD_KEYS ? 2 * S::NT * S::OWN * sizeof(F) + S::QT * sizeof(FlashGradRow<HS, F>)
+                                    : (2 * S::NT * S::KS + HS) * sizeof(F);
+}
+
 // One pass over every block for head size HS.
 template <int HS, typename F>
 static void attention_stream_pass_hs(int pass, const StreamAttn<F>& sa) {
-    constexpr int NT = FlashShape<HS>::NT, QT = FlashShape<HS>::QT;
+    constexpr int NT = FlashShape<HS>::NT;
     int heads = sa.B * sa.NH, tiles = (sa.T + NT - 1) / NT;
-    size_t rows_shared = (2 * NT * HS + HS) * sizeof(F);
-    size_t keys_shared = 2 * NT * (HS + 1) * sizeof(F) + QT * sizeof(FlashGradRow<HS, F>);
+    size_t shared = stream_shared_bytes<HS, F>(pass);
     using Row = FlashRow<HS, F>;
     using GradRow = FlashGradRow<HS, F>;
     using KeyGrad = StreamKeyGrad<HS, F>;
     if (pass == STREAM_FORWARD)
-        sk_for_blocks<Row>(heads, tiles, NT, rows_shared, SK_LAMBDA(SkBlock<Row> & blk, int bh, int tile, void* sh) {
+        sk_for_blocks<Row>(heads, tiles, NT, shared, SK_LAMBDA(SkBlock<Row> & blk, int bh, int tile, void* sh) {
             stream_forward_block<HS>(blk, sa, bh, tile, sh);
         });
     if (pass == STREAM_GRAD_ROWS)
-        sk_for_blocks<GradRow>(heads, tiles, NT, rows_shared,
+        sk_for_blocks<GradRow>(heads, tiles, NT, shared,
                                SK_LAMBDA(SkBlock<GradRow> & blk, int bh, int tile, void* sh) {
                                    stream_dq_block<HS>(blk, sa, bh, tile, sh);
                                });
     if (pass == STREAM_GRAD_KEYS)
-        sk_for_blocks<KeyGrad>(heads, tiles, NT, keys_shared,
+        sk_for_blocks<KeyGrad>(heads, tiles, NT, shared,
                                SK_LAMBDA(SkBlock<KeyGrad> & blk, int bh, int tile, void* sh) {
                                    stream_dkv_block<HS>(blk, sa, bh, tile, sh);
                                });

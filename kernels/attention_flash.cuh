@@ -39,6 +39,15 @@ SK_HD inline void flash_tile_span(int lo, int hi, int k0, int kn, int* j0, int* 
     *j1 = hi < k0 + kn ? hi : k0 + kn;
 }
 
+// The stride, in values, between the rows of a staged key tile of head size hs: hs + 4 where hs is a multiple of 8,
+// else hs. With a sliding window (or a prefix) the threads of a warp start their keys at different rows, so at each
+// step they read 32 different rows of the tile at once, in 16-byte vectors (ld.shared.v4, 8 threads a step of the
+// hardware). At a stride of hs values those rows begin in the same bank whenever hs is a multiple of 32, and the 8
+// reads queue one after the other; a stride whose 16-byte chunks are odd in number puts the 8 rows in 8 different
+// groups of 4 banks, and keeps every row 16-byte aligned, so the vectors stay. (Under a causal mask the threads read
+// the same key at once, a broadcast: no conflict at any stride.) test_variants.cpp counts the conflicts.
+SK_HD constexpr int flash_stage_stride(int hs) { return hs % 8 == 0 ? hs + 4 : hs; }
+
 // One query row. HS, the head size, sizes the registers. slope: ALiBi's for the row's head (0 without ALiBi), which
 // takes slope |t - j| off each score.
 template <int HS, typename F = float>
@@ -71,13 +80,13 @@ SK_HD inline void flash_row_begin(FlashRow<HS, F>* r, const AttnSpec& spec, cons
 
 // The first (or only) pass over n scores s and their values v: the statistics, and in a one-pass map the accumulator
 // too. Two calls rather than one with `one_pass ? r->acc : nullptr`: a pointer chosen at run time keeps the compiler
-// from holding acc in registers (on a GPU it went to local memory).
-template <int HS, typename F>
+// from holding acc in registers (on a GPU it went to local memory). The values' rows are KS apart.
+template <int HS, int KS = HS, typename F>
 SK_HD inline void flash_stream_tile(FlashRow<HS, F>* r, const AttnSpec& spec, const F* s, const F* v, int n) {
     if (attn_stream_one_pass(spec))
-        attn_stream_tile(spec, &r->st, s, v, HS, n, HS, r->acc);
+        attn_stream_tile(spec, &r->st, s, v, KS, n, HS, r->acc);
     else
-        attn_stream_tile(spec, &r->st, s, v, HS, n, HS, (F*)nullptr);
+        attn_stream_tile(spec, &r->st, s, v, KS, n, HS, (F*)nullptr);
 }
 
 // The slot's entry (when the variant has one) in the given pass: 0 = the one pass (or the statistics pass of a
@@ -91,21 +100,22 @@ SK_HD inline void flash_row_slot(FlashRow<HS, F>* r, const AttnSpec& spec, F s_s
         attn_stream_accumulate(spec, r->st, &s_slot, v_slot, HS, 1, HS, r->acc, T);
 }
 
-// One key tile: keys k0 .. k0 + kn - 1, their K and V rows at ks and vs (stride HS: the staged tile). Only the row's
-// own visible keys in the tile count. `s` holds kn floats of scratch.
-template <int HS, typename F>
+// One key tile: keys k0 .. k0 + kn - 1, their K and V rows at ks and vs, KS values apart (the staged tile: the kernels
+// stage at flash_stage_stride(HS)). Only the row's own visible keys in the tile count. `s` holds kn floats of scratch.
+template <int HS, int KS = HS, typename F>
 SK_HD inline void flash_row_tile(FlashRow<HS, F>* r, const AttnSpec& spec, const F* ks, const F* vs, int k0, int kn,
                                  F tau, int pass, int T, F* s) {
+    static_assert(KS >= HS, "a staged row holds HS values");
     int j0, j1;
     flash_tile_span(r->lo, r->hi, k0, kn, &j0, &j1);
     if (j0 >= j1) return;
     for (int j = j0; j < j1; j++)
-        s[j - j0] = flash_score<HS>(r->q, ks + (size_t)(j - k0) * HS, tau, r->slope, r->t, j);
-    const F* v = vs + (size_t)(j0 - k0) * HS;
+        s[j - j0] = flash_score<HS>(r->q, ks + (size_t)(j - k0) * KS, tau, r->slope, r->t, j);
+    const F* v = vs + (size_t)(j0 - k0) * KS;
     if (pass == 0)
-        flash_stream_tile<HS>(r, spec, s, v, j1 - j0);
+        flash_stream_tile<HS, KS>(r, spec, s, v, j1 - j0);
     else
-        attn_stream_accumulate(spec, r->st, s, v, HS, j1 - j0, HS, r->acc, T);
+        attn_stream_accumulate(spec, r->st, s, v, KS, j1 - j0, HS, r->acc, T);
 }
 
 // The row's output (HS values), after every tile of every pass.
@@ -131,9 +141,10 @@ SK_HD inline int flash_passes(const AttnSpec& spec) { return attn_stream_one_pas
 // the kernel forms dq_t += tau ds_* k*, and the per-row parts of dk* (tau ds_* q_t), dv* (p_* dO_t) and the sink
 // logit (ds_*), which it then sums over t in order.
 
-// One query row of the backward: its query and output gradient, its forward state, D, and its visible keys.
+// One query row of the backward: its query and output gradient, its forward state, D, and its visible keys. 16-byte
+// aligned: where a kernel stages rows in shared memory, q and dO are read in vectors.
 template <int HS, typename F = float>
-struct FlashGradRow {
+struct alignas(16) FlashGradRow {
     F q[HS], dout[HS], dq[HS];
     AttnStreamState<F> st;
     F D, slope;
@@ -173,15 +184,16 @@ SK_HD inline void flash_grad_terms(const FlashGradRow<HS, F>* r, const F* kj, co
 }
 
 // Clipped softmax only: add a key tile's terms to D (a pass before the dq and dk/dv passes; the slot's term comes
-// from flash_clipped_D_slot).
-template <int HS, typename F>
+// from flash_clipped_D_slot). The tile's rows are KS apart, as in flash_row_tile.
+template <int HS, int KS = HS, typename F>
 SK_HD inline void flash_clipped_D_tile(FlashGradRow<HS, F>* r, const AttnSpec& spec, const F* ks, const F* vs, int k0,
                                        int kn, F tau, int T) {
+    static_assert(KS >= HS, "a staged row holds HS values");
     int j0, j1;
     flash_tile_span(r->lo, r->hi, k0, kn, &j0, &j1);
     for (int j = j0; j < j1; j++) {
         F s, dp;
-        flash_grad_terms(r, ks + (size_t)(j - k0) * HS, vs + (size_t)(j - k0) * HS, j, tau, &s, &dp);
+        flash_grad_terms(r, ks + (size_t)(j - k0) * KS, vs + (size_t)(j - k0) * KS, j, tau, &s, &dp);
         r->D += attn_stream_clipped_dterm(spec, r->st, s, dp, T);
     }
 }
@@ -209,21 +221,22 @@ SK_HD inline void flash_dq_slot(const FlashGradRow<HS, F>* r, const AttnSpec& sp
     *p_slot = attn_stream_weight(spec, r->st, s_slot, T);
 }
 
-// dq_t over one key tile (keys k0 .. k0 + kn - 1 at ks, vs; stride HS), in two sweeps: every key's tau ds_tj into
-// g (kn floats of scratch), then dq_t += g_j k_j, j in order. (In one sweep nvcc keeps a key's HS values in registers
-// from its score to its dq update, which with q, dO and dq spills at HS 64.)
-template <int HS, typename F>
+// dq_t over one key tile (keys k0 .. k0 + kn - 1 at ks, vs; rows KS apart, as in flash_row_tile), in two sweeps:
+// every key's tau ds_tj into g (kn floats of scratch), then dq_t += g_j k_j, j in order. (In one sweep nvcc keeps a
+// key's HS values in registers from its score to its dq update, which with q, dO and dq spills at HS 64.)
+template <int HS, int KS = HS, typename F>
 SK_HD inline void flash_dq_tile(FlashGradRow<HS, F>* r, const AttnSpec& spec, const F* ks, const F* vs, int k0, int kn,
                                 F tau, int T, F* g) {
+    static_assert(KS >= HS, "a staged row holds HS values");
     int j0, j1;
     flash_tile_span(r->lo, r->hi, k0, kn, &j0, &j1);
     for (int j = j0; j < j1; j++) {
         F s, dp;
-        flash_grad_terms(r, ks + (size_t)(j - k0) * HS, vs + (size_t)(j - k0) * HS, j, tau, &s, &dp);
+        flash_grad_terms(r, ks + (size_t)(j - k0) * KS, vs + (size_t)(j - k0) * KS, j, tau, &s, &dp);
         g[j - j0] = attn_stream_dscore(spec, r->st, s, dp, r->D, T) * tau;
     }
     for (int j = j0; j < j1; j++) {
-        const F* kj = ks + (size_t)(j - k0) * HS;
+        const F* kj = ks + (size_t)(j - k0) * KS;
         for (int d = 0; d < HS; d++) r->dq[d] = sk_fma(g[j - j0], kj[d], r->dq[d]);
     }
 }

@@ -1403,6 +1403,25 @@ TEST_CASE("the gradients inside a layer are held for one layer: a deeper model a
 // memory or a State before it was written. sk_block_threads runs each block's threads as a GPU may (each thread to
 // its next sync() before the next starts, in order or reversed, from NaN-filled States and shared memory); the
 // forward and backward must keep the default order's bits.
+// A GPU block has 48 KB of shared memory (sk_for_blocks refuses more there, at the first step); the CPU has no such
+// limit, so a layout that outgrew it would pass every other test here.
+template <int HS>
+static void check_stream_shared() {
+    INFO("head size " << HS);
+    for (int pass : {STREAM_FORWARD, STREAM_GRAD_ROWS, STREAM_GRAD_KEYS})
+        CHECK(stream_shared_bytes<HS, float>(pass) <= 48 * 1024);
+}
+TEST_CASE("the streamed attention's float blocks fit a GPU block's 48 KB of shared memory at every head size",
+          "[engine]") {
+    check_stream_shared<4>(), check_stream_shared<8>(), check_stream_shared<16>(), check_stream_shared<32>();
+    check_stream_shared<64>(), check_stream_shared<96>(), check_stream_shared<128>();  // attention_stream_supports'
+    // head size 64 (GPT-2): the key tile of 64 rows 68 floats apart and v*; the dk/dv block's own rows and 16 query
+    // rows of 800 bytes (12 hs + 28, rounded up to 16)
+    CHECK(stream_shared_bytes<64, float>(STREAM_FORWARD) == (2 * 64 * 68 + 64) * 4);
+    CHECK(sizeof(FlashGradRow<64, float>) == 800);
+    CHECK(stream_shared_bytes<64, float>(STREAM_GRAD_KEYS) == 2 * 64 * 68 * 4 + 16 * 800);
+}
+
 TEST_CASE("block threads as a GPU may run them: the streamed attention keeps its bits, in order and reversed",
           "[engine][blocks]") {
     const int B = 2, T = 80;  // query and key tiles of 64 (32 at head sizes 96 and 128), the last ones partial

@@ -2,7 +2,10 @@
 // differences in double precision (layer by layer and through the whole model), metrics of slots and proxies on
 // hand-built matrices, and a short training run of every variant that must end finite and below its starting loss.
 // Also the streaming forms and the flash kernel's per-row work against the row forms, the data manipulations (fixed
-// token, random positions) and text generation's reproducibility.
+// token, random positions) and text generation's reproducibility, and the bank conflicts of the staged key tiles.
+#include <map>
+#include <set>
+
 #include "test_helpers.h"
 
 // One named variant configuration (the flags a user would type).
@@ -210,7 +213,8 @@ static std::vector<VariantCase> flash_cases() {
 // covered (they need a GPU).
 TEST_CASE("the flash kernel's row functions over query and key tiles equal the row form (every variant, mask, slot)",
           "[variants]") {
-    const int hs = 64;
+    constexpr int hs = 64, KS = flash_stage_stride(hs);
+    static_assert(KS > hs, "the staged rows are padded, so a read past a row meets NaN");
     std::mt19937_64 rng(9);
     std::normal_distribution<float> nd(0.0f, 1.0f);
     double worst = 0;
@@ -250,8 +254,8 @@ TEST_CASE("the flash kernel's row functions over query and key tiles equal the r
                         ref[(size_t)t * hs + d] = y;
                     }
                 }
-                // the kernel's order of work
-                std::vector<float> ks((size_t)tile * hs), vs((size_t)tile * hs), scratch(tile);
+                // the kernel's order of work, the tile's rows KS apart as the kernels stage them, NaN between
+                std::vector<float> ks((size_t)tile * KS, NAN), vs((size_t)tile * KS, NAN), scratch(tile);
                 for (int t0 = 0; t0 < T; t0 += qtile) {
                     int t1 = std::min(T, t0 + qtile), klo, khi;
                     flash_tile_keys(spec, t0, t1, T, &klo, &khi);
@@ -264,12 +268,12 @@ TEST_CASE("the flash kernel's row functions over query and key tiles equal the r
                         for (int k0 = klo; k0 < khi; k0 += tile) {
                             for (int e = 0; e < tile * hs; e++) {
                                 int j = k0 + e / hs;
-                                ks[e] = j < T ? k[(size_t)j * hs + e % hs] : 0.0f;
-                                vs[e] = j < T ? v[(size_t)j * hs + e % hs] : 0.0f;
+                                ks[e / hs * KS + e % hs] = j < T ? k[(size_t)j * hs + e % hs] : 0.0f;
+                                vs[e / hs * KS + e % hs] = j < T ? v[(size_t)j * hs + e % hs] : 0.0f;
                             }
                             for (auto& r : rows)
-                                flash_row_tile(&r, spec, ks.data(), vs.data(), k0, std::min(tile, T - k0), tau, pass, T,
-                                               scratch.data());
+                                flash_row_tile<hs, KS>(&r, spec, ks.data(), vs.data(), k0, std::min(tile, T - k0), tau,
+                                                       pass, T, scratch.data());
                         }
                     }
                     for (int t = t0; t < t1; t++) flash_row_finish(&rows[t - t0], spec, &got[(size_t)t * hs]);
@@ -297,7 +301,7 @@ TEST_CASE("the flash kernel's row functions over query and key tiles equal the r
 // ds_* and p_*. Against the row form's backward (attn_row_backward), per tensor, relative to its largest entry.
 TEST_CASE("the flash backward's row functions over tiles equal the row form's gradients (every variant, mask, slot)",
           "[variants]") {
-    const int hs = 64;
+    constexpr int hs = 64, KS = flash_stage_stride(hs);
     std::mt19937_64 rng(17);
     std::normal_distribution<float> nd(0.0f, 1.0f);
     double worst = 0;
@@ -373,13 +377,14 @@ TEST_CASE("the flash backward's row functions over tiles equal the row form's gr
                 }
                 // the backward in the kernels' order
                 std::vector<FlashGradRow<hs>> rows(T);
-                std::vector<float> ks((size_t)tile * hs), vs((size_t)tile * hs), dq(n), dk(n, 0.0f), dv(n, 0.0f);
+                std::vector<float> ks((size_t)tile * KS, NAN), vs((size_t)tile * KS, NAN), dq(n), dk(n, 0.0f),
+                    dv(n, 0.0f);
                 std::vector<float> dss(T), ps(T);
-                auto stage = [&](int k0) {
+                auto stage = [&](int k0) {  // rows KS apart, as the kernels stage them, NaN between
                     for (int e = 0; e < tile * hs; e++) {
                         int j = k0 + e / hs;
-                        ks[e] = j < T ? k[(size_t)j * hs + e % hs] : 0.0f;
-                        vs[e] = j < T ? v[(size_t)j * hs + e % hs] : 0.0f;
+                        ks[e / hs * KS + e % hs] = j < T ? k[(size_t)j * hs + e % hs] : 0.0f;
+                        vs[e / hs * KS + e % hs] = j < T ? v[(size_t)j * hs + e % hs] : 0.0f;
                     }
                 };
                 for (int t0 = 0; t0 < T; t0 += qtile) {  // dq: one owner per query row
@@ -395,7 +400,8 @@ TEST_CASE("the flash backward's row functions over tiles equal the row form's gr
                         for (int k0 = klo; k0 < khi; k0 += tile) {
                             stage(k0);
                             for (int t = t0; t < t1; t++)
-                                flash_clipped_D_tile(&rows[t], spec, ks.data(), vs.data(), k0, std::min(tile, T - k0), tau, T);
+                                flash_clipped_D_tile<hs, KS>(&rows[t], spec, ks.data(), vs.data(), k0,
+                                                             std::min(tile, T - k0), tau, T);
                         }
                     }
                     for (int t = t0; t < t1 && slot; t++) {
@@ -407,8 +413,8 @@ TEST_CASE("the flash backward's row functions over tiles equal the row form's gr
                     for (int k0 = klo; k0 < khi; k0 += tile) {
                         stage(k0);
                         for (int t = t0; t < t1; t++)
-                            flash_dq_tile(&rows[t], spec, ks.data(), vs.data(), k0, std::min(tile, T - k0), tau, T,
-                                          g.data());
+                            flash_dq_tile<hs, KS>(&rows[t], spec, ks.data(), vs.data(), k0, std::min(tile, T - k0),
+                                                  tau, T, g.data());
                     }
                     for (int t = t0; t < t1; t++)
                         for (int d = 0; d < hs; d++) dq[(size_t)t * hs + d] = rows[t].dq[d];
@@ -438,6 +444,53 @@ TEST_CASE("the flash backward's row functions over tiles equal the row form's gr
         }
     }
     WARN("flash backward against the row form: worst error per tensor " << worst);
+}
+
+// The passes shared memory takes to serve one read of a warp, thread i reading `width` floats (1, 2 or 4: 4, 8 or 16
+// bytes, one aligned vector) at float address addr[i]: 128 bytes a pass, so a 16-byte read is served 8 threads at a
+// time, an 8-byte one 16 and a 4-byte one all 32; within such a group a bank (the float address mod 32) asked for
+// several different words serves them one a pass (the same word to many threads is one broadcast).
+static int shared_read_passes(const std::vector<int>& addr, int width) {
+    int per_group = 32 / width, passes = 0;
+    for (int g0 = 0; g0 < 32; g0 += per_group) {
+        std::map<int, std::set<int>> words;  // bank -> the words asked of it
+        for (int i = g0; i < g0 + per_group; i++)
+            for (int w = 0; w < width; w++) words[(addr[i] + w) % 32].insert(addr[i] + w);
+        size_t most = 0;
+        for (const auto& bank : words) most = std::max(most, bank.second.size());
+        passes += (int)most;
+    }
+    return passes;
+}
+
+// The streamed attention's forward and dq blocks read the staged key tile in 16-byte vectors (ld.shared.v4.f32 in the
+// PTX: dev/gpu/resources.py --ptx 'FlashRow|FlashGradRow'), each thread a row. Under a sliding window thread i of a
+// warp reads row i + c at the same step, so the rows' stride decides the bank conflicts; under a causal mask every
+// thread reads the same row (a broadcast).
+TEST_CASE("the streamed attention's staged key rows: 16-byte aligned, and no bank conflicts when a warp reads 32 "
+          "different rows", "[variants]") {
+    for (int hs : {4, 8, 16, 32, 64, 96, 128}) {
+        int KS = flash_stage_stride(hs);
+        INFO("head size " << hs << ", staged stride " << KS);
+        CHECK(KS >= hs);
+        CHECK(KS % 4 == 0);  // every row starts 16-byte aligned, so the vector reads stay
+        CHECK(KS <= hs + 4);
+        for (int shift : {0, 5, 63})
+            for (int c = 0; c < hs; c += 4) {
+                std::vector<int> window(32), causal(32, shift * KS + c), unpadded(32);
+                for (int i = 0; i < 32; i++) window[i] = (i + shift) * KS + c, unpadded[i] = (i + shift) * hs + c;
+                CHECK(shared_read_passes(window, 4) == 4);  // one pass for each quarter of the warp
+                CHECK(shared_read_passes(causal, 4) == 4);
+                // the stride the kernels had: every row of a quarter in the same 4 banks once hs is a multiple of 32
+                if (hs % 32 == 0 && c == 0) CHECK(shared_read_passes(unpadded, 4) == 32);
+            }
+    }
+    // and the model itself: 32 threads reading 32 consecutive floats take one pass, 32 floats 32 apart take 32
+    std::vector<int> row(32), column(32);
+    for (int i = 0; i < 32; i++) row[i] = i, column[i] = 32 * i;
+    CHECK(shared_read_passes(row, 1) == 1);
+    CHECK(shared_read_passes(column, 1) == 32);
+    CHECK(shared_read_passes(std::vector<int>(32, 7), 1) == 1);
 }
 
 TEST_CASE("row maps: closed forms", "[variants]") {

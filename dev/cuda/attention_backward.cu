@@ -31,13 +31,16 @@ of the report counts them (68 of 4096 rows for clipped at T 1024).
              part of kernels/attention_flash.cuh, which test_variants.cpp runs on the CPU against the row form.
              dq kernel: a block of 64 threads per (b, h, tile of 64 query rows), thread i owns row t0 + i as a
              FlashGradRow in registers (q, dO, dq, state, D); the block walks the key tiles its rows see, each tile
-             of K and V (64 x hs) staged in shared memory. Clipped softmax first takes a pass for D. It writes dq, the
-             slot's ds_* and D per row (B, NH, T), which the second kernel reads.
+             of K and V (64 x hs) staged in shared memory, its rows hs + 4 floats apart (flash_stage_stride: under a
+             sliding window the rows of a warp read 32 different keys at once, which at a stride of hs would share
+             their banks). Clipped softmax first takes a pass for D. It writes dq, the slot's ds_* and D per row
+             (B, NH, T), which the second kernel reads.
              dk/dv kernel: a block of 64 threads per (b, h, tile of 64 keys), thread i owns key j0 + i (dk, dv in
-             registers; its K and V rows in shared memory, at a stride of hs + 1 floats so that the 32 threads of a
-             warp read 32 banks). The block walks the query tiles that see its keys (flash_tile_queries), 16 rows at
-             a time: their q, dO, state and D staged in shared memory as FlashGradRows (16 rows and the block's keys
-             fill 45 of the 48 KB of static shared memory). Every output has one owner: no atomics.
+             registers; its K and V rows in shared memory, hs + 4 floats apart, which it reads in 16-byte vectors
+             with no bank conflict). The block walks the query tiles that see its keys (flash_tile_queries), 16 rows
+             at a time: their q, dO, state and D staged in shared memory as FlashGradRows, 16-byte aligned, so that
+             q and dO are read in vectors too (16 rows and the block's keys fill 46.5 of the 48 KB of static shared
+             memory). Every output has one owner: no atomics.
 
 Error: per tensor (dq, dk, dv, the slot's ds_*), the max error over max |ref| and the relative L2 error, each at most
 1e-5. Measured with --cpu-check, which runs both versions' device code on the CPU: version 1 equals the reference bit
@@ -81,6 +84,7 @@ at a time with the shared-memory tiles as host arrays, and checks it the same wa
 #define HS 64            // head size (the registers are sized by it)
 #define TILE 64          // threads per block: query rows of a dq block, keys of a dk/dv block and of a staged key tile
 #define QTILE 16         // query rows per staged tile of the dk/dv kernel
+static constexpr int KS = flash_stage_stride(HS);  // floats between the rows of a dq block's staged key tile (68)
 #define TOLERANCE 1e-5
 #define KINK_MARGIN 1e-4 // row_near_kink's distance, relative to the quantity's scale
 
@@ -397,7 +401,8 @@ SK_HD static void stage_keys(float* ks, float* vs, int stride, const float* qkv,
 }
 
 // The dq block of query tile `tile` of head bh: dq, the slot's ds_* and D of rows t0 .. t0 + TILE - 1. ks and vs
-// hold TILE x HS floats each (shared memory).
+// hold TILE rows of KS floats each (shared memory; KS = flash_stage_stride(HS), padded so that the rows of a sliding
+// window, which start at different keys, do not meet in the same banks).
 template <typename Block>
 SK_HD void backward_dq_block(Block& blk, float* ks, float* vs, const BackwardArgs& a, const Problem& pr, int tile,
                              int bh) {
@@ -424,10 +429,11 @@ SK_HD void backward_dq_block(Block& blk, float* ks, float* vs, const BackwardArg
         });
         for (int k0 = klo; k0 < khi; k0 += TILE) {
             blk.sync();  // every thread is done with the previous tile
-            blk.each([&](int i, FlashGradRow<HS>&) { stage_keys(ks, vs, HS, a.qkv, pr, b, h, k0, i); });
+            blk.each([&](int i, FlashGradRow<HS>&) { stage_keys(ks, vs, KS, a.qkv, pr, b, h, k0, i); });
             blk.sync();
             blk.each([&](int i, FlashGradRow<HS>& row) {
-                if (t0 + i < T) flash_clipped_D_tile(&row, spec, ks, vs, k0, T - k0 < TILE ? T - k0 : TILE, tau, T);
+                if (t0 + i < T)
+                    flash_clipped_D_tile<HS, KS>(&row, spec, ks, vs, k0, T - k0 < TILE ? T - k0 : TILE, tau, T);
             });
         }
     }
@@ -441,11 +447,11 @@ SK_HD void backward_dq_block(Block& blk, float* ks, float* vs, const BackwardArg
     });
     for (int k0 = klo; k0 < khi; k0 += TILE) {
         blk.sync();
-        blk.each([&](int i, FlashGradRow<HS>&) { stage_keys(ks, vs, HS, a.qkv, pr, b, h, k0, i); });
+        blk.each([&](int i, FlashGradRow<HS>&) { stage_keys(ks, vs, KS, a.qkv, pr, b, h, k0, i); });
         blk.sync();
         blk.each([&](int i, FlashGradRow<HS>& row) {
             float g[TILE];
-            if (t0 + i < T) flash_dq_tile(&row, spec, ks, vs, k0, T - k0 < TILE ? T - k0 : TILE, tau, T, g);
+            if (t0 + i < T) flash_dq_tile<HS, KS>(&row, spec, ks, vs, k0, T - k0 < TILE ? T - k0 : TILE, tau, T, g);
         });
     }
     blk.each([&](int i, FlashGradRow<HS>& row) {
@@ -461,7 +467,8 @@ struct KeyGrad {
 };
 
 // The dk/dv block of key tile `tile` of head bh: dk and dv of keys j0 .. j0 + TILE - 1, from the query tiles that see
-// them. kown and vown hold TILE x (HS + 1) floats each, rows QTILE FlashGradRows (shared memory).
+// them. kown and vown hold TILE rows of KS floats each (each thread reads its own row in 16-byte vectors: KS keeps a
+// quarter warp's 8 rows in 8 different groups of banks), rows QTILE FlashGradRows (shared memory).
 template <typename Block>
 SK_HD void backward_dkv_block(Block& blk, float* kown, float* vown, FlashGradRow<HS>* rows, const BackwardArgs& a,
                               const Problem& pr, int tile, int bh) {
@@ -469,7 +476,7 @@ SK_HD void backward_dkv_block(Block& blk, float* kown, float* vown, FlashGradRow
     int NH = pr.NH, T = pr.T, C = NH * HS, b = bh / NH, h = bh % NH, j0 = tile * TILE;
     float tau = 1.0f / sqrtf((float)HS);
     blk.each([&](int i, KeyGrad& g) {
-        stage_keys(kown, vown, HS + 1, a.qkv, pr, b, h, j0, i);
+        stage_keys(kown, vown, KS, a.qkv, pr, b, h, j0, i);
         for (int d = 0; d < HS; d++) g.dk[d] = g.dv[d] = 0;
     });
     int qlo, qhi;
@@ -490,12 +497,14 @@ SK_HD void backward_dkv_block(Block& blk, float* kown, float* vown, FlashGradRow
             rows[i].st.m = a.m[r];
             rows[i].st.l = a.l[r];
             rows[i].D = a.D[r];
+            rows[i].slope = 0.0f;  // no ALiBi here
+            rows[i].t = t;
             attn_visible_keys(spec, t, T, &rows[i].lo, &rows[i].hi);
         });
         blk.sync();
         blk.each([&](int i, KeyGrad& g) {
             if (j0 + i < T)
-                flash_dkv_tile(g.dk, g.dv, spec, kown + i * (HS + 1), vown + i * (HS + 1), j0 + i, rows,
+                flash_dkv_tile(g.dk, g.dv, spec, kown + i * KS, vown + i * KS, j0 + i, rows,
                                T - t0 < QTILE ? T - t0 : QTILE, tau, T);
         });
     }
@@ -511,13 +520,13 @@ SK_HD void backward_dkv_block(Block& blk, float* kown, float* vown, FlashGradRow
 }
 
 __global__ void __launch_bounds__(TILE) attention_backward_dq2(BackwardArgs a, Problem pr) {
-    __shared__ float ks[TILE * HS], vs[TILE * HS];
+    __shared__ __align__(16) float ks[TILE * KS], vs[TILE * KS];
     DeviceBlock<FlashGradRow<HS>> blk;
     backward_dq_block(blk, ks, vs, a, pr, blockIdx.x, blockIdx.y);
 }
 
 __global__ void __launch_bounds__(TILE) attention_backward_dkv2(BackwardArgs a, Problem pr) {
-    __shared__ float kown[TILE * (HS + 1)], vown[TILE * (HS + 1)];
+    __shared__ __align__(16) float kown[TILE * KS], vown[TILE * KS];
     __shared__ FlashGradRow<HS> rows[QTILE];
     DeviceBlock<KeyGrad> blk;
     backward_dkv_block(blk, kown, vown, rows, a, pr, blockIdx.x, blockIdx.y);
@@ -549,9 +558,14 @@ static void run_version_on_cpu(int version, const BackwardArgs& a, const Problem
             for (int j = 0; j < pr.T; j++) backward_key1(a, pr, head + j);
             return;
         }
-        std::vector<float> ks(TILE * (HS + 1)), vs(TILE * (HS + 1));
+        // shared memory and registers start as NaN (all bits set), as a GPU's hold whatever was there before: a
+        // block that reads what it did not write gets NaN into its results, which the check rejects
+        std::vector<float> ks(TILE * KS, NAN), vs(TILE * KS, NAN);
         std::vector<FlashGradRow<HS>> row_states(TILE), rows(QTILE);
         std::vector<KeyGrad> key_states(TILE);
+        memset((void*)row_states.data(), 0xff, row_states.size() * sizeof(row_states[0]));
+        memset((void*)rows.data(), 0xff, rows.size() * sizeof(rows[0]));
+        memset((void*)key_states.data(), 0xff, key_states.size() * sizeof(key_states[0]));
         for (int tile = 0; tile < tiles; tile++) {
             HostBlock<FlashGradRow<HS>> blk{row_states.data()};
             backward_dq_block(blk, ks.data(), vs.data(), a, pr, tile, bh);

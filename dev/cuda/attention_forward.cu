@@ -14,10 +14,12 @@ and a max error (over max |ref|) of 1e-5 (the streaming form reorders sums: test
              same arithmetic as passes of a thread per element, attention_forward_passes): slow, T x T scratch.
   version 2  flash-style, SIMT: one block of 64 threads per (b, h, tile of 64 queries); the block walks the key tiles
              its rows can see (a sliding window visits O(w) keys, not O(T)); each tile of K and V (64 x hs) goes
-             through shared memory; every thread keeps its query, its output accumulator and its row state (the
-             streaming forms of attention_variants.cuh) in registers. Never materialises T x T. Clipped softmax takes
-             two passes (statistics, then weights), the others one. The per-row work is kernels/attention_flash.cuh,
-             which test_variants.cpp runs on the CPU in this kernel's order against the row form.
+             through shared memory, its rows hs + 4 floats apart (flash_stage_stride: under a sliding window the
+             threads of a warp read 32 different keys at once, which at a stride of hs would share their banks);
+             every thread keeps its query, its output accumulator and its row state (the streaming forms of
+             attention_variants.cuh) in registers. Never materialises T x T. Clipped softmax takes two passes
+             (statistics, then weights), the others one. The per-row work is kernels/attention_flash.cuh, which
+             test_variants.cpp runs on the CPU in this kernel's order against the row form.
 
 Layout as in the trainers: qkv (B, T, 3C) with q | k | v of head h at h * hs in each third; y (B, T, C).
 ALiBi and the feature maps are not here (they change the scores, not the kernel's structure).
@@ -44,6 +46,7 @@ Build: make dev-cuda (nvcc, sm_80 and sm_90). Run on a GPU:
 #define HS 64            // head size (the template's registers are sized by it)
 #define TILE 64          // queries per block and keys per tile in version 2
 #define TOLERANCE 1e-5
+static constexpr int KS = flash_stage_stride(HS);  // floats between the rows of a staged key tile in version 2 (68)
 
 
 
@@ -118,7 +121,7 @@ __global__ void attention_forward1(float* y, float* scratch, const float* qkv, c
 __global__ void __launch_bounds__(TILE) attention_forward2(float* y, const float* qkv, const float* kstar,
                                                            const float* vstar, const float* sink_logit, AttnSpec spec,
                                                            int B, int NH, int T) {
-    __shared__ float ks[TILE * HS], vs[TILE * HS];
+    __shared__ __align__(16) float ks[TILE * KS], vs[TILE * KS];
     int b = blockIdx.y / NH, h = blockIdx.y % NH, C = NH * HS;
     int t0 = blockIdx.x * TILE, t = t0 + threadIdx.x;
     bool live = t < T;
@@ -137,11 +140,11 @@ __global__ void __launch_bounds__(TILE) attention_forward2(float* y, const float
             for (int e = threadIdx.x; e < TILE * HS; e += TILE) {  // consecutive threads, consecutive floats
                 int j = k0 + e / HS;
                 const float* row_j = qkv + ((size_t)b * T + (j < T ? j : 0)) * 3 * C + h * HS + e % HS;
-                ks[e] = j < T ? row_j[C] : 0.0f;
-                vs[e] = j < T ? row_j[2 * C] : 0.0f;
+                ks[e / HS * KS + e % HS] = j < T ? row_j[C] : 0.0f;
+                vs[e / HS * KS + e % HS] = j < T ? row_j[2 * C] : 0.0f;
             }
             __syncthreads();
-            if (live) flash_row_tile(&row, spec, ks, vs, k0, min(TILE, T - k0), tau, pass, T, s);
+            if (live) flash_row_tile<HS, KS>(&row, spec, ks, vs, k0, min(TILE, T - k0), tau, pass, T, s);
         }
     }
     if (live) flash_row_finish(&row, spec, y + ((size_t)b * T + t) * C + h * HS);
