@@ -15,7 +15,9 @@
 // epilogue adds the bias as the GEMM writes out (CUBLASLT_EPILOGUE_BIAS: out^T's rows are the bias's N entries), so
 // no separate pass writes the bias first; the others go to cublasGemmEx. Where cuBLASLt offers no algorithm for the
 // pointers' alignment, or SK_CUBLASLT=0 is in the environment, the bias is written into out first and kept with
-// beta = 1, as before.
+// beta = 1, as before. cuBLASLt's descriptors and the algorithm its heuristic picks (host work of tens of
+// microseconds, which NVIDIA advises doing once and reusing) are made at the first product of each kind (LtKey: its
+// shapes, epilogue, types and alignments) and kept for the run.
 // The tanh-GELU FFN (gpt2) takes its activation in the epilogue of the product before it (LT_GELU_BIAS) and its
 // gradient in the epilogue of the product after it in backward (LT_DGELU); a weight gradient with a bias takes the
 // bias gradient from its epilogue (LT_BGRADB; fp32 only, train_gpt_cpu.cpp), added to the gradients by one short
@@ -33,6 +35,10 @@
 // operand is made from them for each product.
 #pragma once
 #include <stdint.h>
+#include <string.h>
+
+#include <utility>
+#include <vector>
 
 // The column-major call (BLAS's convention) that computes the row-major product out = A B: the first operand is B,
 // the second A, each transposed when its row-major layout is not the column-major transpose wanted, and out^T is the
@@ -129,6 +135,50 @@ static inline BatchStrides batch_strides(const ColumnMajorGemm<F>& g0, const Col
 enum LtEpilogue { LT_BIAS, LT_GELU_BIAS, LT_DGELU, LT_BGRADB, LT_NUM_EPILOGUES };
 // test_engine.cpp runs these definitions through the layouts on the CPU, for each call the trainer makes.
 
+// the largest power of two up to 256 that divides the address: what the heuristic may assume of a pointer
+static inline uint32_t sk_alignment(const void* p) {
+    uint32_t a = 256;
+    while (a > 1 && (uintptr_t)p % a) a /= 2;
+    return a;
+}
+
+// Everything cuBLASLt's heuristic is told of a product with an epilogue, so everything its choice of algorithm can
+// depend on: the epilogue, the operands' type and the precision, the shapes, transposes and leading dimensions, and
+// each pointer's alignment (sk_alignment; 0 for a bias or aux matrix the product has not). Not the pointers
+// themselves: an algorithm chosen for one product serves another with the same key. Every step makes the same
+// products (each layer the same few), so gemm_cublaslt asks the heuristic once per key and keeps the plan for the run
+// (LtPlans), where it once built, asked and destroyed everything for every product.
+struct LtKey {
+    int kind, bf16_operands, precision, trans_first, trans_second, m, n, k, ld_first, ld_second, ldc;
+    uint32_t align_first, align_second, align_out, align_bias, align_aux;
+    bool operator==(const LtKey& o) const {
+        static_assert(sizeof(LtKey) == 16 * 4, "no padding: the fields are compared as bytes");
+        return memcmp(this, &o, sizeof o) == 0;
+    }
+};
+template <typename T>
+static inline LtKey lt_key(const ColumnMajorGemm<T>& g, LtEpilogue kind, bool bf16_operands, int precision,
+                           const void* out, const void* bias, const void* aux) {
+    return LtKey{(int)kind, bf16_operands, precision, g.trans_first, g.trans_second, g.m, g.n, g.k, g.ld_first,
+                 g.ld_second, g.ldc, sk_alignment(g.first), sk_alignment(g.second), sk_alignment(out),
+                 bias ? sk_alignment(bias) : 0u, aux ? sk_alignment(aux) : 0u};
+}
+
+// The plans made so far, by key. A model makes a few dozen distinct products at most, so a list searched in order.
+template <typename Plan>
+struct LtPlans {
+    std::vector<std::pair<LtKey, Plan>> plans;
+    Plan* find(const LtKey& key) {
+        for (auto& p : plans)
+            if (p.first == key) return &p.second;
+        return nullptr;
+    }
+    Plan* add(const LtKey& key, const Plan& plan) {  // (a pointer from an earlier find or add is not kept across this)
+        plans.push_back({key, plan});
+        return &plans.back().second;
+    }
+};
+
 #ifdef __CUDACC__
 #include <cublasLt.h>
 #include <cublas_v2.h>
@@ -191,13 +241,6 @@ static inline bool sk_cublaslt_enabled() {
     }
     return on != 0;
 }
-// the largest power of two up to 256 that divides the address: what the heuristic may assume of a pointer
-static inline uint32_t sk_alignment(const void* p) {
-    uint32_t a = 256;
-    while (a > 1 && (uintptr_t)p % a) a /= 2;
-    return a;
-}
-
 // A product cuBLASLt declined (its heuristic found no algorithm, or the call said CUBLAS_STATUS_NOT_SUPPORTED), said
 // once per epilogue and operand type on stderr, so that a run shows which fusions it lost; the caller's fallback
 // computes the product.
@@ -214,41 +257,44 @@ static inline void sk_cublaslt_declined(LtEpilogue kind, bool bf16_operands, int
             st == CUBLAS_STATUS_SUCCESS ? "no algorithm" : cublasGetStatusString(st));
 }
 
-// One cuBLASLt product with an epilogue, operands of type T (float or bf16), out, bias and aux fp32. bias:
-// LT_BIAS's and LT_GELU_BIAS's input (null: none), LT_BGRADB's output; aux: a matrix shaped like out^T with leading
-// dimension g.ldc. Returns false, having done nothing, where cuBLASLt has no algorithm for these types, shapes and
-// alignments, or its call refuses them (CUBLAS_STATUS_NOT_SUPPORTED), or SK_CUBLASLT=0: the caller then computes the
-// same another way.
-template <typename T>
-static bool gemm_cublaslt(float* out, const ColumnMajorGemm<T>& g, LtEpilogue kind, const float* bias, float* aux,
-                          float beta, int precision) {
-    if (!sk_cublaslt_enabled()) return false;
-    if (aux && (g.ldc % 8 != 0 || sk_alignment(aux) < 16)) return false;  // what the aux matrix needs
-    // the bias vector: the heuristic is told only the matrices' alignments, and an epilogue may read the bias in
-    // 16-byte vectors, so a bias that is not 16-byte aligned takes the fallback
-    if (bias && sk_alignment(bias) < 16) return false;
+// A product's plan: its descriptors and the heuristic's algorithm, or why cuBLASLt has none (ok false: `by` and the
+// status, for the note on stderr). Made at a key's first product and kept for the run.
+struct LtPlan {
     cublasLtMatmulDesc_t op = nullptr;
     cublasLtMatrixLayout_t la = nullptr, lb = nullptr, lc = nullptr;
-    cublasLtMatmulPreference_t pref = nullptr;
-    SK_CUBLAS(cublasLtMatmulDescCreate(&op, sk_cublas_compute<T>(precision), CUDA_R_32F));
+    cublasLtMatmulAlgo_t algo = {};
+    bool ok = false;
+    const char* by = "the heuristic";
+    cublasStatus_t st = CUBLAS_STATUS_SUCCESS;
+};
+
+// The descriptors of a product (g, kind; bias and aux as gemm_cublaslt takes them, set on the descriptor here and
+// again at every product) and the heuristic's first algorithm for them.
+template <typename T>
+static LtPlan lt_plan_make(const ColumnMajorGemm<T>& g, LtEpilogue kind, const float* bias, float* aux,
+                           const float* out, int precision) {
+    LtPlan plan;
+    SK_CUBLAS(cublasLtMatmulDescCreate(&plan.op, sk_cublas_compute<T>(precision), CUDA_R_32F));
     cublasOperation_t ta = g.trans_first ? CUBLAS_OP_T : CUBLAS_OP_N, tb = g.trans_second ? CUBLAS_OP_T : CUBLAS_OP_N;
     cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_BIAS;
     if (kind == LT_BGRADB) epilogue = CUBLASLT_EPILOGUE_BGRADB;
     if (kind == LT_DGELU) epilogue = CUBLASLT_EPILOGUE_DGELU;
     if (kind == LT_GELU_BIAS) epilogue = bias ? CUBLASLT_EPILOGUE_GELU_AUX_BIAS : CUBLASLT_EPILOGUE_GELU_AUX;
-    SK_CUBLAS(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
-    SK_CUBLAS(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
-    SK_CUBLAS(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof epilogue));
-    if (bias) SK_CUBLAS(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias));
+    SK_CUBLAS(cublasLtMatmulDescSetAttribute(plan.op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
+    SK_CUBLAS(cublasLtMatmulDescSetAttribute(plan.op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
+    SK_CUBLAS(cublasLtMatmulDescSetAttribute(plan.op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof epilogue));
+    if (bias)
+        SK_CUBLAS(cublasLtMatmulDescSetAttribute(plan.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias));
     if (aux) {
         int64_t ld = g.ldc;
-        SK_CUBLAS(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &aux, sizeof aux));
-        SK_CUBLAS(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, &ld, sizeof ld));
+        SK_CUBLAS(cublasLtMatmulDescSetAttribute(plan.op, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &aux, sizeof aux));
+        SK_CUBLAS(cublasLtMatmulDescSetAttribute(plan.op, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, &ld, sizeof ld));
     }
     LtLayout a = cublaslt_layout(g, 0), b = cublaslt_layout(g, 1), c = cublaslt_layout(g, 2);
-    SK_CUBLAS(cublasLtMatrixLayoutCreate(&la, sk_cuda_type<T>(), a.rows, a.cols, a.ld));
-    SK_CUBLAS(cublasLtMatrixLayoutCreate(&lb, sk_cuda_type<T>(), b.rows, b.cols, b.ld));
-    SK_CUBLAS(cublasLtMatrixLayoutCreate(&lc, CUDA_R_32F, c.rows, c.cols, c.ld));
+    SK_CUBLAS(cublasLtMatrixLayoutCreate(&plan.la, sk_cuda_type<T>(), a.rows, a.cols, a.ld));
+    SK_CUBLAS(cublasLtMatrixLayoutCreate(&plan.lb, sk_cuda_type<T>(), b.rows, b.cols, b.ld));
+    SK_CUBLAS(cublasLtMatrixLayoutCreate(&plan.lc, CUDA_R_32F, c.rows, c.cols, c.ld));
+    cublasLtMatmulPreference_t pref = nullptr;
     SK_CUBLAS(cublasLtMatmulPreferenceCreate(&pref));
     uint64_t ws = SK_CUBLASLT_WORKSPACE;
     uint32_t align_a = sk_alignment(g.first), align_b = sk_alignment(g.second), align_c = sk_alignment(out);
@@ -264,26 +310,52 @@ static bool gemm_cublaslt(float* out, const ColumnMajorGemm<T>& g, LtEpilogue ki
     cublasLtMatmulHeuristicResult_t heuristic = {};
     int found = 0;
     // the heuristic also reads the bias and aux pointers' alignment off the descriptor
-    cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(sk_cublaslt_handle(), op, la, lb, lc, lc, pref, 1, &heuristic,
-                                                       &found);
-    bool ok = st == CUBLAS_STATUS_SUCCESS && found > 0;
-    const char* by = "the heuristic";
-    if (ok) {
+    plan.st = cublasLtMatmulAlgoGetHeuristic(sk_cublaslt_handle(), plan.op, plan.la, plan.lb, plan.lc, plan.lc, pref, 1,
+                                             &heuristic, &found);
+    cublasLtMatmulPreferenceDestroy(pref);
+    plan.ok = plan.st == CUBLAS_STATUS_SUCCESS && found > 0;
+    plan.algo = heuristic.algo;
+    return plan;
+}
+
+// One cuBLASLt product with an epilogue, operands of type T (float or bf16), out, bias and aux fp32. bias:
+// LT_BIAS's and LT_GELU_BIAS's input (null: none), LT_BGRADB's output; aux: a matrix shaped like out^T with leading
+// dimension g.ldc. Returns false, having done nothing, where cuBLASLt has no algorithm for these types, shapes and
+// alignments, or its call refuses them (CUBLAS_STATUS_NOT_SUPPORTED), or SK_CUBLASLT=0: the caller then computes the
+// same another way. The plan (descriptors, algorithm, or the refusal) is made at its key's first product and kept.
+template <typename T>
+static bool gemm_cublaslt(float* out, const ColumnMajorGemm<T>& g, LtEpilogue kind, const float* bias, float* aux,
+                          float beta, int precision) {
+    if (!sk_cublaslt_enabled()) return false;
+    if (aux && (g.ldc % 8 != 0 || sk_alignment(aux) < 16)) return false;  // what the aux matrix needs
+    // the bias vector: the heuristic is told only the matrices' alignments, and an epilogue may read the bias in
+    // 16-byte vectors, so a bias that is not 16-byte aligned takes the fallback
+    if (bias && sk_alignment(bias) < 16) return false;
+    const bool bf16_operands = std::is_same<T, bf16>::value;
+    static LtPlans<LtPlan> plans;  // the host thread's (the trainer makes every product from one)
+    LtKey key = lt_key(g, kind, bf16_operands, precision, out, bias, aux);
+    LtPlan* plan = plans.find(key);
+    if (!plan) plan = plans.add(key, lt_plan_make(g, kind, bias, aux, out, precision));
+    if (plan->ok) {
+        // this product's bias and aux: a descriptor is read when the product is enqueued, so setting it again for
+        // the next one does not touch this one
+        if (bias)
+            SK_CUBLAS(cublasLtMatmulDescSetAttribute(plan->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias));
+        if (aux)
+            SK_CUBLAS(cublasLtMatmulDescSetAttribute(plan->op, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &aux,
+                                                     sizeof aux));
         const float alpha = 1.0f;
-        st = cublasLtMatmul(sk_cublaslt_handle(), op, &alpha, g.first, la, g.second, lb, &beta, out, lc, out, lc,
-                            &heuristic.algo, sk_cublaslt_workspace(), SK_CUBLASLT_WORKSPACE, 0);
+        cublasStatus_t st = cublasLtMatmul(sk_cublaslt_handle(), plan->op, &alpha, g.first, plan->la, g.second,
+                                           plan->lb, &beta, out, plan->lc, out, plan->lc, &plan->algo,
+                                           sk_cublaslt_workspace(), SK_CUBLASLT_WORKSPACE, 0);
         // an algorithm the heuristic offered may still refuse these buffers before it writes anything (cuBLASLt's
-        // documentation says so of alignment): that is a fallback too; any other error stops the run
-        if (st == CUBLAS_STATUS_NOT_SUPPORTED) ok = false, by = "the call";
+        // documentation says so of alignment): that is a fallback too, for this key from now on; any other error
+        // stops the run
+        if (st == CUBLAS_STATUS_NOT_SUPPORTED) plan->ok = false, plan->by = "the call", plan->st = st;
         else SK_CUBLAS(st);
     }
-    if (!ok) sk_cublaslt_declined(kind, std::is_same<T, bf16>::value, g.m, g.n, g.k, by, st);
-    cublasLtMatmulPreferenceDestroy(pref);
-    cublasLtMatrixLayoutDestroy(lc);
-    cublasLtMatrixLayoutDestroy(lb);
-    cublasLtMatrixLayoutDestroy(la);
-    cublasLtMatmulDescDestroy(op);
-    return ok;
+    if (!plan->ok) sk_cublaslt_declined(kind, bf16_operands, g.m, g.n, g.k, plan->by, plan->st);
+    return plan->ok;
 }
 
 template <typename T>

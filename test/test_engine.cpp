@@ -535,6 +535,71 @@ static void strided_batch_reference(F* out0, const ColumnMajorGemm<T>& g0, const
     }
 }
 
+// gemm_cublaslt keeps each product's plan (its descriptors and the heuristic's algorithm) under an LtKey: what the
+// heuristic is told. Two products may share a plan only when they agree in all of it; each layer's products do.
+TEST_CASE("cuBLASLt's plans are kept by everything the heuristic is told: the products of different layers share "
+          "one, a change of shape, transpose, epilogue, precision, type or any pointer's alignment does not",
+          "[engine]") {
+    const int BT = 64, C = 48, OC = 96, L = 3, BIAS = 128;  // the bias's slot padded to 64 floats' multiple
+    alignas(256) static float buf[L * (BT * C + OC * C + BT * OC + BIAS)];
+    // layer l's input, weight, output and bias, each at a 256-byte boundary (as the trainer's layer slices are where
+    // their sizes are multiples of 64 floats, as in GPT-2's shapes; where not, their products get keys of their own)
+    auto at = [&](int l, int which) {
+        size_t per = BT * C + OC * C + BT * OC + BIAS, offs[4] = {0, (size_t)BT * C, (size_t)BT * C + OC * C,
+                                                                   (size_t)BT * C + OC * C + BT * OC};
+        return buf + l * per + offs[which];
+    };
+    // the sizes are multiples of 64 floats, so every tensor above is 256-byte aligned
+    for (int l = 0; l < L; l++)
+        for (int w = 0; w < 4; w++) REQUIRE(sk_alignment(at(l, w)) == 256);
+    auto key = [&](int l, LtEpilogue kind, int precision, bool bf16, int shift_out, bool bias) {
+        auto g = linear_forward_gemm((const float*)at(l, 0), (const float*)at(l, 1), BT, C, OC);
+        return lt_key(g, kind, bf16, precision, at(l, 2) + shift_out, bias ? at(l, 3) : nullptr, nullptr);
+    };
+    LtKey k0 = key(0, LT_BIAS, PRECISION_FP32, false, 0, true);
+    for (int l = 1; l < L; l++) CHECK(key(l, LT_BIAS, PRECISION_FP32, false, 0, true) == k0);
+    CHECK(!(key(0, LT_GELU_BIAS, PRECISION_FP32, false, 0, true) == k0));
+    CHECK(!(key(0, LT_BIAS, PRECISION_TF32, false, 0, true) == k0));
+    CHECK(!(key(0, LT_BIAS, PRECISION_FP32, true, 0, true) == k0));
+    CHECK(!(key(0, LT_BIAS, PRECISION_FP32, false, 4, true) == k0));  // out 16 bytes off a 256-byte boundary
+    CHECK(!(key(0, LT_BIAS, PRECISION_FP32, false, 0, false) == k0));  // no bias
+    // the other fields, one at a time
+    auto g = linear_forward_gemm((const float*)at(0, 0), (const float*)at(0, 1), BT, C, OC);
+    auto other = [&](auto change) {
+        ColumnMajorGemm<float> h = g;
+        change(h);
+        return lt_key(h, LT_BIAS, false, PRECISION_FP32, at(0, 2), at(0, 3), nullptr);
+    };
+    CHECK(other([](ColumnMajorGemm<float>&) {}) == k0);
+    CHECK(!(other([](ColumnMajorGemm<float>& h) { h.trans_first = !h.trans_first; }) == k0));
+    CHECK(!(other([](ColumnMajorGemm<float>& h) { h.trans_second = !h.trans_second; }) == k0));
+    CHECK(!(other([](ColumnMajorGemm<float>& h) { h.m++; }) == k0));
+    CHECK(!(other([](ColumnMajorGemm<float>& h) { h.n++; }) == k0));
+    CHECK(!(other([](ColumnMajorGemm<float>& h) { h.k++; }) == k0));
+    CHECK(!(other([](ColumnMajorGemm<float>& h) { h.ld_first++; }) == k0));
+    CHECK(!(other([](ColumnMajorGemm<float>& h) { h.ld_second++; }) == k0));
+    CHECK(!(other([](ColumnMajorGemm<float>& h) { h.ldc++; }) == k0));
+    CHECK(!(other([](ColumnMajorGemm<float>& h) { h.first += 2; }) == k0));   // 8-byte aligned
+    CHECK(!(other([](ColumnMajorGemm<float>& h) { h.second += 1; }) == k0));  // 4-byte aligned
+    // the bias's and aux's alignments
+    auto gl = linear_forward_gemm((const float*)at(0, 0), (const float*)at(0, 1), BT, C, OC);
+    LtKey ka = lt_key(gl, LT_GELU_BIAS, false, PRECISION_FP32, at(0, 2), at(0, 3), at(1, 2));
+    CHECK(lt_key(gl, LT_GELU_BIAS, false, PRECISION_FP32, at(0, 2), at(1, 3), at(2, 2)) == ka);
+    CHECK(!(lt_key(gl, LT_GELU_BIAS, false, PRECISION_FP32, at(0, 2), at(0, 3) + 4, at(1, 2)) == ka));
+    CHECK(!(lt_key(gl, LT_GELU_BIAS, false, PRECISION_FP32, at(0, 2), at(0, 3), at(1, 2) + 4) == ka));
+    CHECK(!(lt_key(gl, LT_GELU_BIAS, false, PRECISION_FP32, at(0, 2), at(0, 3), nullptr) == ka));
+    // the list of plans: found by key, one entry a key
+    LtPlans<int> plans;
+    CHECK(plans.find(k0) == nullptr);
+    *plans.add(k0, 7) += 1;
+    plans.add(ka, 9);
+    REQUIRE(plans.find(key(2, LT_BIAS, PRECISION_FP32, false, 0, true)) != nullptr);
+    CHECK(*plans.find(key(2, LT_BIAS, PRECISION_FP32, false, 0, true)) == 8);
+    CHECK(*plans.find(ka) == 9);
+    CHECK(plans.find(key(0, LT_BIAS, PRECISION_BF16, false, 0, true)) == nullptr);
+    CHECK(plans.plans.size() == 2);
+}
+
 TEST_CASE("the gated FFN's two products as one strided batch: each batch is its own product, forward and weight "
           "gradient; calls of other shapes, out of order or with overlapping outputs are refused", "[engine]") {
     std::mt19937_64 rng(23);
