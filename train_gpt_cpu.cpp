@@ -1457,14 +1457,15 @@ static inline bool attention_stream_supports(int hs) {
 
 // Threads per block (NT: query rows of a forward or dq block, keys of a key tile and of a dk/dv block) and query rows
 // per staged tile of a dk/dv block (QT), by head size: the shared memory of a float block stays under 48 KB. KS: the
-// stride of a staged key tile's rows (flash_stage_stride: read in 16-byte vectors without bank conflicts). OWN: the
-// stride of a dk/dv block's own K and V rows, which each thread reads for every query row: KS up to head size 64;
+// stride of a staged key tile's rows (flash_stage_stride: read in 16-byte vectors without bank conflicts). OWN_STRIDE:
+// the stride of a dk/dv block's own K and V rows, which each thread reads for every query row: KS up to head size 64;
 // above, HS + 1 (one value a read, also free of conflicts), since the vectors' registers made the block spill at 96
-// (ptxas: dev/gpu/resources.py 'StreamKeyGrad').
+// (ptxas: dev/gpu/resources.py 'StreamKeyGrad'). At 128 the block still spills more than with single reads (328 bytes of
+// spill stores against 300 on sm_90, a 144-byte frame against 120), from the FlashGradRows' vector reads.
 template <int HS>
 struct FlashShape {
     static constexpr int NT = HS > 64 ? 32 : 64, QT = HS > 64 ? 8 : 16, KS = flash_stage_stride(HS),
-                         OWN = HS > 64 ? HS + 1 : KS;
+                         OWN_STRIDE = HS > 64 ? HS + 1 : KS;
 };
 
 // The stack a GPU thread of the streamed attention needs, by head size: at 128 the dq block's thread keeps q, dO and
@@ -1648,20 +1649,21 @@ struct StreamKeyGrad {
 };
 
 // The dk/dv block of head bh, keys j0 .. j0 + NT - 1, from the query rows that see them. shared: the block's K and V
-// rows (NT rows each, OWN values apart: the 32 threads of a warp, each reading its own row, meet no bank conflict),
-// then QT FlashGradRows (the staged query rows, 16-byte aligned, which every thread reads at once).
+// rows (NT rows each, OWN_STRIDE values apart: the 32 threads of a warp, each reading its own row, meet no bank
+// conflict), then QT FlashGradRows (the staged query rows, 16-byte aligned, which every thread reads at once).
 template <int HS, typename F>
 SK_HD static void stream_dkv_block(SkBlock<StreamKeyGrad<HS, F>>& blk, const StreamAttn<F>& sa, int bh, int tile,
                                    void* shared) {
-    constexpr int NT = FlashShape<HS>::NT, QT = FlashShape<HS>::QT, OWN = FlashShape<HS>::OWN;
+    constexpr int NT = FlashShape<HS>::NT, QT = FlashShape<HS>::QT, OWN_STRIDE = FlashShape<HS>::OWN_STRIDE;
     const AttnSpec& spec = sa.ap.spec;
     int T = sa.T, C = sa.C, NH = sa.NH, b = bh / NH, h = bh % NH, j0 = tile * NT, j1 = j0 + NT < T ? j0 + NT : T;
     F tau = F(1) / sk_sqrt(F(HS)), slope = sa.ap.alibi ? F(sa.ap.alibi[h]) : F(0);
-    F *kown = (F*)shared, *vown = kown + NT * OWN;
-    static_assert(2 * NT * OWN * sizeof(F) % alignof(FlashGradRow<HS, F>) == 0, "the rows after the keys, aligned");
-    FlashGradRow<HS, F>* rows = (FlashGradRow<HS, F>*)(vown + NT * OWN);
+    F *kown = (F*)shared, *vown = kown + NT * OWN_STRIDE;
+    static_assert(2 * NT * OWN_STRIDE * sizeof(F) % alignof(FlashGradRow<HS, F>) == 0,
+                  "the rows after the keys, aligned");
+    FlashGradRow<HS, F>* rows = (FlashGradRow<HS, F>*)(vown + NT * OWN_STRIDE);
     blk.each([&](int i, StreamKeyGrad<HS, F>& g) {
-        stream_stage_keys<HS>(kown, vown, OWN, sa, b, h, j0, i);
+        stream_stage_keys<HS>(kown, vown, OWN_STRIDE, sa, b, h, j0, i);
         for (int d = 0; d < HS; d++) g.dk[d] = g.dv[d] = 0;
     });
     int qlo, qhi;
@@ -1690,8 +1692,8 @@ SK_HD static void stream_dkv_block(SkBlock<StreamKeyGrad<HS, F>>& blk, const Str
         blk.sync();
         blk.each([&](int i, StreamKeyGrad<HS, F>& g) {
             if (j0 + i < T)
-                flash_dkv_tile(g.dk, g.dv, spec, (const F*)kown + i * OWN, (const F*)vown + i * OWN, j0 + i,
-                               (const FlashGradRow<HS, F>*)rows, T - t0 < QT ? T - t0 : QT, tau, T);
+                flash_dkv_tile(g.dk, g.dv, spec, (const F*)kown + i * OWN_STRIDE, (const F*)vown + i * OWN_STRIDE,
+                               j0 + i, (const FlashGradRow<HS, F>*)rows, T - t0 < QT ? T - t0 : QT, tau, T);
         });
     }
     blk.each([&](int i, StreamKeyGrad<HS, F>& g) {
@@ -1706,12 +1708,12 @@ SK_HD static void stream_dkv_block(SkBlock<StreamKeyGrad<HS, F>>& blk, const Str
 }
 
 // The shared memory of a pass's blocks: the forward's and the dq block's, the staged key tile (K and V, NT rows KS
-// apart) and v*; the dk/dv block's, its own K and V rows (OWN apart) and QT staged query rows. A GPU block has 48 KB
-// (test_engine.cpp holds every head size's float blocks to it; sk_for_blocks refuses more on a GPU).
+// apart) and v*; the dk/dv block's, its own K and V rows (OWN_STRIDE apart) and QT staged query rows. A GPU block has
+// 48 KB (test_engine.cpp holds every head size's float blocks to it; sk_for_blocks refuses more on a GPU).
 template <int HS, typename F>
 constexpr size_t stream_shared_bytes(int pass) {
     using S = FlashShape<HS>;
-    return pass == STREAM_GRAD_KEYS ? 2 * S::NT * S::OWN * sizeof(F) + S::QT * sizeof(FlashGradRow<HS, F>)
+    return pass == STREAM_GRAD_KEYS ? 2 * S::NT * S::OWN_STRIDE * sizeof(F) + S::QT * sizeof(FlashGradRow<HS, F>)
                                     : (2 * S::NT * S::KS + HS) * sizeof(F);
 }
 

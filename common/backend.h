@@ -458,6 +458,15 @@ struct SkWarp {
     }
 };
 
+// A CPU block's shared memory, in 16-byte chunks: aligned as a GPU's, whose blocks cast it to 16-byte-aligned rows
+// (FlashGradRow) and read vectors from it.
+struct alignas(16) SkSharedChunk {
+    unsigned char bytes[16];
+};
+static inline std::vector<SkSharedChunk> sk_shared_chunks(size_t bytes) {
+    return std::vector<SkSharedChunk>((bytes + sizeof(SkSharedChunk) - 1) / sizeof(SkSharedChunk));
+}
+
 // The block of sk_for_blocks on the CPU: the block's threads one after another, each step for every thread in turn.
 // Tests can run a block's threads as a GPU may instead (sk_block_threads, below): then `me` is the thread running.
 struct SkBlockThreads;
@@ -518,7 +527,7 @@ template <typename State, typename Body>
 static void sk_for_blocks_as_threads(int nx, int ny, int threads, size_t shared_bytes, Body body) {
     static_assert(std::is_trivially_copyable<State>::value, "a State is filled with NaN bytes");
     std::vector<State> states(threads);
-    std::vector<double> shared((shared_bytes + sizeof(double) - 1) / sizeof(double));
+    std::vector<SkSharedChunk> shared = sk_shared_chunks(shared_bytes);
     SkBlockThreads r;
     r.ctx.resize(threads);
     r.stacks.assign(threads, std::vector<char>(1 << 18));
@@ -531,7 +540,7 @@ static void sk_for_blocks_as_threads(int nx, int ny, int threads, size_t shared_
     for (long b = 0; b < blocks; b++) {
         long k = sk_block_threads < 0 ? blocks - 1 - b : b;
         memset((void*)states.data(), 0xff, states.size() * sizeof(State));
-        memset((void*)shared.data(), 0xff, shared.size() * sizeof(double));
+        memset((void*)shared.data(), 0xff, shared.size() * sizeof(SkSharedChunk));
         SkBlock<State> blk{states.data(), threads};
         blk.runner = &r;
         int x = (int)(k % nx), y = (int)(k / nx);
@@ -574,7 +583,7 @@ static inline void sk_for_blocks(int nx, int ny, int threads, size_t shared_byte
 #pragma omp parallel
     {
         std::vector<State> states(threads);
-        std::vector<double> shared((shared_bytes + sizeof(double) - 1) / sizeof(double));
+        std::vector<SkSharedChunk> shared = sk_shared_chunks(shared_bytes);
         SkBlock<State> blk{states.data(), threads};
 #pragma omp for schedule(dynamic, 1)  // blocks differ in work (a causal mask's last query tiles see the most keys)
         for (long k = 0; k < (long)nx * ny; k++) body(blk, (int)(k % nx), (int)(k / nx), (void*)shared.data());

@@ -41,11 +41,13 @@ SK_HD inline void flash_tile_span(int lo, int hi, int k0, int kn, int* j0, int* 
 
 // The stride, in values, between the rows of a staged key tile of head size hs: hs + 4 where hs is a multiple of 8,
 // else hs. With a sliding window (or a prefix) the threads of a warp start their keys at different rows, so at each
-// step they read 32 different rows of the tile at once, in 16-byte vectors (ld.shared.v4, 8 threads a step of the
-// hardware). At a stride of hs values those rows begin in the same bank whenever hs is a multiple of 32, and the 8
-// reads queue one after the other; a stride whose 16-byte chunks are odd in number puts the 8 rows in 8 different
-// groups of 4 banks, and keeps every row 16-byte aligned, so the vectors stay. (Under a causal mask the threads read
-// the same key at once, a broadcast: no conflict at any stride.) test_variants.cpp counts the conflicts.
+// step they read 32 different rows of the tile at once, in 16-byte vectors (ld.shared.v4, served 8 threads at a
+// time). At a stride of hs values, a multiple of 8, the 8 rows of such a group fall in at most 4 of the 8 groups of 4
+// banks (hs 8: 4 groups, 2 reads queue in each; hs 16: 2 groups, 4 reads; a multiple of 32: 1 group, all 8); a
+// stride whose 16-byte chunks are odd in number puts them in 8 different groups, and keeps every row 16-byte aligned,
+// so the vectors stay. (Under a causal mask the threads read the same key at once, a broadcast: no conflict at any
+// stride.) test_variants.cpp counts the passes in the commonly described model of the banks (NVIDIA does not publish
+// how a 16-byte read is split); on a GPU, ncu's l1tex__data_bank_conflicts_pipe_lsu_mem_shared_op_ld.sum counts them.
 SK_HD constexpr int flash_stage_stride(int hs) { return hs % 8 == 0 ? hs + 4 : hs; }
 
 // One query row. HS, the head size, sizes the registers. slope: ALiBi's for the row's head (0 without ALiBi), which

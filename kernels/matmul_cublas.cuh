@@ -16,8 +16,8 @@
 // no separate pass writes the bias first; the others go to cublasGemmEx. Where cuBLASLt offers no algorithm for the
 // pointers' alignment, or SK_CUBLASLT=0 is in the environment, the bias is written into out first and kept with
 // beta = 1, as before. cuBLASLt's descriptors and the algorithm its heuristic picks (host work of tens of
-// microseconds, which NVIDIA advises doing once and reusing) are made at the first product of each kind (LtKey: its
-// shapes, epilogue, types and alignments) and kept for the run.
+// microseconds; cublasLt.h notes that an algorithm can be kept and restored to save selecting it again) are made at
+// the first product of each kind (LtKey: its shapes, epilogue, types and alignments) and kept for the run.
 // The tanh-GELU FFN (gpt2) takes its activation in the epilogue of the product before it (LT_GELU_BIAS) and its
 // gradient in the epilogue of the product after it in backward (LT_DGELU); a weight gradient with a bias takes the
 // bias gradient from its epilogue (LT_BGRADB; fp32 only, train_gpt_cpu.cpp), added to the gradients by one short
@@ -147,7 +147,7 @@ static inline uint32_t sk_alignment(const void* p) {
 // each pointer's alignment (sk_alignment; 0 for a bias or aux matrix the product has not). Not the pointers
 // themselves: an algorithm chosen for one product serves another with the same key. Every step makes the same
 // products (each layer the same few), so gemm_cublaslt asks the heuristic once per key and keeps the plan for the run
-// (LtPlans), where it once built, asked and destroyed everything for every product.
+// (LtPlans).
 struct LtKey {
     int kind, bf16_operands, precision, trans_first, trans_second, m, n, k, ld_first, ld_second, ldc;
     uint32_t align_first, align_second, align_out, align_bias, align_aux;
@@ -173,7 +173,7 @@ struct LtPlans {
             if (p.first == key) return &p.second;
         return nullptr;
     }
-    Plan* add(const LtKey& key, const Plan& plan) {  // (a pointer from an earlier find or add is not kept across this)
+    Plan* add(const LtKey& key, const Plan& plan) {  // may reallocate: earlier pointers from find or add are invalid
         plans.push_back({key, plan});
         return &plans.back().second;
     }
@@ -268,11 +268,11 @@ struct LtPlan {
     cublasStatus_t st = CUBLAS_STATUS_SUCCESS;
 };
 
-// The descriptors of a product (g, kind; bias and aux as gemm_cublaslt takes them, set on the descriptor here and
+// The descriptors of a product (out, g, kind, bias and aux as gemm_cublaslt takes them, set on the descriptor here and
 // again at every product) and the heuristic's first algorithm for them.
 template <typename T>
-static LtPlan lt_plan_make(const ColumnMajorGemm<T>& g, LtEpilogue kind, const float* bias, float* aux,
-                           const float* out, int precision) {
+static LtPlan lt_plan_make(const float* out, const ColumnMajorGemm<T>& g, LtEpilogue kind, const float* bias,
+                           float* aux, int precision) {
     LtPlan plan;
     SK_CUBLAS(cublasLtMatmulDescCreate(&plan.op, sk_cublas_compute<T>(precision), CUDA_R_32F));
     cublasOperation_t ta = g.trans_first ? CUBLAS_OP_T : CUBLAS_OP_N, tb = g.trans_second ? CUBLAS_OP_T : CUBLAS_OP_N;
@@ -328,17 +328,18 @@ static bool gemm_cublaslt(float* out, const ColumnMajorGemm<T>& g, LtEpilogue ki
                           float beta, int precision) {
     if (!sk_cublaslt_enabled()) return false;
     if (aux && (g.ldc % 8 != 0 || sk_alignment(aux) < 16)) return false;  // what the aux matrix needs
-    // the bias vector: the heuristic is told only the matrices' alignments, and an epilogue may read the bias in
-    // 16-byte vectors, so a bias that is not 16-byte aligned takes the fallback
+    // the bias vector: the preference can state only the four matrices' least alignment; the heuristic reads the
+    // bias pointer's off the descriptor, but the documentation promises nothing for a bias below 16 bytes, so such a
+    // bias takes the fallback rather than an algorithm that may read it in 16-byte vectors
     if (bias && sk_alignment(bias) < 16) return false;
     const bool bf16_operands = std::is_same<T, bf16>::value;
-    static LtPlans<LtPlan> plans;  // the host thread's (the trainer makes every product from one)
+    static LtPlans<LtPlan> plans;  // one list, like the handles: every product is made by the trainer's main thread
     LtKey key = lt_key(g, kind, bf16_operands, precision, out, bias, aux);
     LtPlan* plan = plans.find(key);
-    if (!plan) plan = plans.add(key, lt_plan_make(g, kind, bias, aux, out, precision));
+    if (!plan) plan = plans.add(key, lt_plan_make(out, g, kind, bias, aux, precision));
     if (plan->ok) {
-        // this product's bias and aux: a descriptor is read when the product is enqueued, so setting it again for
-        // the next one does not touch this one
+        // this product's bias and aux, set on the kept descriptor before each call (as other frameworks that keep
+        // cuBLASLt plans do): the plan's algorithm was chosen for the key, which holds these pointers' alignment
         if (bias)
             SK_CUBLAS(cublasLtMatmulDescSetAttribute(plan->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias));
         if (aux)
