@@ -1223,14 +1223,16 @@ static void train_step(Run* r, int step) {
     double dt = now_ms() - t0;
     r->train_ms += dt;
     double tok_s = tc.total_batch_size / (dt / 1e3);
-    log_line(r, JsonRecord("train").integer("step", step + 1).num("loss", loss).num("lr", lr).num("grad_norm", gn)
-                    .num("ms", dt, "%.3f").num("tok_per_s", tok_s, "%.1f")
-                    .integer("threads", thread_governor().threads).str());
+    // the model's flops a second (model_flops_per_seq), and on a GPU their share of its peak (MFU)
+    double rate = r->step_flops / (dt / 1e3), peak = r->engine->peak_flops();
+    JsonRecord rec("train");
+    rec.integer("step", step + 1).num("loss", loss).num("lr", lr).num("grad_norm", gn).num("ms", dt, "%.3f")
+        .num("tok_per_s", tok_s, "%.1f").num("flops_per_s", rate, "%.4g");
+    if (peak > 0) rec.num("mfu", rate / peak, "%.4f");
+    log_line(r, rec.integer("threads", thread_governor().threads).str());
     int done = step + 1 - r->start_step, left = tc.steps - step - 1;
     if ((step + 1) % tc.print_every == 0 || done == 1 || left == 0) {
         double elapsed = now_ms() - r->start_ms;
-        // the model's flops a second (model_flops_per_seq), and on a GPU their share of its peak (MFU)
-        double rate = r->step_flops / (dt / 1e3), peak = r->engine->peak_flops();
         char mfu[32] = "";
         if (peak > 0) snprintf(mfu, sizeof mfu, " %.1f%% MFU", 100 * rate / peak);
         say("step %6d/%d | loss %.4f | lr %.2e | norm %6.3f | %6.0f ms | %7.0f tok/s | %s/s%s | elapsed %s | eta %s\n",

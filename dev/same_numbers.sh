@@ -22,7 +22,7 @@ fingerprint() {  # $1 = binary
     # the log without what differs by design from run to run and from version to version: timings, the run's id, the
     # config record (the flags), console-only records
     strip_times() { grep -v '"type":"config"' "$1" |
-        sed -E 's/,"(ms|tok_per_s|train_ms|sink_ms|sink_overhead|run|threads)":[^,}]*//g' | md5sum | cut -c1-32; }
+        sed -E 's/,"(ms|tok_per_s|flops_per_s|mfu|train_ms|sink_ms|sink_overhead|run|threads)":[^,}]*//g' | md5sum | cut -c1-32; }
     # a checkpoint's numbers: the model file, and of the training state its step, data position, random state and
     # AdamW moments (header[2..15] and the moments; not the version, checksums or saved flags)
     numbers() { for f in "$@"; do case "$f" in

@@ -354,7 +354,8 @@ static std::vector<std::string> computed_records(const std::string& log) {
         for (const char* t : {"config", "done", "stopped"})
             invocation |= line.find("\"type\":\"" + std::string(t) + "\"") != std::string::npos;
         if (invocation) continue;
-        out.push_back(regex_erase(line, ",\"(ms|tok_per_s|threads|thread_ms|run)\":(\"[^\"]*\"|[^,}]*)"));
+        out.push_back(
+            regex_erase(line, ",\"(ms|tok_per_s|flops_per_s|mfu|threads|thread_ms|run)\":(\"[^\"]*\"|[^,}]*)"));
     }
     return out;
 }
@@ -541,6 +542,17 @@ TEST_CASE("every log record names its run; the console shows progress, saves and
         CHECK(std::stod(m[2]) * scale == Approx(std::stod(m[1]) * per_token).epsilon(0.01));
     }
     CHECK(out.find("MFU") == std::string::npos);
+    // and every train record of the log the same rate: its tokens/s times the flops a token, with no mfu on the CPU
+    std::string log = slurp(r.dir + "/run/log.jsonl");
+    auto recs = regex_all("\"type\":\"train\",\"step\":\\d+,[^}]*\"tok_per_s\":([0-9.e+]+),\"flops_per_s\":([0-9.e+]+),"
+                          "\"threads\"",
+                          log);
+    CHECK(recs.size() == 12);
+    for (const auto& m : recs) {
+        INFO(m[0]);
+        CHECK(std::stod(m[2]) == Approx(std::stod(m[1]) * per_token).epsilon(0.002));
+    }
+    CHECK(log.find("\"mfu\"") == std::string::npos);
     CHECK(out.find("saved " + r.dir + "/run/model_00000008.bin") != std::string::npos);
     CHECK(out.find("done: 12 steps, 0.00154M tokens") != std::string::npos);
     CHECK(out.find("best ") != std::string::npos);
@@ -548,7 +560,6 @@ TEST_CASE("every log record names its run; the console shows progress, saves and
     // --keep-last 2: the checkpoints of steps 8 and 12 remain
     std::vector<int> steps = checkpoint_steps(r.dir + "/run");
     CHECK(steps == std::vector<int>({8, 12}));
-    std::string log = slurp(r.dir + "/run/log.jsonl");
     size_t lines = std::count(log.begin(), log.end(), '\n');
     size_t at = log.find("\"run\":\"");
     REQUIRE(at != std::string::npos);
